@@ -1,0 +1,307 @@
+"""The Parquet tables of a run: schemas, atomic part writes, validated reads.
+
+This module is the contract between the orchestrator (which writes) and the analysis (which reads).
+It depends on pyarrow and pandas only, so both sides can import it.
+
+Layout of a run directory (a local path or a URI such as ``s3://bucket/run``)::
+
+    RUN_DIR/tables/models/<key>.parquet   one part per trained model
+    RUN_DIR/tables/pairs/<key>.parquet    one part per pair of seeds in a cell
+    RUN_DIR/tables/curves/<key>.parquet   the points of one pair's Bezier curve
+
+One part per key makes every write independent and idempotent: re-running a key replaces its part,
+never duplicates it. Parts are written to a temporary name and renamed, so a crash never leaves a
+half-written part under a real name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+SCHEMA_VERSION = 1
+
+TABLE_NAMES = ("models", "pairs", "curves")
+
+
+def _f(name: str, type_: pa.DataType, unit: str = "", doc: str = "") -> pa.Field:
+    meta = {}
+    if unit:
+        meta["unit"] = unit
+    if doc:
+        meta["doc"] = doc
+    return pa.field(name, type_, metadata=meta or None)
+
+
+_PROVENANCE = [
+    _f("run_id", pa.string(), doc="identifier of the run directory's sweep"),
+    _f("config_hash", pa.string(), doc="sha256 prefix of the resolved sweep config"),
+    _f("package_version", pa.string(), doc="landscape version that wrote the row"),
+    _f("library_versions", pa.string(), doc="JSON object of torch/ray/... versions"),
+    _f("schema_version", pa.int32()),
+]
+
+_CELL = [
+    _f("load_name", pa.string(), doc="width | train_fraction | label_noise"),
+    _f("load_value", pa.float64()),
+    _f("temperature_name", pa.string(), doc="batch_size | learning_rate | weight_decay"),
+    _f("temperature_value", pa.float64()),
+]
+
+_STATUS = [
+    _f("status", pa.string(), doc="ok | diverged | failed"),
+    _f("error", pa.string(), doc="why the status is not ok; null when ok"),
+]
+
+MODELS_SCHEMA = pa.schema(
+    _PROVENANCE
+    + _CELL
+    + [_f("seed", pa.int64())]
+    + _STATUS
+    + [
+        _f("train_loss", pa.float64(), "nats", "mean cross-entropy on the full training set, eval mode"),
+        _f("train_acc", pa.float64(), "fraction", "accuracy on the full training set, eval mode"),
+        _f("test_loss", pa.float64(), "nats"),
+        _f("test_acc", pa.float64(), "fraction"),
+        _f("hessian_top_eigenvalue", pa.float64(), "1/nats", "largest algebraic eigenvalue"),
+        _f("hessian_trace", pa.float64(), "1/nats"),
+        _f("hessian_backend", pa.string()),
+        _f("hessian_samples", pa.int64(), "examples", "training points the Hessian is taken over"),
+        _f("hessian_eigen_iterations", pa.int64(), "Hessian-vector products"),
+        _f("hessian_trace_probes", pa.int64(), "probes"),
+        _f("num_params", pa.int64(), "parameters"),
+        _f("train_size", pa.int64(), "examples"),
+        _f("label_noise_realised", pa.float64(), "fraction", "training labels actually changed"),
+        _f("epochs_completed", pa.int64(), "epochs"),
+        _f("train_seconds", pa.float64(), "s"),
+        _f("metrics_seconds", pa.float64(), "s"),
+        _f("wall_seconds", pa.float64(), "s"),
+        _f("device", pa.string()),
+        _f("node_id", pa.string()),
+        _f("model_uri", pa.string(), doc="where the trained weights are stored"),
+        _f("finished_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+PAIRS_SCHEMA = pa.schema(
+    _PROVENANCE
+    + _CELL
+    + [_f("seed_a", pa.int64()), _f("seed_b", pa.int64())]
+    + _STATUS
+    + [
+        _f("mode_connectivity", pa.float64(), "percentage points", "mc = mean endpoint error - e(t*)"),
+        _f("t_star", pa.float64()),
+        _f("cka", pa.float64(), "", "linear CKA of softmax outputs on the cell's mixup probes"),
+        _f("cka_status", pa.string(), doc="ok, or why CKA is undefined (e.g. constant output)"),
+        _f("l2_distance", pa.float64(), "", "||theta_a - theta_b||_2 over trainable parameters"),
+        _f("curve_epochs", pa.int64(), "epochs"),
+        _f("curve_lr", pa.float64()),
+        _f("curve_points", pa.int64(), doc="size of the t-grid"),
+        _f("cka_probe_size", pa.int64(), "examples"),
+        _f("cka_probe_seed", pa.int64()),
+        _f("wall_seconds", pa.float64(), "s"),
+        _f("started_at", pa.timestamp("us", tz="UTC")),
+        _f("finished_at", pa.timestamp("us", tz="UTC")),
+        _f("device", pa.string()),
+        _f("node_id", pa.string()),
+    ]
+)
+
+CURVES_SCHEMA = pa.schema(
+    _PROVENANCE
+    + _CELL
+    + [
+        _f("seed_a", pa.int64()),
+        _f("seed_b", pa.int64()),
+        _f("t", pa.float64()),
+        _f("train_error", pa.float64(), "percent"),
+        _f("train_loss", pa.float64(), "nats"),
+        _f("test_error", pa.float64(), "percent"),
+        _f("test_loss", pa.float64(), "nats"),
+    ]
+)
+
+SCHEMAS = {"models": MODELS_SCHEMA, "pairs": PAIRS_SCHEMA, "curves": CURVES_SCHEMA}
+
+# The columns that identify one row (models, pairs) or one group of rows (curves).
+KEY_COLUMNS = {
+    "models": ["load_name", "load_value", "temperature_name", "temperature_value", "seed"],
+    "pairs": ["load_name", "load_value", "temperature_name", "temperature_value", "seed_a", "seed_b"],
+    "curves": ["load_name", "load_value", "temperature_name", "temperature_value", "seed_a", "seed_b"],
+}
+
+
+class TableError(RuntimeError):
+    """A table of a run cannot be read or written; the message names the file and the fix."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Keys
+
+
+def format_value(value: float) -> str:
+    """Shortest text that round-trips the float, safe in a file name (no '/', no spaces)."""
+    value = float(value)
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+def model_key(load_name: str, load_value: float, temperature_name: str, temperature_value: float, seed: int) -> str:
+    return f"{load_name}={format_value(load_value)}__{temperature_name}={format_value(temperature_value)}__seed={int(seed)}"
+
+
+def pair_key(
+    load_name: str, load_value: float, temperature_name: str, temperature_value: float, seed_a: int, seed_b: int
+) -> str:
+    a, b = sorted((int(seed_a), int(seed_b)))
+    return f"{load_name}={format_value(load_value)}__{temperature_name}={format_value(temperature_value)}__seeds={a}-{b}"
+
+
+# ---------------------------------------------------------------------------------------------
+# File systems: a local path or a URI, through pyarrow's file systems
+
+
+def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(file system, path inside it) for a local path or a URI (s3://, gs://, file://)."""
+    if "://" in uri:
+        fs, path = pafs.FileSystem.from_uri(uri)
+        return fs, path
+    return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
+
+
+@dataclass(frozen=True)
+class RunTables:
+    """The tables of one run directory (a local path or a URI)."""
+
+    run_dir: str
+
+    @property
+    def tables_dir(self) -> str:
+        return join(self.run_dir, "tables")
+
+    def part_uri(self, table: str, key: str) -> str:
+        return join(self.tables_dir, table, f"{key}.parquet")
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def write_part(self, table: str, key: str, rows: list[dict]) -> str:
+        """Write ``rows`` as the part ``key`` of ``table``, atomically; returns the part's URI.
+
+        Rows are checked against the table's schema: a missing column is written as null, an
+        unknown column is an error (it would silently vanish otherwise).
+        """
+        schema = _schema(table)
+        unknown = sorted({c for r in rows for c in r} - set(schema.names))
+        if unknown:
+            raise TableError(f"table {table!r} has no column(s) {unknown}; known: {schema.names}")
+        for r in rows:
+            r.setdefault("schema_version", SCHEMA_VERSION)
+        columns = {name: [r.get(name) for r in rows] for name in schema.names}
+        arrow = pa.Table.from_pydict(columns, schema=schema)
+        fs, path = resolve(self.part_uri(table, key))
+        parent = path.rsplit("/", 1)[0]
+        fs.create_dir(parent, recursive=True)
+        if isinstance(fs, pafs.LocalFileSystem):
+            tmp = f"{parent}/.{key}.{uuid.uuid4().hex}.tmp"
+            pq.write_table(arrow, tmp, filesystem=fs)
+            os.replace(tmp, path)  # atomic on POSIX: readers see the old part or the new one
+        else:
+            # Object stores make a single PUT visible all at once: no rename needed.
+            pq.write_table(arrow, path, filesystem=fs)
+        return self.part_uri(table, key)
+
+    def delete_part(self, table: str, key: str) -> None:
+        fs, path = resolve(self.part_uri(table, key))
+        try:
+            fs.delete_file(path)
+        except FileNotFoundError:
+            pass
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def part_keys(self, table: str) -> list[str]:
+        """Keys of the parts present (complete, readable or not) in ``table``."""
+        fs, path = resolve(join(self.tables_dir, table))
+        infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+        return sorted(
+            i.base_name[: -len(".parquet")]
+            for i in infos
+            if i.type == pafs.FileType.File and i.base_name.endswith(".parquet") and not i.base_name.startswith(".")
+        )
+
+    def read(self, table: str, *, on_corrupt: str = "raise") -> pd.DataFrame:
+        """All parts of ``table`` as one DataFrame (empty, with the schema's columns, when none).
+
+        ``on_corrupt``: "raise" (a clear TableError naming the part and the fix) or "skip" (leave
+        unreadable parts out; :meth:`corrupt_parts` lists them so they can be recomputed).
+        """
+        frames, bad = self._read_parts(table)
+        if bad and on_corrupt == "raise":
+            key, why = bad[0]
+            raise TableError(
+                f"part {self.part_uri(table, key)} of table {table!r} is unreadable ({why}). "
+                f"Delete it and run `landscape resume {self.run_dir}` to recompute it."
+            )
+        schema = _schema(table)
+        if not frames:
+            return schema.empty_table().to_pandas()
+        df = pd.concat(frames, ignore_index=True)
+        versions = set(df["schema_version"].dropna().astype(int))
+        if versions - {SCHEMA_VERSION}:
+            raise TableError(
+                f"table {table!r} in {self.run_dir} was written with schema version(s) {sorted(versions)}; "
+                f"this landscape reads version {SCHEMA_VERSION}. Use the landscape version that wrote it, "
+                f"or start a new run directory."
+            )
+        return df
+
+    def corrupt_parts(self, table: str) -> list[tuple[str, str]]:
+        """(key, reason) for every part of ``table`` that cannot be read against its schema."""
+        return self._read_parts(table)[1]
+
+    def _read_parts(self, table: str) -> tuple[list[pd.DataFrame], list[tuple[str, str]]]:
+        schema = _schema(table)
+        frames, bad = [], []
+        for key in self.part_keys(table):
+            fs, path = resolve(self.part_uri(table, key))
+            try:
+                part = pq.read_table(path, filesystem=fs)
+                missing = [n for n in schema.names if n not in part.schema.names]
+                if missing:
+                    raise TableError(f"missing columns {missing}")
+                frames.append(part.select(schema.names).cast(schema).to_pandas())
+            except (OSError, pa.ArrowException, TableError) as exc:
+                bad.append((key, f"{type(exc).__name__}: {exc}"))
+        return frames, bad
+
+
+def _schema(table: str) -> pa.Schema:
+    try:
+        return SCHEMAS[table]
+    except KeyError:
+        raise TableError(f"unknown table {table!r}; the tables are {list(TABLE_NAMES)}") from None
+
+
+def field_units(table: str) -> dict[str, str]:
+    """Column name -> unit, from the schema's field metadata (for plot labels and reports)."""
+    out = {}
+    for f in _schema(table):
+        if f.metadata and b"unit" in f.metadata:
+            out[f.name] = f.metadata[b"unit"].decode()
+    return out
+
+
+def library_versions_json(versions: dict[str, str]) -> str:
+    return json.dumps(versions, sort_keys=True)

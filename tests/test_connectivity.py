@@ -1,0 +1,377 @@
+"""Mode connectivity: the scalar definition on textbook curves, the Bezier curve's algebra, BatchNorm
+recomputation, isolation between curves, and that curve training does what it is for."""
+
+import copy
+import types
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workloads.metrics.connectivity import (
+    BezierCurve,
+    CurveConfig,
+    CurveDiverged,
+    connect_models,
+    curve_lr_factor,
+    evaluate_curve,
+    mode_connectivity,
+    recompute_bn,
+    train_curve,
+)
+
+# ------------------------------------------------------------------------------------------ test fixtures
+
+N_TRAIN, N_TEST, DIM, CLASSES = 512, 256, 16, 4
+
+
+def _teacher_data(seed=0):
+    """Inputs (n, 1, DIM) ~ N(0, I) labelled by a fixed random two-layer teacher: learnable, not linear."""
+    g = torch.Generator().manual_seed(seed)
+    w1, w2 = torch.randn(DIM, 32, generator=g), torch.randn(32, CLASSES, generator=g)
+    x = torch.randn(N_TRAIN + N_TEST, 1, DIM, generator=g)
+    y = (torch.tanh(x.flatten(1) @ w1) @ w2).argmax(1)
+    return x[:N_TRAIN], y[:N_TRAIN], x[N_TRAIN:], y[N_TRAIN:]
+
+
+DATA = _teacher_data()
+HIDDEN = 64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny models on a shared 2-core machine: with 2 intra-op threads, thread hand-offs cost ~30x the arithmetic.
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _mlp(seed, bn=False):
+    torch.manual_seed(seed)
+    norm = [nn.BatchNorm1d(HIDDEN)] if bn else []
+    return nn.Sequential(nn.Flatten(), nn.Linear(DIM, HIDDEN), *norm, nn.ReLU(), nn.Linear(HIDDEN, CLASSES))
+
+
+def _cnn(seed):
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv1d(1, 4, 3, padding=1), nn.BatchNorm1d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * DIM, CLASSES)
+    )
+
+
+def _sgd(model, steps, seed, lr=0.1):
+    """A few plain SGD steps (independent of workloads.train), leaving the model in eval mode."""
+    x, y = DATA[0], DATA[1]
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(0, x.shape[0], (64,), generator=g)
+        opt.zero_grad()
+        F.cross_entropy(model(x[idx]), y[idx]).backward()
+        opt.step()
+    return model.eval()
+
+
+def _manual_loss_error(model, x, y):
+    model.eval()
+    with torch.no_grad():
+        logits = model(x)
+    return F.cross_entropy(logits.double(), y).item(), 100.0 * (logits.argmax(1) != y).double().mean().item()
+
+
+@pytest.fixture(scope="module")
+def trained_pair():
+    return _sgd(_mlp(1), 300, seed=1), _sgd(_mlp(2), 300, seed=2)
+
+
+# ------------------------------------------------------------------------------------------ the scalar
+
+
+@pytest.mark.parametrize(
+    "errors,expected_mc,expected_t",
+    [
+        ([5.0, 5.0, 5.0], 0.0, 0.0),  # flat: all tie at 0, first wins
+        ([10.0, 30.0, 10.0], -20.0, 0.5),  # barrier
+        ([10.0, 2.0, 10.0], 8.0, 0.5),  # dip: the curve beats the endpoints
+        # endpoint-dominated: ē = 10, |ē - e| = (10, 5, 10), first max at t = 0, mc = 10 - 0
+        ([0.0, 5.0, 20.0], 10.0, 0.0),
+        # ... and with the models swapped the sign flips: a property of the definition
+        ([20.0, 5.0, 0.0], -10.0, 0.0),
+    ],
+)
+def test_mode_connectivity_textbook_cases(errors, expected_mc, expected_t):
+    mc, t_star = mode_connectivity([0.0, 0.5, 1.0], errors)
+    assert mc == pytest.approx(expected_mc, abs=1e-12)
+    assert t_star == expected_t
+
+
+def test_mode_connectivity_fine_grid_barrier():
+    ts = np.linspace(0, 1, 11)
+    errors = 10 + 4 * ts + 30 * np.sin(np.pi * ts)  # endpoints 10 and 14, bump peaks at t = 0.5
+    mc, t_star = mode_connectivity(ts, errors)
+    assert t_star == 0.5 and mc == pytest.approx(12.0 - (10 + 2 + 30))
+
+
+def test_mode_connectivity_endpoint_tie_survives_rounding():
+    # In floats |ē - 0.1| = 0.29999999999999993 < |ē - 0.7| = 0.3; in exact arithmetic they tie, so t* = 0.
+    mc, t_star = mode_connectivity([0.0, 0.5, 1.0], [0.1, 0.3, 0.7])
+    assert t_star == 0.0 and mc == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize(
+    "ts,errors,match",
+    [
+        ([0.25, 0.5, 1.0], [1, 2, 3], "endpoints"),
+        ([0.0, 0.5, 0.9], [1, 2, 3], "endpoints"),
+        ([0.0, 1.0, 0.5], [1, 2, 3], "increasing"),
+        ([0.0, 1.0], [1, 2, 3], "equal length"),
+        ([0.0], [1], "two endpoints"),
+        ([0.0, 0.5, 1.0], [1, float("nan"), 3], "finite"),
+    ],
+)
+def test_mode_connectivity_rejects_bad_grids(ts, errors, match):
+    with pytest.raises(ValueError, match=match):
+        mode_connectivity(ts, errors)
+
+
+# ------------------------------------------------------------------------------------------ schedule, config
+
+
+def test_curve_lr_schedule_values():
+    factors = [curve_lr_factor(e, 50) for e in range(50)]
+    assert factors[:26] == [1.0] * 26  # flat through epoch/epochs = 0.5
+    assert curve_lr_factor(35, 50) == pytest.approx(1 - 0.99 * 0.2 / 0.4)  # 0.505, halfway down
+    assert curve_lr_factor(45, 50) == pytest.approx(0.01)  # reaches 1% at 90%
+    assert factors[45:] == [0.01] * 5  # exactly, not 0.01 + rounding
+    assert all(a >= b for a, b in zip(factors, factors[1:]))
+
+
+def test_curve_config_validation_and_grid():
+    assert CurveConfig(num_points=5).ts().tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert CurveConfig().ts().shape == (11,)
+    with pytest.raises(ValueError, match="num_points"):
+        CurveConfig(num_points=1)
+    with pytest.raises(ValueError, match="lr"):
+        CurveConfig(lr=0.0)
+
+
+# ------------------------------------------------------------------------------------------ curve algebra
+
+
+def test_curve_points_follow_the_bezier_formula():
+    a, b = _cnn(1), _cnn(2)
+    curve = BezierCurve(a, b)
+    pa, pb = dict(a.named_parameters()), dict(b.named_parameters())
+    g0, g1, gh = curve.params_at(0.0), curve.params_at(1.0), curve.params_at(0.5)
+    for name in pa:
+        assert torch.equal(g0[name], pa[name])  # bit for bit
+        assert torch.equal(g1[name], pb[name])
+        torch.testing.assert_close(gh[name], (pa[name] + pb[name]) / 2)  # midpoint initialisation
+    # A general middle point and t: compare with the polynomial written out.
+    with torch.no_grad():
+        for p in curve.middle.values():
+            p.normal_()
+    pc = curve.endpoint_params("middle")
+    t = 0.3
+    gt = curve.params_at(t)
+    for name in pa:
+        manual = 0.49 * pa[name] + 0.42 * pc[name] + 0.09 * pb[name]
+        torch.testing.assert_close(gt[name], manual)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        curve.params_at(1.5)
+
+
+def test_endpoints_are_copied_and_not_trainable():
+    a, b = _mlp(1), _mlp(2)
+    curve = BezierCurve(a, b)
+    trainable = {n for n, p in curve.named_parameters() if p.requires_grad}
+    assert trainable == {f"middle.{k}" for k in curve.middle.keys()}
+    with torch.no_grad():
+        a[1].weight.add_(1.0)  # changing the source model later does not move the curve
+    assert not torch.equal(curve.params_at(0.0)["1.weight"], a[1].weight)
+
+
+def test_gradients_flow_only_to_the_middle():
+    a, b = _cnn(1), _cnn(2)
+    curve = BezierCurve(a, b)
+    x, y = DATA[0][:64], DATA[1][:64]
+    F.cross_entropy(curve(x, 0.3), y).backward()
+    for name, p in curve.named_parameters():
+        if name.startswith("middle."):
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+        else:
+            assert p.grad is None, name
+    assert all(buf.grad is None for buf in curve.buffers())
+    assert all(p.grad is None for p in list(a.parameters()) + list(b.parameters()))
+
+
+def test_forward_equals_materialised_point_model():
+    a, b = _mlp(1), _mlp(2)
+    curve = BezierCurve(a, b)
+    with torch.no_grad():
+        for p in curve.middle.values():
+            p.normal_()
+    point = curve.point_model(0.7)
+    curve.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(curve(DATA[2], 0.7), point(DATA[2]))
+    with torch.no_grad():  # the point model is independent of the curve
+        next(point.parameters()).add_(1.0)
+        torch.testing.assert_close(curve(DATA[2], 0.7), curve.point_model(0.7)(DATA[2]))
+
+
+def test_two_curves_in_one_process_do_not_interfere():
+    curve1 = BezierCurve(_mlp(1), _mlp(2))
+    curve2 = BezierCurve(_mlp(3), _mlp(4))
+    x = DATA[2]
+    with torch.no_grad():
+        ref1 = curve1.point_model(0.3)(x)
+        ref2 = curve2.point_model(0.8)(x)
+        out1 = curve1.eval()(x, 0.3)
+        out2 = curve2.eval()(x, 0.8)
+        out1_again = curve1(x, 0.3)
+    torch.testing.assert_close(out1, ref1)
+    torch.testing.assert_close(out2, ref2)
+    assert torch.equal(out1, out1_again)
+    # Training one curve leaves the other untouched.
+    before = [p.detach().clone() for p in curve1.middle.values()]
+    train_curve(curve2, DATA[0], DATA[1], CurveConfig(epochs=1, batch_size=64, seed=0))
+    assert all(torch.equal(p, q) for p, q in zip(before, curve1.middle.values()))
+    with torch.no_grad():
+        assert torch.equal(curve1.eval()(x, 0.3), out1)
+
+
+def test_mismatched_endpoints_raise():
+    with pytest.raises(ValueError, match="same architecture"):
+        BezierCurve(_mlp(1), _mlp(1, bn=True))
+
+
+# ------------------------------------------------------------------------------------------ BatchNorm
+
+
+def test_recompute_bn_is_the_average_of_batch_statistics():
+    model = _mlp(0, bn=True).eval()
+    x = DATA[0][:96]
+    captured = []
+    hook = model[2].register_forward_hook(lambda mod, inp, out: captured.append(inp[0].detach().clone()))
+    order = torch.randperm(96, generator=torch.Generator().manual_seed(7))
+    assert recompute_bn(model, x, batch_size=40, seed=7)
+    hook.remove()
+    assert len(captured) == 2  # 96 = 2 × 40 + 16: the partial batch is dropped
+    # The layer saw the seeded permutation's batches, and keeps the plain average of their statistics.
+    with torch.no_grad():
+        pre_bn = model[1](x.flatten(1))
+    torch.testing.assert_close(captured[0], pre_bn[order[:40]])
+    means = torch.stack([c.mean(0) for c in captured])
+    variances = torch.stack([c.var(0, unbiased=True) for c in captured])
+    torch.testing.assert_close(model[2].running_mean, means.mean(0))
+    torch.testing.assert_close(model[2].running_var, variances.mean(0))
+    assert not model.training and model[2].momentum == 0.1  # mode and momentum restored
+    assert recompute_bn(_mlp(0), x) is False  # no BatchNorm: nothing to do
+
+
+@pytest.mark.parametrize("make", [_cnn, lambda seed: _mlp(seed, bn=True)], ids=["cnn-bn", "mlp-bn"])
+def test_bn_curve_endpoints_reproduce_the_models(make):
+    a, b = _sgd(make(1), 60, seed=1), _sgd(make(2), 60, seed=2)
+    curve = BezierCurve(a, b)
+    train_x, train_y, test_x, test_y = DATA
+    res = evaluate_curve(curve, train_x, train_y, test_x, test_y, [0.0, 1.0], bn_batch_size=64)
+    for i, model in enumerate((a, b)):
+        ref = copy.deepcopy(model)
+        recompute_bn(ref, train_x, batch_size=64)
+        train_loss, train_err = _manual_loss_error(ref, train_x, train_y)
+        test_loss, test_err = _manual_loss_error(ref, test_x, test_y)
+        assert res["train_error"][i] == pytest.approx(train_err, abs=1e-9)
+        assert res["test_error"][i] == pytest.approx(test_err, abs=1e-9)
+        assert res["train_loss"][i] == pytest.approx(train_loss, rel=1e-9)
+        assert res["test_loss"][i] == pytest.approx(test_loss, rel=1e-9)
+    assert res["train_error"][0] < 60  # really trained (chance is 75%)
+
+
+def test_endpoints_without_bn_equal_the_models_exactly(trained_pair):
+    a, b = trained_pair
+    train_x, train_y, test_x, test_y = DATA
+    res = evaluate_curve(BezierCurve(a, b), train_x, train_y, test_x, test_y, [0.0, 1.0])
+    for i, model in enumerate((a, b)):
+        train_loss, train_err = _manual_loss_error(model, train_x, train_y)
+        test_loss, test_err = _manual_loss_error(model, test_x, test_y)
+        assert res["train_error"][i] == pytest.approx(train_err, abs=1e-12)
+        assert res["test_error"][i] == pytest.approx(test_err, abs=1e-12)
+        assert res["train_loss"][i] == pytest.approx(train_loss, rel=1e-12)
+        assert res["test_loss"][i] == pytest.approx(test_loss, rel=1e-12)
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+
+def test_identical_endpoints_give_zero_connectivity():
+    model = _sgd(_cnn(1), 30, seed=1)
+    result = connect_models(model, copy.deepcopy(model), *DATA, CurveConfig(epochs=0, num_points=5))
+    assert result.status == "ok" and result.mode_connectivity == 0.0 and result.t_star == 0.0
+    assert np.all(result.train_error == result.train_error[0])
+    curve = BezierCurve(model, model)
+    for name, p in model.named_parameters():
+        assert torch.equal(curve.endpoint_params("middle")[name], p)  # the midpoint of equal models
+
+
+def test_curve_training_lowers_the_loss_in_the_middle(trained_pair):
+    a, b = trained_pair
+    train_x, train_y, test_x, test_y = DATA
+    curve = BezierCurve(a, b)
+    before = evaluate_curve(curve, train_x, train_y, test_x, test_y, [0.5])
+    ends = evaluate_curve(curve, train_x, train_y, test_x, test_y, [0.0, 1.0])
+    history = train_curve(curve, train_x, train_y, CurveConfig(epochs=40, lr=0.2, batch_size=64, seed=3))
+    after = evaluate_curve(curve, train_x, train_y, test_x, test_y, [0.5])
+    assert [h["epoch"] for h in history] == list(range(1, 41))
+    lrs = [history[e]["lr"] for e in (0, 20, 30, 36, 39)]  # epoch/epochs = 0, .5, .75, .9, .975
+    assert lrs == pytest.approx([0.2, 0.2, 0.2 * (1 - 0.99 * 0.25 / 0.4), 0.002, 0.002])
+    # The straight midpoint of two independently trained networks is a barrier; the trained curve much less so.
+    assert before["train_loss"][0] > 3 * ends["train_loss"].max()
+    assert after["train_loss"][0] < 0.5 * before["train_loss"][0]
+    assert after["train_error"][0] < 0.5 * before["train_error"][0]
+    # The endpoints stayed where they were.
+    again = evaluate_curve(curve, train_x, train_y, test_x, test_y, [0.0, 1.0])
+    np.testing.assert_array_equal(again["train_loss"], ends["train_loss"])
+
+
+def test_connect_models_result_and_determinism(trained_pair):
+    a, b = trained_pair
+    config = CurveConfig(epochs=2, batch_size=64, num_points=6, seed=4)
+    r1 = connect_models(a, b, *DATA, config)
+    data = types.SimpleNamespace(train_x=DATA[0], train_y=DATA[1], test_x=DATA[2], test_y=DATA[3])
+    r2 = connect_models(a, b, data, config)  # the Dataset form
+    assert r1.status == "ok" and r1.error is None and r1.seconds > 0 and r1.config is config
+    np.testing.assert_array_equal(r1.ts, np.linspace(0, 1, 6))
+    for key in ("train_error", "train_loss", "test_error", "test_loss"):
+        arr = getattr(r1, key)
+        assert arr.shape == (6,) and np.all(np.isfinite(arr))
+        np.testing.assert_array_equal(arr, getattr(r2, key))
+    assert (r1.mode_connectivity, r1.t_star) == mode_connectivity(r1.ts, r1.train_error)
+    assert len(r1.history) == 2
+
+
+def test_divergence_is_a_status_not_an_exception(trained_pair):
+    a, b = trained_pair
+    result = connect_models(a, b, *DATA, CurveConfig(epochs=3, lr=1e12, batch_size=64))
+    assert result.status == "diverged" and "diverged" in result.error
+    assert result.mode_connectivity is None and result.t_star is None and result.ts.shape == (0,)
+    with pytest.raises(CurveDiverged):
+        train_curve(BezierCurve(a, b), DATA[0], DATA[1], CurveConfig(epochs=3, lr=1e12, batch_size=64))
+
+
+def test_batch_larger_than_training_set_is_an_error(trained_pair):
+    a, b = trained_pair
+    with pytest.raises(ValueError, match="not shrunk"):
+        train_curve(BezierCurve(a, b), DATA[0][:32], DATA[1][:32], CurveConfig(epochs=1, batch_size=64))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_connect_models_on_cuda_matches_structure(trained_pair):
+    a, b = trained_pair
+    result = connect_models(a, b, *DATA, CurveConfig(epochs=1, batch_size=64, num_points=3, device="cuda"))
+    assert result.status == "ok" and result.train_error.shape == (3,)
+    assert next(a.parameters()).device.type == "cpu"  # the models were not moved

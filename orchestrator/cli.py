@@ -1,0 +1,400 @@
+"""The ``landscape`` command line.
+
+    landscape run [CONFIG] [--out RUN_DIR] [--set k=v ...] [--address HOST:PORT]
+    landscape resume RUN_DIR [--set k=v ...] [--address HOST:PORT]
+    landscape validate CONFIG [--set k=v ...] [--address HOST:PORT]
+    landscape configs
+    landscape status RUN_DIR
+    landscape analyze RUN_DIR [--rule k=v ...]
+    landscape import-reference ARCHIVE --out RUN_DIR
+
+Bad input (config, run directory, arguments) gives one line ``error: ...`` and exit status 2, never a
+traceback. Ray, torch and the analysis are imported only by the commands that need them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from datetime import datetime
+
+import click
+
+from orchestrator.config import ConfigError
+
+EXIT_BAD_INPUT = 2
+EXIT_JOBS_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+class UserError(click.ClickException):
+    """Printed as ``error: ...`` with exit status 2."""
+
+    exit_code = EXIT_BAD_INPUT
+
+    def show(self, file=None):
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def _user_errors():
+    from analysis.tables import TableError
+    from orchestrator.storage import RunDirError
+    from orchestrator.sweep import PlanError
+
+    return (ConfigError, RunDirError, PlanError, TableError)
+
+
+def _fail(exc: Exception):
+    raise UserError(" ".join(str(exc).split()))
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="landscape")
+def main():
+    """Map loss landscapes of neural networks (Yang et al., NeurIPS 2021) with sweeps on Ray."""
+
+
+SET_HELP = "Override a config field: dotted.key=value (value parsed as YAML), e.g. training.epochs=20. Repeatable."
+ADDRESS_HELP = "Join the Ray cluster at HOST:PORT (default: RAY_ADDRESS, else a private local Ray)."
+
+
+@main.command()
+def configs():
+    """List the built-in configs."""
+    from orchestrator.config import builtin_names, describe_builtin
+
+    rows = []
+    for name in builtin_names():
+        try:
+            desc, models, pairs = describe_builtin(name)
+        except ConfigError as exc:
+            desc, models, pairs = f"(broken: {exc})", 0, 0
+        rows.append((name, f"{models} models, {pairs} pairs", desc))
+    width = max((len(r[0]) for r in rows), default=4)
+    cwidth = max((len(r[1]) for r in rows), default=4)
+    for name, count, desc in rows:
+        click.echo(f"{name:<{width}}  {count:<{cwidth}}  {desc}")
+
+
+@main.command()
+@click.argument("config")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--address", default=None, metavar="HOST:PORT", help="Also check resources against this cluster.")
+def validate(config, overrides, address):
+    """Check CONFIG (a built-in name or a YAML file) without running anything."""
+    from orchestrator.config import load_config
+
+    try:
+        cfg = load_config(config, overrides)
+    except ConfigError as exc:
+        _fail(exc)
+    click.echo(f"ok: {cfg.name}: {len(cfg.model_keys())} models ({cfg.load.name} x {cfg.temperature.name} x "
+               f"{len(cfg.seeds)} seeds), {len(cfg.pair_keys())} pairs; config hash {cfg.config_hash()}")
+    if address:
+        from orchestrator import ray_env
+
+        try:
+            ray_env.init_ray(address)
+            plan = ray_env.check_resources(cfg)
+        except ConfigError as exc:
+            _fail(exc)
+        finally:
+            _shutdown_ray()
+        _echo_resources(plan)
+
+
+@main.command()
+@click.argument("config", required=False, default="demo")
+@click.option("--out", "out", default=None, metavar="RUN_DIR",
+              help="Run directory (path or URI); default: run.storage of the config, else runs/<name>-<time>.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--address", default=None, metavar="HOST:PORT", help=ADDRESS_HELP)
+@click.option("--no-analysis", is_flag=True, help="Skip the analysis after the sweep.")
+def run(config, out, overrides, address, no_analysis):
+    """Run the sweep CONFIG (a built-in name or a YAML file; default: the built-in demo)."""
+    from orchestrator.config import load_config
+
+    try:
+        cfg = load_config(config, overrides)
+    except ConfigError as exc:
+        _fail(exc)
+    run_dir = out or cfg.run.storage or os.path.join("runs", f"{cfg.name}-{datetime.now():%Y%m%d-%H%M%S}")
+    _execute(cfg, run_dir, address=address, analysis=not no_analysis, resuming=False)
+
+
+@main.command()
+@click.argument("run_dir")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help=SET_HELP + " Grid values and seeds may grow; training and metric settings must not change.")
+@click.option("--address", default=None, metavar="HOST:PORT", help=ADDRESS_HELP)
+@click.option("--no-analysis", is_flag=True, help="Skip the analysis after the sweep.")
+def resume(run_dir, overrides, address, no_analysis):
+    """Continue the sweep in RUN_DIR: only missing, failed or broken results are computed."""
+    from orchestrator.config import apply_overrides, parse_config
+    from orchestrator.storage import config_uri, normalise_run_dir, read_bytes
+
+    import yaml
+
+    run_dir = normalise_run_dir(run_dir)
+    try:
+        text = read_bytes(config_uri(run_dir)).decode()
+    except (FileNotFoundError, OSError):
+        _fail(ConfigError(f"{run_dir} is not a run directory (no config.yaml); start one with `landscape run`"))
+    try:
+        raw = yaml.safe_load(text) or {}
+        raw = apply_overrides(raw, overrides)
+        raw.setdefault("run", {})["storage"] = run_dir
+        cfg = parse_config(raw)
+    except yaml.YAMLError as exc:
+        _fail(ConfigError(f"{config_uri(run_dir)} is not valid YAML ({exc})"))
+    except ConfigError as exc:
+        _fail(ConfigError(f"{config_uri(run_dir)}: {exc}"))
+    _execute(cfg, run_dir, address=address, analysis=not no_analysis, resuming=True)
+
+
+def _execute(cfg, run_dir: str, *, address, analysis: bool, resuming: bool):
+    import dataclasses
+
+    from orchestrator import ray_env, storage
+    from orchestrator.sweep import make_plan
+
+    run_dir = storage.normalise_run_dir(run_dir)
+    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, storage=run_dir))
+    errors = _user_errors()
+    lock = storage.RunLock(run_dir)
+    try:
+        lock.acquire()
+        _check_saved_config(cfg, run_dir, resuming)
+        plan = make_plan(cfg, run_dir)  # fails fast on incompatible rows, before Ray starts
+        storage.write_bytes(storage.config_uri(run_dir), cfg.to_yaml().encode())
+        info = storage.ensure_run_info(run_dir, cfg.name)
+    except errors as exc:
+        lock.release()
+        _fail(exc)
+    except OSError as exc:
+        lock.release()
+        _fail(ConfigError(f"cannot use run directory {run_dir}: {exc.strerror or exc}"))
+
+    click.echo(f"landscape {cfg.name}: {len(cfg.model_keys())} models, {len(cfg.pair_keys())} pairs -> {run_dir}")
+    for note in plan.repaired:
+        click.echo(f"  repair: {note}")
+    if resuming or plan.models_done or plan.pairs_done:
+        click.echo(f"  already done: {len(plan.models_done)} models, {len(plan.pairs_done)} pairs; "
+                   f"to do: {len(plan.models_todo)} models, {len(plan.pairs_todo)} pairs")
+    summary = None
+    interrupted = False
+    try:
+        try:
+            ray_env.init_ray(address, object_store_mb=cfg.run.object_store_mb)
+            resources = ray_env.check_resources(cfg)
+        except errors as exc:
+            _fail(exc)
+        _echo_resources(resources)
+        if not plan.complete:
+            from orchestrator.progress import make_progress
+            from orchestrator.sweep import run_sweep
+
+            summary = run_sweep(cfg, run_dir, run_id=info["run_id"], resources=resources, progress=make_progress())
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        _shutdown_ray()
+        lock.release()
+    if interrupted:
+        click.echo(f"\ninterrupted; continue with: landscape resume {run_dir}", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+    final = make_plan(cfg, run_dir, repair=False)
+    failed = _failed_rows(run_dir)
+    took = f" in {summary.seconds:.1f} s" if summary else ""
+    click.echo(f"sweep finished{took}: {len(final.models_done)}/{len(cfg.model_keys())} models, "
+               f"{len(final.pairs_done)}/{len(cfg.pair_keys())} pairs done; tables in {run_dir}/tables")
+    if analysis and final.models_done:
+        _run_analysis(run_dir)
+    if failed:
+        click.echo(f"{len(failed)} job(s) failed (e.g. {failed[0]}); see `landscape status {run_dir}`, "
+                   f"then `landscape resume {run_dir}` to retry them", err=True)
+        sys.exit(EXIT_JOBS_FAILED)
+
+
+def _check_saved_config(cfg, run_dir: str, resuming: bool) -> None:
+    """A run dir keeps its training and metric settings: a config changing them must use a new directory."""
+    from orchestrator.config import parse_config
+    from orchestrator.storage import config_uri, read_bytes
+
+    import yaml
+
+    try:
+        text = read_bytes(config_uri(run_dir)).decode()
+    except (FileNotFoundError, OSError):
+        return
+    try:
+        saved = parse_config(yaml.safe_load(text) or {}, check_data=False)
+    except (ConfigError, yaml.YAMLError):
+        return  # the tables' config hashes still guard the results
+    if saved.config_hash() != cfg.config_hash():
+        diff = _science_diff(saved.science_dict(), cfg.science_dict())
+        raise ConfigError(
+            f"{run_dir} was run with other training/metric settings ({diff}); use a new --out directory, "
+            f"or change only grid values, seeds and resources"
+        )
+
+
+def _science_diff(a: dict, b: dict, prefix: str = "") -> str:
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            d = _science_diff(va, vb, f"{prefix}{key}.")
+            if d:
+                return d
+        elif va != vb:
+            return f"{prefix}{key}: {va!r} in the run, {vb!r} now"
+    return ""
+
+
+def _failed_rows(run_dir: str) -> list[str]:
+    from analysis.tables import RunTables
+
+    out = []
+    tables = RunTables(run_dir)
+    for table in ("models", "pairs"):
+        df = tables.read(table, on_corrupt="skip")
+        for row in df[df["status"] == "failed"].itertuples(index=False):
+            out.append(f"{table[:-1]} {row.load_name}={row.load_value:g} {row.temperature_name}="
+                       f"{row.temperature_value:g}: {row.error}")
+    return out
+
+
+def _echo_resources(plan: dict) -> None:
+    c = plan["cluster"]
+    trials = sorted(set(plan["trials_at_once"].values()))
+    pairs = sorted(set(plan["pairs_at_once"].values()))
+    click.echo(f"  cluster: {c['nodes']} node(s), {c['cpu']:g} CPU, {c['gpu']:g} GPU; jobs at once: "
+               f"{_span(trials)} trials or {_span(pairs)} pair jobs")
+
+
+def _span(values: list) -> str:
+    if not values:
+        return "0"
+    return str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]}"
+
+
+def _shutdown_ray() -> None:
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+def _run_analysis(run_dir: str) -> None:
+    try:
+        from analysis import api
+    except ImportError:
+        click.echo("  (analysis package not available: skipped)")
+        return
+    try:
+        result = api.analyze_run(run_dir)
+    except Exception as exc:  # the sweep's results are safe; analysis problems must not hide them
+        click.echo(f"  analysis failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}; "
+                   f"retry with `landscape analyze {run_dir}`", err=True)
+        return
+    _echo_analysis(result, run_dir)
+
+
+def _echo_analysis(result, run_dir: str) -> None:
+    paths = _paths_of(result)
+    if paths:
+        for name, path in paths:
+            click.echo(f"  {name}: {path}")
+    else:
+        click.echo(f"  analysis written under {run_dir}")
+
+
+def _paths_of(result) -> list[tuple[str, str]]:
+    """(label, path) pairs from whatever analyze_run returns (a dict, an object with path fields, a path)."""
+    if result is None:
+        return []
+    if isinstance(result, (str, os.PathLike)):
+        return [("report", str(result))]
+    items = result.items() if isinstance(result, dict) else vars(result).items() if hasattr(result, "__dict__") else []
+    out = []
+    for k, v in items:
+        if isinstance(v, (str, os.PathLike)) and (os.sep in str(v) or "://" in str(v)):
+            out.append((k, str(v)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("run_dir")
+def status(run_dir):
+    """Per stage: what is done, diverged, failed and missing in RUN_DIR."""
+    from orchestrator.status import run_status
+
+    try:
+        text = run_status(run_dir)
+    except _user_errors() as exc:
+        _fail(exc)
+    click.echo(text)
+
+
+@main.command()
+@click.argument("run_dir")
+@click.option("--rule", "rules", multiple=True, metavar="KEY=VALUE",
+              help="Override a phase-labelling threshold, e.g. mc_barrier=-5 (value parsed as YAML). Repeatable.")
+def analyze(run_dir, rules):
+    """Phase diagram, heatmaps and report of RUN_DIR."""
+    import yaml
+
+    parsed = {}
+    for item in rules:
+        if "=" not in item:
+            _fail(ConfigError(f"--rule {item!r}: expected KEY=VALUE"))
+        k, v = item.split("=", 1)
+        try:
+            parsed[k.strip()] = yaml.safe_load(v)
+        except yaml.YAMLError:
+            _fail(ConfigError(f"--rule {item!r}: the value is not valid YAML"))
+    try:
+        from analysis import api
+    except ImportError as exc:
+        _fail(ConfigError(f"the analysis package is not available ({exc})"))
+    try:
+        result = api.analyze_run(run_dir, rules=parsed or None)
+    except (ValueError, LookupError, OSError, *_user_errors()) as exc:
+        _fail(exc)
+    _echo_analysis(result, run_dir)
+
+
+@main.command(name="import-reference")
+@click.argument("archive")
+@click.option("--out", "out", required=True, metavar="RUN_DIR", help="Run directory to write the tables into.")
+def import_reference(archive, out):
+    """Import the authors' released results (ARCHIVE) as a run directory that `analyze` reads."""
+    try:
+        from analysis import api
+    except ImportError as exc:
+        _fail(ConfigError(f"the analysis package is not available ({exc})"))
+    try:
+        result = api.import_reference(archive, out)
+    except (ValueError, LookupError, OSError, *_user_errors()) as exc:
+        _fail(exc)
+    click.echo(f"imported {archive} -> {out}")
+    if result is not None and not isinstance(result, (str, os.PathLike)):
+        click.echo(f"  {result}")
+
+
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":  # pragma: no cover
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    main()

@@ -1,0 +1,704 @@
+"""Sweep configs: one YAML file per sweep, parsed into frozen dataclasses and validated before Ray starts.
+
+A config names a workload (dataset + model), a *load* axis (width, training-set fraction or label noise),
+a *temperature* axis (batch size, learning rate or weight decay), the seeds, the training and metric
+settings, the resources each job asks for, and where the run lives. Every mistake a user can make in it is
+reported as ONE ConfigError naming the field and the fix, before any cluster is started.
+
+This module does not import ray. It imports torch only through the workloads registries (for the
+did-you-mean of dataset and model names, and to check that the model builds with its options).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import importlib.resources
+import json
+import math
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+import yaml
+
+LOAD_AXES = ("width", "train_fraction", "label_noise")
+TEMPERATURE_AXES = ("batch_size", "learning_rate", "weight_decay")
+PAIR_MODES = ("auto", "all", "ring")
+SCHEDULES = ("constant", "step")
+LR_SCALINGS = ("none", "linear")
+HESSIAN_BACKENDS = ("lanczos", "pyhessian")
+
+# Sizes and shapes of the registered datasets (workloads/data.py's table), so that validation can check
+# batch sizes and build the model without loading data (generating MNIST-1D alone costs ~5 s).
+# A dataset registered later and missing here is loaded once to learn them.
+KNOWN_DATASETS = {
+    #            train size, input shape, classes, needs data_root
+    "mnist1d": (4000, (40,), 10, False),
+    "digits": (1437, (64,), 10, False),
+    "cifar10": (50000, (3, 32, 32), 10, True),
+    "cifar100": (50000, (3, 32, 32), 100, True),
+    "svhn": (73257, (3, 32, 32), 10, True),
+}
+
+
+class ConfigError(ValueError):
+    """A sweep config that cannot run; the message names the field and how to fix it."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The schema. Field comments are the documentation of the YAML keys; defaults are the method's.
+
+
+@dataclass(frozen=True)
+class WorkloadConfig:
+    dataset: str = "mnist1d"  # a workloads.data.DATASETS name
+    data_root: Optional[str] = None  # folder with the dataset's files (image datasets only; never downloaded)
+    model: str = "mlp"  # a workloads.models.MODELS name
+    model_args: dict = field(default_factory=dict)  # model options, e.g. {depth: 2}
+    width: int = 64  # model width when the load axis is not width
+    data_seed: int = 0  # seed of the training subset / label corruption: the same data for every seed of a cell
+
+
+@dataclass(frozen=True)
+class AxisConfig:
+    name: str = ""
+    values: tuple = ()
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    epochs: int = 100
+    batch_size: int = 128  # examples; used when temperature is not batch_size
+    lr: float = 0.1  # used when temperature is not learning_rate
+    momentum: float = 0.9
+    weight_decay: float = 5e-4  # used when temperature is not weight_decay
+    schedule: str = "constant"  # constant | step (x0.1 at 75% of the epochs)
+    lr_scaling: str = "none"  # none | linear (lr * batch_size / base_batch_size): off by default, see method.md
+    base_batch_size: int = 128
+    checkpoint_every: int = 0  # epochs between training checkpoints (resume mid-training); 0 = never
+
+
+@dataclass(frozen=True)
+class CurveSettings:
+    epochs: int = 50  # curve training epochs: the dominant pairwise cost; it moves the III/IV boundary
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    points: int = 11  # size of the evaluation t-grid (authors: 5)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    # Training points the Hessian is taken over. The authors used one batch of 200, which is noisy;
+    # 1000 (or the whole set when smaller) is still cheap for small models. Recorded per row.
+    hessian_samples: int = 1000
+    hessian_backend: str = "lanczos"  # lanczos (fast, accuracy-based stopping) | pyhessian (the reference)
+    hessian_eigen_tol: float = 1e-3  # relative accuracy of lambda_max (authors: 1e-3)
+    hessian_eigen_max_iter: int = 100  # cap on Hessian-vector products for lambda_max (authors: 100)
+    hessian_trace_tol: float = 1e-2  # relative standard error of the trace
+    hessian_trace_max_probes: int = 100  # cap on Hutchinson probes (authors: 100)
+    hessian_batch_size: Optional[int] = None  # chunk of the loss for HVPs (memory only); null = all at once
+    hessian_seed: int = 0  # choice of the Hessian points and the random probes
+    cka_probes: int = 768  # mixup inputs per cell (authors: 768)
+    cka_probe_seed: int = 0
+    curve: CurveSettings = field(default_factory=CurveSettings)
+    pairs: Any = "auto"  # auto (all pairs for <= 3 seeds, else a ring) | all | ring | [[a, b], ...]
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    cpu: float = 1.0  # CPUs per training trial
+    gpu: float = 0.0  # GPUs per training trial; fractions pack trials (0.25 = four per GPU)
+    gpu_by_load: dict = field(default_factory=dict)  # load value -> GPUs, overrides gpu (e.g. by width)
+    pair_cpu: Optional[float] = None  # CPUs per pair job (default: cpu)
+    pair_gpu: Optional[float] = None  # GPUs per pair job (default: the trial's GPUs at that load)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    storage: Optional[str] = None  # run directory: a path or a URI (s3://...); default runs/<name>-<time>
+    max_concurrent: Optional[int] = None  # jobs (trials + pairs) at once; default: what the cluster fits
+    max_failures: int = 2  # retries of a job whose process dies or raises, before it is recorded as failed
+    object_store_mb: int = 256  # object store of a local Ray (models travel through storage, not Ray)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    name: str = "sweep"
+    description: str = ""
+    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    load: AxisConfig = field(default_factory=AxisConfig)
+    temperature: AxisConfig = field(default_factory=AxisConfig)
+    seeds: tuple = (0, 1, 2)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    run: RunSettings = field(default_factory=RunSettings)
+
+    # -- derived views -------------------------------------------------------------------------------
+
+    def model_keys(self) -> list[tuple[float, float, int]]:
+        """(load value, temperature value, seed) of every model of the grid, in grid order."""
+        return [(lv, tv, s) for lv in self.load.values for tv in self.temperature.values for s in self.seeds]
+
+    def seed_pairs(self) -> list[tuple[int, int]]:
+        """The seed pairs connected in every cell, each as (a, b) with a < b."""
+        return seed_pairs(self.metrics.pairs, self.seeds)
+
+    def pair_keys(self) -> list[tuple[float, float, int, int]]:
+        return [(lv, tv, a, b) for lv in self.load.values for tv in self.temperature.values for a, b in self.seed_pairs()]
+
+    def trial_gpu(self, load_value: float) -> float:
+        by_load = {float(k): float(v) for k, v in self.resources.gpu_by_load.items()}
+        return by_load.get(float(load_value), float(self.resources.gpu))
+
+    def trial_resources(self, load_value: float) -> dict:
+        return {"cpu": float(self.resources.cpu), "gpu": self.trial_gpu(load_value)}
+
+    def pair_resources(self, load_value: float) -> dict:
+        r = self.resources
+        cpu = float(r.cpu if r.pair_cpu is None else r.pair_cpu)
+        gpu = self.trial_gpu(load_value) if r.pair_gpu is None else float(r.pair_gpu)
+        return {"cpu": cpu, "gpu": gpu}
+
+    def to_dict(self) -> dict:
+        return _to_plain(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=110)
+
+    def science_dict(self) -> dict:
+        """The settings that determine the value of a row (not which rows exist, nor where they run)."""
+        d = self.to_dict()
+        return {
+            "workload": d["workload"],
+            "load_name": d["load"]["name"],
+            "temperature_name": d["temperature"]["name"],
+            "training": d["training"],
+            "metrics": {k: v for k, v in d["metrics"].items() if k != "pairs"},
+        }
+
+    def config_hash(self) -> str:
+        """sha256 prefix of :meth:`science_dict`.
+
+        Grid values, seeds, pairs, resources and storage are left out on purpose: growing a sweep or
+        running it elsewhere keeps the hash, so rows computed before and after stay comparable, while a
+        change of any training or metric setting changes it (resume refuses to mix the two).
+        """
+        text = json.dumps(self.science_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def seed_pairs(mode, seeds) -> list[tuple[int, int]]:
+    """Seed pairs for a pairs setting: auto = all pairs for <= 3 seeds, else a ring (s0-s1, s1-s2, ..., sn-s0)."""
+    seeds = list(seeds)
+    if mode == "auto":
+        mode = "all" if len(seeds) <= 3 else "ring"
+    if mode == "all":
+        return [(min(a, b), max(a, b)) for i, a in enumerate(seeds) for b in seeds[i + 1 :]]
+    if mode == "ring":
+        if len(seeds) < 2:
+            return []
+        if len(seeds) == 2:
+            return [tuple(sorted(seeds))]
+        ring = [(seeds[i], seeds[(i + 1) % len(seeds)]) for i in range(len(seeds))]
+        return [(min(a, b), max(a, b)) for a, b in ring]
+    return sorted({(min(int(a), int(b)), max(int(a), int(b))) for a, b in mode})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading: YAML text / dict -> SweepConfig
+
+
+def builtin_dir():
+    return importlib.resources.files("orchestrator.configs")
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.name[: -len(".yaml")] for p in builtin_dir().iterdir() if p.name.endswith(".yaml"))
+
+
+def builtin_path(name: str) -> str:
+    return str(builtin_dir() / f"{name}.yaml")
+
+
+def read_raw(source: str) -> tuple[dict, str]:
+    """(raw dict, where it came from) for a built-in name or a YAML path."""
+    if source in builtin_names():
+        path = builtin_path(source)
+    elif os.path.exists(source):
+        path = source
+    else:
+        hint = ""
+        close = difflib.get_close_matches(source, builtin_names(), n=1)
+        if close:
+            hint = f"; did you mean the built-in {close[0]!r}?"
+        raise ConfigError(
+            f"config {source!r} is neither a built-in config nor an existing file{hint} "
+            f"Built-ins: {', '.join(builtin_names())} (see `landscape configs`)."
+        )
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({_one_line(exc)})") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a sweep config is a YAML mapping (key: value), got {type(raw).__name__}")
+    return raw, path
+
+
+def load_config(source: str, overrides: list[str] | tuple = (), *, check_data: bool = True) -> SweepConfig:
+    """Read a built-in name or YAML path, apply ``--set`` overrides, parse and validate."""
+    raw, _ = read_raw(source)
+    raw = apply_overrides(raw, overrides)
+    return parse_config(raw, check_data=check_data)
+
+
+def parse_config(raw: dict, *, check_data: bool = True) -> SweepConfig:
+    """A validated SweepConfig from a plain dict (ConfigError on the first problem)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a sweep config is a mapping, got {type(raw).__name__}")
+    cfg = _build(SweepConfig, raw, "")
+    validate(cfg, check_data=check_data)
+    return cfg
+
+
+def apply_overrides(raw: dict, overrides) -> dict:
+    """Copy of ``raw`` with every ``dotted.key=value`` set; values are parsed as YAML (``[8, 16]``, ``0.1``, ``null``)."""
+    out = json.loads(json.dumps(raw, default=_json_default)) if raw else {}
+    for item in overrides or ():
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set training.epochs=20")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"--set {item!r}: the key must be a dotted path such as training.epochs")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({_one_line(exc)})") from None
+        _check_path(key)
+        node = out
+        parts = key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(parts[: i + 1])} is not a section")
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def _check_path(key: str) -> None:
+    """Unknown dotted paths fail here with a did-you-mean (model_args and gpu_by_load take any sub-key)."""
+    cls: Any = SweepConfig
+    done = []
+    for part in key.split("."):
+        if cls is None:
+            return  # inside a free-form dict
+        names = [f.name for f in dataclasses.fields(cls)]
+        if part not in names:
+            where = ".".join(done) or "the top level"
+            raise ConfigError(_unknown_key_message(part, names, where, prefix=".".join(done)))
+        done.append(part)
+        hint = typing.get_type_hints(cls)[part]
+        cls = hint if dataclasses.is_dataclass(hint) else None
+
+
+def _unknown_key_message(key: str, known: list[str], where: str, prefix: str = "") -> str:
+    close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+    full = f"{prefix}.{key}" if prefix else str(key)
+    msg = f"unknown key {full!r} in {where}"
+    if close:
+        msg += f"; did you mean {(prefix + '.' if prefix else '') + close[0]!r}?"
+    return msg + f" Known keys there: {', '.join(known)}."
+
+
+def _build(cls, raw, path: str):
+    """Instantiate dataclass ``cls`` from ``raw`` with type checks; ``path`` names the section in errors."""
+    where = path or "the top level"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping (key: value), got {_show(raw)}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            raise ConfigError(_unknown_key_message(key, names, where, prefix=path))
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in raw:
+            continue
+        fpath = f"{path}.{f.name}" if path else f.name
+        hint = hints[f.name]
+        value = raw[f.name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[f.name] = _build(hint, value, fpath)
+        elif cls is AxisConfig and f.name == "values":
+            kwargs[f.name] = _number_list(value, fpath)
+        elif cls is SweepConfig and f.name == "seeds":
+            kwargs[f.name] = tuple(_int_list(value, fpath))
+        else:
+            kwargs[f.name] = _coerce(value, hint, fpath)
+    return cls(**kwargs)
+
+
+def _coerce(value, hint, path: str):
+    """Check ``value`` against a simple type hint (int, float, str, bool, dict, Optional[...], Any)."""
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], path)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path} must be true or false, got {_show(value)}")
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"{path} must be an integer, got {_show(value)}")
+        number = _as_number(value)
+        if number is None or not math.isfinite(number) or number != int(number):
+            raise ConfigError(f"{path} must be an integer, got {_show(value)}")
+        return int(number)
+    if hint is float:
+        number = None if isinstance(value, bool) else _as_number(value)
+        if number is None or not math.isfinite(number):
+            raise ConfigError(f"{path} must be a number, got {_show(value)}")
+        return float(number)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path} must be a string, got {_show(value)}")
+        return value
+    if hint is dict or origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path} must be a mapping (key: value), got {_show(value)}")
+        return dict(value)
+    raise AssertionError(f"unsupported config type {hint} at {path}")
+
+
+def _as_number(value):
+    """int/float, or a numeric string (PyYAML reads 1e-3 as a string: YAML 1.1 floats need a dot)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _number_list(value, path: str) -> tuple:
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{path} must be a list of numbers, e.g. [8, 16, 32], got {_show(value)}")
+    out = []
+    for i, v in enumerate(value):
+        number = _as_number(v)
+        if number is None or not math.isfinite(number):
+            raise ConfigError(f"{path}[{i}] must be a number, got {_show(v)}")
+        out.append(int(number) if float(number).is_integer() else float(number))
+    return tuple(out)
+
+
+def _int_list(value, path: str) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{path} must be a list of integers, e.g. [0, 1, 2], got {_show(value)}")
+    out = []
+    for i, v in enumerate(value):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(f"{path}[{i}] must be an integer, got {_show(v)}")
+        out.append(v)
+    return out
+
+
+def _show(value) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def _one_line(exc) -> str:
+    return " ".join(str(exc).split())
+
+
+def _to_plain(obj):
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    return obj
+
+
+def _json_default(obj):
+    if isinstance(obj, tuple):
+        return list(obj)
+    raise TypeError(type(obj).__name__)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Semantic validation
+
+
+def _fail(path: str, message: str) -> None:
+    raise ConfigError(f"{path}: {message}")
+
+
+def dataset_facts(name: str, root: Optional[str]) -> tuple[int, tuple, int]:
+    """(training-set size, input shape, classes) of a dataset, without loading it when it is known."""
+    if name in KNOWN_DATASETS:
+        size, shape, classes, _ = KNOWN_DATASETS[name]
+        return size, shape, classes
+    from workloads.data import load_dataset
+
+    ds = load_dataset(name, root)
+    return ds.train_size, tuple(ds.input_shape), int(ds.num_classes)
+
+
+def transformed_train_size(cfg: SweepConfig, load_value: float, full_size: int) -> int:
+    """Training points left after the load transform (a lower bound within num_classes for fractions)."""
+    if cfg.load.name == "train_fraction":
+        return int(math.floor(float(load_value) * full_size))
+    return full_size
+
+
+def validate(cfg: SweepConfig, *, check_data: bool = True) -> None:
+    """Raise ConfigError on the first problem; ``check_data`` also checks the data folder exists here."""
+    if not isinstance(cfg.name, str) or not cfg.name.strip():
+        _fail("name", "give the sweep a non-empty name")
+    # Axes
+    if cfg.load.name not in LOAD_AXES:
+        _fail("load.name", f"{_choice(cfg.load.name, LOAD_AXES)}")
+    if cfg.temperature.name not in TEMPERATURE_AXES:
+        _fail("temperature.name", f"{_choice(cfg.temperature.name, TEMPERATURE_AXES)}")
+    for axis, section in ((cfg.load, "load"), (cfg.temperature, "temperature")):
+        if not axis.values:
+            _fail(f"{section}.values", f"the {section} axis is empty: list at least one {axis.name} value")
+        if len(set(map(float, axis.values))) != len(axis.values):
+            _fail(f"{section}.values", f"{list(axis.values)} repeats a value; list each value once")
+    if not cfg.seeds:
+        _fail("seeds", "no seeds: list at least one, e.g. seeds: [0, 1, 2]")
+    if len(set(cfg.seeds)) != len(cfg.seeds):
+        _fail("seeds", f"{list(cfg.seeds)} repeats a seed")
+    if min(cfg.seeds) < 0:
+        _fail("seeds", "seeds must be >= 0")
+    for i, v in enumerate(cfg.load.values):
+        p = f"load.values[{i}]"
+        if cfg.load.name == "width" and (not float(v).is_integer() or v < 1):
+            _fail(p, f"a width must be a positive integer, got {v}")
+        if cfg.load.name == "train_fraction" and not 0 < v <= 1:
+            _fail(p, f"a training-set fraction must lie in (0, 1], got {v}")
+        if cfg.load.name == "label_noise" and not 0 <= v < 1:
+            _fail(p, f"a label-noise fraction must lie in [0, 1), got {v}")
+    for i, v in enumerate(cfg.temperature.values):
+        p = f"temperature.values[{i}]"
+        if cfg.temperature.name == "batch_size" and (not float(v).is_integer() or v < 1):
+            _fail(p, f"a batch size must be a positive integer, got {v}")
+        if cfg.temperature.name == "learning_rate" and not v > 0:
+            _fail(p, f"a learning rate must be > 0, got {v}")
+        if cfg.temperature.name == "weight_decay" and v < 0:
+            _fail(p, f"a weight decay must be >= 0, got {v}")
+
+    # Workload: names through the registries (did-you-mean), then the model must build with its options.
+    w = cfg.workload
+    from workloads.data import DATASETS
+    from workloads.models import MODELS
+
+    if w.dataset not in DATASETS:
+        try:
+            DATASETS.get(w.dataset)
+        except LookupError as exc:
+            _fail("workload.dataset", str(exc))
+    if w.model not in MODELS:
+        try:
+            MODELS.get(w.model)
+        except LookupError as exc:
+            _fail("workload.model", str(exc))
+    if w.width < 1:
+        _fail("workload.width", f"must be a positive integer, got {w.width}")
+    needs_root = KNOWN_DATASETS.get(w.dataset, (0, (), 0, False))[3]
+    if needs_root:
+        if not w.data_root:
+            _fail(
+                "workload.data_root",
+                f"dataset {w.dataset!r} is read from local files (never downloaded): set workload.data_root "
+                f"to the folder holding them, e.g. --set workload.data_root=/data",
+            )
+        if check_data and "://" not in w.data_root and not os.path.isdir(w.data_root):
+            _fail("workload.data_root", f"folder {w.data_root!r} does not exist; point it at the dataset's folder")
+    full_size, input_shape, num_classes = dataset_facts(w.dataset, w.data_root)
+    widths = cfg.load.values if cfg.load.name == "width" else (w.width,)
+    _check_model_builds(cfg, int(min(widths)), input_shape, num_classes)
+
+    # Training
+    t = cfg.training
+    if t.epochs < 1:
+        _fail("training.epochs", f"must be >= 1, got {t.epochs}")
+    if t.schedule not in SCHEDULES:
+        _fail("training.schedule", _choice(t.schedule, SCHEDULES))
+    if t.lr_scaling not in LR_SCALINGS:
+        _fail("training.lr_scaling", _choice(t.lr_scaling, LR_SCALINGS))
+    if not t.lr > 0:
+        _fail("training.lr", f"must be > 0, got {t.lr}")
+    if not 0 <= t.momentum < 1:
+        _fail("training.momentum", f"must lie in [0, 1), got {t.momentum}")
+    if t.weight_decay < 0:
+        _fail("training.weight_decay", f"must be >= 0, got {t.weight_decay}")
+    if t.batch_size < 1 or t.base_batch_size < 1:
+        _fail("training.batch_size", "batch sizes must be >= 1")
+    if t.checkpoint_every < 0:
+        _fail("training.checkpoint_every", f"must be >= 0 (0 = never), got {t.checkpoint_every}")
+
+    # The batch size is the experiment: it is never shrunk, so it must fit every transformed training set.
+    smallest = min(transformed_train_size(cfg, lv, full_size) for lv in cfg.load.values)
+    batches = cfg.temperature.values if cfg.temperature.name == "batch_size" else (t.batch_size,)
+    field_name = "temperature.values" if cfg.temperature.name == "batch_size" else "training.batch_size"
+    if max(batches) > smallest:
+        where = f"the smallest training set of the sweep ({smallest} examples"
+        where += f" at train_fraction {min(cfg.load.values)})" if cfg.load.name == "train_fraction" else ")"
+        _fail(field_name, f"batch size {int(max(batches))} is larger than {where}; batches are never shrunk: "
+                          f"use batch sizes <= {smallest}")
+
+    # Metrics
+    m = cfg.metrics
+    if m.hessian_samples < 1:
+        _fail("metrics.hessian_samples", f"must be >= 1, got {m.hessian_samples}")
+    if m.hessian_backend not in HESSIAN_BACKENDS:
+        _fail("metrics.hessian_backend", _choice(m.hessian_backend, HESSIAN_BACKENDS))
+    for name in ("hessian_eigen_tol", "hessian_trace_tol"):
+        if not getattr(m, name) > 0:
+            _fail(f"metrics.{name}", f"must be > 0, got {getattr(m, name)}")
+    for name in ("hessian_eigen_max_iter", "hessian_trace_max_probes"):
+        if getattr(m, name) < 1:
+            _fail(f"metrics.{name}", f"must be >= 1, got {getattr(m, name)}")
+    if m.hessian_batch_size is not None and m.hessian_batch_size < 1:
+        _fail("metrics.hessian_batch_size", f"must be >= 1 or null (all points at once), got {m.hessian_batch_size}")
+    if m.cka_probes < 2:
+        _fail("metrics.cka_probes", f"CKA needs at least 2 probe inputs, got {m.cka_probes}")
+    c = m.curve
+    if c.epochs < 0:
+        _fail("metrics.curve.epochs", f"must be >= 0, got {c.epochs}")
+    if not c.lr > 0:
+        _fail("metrics.curve.lr", f"must be > 0, got {c.lr}")
+    if not 0 <= c.momentum < 1:
+        _fail("metrics.curve.momentum", f"must lie in [0, 1), got {c.momentum}")
+    if c.weight_decay < 0:
+        _fail("metrics.curve.weight_decay", f"must be >= 0, got {c.weight_decay}")
+    if c.points < 2:
+        _fail("metrics.curve.points", f"the t-grid needs t=0 and t=1: at least 2 points, got {c.points}")
+    if c.batch_size < 1:
+        _fail("metrics.curve.batch_size", f"must be >= 1, got {c.batch_size}")
+    if c.batch_size > smallest:
+        _fail("metrics.curve.batch_size", f"{c.batch_size} is larger than the smallest training set ({smallest}); "
+                                          f"use a curve batch size <= {smallest}")
+    _validate_pairs(m.pairs, cfg.seeds)
+
+    # Resources
+    r = cfg.resources
+    if not r.cpu > 0:
+        _fail("resources.cpu", f"each trial needs CPUs > 0, got {r.cpu}")
+    _check_gpu("resources.gpu", r.gpu)
+    load_floats = {float(v) for v in cfg.load.values}
+    for k, v in r.gpu_by_load.items():
+        kv = _as_number(k)
+        if kv is None or float(kv) not in load_floats:
+            _fail(f"resources.gpu_by_load.{k}", f"{k!r} is not a load value of the sweep ({list(cfg.load.values)})")
+        number = _as_number(v)
+        if number is None:
+            _fail(f"resources.gpu_by_load.{k}", f"must be a number of GPUs, got {_show(v)}")
+        _check_gpu(f"resources.gpu_by_load.{k}", float(number))
+    if r.pair_cpu is not None and not r.pair_cpu > 0:
+        _fail("resources.pair_cpu", f"must be > 0, got {r.pair_cpu}")
+    if r.pair_gpu is not None:
+        _check_gpu("resources.pair_gpu", r.pair_gpu)
+
+    # Run
+    if cfg.run.max_concurrent is not None and cfg.run.max_concurrent < 1:
+        _fail("run.max_concurrent", f"must be >= 1 or null (automatic), got {cfg.run.max_concurrent}")
+    if cfg.run.max_failures < 0:
+        _fail("run.max_failures", f"must be >= 0, got {cfg.run.max_failures}")
+    if cfg.run.object_store_mb < 80:
+        _fail("run.object_store_mb", f"Ray needs at least 80 MB of object store, got {cfg.run.object_store_mb}")
+
+
+def _check_gpu(path: str, gpu: float) -> None:
+    if gpu < 0:
+        _fail(path, f"must be >= 0, got {gpu}")
+    if gpu > 1 and not float(gpu).is_integer():
+        _fail(path, f"more than one GPU must be a whole number, got {gpu} (fractions are for packing: <= 1)")
+
+
+def _validate_pairs(pairs, seeds) -> None:
+    if isinstance(pairs, str):
+        if pairs not in PAIR_MODES:
+            _fail("metrics.pairs", _choice(pairs, PAIR_MODES) + " or a list of seed pairs [[0, 1], ...]")
+        return
+    if not isinstance(pairs, (list, tuple)):
+        _fail("metrics.pairs", f"must be auto, all, ring or a list of seed pairs [[0, 1], ...], got {_show(pairs)}")
+    for i, p in enumerate(pairs):
+        if (
+            not isinstance(p, (list, tuple))
+            or len(p) != 2
+            or any(isinstance(s, bool) or not isinstance(s, int) for s in p)
+        ):
+            _fail(f"metrics.pairs[{i}]", f"a pair is two seeds, e.g. [0, 1], got {_show(p)}")
+        if p[0] == p[1]:
+            _fail(f"metrics.pairs[{i}]", f"a pair needs two different seeds, got {list(p)}")
+        missing = [s for s in p if s not in seeds]
+        if missing:
+            _fail(f"metrics.pairs[{i}]", f"seed(s) {missing} are not in seeds {list(seeds)}")
+
+
+def _check_model_builds(cfg: SweepConfig, width: int, input_shape: tuple, num_classes: int) -> None:
+    from workloads.models import build_model
+
+    try:
+        build_model(cfg.workload.model, width=width, num_classes=num_classes, input_shape=input_shape,
+                    **cfg.workload.model_args)
+    except (TypeError, ValueError) as exc:
+        _fail("workload.model_args", _one_line(exc))
+
+
+def _choice(value, choices) -> str:
+    close = difflib.get_close_matches(str(value), list(choices), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else "."
+    return f"unknown value {value!r}{hint} Choose one of: {', '.join(choices)}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Built-in listing
+
+
+def describe_builtin(name: str) -> tuple[str, int, int]:
+    """(one-line description, models, pairs) of a built-in config, without validation."""
+    raw, _ = read_raw(name)
+    cfg = _build(SweepConfig, raw, "")
+    return (cfg.description.strip().splitlines() or [""])[0], len(cfg.model_keys()), len(cfg.pair_keys())

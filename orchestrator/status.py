@@ -1,0 +1,84 @@
+"""`landscape status RUN_DIR`: per stage, what the tables say is done, diverged, failed and missing."""
+
+from __future__ import annotations
+
+import yaml
+
+from analysis.tables import RunTables
+from orchestrator import storage
+from orchestrator.config import ConfigError, parse_config
+from orchestrator.sweep import mkey, pkey
+
+MAX_LISTED = 8  # failed / missing keys listed per stage
+
+
+def load_run_config(run_dir: str):
+    try:
+        text = storage.read_bytes(storage.config_uri(run_dir)).decode()
+    except (FileNotFoundError, OSError):
+        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)") from None
+    try:
+        return parse_config(yaml.safe_load(text) or {}, check_data=False)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{storage.config_uri(run_dir)} is not valid YAML ({' '.join(str(exc).split())})") from None
+
+
+def stage_counts(expected: list[str], statuses: dict[str, str]) -> dict:
+    """{"expected", "ok", "diverged", "failed", "missing", "failed_keys", "missing_keys"} for one stage."""
+    out = {"expected": len(expected), "ok": 0, "diverged": 0, "failed": 0, "missing": 0,
+           "failed_keys": [], "missing_keys": []}
+    for key in expected:
+        st = statuses.get(key)
+        if st in ("ok", "diverged", "failed"):
+            out[st] += 1
+            if st == "failed":
+                out["failed_keys"].append(key)
+        else:
+            out["missing"] += 1
+            out["missing_keys"].append(key)
+    return out
+
+
+def run_status(run_dir: str) -> str:
+    run_dir = storage.normalise_run_dir(run_dir)
+    cfg = load_run_config(run_dir)
+    tables = RunTables(run_dir)
+    info = storage.read_run_info(run_dir) or {}
+    lines = [f"run {run_dir}", f"  config {cfg.name!r} (hash {cfg.config_hash()}), run id {info.get('run_id', '?')}"]
+    holder = storage.lock_holder(run_dir)
+    lines.append(f"  sweep: running ({holder})" if holder else "  sweep: not running")
+
+    errors = {}
+    for table, expected_keys, key_of in (
+        ("models", [mkey(cfg, *k) for k in cfg.model_keys()],
+         lambda r: mkey(cfg, r.load_value, r.temperature_value, r.seed)),
+        ("pairs", [pkey(cfg, *k) for k in cfg.pair_keys()],
+         lambda r: pkey(cfg, r.load_value, r.temperature_value, r.seed_a, r.seed_b)),
+    ):
+        corrupt = tables.corrupt_parts(table)
+        df = tables.read(table, on_corrupt="skip")
+        statuses = {}
+        for r in df.itertuples(index=False):
+            statuses[key_of(r)] = r.status
+            if r.status == "failed":
+                errors[key_of(r)] = r.error
+        stale = sorted(set(df["config_hash"].dropna()) - {cfg.config_hash()})
+        c = stage_counts(expected_keys, statuses)
+        stage = "stage 1 models" if table == "models" else "stage 2 pairs "
+        lines.append(f"{stage}: {c['expected']} expected · {c['ok']} ok · {c['diverged']} diverged · "
+                     f"{c['failed']} failed · {c['missing']} missing")
+        if corrupt:
+            lines.append(f"  {len(corrupt)} unreadable part(s), recomputed by resume: "
+                         + ", ".join(k for k, _ in corrupt[:MAX_LISTED]))
+        if stale:
+            lines.append(f"  rows with another config hash: {stale}")
+        for key in c["failed_keys"][:MAX_LISTED]:
+            lines.append(f"  failed  {key}: {errors.get(key)}")
+        for key in c["missing_keys"][:MAX_LISTED]:
+            lines.append(f"  missing {key}")
+        more = len(c["failed_keys"]) + len(c["missing_keys"]) - 2 * MAX_LISTED
+        if c["missing"] > MAX_LISTED or c["failed"] > MAX_LISTED:
+            lines.append(f"  ... ({max(more, 0)} more)")
+    curves = len(tables.part_keys("curves"))
+    lines.append(f"curves: {curves} pair curve(s) stored")
+    return "\n".join(lines)

@@ -1,0 +1,251 @@
+"""The run directory: a local path or a URI (s3://, gs://, file://), read and written through pyarrow's file
+systems so that every node of a cluster reaches the same files.
+
+    RUN_DIR/config.yaml              the resolved sweep config (what `resume` reloads)
+    RUN_DIR/run.json                 run id and creation time (kept across resumes)
+    RUN_DIR/tables/{models,pairs,curves}/<key>.parquet   the results (analysis/tables.py)
+    RUN_DIR/models/<model key>.pt    trained weights: pair jobs on any node load them from here
+    RUN_DIR/checkpoints/<key>.pt     periodic training checkpoints (deleted when the model is done)
+    RUN_DIR/tune/                    Ray Tune's own experiment state
+    RUN_DIR/.lock                    held by the process running the sweep (local run dirs only)
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import uuid
+from datetime import datetime, timezone
+
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from analysis.tables import RunTables, join, resolve
+
+
+class RunDirError(RuntimeError):
+    """The run directory cannot be used; the message says why and what to do."""
+
+
+def is_uri(path: str) -> bool:
+    return "://" in str(path)
+
+
+def normalise_run_dir(path: str) -> str:
+    """Absolute local path, or the URI unchanged (Tune needs an absolute path or a URI)."""
+    if is_uri(path):
+        return str(path).rstrip("/")
+    return os.path.abspath(os.path.expanduser(str(path)))
+
+
+def config_uri(run_dir: str) -> str:
+    return join(run_dir, "config.yaml")
+
+
+def model_uri(run_dir: str, key: str) -> str:
+    return join(run_dir, "models", f"{key}.pt")
+
+
+def checkpoint_uri(run_dir: str, key: str) -> str:
+    return join(run_dir, "checkpoints", f"{key}.pt")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Bytes
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write ``data`` to ``uri`` atomically (temp file + rename locally; one PUT on object stores)."""
+    fs, path = resolve(uri)
+    parent = path.rsplit("/", 1)[0]
+    fs.create_dir(parent, recursive=True)
+    if isinstance(fs, pafs.LocalFileSystem):
+        tmp = f"{parent}/.{path.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.tmp"
+        with fs.open_output_stream(tmp) as f:
+            f.write(data)
+        os.replace(tmp, path)
+    else:
+        with fs.open_output_stream(path) as f:
+            f.write(data)
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = resolve(uri)
+    with fs.open_input_stream(path) as f:
+        return f.read()
+
+
+def exists(uri: str) -> bool:
+    fs, path = resolve(uri)
+    return fs.get_file_info(path).type == pafs.FileType.File
+
+
+def delete(uri: str) -> None:
+    fs, path = resolve(uri)
+    try:
+        fs.delete_file(path)
+    except (FileNotFoundError, OSError):
+        pass
+
+
+def list_names(dir_uri: str, suffix: str) -> set[str]:
+    """Base names (without ``suffix``) of the files in a folder; empty if it does not exist."""
+    fs, path = resolve(dir_uri)
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    return {
+        i.base_name[: -len(suffix)]
+        for i in infos
+        if i.type == pafs.FileType.File and i.base_name.endswith(suffix) and not i.base_name.startswith(".")
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Model weights (torch imported lazily: the driver need not load it for this)
+
+
+def save_state(uri: str, state: dict) -> None:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_bytes(uri, buffer.getvalue())
+
+
+def load_state(uri: str) -> dict:
+    """The state dict at ``uri``; RunDirError naming the file when it is missing or unreadable."""
+    import torch
+
+    try:
+        data = read_bytes(uri)
+    except (FileNotFoundError, OSError) as exc:
+        raise RunDirError(f"model file {uri} is missing ({exc}); `landscape resume` retrains that model") from None
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated / not a torch file: every loader error means the same thing here
+        raise RunDirError(f"model file {uri} is unreadable ({type(exc).__name__}); `landscape resume` retrains it") from None
+
+
+def load_checkpoint(uri: str) -> dict | None:
+    """A training checkpoint, or None when absent or unreadable (training then starts from scratch)."""
+    import torch
+
+    try:
+        data = read_bytes(uri)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    except Exception:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Single parts (the idempotence check of a job reads only its own part)
+
+
+def read_part_row(tables: RunTables, table: str, key: str) -> dict | None:
+    """The first row of one part as a dict, or None when the part is missing or unreadable."""
+    fs, path = resolve(tables.part_uri(table, key))
+    try:
+        part = pq.read_table(path, filesystem=fs)
+    except (OSError, Exception):
+        return None
+    rows = part.slice(0, 1).to_pylist()
+    return rows[0] if rows else None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Run metadata
+
+
+def read_run_info(run_dir: str) -> dict | None:
+    try:
+        return json.loads(read_bytes(join(run_dir, "run.json")).decode())
+    except (FileNotFoundError, OSError, ValueError):
+        return None
+
+
+def ensure_run_info(run_dir: str, name: str) -> dict:
+    """run.json of the run dir, created on first use; the run id stays the same across resumes."""
+    info = read_run_info(run_dir)
+    if info is None:
+        stamp = datetime.now(timezone.utc)
+        info = {"run_id": f"{name}-{stamp:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}", "created_at": stamp.isoformat()}
+        write_bytes(join(run_dir, "run.json"), json.dumps(info, indent=2).encode())
+    return info
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Lock
+
+
+class RunLock:
+    """An exclusive lock on a local run dir (``RUN_DIR/.lock``, fcntl), so two sweeps never write one run.
+
+    Object-store run dirs have no lock (they cannot hold one reliably); the tables stay consistent anyway
+    because every part is written whole, but the work may be done twice.
+    """
+
+    def __init__(self, run_dir: str):
+        self.run_dir = run_dir
+        self._fd = None
+
+    def acquire(self) -> "RunLock":
+        if is_uri(self.run_dir):
+            return self
+        import fcntl
+
+        os.makedirs(self.run_dir, exist_ok=True)
+        path = os.path.join(self.run_dir, ".lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = ""
+            try:
+                holder = os.pread(fd, 200, 0).decode().strip()
+            except OSError:
+                pass
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise RunDirError(
+                    f"run directory {self.run_dir} is in use by another landscape process"
+                    f"{' (' + holder + ')' if holder else ''}; wait for it to finish or stop it, "
+                    f"then `landscape resume {self.run_dir}`"
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} since {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the flock
+            self._fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def lock_holder(run_dir: str) -> str | None:
+    """Who holds the run dir's lock ("pid N since ..."), or None when nobody does."""
+    if is_uri(run_dir):
+        return None
+    import fcntl
+
+    path = os.path.join(run_dir, ".lock")
+    if not os.path.exists(path):
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return os.pread(fd, 200, 0).decode().strip() or "another process"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

@@ -1,0 +1,308 @@
+"""One model, or one pair of models, from settings to table rows: the framework-free glue of a sweep.
+
+The orchestrator calls these two functions inside Ray workers; benchmarks and tests call them directly in
+one process. Nothing here knows about Ray, storage or provenance: the functions take plain dataclasses,
+return plain dict rows (the columns of analysis/tables.py's ``models``, ``pairs`` and ``curves`` tables,
+without the provenance columns the caller adds) plus the trained weights.
+
+    train_and_measure(ModelSpec) -> ModelOutcome   build the cell's data (the load transform), build the
+                                                   model under its seed, train, evaluate, Hessian
+    measure_pair(PairSpec, state_a, state_b) -> PairOutcome
+                                                   rebuild both models, Bezier curve (mode connectivity),
+                                                   CKA on the cell's shared mixup probes, L2 distance
+
+A *cell* is one (load, temperature) point of the grid; its seeds share the data (subset and label noise are
+drawn with the cell's ``data_seed``, not the model seed), the Hessian points and the CKA probes, so the
+seeds differ only in initialisation and batch order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import torch
+from torch import nn
+
+from workloads.data import Dataset, corrupt_labels, load_dataset, subsample_train
+from workloads.metrics.cka import cka_or_reason, mixup_probes, softmax_outputs
+from workloads.metrics.connectivity import CurveConfig, connect_models
+from workloads.metrics.distance import l2_distance
+from workloads.metrics.hessian import estimate_hessian
+from workloads.models import count_parameters, seeded_model
+from workloads.train import TrainConfig, evaluate, train
+
+EVAL_BATCH_SIZE = 1000  # examples per forward pass in evaluation (memory only; no effect on values)
+
+
+@dataclass(frozen=True)
+class HessianSettings:
+    """How the per-model Hessian metrics are measured (see workloads/metrics/hessian.py)."""
+
+    samples: int = 1000  # training points in the loss; all of them when the training set is smaller
+    backend: str = "lanczos"
+    eigen_tol: float = 1e-3
+    eigen_max_iter: int = 100
+    trace_tol: float = 1e-2
+    trace_max_probes: int = 100
+    batch_size: int | None = None
+    seed: int = 0  # which points, and the random vectors
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """Everything shared by the models and pairs of one (load, temperature) cell.
+
+    load_name: width | train_fraction | label_noise; temperature_name: batch_size | learning_rate |
+    weight_decay. ``training`` holds the settings the temperature does not set (its seed and device are
+    replaced per model); ``width`` is the model width unless the load is the width.
+    """
+
+    load_name: str
+    load_value: float
+    temperature_name: str
+    temperature_value: float
+    dataset: str = "mnist1d"
+    data_root: str | None = None
+    model: str = "mlp"
+    model_args: dict = field(default_factory=dict)
+    width: int = 64
+    data_seed: int = 0
+    training: TrainConfig = field(default_factory=TrainConfig)
+    hessian: HessianSettings = field(default_factory=HessianSettings)
+    curve: CurveConfig = field(default_factory=CurveConfig)
+    cka_probes: int = 768
+    cka_probe_seed: int = 0
+
+    def keys(self) -> dict:
+        return {
+            "load_name": self.load_name,
+            "load_value": float(self.load_value),
+            "temperature_name": self.temperature_name,
+            "temperature_value": float(self.temperature_value),
+        }
+
+    def model_width(self) -> int:
+        return int(self.load_value) if self.load_name == "width" else int(self.width)
+
+    def train_config(self, seed: int, device: str) -> TrainConfig:
+        """The training settings of one model: the cell's, with the temperature applied."""
+        changes = {"seed": int(seed), "device": device}
+        if self.temperature_name == "batch_size":
+            changes["batch_size"] = int(self.temperature_value)
+        elif self.temperature_name == "learning_rate":
+            changes["lr"] = float(self.temperature_value)
+        elif self.temperature_name == "weight_decay":
+            changes["weight_decay"] = float(self.temperature_value)
+        else:
+            raise ValueError(f"unknown temperature {self.temperature_name!r}")
+        return dataclasses.replace(self.training, **changes)
+
+    def data(self) -> Dataset:
+        """The cell's dataset (CPU) with the load transform applied."""
+        ds = load_dataset(self.dataset, self.data_root)
+        if self.load_name == "train_fraction":
+            ds = subsample_train(ds, float(self.load_value), self.data_seed)
+        elif self.load_name == "label_noise":
+            ds = corrupt_labels(ds, float(self.load_value), self.data_seed)
+        elif self.load_name != "width":
+            raise ValueError(f"unknown load {self.load_name!r}")
+        return ds
+
+    def build_model(self, seed: int, data: Dataset) -> nn.Module:
+        """The untrained model of ``seed`` (CPU), initialised under that seed."""
+        return seeded_model(
+            self.model, seed, width=self.model_width(), num_classes=data.num_classes,
+            input_shape=data.input_shape, **self.model_args,
+        )
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    cell: CellSpec
+    seed: int
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    cell: CellSpec
+    seed_a: int
+    seed_b: int
+    device: str = "cpu"
+
+
+@dataclass
+class ModelOutcome:
+    """row: the ``models`` columns this module knows (no provenance, node_id, model_uri).
+    state_dict: the trained weights on the CPU (None when training diverged). history: per-epoch log."""
+
+    row: dict
+    state_dict: dict | None
+    history: list[dict]
+
+    @property
+    def status(self) -> str:
+        return self.row["status"]
+
+
+@dataclass
+class PairOutcome:
+    """row: the ``pairs`` columns this module knows; curve_rows: one ``curves`` row per t."""
+
+    row: dict
+    curve_rows: list[dict]
+
+    @property
+    def status(self) -> str:
+        return self.row["status"]
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def hessian_points(data: Dataset, settings: HessianSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training points the Hessian is taken over: a seeded subset of ``settings.samples`` (all if fewer).
+
+    Returns (x (k, *input_shape), y (k,)); the same points for every seed of a cell.
+    """
+    n = data.train_size
+    if settings.samples >= n:
+        return data.train_x, data.train_y
+    gen = torch.Generator(device="cpu").manual_seed(int(settings.seed))
+    index = torch.randperm(n, generator=gen)[: settings.samples].sort().values.to(data.train_x.device)
+    return data.train_x[index], data.train_y[index]
+
+
+def _finite_or_none(value):
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def train_and_measure(spec: ModelSpec, *, checkpoint_fn=None, resume_state: dict | None = None) -> ModelOutcome:
+    """Train one model of a cell and measure it.
+
+    checkpoint_fn / resume_state: passed to workloads.train.train (periodic checkpoints, exact resume).
+    A diverged training gives status "diverged" with metrics left null and the reason in ``error``.
+    Exceptions (bad settings, out of memory) propagate: the caller decides about retries.
+    """
+    started = time.perf_counter()
+    cell = spec.cell
+    device = spec.device
+    data = cell.data()
+    model = cell.build_model(spec.seed, data)
+    config = cell.train_config(spec.seed, device)
+    data_dev = data.to(device)
+    result = train(model, data_dev, config, checkpoint_fn=checkpoint_fn, resume_state=resume_state)
+    train_seconds = time.perf_counter() - started
+    model = result.model
+    row = {
+        **cell.keys(),
+        "seed": int(spec.seed),
+        "status": result.status,
+        "error": result.error,
+        "num_params": count_parameters(model),
+        "train_size": int(data.train_size),
+        "label_noise_realised": float(data.info.get("label_noise_realised", 0.0)),
+        "epochs_completed": int(result.epochs_completed),
+        "train_seconds": train_seconds,
+        "hessian_backend": cell.hessian.backend,
+        "device": device,
+    }
+    metrics_started = time.perf_counter()
+    state = None
+    if result.status == "ok":
+        train_loss, train_acc = evaluate(model, data_dev.train_x, data_dev.train_y, batch_size=EVAL_BATCH_SIZE)
+        test_loss, test_acc = evaluate(model, data_dev.test_x, data_dev.test_y, batch_size=EVAL_BATCH_SIZE)
+        hx, hy = hessian_points(data_dev, cell.hessian)
+        h = cell.hessian
+        est = estimate_hessian(
+            model, hx, hy, backend=h.backend, eigen_tol=h.eigen_tol, eigen_max_iter=h.eigen_max_iter,
+            trace_tol=h.trace_tol, trace_max_probes=h.trace_max_probes, seed=h.seed, batch_size=h.batch_size,
+        )
+        row.update(
+            train_loss=_finite_or_none(train_loss), train_acc=float(train_acc),
+            test_loss=_finite_or_none(test_loss), test_acc=float(test_acc),
+            hessian_top_eigenvalue=_finite_or_none(est.top_eigenvalue), hessian_trace=_finite_or_none(est.trace),
+            hessian_samples=int(est.samples), hessian_eigen_iterations=int(est.eigen_iterations),
+            hessian_trace_probes=int(est.trace_probes),
+        )
+        missing = [k for k in ("train_loss", "test_loss", "hessian_top_eigenvalue", "hessian_trace") if row[k] is None]
+        if missing:
+            # A finite training run whose loss or curvature is not finite: the same regime as a diverged run.
+            row["status"] = "diverged"
+            row["error"] = f"non-finite {', '.join(missing)} after training"
+        else:
+            state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    row["metrics_seconds"] = time.perf_counter() - metrics_started
+    row["wall_seconds"] = time.perf_counter() - started
+    row["finished_at"] = _now()
+    return ModelOutcome(row=row, state_dict=state, history=result.history)
+
+
+def load_trained(cell: CellSpec, seed: int, state_dict: dict, data: Dataset, device: str) -> nn.Module:
+    """A model of the cell with the given trained weights, on ``device``, in eval mode."""
+    model = cell.build_model(seed, data)
+    model.load_state_dict(state_dict)
+    return model.to(device).eval()
+
+
+def measure_pair(spec: PairSpec, state_a: dict, state_b: dict) -> PairOutcome:
+    """Connect two trained models of a cell and compare them.
+
+    state_a, state_b: the state dicts of seeds ``spec.seed_a`` and ``spec.seed_b``. A curve whose training
+    diverges gives status "diverged" (mode connectivity null, CKA and L2 still measured).
+    """
+    started_at = _now()
+    started = time.perf_counter()
+    cell = spec.cell
+    seed_a, seed_b = sorted((int(spec.seed_a), int(spec.seed_b)))
+    if (seed_a, seed_b) != (int(spec.seed_a), int(spec.seed_b)):
+        state_a, state_b = state_b, state_a
+    data = cell.data()
+    data_dev = data.to(spec.device)
+    model_a = load_trained(cell, seed_a, state_a, data, spec.device)
+    model_b = load_trained(cell, seed_b, state_b, data, spec.device)
+
+    probes = mixup_probes(data_dev.train_x, cell.cka_probes, cell.cka_probe_seed)
+    cka, cka_status = cka_or_reason(softmax_outputs(model_a, probes), softmax_outputs(model_b, probes))
+    l2 = l2_distance(model_a, model_b)
+
+    curve_config = dataclasses.replace(cell.curve, device=spec.device)
+    curve = connect_models(model_a, model_b, data_dev, curve_config)
+    keys = cell.keys()
+    row = {
+        **keys,
+        "seed_a": seed_a,
+        "seed_b": seed_b,
+        "status": curve.status,
+        "error": curve.error,
+        "mode_connectivity": _finite_or_none(curve.mode_connectivity),
+        "t_star": _finite_or_none(curve.t_star),
+        "cka": _finite_or_none(cka),
+        "cka_status": cka_status,
+        "l2_distance": _finite_or_none(l2),
+        "curve_epochs": int(curve_config.epochs),
+        "curve_lr": float(curve_config.lr),
+        "curve_points": int(curve_config.num_points),
+        "cka_probe_size": int(cell.cka_probes),
+        "cka_probe_seed": int(cell.cka_probe_seed),
+        "device": spec.device,
+        "started_at": started_at,
+    }
+    curve_rows = [
+        {**keys, "seed_a": seed_a, "seed_b": seed_b, "t": float(t), "train_error": float(e),
+         "train_loss": float(tl), "test_error": float(te), "test_loss": float(tel)}
+        for t, e, tl, te, tel in zip(curve.ts, curve.train_error, curve.train_loss, curve.test_error, curve.test_loss)
+    ]
+    if row["status"] == "ok" and row["mode_connectivity"] is None:
+        row["status"], row["error"] = "diverged", "non-finite error along the curve"
+    row["wall_seconds"] = time.perf_counter() - started
+    row["finished_at"] = _now()
+    return PairOutcome(row=row, curve_rows=curve_rows)

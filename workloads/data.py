@@ -1,0 +1,407 @@
+"""Datasets held in memory as tensors, and the two "load" transforms of the method (subsample, label noise).
+
+Every dataset is small enough to live on the training device as a whole, so training indexes tensors
+directly instead of going through a DataLoader (no workers, no per-sample Python, bit-reproducible).
+
+Datasets (``load_dataset(name, root)``):
+
+=========  ===============  ================  ===========  =======================================
+name       train / test     input_shape       classes      source
+=========  ===============  ================  ===========  =======================================
+mnist1d    4000 / 1000      (40,)             10           generated offline by ``mnist1d`` (seed 42)
+digits     1437 / 360       (64,)             10           sklearn's bundled 8x8 digits, flattened
+cifar10    50000 / 10000    (3, 32, 32)       10           torchvision, from ``root``
+cifar100   50000 / 10000    (3, 32, 32)       100          torchvision, from ``root``
+svhn       73257 / 26032    (3, 32, 32)       10           torchvision, from ``root``
+=========  ===============  ================  ===========  =======================================
+
+Nothing is ever downloaded. The image datasets are read through torchvision's own loaders, which verify
+the md5 of every file against the canonical release: a missing file raises DatasetNotFoundError saying
+what to put where; a present but different file raises DatasetCorruptedError.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+import random
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from workloads.registry import Registry
+
+DEFAULT_DATASET = "mnist1d"
+
+# Image normalisation, per channel, applied after scaling pixels to [0, 1]. These are the constants of the
+# authors' released code (method.md, section 2). They are used for CIFAR-100 and SVHN too: one fixed,
+# documented input scale for every image dataset (SVHN's own channel means differ by < 0.06 from these,
+# so its inputs stay roughly standardised) and no statistic that depends on which files are on disk.
+IMAGE_MEAN = (0.4914, 0.4822, 0.4465)
+IMAGE_STD = (0.2023, 0.1994, 0.2010)
+
+# digits: held-out test size and split seed (360 of 1797 = 20%, stratified by class).
+DIGITS_TEST_SIZE = 360
+DIGITS_SPLIT_SEED = 0
+
+CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
+SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The files of a dataset are not where they must be (we never download)."""
+
+
+class DatasetCorruptedError(ValueError):
+    """The files are present but are not the canonical release (torchvision's md5 check failed)."""
+
+
+@dataclass
+class Dataset:
+    """A classification dataset held in memory; all four tensors on one device.
+
+    train_x: (n, *input_shape) float32      train_y: (n,) int64 in [0, num_classes)
+    test_x:  (m, *input_shape) float32      test_y:  (m,) int64
+    info: provenance (generator seed, split seed, fraction and its seed, label noise and its seed, sizes).
+    """
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        _check_split("train", self.train_x, self.train_y, self.num_classes)
+        _check_split("test", self.test_x, self.test_y, self.num_classes)
+        if self.train_x.shape[1:] != self.test_x.shape[1:]:
+            raise ValueError(
+                f"{self.name}: train inputs have shape {tuple(self.train_x.shape[1:])} but test inputs "
+                f"{tuple(self.test_x.shape[1:])}"
+            )
+
+    @property
+    def input_shape(self) -> tuple:
+        """Shape of one input, e.g. (40,) or (3, 32, 32)."""
+        return tuple(self.train_x.shape[1:])
+
+    @property
+    def train_size(self) -> int:
+        return int(self.train_y.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.train_x.device
+
+    def to(self, device) -> "Dataset":
+        """A copy with all tensors on ``device`` (the same object's tensors if already there)."""
+        return dataclasses.replace(
+            self,
+            train_x=self.train_x.to(device),
+            train_y=self.train_y.to(device),
+            test_x=self.test_x.to(device),
+            test_y=self.test_y.to(device),
+            info=dict(self.info),
+        )
+
+
+def _check_split(split: str, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> None:
+    """Fail early on dtype/length/label-range mistakes instead of deep inside training."""
+    if x.dtype != torch.float32:
+        raise TypeError(f"{split}_x must be float32, got {x.dtype}")
+    if y.dtype != torch.int64:
+        raise TypeError(f"{split}_y must be int64, got {y.dtype}")
+    if y.ndim != 1 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"{split}_x has {x.shape[0]} rows but {split}_y has shape {tuple(y.shape)}")
+    if x.device != y.device:
+        raise ValueError(f"{split}_x is on {x.device} but {split}_y on {y.device}")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ValueError(f"{split}_y has labels outside [0, {num_classes}): min {int(y.min())}, max {int(y.max())}")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Registry and entry point
+
+DATASETS = Registry("dataset")
+
+
+def load_dataset(name: str = DEFAULT_DATASET, root: str | os.PathLike | None = None) -> Dataset:
+    """Load dataset ``name`` (see the module table) as CPU tensors.
+
+    root: folder holding the image datasets' files (ignored by mnist1d and digits, which need no files).
+    Raw arrays are cached per process, so calling this once per trial costs one tensor copy, and each call
+    returns fresh tensors that the caller may modify freely.
+    """
+    loader = DATASETS.get(name)
+    return loader(root)
+
+
+def _tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fresh float32/int64 tensors from (possibly cached, read-only) arrays."""
+    return torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.int64)
+
+
+def _read_only(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Freeze cached arrays so no caller can silently change what later calls receive."""
+    for a in arrays:
+        a.setflags(write=False)
+    return arrays
+
+
+# --------------------------------------------------------------------------------------------------------
+# MNIST-1D (default): generated, no files
+
+@functools.lru_cache(maxsize=1)
+def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """(x (4000, 40), y (4000,), x_test (1000, 40), y_test (1000,), seed), generated with the package defaults.
+
+    ``make_dataset`` calls ``random.seed`` and ``np.random.seed`` on the global generators; their states are
+    restored afterwards so loading data never changes the caller's random streams.
+    """
+    from mnist1d.data import get_dataset_args, make_dataset  # lazy: the package imports requests
+
+    args = get_dataset_args()
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        raw = make_dataset(args)
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+    arrays = (
+        np.asarray(raw["x"], dtype=np.float32),
+        np.asarray(raw["y"], dtype=np.int64),
+        np.asarray(raw["x_test"], dtype=np.float32),
+        np.asarray(raw["y_test"], dtype=np.int64),
+    )
+    return (*_read_only(*arrays), int(args.seed))
+
+
+@DATASETS.register("mnist1d")
+def load_mnist1d(root=None) -> Dataset:
+    """MNIST-1D (Greydanus 2020): 10 classes of 40-sample 1-D signals, standardised by the generator."""
+    x, y, xt, yt, seed = _mnist1d_arrays()
+    train_x, train_y = _tensors(x, y)
+    test_x, test_y = _tensors(xt, yt)
+    info = {"source": "mnist1d.data.make_dataset(get_dataset_args())", "generator_seed": seed}
+    return _finish("mnist1d", train_x, train_y, test_x, test_y, 10, info)
+
+
+def _finish(name, train_x, train_y, test_x, test_y, num_classes, info) -> Dataset:
+    """Build the Dataset and record the sizes every loader reports."""
+    info = {**info, "train_size": int(train_y.shape[0]), "train_size_full": int(train_y.shape[0]),
+            "test_size": int(test_y.shape[0])}
+    return Dataset(name, train_x, train_y, test_x, test_y, num_classes, info)
+
+
+# --------------------------------------------------------------------------------------------------------
+# sklearn digits: bundled with scikit-learn, no files
+
+@functools.lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Stratified seeded split of the 1797 8x8 digits: x (1437, 64) in [0, 1], y (1437,); test (360, ...)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    x = np.asarray(bunch.data, dtype=np.float32) / 16.0  # pixel intensities are 0..16
+    y = np.asarray(bunch.target, dtype=np.int64)
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        x, y, test_size=DIGITS_TEST_SIZE, stratify=y, random_state=DIGITS_SPLIT_SEED
+    )
+    return _read_only(*(np.ascontiguousarray(a) for a in (x_tr, y_tr, x_te, y_te)))
+
+
+@DATASETS.register("digits")
+def load_digits_dataset(root=None) -> Dataset:
+    """sklearn's 8x8 handwritten digits, flattened to (64,), scaled to [0, 1]."""
+    x, y, xt, yt = _digits_arrays()
+    train_x, train_y = _tensors(x, y)
+    test_x, test_y = _tensors(xt, yt)
+    info = {"source": "sklearn.datasets.load_digits", "split_seed": DIGITS_SPLIT_SEED,
+            "split": "stratified train_test_split"}
+    return _finish("digits", train_x, train_y, test_x, test_y, 10, info)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Image datasets through torchvision, from a local folder
+
+@dataclass(frozen=True)
+class _ImageSpec:
+    """Where a torchvision image dataset's files live under ``root`` and how to describe them."""
+
+    name: str
+    num_classes: int
+    folder: str  # relative to root ("" = root itself)
+    files: tuple[str, ...]
+    description: str
+
+
+_IMAGE_SPECS = {
+    "cifar10": _ImageSpec(
+        "cifar10", 10, "cifar-10-batches-py",
+        ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch",
+         "batches.meta"),
+        f"the python version of CIFAR-10 (cifar-10-python.tar.gz from {CIFAR_URL}, extracted)",
+    ),
+    "cifar100": _ImageSpec(
+        "cifar100", 100, "cifar-100-python", ("train", "test", "meta"),
+        f"the python version of CIFAR-100 (cifar-100-python.tar.gz from {CIFAR_URL}, extracted)",
+    ),
+    "svhn": _ImageSpec(
+        "svhn", 10, "", ("train_32x32.mat", "test_32x32.mat"),
+        f"the cropped-digits (format 2) files of SVHN from {SVHN_URL}",
+    ),
+}
+
+
+def _require_files(spec: _ImageSpec, root) -> str:
+    """The resolved root; DatasetNotFoundError naming every expected path if root or any file is missing."""
+    where = (os.path.join("ROOT", spec.folder) if spec.folder else "ROOT")
+    expected = f"expected {where}/{{{','.join(spec.files)}}}: {spec.description}"
+    if root is None:
+        raise DatasetNotFoundError(
+            f"dataset {spec.name!r} is read from local files and never downloaded: pass root=ROOT, "
+            f"the folder holding them; {expected}"
+        )
+    root = os.path.abspath(os.fspath(root))
+    missing = [f for f in spec.files if not os.path.isfile(os.path.join(root, spec.folder, f))]
+    if missing:
+        raise DatasetNotFoundError(
+            f"dataset {spec.name!r}: missing {', '.join(missing)} under {os.path.join(root, spec.folder)}; "
+            f"{expected} (ROOT = {root})"
+        )
+    return root
+
+
+def _corrupted(spec: _ImageSpec, root: str, err: Exception) -> DatasetCorruptedError:
+    return DatasetCorruptedError(
+        f"dataset {spec.name!r}: files under {os.path.join(root, spec.folder)} are present but fail "
+        f"torchvision's md5 check ({err}); they must be the unmodified {spec.description}"
+    )
+
+
+def _torchvision_split(spec: _ImageSpec, root: str, train: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One split as (N, 3, 32, 32) uint8 and (N,) int64, read by torchvision (md5-checked)."""
+    import torchvision.datasets as tvd  # lazy: importing torchvision costs ~1 s
+
+    if spec.name == "svhn":
+        ds = tvd.SVHN(root, split="train" if train else "test", download=False)
+        images = ds.data  # already (N, 3, 32, 32); torchvision maps label 10 to digit 0
+        labels = ds.labels
+    else:
+        cls = tvd.CIFAR10 if spec.name == "cifar10" else tvd.CIFAR100
+        ds = cls(root, train=train, download=False)
+        images = ds.data.transpose(0, 3, 1, 2)  # torchvision keeps (N, H, W, C)
+        labels = ds.targets
+    return np.ascontiguousarray(images, dtype=np.uint8), np.asarray(labels, dtype=np.int64).reshape(-1)
+
+
+@functools.lru_cache(maxsize=2)
+def _image_arrays(name: str, root: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Cached raw uint8 arrays (the float copies are 4x larger and made per call)."""
+    spec = _IMAGE_SPECS[name]
+    try:
+        x, y = _torchvision_split(spec, root, train=True)
+        xt, yt = _torchvision_split(spec, root, train=False)
+    except RuntimeError as err:  # torchvision's only failure mode after our presence check: checksum
+        raise _corrupted(spec, root, err) from err
+    return _read_only(x, y, xt, yt)
+
+
+def normalise_images(images: np.ndarray, mean=IMAGE_MEAN, std=IMAGE_STD) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 (N, C, H, W): (pixel / 255 - mean[c]) / std[c]."""
+    x = torch.tensor(images, dtype=torch.float32).div_(255.0)
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return x.sub_(mean_t).div_(std_t)
+
+
+def _load_image_dataset(name: str, root) -> Dataset:
+    spec = _IMAGE_SPECS[name]
+    root = _require_files(spec, root)
+    x, y, xt, yt = _image_arrays(name, root)
+    info = {"source": f"torchvision.datasets ({spec.folder or 'root'})", "root": root,
+            "normalisation": {"mean": list(IMAGE_MEAN), "std": list(IMAGE_STD)}}
+    return _finish(name, normalise_images(x), torch.tensor(y), normalise_images(xt), torch.tensor(yt),
+                   spec.num_classes, info)
+
+
+def _register_image_loader(name: str) -> Callable:
+    def loader(root=None) -> Dataset:
+        return _load_image_dataset(name, root)
+
+    loader.__name__ = f"load_{name}"
+    loader.__doc__ = f"{name}: (3, 32, 32) float32 normalised with IMAGE_MEAN/IMAGE_STD; needs root."
+    return DATASETS.register(name)(loader)
+
+
+for _name in _IMAGE_SPECS:
+    _register_image_loader(_name)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Load transforms (return new Datasets; the input is never modified)
+
+def round_half_up(x: float) -> int:
+    """Rounding with halves going up (Python's round() sends 2.5 to 2)."""
+    return int(math.floor(x + 0.5))
+
+
+def _generator(seed: int) -> torch.Generator:
+    """A CPU generator: the same seed gives the same draws on every device."""
+    return torch.Generator(device="cpu").manual_seed(int(seed))
+
+
+def subsample_train(ds: Dataset, fraction: float, seed: int) -> Dataset:
+    """Keep round(fraction * count_c) training points of every class c, drawn at random with ``seed``.
+
+    Class balance is preserved exactly (up to rounding); the test split is untouched. Kept points stay in
+    their original order. info gains fraction, fraction_seed, train_size.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    gen = _generator(seed)
+    labels = ds.train_y.cpu()
+    kept = []
+    for c in range(ds.num_classes):
+        members = torch.nonzero(labels == c).flatten()  # (count_c,)
+        take = round_half_up(fraction * len(members))
+        kept.append(members[torch.randperm(len(members), generator=gen)[:take]])
+    index = torch.sort(torch.cat(kept)).values
+    if len(index) == 0:
+        raise ValueError(f"fraction {fraction} of {ds.train_size} training points keeps nothing")
+    index = index.to(ds.device)
+    info = {**ds.info, "fraction": float(fraction), "fraction_seed": int(seed), "train_size": int(len(index))}
+    return dataclasses.replace(ds, train_x=ds.train_x[index], train_y=ds.train_y[index], info=info)
+
+
+def corrupt_labels(ds: Dataset, alpha: float, seed: int) -> Dataset:
+    """Replace the labels of round(alpha * n) randomly chosen training points by a *different* class.
+
+    The new class is uniform over the other num_classes - 1 classes (label + U{1..C-1} mod C), so the
+    fraction of wrong labels is exactly the chosen one, unlike drawing any class (about (1 - 1/C) * alpha).
+    info gains label_noise (alpha), label_noise_seed, label_noise_count and label_noise_realised (the
+    fraction of training labels that differ from the originals, measured after the fact).
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"label-noise fraction alpha must be in [0, 1], got {alpha}")
+    if ds.num_classes < 2:
+        raise ValueError("label noise needs at least 2 classes")
+    n = ds.train_size
+    count = round_half_up(alpha * n)
+    gen = _generator(seed)
+    chosen = torch.randperm(n, generator=gen)[:count]  # (count,)
+    shift = torch.randint(1, ds.num_classes, (count,), generator=gen)  # (count,) in [1, C-1]
+    old = ds.train_y.cpu()
+    new = old.clone()
+    new[chosen] = (old[chosen] + shift) % ds.num_classes
+    realised = float((new != old).double().mean()) if n else 0.0
+    info = {**ds.info, "label_noise": float(alpha), "label_noise_seed": int(seed),
+            "label_noise_count": int(count), "label_noise_realised": realised}
+    return dataclasses.replace(ds, train_y=new.to(ds.device), info=info)

@@ -1,0 +1,340 @@
+"""Plain minibatch SGD on cross-entropy, reproducible and resumable bit for bit.
+
+What the method fixes (method.md, section 2): SGD with momentum, weight decay on every parameter,
+minibatches drawn without replacement (a fresh permutation per epoch), the last partial batch dropped,
+a constant learning rate or x0.1 at 75% of the epochs, and a batch size that is never changed to fit
+memory because the batch size *is* the temperature being measured.
+
+Reproducibility: the batch order comes from a CPU ``torch.Generator`` seeded with ``config.seed`` (the same
+order on every device); ``train`` also seeds the global torch/numpy/python RNGs with ``set_seed``. It does
+not initialise the model: build it with ``workloads.models.seeded_model(name, seed, ...)`` (re-exported
+here) so the initial parameters are seeded too.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workloads.data import Dataset
+from workloads.models import seeded_model  # noqa: F401  (re-exported: build the model under a seed)
+
+SCHEDULES = ("constant", "step")
+LR_SCALINGS = ("none", "linear")
+STEP_AT_FRACTION = 0.75  # "step" schedule: lr x STEP_FACTOR from epoch int(0.75 * epochs) on (authors' code)
+STEP_FACTOR = 0.1
+# Non-finite losses are looked for every this many steps (and at each epoch end): one device sync per
+# 32 steps instead of one per step, while the first bad step is still reported exactly.
+DIVERGENCE_CHECK_STEPS = 32
+# Config fields that may differ between a checkpointed run and its resumption (they do not change the math).
+RESUME_MAY_DIFFER = ("device", "checkpoint_every")
+
+
+@dataclass
+class TrainConfig:
+    """Training hyperparameters (defaults: the authors' released setting, method.md section 2).
+
+    epochs: passes over the training set. batch_size: examples per SGD step (never shrunk).
+    lr: learning rate (per step). momentum: SGD heavy-ball momentum. weight_decay: L2 coefficient,
+    applied to all parameters including biases and BatchNorm. schedule: "constant" or "step" (lr x 0.1 from
+    epoch int(0.75 * epochs)). lr_scaling: "none" or "linear" (lr * batch_size / base_batch_size; off by
+    default since it would cancel the batch-size temperature knob). seed: batch order and global RNGs.
+    device: "cpu", "cuda", "cuda:1", ... checkpoint_every: epochs between checkpoint_fn calls (0 = never).
+    """
+
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "constant"
+    lr_scaling: str = "none"
+    base_batch_size: int = 128
+    seed: int = 0
+    device: str = "cpu"
+    checkpoint_every: int = 0
+
+    def __post_init__(self):
+        problems = []
+        if self.epochs < 0:
+            problems.append(f"epochs must be >= 0, got {self.epochs}")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.base_batch_size < 1:
+            problems.append(f"base_batch_size must be >= 1, got {self.base_batch_size}")
+        if not self.lr > 0:
+            problems.append(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            problems.append(f"momentum must be in [0, 1), got {self.momentum}")
+        if not self.weight_decay >= 0:
+            problems.append(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.schedule not in SCHEDULES:
+            problems.append(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.lr_scaling not in LR_SCALINGS:
+            problems.append(f"lr_scaling must be one of {LR_SCALINGS}, got {self.lr_scaling!r}")
+        if self.checkpoint_every < 0:
+            problems.append(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        if problems:
+            raise ValueError("invalid TrainConfig: " + "; ".join(problems))
+
+
+@dataclass
+class TrainResult:
+    """model: the trained module (the one passed in, now on config.device).
+    history: one dict per completed epoch: epoch (0-based), lr, train_loss (mean over the epoch's batches,
+    train mode), train_acc (fraction, same batches), seconds (wall time).
+    status: "ok" or "diverged"; error: why it diverged, else None; epochs_completed: len(history).
+    """
+
+    model: nn.Module
+    history: list[dict] = field(default_factory=list)
+    status: str = "ok"
+    error: str | None = None
+    epochs_completed: int = 0
+
+
+class TrainingOOMError(RuntimeError):
+    """The device ran out of memory; the batch size is never shrunk, so the trial fails instead."""
+
+
+class _Diverged(Exception):
+    def __init__(self, step: int, loss: float):
+        super().__init__(step, loss)
+        self.step, self.loss = step, loss
+
+
+# --------------------------------------------------------------------------------------------------------
+# Seeds and learning rate
+
+def set_seed(seed: int) -> None:
+    """Seed python's ``random``, numpy's global generator and torch (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds all CUDA devices
+
+
+def learning_rate(config: TrainConfig, epoch: int) -> float:
+    """The learning rate used throughout epoch ``epoch`` (0-based)."""
+    lr = config.lr
+    if config.lr_scaling == "linear":
+        lr = lr * config.batch_size / config.base_batch_size
+    if config.schedule == "step" and epoch >= int(STEP_AT_FRACTION * config.epochs):
+        lr = lr * STEP_FACTOR
+    return lr
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
+    """SGD with momentum; weight decay on all parameters (one group), as in the authors' code."""
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                           weight_decay=config.weight_decay)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Training
+
+def train(model: nn.Module, data: Dataset, config: TrainConfig, *,
+          checkpoint_fn: Callable[[dict], None] | None = None, resume_state: dict | None = None) -> TrainResult:
+    """Train ``model`` in place on ``data.train_*`` and return it with its per-epoch history.
+
+    checkpoint_fn(state) is called after every ``config.checkpoint_every``-th epoch with a self-contained
+    CPU copy of the run (epoch = epochs completed, model, optimizer, history, generator and RNG states,
+    config); passing that dict back as ``resume_state`` (with the same config) continues exactly where it
+    stopped, giving parameters identical to an uninterrupted run.
+
+    A non-finite batch loss ends training with status "diverged" (no exception); running out of device
+    memory raises TrainingOOMError; batch_size > training-set size raises ValueError.
+    """
+    n = data.train_size
+    if config.batch_size > n:
+        raise ValueError(
+            f"TrainConfig.batch_size={config.batch_size} exceeds the training-set size n={n} of "
+            f"{data.name!r}; it is never shrunk: the batch size is the experiment"
+        )
+    try:
+        return _train(model, data, config, checkpoint_fn, resume_state)
+    except torch.cuda.OutOfMemoryError as err:
+        raise _oom_error(model, config, n) from err
+
+
+def _train(model: nn.Module, data: Dataset, config: TrainConfig, checkpoint_fn, resume_state) -> TrainResult:
+    """The body of train() after argument checks (see there)."""
+    n = data.train_size
+    device = torch.device(config.device)
+    set_seed(config.seed)
+    model.to(device)
+    data = data.to(device)
+    optimizer = make_optimizer(model, config)
+    order = torch.Generator(device="cpu").manual_seed(config.seed)  # batch order, device-independent
+    history: list[dict] = []
+    start = 0
+    if resume_state is not None:
+        start, history = _restore(resume_state, model, optimizer, order, config)
+
+    model.train()
+    for epoch in range(start, config.epochs):
+        lr = learning_rate(config, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        began = time.perf_counter()
+        try:
+            loss, acc = _run_epoch(model, optimizer, data.train_x, data.train_y, config.batch_size, order)
+        except _Diverged as d:
+            error = (f"diverged: non-finite batch loss {d.loss} at epoch {epoch} (0-based), step {d.step} of "
+                     f"{n // config.batch_size}; lr={lr}, batch_size={config.batch_size}")
+            return TrainResult(model, history, "diverged", error, len(history))
+        history.append({"epoch": epoch, "lr": lr, "train_loss": loss, "train_acc": acc,
+                        "seconds": time.perf_counter() - began})
+        if checkpoint_fn is not None and config.checkpoint_every and (epoch + 1) % config.checkpoint_every == 0:
+            checkpoint_fn(_checkpoint_state(epoch + 1, model, optimizer, history, order, config))
+    return TrainResult(model, history, "ok", None, len(history))
+
+
+def _run_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               batch_size: int, order: torch.Generator) -> tuple[float, float]:
+    """One pass of floor(n / B) steps over a fresh permutation; returns (mean batch loss, accuracy).
+
+    x: (n, *input_shape), y: (n,) on the model's device. Raises _Diverged at the first non-finite loss.
+    """
+    n = x.shape[0]
+    steps = n // batch_size  # the last partial batch is dropped
+    perm = torch.randperm(n, generator=order).to(x.device)  # drawn on CPU: same order on any device
+    losses = torch.empty(steps, device=x.device)  # kept on device: no sync per step
+    correct = torch.zeros((), dtype=torch.int64, device=x.device)
+    checked = 0
+    for step in range(steps):
+        idx = perm[step * batch_size:(step + 1) * batch_size]
+        xb, yb = x[idx], y[idx]
+        logits = model(xb)  # (B, num_classes)
+        loss = F.cross_entropy(logits, yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses[step] = loss.detach()
+        correct += (logits.detach().argmax(dim=1) == yb).sum()
+        if (step + 1) % DIVERGENCE_CHECK_STEPS == 0 or step == steps - 1:
+            _check_finite(losses, checked, step + 1)
+            checked = step + 1
+    return float(losses.mean()), int(correct) / (steps * batch_size)
+
+
+def _check_finite(losses: torch.Tensor, start: int, stop: int) -> None:
+    """Raise _Diverged with the first step in [start, stop) whose loss is NaN or infinite."""
+    bad = ~torch.isfinite(losses[start:stop])
+    if bool(bad.any()):
+        step = start + int(bad.nonzero()[0, 0])
+        raise _Diverged(step, float(losses[step]))
+
+
+def _oom_error(model: nn.Module, config: TrainConfig, n: int) -> TrainingOOMError:
+    params = sum(p.numel() for p in model.parameters())
+    return TrainingOOMError(
+        f"out of memory on {config.device} training a {params:,}-parameter model with batch_size="
+        f"{config.batch_size} (n={n}); the batch size is the experiment and is never shrunk: run this "
+        f"trial on a device with more memory or drop it from the grid"
+    )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Checkpoints
+
+def _to_cpu(obj):
+    """Deep copy of nested dicts/lists/tuples with every tensor detached and cloned onto the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
+def _checkpoint_state(epochs_done: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+                      history: list[dict], order: torch.Generator, config: TrainConfig) -> dict:
+    """Everything needed to continue the run; a CPU copy, safe to keep while training goes on."""
+    rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {
+        "epoch": epochs_done,
+        "model": _to_cpu(model.state_dict()),
+        "optimizer": _to_cpu(optimizer.state_dict()),
+        "history": copy.deepcopy(history),
+        "generator": order.get_state(),
+        "rng": _to_cpu(rng),
+        "config": dataclasses.asdict(config),
+    }
+
+
+def _restore(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer, order: torch.Generator,
+             config: TrainConfig) -> tuple[int, list[dict]]:
+    """Load a checkpoint into model/optimizer/generator/global RNGs; returns (next epoch, history)."""
+    saved = state.get("config", {})
+    differ = sorted(k for k, v in dataclasses.asdict(config).items()
+                    if k not in RESUME_MAY_DIFFER and k in saved and saved[k] != v)
+    if differ:
+        detail = ", ".join(f"{k}: checkpoint {saved[k]!r} vs now {getattr(config, k)!r}" for k in differ)
+        raise ValueError(f"resume_state was made with a different TrainConfig ({detail})")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])  # moves momentum buffers to the parameters' device
+    order.set_state(state["generator"])
+    rng = state.get("rng", {})
+    if "torch" in rng:
+        torch.set_rng_state(rng["torch"])
+    if "numpy" in rng:
+        np.random.set_state(rng["numpy"])
+    if "python" in rng:
+        random.setstate(rng["python"])
+    if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return int(state["epoch"]), copy.deepcopy(state["history"])
+
+
+# --------------------------------------------------------------------------------------------------------
+# Evaluation
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1000) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy fraction) of ``model`` on x (n, *input_shape), y (n,).
+
+    Eval mode (BatchNorm running statistics), no gradients, batches of ``batch_size`` moved to the model's
+    device; the model's previous train/eval mode is restored afterwards.
+    """
+    n = int(y.shape[0])
+    if n == 0:
+        raise ValueError("evaluate() needs at least one example")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = _model_device(model, x.device)
+    was_training = model.training
+    model.eval()
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    try:
+        with torch.no_grad():
+            for start in range(0, n, batch_size):
+                xb = x[start:start + batch_size].to(device)
+                yb = y[start:start + batch_size].to(device)
+                logits = model(xb)
+                total_loss += F.cross_entropy(logits, yb, reduction="sum").double()
+                correct += (logits.argmax(dim=1) == yb).sum()
+    finally:
+        model.train(was_training)
+    return float(total_loss) / n, int(correct) / n
+
+
+def _model_device(model: nn.Module, default: torch.device) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return default
+
+
+__all__ = ["TrainConfig", "TrainResult", "TrainingOOMError", "train", "evaluate", "set_seed",
+           "learning_rate", "make_optimizer", "seeded_model", "DIVERGENCE_CHECK_STEPS"]

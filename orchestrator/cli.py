@@ -188,13 +188,15 @@ def _execute(cfg, run_dir: str, *, address, analysis: bool, resuming: bool):
     summary = None
     interrupted = False
     try:
-        try:
-            ray_env.init_ray(address, object_store_mb=cfg.run.object_store_mb)
-            resources = ray_env.check_resources(cfg)
-        except errors as exc:
-            _fail(exc)
-        _echo_resources(resources)
-        if not plan.complete:
+        if plan.complete:
+            click.echo("  nothing to do")
+        else:
+            try:
+                ray_env.init_ray(address, object_store_mb=cfg.run.object_store_mb)
+                resources = ray_env.check_resources(cfg)
+            except errors as exc:
+                _fail(exc)
+            _echo_resources(resources)
             from orchestrator.progress import make_progress
             from orchestrator.sweep import run_sweep
 

@@ -17,7 +17,9 @@ REDRAW_EVERY_S = 0.5  # terminal redraws at most this often
 def format_seconds(seconds: float | None) -> str:
     if seconds is None:
         return "?"
-    seconds = int(round(max(0.0, seconds)))
+    if seconds < 10:
+        return f"{max(0.0, seconds):.1f}s"
+    seconds = int(round(seconds))
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     if h:

@@ -214,6 +214,9 @@ def train_and_measure(spec: ModelSpec, *, checkpoint_fn=None, resume_state: dict
         "train_seconds": train_seconds,
         "hessian_backend": cell.hessian.backend,
         "device": device,
+        # Measured below for a model that trained; null (with the reason in ``error``) otherwise.
+        **dict.fromkeys(("train_loss", "train_acc", "test_loss", "test_acc", "hessian_top_eigenvalue",
+                         "hessian_trace", "hessian_samples", "hessian_eigen_iterations", "hessian_trace_probes")),
     }
     metrics_started = time.perf_counter()
     state = None

@@ -1,0 +1,94 @@
+"""Shared fixtures: a private 2-CPU local Ray, hygienic environments for subprocesses, tiny configs.
+
+Ray hygiene (see INTERFACES.md): the cluster listens on 127.0.0.1 only, writes no auth token in ~/.ray, sends
+no usage stats, keeps its sockets and logs in a private short temp dir (unix socket paths are limited to
+~107 bytes), caps its object store, is never started with address="auto" and is never stopped with
+`ray stop` (that kills every Ray process on the machine): only ray.shutdown() of our own instance.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+
+import pytest
+
+RAY_ENV = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+}
+OBJECT_STORE_BYTES = 200 * 1024 * 1024
+
+
+def private_ray_tmpdir() -> str:
+    """A fresh, short temp dir for one Ray instance (unix socket paths must stay short)."""
+    path = os.path.join("/tmp", f"ray-{uuid.uuid4().hex[:8]}")
+    os.makedirs(path)
+    return path
+
+
+def hygienic_env(ray_tmpdir: str | None = None, **extra) -> dict:
+    """os.environ plus the Ray hygiene variables, for subprocesses such as `landscape run`.
+
+    RAY_ADDRESS is removed so a test never joins a cluster that happens to run on the machine.
+    """
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)
+    env.update(RAY_ENV)
+    env["RAY_TMPDIR"] = ray_tmpdir or private_ray_tmpdir()
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def landscape_cmd() -> list[str]:
+    """The installed console script next to this interpreter, else `python -m orchestrator.cli`."""
+    script = os.path.join(os.path.dirname(sys.executable), "landscape")
+    if os.path.exists(script):
+        return [script]
+    return [sys.executable, "-m", "orchestrator.cli"]
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A session-wide local Ray with 2 CPUs on 127.0.0.1; yields the ray module."""
+    for k, v in RAY_ENV.items():
+        os.environ.setdefault(k, v)
+    os.environ.pop("RAY_ADDRESS", None)
+    tmp = private_ray_tmpdir()
+    os.environ["RAY_TMPDIR"] = tmp
+    import ray
+
+    if ray.is_initialized():  # pragma: no cover - another fixture's instance
+        ray.shutdown()
+    ray.init(num_cpus=2, object_store_memory=OBJECT_STORE_BYTES, include_dashboard=False, _temp_dir=tmp,
+             logging_level="ERROR", log_to_driver=False)
+    try:
+        addresses = [n["NodeManagerAddress"] for n in ray.nodes()]
+        assert addresses and all(a == "127.0.0.1" for a in addresses), f"Ray listens on {addresses}"
+        yield ray
+    finally:
+        ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def ray_tmpdir():
+    """A private RAY_TMPDIR for a subprocess, removed afterwards."""
+    path = private_ray_tmpdir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def short_tmp():
+    """A short temp dir under /tmp (run dirs of Ray subprocess tests)."""
+    path = tempfile.mkdtemp(prefix="ls-", dir="/tmp")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

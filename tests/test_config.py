@@ -1,0 +1,256 @@
+"""Sweep configs: parsing, every class of validation error (one message naming the field and the fix),
+--set overrides, seed pairs, the config hash, and the resource check (pure, on described nodes)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from orchestrator.config import (
+    ConfigError,
+    SweepConfig,
+    apply_overrides,
+    builtin_names,
+    describe_builtin,
+    load_config,
+    parse_config,
+    read_raw,
+    seed_pairs,
+)
+from orchestrator.ray_env import check_resources, fits_on_node
+
+
+def base(**changes) -> dict:
+    """A small valid raw config; ``changes`` are dotted-path overrides applied like --set."""
+    raw = {
+        "name": "t",
+        "workload": {"dataset": "mnist1d", "model": "mlp"},
+        "load": {"name": "width", "values": [8, 16]},
+        "temperature": {"name": "batch_size", "values": [32, 128]},
+        "seeds": [0, 1, 2],
+        "training": {"epochs": 2},
+    }
+    return apply_overrides(raw, [f"{k}={v}" for k, v in changes.items()])
+
+
+def error_of(raw) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    message = str(info.value)
+    assert "\n" not in message and "Traceback" not in message
+    return message
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Built-ins
+
+
+def test_builtins_exist_and_validate():
+    assert {"demo", "smoke"} <= set(builtin_names())
+    for name in builtin_names():
+        cfg = load_config(name)
+        assert isinstance(cfg, SweepConfig) and cfg.name == name
+
+
+def test_smoke_is_a_2x2x2_grid_and_demo_the_pilot_grid():
+    smoke = load_config("smoke")
+    assert (len(smoke.load.values), len(smoke.temperature.values), len(smoke.seeds)) == (2, 2, 2)
+    assert len(smoke.model_keys()) == 8 and len(smoke.pair_keys()) == 4
+    demo = load_config("demo")
+    assert demo.workload.dataset == "mnist1d" and demo.workload.model == "mlp"
+    assert demo.load.name == "width" and min(demo.load.values) == 8 and max(demo.load.values) == 256
+    assert list(demo.temperature.values) == [16, 64, 256, 1024]
+    assert demo.training.lr == 0.01 and demo.metrics.curve.lr == 0.2 and demo.metrics.curve.points == 11
+    desc, models, pairs = describe_builtin("demo")
+    assert models == 72 and pairs == 72 and desc
+
+
+def test_resolved_config_round_trips_through_yaml():
+    cfg = load_config("smoke", ["seeds=[3, 5]", "metrics.curve.points=7"])
+    again = parse_config(yaml.safe_load(cfg.to_yaml()))
+    assert again == cfg
+    assert again.seeds == (3, 5) and again.metrics.curve.points == 7
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One message per error class, naming the field and the fix
+
+
+def test_unknown_key_suggests_the_close_one():
+    msg = error_of({**base(), "seed": [0]})
+    assert "'seed'" in msg and "did you mean 'seeds'" in msg
+    raw = base()
+    raw["training"]["epoch"] = 3
+    msg = error_of(raw)
+    assert "training.epoch" in msg and "training.epochs" in msg
+    raw = base()
+    raw["metrics"] = {"curve": {"point": 5}}
+    assert "metrics.curve.points" in error_of(raw)
+
+
+def test_wrong_types():
+    assert "training.epochs must be an integer" in error_of(base(**{"training.epochs": "ten"}))
+    assert "training.epochs must be an integer" in error_of(base(**{"training.epochs": 2.5}))
+    assert "training.lr must be a number" in error_of(base(**{"training.lr": "fast"}))
+    assert "seeds[1] must be an integer" in error_of(base(seeds="[0, x]"))
+    assert "load.values" in error_of(base(**{"load.values": "{a: 1}"}))
+    assert "workload.model_args must be a mapping" in error_of(base(**{"workload.model_args": "[1]"}))
+
+
+def test_yaml_1_1_exponent_strings_are_numbers():
+    # PyYAML reads 5e-4 (no dot) as a string; a float field accepts it.
+    cfg = parse_config(base(**{"training.weight_decay": "5e-4"}))
+    assert cfg.training.weight_decay == pytest.approx(5e-4)
+
+
+def test_empty_axes_and_seeds():
+    assert "load.values" in error_of(base(**{"load.values": "[]"})) and "empty" in error_of(base(**{"load.values": "[]"}))
+    assert "temperature.values" in error_of(base(**{"temperature.values": "[]"}))
+    assert "seeds" in error_of(base(seeds="[]"))
+    assert "repeats" in error_of(base(seeds="[1, 1]"))
+
+
+def test_batch_size_larger_than_the_training_set():
+    msg = error_of(base(**{"temperature.values": "[32, 5000]"}))
+    assert "temperature.values" in msg and "5000" in msg and "4000" in msg and "never shrunk" in msg
+    # With a training-set fraction as load, the smallest transformed set counts: 0.01 * 4000 = 40.
+    raw = base(**{"load.name": "train_fraction", "load.values": "[0.01, 1.0]", "temperature.name": "learning_rate",
+                  "temperature.values": "[0.1]", "training.batch_size": 64})
+    msg = error_of(raw)
+    assert "training.batch_size" in msg and "40" in msg
+    raw["training"]["batch_size"] = 32
+    raw["metrics"] = {"curve": {"batch_size": 32}}
+    parse_config(raw)
+
+
+def test_fraction_and_noise_ranges():
+    frac = base(**{"load.name": "train_fraction", "load.values": "[0.5, 1.5]"})
+    assert "load.values[1]" in error_of(frac) and "(0, 1]" in error_of(frac)
+    noise = base(**{"load.name": "label_noise", "load.values": "[0.0, 1.0]"})
+    assert "load.values[1]" in error_of(noise) and "[0, 1)" in error_of(noise)
+    assert "width" in error_of(base(**{"load.values": "[8, 0]"}))
+    assert "learning rate" in error_of(base(**{"temperature.name": "learning_rate", "temperature.values": "[0.1, -1]"}))
+
+
+def test_unknown_axis_names_dataset_and_model():
+    msg = error_of(base(**{"load.name": "widht"}))
+    assert "load.name" in msg and "did you mean 'width'" in msg
+    msg = error_of(base(**{"temperature.name": "batchsize"}))
+    assert "temperature.name" in msg and "batch_size" in msg
+    msg = error_of(base(**{"workload.dataset": "mnist1D"}))
+    assert "workload.dataset" in msg and "mnist1d" in msg
+    msg = error_of(base(**{"workload.model": "resnet81"}))
+    assert "workload.model" in msg and "resnet18" in msg
+
+
+def test_model_options_are_checked():
+    msg = error_of(base(**{"workload.model_args": "{depht: 3}"}))
+    assert "workload.model_args" in msg and "depht" in msg
+
+
+def test_image_dataset_needs_an_existing_root(tmp_path):
+    raw = base(**{"workload.dataset": "cifar10", "workload.model": "resnet18"})
+    assert "workload.data_root" in error_of(raw)
+    raw["workload"]["data_root"] = str(tmp_path / "nope")
+    assert "does not exist" in error_of(raw)
+
+
+def test_pairs_setting():
+    assert "metrics.pairs" in error_of(base(**{"metrics.pairs": "rings"}))
+    assert "metrics.pairs[0]" in error_of(base(**{"metrics.pairs": "[[0, 0]]"}))
+    assert "not in seeds" in error_of(base(**{"metrics.pairs": "[[0, 7]]"}))
+    cfg = parse_config(base(**{"metrics.pairs": "[[2, 0]]"}))
+    assert cfg.seed_pairs() == [(0, 2)]
+
+
+def test_resources_fields():
+    assert "resources.gpu" in error_of(base(**{"resources.gpu": 1.5}))
+    assert "resources.cpu" in error_of(base(**{"resources.cpu": 0}))
+    msg = error_of(base(**{"resources.gpu_by_load": "{12: 0.5}"}))
+    assert "resources.gpu_by_load.12" in msg and "not a load value" in msg
+    cfg = parse_config(base(**{"resources.gpu": 0.25, "resources.gpu_by_load": "{16: 1}"}))
+    assert cfg.trial_resources(8) == {"cpu": 1.0, "gpu": 0.25}
+    assert cfg.trial_resources(16) == {"cpu": 1.0, "gpu": 1.0}
+    assert cfg.pair_resources(16)["gpu"] == 1.0
+
+
+def test_top_level_must_be_a_mapping(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        read_raw(str(path))
+    path.write_text("a: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        read_raw(str(path))
+    with pytest.raises(ConfigError, match="did you mean the built-in 'smoke'"):
+        read_raw("smok")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# --set
+
+
+def test_set_overrides_dotted_paths_with_yaml_values():
+    cfg = load_config("smoke", ["training.epochs=7", "load.values=[4, 8, 16]", "workload.model_args={depth: 3}",
+                                "run.storage=s3://bucket/x", "metrics.hessian_batch_size=null"])
+    assert cfg.training.epochs == 7
+    assert cfg.load.values == (4, 8, 16)
+    assert cfg.workload.model_args == {"depth": 3}
+    assert cfg.run.storage == "s3://bucket/x"
+    assert cfg.metrics.hessian_batch_size is None
+
+
+def test_set_errors_are_clear():
+    with pytest.raises(ConfigError, match="did you mean 'training.epochs'"):
+        apply_overrides({}, ["training.epoch=3"])
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        apply_overrides({}, ["training.epochs"])
+    with pytest.raises(ConfigError, match="not a section"):
+        apply_overrides({"seeds": [0]}, ["seeds.x=1"])
+    # Free-form maps take any key.
+    assert apply_overrides({}, ["workload.model_args.depth=3"])["workload"]["model_args"] == {"depth": 3}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pairs and the hash
+
+
+def test_seed_pairs_modes():
+    assert seed_pairs("auto", [0, 1, 2]) == [(0, 1), (0, 2), (1, 2)]
+    assert seed_pairs("auto", [0, 1, 2, 3, 4]) == [(0, 1), (1, 2), (2, 3), (3, 4), (0, 4)]
+    assert len(seed_pairs("all", range(5))) == 10
+    assert seed_pairs("ring", [0, 1]) == [(0, 1)]
+    assert seed_pairs("auto", [0]) == []
+
+
+def test_config_hash_ignores_grid_and_resources_but_not_settings():
+    a = parse_config(base())
+    assert parse_config(base(seeds="[0, 1, 2, 3]")).config_hash() == a.config_hash()
+    assert parse_config(base(**{"load.values": "[8, 16, 32]"})).config_hash() == a.config_hash()
+    assert parse_config(base(**{"resources.cpu": 2})).config_hash() == a.config_hash()
+    assert parse_config(base(**{"training.epochs": 3})).config_hash() != a.config_hash()
+    assert parse_config(base(**{"metrics.curve.epochs": 3})).config_hash() != a.config_hash()
+    assert parse_config(base(**{"load.name": "label_noise", "load.values": "[0.1]"})).config_hash() != a.config_hash()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Resource check (on described nodes; the Ray-backed check is in test_sweep.py)
+
+
+def test_gpu_request_on_cpu_only_cluster_fails_fast():
+    cfg = parse_config(base(**{"resources.gpu": 0.5}))
+    nodes = [{"node_id": "a", "address": "127.0.0.1", "cpu": 2.0, "gpu": 0.0}]
+    with pytest.raises(ConfigError, match="resources.gpu.*no GPU"):
+        check_resources(cfg, nodes)
+
+
+def test_fractional_gpus_pack_and_cpu_limits():
+    cfg = parse_config(base(**{"resources.gpu": 0.25, "resources.gpu_by_load": "{16: 1}"}))
+    nodes = [{"node_id": "a", "address": "x", "cpu": 16.0, "gpu": 1.0},
+             {"node_id": "b", "address": "y", "cpu": 2.0, "gpu": 1.0}]
+    plan = check_resources(cfg, nodes)
+    assert plan["trials_at_once"] == {8: 4 + 2, 16: 1 + 1}
+    assert fits_on_node({"cpu": 1, "gpu": 0.25}, nodes[0]) == 4
+    too_big = parse_config(base(**{"resources.cpu": 32}))
+    with pytest.raises(ConfigError, match="more than any node"):
+        check_resources(too_big, nodes)

@@ -1,0 +1,194 @@
+"""The sweep on a real local Ray (2 CPUs, in process): tables, statuses, idempotence, growth, failures,
+the plan's repairs, the resource check, and the searcher's order (pairs as soon as their models exist)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+
+import pytest
+
+from analysis.tables import RunTables
+from orchestrator import storage
+from orchestrator.config import ConfigError, _build, SweepConfig, apply_overrides, parse_config
+from orchestrator.sweep import Plan, PlanError, SweepState, make_plan, mkey, pkey, run_sweep
+
+pytestmark = pytest.mark.ray
+
+
+def tiny_raw(**changes) -> dict:
+    """digits, MLP, 1 epoch, two lr values (the second diverges), 2 seeds: 4 models, 2 pairs."""
+    raw = {
+        "name": "tiny",
+        "workload": {"dataset": "digits", "model": "mlp"},
+        "load": {"name": "width", "values": [8]},
+        "temperature": {"name": "learning_rate", "values": [0.05, 1.0e6]},
+        "seeds": [0, 1],
+        "training": {"epochs": 1, "batch_size": 64},
+        "metrics": {"hessian_samples": 100, "hessian_eigen_max_iter": 10, "hessian_trace_max_probes": 5,
+                    "cka_probes": 64, "curve": {"epochs": 1, "batch_size": 64, "points": 3}},
+        "run": {"max_failures": 0},
+    }
+    return apply_overrides(raw, [f"{k}={v}" for k, v in changes.items()])
+
+
+def sweep(cfg: SweepConfig, run_dir: str, ray_local):
+    from orchestrator.ray_env import check_resources
+
+    storage.write_bytes(storage.config_uri(run_dir), cfg.to_yaml().encode())
+    return run_sweep(cfg, run_dir, run_id="test-run", resources=check_resources(cfg))
+
+
+@pytest.fixture(scope="module")
+def swept(ray_local, tmp_path_factory):
+    cfg = parse_config(tiny_raw())
+    run_dir = str(tmp_path_factory.mktemp("sweep") / "run")
+    summary = sweep(cfg, run_dir, ray_local)
+    return cfg, run_dir, summary
+
+
+def test_ray_is_local_only(ray_local):
+    assert all(n["NodeManagerAddress"] == "127.0.0.1" for n in ray_local.nodes())
+    assert ray_local.cluster_resources()["CPU"] == 2
+
+
+def test_every_table_and_status(swept):
+    cfg, run_dir, summary = swept
+    tables = RunTables(run_dir)
+    models, pairs, curves = tables.read("models"), tables.read("pairs"), tables.read("curves")
+    assert len(models) == 4 and len(pairs) == 2
+    by_lr = models.groupby("temperature_value")["status"].agg(set).to_dict()
+    assert by_lr == {0.05: {"ok"}, 1e6: {"diverged"}}
+    ok = models[models.status == "ok"]
+    for col in ("train_loss", "test_acc", "hessian_top_eigenvalue", "hessian_trace", "node_id", "model_uri"):
+        assert ok[col].notna().all(), col
+    assert (models.run_id == "test-run").all() and (models.config_hash == cfg.config_hash()).all()
+    for uri in ok.model_uri:
+        assert os.path.exists(uri)
+    diverged = models[models.status == "diverged"]
+    assert diverged.error.str.contains("diverged").all()
+    # The pair of the good cell is measured; the diverged cell's pair says why it is not.
+    good = pairs[pairs.temperature_value == 0.05].iloc[0]
+    assert good.status == "ok" and good.mode_connectivity is not None and good.cka_status == "ok"
+    bad = pairs[pairs.temperature_value == 1e6].iloc[0]
+    assert bad.status == "diverged" and "not measured" in bad.error and "diverged" in bad.error
+    assert len(curves) == 3 and set(curves.temperature_value) == {0.05}
+    assert summary.state.models.ok == 2 and summary.state.models.diverged == 2
+    assert summary.plan_after.complete
+
+
+def test_rerun_computes_nothing_and_growth_only_new_keys(swept, ray_local, tmp_path):
+    cfg, run_dir, _ = swept
+    copy = str(tmp_path / "run")
+    shutil.copytree(run_dir, copy)
+    before = RunTables(copy).read("models").set_index(["temperature_value", "seed"])["finished_at"].to_dict()
+
+    again = sweep(cfg, copy, ray_local)
+    assert again.state.models.ok == 0 and again.state.attempted == set()
+    # Grow: a third seed adds 2 models and, with all pairs for 3 seeds, 4 pairs (2 per cell).
+    grown = dataclasses.replace(cfg, seeds=(0, 1, 2))
+    assert grown.config_hash() == cfg.config_hash()
+    summary = sweep(grown, copy, ray_local)
+    assert summary.state.models.ok + summary.state.models.diverged == 2
+    assert summary.state.models.done_before == 4
+    models = RunTables(copy).read("models")
+    assert len(models) == 6 and models.groupby(["temperature_value", "seed"]).size().max() == 1
+    for (tv, seed), t in models.set_index(["temperature_value", "seed"])["finished_at"].items():
+        if seed < 2:
+            assert t == before[(tv, seed)]  # old rows untouched
+    pairs = RunTables(copy).read("pairs")
+    assert len(pairs) == 6
+    assert set(zip(pairs.seed_a, pairs.seed_b)) == {(0, 1), (0, 2), (1, 2)}
+
+
+def test_failed_jobs_are_recorded_and_retried_on_resume(ray_local, tmp_path):
+    # Validation would refuse batch 5000 > 1437; bypass it to make the job itself fail.
+    raw = tiny_raw(**{"temperature.name": "batch_size", "temperature.values": "[64, 5000]"})
+    cfg = _build(SweepConfig, raw, "")
+    run_dir = str(tmp_path / "run")
+    summary = sweep(cfg, run_dir, ray_local)
+    models = RunTables(run_dir).read("models")
+    failed = models[models.status == "failed"]
+    assert len(failed) == 2 and set(failed.temperature_value) == {5000.0}
+    assert failed.error.str.contains("exceeds").all(), failed.error.tolist()
+    pairs = RunTables(run_dir).read("pairs").set_index("temperature_value")
+    assert pairs.loc[64.0, "status"] == "ok"
+    assert pairs.loc[5000.0, "status"] == "failed" and "not measured" in pairs.loc[5000.0, "error"]
+    assert summary.state.models.failed == 2
+    plan = make_plan(cfg, run_dir)
+    assert sorted(k[1] for k in plan.models_todo) == [5000, 5000] and len(plan.pairs_todo) == 1
+
+
+def test_plan_repairs_broken_results(swept, tmp_path):
+    cfg, run_dir, _ = swept
+    copy = str(tmp_path / "run")
+    shutil.copytree(run_dir, copy)
+    assert make_plan(cfg, copy).complete
+    # A truncated part, a deleted weights file and a deleted curve part are all found and redone.
+    key0 = mkey(cfg, 8, 0.05, 0)
+    part = RunTables(copy).part_uri("models", mkey(cfg, 8, 1e6, 1))
+    with open(part, "r+b") as f:
+        f.truncate(100)
+    os.remove(storage.model_uri(copy, key0))
+    os.remove(RunTables(copy).part_uri("curves", pkey(cfg, 8, 0.05, 0, 1)))
+    plan = make_plan(cfg, copy)
+    assert sorted(plan.models_todo) == sorted([(8, 0.05, 0), (8, 1e6, 1)])
+    assert len(plan.pairs_todo) == 2  # the ok pair (curve missing, model retrained) and the diverged cell's
+    assert len(plan.repaired) == 3
+    assert not os.path.exists(part)  # the unreadable part was removed
+
+
+def test_plan_refuses_rows_of_other_settings(swept, tmp_path):
+    cfg, run_dir, _ = swept
+    changed = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, epochs=2))
+    with pytest.raises(PlanError, match="other settings"):
+        make_plan(changed, run_dir)
+
+
+def test_resource_check_against_the_running_cluster(ray_local):
+    from orchestrator.ray_env import check_resources
+
+    cfg = parse_config(tiny_raw(**{"resources.gpu": 0.25}))
+    with pytest.raises(ConfigError, match="no GPU"):
+        check_resources(cfg)
+    plan = check_resources(parse_config(tiny_raw()))
+    assert plan["trials_at_once"] == {8: 2} and plan["cluster"]["cpu"] == 2
+
+
+def test_searcher_hands_out_pairs_as_soon_as_their_models_exist():
+    from orchestrator.sweep import _make_searcher_class
+
+    cfg = parse_config(tiny_raw(**{"temperature.values": "[0.05, 0.1]", "seeds": "[0, 1, 2]"}))
+    plan = Plan(models_todo=[(8, 0.05, 0), (8, 0.05, 1), (8, 0.1, 0), (8, 0.1, 1), (8, 0.05, 2), (8, 0.1, 2)],
+                pairs_todo=cfg.pair_keys())
+    unmeasured = []
+    s = _make_searcher_class()(cfg, plan, SweepState(), lambda job, st, err: unmeasured.append((job, st)))
+    jobs = {f"t{i}": s.suggest(f"t{i}") for i in range(2)}
+    assert [j["kind"] for j in jobs.values()] == ["model", "model"]
+    s.on_trial_complete("t0", {"status": "ok"})
+    assert s.suggest("t2")["kind"] == "model"  # seed 1 of the cell is not done yet
+    s.on_trial_complete("t1", {"status": "ok"})
+    job = s.suggest("t3")
+    assert job == {"kind": "pair", "load": 8, "temperature": 0.05, "seed_a": 0, "seed_b": 1}
+    # A diverged model resolves its pairs on the driver without a job.
+    s.on_trial_complete("t2", {"status": "diverged"})
+    for i in range(4, 7):
+        assert s.suggest(f"t{i}")["kind"] == "model"
+    s.on_trial_complete("t3", {"status": "ok"})
+    s.on_trial_complete("t4", {"status": "ok"})
+    s.on_trial_complete("t5", {"status": "ok"})
+    s.on_trial_complete("t6", {"status": "ok"})
+    rest = []
+    while True:
+        job = s.suggest(f"x{len(rest)}")
+        if not isinstance(job, dict):
+            break
+        rest.append(job)
+        s.on_trial_complete(f"x{len(rest) - 1}", {"status": "ok"})
+    assert sorted((j["temperature"], j["seed_a"], j["seed_b"]) for j in rest) == [(0.05, 0, 2), (0.05, 1, 2), (0.1, 1, 2)]
+    assert sorted((j["temperature"], j["seed_a"], j["seed_b"], st) for j, st in unmeasured) == [
+        (0.1, 0, 1, "diverged"), (0.1, 0, 2, "diverged")]
+    from ray.tune.search import Searcher
+
+    assert job == Searcher.FINISHED

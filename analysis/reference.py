@@ -1,0 +1,397 @@
+"""Import the original study's released metrics archive into our run tables.
+
+The archive (nsfzyzz/loss_landscape_taxonomy, ``workspace/checkpoint/results.tar.gz``; its format is described
+in ``shared/reference/taxonomy-released/README.md``) holds, per cell of ResNet18 width k x batch size B::
+
+    <root>/bs_{B}/<schedule>/ResNet18_w{k}/metrics/
+        loss_acc.pkl             {run: {'nll', 'loss', 'accuracy' (percent)}}   training set
+        loss_acc_test.pkl        same, test set (absent for some B)
+        hessian.pkl              {run: {'top_eigenvalue': [lambda], 'trace': float}}
+        CKA_mixup_alpha_16.0.pkl {'representation_similarity': {i: {j: [cka_logits, cka_softmax]}}}
+        model_dist.pkl           {'model_distance': {i: {j: {'dist': float}}}}
+        curve_test.npz           Bezier curve between runs 0 and 1: ts, tr_err (percent), tr_nll, te_err, te_nll
+
+It becomes a run directory that ``analyze_run`` reads unchanged: ``load_name`` "width" (value k),
+``temperature_name`` "batch_size" (value B), one models row per run id (its seed), one pairs row per unordered
+pair of run ids, one curves part for the connected pair (0, 1).
+
+Mapping choices (each keeps the cell means equal to the numbers behind the authors' figure):
+- CKA of a pair is the mean of the two ordered entries [i][j] and [j][i] (softmax outputs). The authors'
+  figure averages the 20 ordered pairs i != j; averaging each unordered pair's two orders first and then the 10
+  pairs gives the same number.
+- mode connectivity exists only for pair (0, 1); the other pairs have it null (they were never connected).
+- the curves table stores the cross-entropy (``tr_nll``/``te_nll``), not ``tr_loss``, which includes the
+  weight-decay term.
+- missing test files leave the test columns null and say so in the row's ``error`` note; ``status`` stays
+  "ok" because the model itself trained.
+
+The archive is read without extracting it to disk (``tarfile`` members into memory) and every pickle goes
+through :func:`analysis.safe_pickle.load_numpy_pickle`; the ``.npz`` is read with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import json
+import math
+import os
+import re
+import tarfile
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+
+import numpy as np
+
+from analysis.safe_pickle import load_numpy_pickle
+from analysis.tables import RunTables, format_value, join, library_versions_json, pair_key, resolve
+
+RUN_ID = "taxonomy-released"
+LOAD_NAME = "width"
+TEMPERATURE_NAME = "batch_size"
+# Where the archive comes from, written into the run's provenance.json.
+SOURCE_DESCRIPTION = (
+    "Released metrics of Yang et al. (NeurIPS 2021), nsfzyzz/loss_landscape_taxonomy commit c1ec1fd, "
+    "workspace/checkpoint/results.tar.gz (MIT licence): ResNet18 of width k on CIFAR-10, 5 runs per cell."
+)
+# The authors' Hessian was taken on one batch of 200 training points (method.md section 3).
+AUTHORS_HESSIAN_SAMPLES = 200
+# Refuse archive members beyond this size: the real files are a few kB; a huge one is not this archive.
+MAX_MEMBER_BYTES = 64 * 2**20
+
+_METRICS_PATH = re.compile(r"(?:^|/)bs_(?P<bs>\d+)/(?P<schedule>[^/]+)/ResNet18_w(?P<k>\d+)/metrics/(?P<file>[^/]+)$")
+_CKA_FILE = "CKA_mixup_alpha_16.0.pkl"
+
+
+class ReferenceFormatError(ValueError):
+    """The archive does not have the layout or contents of the released results; the message says where."""
+
+
+@dataclass
+class ReferenceImportSummary:
+    """What ``import_reference`` wrote."""
+
+    out: str
+    source: str
+    source_sha256: str
+    schedule: str
+    cells: int
+    models: int
+    pairs: int
+    curve_points: int
+    widths: list[int]
+    batch_sizes: list[int]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the archive: a tar(.gz) file or an extracted folder, as {relative path: bytes}
+
+
+def read_archive_files(archive: str) -> tuple[dict[str, bytes], str]:
+    """(metrics files keyed by path inside the archive, sha256 of their contents) for a tar file or a folder.
+
+    Only paths matching ``bs_{B}/<schedule>/ResNet18_w{k}/metrics/<file>`` are read; tar members are read into
+    memory (regular files only: links and devices are ignored), never extracted.
+    """
+    if not os.path.exists(archive):
+        raise FileNotFoundError(
+            f"reference archive {archive!r} not found; pass the released results.tar.gz or the folder it extracts to"
+        )
+    files: dict[str, bytes] = {}
+    if os.path.isdir(archive):
+        for dirpath, _dirs, names in os.walk(archive):
+            for name in names:
+                full = os.path.join(dirpath, name)
+                rel = os.path.relpath(full, archive).replace(os.sep, "/")
+                if _METRICS_PATH.search(rel) and os.path.isfile(full) and not os.path.islink(full):
+                    files[rel] = _read_capped(open(full, "rb"), rel)
+    else:
+        try:
+            with tarfile.open(archive, "r:*") as tar:
+                for member in tar:
+                    if member.isfile() and _METRICS_PATH.search(member.name):
+                        if member.size > MAX_MEMBER_BYTES:
+                            raise ReferenceFormatError(
+                                f"{archive}: member {member.name} is {member.size} bytes, too big"
+                            )
+                        fh = tar.extractfile(member)
+                        files[member.name] = _read_capped(fh, member.name)
+        except tarfile.TarError as exc:
+            raise ReferenceFormatError(f"{archive} is neither a folder nor a readable tar archive: {exc}") from exc
+    if not files:
+        raise ReferenceFormatError(
+            f"{archive} holds no files like bs_<B>/<schedule>/ResNet18_w<k>/metrics/<file>; is it the released "
+            "results archive (see shared/reference/taxonomy-released/README.md)?"
+        )
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    return files, digest.hexdigest()
+
+
+def _read_capped(fh, name: str) -> bytes:
+    with fh:
+        data = fh.read(MAX_MEMBER_BYTES + 1)
+    if len(data) > MAX_MEMBER_BYTES:
+        raise ReferenceFormatError(f"archive file {name} is larger than {MAX_MEMBER_BYTES} bytes: not a metrics file")
+    return data
+
+
+def group_cells(
+    files: dict[str, bytes], schedule: str | None
+) -> tuple[str, dict[tuple[int, int], dict[str, tuple[str, bytes]]]]:
+    """(schedule used, {(width, batch size): {file name: (path, bytes)}})."""
+    by_schedule: dict[str, dict[tuple[int, int], dict[str, tuple[str, bytes]]]] = {}
+    for path, data in files.items():
+        m = _METRICS_PATH.search(path)
+        cell = (int(m["k"]), int(m["bs"]))
+        by_schedule.setdefault(m["schedule"], {}).setdefault(cell, {})[m["file"]] = (path, data)
+    if schedule is None:
+        if len(by_schedule) > 1:
+            raise ReferenceFormatError(
+                f"the archive holds several schedules {sorted(by_schedule)}; choose one with schedule=..."
+            )
+        schedule = next(iter(by_schedule))
+    if schedule not in by_schedule:
+        raise ReferenceFormatError(f"schedule {schedule!r} not in the archive; it holds {sorted(by_schedule)}")
+    return schedule, by_schedule[schedule]
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing one cell's files into table rows
+
+
+def _lookup(obj, keys: tuple, source: str):
+    """obj[k0][k1]...; a missing key is a ReferenceFormatError naming the file and the path of keys."""
+    cur = obj
+    for i, k in enumerate(keys):
+        try:
+            cur = cur[k]
+        except (KeyError, IndexError, TypeError):
+            where = "".join(f"[{x!r}]" for x in keys[: i + 1])
+            raise ReferenceFormatError(f"{source}: expected an entry {where}, not found") from None
+    return cur
+
+
+def _float(x) -> float | None:
+    if x is None:
+        return None
+    v = float(np.asarray(x).reshape(-1)[0]) if np.ndim(x) else float(x)
+    return v if math.isfinite(v) else None
+
+
+def _fraction(percent) -> float | None:
+    v = _float(percent)
+    return None if v is None else v / 100.0
+
+
+def mode_connectivity_released(ts: np.ndarray, errors: np.ndarray) -> tuple[float, float]:
+    """(mc, t*) as in the released README: mc = ē − e[u], u = argmax_i |e_i − ē| over all grid points.
+
+    ts, errors: (p,) with ts[0] = 0 and ts[-1] = 1, errors in percent; ties go to the first grid point.
+    """
+    e = np.asarray(errors, dtype=np.float64)
+    mean_end = 0.5 * (e[0] + e[-1])
+    u = int(np.argmax(np.abs(e - mean_end)))
+    return float(mean_end - e[u]), float(np.asarray(ts, dtype=np.float64)[u])
+
+
+def cell_rows(
+    k: int, bs: int, files: dict[str, tuple[str, bytes]], common: dict
+) -> tuple[list[dict], list[dict], list[dict], list[str]]:
+    """(models rows, pairs rows, curves rows, notes) of one cell; ``common`` holds the provenance columns."""
+    cell = {
+        "load_name": LOAD_NAME,
+        "load_value": float(k),
+        "temperature_name": TEMPERATURE_NAME,
+        "temperature_value": float(bs),
+    }
+    notes: list[str] = []
+
+    def load(name: str):
+        if name not in files:
+            return None
+        path, data = files[name]
+        if name.endswith(".npz"):
+            try:
+                with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                    return {key: z[key] for key in z.files}, path
+            except ValueError as exc:
+                raise ReferenceFormatError(f"{path}: cannot read as .npz without pickle: {exc}") from exc
+        return load_numpy_pickle(data, source=path), path
+
+    train = load("loss_acc.pkl")
+    if train is None:
+        raise ReferenceFormatError(
+            f"cell width={k} batch_size={bs}: loss_acc.pkl missing; cannot tell which runs exist"
+        )
+    train, train_src = train
+    runs = sorted(int(r) for r in train)
+    test = load("loss_acc_test.pkl")
+    hess = load("hessian.pkl")
+    test_note = None if test is not None else "test metrics not released (loss_acc_test.pkl missing in the archive)"
+    if test_note:
+        notes.append(f"width={k} batch_size={bs}: {test_note}")
+    if hess is None:
+        notes.append(f"width={k} batch_size={bs}: hessian.pkl missing: Hessian columns null")
+
+    models = []
+    for r in runs:
+        row = {**common, **cell, "seed": r, "status": "ok", "error": test_note}
+        row["train_loss"] = _float(_lookup(train, (r, "loss"), train_src))
+        row["train_acc"] = _fraction(_lookup(train, (r, "accuracy"), train_src))
+        if test is not None:
+            row["test_loss"] = _float(_lookup(test[0], (r, "loss"), test[1]))
+            row["test_acc"] = _fraction(_lookup(test[0], (r, "accuracy"), test[1]))
+        if hess is not None:
+            row["hessian_top_eigenvalue"] = _float(_lookup(hess[0], (r, "top_eigenvalue", 0), hess[1]))
+            row["hessian_trace"] = _float(_lookup(hess[0], (r, "trace"), hess[1]))
+            row["hessian_backend"] = "pyhessian (authors' release)"
+            row["hessian_samples"] = AUTHORS_HESSIAN_SAMPLES
+        models.append(row)
+
+    cka = load(_CKA_FILE)
+    dist = load("model_dist.pkl")
+    curve = load("curve_test.npz")
+    mc_pair = None
+    curves: list[dict] = []
+    if curve is not None:
+        z, src = curve
+        for key in ("ts", "tr_err"):
+            if key not in z:
+                raise ReferenceFormatError(f"{src}: no array {key!r}; it has {sorted(z)}")
+        ts = np.asarray(z["ts"], dtype=np.float64)
+        mc, t_star = mode_connectivity_released(ts, z["tr_err"])
+        mc_pair = (0, 1, mc, t_star, len(ts))
+
+        def arr(key):
+            return np.asarray(z[key], dtype=np.float64) if key in z else np.full(len(ts), np.nan)
+
+        tr_err, tr_nll, te_err, te_nll = arr("tr_err"), arr("tr_nll"), arr("te_err"), arr("te_nll")
+        for i, t in enumerate(ts):
+            curves.append(
+                {
+                    **common,
+                    **cell,
+                    "seed_a": 0,
+                    "seed_b": 1,
+                    "t": float(t),
+                    "train_error": _float(tr_err[i]),
+                    "train_loss": _float(tr_nll[i]),
+                    "test_error": _float(te_err[i]),
+                    "test_loss": _float(te_nll[i]),
+                }
+            )
+    else:
+        notes.append(f"width={k} batch_size={bs}: curve_test.npz missing: no mode connectivity")
+
+    pairs = []
+    for a, b in itertools.combinations(runs, 2):
+        row = {**common, **cell, "seed_a": a, "seed_b": b, "status": "ok", "error": None}
+        if cka is not None:
+            sim = _lookup(cka[0], ("representation_similarity",), cka[1])
+            orders = [_float(_lookup(sim, (i, j, 1), cka[1])) for i, j in ((a, b), (b, a))]
+            orders = [v for v in orders if v is not None]
+            row["cka"] = float(np.mean(orders)) if orders else None
+            row["cka_status"] = "ok" if orders else "released value is NaN (undefined CKA, e.g. a constant output)"
+        else:
+            row["cka_status"] = f"{_CKA_FILE} missing in the archive"
+        if dist is not None:
+            md = _lookup(dist[0], ("model_distance",), dist[1])
+            row["l2_distance"] = _float(_lookup(md, (a, b, "dist"), dist[1]))
+        if mc_pair is not None and (a, b) == mc_pair[:2]:
+            row["mode_connectivity"], row["t_star"], row["curve_points"] = mc_pair[2], mc_pair[3], mc_pair[4]
+            row["curve_epochs"], row["curve_lr"] = 50, 0.01  # authors' curve settings (method.md section 4)
+        pairs.append(row)
+    return models, pairs, curves, notes
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("landscape")
+    except metadata.PackageNotFoundError:  # running from a source tree that is not installed
+        return "unknown"
+
+
+def reference_cell_key(k: int, bs: int) -> str:
+    """Part key of one imported cell, e.g. ``width=16__batch_size=128__released``."""
+    return f"{LOAD_NAME}={format_value(k)}__{TEMPERATURE_NAME}={format_value(bs)}__released"
+
+
+def import_reference(archive: str, out: str, *, schedule: str | None = None) -> ReferenceImportSummary:
+    """Convert the released archive (tar file or extracted folder) into the tables of run directory ``out``.
+
+    Writes ``out/tables/{models,pairs,curves}/*.parquet`` (one models part and one pairs part per cell, one
+    curves part per connected pair) and ``out/provenance.json`` describing the source. Re-importing replaces the parts.
+    """
+    files, sha = read_archive_files(archive)
+    schedule, cells = group_cells(files, schedule)
+    common = {
+        "run_id": RUN_ID,
+        "config_hash": sha[:16],
+        "package_version": _package_version(),
+        "library_versions": library_versions_json({"numpy": np.__version__, "source": "released archive"}),
+    }
+    tables = RunTables(out)
+    n_models = n_pairs = n_points = 0
+    notes: list[str] = []
+    for k, bs in sorted(cells):
+        models, pairs, curves, cell_notes = cell_rows(k, bs, cells[(k, bs)], common)
+        notes += cell_notes
+        # One part per cell and table (not per model/pair as a live run writes): the archive is imported in
+        # one go and never resumed, and 630 parts read ~5x faster than the 3,360 per-model/per-pair parts.
+        key = reference_cell_key(k, bs)
+        tables.write_part("models", key, models)
+        tables.write_part("pairs", key, pairs)
+        if curves:
+            tables.write_part("curves", pair_key(LOAD_NAME, k, TEMPERATURE_NAME, bs, 0, 1), curves)
+        n_models, n_pairs, n_points = n_models + len(models), n_pairs + len(pairs), n_points + len(curves)
+    summary = ReferenceImportSummary(
+        out=out,
+        source=os.path.abspath(archive),
+        source_sha256=sha,
+        schedule=schedule,
+        cells=len(cells),
+        models=n_models,
+        pairs=n_pairs,
+        curve_points=n_points,
+        widths=sorted({k for k, _ in cells}),
+        batch_sizes=sorted({b for _, b in cells}),
+        notes=_summarise_notes(notes),
+    )
+    _write_provenance(out, summary)
+    return summary
+
+
+def _summarise_notes(notes: list[str]) -> list[str]:
+    """Collapse per-cell notes that differ only in the cell into one line each (keeps the summary short)."""
+    grouped: dict[str, list[str]] = {}
+    for n in notes:
+        cell, _, what = n.partition(": ")
+        grouped.setdefault(what, []).append(cell)
+    return [f"{what} ({len(cells)} cells, e.g. {cells[0]})" for what, cells in grouped.items()]
+
+
+def _write_provenance(out: str, summary: ReferenceImportSummary) -> None:
+    doc = {
+        "kind": "reference import",
+        "run_id": RUN_ID,
+        "description": SOURCE_DESCRIPTION,
+        "load": {"name": LOAD_NAME, "values": summary.widths},
+        "temperature": {"name": TEMPERATURE_NAME, "values": summary.batch_sizes},
+        "seeds_per_cell": 5,
+        "import": summary.to_dict(),
+    }
+    fs, path = resolve(join(out, "provenance.json"))
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as fh:
+        fh.write(json.dumps(doc, indent=2).encode())

@@ -1,0 +1,161 @@
+"""Per-cell aggregation of a run's models and pairs tables (one row per load x temperature cell).
+
+For every cell:
+- per-model metrics (``MODEL_METRICS``): mean over the models whose status is "ok", sample standard deviation
+  (``<metric>_std``, ddof=1, NaN below two values) and the number of values averaged (``<metric>_n``);
+- the Hessian also as log of the mean (``log_hessian_top_eigenvalue``, ``log_hessian_trace``), as the paper
+  plots it; null when the mean is not positive;
+- pairwise metrics (``PAIR_METRICS``): the same three numbers over the pairs whose status is "ok"; CKA only
+  over pairs where it is defined (``cka_undefined`` counts the others);
+- member bookkeeping: ``n_models_expected`` (the seeds the run trained anywhere, unless given),
+  ``n_models_ok``, ``n_diverged``, ``n_failed``, ``n_pairs_ok``, ``n_pairs_failed``, and ``complete`` /
+  ``members_missing``: a cell whose mean covers fewer members than expected says so in words, e.g.
+  ``"seed 3 missing; seed 4 diverged; test_acc from 0 of 5 models"``.
+
+Means never silently cover fewer members: every mean comes with its ``_n`` and ``complete`` is False whenever
+any expected model is missing or not ok, any pair failed, or any metric has fewer values than members.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+CELL_COLUMNS = ["load_name", "load_value", "temperature_name", "temperature_value"]
+
+MODEL_METRICS = ["test_acc", "test_loss", "train_loss", "train_acc", "hessian_top_eigenvalue", "hessian_trace"]
+PAIR_METRICS = ["mode_connectivity", "cka", "l2_distance"]
+# Hessian figures are log(mean over seeds), like the paper; name of the log column per metric.
+LOG_OF_MEAN = {"hessian_top_eigenvalue": "log_hessian_top_eigenvalue", "hessian_trace": "log_hessian_trace"}
+
+# Of the pairwise metrics, only these are expected for every pair; mode connectivity is computed for the
+# connected pairs only (the authors connect one pair per cell), so its count is reported but not demanded.
+PAIR_METRICS_EXPECTED_FOR_ALL = ["cka", "l2_distance"]
+
+
+def aggregate_cells(
+    models: pd.DataFrame, pairs: pd.DataFrame, *, expected_seeds: Iterable[int] | None = None
+) -> pd.DataFrame:
+    """One row per cell, sorted by load then temperature; columns as described in the module docstring.
+
+    models, pairs: the run's tables (``RunTables.read``). expected_seeds: the seeds every cell should have;
+    default: every seed that appears in any cell of ``models``. A cell present only in ``pairs`` still gets
+    a row (with its models counted as missing).
+    """
+    _require(models, CELL_COLUMNS + ["seed", "status"] + MODEL_METRICS, "models")
+    _require(pairs, CELL_COLUMNS + ["seed_a", "seed_b", "status"] + PAIR_METRICS, "pairs")
+    seeds = sorted(
+        {int(s) for s in expected_seeds} if expected_seeds is not None else {int(s) for s in models["seed"].dropna()}
+    )
+    cells = pd.concat([models[CELL_COLUMNS], pairs[CELL_COLUMNS]]).drop_duplicates()
+    cells = cells.sort_values(["load_name", "load_value", "temperature_name", "temperature_value"]).reset_index(
+        drop=True
+    )
+    model_groups = {k: g for k, g in models.groupby(CELL_COLUMNS, sort=False)} if len(models) else {}
+    pair_groups = {k: g for k, g in pairs.groupby(CELL_COLUMNS, sort=False)} if len(pairs) else {}
+    rows = []
+    for key in cells.itertuples(index=False, name=None):
+        m = model_groups.get(key, models.iloc[0:0])
+        p = pair_groups.get(key, pairs.iloc[0:0])
+        rows.append({**dict(zip(CELL_COLUMNS, key)), **_cell_stats(m, p, seeds)})
+    return pd.DataFrame(rows, columns=cell_columns())
+
+
+def cell_columns() -> list[str]:
+    """Columns of ``aggregate_cells``' output, in order."""
+    cols = list(CELL_COLUMNS)
+    for metric in MODEL_METRICS:
+        cols += [metric, f"{metric}_std", f"{metric}_n"]
+    cols += list(LOG_OF_MEAN.values())
+    for metric in PAIR_METRICS:
+        cols += [metric, f"{metric}_std", f"{metric}_n"]
+    cols += [
+        "cka_undefined",
+        "n_models_expected",
+        "n_models",
+        "n_models_ok",
+        "n_diverged",
+        "n_failed",
+        "n_pairs",
+        "n_pairs_ok",
+        "n_pairs_failed",
+        "complete",
+        "members_missing",
+    ]
+    return cols
+
+
+def _require(df: pd.DataFrame, columns: list[str], name: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{name} table lacks column(s) {missing}; read it with analysis.tables.RunTables.read")
+
+
+def _stats(values: pd.Series) -> tuple[float, float, int]:
+    """(mean, sample std, count) of the finite values; NaN mean when none, NaN std below two."""
+    v = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return math.nan, math.nan, 0
+    std = float(np.std(v, ddof=1)) if v.size > 1 else math.nan
+    return float(np.mean(v)), std, int(v.size)
+
+
+def _seed_list(seeds: list[int]) -> str:
+    return ("seed " if len(seeds) == 1 else "seeds ") + ",".join(str(s) for s in seeds)
+
+
+def _cell_stats(m: pd.DataFrame, p: pd.DataFrame, expected: list[int]) -> dict:
+    out: dict = {}
+    status = m["status"].fillna("failed")
+    ok = m[status == "ok"]
+    for metric in MODEL_METRICS:
+        out[metric], out[f"{metric}_std"], out[f"{metric}_n"] = _stats(ok[metric])
+    for metric, log_name in LOG_OF_MEAN.items():
+        mean = out[metric]
+        out[log_name] = math.log(mean) if math.isfinite(mean) and mean > 0 else math.nan
+
+    pstatus = p["status"].fillna("failed")
+    pok = p[pstatus == "ok"]
+    for metric in PAIR_METRICS:
+        out[metric], out[f"{metric}_std"], out[f"{metric}_n"] = _stats(pok[metric])
+    out["cka_undefined"] = int(len(pok) - out["cka_n"])
+
+    present = {int(s) for s in m["seed"].dropna()}
+    diverged = sorted(int(s) for s in m.loc[status == "diverged", "seed"])
+    failed = sorted(int(s) for s in m.loc[~status.isin(["ok", "diverged"]), "seed"])
+    missing = sorted(set(expected) - present)
+    n_ok = len(ok)
+    out.update(
+        n_models_expected=len(expected),
+        n_models=len(m),
+        n_models_ok=n_ok,
+        n_diverged=len(diverged),
+        n_failed=len(failed),
+        n_pairs=len(p),
+        n_pairs_ok=len(pok),
+        n_pairs_failed=int(len(p) - len(pok)),
+    )
+    notes = []
+    if missing:
+        notes.append(f"{_seed_list(missing)} missing")
+    if diverged:
+        notes.append(f"{_seed_list(diverged)} diverged")
+    if failed:
+        notes.append(f"{_seed_list(failed)} failed")
+    if len(expected) >= 2 and len(p) == 0:
+        notes.append("no pairs measured")
+    if out["n_pairs_failed"]:
+        notes.append(f"{out['n_pairs_failed']} of {len(p)} pairs failed")
+    for metric in MODEL_METRICS:
+        if 0 < n_ok and out[f"{metric}_n"] < n_ok:
+            notes.append(f"{metric} from {out[f'{metric}_n']} of {n_ok} models")
+    for metric in PAIR_METRICS_EXPECTED_FOR_ALL:
+        if 0 < len(pok) and out[f"{metric}_n"] < len(pok):
+            notes.append(f"{metric} from {out[f'{metric}_n']} of {len(pok)} pairs")
+    out["complete"] = not notes
+    out["members_missing"] = "; ".join(notes) if notes else None
+    return out

@@ -1,0 +1,142 @@
+"""A hand-designed run at the scale of the CPU demo (4 widths x 4 batch sizes x 3 seeds) for analysis tests.
+
+Every cell's metrics are chosen so that its phase under the default rules is known by construction
+(``EXPECTED_PHASES``), with a train-loss floor of ~0.01 nats (a small model, not a CIFAR ResNet's 1e-3):
+
+    batch 16  :  I    II    II    II          (hot: high train loss; small width poorly connected)
+    batch 32  :  I    I     II    II
+    batch 64  :  III  III   IV-A  IV-B        (cool: train loss at the floor)
+    batch 128 :  III  IV-A  IV-B  IV-B
+               w8    w16   w32   w64
+
+Threshold by hand: floor = 5 % quantile of the 16 cell means (about the smallest, 0.0100) -> sharp above
+0.100 nats. Phase-IV CKA {0.60, 0.80, 0.55, 0.85, 0.90}: median 0.80 -> IV-B at >= 0.80.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from analysis.tables import RunTables, model_key, pair_key
+
+WIDTHS = [8, 16, 32, 64]
+BATCHES = [16, 32, 64, 128]
+SEEDS = [0, 1, 2]
+
+# (width, batch) -> (train loss, mode connectivity pp, CKA, test accuracy)
+CELLS = {
+    (8, 16): (1.00, -8.0, 0.40, 0.40),
+    (16, 16): (0.60, 2.0, 0.50, 0.50),
+    (32, 16): (0.55, 2.5, 0.52, 0.52),
+    (64, 16): (0.50, 3.0, 0.55, 0.55),
+    (8, 32): (0.90, -7.0, 0.42, 0.42),
+    (16, 32): (0.40, -5.0, 0.48, 0.55),
+    (32, 32): (0.30, 1.0, 0.56, 0.58),
+    (64, 32): (0.25, 1.5, 0.58, 0.60),
+    (8, 64): (0.030, -6.0, 0.45, 0.50),
+    (16, 64): (0.025, -4.0, 0.50, 0.56),
+    (32, 64): (0.012, 0.0, 0.60, 0.62),
+    (64, 64): (0.011, 0.1, 0.80, 0.66),
+    (8, 128): (0.040, -9.0, 0.44, 0.48),
+    (16, 128): (0.010, -0.2, 0.55, 0.60),
+    (32, 128): (0.010, 0.0, 0.85, 0.68),
+    (64, 128): (0.010, 0.0, 0.90, 0.70),
+}
+EXPECTED_PHASES = {
+    (8, 16): "I",
+    (16, 16): "II",
+    (32, 16): "II",
+    (64, 16): "II",
+    (8, 32): "I",
+    (16, 32): "I",
+    (32, 32): "II",
+    (64, 32): "II",
+    (8, 64): "III",
+    (16, 64): "III",
+    (32, 64): "IV-A",
+    (64, 64): "IV-B",
+    (8, 128): "III",
+    (16, 128): "IV-A",
+    (32, 128): "IV-B",
+    (64, 128): "IV-B",
+}
+# Per-seed multipliers: mean 1, so the cell means are exactly the CELLS values.
+SEED_FACTOR = {0: 0.9, 1: 1.0, 2: 1.1}
+# Per-pair offsets of mc and CKA: mean 0.
+PAIR_OFFSET = {(0, 1): -0.1, (0, 2): 0.0, (1, 2): 0.1}
+CURVE_TS = [0.0, 0.25, 0.5, 0.75, 1.0]
+
+COMMON = {
+    "run_id": "synthetic-demo",
+    "config_hash": "0123456789abcdef",
+    "package_version": "test",
+    "library_versions": "{}",
+}
+
+
+def cell_id(width, batch):
+    return {
+        "load_name": "width",
+        "load_value": float(width),
+        "temperature_name": "batch_size",
+        "temperature_value": float(batch),
+    }
+
+
+def write_synthetic_run(run_dir: str, *, drop=(), temperature_name: str = "batch_size", only=None) -> RunTables:
+    """Write the run; ``drop`` lists (width, batch, seed) models to leave out (to make cells incomplete);
+    ``only`` restricts it to the given (width, batch) cells."""
+    tables = RunTables(run_dir)
+    for (w, b), (loss, mc, cka, acc) in CELLS.items():
+        if only is not None and (w, b) not in only:
+            continue
+        cell = {**cell_id(w, b), "temperature_name": temperature_name}
+        for s in SEEDS:
+            if (w, b, s) in drop:
+                continue
+            f = SEED_FACTOR[s]
+            row = {
+                **COMMON,
+                **cell,
+                "seed": s,
+                "status": "ok",
+                "train_loss": loss * f,
+                "train_acc": 1 - loss / 3,
+                "test_loss": 1.5 - acc,
+                "test_acc": acc + (f - 1) / 100,
+                "hessian_top_eigenvalue": 50 * loss * f + 1,
+                "hessian_trace": 400 * loss * f + 20,
+            }
+            tables.write_part("models", model_key("width", w, temperature_name, b, s), [row])
+        for a, c in itertools.combinations(SEEDS, 2):
+            off = PAIR_OFFSET[(a, c)]
+            row = {
+                **COMMON,
+                **cell,
+                "seed_a": a,
+                "seed_b": c,
+                "status": "ok",
+                "mode_connectivity": mc + off,
+                "t_star": 0.5,
+                "cka": cka + off / 10,
+                "cka_status": "ok",
+                "l2_distance": 10.0 * w**0.5,
+            }
+            tables.write_part("pairs", pair_key("width", w, temperature_name, b, a, c), [row])
+        # One stored curve per cell: a bump of height -mc at t = 0.5 on endpoints at 2 % error.
+        curve = [
+            {
+                **COMMON,
+                **cell,
+                "seed_a": 0,
+                "seed_b": 1,
+                "t": t,
+                "train_error": 2.0 - (mc - 0.1) * (t == 0.5),
+                "train_loss": 0.1,
+                "test_error": 30.0,
+                "test_loss": 1.0,
+            }
+            for t in CURVE_TS
+        ]
+        tables.write_part("curves", pair_key("width", w, temperature_name, b, 0, 1), curve)
+    return tables

@@ -1,0 +1,225 @@
+"""The two entry points the command line wraps: ``landscape analyze`` and ``landscape import-reference``.
+
+    analyze_run(run_dir, *, rules=None, out_dir=None, color_ranges=None, ...) -> AnalysisResult
+    import_reference(archive, out, *, schedule=None) -> ReferenceImportSummary
+
+``analyze_run`` reads the run's tables, aggregates the cells, labels the phases, draws the figures and writes
+``<out_dir>/cells.parquet``, ``<out_dir>/phase_rules.json``, the figures (PNG and PDF) and
+``<out_dir>/report.html`` (``out_dir`` defaults to ``RUN_DIR/analysis``). A run with several load or
+temperature knobs gets one diagram per (load, temperature) pair; phases are labelled per diagram, since
+the sharpness floor and the CKA split are relative to the diagram's cells.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import metadata
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from analysis.aggregate import aggregate_cells
+from analysis.guidance import Finding, practitioner_guidance
+from analysis.phases import PhaseRules, label_phases
+from analysis.plot_data import curve_data, representative_cells
+from analysis.plots import save_curves, save_panels, save_phase_map
+from analysis.reference import ReferenceImportSummary
+from analysis.reference import import_reference as _import_reference
+from analysis.report import DiagramSection, render_report
+from analysis.tables import RunTables, join, resolve
+
+__all__ = ["AnalysisResult", "analyze_run", "import_reference"]
+
+
+@dataclass
+class AnalysisResult:
+    """What ``analyze_run`` wrote and found."""
+
+    run_dir: str
+    out_dir: str
+    cells_path: str
+    report_path: str
+    rules_path: str
+    figures: dict[str, dict[str, str]]  # figure name -> {"png": path, "pdf": path}
+    cells: pd.DataFrame  # labelled cells of every diagram
+    rules: PhaseRules
+    findings: dict[str, list[Finding]] = field(default_factory=dict)  # diagram name -> findings
+    warnings: list[str] = field(default_factory=list)
+
+
+def import_reference(archive: str, out: str, *, schedule: str | None = None) -> ReferenceImportSummary:
+    """Convert the authors' released archive (results.tar.gz or its extracted folder) into run directory ``out``."""
+    return _import_reference(archive, out, schedule=schedule)
+
+
+def _read_text(uri: str) -> str | None:
+    fs, path = resolve(uri)
+    try:
+        with fs.open_input_stream(path) as fh:
+            return fh.read().decode("utf-8", errors="replace")
+    except (FileNotFoundError, OSError):
+        return None
+
+
+def _table_provenance(models: pd.DataFrame) -> dict:
+    out = {}
+    for col in ("run_id", "config_hash", "package_version", "library_versions"):
+        if col in models:
+            values = sorted({str(v) for v in models[col].dropna()})
+            out[col] = values[0] if len(values) == 1 else values
+    return out
+
+
+def _write_parquet(df: pd.DataFrame, path: str) -> None:
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    tmp = f"{path}.tmp"
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)  # readers never see half a file
+
+
+def _diagram_name(load: str, temp: str, several: bool) -> str:
+    return f"{load}__{temp}" if several else ""
+
+
+def analyze_run(
+    run_dir: str,
+    *,
+    rules: dict | PhaseRules | None = None,
+    out_dir: str | None = None,
+    color_ranges: dict | None = None,
+    expected_seeds: list[int] | None = None,
+    curve_cells: list[tuple[float, float]] | None = None,
+) -> AnalysisResult:
+    """Analyse the run in ``run_dir`` (a local path or URI); see the module docstring for what is written.
+
+    rules: phase-rule overrides (``{"mc_threshold": "0.5"}`` or a PhaseRules), see analysis.phases.
+    out_dir: a local folder; default RUN_DIR/analysis (required when run_dir is a URI).
+    color_ranges: per panel metric (lo, hi), "paper" or "data" (see analysis.plot_data).
+    expected_seeds: seeds every cell should have; default: every seed seen in the run.
+    curve_cells: (load_value, temperature_value) cells whose Bezier curves to draw; default one per phase.
+    """
+    phase_rules = rules if isinstance(rules, PhaseRules) else PhaseRules.from_mapping(rules)
+    if out_dir is None:
+        if "://" in run_dir:
+            raise ValueError(f"{run_dir} is a URI: pass out_dir, a local folder for the figures and report")
+        out_dir = os.path.join(run_dir, "analysis")
+    os.makedirs(out_dir, exist_ok=True)
+
+    tables = RunTables(run_dir)
+    warnings: list[str] = []
+    frames = {}
+    for name in ("models", "pairs", "curves"):
+        frames[name], bad = tables.read_checked(name, on_corrupt="skip")
+        if bad:
+            warnings.append(
+                f"{len(bad)} unreadable part(s) of table {name} left out, e.g. {bad[0][0]} ({bad[0][1]}); "
+                f"delete them and run `landscape resume {run_dir}` to recompute"
+            )
+    models, pairs, curves = frames["models"], frames["pairs"], frames["curves"]
+    if models.empty and pairs.empty:
+        raise ValueError(
+            f"{run_dir} has no models or pairs tables under {tables.tables_dir}: is it a run directory, "
+            f"and has `landscape run` written results yet?"
+        )
+
+    combos = sorted(
+        set(zip(models["load_name"], models["temperature_name"]))
+        | set(zip(pairs["load_name"], pairs["temperature_name"]))
+    )
+    several = len(combos) > 1
+    seeds = expected_seeds if expected_seeds is not None else sorted({int(s) for s in models["seed"].dropna()})
+    all_cells, sections, figures, findings = [], [], {}, {}
+    for load, temp in combos:
+
+        def pick(df):
+            return df[(df["load_name"] == load) & (df["temperature_name"] == temp)]
+
+        cells = label_phases(aggregate_cells(pick(models), pick(pairs), expected_seeds=seeds), phase_rules)
+        suffix = _diagram_name(load, temp, several)
+        stem = lambda base: os.path.join(out_dir, f"{base}__{suffix}" if suffix else base)
+        figs = {
+            "phase_map": save_phase_map(cells, stem("phase_map")),
+            "panels": save_panels(cells, stem("panels"), color_ranges=color_ranges),
+        }
+        cell_curves = pick(curves)
+        chosen = curve_cells if curve_cells is not None else representative_cells(cells, cell_curves)
+        curve_figs = [curve_data(cell_curves, lv, tv, cells=cells, pairs=pick(pairs)) for lv, tv in chosen]
+        curves_paths = save_curves(curve_figs, stem("curves"))
+        if curves_paths:
+            figs["curves"] = curves_paths
+        found = practitioner_guidance(cells)
+        name = suffix or f"{load}__{temp}"
+        findings[name] = found
+        figures.update({f"{k}__{suffix}" if suffix else k: v for k, v in figs.items()})
+        sections.append(
+            DiagramSection(
+                title=f"{load} × {temp}",
+                cells=cells,
+                rules=phase_rules,
+                findings=found,
+                phase_map_png=figs["phase_map"]["png"],
+                panels_png=figs["panels"]["png"],
+                curves_png=figs.get("curves", {}).get("png"),
+                figure_files=figs,
+            )
+        )
+        all_cells.append(cells)
+
+    cells = pd.concat(all_cells, ignore_index=True)
+    cells_path = os.path.join(out_dir, "cells.parquet")
+    _write_parquet(cells, cells_path)
+    rules_path = os.path.join(out_dir, "phase_rules.json")
+    with open(rules_path, "w") as fh:
+        json.dump(
+            {"rules": {r["name"]: r["value"] for r in phase_rules.describe()}, "derived": _derived_thresholds(cells)},
+            fh,
+            indent=2,
+        )
+
+    provenance = {
+        "tables": _table_provenance(models),
+        "analysis": {"package_version": _version(), "rules_file": rules_path},
+    }
+    source = _read_text(join(run_dir, "provenance.json"))
+    if source is not None:
+        try:
+            provenance["source"] = json.loads(source)
+        except json.JSONDecodeError:
+            provenance["source"] = source
+    title_run = provenance["tables"].get("run_id") or os.path.basename(os.path.normpath(run_dir))
+    html_text = render_report(
+        title=f"Loss-landscape phases: {title_run}",
+        run_dir=run_dir,
+        sections=sections,
+        config_text=_read_text(join(run_dir, "config.yaml")),
+        provenance=provenance,
+        warnings=warnings,
+    )
+    report_path = os.path.join(out_dir, "report.html")
+    with open(report_path + ".tmp", "w", encoding="utf-8") as fh:
+        fh.write(html_text)
+    os.replace(report_path + ".tmp", report_path)
+    return AnalysisResult(
+        run_dir, out_dir, cells_path, report_path, rules_path, figures, cells, phase_rules, findings, warnings
+    )
+
+
+def _derived_thresholds(cells: pd.DataFrame) -> dict:
+    out = {}
+    for (load, temp), g in cells.groupby(["load_name", "temperature_name"]):
+        split = pd.to_numeric(g["cka_split"], errors="coerce").dropna()
+        out[f"{load}__{temp}"] = {
+            "sharpness_threshold_train_loss": float(g["sharpness_threshold"].iloc[0]),
+            "cka_split": float(split.iloc[0]) if len(split) else None,
+        }
+    return out
+
+
+def _version() -> str:
+    try:
+        return metadata.version("landscape")
+    except metadata.PackageNotFoundError:
+        return "unknown"

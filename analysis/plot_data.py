@@ -1,0 +1,353 @@
+"""The numbers behind every figure, computed apart from drawing so they can be tested without images.
+
+Layout (method.md section 7, the paper's Figures 2-4): one heatmap per metric on shared axes, x = load
+increasing to the right, y = temperature with the hot end on top (small batch sizes on top; large learning
+rates and weight decays on top). Cells sit at categorical positions labelled with their values, as in the
+paper: the grids are geometric, so equal spacing of the categories is the log scale.
+
+Colour ranges. Default policy "paper": the authors' fixed ranges (method.md section 7, ``PAPER_COLOR_RANGES``),
+so diagrams of different runs are comparable and values outside are clipped (the colour bar shows arrows).
+Those ranges were fitted to ResNet18 on CIFAR-10; a run whose values mostly lie elsewhere (a small CPU model
+on MNIST-1D has test accuracy 0.3-0.7) would show one flat colour, so a metric falls back to its data range
+when fewer than three quarters of its cells lie inside the fixed range. Every heatmap records which range it used
+(``range_source``); ``color_ranges`` overrides per metric with (lo, hi) (or the text "lo,hi"), "paper" or
+"data".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from analysis.phases import PHASES
+from analysis.tables import format_value
+
+# The authors' colour ranges (method.md section 7).
+PAPER_COLOR_RANGES: dict[str, tuple[float, float]] = {
+    "test_acc": (0.56, 0.91),
+    "train_loss": (0.0, 3.0),
+    "log_hessian_top_eigenvalue": (0.0, 6.0),
+    "log_hessian_trace": (3.0, 8.0),
+    "mode_connectivity": (-30.0, 30.0),
+    "cka": (0.3, 0.8),
+    "l2_distance": (0.0, 100.0),
+}
+
+
+@dataclass(frozen=True)
+class PanelSpec:
+    metric: str
+    title: str
+    cmap: str
+    diverging: bool = False  # centred at 0 (TwoSlopeNorm), symmetric data range
+
+
+# The paper's panel set, in its order. Darker = sharper for the Hessian (the paper's reading); mode
+# connectivity blue for barriers, white at 0, red for curves beating their endpoints.
+PANELS: list[PanelSpec] = [
+    PanelSpec("test_acc", "test accuracy", "viridis"),
+    PanelSpec("train_loss", "train loss (nats)", "Blues"),
+    PanelSpec("log_hessian_top_eigenvalue", "log λ_max (log of mean)", "Blues"),
+    PanelSpec("log_hessian_trace", "log trace (log of mean)", "Blues"),
+    PanelSpec("mode_connectivity", "mode connectivity (pp)", "RdBu_r", diverging=True),
+    PanelSpec("cka", "CKA similarity", "viridis"),
+    PanelSpec("l2_distance", "L2 distance", "viridis"),
+]
+PANEL_BY_METRIC = {p.metric: p for p in PANELS}
+
+PHASE_COLORS = {"I": "#d1495b", "II": "#edae49", "III": "#00798c", "IV-A": "#9bd08f", "IV-B": "#2f8f3a"}
+MISSING_COLOR = "#d9d9d9"
+
+# Temperature knobs whose *large* values are hot (drawn on top); batch size is hot when small.
+HOT_WHEN_LARGE = {"batch_size": False, "learning_rate": True, "lr": True, "weight_decay": True}
+
+# A metric keeps the paper's range when at least this fraction of its cells lies inside it. On the released
+# results 87-90 % of the cells lie inside for every panel (the authors clip their smallest widths), so their
+# own data keeps their ranges; a run with a quarter of its cells outside is on another scale.
+PAPER_RANGE_MIN_INSIDE = 0.75
+
+
+# ---------------------------------------------------------------------------------------------
+# The shared grid
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Cell positions: column j holds x_values[j] (increasing load), row i holds y_values[i] (row 0 = top = hot)."""
+
+    load_name: str
+    temperature_name: str
+    x_values: tuple[float, ...]
+    y_values: tuple[float, ...]
+
+    @property
+    def x_labels(self) -> list[str]:
+        return [format_value(v) for v in self.x_values]
+
+    @property
+    def y_labels(self) -> list[str]:
+        return [format_value(v) for v in self.y_values]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.y_values), len(self.x_values)
+
+    def position(self, load_value: float, temperature_value: float) -> tuple[int, int]:
+        """(row, column) of a cell."""
+        return self.y_values.index(float(temperature_value)), self.x_values.index(float(load_value))
+
+    def to_matrix(self, cells: pd.DataFrame, column: str, fill=np.nan, dtype=float) -> np.ndarray:
+        """(ny, nx) array of ``column`` at each cell's position; ``fill`` where a cell is absent or null."""
+        out = np.full(self.shape, fill, dtype=dtype)
+        for lv, tv, v in zip(cells["load_value"], cells["temperature_value"], cells[column]):
+            if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+                continue
+            out[self.position(lv, tv)] = v
+        return out
+
+
+def temperature_hot_when_large(temperature_name: str) -> bool:
+    """True when large values of the temperature knob mean more SGD noise (unknown knobs: assumed so)."""
+    return HOT_WHEN_LARGE.get(temperature_name, True)
+
+
+def cell_grid(cells: pd.DataFrame) -> Grid:
+    """The grid of a table of cells holding exactly one load and one temperature knob."""
+    loads, temps = sorted(set(cells["load_name"])), sorted(set(cells["temperature_name"]))
+    if len(loads) != 1 or len(temps) != 1:
+        raise ValueError(
+            f"one diagram needs one load and one temperature knob; these cells have loads {loads} and temperatures "
+            f"{temps}: select one combination, e.g. cells[(cells.load_name == {loads[0]!r}) & "
+            f"(cells.temperature_name == {temps[0]!r})]"
+        )
+    x = tuple(sorted({float(v) for v in cells["load_value"]}))
+    y = sorted({float(v) for v in cells["temperature_value"]}, reverse=temperature_hot_when_large(temps[0]))
+    return Grid(loads[0], temps[0], x, tuple(y))
+
+
+# ---------------------------------------------------------------------------------------------
+# Heatmaps
+
+
+@dataclass
+class HeatmapData:
+    """One metric panel: values (ny, nx) in grid order (NaN = missing), colour scale, boundary segments."""
+
+    metric: str
+    title: str
+    grid: Grid
+    values: np.ndarray
+    vmin: float
+    vmax: float
+    cmap: str
+    center: float | None  # 0 for diverging maps
+    range_source: str  # "paper", "data", "user", or "data (...why...)"
+    boundaries: list = field(default_factory=list)
+
+    @property
+    def clipped_low(self) -> bool:
+        return bool(np.nanmin(self.values) < self.vmin) if np.isfinite(self.values).any() else False
+
+    @property
+    def clipped_high(self) -> bool:
+        return bool(np.nanmax(self.values) > self.vmax) if np.isfinite(self.values).any() else False
+
+
+def data_range(values: np.ndarray, *, diverging: bool = False) -> tuple[float, float]:
+    """(lo, hi) of the finite values; symmetric about 0 when diverging; widened when degenerate."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return (-1.0, 1.0) if diverging else (0.0, 1.0)
+    if diverging:
+        m = float(np.max(np.abs(finite)))
+        m = m if m > 0 else 1.0
+        return -m, m
+    lo, hi = float(finite.min()), float(finite.max())
+    if hi <= lo:  # one value: a range around it, so the colour is mid-scale rather than undefined
+        pad = abs(lo) * 0.05 or 0.5
+        lo, hi = lo - pad, hi + pad
+    return lo, hi
+
+
+def choose_color_range(metric: str, values: np.ndarray, override=None) -> tuple[float, float, str]:
+    """(vmin, vmax, range_source) by the policy in the module docstring; override: None, "paper", "data", (lo, hi)."""
+    diverging = PANEL_BY_METRIC.get(metric, PanelSpec(metric, metric, "viridis")).diverging
+    if isinstance(override, str) and "," in override:  # "lo,hi" as typed on a command line
+        try:
+            override = tuple(float(v) for v in override.split(","))
+        except ValueError:
+            raise ValueError(f"colour range for {metric} must be 'low,high' numbers, got {override!r}") from None
+        if len(override) != 2:
+            raise ValueError(f"colour range for {metric} must be 'low,high', got {override!r}")
+    if override is not None and not isinstance(override, str):
+        lo, hi = (float(v) for v in override)
+        if not hi > lo:
+            raise ValueError(f"colour range for {metric} must have low < high, got {override!r}")
+        return lo, hi, "user"
+    if override not in (None, "paper", "data"):
+        raise ValueError(f"colour range for {metric} must be (low, high), 'paper' or 'data'; got {override!r}")
+    paper = PAPER_COLOR_RANGES.get(metric)
+    if override == "data" or paper is None:
+        return (*data_range(values, diverging=diverging), "data")
+    finite = values[np.isfinite(values)]
+    if override == "paper" or finite.size == 0:
+        return (*paper, "paper")
+    inside = float(np.mean((finite >= paper[0]) & (finite <= paper[1])))
+    if inside >= PAPER_RANGE_MIN_INSIDE:
+        return (*paper, "paper")
+    why = f"data ({inside:.0%} of cells inside the paper's {paper[0]:g}-{paper[1]:g})"
+    return (*data_range(values, diverging=diverging), why)
+
+
+def heatmap_data(cells: pd.DataFrame, metric: str, *, color_range=None, grid: Grid | None = None) -> HeatmapData:
+    """Panel data of ``metric`` (a column of the cells table); phase boundaries included when labelled."""
+    if metric not in cells.columns:
+        raise ValueError(f"cells have no column {metric!r}; panels: {[p.metric for p in PANELS]}")
+    grid = grid or cell_grid(cells)
+    spec = PANEL_BY_METRIC.get(metric, PanelSpec(metric, metric, "viridis"))
+    values = grid.to_matrix(cells.assign(_v=pd.to_numeric(cells[metric], errors="coerce")), "_v")
+    vmin, vmax, source = choose_color_range(metric, values, color_range)
+    bounds = phase_boundaries(grid.to_matrix(cells, "phase", fill=None, dtype=object)) if "phase" in cells else []
+    return HeatmapData(
+        metric, spec.title, grid, values, vmin, vmax, spec.cmap, 0.0 if spec.diverging else None, source, bounds
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Phase map
+
+
+@dataclass
+class PhaseMapData:
+    """labels (ny, nx) object array (None = unlabelled), codes (ny, nx) int index into ``phases`` (-1 = none)."""
+
+    grid: Grid
+    labels: np.ndarray
+    codes: np.ndarray
+    phases: tuple[str, ...]
+    colors: dict[str, str]
+    boundaries: list
+    counts: dict[str, int]
+
+
+def phase_map_data(cells: pd.DataFrame, *, grid: Grid | None = None) -> PhaseMapData:
+    if "phase" not in cells.columns:
+        raise ValueError("cells have no 'phase' column: label them with analysis.phases.label_phases first")
+    grid = grid or cell_grid(cells)
+    labels = grid.to_matrix(cells, "phase", fill=None, dtype=object)
+    unknown = {v for v in labels.ravel() if v is not None} - set(PHASES)
+    if unknown:
+        raise ValueError(f"unknown phase label(s) {sorted(unknown)}; expected {PHASES}")
+    codes = np.vectorize(lambda v: PHASES.index(v) if v is not None else -1, otypes=[int])(labels)
+    counts = {p: int(np.sum(labels == p)) for p in PHASES}
+    counts["unlabelled"] = int(np.sum(codes < 0))
+    return PhaseMapData(grid, labels, codes, PHASES, dict(PHASE_COLORS), phase_boundaries(labels), counts)
+
+
+def phase_boundaries(labels: np.ndarray) -> list[tuple[tuple[float, float], tuple[float, float]]]:
+    """Edges between horizontally or vertically adjacent cells with different labels.
+
+    labels: (ny, nx) with cell (i, j) centred at x = j, y = i (image coordinates, edges at +-0.5).
+    Returns segments ((x0, y0), (x1, y1)). An unlabelled cell (None) next to a labelled one is a boundary too;
+    two unlabelled neighbours are not.
+    """
+    ny, nx = labels.shape
+    segs = []
+    for i in range(ny):
+        for j in range(nx):
+            if j + 1 < nx and labels[i, j] != labels[i, j + 1]:
+                segs.append(((j + 0.5, i - 0.5), (j + 0.5, i + 0.5)))
+            if i + 1 < ny and labels[i, j] != labels[i + 1, j]:
+                segs.append(((j - 0.5, i + 0.5), (j + 0.5, i + 0.5)))
+    return segs
+
+
+# ---------------------------------------------------------------------------------------------
+# Curves along the Bezier paths
+
+
+@dataclass
+class CurveSeries:
+    seed_a: int
+    seed_b: int
+    t: np.ndarray  # (p,) increasing
+    train_error: np.ndarray  # (p,) percent
+    mode_connectivity: float | None
+
+
+@dataclass
+class CurveData:
+    load_name: str
+    load_value: float
+    temperature_name: str
+    temperature_value: float
+    phase: str | None
+    series: list[CurveSeries]
+
+    @property
+    def title(self) -> str:
+        phase = f" (phase {self.phase})" if self.phase else ""
+        load = f"{self.load_name}={format_value(self.load_value)}"
+        return f"{load}, {self.temperature_name}={format_value(self.temperature_value)}{phase}"
+
+
+def curve_data(
+    curves: pd.DataFrame,
+    load_value: float,
+    temperature_value: float,
+    *,
+    cells: pd.DataFrame | None = None,
+    pairs: pd.DataFrame | None = None,
+) -> CurveData:
+    """Train error along every stored curve of one cell (curves table rows), with each pair's mc when known."""
+    sel = curves[
+        (curves["load_value"] == float(load_value)) & (curves["temperature_value"] == float(temperature_value))
+    ]
+    if sel.empty:
+        raise ValueError(f"no curves stored for the cell load={load_value}, temperature={temperature_value}")
+    series = []
+    for (a, b), g in sel.groupby(["seed_a", "seed_b"]):
+        g = g.sort_values("t")
+        mc = None
+        if pairs is not None and len(pairs):
+            hit = pairs[
+                (pairs["load_value"] == float(load_value))
+                & (pairs["temperature_value"] == float(temperature_value))
+                & (pairs["seed_a"] == a)
+                & (pairs["seed_b"] == b)
+            ]["mode_connectivity"].dropna()
+            mc = float(hit.iloc[0]) if len(hit) else None
+        series.append(CurveSeries(int(a), int(b), g["t"].to_numpy(float), g["train_error"].to_numpy(float), mc))
+    phase = None
+    if cells is not None and "phase" in cells:
+        hit = cells[
+            (cells["load_value"] == float(load_value)) & (cells["temperature_value"] == float(temperature_value))
+        ]
+        phase = hit["phase"].iloc[0] if len(hit) and isinstance(hit["phase"].iloc[0], str) else None
+    first = sel.iloc[0]
+    return CurveData(
+        first["load_name"], float(load_value), first["temperature_name"], float(temperature_value), phase, series
+    )
+
+
+def representative_cells(cells: pd.DataFrame, curves: pd.DataFrame) -> list[tuple[float, float]]:
+    """One cell per phase present (in phase order) that has curves: the one with the median mode connectivity.
+
+    Deterministic: ties broken by load, then temperature.
+    """
+    if curves.empty or "phase" not in cells:
+        return []
+    with_curves = set(zip(curves["load_value"].astype(float), curves["temperature_value"].astype(float)))
+    picks = []
+    for phase in PHASES:
+        c = cells[(cells["phase"] == phase) & cells["mode_connectivity"].notna()]
+        c = c[[(float(a), float(b)) in with_curves for a, b in zip(c["load_value"], c["temperature_value"])]]
+        if c.empty:
+            continue
+        c = c.sort_values(["mode_connectivity", "load_value", "temperature_value"])
+        row = c.iloc[(len(c) - 1) // 2]
+        picks.append((float(row["load_value"]), float(row["temperature_value"])))
+    return picks

@@ -1,0 +1,201 @@
+"""Drawing the figures from :mod:`analysis.plot_data` (matplotlib, headless).
+
+matplotlib is imported inside the functions (it is slow to import and only drawing needs it) and used through
+``matplotlib.figure.Figure`` directly, never pyplot: no global figure state, no GUI backend, safe in threads.
+Each ``save_*`` function writes PNG and PDF next to each other and returns their paths.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pandas as pd
+
+from analysis.plot_data import (
+    MISSING_COLOR,
+    PANELS,
+    CurveData,
+    Grid,
+    HeatmapData,
+    PhaseMapData,
+    heatmap_data,
+    phase_map_data,
+)
+
+FORMATS = ("png", "pdf")
+PNG_DPI = 110
+# Cell labels are written into the phase map only up to this many cells (beyond, they are unreadable).
+MAX_ANNOTATED_CELLS = 400
+
+
+def _new_figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    # Fixed margins (set per figure with subplots_adjust), not constrained layout: that re-measures every
+    # text several times per save and tripled the drawing time.
+    return Figure(figsize=(width, height))
+
+
+def _save(fig, stem: str) -> dict[str, str]:
+    os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
+    paths = {}
+    for fmt in FORMATS:
+        path = f"{stem}.{fmt}"
+        fig.savefig(path, dpi=PNG_DPI if fmt == "png" else None)
+        paths[fmt] = path
+    return paths
+
+
+def _axes_grid(ax, grid: Grid, *, show_x: bool = True, show_y: bool = True) -> None:
+    ax.set_xticks(range(len(grid.x_values)))
+    ax.set_xticklabels(grid.x_labels, rotation=90 if len(grid.x_values) > 8 else 0, fontsize=7)
+    ax.set_yticks(range(len(grid.y_values)))
+    ax.set_yticklabels(grid.y_labels, fontsize=7)
+    ax.tick_params(labelbottom=show_x, labelleft=show_y)
+    if show_x:
+        ax.set_xlabel(f"{grid.load_name} (load →)")
+    if show_y:
+        ax.set_ylabel(f"{grid.temperature_name} (hot ↑)")
+
+
+def _draw_boundaries(ax, segments, *, color="black", width=1.0) -> None:
+    if not segments:
+        return
+    from matplotlib.collections import LineCollection
+
+    ax.add_collection(LineCollection(segments, colors=color, linewidths=width))
+
+
+def draw_heatmap(ax, data: HeatmapData, *, show_x: bool = True, show_y: bool = True) -> None:
+    """One metric panel onto ``ax``: values, colour bar (with clip arrows), phase boundaries as dashed lines."""
+    import matplotlib as mpl
+    from matplotlib.colors import Normalize, TwoSlopeNorm
+
+    cmap = mpl.colormaps[data.cmap].with_extremes(bad=MISSING_COLOR)
+    if data.center is not None and data.vmin < data.center < data.vmax:
+        norm = TwoSlopeNorm(vcenter=data.center, vmin=data.vmin, vmax=data.vmax)
+    else:
+        norm = Normalize(vmin=data.vmin, vmax=data.vmax)
+    image = ax.imshow(np.ma.masked_invalid(data.values), cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
+    extend = {(False, False): "neither", (True, False): "min", (False, True): "max", (True, True): "both"}
+    bar = ax.figure.colorbar(
+        image, ax=ax, extend=extend[(data.clipped_low, data.clipped_high)], fraction=0.05, pad=0.02
+    )
+    bar.ax.tick_params(labelsize=7)
+    bar.set_label(f"range: {data.range_source}", fontsize=6)
+    if data.boundaries:
+        from matplotlib.collections import LineCollection
+
+        ax.add_collection(LineCollection(data.boundaries, colors="black", linewidths=0.8, linestyles="dashed"))
+    ax.set_title(data.title, fontsize=9)
+    _axes_grid(ax, data.grid, show_x=show_x, show_y=show_y)
+
+
+def draw_phase_map(
+    ax, data: PhaseMapData, *, show_x: bool = True, show_y: bool = True, legend: bool = True, annotate: bool = True
+) -> None:
+    """The categorical phase map: one colour per phase, grey when unlabelled, solid boundaries, cell labels."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    colors = [MISSING_COLOR] + [data.colors[p] for p in data.phases]
+    ax.imshow(
+        data.codes + 1,
+        cmap=ListedColormap(colors),
+        vmin=-0.5,
+        vmax=len(colors) - 0.5,
+        aspect="auto",
+        interpolation="nearest",
+    )
+    _draw_boundaries(ax, data.boundaries, width=1.6)
+    ny, nx = data.codes.shape
+    if annotate and ny * nx <= MAX_ANNOTATED_CELLS:
+        size = 7 if ny * nx <= 100 else 5
+        for i in range(ny):
+            for j in range(nx):
+                label = data.labels[i, j]
+                ax.text(
+                    j,
+                    i,
+                    label if label is not None else "?",
+                    ha="center",
+                    va="center",
+                    fontsize=size,
+                    color="white" if label in ("I", "III", "IV-B") else "black",
+                )
+    if legend:
+        handles = [Patch(color=data.colors[p], label=f"{p} ({data.counts[p]})") for p in data.phases]
+        if data.counts.get("unlabelled"):
+            handles.append(Patch(color=MISSING_COLOR, label=f"unlabelled ({data.counts['unlabelled']})"))
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
+    ax.set_title("phase", fontsize=9)
+    _axes_grid(ax, data.grid, show_x=show_x, show_y=show_y)
+
+
+def save_phase_map(cells: pd.DataFrame, stem: str) -> dict[str, str]:
+    """The phase map alone, to ``stem``.png/.pdf."""
+    data = phase_map_data(cells)
+    ny, nx = data.grid.shape
+    width, height = max(5.0, 0.42 * nx + 2.8), max(3.5, 0.32 * ny + 1.6)
+    fig = _new_figure(width, height)
+    # Room in inches: 1.0 left (tick and axis labels), 1.4 right (legend), 0.9 bottom, 0.4 top.
+    fig.subplots_adjust(left=1.0 / width, right=1 - 1.4 / width, bottom=0.9 / height, top=1 - 0.4 / height)
+    draw_phase_map(fig.add_subplot(1, 1, 1), data)
+    return _save(fig, stem)
+
+
+def save_panels(cells: pd.DataFrame, stem: str, *, color_ranges: dict | None = None) -> dict[str, str]:
+    """The paper's panel set (PANELS) plus the phase map on shared axes, 2 rows x 4, to ``stem``.png/.pdf."""
+    color_ranges = color_ranges or {}
+    unknown = set(color_ranges) - {p.metric for p in PANELS}
+    if unknown:
+        raise ValueError(
+            f"colour ranges given for {sorted(unknown)}, which are not panels: {[p.metric for p in PANELS]}"
+        )
+    fig = _new_figure(19.0, 8.5)
+    axes = fig.subplots(2, 4)  # same categorical grid in every panel
+    fig.subplots_adjust(left=0.05, right=0.95, bottom=0.1, top=0.96, wspace=0.28, hspace=0.12)
+    for k, spec in enumerate(PANELS):
+        ax = axes.flat[k]
+        draw_heatmap(
+            ax,
+            heatmap_data(cells, spec.metric, color_range=color_ranges.get(spec.metric)),
+            show_x=k >= 4,
+            show_y=k % 4 == 0,
+        )
+    # No cell labels here: at panel size they are unreadable (the separate phase map has them).
+    draw_phase_map(axes.flat[7], phase_map_data(cells), show_x=True, show_y=False, annotate=False)
+    return _save(fig, stem)
+
+
+def save_curves(curves: list[CurveData], stem: str) -> dict[str, str] | None:
+    """Train error along the Bezier curves of the given cells, one axes per cell; None when there are none."""
+    if not curves:
+        return None
+    n = len(curves)
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig = _new_figure(4.6 * cols, 3.3 * rows)
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    fig.subplots_adjust(
+        left=0.8 / (4.6 * cols),
+        right=0.98,
+        bottom=0.6 / (3.3 * rows),
+        top=1 - 0.35 / (3.3 * rows),
+        wspace=0.3,
+        hspace=0.45,
+    )
+    for ax, data in zip(axes, curves):
+        for s in data.series:
+            mc = f", mc {s.mode_connectivity:.2g}" if s.mode_connectivity is not None else ""
+            ax.plot(s.t, s.train_error, marker="o", markersize=3, label=f"seeds {s.seed_a}-{s.seed_b}{mc}")
+        ax.set_title(data.title, fontsize=9)
+        ax.set_xlabel("t along the curve")
+        ax.set_ylabel("train error (%)")
+        ax.set_xlim(0, 1)
+        ax.legend(fontsize=7)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return _save(fig, stem)

@@ -1,0 +1,157 @@
+"""Plot data (orientation, values, colour ranges, boundaries, curves) tested as numbers; drawing smoke-tested."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.aggregate import aggregate_cells
+from analysis.phases import label_phases
+from analysis.plot_data import (
+    PAPER_COLOR_RANGES,
+    cell_grid,
+    choose_color_range,
+    curve_data,
+    heatmap_data,
+    phase_boundaries,
+    phase_map_data,
+    representative_cells,
+)
+from analysis.plots import save_curves, save_panels, save_phase_map
+from tests.analysis_synthetic import CELLS, EXPECTED_PHASES, write_synthetic_run
+
+
+def grid_cells(temperature_name="batch_size", temps=(16.0, 128.0, 32.0), loads=(4.0, 1.0)):
+    rows = [
+        {
+            "load_name": "width",
+            "load_value": lv,
+            "temperature_name": temperature_name,
+            "temperature_value": tv,
+            "test_acc": lv / 10 + tv / 1000,
+        }
+        for lv in loads
+        for tv in temps
+    ]
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    tables = write_synthetic_run(str(tmp_path_factory.mktemp("run")))
+    cells = label_phases(aggregate_cells(tables.read("models"), tables.read("pairs")))
+    return cells, tables.read("curves"), tables.read("pairs")
+
+
+def test_hot_end_on_top_for_each_temperature_knob():
+    g = cell_grid(grid_cells("batch_size"))
+    assert g.y_values == (16.0, 32.0, 128.0) and g.x_values == (1.0, 4.0)  # small batch = hot = top row
+    assert cell_grid(grid_cells("learning_rate", temps=(0.1, 0.4, 0.2))).y_values == (0.4, 0.2, 0.1)
+    assert cell_grid(grid_cells("weight_decay", temps=(1e-4, 5e-4))).y_values == (5e-4, 1e-4)
+    assert g.x_labels == ["1", "4"] and g.y_labels == ["16", "32", "128"]
+
+
+def test_heatmap_values_sit_at_their_cells_and_missing_cells_are_nan():
+    cells = grid_cells().drop(index=0)  # drop (load 4, temperature 16)
+    h = heatmap_data(cells, "test_acc")
+    assert h.values.shape == (3, 2)
+    # row 0 = batch 16, column 0 = width 1
+    assert h.values[0, 0] == pytest.approx(0.1 + 0.016)
+    assert h.values[2, 0] == pytest.approx(0.1 + 0.128)
+    assert math.isnan(h.values[0, 1]) and h.values[1, 1] == pytest.approx(0.4 + 0.032)
+
+
+def test_colour_range_policy():
+    inside = np.array([[0.6, 0.7], [0.8, 0.9]])
+    assert choose_color_range("test_acc", inside) == (*PAPER_COLOR_RANGES["test_acc"], "paper")
+    demo = np.array([[0.3, 0.4], [0.5, 0.7]])  # a CPU demo: 1 of 4 cells inside 0.56-0.91
+    lo, hi, source = choose_color_range("test_acc", demo)
+    assert (lo, hi) == (0.3, 0.7) and source.startswith("data") and "25%" in source
+    assert choose_color_range("test_acc", demo, "paper")[:2] == PAPER_COLOR_RANGES["test_acc"]
+    assert choose_color_range("test_acc", inside, (0.0, 1.0)) == (0.0, 1.0, "user")
+    # diverging map: symmetric data range about 0
+    assert choose_color_range("mode_connectivity", np.array([-80.0, 5.0]), "data")[:2] == (-80.0, 80.0)
+    with pytest.raises(ValueError, match="low < high"):
+        choose_color_range("cka", inside, (1.0, 0.0))
+    with pytest.raises(ValueError, match="'paper' or 'data'"):
+        choose_color_range("cka", inside, "auto")
+
+
+def test_mode_connectivity_panel_is_centred_at_zero(labelled):
+    cells, _, _ = labelled
+    h = heatmap_data(cells, "mode_connectivity")
+    assert h.center == 0.0 and h.vmin == -30 and h.vmax == 30 and h.cmap == "RdBu_r"
+
+
+def test_phase_boundaries_by_hand():
+    labels = np.array([["I", "II"], ["I", None]], dtype=object)
+    segs = phase_boundaries(labels)
+    # I|II between columns 0 and 1 in row 0; II above None in column 1; I|None in row 1. Not I above I.
+    assert sorted(segs) == sorted(
+        [
+            ((0.5, -0.5), (0.5, 0.5)),
+            ((0.5, 0.5), (1.5, 0.5)),
+            ((0.5, 0.5), (0.5, 1.5)),
+        ]
+    )
+    assert phase_boundaries(np.array([["I", "I"], ["I", "I"]], dtype=object)) == []
+
+
+def test_phase_map_data_matches_labels(labelled):
+    cells, _, _ = labelled
+    pm = phase_map_data(cells)
+    for (w, b), phase in EXPECTED_PHASES.items():
+        i, j = pm.grid.position(w, b)
+        assert pm.labels[i, j] == phase and pm.phases[pm.codes[i, j]] == phase
+    assert pm.counts == {"I": 3, "II": 5, "III": 3, "IV-A": 2, "IV-B": 3, "unlabelled": 0}
+    assert pm.grid.y_values[0] == 16.0  # hot on top
+    # Boundary count by hand from the layout in the synthetic run's docstring: vertical edges per row
+    # 1 + 1 + 2 + 2, horizontal edges between rows 1 + 4 + 2.
+    assert len(pm.boundaries) == 13
+
+
+def test_curve_data_and_representative_cells(labelled):
+    cells, curves, pairs = labelled
+    picks = representative_cells(cells, curves)
+    assert len(picks) == 5  # one per phase
+    assert {cells.set_index(["load_value", "temperature_value"]).loc[p, "phase"] for p in picks} == {
+        "I",
+        "II",
+        "III",
+        "IV-A",
+        "IV-B",
+    }
+    cd = curve_data(curves, 8, 16, cells=cells, pairs=pairs)
+    assert cd.phase == "I" and len(cd.series) == 1
+    s = cd.series[0]
+    assert list(s.t) == [0.0, 0.25, 0.5, 0.75, 1.0]
+    mc = CELLS[(8, 16)][1]
+    assert s.train_error[2] == pytest.approx(2.0 - (mc - 0.1)) and s.mode_connectivity == pytest.approx(mc - 0.1)
+    with pytest.raises(ValueError, match="no curves stored"):
+        curve_data(curves, 999, 16)
+
+
+def test_one_diagram_needs_one_load_and_one_temperature():
+    mixed = pd.concat([grid_cells(), grid_cells("learning_rate")])
+    with pytest.raises(ValueError, match="one load and one temperature"):
+        cell_grid(mixed)
+
+
+def test_figures_are_written_as_png_and_pdf_and_are_not_blank(labelled, tmp_path):
+    from matplotlib.image import imread
+
+    cells, curves, pairs = labelled
+    paths = [
+        save_phase_map(cells, str(tmp_path / "phase_map")),
+        save_panels(cells, str(tmp_path / "panels")),
+        save_curves([curve_data(curves, 8, 16, cells=cells, pairs=pairs)], str(tmp_path / "curves")),
+    ]
+    for p in paths:
+        with open(p["pdf"], "rb") as fh:
+            assert fh.read(5) == b"%PDF-"
+        image = imread(p["png"])
+        assert image.ndim == 3 and image[..., :3].std() > 0.05  # more than one flat colour
+    assert save_curves([], str(tmp_path / "none")) is None
+    with pytest.raises(ValueError, match="not panels"):
+        save_panels(cells, str(tmp_path / "x"), color_ranges={"accuracy": (0, 1)})

@@ -1,0 +1,213 @@
+"""analyze_run end to end on a demo-sized run: cells.parquet, figures, report.html (rendered in headless Chromium)."""
+
+import base64
+import os
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from analysis.api import analyze_run
+from analysis.plot_data import PHASE_COLORS
+from tests.analysis_synthetic import EXPECTED_PHASES, write_synthetic_run
+
+REQUIRED_COLUMNS = [
+    "load_name",
+    "load_value",
+    "temperature_name",
+    "temperature_value",
+    "test_acc",
+    "train_loss",
+    "hessian_top_eigenvalue",
+    "hessian_trace",
+    "mode_connectivity",
+    "cka",
+    "l2_distance",
+    "test_acc_std",
+    "train_loss_std",
+    "mode_connectivity_std",
+    "cka_std",
+    "l2_distance_std",
+    "n_models_ok",
+    "n_pairs_ok",
+    "complete",
+    "phase",
+    "sharpness_class",
+    "connectivity_class",
+    "cka_class",
+    "phase_reason",
+]
+CONFIG = "sweep:\n  name: demo  # <script>alert('not run')</script>\n  seeds: 3\n"
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory):
+    run = str(tmp_path_factory.mktemp("demo"))
+    write_synthetic_run(run, drop=[(8, 16, 2)])  # one missing model: that cell must say so
+    with open(os.path.join(run, "config.yaml"), "w") as fh:
+        fh.write(CONFIG)
+    return analyze_run(run)
+
+
+def test_cells_parquet_has_the_contract_columns_and_the_designed_phases(analysed):
+    cells = pq.read_table(analysed.cells_path).to_pandas()
+    assert analysed.cells_path == os.path.join(analysed.run_dir, "analysis", "cells.parquet")
+    missing = [c for c in REQUIRED_COLUMNS if c not in cells.columns]
+    assert not missing
+    got = {(int(r.load_value), int(r.temperature_value)): r.phase for r in cells.itertuples()}
+    assert got == EXPECTED_PHASES
+    assert set(cells.phase) <= {"I", "II", "III", "IV-A", "IV-B"}
+    bad = cells[(cells.load_value == 8) & (cells.temperature_value == 16)].iloc[0]
+    assert not bad.complete and "seed 2 missing" in bad.members_missing and bad.n_models_ok == 2
+
+
+def test_figures_exist_in_both_formats(analysed):
+    assert set(analysed.figures) == {"phase_map", "panels", "curves"}
+    for paths in analysed.figures.values():
+        assert set(paths) == {"png", "pdf"} and all(os.path.getsize(p) > 1000 for p in paths.values())
+
+
+def test_rules_override_changes_labels_and_is_recorded(analysed, tmp_path):
+    run = str(tmp_path / "run")
+    write_synthetic_run(run)
+    # A 10 pp barrier threshold makes every cell well connected: no I, no III.
+    res = analyze_run(run, rules={"mc_threshold": "10"}, out_dir=str(tmp_path / "out"), curve_cells=[])
+    assert not set(res.cells.phase) & {"I", "III"}
+    assert res.rules.mc_threshold == 10.0 and "curves" not in res.figures
+    assert '"mc_threshold": 10.0' in open(res.rules_path).read()
+
+
+def test_several_knobs_get_one_diagram_each(tmp_path):
+    run = str(tmp_path / "run")
+    write_synthetic_run(run)
+    write_synthetic_run(run, temperature_name="learning_rate", only=[(8, 16), (64, 128)])
+    res = analyze_run(run, curve_cells=[])
+    assert {"phase_map__width__batch_size", "phase_map__width__learning_rate"} <= set(res.figures)
+    assert res.cells.groupby("temperature_name").size().to_dict() == {"batch_size": 16, "learning_rate": 2}
+    # labelled per diagram: the batch-size diagram is the designed one whatever the other holds
+    bs = res.cells[res.cells.temperature_name == "batch_size"]
+    assert {(int(r.load_value), int(r.temperature_value)): r.phase for r in bs.itertuples()} == EXPECTED_PHASES
+
+
+def test_guidance_applied_to_the_run(analysed):
+    found = {f.topic: f for fs in analysed.findings.values() for f in fs}
+    assert "model too small" in found["connectivity"].message
+    assert "every cell with width >= 32 is well connected" in found["connectivity"].message
+    assert (8.0, 16.0) in found["connectivity"].cells and (64.0, 128.0) not in found["connectivity"].cells
+    assert "did not reach the bottom of a minimum" in found["convergence"].message
+    assert "a larger batch size" in found["convergence"].message
+    assert sorted(found["similarity"].cells) == [(16.0, 128.0), (32.0, 64.0)]  # the IV-A cells
+    assert "width = 64, batch_size = 128, in phase IV-B (as the paper reports)" in found["best"].message
+    assert "more than tenfold" in found["loss-drop"].message
+    assert "seed 2 missing" in found["completeness"].message
+
+
+def test_empty_run_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="has no models or pairs"):
+        analyze_run(str(tmp_path))
+
+
+def test_report_is_self_contained_and_has_every_section(analysed):
+    text = open(analysed.report_path, encoding="utf-8").read()
+    assert "<script" not in text.replace("&lt;script&gt;", "")  # the config's script tag is escaped, not live
+    assert "&lt;script&gt;alert" in text
+    assert not re.search(r"""(src|href)=["'](?!data:)""", text)  # nothing loaded from outside the page
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', text)
+    assert len(images) == 3 and all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in images)
+    for words in (
+        "Phase map",
+        "guidance",
+        "Phase rules",
+        "Cells",
+        "Run configuration",
+        "Provenance",
+        "synthetic-demo",
+        "seed 2 missing",
+        "Best mean test accuracy",
+        "mc_threshold",
+    ):
+        assert words in text, words
+    assert text.count("<tr>") >= 16 + 9  # a row per cell + a row per rule
+
+
+# ---------------------------------------------------------------------------------------------
+# Headless Chromium
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-logging=stderr",
+    "--v=0",
+]
+
+
+def _chromium():
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is not installed; .ci/run installs Debian's chromium package")
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    return exe
+
+
+def _render(exe, html_path, tmp_path, *extra):
+    """(stdout, console lines) of one headless Chromium run on a local file."""
+    profile = tmp_path / f"profile-{len(list(tmp_path.iterdir()))}"
+    proc = subprocess.run(
+        [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *extra, f"file://{html_path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
+    return proc.stdout, console
+
+
+def test_console_detection_catches_a_broken_page(tmp_path):
+    exe = _chromium()
+    bad = tmp_path / "bad.html"
+    bad.write_text("<!DOCTYPE html><html><body><script>throw new Error('kaput')</script></body></html>")
+    _, console = _render(exe, bad, tmp_path, "--dump-dom")
+    assert any("kaput" in line for line in console)
+
+
+def test_report_renders_in_chromium_without_console_errors(analysed, tmp_path):
+    exe = _chromium()
+    dom, console = _render(exe, analysed.report_path, tmp_path, "--dump-dom")
+    assert console == []
+    assert "Phase map" in dom and dom.count("data:image/png;base64,") == 3
+    shot = tmp_path / "shot.png"
+    _, console = _render(exe, analysed.report_path, tmp_path, "--window-size=1300,1100", f"--screenshot={shot}")
+    assert console == []
+    from matplotlib.image import imread
+
+    pixels = (imread(str(shot))[..., :3] * 255).round().astype(int)
+    # The phase map sits at the top of the page: every phase colour of the run must be on screen.
+    for phase, hex_color in PHASE_COLORS.items():
+        rgb = np.array([int(hex_color[i : i + 2], 16) for i in (1, 3, 5)])
+        share = np.mean(np.all(np.abs(pixels - rgb) <= 3, axis=-1))
+        assert share > 0.002, f"phase {phase} colour {hex_color} not visible in the screenshot ({share:.4%})"
+
+
+def test_run_with_models_only_is_analysed_with_reasons(tmp_path):
+    # Pairs and curves not computed yet: no connectivity, so no phase, but every figure and the report exist.
+    run = str(tmp_path / "run")
+    tables = write_synthetic_run(run, only=[(8, 16), (64, 128)])
+    for key in tables.part_keys("pairs"):
+        tables.delete_part("pairs", key)
+    for key in tables.part_keys("curves"):
+        tables.delete_part("curves", key)
+    res = analyze_run(run)
+    assert res.cells.phase.isna().all()
+    assert res.cells.phase_reason.str.contains("mode connectivity missing").all()
+    assert res.cells.members_missing.str.contains("no pairs measured").all()
+    assert "curves" not in res.figures and os.path.exists(res.report_path)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from datetime import datetime
 
 import click
@@ -56,6 +57,10 @@ def _fail(exc: Exception):
 @click.version_option(package_name="landscape")
 def main():
     """Map loss landscapes of neural networks (Yang et al., NeurIPS 2021) with sweeps on Ray."""
+    # SIGTERM (kill, a scheduler's timeout) stops a sweep like Ctrl-C: Ray is shut down cleanly and the
+    # command says how to resume, instead of dying with the local Ray cluster's processes left behind.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
 
 
 SET_HELP = "Override a config field: dotted.key=value (value parsed as YAML), e.g. training.epochs=20. Repeatable."
@@ -293,6 +298,13 @@ def _shutdown_ray() -> None:
             ray.shutdown()
 
 
+def _analysis_out_dir(run_dir: str, out_dir: str | None) -> str | None:
+    """Figures and the report are local files: a URI run dir gets a local folder named after it."""
+    if out_dir or "://" not in run_dir:
+        return out_dir
+    return os.path.abspath(f"{run_dir.rstrip('/').rsplit('/', 1)[-1]}-analysis")
+
+
 def _run_analysis(run_dir: str) -> None:
     try:
         from analysis import api
@@ -300,7 +312,7 @@ def _run_analysis(run_dir: str) -> None:
         click.echo("  (analysis package not available: skipped)")
         return
     try:
-        result = api.analyze_run(run_dir)
+        result = api.analyze_run(run_dir, out_dir=_analysis_out_dir(run_dir, None))
     except Exception as exc:  # the sweep's results are safe; analysis problems must not hide them
         click.echo(f"  analysis failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}; "
                    f"retry with `landscape analyze {run_dir}`", err=True)
@@ -309,26 +321,21 @@ def _run_analysis(run_dir: str) -> None:
 
 
 def _echo_analysis(result, run_dir: str) -> None:
-    paths = _paths_of(result)
-    if paths:
-        for name, path in paths:
-            click.echo(f"  {name}: {path}")
-    else:
-        click.echo(f"  analysis written under {run_dir}")
-
-
-def _paths_of(result) -> list[tuple[str, str]]:
-    """(label, path) pairs from whatever analyze_run returns (a dict, an object with path fields, a path)."""
-    if result is None:
-        return []
-    if isinstance(result, (str, os.PathLike)):
-        return [("report", str(result))]
-    items = result.items() if isinstance(result, dict) else vars(result).items() if hasattr(result, "__dict__") else []
-    out = []
-    for k, v in items:
-        if isinstance(v, (str, os.PathLike)) and (os.sep in str(v) or "://" in str(v)):
-            out.append((k, str(v)))
-    return out
+    """Where the phase diagram and the report are (analysis.api.AnalysisResult, or anything path-like)."""
+    figures = getattr(result, "figures", None) or {}
+    for name, files in sorted(figures.items()):
+        if name.startswith("phase_map") and isinstance(files, dict) and files.get("png"):
+            click.echo(f"  phase diagram: {files['png']}")
+    report = getattr(result, "report_path", None)
+    if report:
+        click.echo(f"  report: {report}")
+    for warning in getattr(result, "warnings", None) or []:
+        click.echo(f"  warning: {warning}")
+    if not figures and not report:
+        if isinstance(result, (str, os.PathLike)):
+            click.echo(f"  analysis: {result}")
+        else:
+            click.echo(f"  analysis written under {run_dir}")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -350,8 +357,10 @@ def status(run_dir):
 @main.command()
 @click.argument("run_dir")
 @click.option("--rule", "rules", multiple=True, metavar="KEY=VALUE",
-              help="Override a phase-labelling threshold, e.g. mc_barrier=-5 (value parsed as YAML). Repeatable.")
-def analyze(run_dir, rules):
+              help="Override a phase-labelling threshold, e.g. mc_threshold=0.5 (value parsed as YAML). Repeatable.")
+@click.option("--out-dir", default=None, metavar="DIR",
+              help="Local folder for figures and report (default RUN_DIR/analysis; required for URI run dirs).")
+def analyze(run_dir, rules, out_dir):
     """Phase diagram, heatmaps and report of RUN_DIR."""
     import yaml
 
@@ -369,7 +378,7 @@ def analyze(run_dir, rules):
     except ImportError as exc:
         _fail(ConfigError(f"the analysis package is not available ({exc})"))
     try:
-        result = api.analyze_run(run_dir, rules=parsed or None)
+        result = api.analyze_run(run_dir, rules=parsed or None, out_dir=_analysis_out_dir(run_dir, out_dir))
     except (ValueError, LookupError, OSError, *_user_errors()) as exc:
         _fail(exc)
     _echo_analysis(result, run_dir)
@@ -388,9 +397,12 @@ def import_reference(archive, out):
         result = api.import_reference(archive, out)
     except (ValueError, LookupError, OSError, *_user_errors()) as exc:
         _fail(exc)
-    click.echo(f"imported {archive} -> {out}")
-    if result is not None and not isinstance(result, (str, os.PathLike)):
-        click.echo(f"  {result}")
+    counts = ", ".join(f"{getattr(result, k)} {k.replace('_', ' ')}" for k in ("cells", "models", "pairs", "curve_points")
+                       if isinstance(getattr(result, k, None), int))
+    click.echo(f"imported {archive} -> {out}" + (f": {counts}" if counts else ""))
+    for note in getattr(result, "notes", None) or []:
+        click.echo(f"  note: {note}")
+    click.echo(f"  next: landscape analyze {out}")
 
 
 def _sigterm_as_interrupt(signum, frame):
@@ -398,5 +410,4 @@ def _sigterm_as_interrupt(signum, frame):
 
 
 if __name__ == "__main__":  # pragma: no cover
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     main()

@@ -39,10 +39,23 @@ def stage_counts(expected: list[str], statuses: dict[str, str]) -> dict:
     return out
 
 
+def tables_only_status(run_dir: str, tables: RunTables) -> str:
+    """For run dirs without a sweep config (e.g. an imported reference): rows per table and status."""
+    lines = [f"run {run_dir} (no config.yaml: tables only, nothing to compare with a grid)"]
+    for table in ("models", "pairs"):
+        df = tables.read(table, on_corrupt="skip")
+        by = df["status"].value_counts().to_dict() if len(df) else {}
+        lines.append(f"{table}: {len(df)} rows" + "".join(f" · {n} {st}" for st, n in sorted(by.items())))
+    lines.append(f"curves: {len(tables.part_keys('curves'))} pair curve(s) stored")
+    return "\n".join(lines)
+
+
 def run_status(run_dir: str) -> str:
     run_dir = storage.normalise_run_dir(run_dir)
-    cfg = load_run_config(run_dir)
     tables = RunTables(run_dir)
+    if not storage.exists(storage.config_uri(run_dir)) and (tables.part_keys("models") or tables.part_keys("pairs")):
+        return tables_only_status(run_dir, tables)
+    cfg = load_run_config(run_dir)
     info = storage.read_run_info(run_dir) or {}
     lines = [f"run {run_dir}", f"  config {cfg.name!r} (hash {cfg.config_hash()}), run id {info.get('run_id', '?')}"]
     holder = storage.lock_holder(run_dir)

@@ -34,10 +34,20 @@ def _kind_summary(name: str, c: KindCounts) -> str:
             f"failed {c.failed}) · {c.running} running · {c.pending} pending")
 
 
-def status_line(state: SweepState) -> str:
+def _kind_compact(name: str, c: KindCounts) -> str:
+    extra = [f"{c.running} running"] + ([f"{c.failed} failed"] if c.failed else [])
+    return f"{name} {c.finished}/{c.total} ({', '.join(extra)})"
+
+
+def status_line(state: SweepState, width: int | None = None) -> str:
+    """The full status line, or a compact one when it would not fit ``width`` columns (ETA always kept)."""
     elapsed = time.monotonic() - state.started
-    return (f"{_kind_summary('models', state.models)} | {_kind_summary('pairs', state.pairs)} | "
-            f"{format_seconds(elapsed)} elapsed, ETA {format_seconds(state.eta_seconds())}")
+    times = f"{format_seconds(elapsed)} elapsed, ETA {format_seconds(state.eta_seconds())}"
+    line = f"{_kind_summary('models', state.models)} | {_kind_summary('pairs', state.pairs)} | {times}"
+    if width is None or len(line) <= width:
+        return line
+    line = f"{_kind_compact('models', state.models)} | {_kind_compact('pairs', state.pairs)} | {times}"
+    return line if len(line) <= width else line[-width:]
 
 
 def _event_line(kind: str, key: str, status: str, result: dict) -> str:
@@ -91,7 +101,7 @@ def make_progress(stream=None, tty: bool | None = None):
             if not force and self._drawn and now - self._last_draw < REDRAW_EVERY_S:
                 return
             width = shutil.get_terminal_size((160, 20)).columns
-            stream.write("\r\x1b[K" + status_line(self.state)[: max(20, width - 1)])
+            stream.write("\r\x1b[K" + status_line(self.state, max(20, width - 1)))
             stream.flush()
             self._last_draw, self._drawn = now, True
 

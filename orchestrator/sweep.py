@@ -312,16 +312,9 @@ def _model_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
     spec = ModelSpec(cell_spec(cfg, lv, tv), int(seed), device)
     ckpt = storage.checkpoint_uri(context.run_dir, key)
     resume_state = storage.load_checkpoint(ckpt) if cfg.training.checkpoint_every else None
-    checkpoint_fn = None
-    if cfg.training.checkpoint_every:
-        def checkpoint_fn(state):
-            import io
-
-            import torch
-
-            buffer = io.BytesIO()
-            torch.save(state, buffer)
-            storage.write_bytes(ckpt, buffer.getvalue())
+    # Periodic checkpoints go to the run directory (shared storage on a cluster), so a retried or resumed
+    # job continues on any node from its last checkpoint instead of epoch 0.
+    checkpoint_fn = (lambda state: storage.save_state(ckpt, state)) if cfg.training.checkpoint_every else None
     try:
         outcome = train_and_measure(spec, checkpoint_fn=checkpoint_fn, resume_state=resume_state)
     except ValueError as exc:
@@ -333,8 +326,6 @@ def _model_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
     if outcome.state_dict is not None:
         storage.save_state(weights, outcome.state_dict)
         row["model_uri"] = weights
-    if resume_state is not None:
-        row["wall_seconds"] = outcome.row["wall_seconds"]  # this attempt only; history has the rest
     tables.write_part("models", key, [row])
     storage.delete(ckpt)
     return {"kind": "model", "key": key, "status": row["status"], "skipped": False,
@@ -495,6 +486,14 @@ def _make_searcher_class():
             self.waiting = list(plan.pairs_todo)  # pairs whose models are not both known yet
             self.ready: list = []
             self.live: dict = {}  # trial id -> job
+            # A pair whose model is neither done nor to be trained in this round (it failed earlier in this
+            # run) cannot be measured now: resolve it instead of waiting for a model that never comes.
+            todo = {mkey(cfg, *k) for k in self.models}
+            for lv, tv, a, b in self.waiting:
+                for seed in (a, b):
+                    key = mkey(cfg, lv, tv, seed)
+                    if key not in todo and key not in self.model_status:
+                        self.model_status[key] = "failed"
             self._release_pairs()
 
         # Tune's checkpointing of searcher state: the tables are our state, nothing to save.
@@ -509,16 +508,13 @@ def _make_searcher_class():
                 job = pair_job(*self.ready.pop(0))
             elif self.models:
                 job = model_job(*self.models.pop(0))
-            elif self.live or self.waiting and self._models_pending():
-                return None  # a pair waits for a running model
+            elif self.live:
+                return None  # a pair may still become ready when a running model finishes
             else:
                 return Searcher.FINISHED
             self.live[trial_id] = job
             self.state.attempted.add(job_key(self.cfg, job))
             return dict(job)
-
-        def _models_pending(self) -> bool:
-            return any(job["kind"] == "model" for job in self.live.values()) or bool(self.models)
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
             job = self.live.pop(trial_id, None)
@@ -668,11 +664,6 @@ def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, p
         todo_pairs = [k for k in plan.pairs_todo if pkey(cfg, *k) not in state.attempted]
         if not todo_models and not todo_pairs:
             break
-        if round_ > 0:
-            # Jobs found missing after a round (lost with a worker, or made stale) count as pending again.
-            for counts, todo, done in ((state.models, todo_models, plan.models_done),
-                                       (state.pairs, todo_pairs, plan.pairs_done)):
-                counts.done_before = len(done) - (counts.ok + counts.diverged)
         round_plan = dataclasses.replace(plan, models_todo=todo_models, pairs_todo=todo_pairs)
         searcher = Searcher(cfg, round_plan, state, on_unmeasured)
         search_alg = searcher

@@ -22,6 +22,8 @@ RAY_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_AIR_NEW_OUTPUT": "0",
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    "RAY_worker_niceness": "0",  # as `landscape` sets it: workers compete with the test process on equal terms
+    "TUNE_DISABLE_SIGINT_HANDLER": "1",
 }
 OBJECT_STORE_BYTES = 200 * 1024 * 1024
 

@@ -192,3 +192,39 @@ def test_searcher_hands_out_pairs_as_soon_as_their_models_exist():
     from ray.tune.search import Searcher
 
     assert job == Searcher.FINISHED
+
+
+def test_progress_lines_and_status_line():
+    import io
+
+    from orchestrator.progress import format_seconds, make_progress, status_line
+
+    state = SweepState(slots=2)
+    state.models.total, state.pairs.total = 4, 2
+    state.models.ok, state.models.running, state.models.seconds = 2, 1, [10.0, 12.0]
+
+    class Recorder:
+        events = [("model", "width=8__batch_size=32__seed=0", "ok", {"wall_seconds": 10.0, "test_acc": 0.5}),
+                  ("pair", "width=8__batch_size=32__seeds=0-1", "failed", {"error": "ValueError: boom"})]
+
+    plain = io.StringIO()
+    progress = make_progress(plain, tty=False)(state, Recorder())
+    progress.on_step_end(0, [])
+    lines = plain.getvalue().splitlines()
+    assert lines == ["[2/4 models] model width=8__batch_size=32__seed=0 ok in 10s test_acc=0.500",
+                     "[0/2 pairs] pair  width=8__batch_size=32__seeds=0-1 failed error: ValueError: boom"]
+    line = status_line(state)
+    assert "models 2/4 done (ok 2, diverged 0, failed 0) · 1 running · 1 pending" in line
+    # ETA: (1 pending + half of 1 running) x 11 s mean + 2 pairs x 5.5 s (half a training), over 2 slots.
+    eta = f"ETA {format_seconds((1.5 * 11 + 2 * 5.5) / 2)}"
+    assert line.endswith(eta)
+
+    compact = status_line(state, width=90)
+    assert compact.startswith("models 2/4 (1 running) | pairs 0/2 (0 running) |") and compact.endswith(eta)
+
+    term = io.StringIO()
+    progress = make_progress(term, tty=True)(state, Recorder())
+    progress.on_step_end(0, [])
+    text = term.getvalue()
+    # Each finished job scrolls above the status line, which is redrawn in place (no newline).
+    assert text.count("\r\x1b[K") == 3 and text.count("\n") == 2 and text.endswith(eta)

@@ -157,3 +157,66 @@ def test_smoke_through_the_cli(short_tmp):
     # Changing a training setting of an existing run is refused, naming the setting.
     changed = landscape("resume", run_dir, "--set", "training.epochs=5", timeout=120)
     assert_clean_error(changed, "training.epochs")
+
+
+def _ray_processes_of(ray_tmpdir: str) -> list[str]:
+    """Command lines of live processes started for this test's private Ray (they name its temp dir)."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if ray_tmpdir in cmd:
+            out.append(f"{pid}: {cmd[:120]}")
+    return out
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_interrupt_then_resume(short_tmp, ray_tmpdir):
+    """Ctrl-C stops the sweep cleanly (Ray shut down, lock released, exit 130, a resume hint); `resume`
+    then computes only what is missing, and rows finished before the interrupt are kept as they were."""
+    import signal
+
+    from orchestrator.storage import lock_holder
+
+    run_dir = os.path.join(short_tmp, "run")
+    env = hygienic_env(ray_tmpdir)
+    proc = subprocess.Popen(landscape_cmd() + ["run", "smoke", "--out", run_dir, "--no-analysis"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    tables = RunTables(run_dir)
+    try:
+        deadline = time.monotonic() + 150
+        while len(tables.part_keys("models")) < 2:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no model finished in time"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, (out, err)
+    assert f"landscape resume {run_dir}" in err and "Traceback" not in err
+    assert lock_holder(run_dir) is None
+    deadline = time.monotonic() + 30
+    while _ray_processes_of(ray_tmpdir) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _ray_processes_of(ray_tmpdir), _ray_processes_of(ray_tmpdir)
+
+    done_before = {(r.load_value, r.temperature_value, r.seed): r.finished_at for r in tables.read("models").itertuples()}
+    assert len(done_before) >= 2
+    resumed = landscape("resume", run_dir, "--no-analysis", env=hygienic_env(ray_tmpdir), timeout=240)
+    assert resumed.returncode == 0, (resumed.stdout, resumed.stderr)
+    models, pairs = tables.read("models"), tables.read("pairs")
+    assert len(models) == 8 and len(pairs) == 4
+    assert models.groupby(["load_value", "temperature_value", "seed"]).size().max() == 1
+    assert (models.status == "ok").all() and (pairs.status == "ok").all()
+    for r in models.itertuples():
+        key = (r.load_value, r.temperature_value, r.seed)
+        if key in done_before:
+            assert r.finished_at == done_before[key], f"{key} was recomputed"

@@ -678,11 +678,14 @@ def _validate_pairs(pairs, seeds) -> None:
 
 
 def _check_model_builds(cfg: SweepConfig, width: int, input_shape: tuple, num_classes: int) -> None:
+    import torch
+
     from workloads.models import build_model
 
     try:
-        build_model(cfg.workload.model, width=width, num_classes=num_classes, input_shape=input_shape,
-                    **cfg.workload.model_args)
+        with torch.device("meta"):  # checks options and shapes without allocating (or initialising) weights
+            build_model(cfg.workload.model, width=width, num_classes=num_classes, input_shape=input_shape,
+                        **cfg.workload.model_args)
     except (TypeError, ValueError) as exc:
         _fail("workload.model_args", _one_line(exc))
 

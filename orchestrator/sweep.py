@@ -213,8 +213,11 @@ def _cost_model(cfg: SweepConfig):
 
     @functools.lru_cache(maxsize=None)
     def params(width: int) -> int:
-        return count_parameters(build_model(cfg.workload.model, width=width, num_classes=classes,
-                                            input_shape=shape, **cfg.workload.model_args))
+        import torch
+
+        with torch.device("meta"):  # shapes only: no memory, no initialisation (ResNet18 k=128 is 45M params)
+            return count_parameters(build_model(cfg.workload.model, width=width, num_classes=classes,
+                                                input_shape=shape, **cfg.workload.model_args))
 
     def cost(lv, tv):
         width = int(lv) if cfg.load.name == "width" else cfg.workload.width

@@ -42,7 +42,12 @@ KNOWN_DATASETS = {
     "cifar10": (50000, (3, 32, 32), 10, True),
     "cifar100": (50000, (3, 32, 32), 100, True),
     "svhn": (73257, (3, 32, 32), 10, True),
+    "synthetic-cifar": (50000, (3, 32, 32), 10, False),  # NOT real data: CIFAR-shaped noise, benchmarks only
 }
+
+# Fields of the workload added after runs existed: left out of the config hash while unset (None), so the
+# hash of every run made before they existed stays the same.
+OPTIONAL_WORKLOAD_FIELDS = ("train_fraction", "label_noise")
 
 
 class ConfigError(ValueError):
@@ -61,6 +66,10 @@ class WorkloadConfig:
     model_args: dict = field(default_factory=dict)  # model options, e.g. {depth: 2}
     width: int = 64  # model width when the load axis is not width
     data_seed: int = 0  # seed of the training subset / label corruption: the same data for every seed of a cell
+    # Fixed data transforms for every cell when they are not the load axis (null = none), e.g. label_noise 0.1
+    # for the paper's width x batch grid on 10% noisy labels, or train_fraction 0.1 for a tenth of the data.
+    train_fraction: Optional[float] = None
+    label_noise: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,7 @@ class ResourcesConfig:
     cpu: float = 1.0  # CPUs per training trial
     gpu: float = 0.0  # GPUs per training trial; fractions pack trials (0.25 = four per GPU)
     gpu_by_load: dict = field(default_factory=dict)  # load value -> GPUs, overrides gpu (e.g. by width)
+    cpu_by_load: dict = field(default_factory=dict)  # load value -> CPUs, overrides cpu
     pair_cpu: Optional[float] = None  # CPUs per pair job (default: cpu)
     pair_gpu: Optional[float] = None  # GPUs per pair job (default: the trial's GPUs at that load)
 
@@ -158,12 +168,16 @@ class SweepConfig:
         by_load = {float(k): float(v) for k, v in self.resources.gpu_by_load.items()}
         return by_load.get(float(load_value), float(self.resources.gpu))
 
+    def trial_cpu(self, load_value: float) -> float:
+        by_load = {float(k): float(v) for k, v in self.resources.cpu_by_load.items()}
+        return by_load.get(float(load_value), float(self.resources.cpu))
+
     def trial_resources(self, load_value: float) -> dict:
-        return {"cpu": float(self.resources.cpu), "gpu": self.trial_gpu(load_value)}
+        return {"cpu": self.trial_cpu(load_value), "gpu": self.trial_gpu(load_value)}
 
     def pair_resources(self, load_value: float) -> dict:
         r = self.resources
-        cpu = float(r.cpu if r.pair_cpu is None else r.pair_cpu)
+        cpu = self.trial_cpu(load_value) if r.pair_cpu is None else float(r.pair_cpu)
         gpu = self.trial_gpu(load_value) if r.pair_gpu is None else float(r.pair_gpu)
         return {"cpu": cpu, "gpu": gpu}
 
@@ -176,8 +190,9 @@ class SweepConfig:
     def science_dict(self) -> dict:
         """The settings that determine the value of a row (not which rows exist, nor where they run)."""
         d = self.to_dict()
+        workload = {k: v for k, v in d["workload"].items() if not (k in OPTIONAL_WORKLOAD_FIELDS and v is None)}
         return {
-            "workload": d["workload"],
+            "workload": workload,
             "load_name": d["load"]["name"],
             "temperature_name": d["temperature"]["name"],
             "training": d["training"],
@@ -302,7 +317,7 @@ def apply_overrides(raw: dict, overrides) -> dict:
 
 
 def _check_path(key: str) -> None:
-    """Unknown dotted paths fail here with a did-you-mean (model_args and gpu_by_load take any sub-key)."""
+    """Unknown dotted paths fail here with a did-you-mean (model_args and *_by_load take any sub-key)."""
     cls: Any = SweepConfig
     done = []
     for part in key.split("."):
@@ -487,7 +502,31 @@ def transformed_train_size(cfg: SweepConfig, load_value: float, full_size: int) 
     """Training points left after the load transform (a lower bound within num_classes for fractions)."""
     if cfg.load.name == "train_fraction":
         return int(math.floor(float(load_value) * full_size))
+    if cfg.workload.train_fraction is not None:
+        return int(math.floor(float(cfg.workload.train_fraction) * full_size))
     return full_size
+
+
+def expand_data_root(root: Optional[str]) -> Optional[str]:
+    """``~`` expanded on the machine that reads the data (a worker's home on a cluster)."""
+    if not root or "://" in root:
+        return root
+    return os.path.expanduser(root)
+
+
+def missing_data_root(cfg: SweepConfig) -> Optional[str]:
+    """Why the data folder of a file-backed dataset is not usable on THIS machine, or None when it is.
+
+    On a cluster the trials read the data on the nodes that run them, so a folder missing on the driver
+    is only a note there; a local run needs it here.
+    """
+    w = cfg.workload
+    if not KNOWN_DATASETS.get(w.dataset, (0, (), 0, False))[3] or not w.data_root or "://" in w.data_root:
+        return None
+    root = expand_data_root(w.data_root)
+    if not os.path.isdir(root):
+        return f"folder {w.data_root!r} ({root}) does not exist on this machine"
+    return None
 
 
 def validate(cfg: SweepConfig, *, check_data: bool = True) -> None:
@@ -544,6 +583,16 @@ def validate(cfg: SweepConfig, *, check_data: bool = True) -> None:
             _fail("workload.model", str(exc))
     if w.width < 1:
         _fail("workload.width", f"must be a positive integer, got {w.width}")
+    if w.train_fraction is not None:
+        if cfg.load.name == "train_fraction":
+            _fail("workload.train_fraction", "the load axis is train_fraction already: remove this fixed value")
+        if not 0 < w.train_fraction <= 1:
+            _fail("workload.train_fraction", f"a training-set fraction must lie in (0, 1], got {w.train_fraction}")
+    if w.label_noise is not None:
+        if cfg.load.name == "label_noise":
+            _fail("workload.label_noise", "the load axis is label_noise already: remove this fixed value")
+        if not 0 <= w.label_noise < 1:
+            _fail("workload.label_noise", f"a label-noise fraction must lie in [0, 1), got {w.label_noise}")
     needs_root = KNOWN_DATASETS.get(w.dataset, (0, (), 0, False))[3]
     if needs_root:
         if not w.data_root:
@@ -552,8 +601,9 @@ def validate(cfg: SweepConfig, *, check_data: bool = True) -> None:
                 f"dataset {w.dataset!r} is read from local files (never downloaded): set workload.data_root "
                 f"to the folder holding them, e.g. --set workload.data_root=/data",
             )
-        if check_data and "://" not in w.data_root and not os.path.isdir(w.data_root):
-            _fail("workload.data_root", f"folder {w.data_root!r} does not exist; point it at the dataset's folder")
+        problem = missing_data_root(cfg) if check_data else None
+        if problem:
+            _fail("workload.data_root", f"{problem}; point it at the dataset's folder")
     full_size, input_shape, num_classes = dataset_facts(w.dataset, w.data_root)
     widths = cfg.load.values if cfg.load.name == "width" else (w.width,)
     _check_model_builds(cfg, int(min(widths)), input_shape, num_classes)
@@ -635,6 +685,13 @@ def validate(cfg: SweepConfig, *, check_data: bool = True) -> None:
         if number is None:
             _fail(f"resources.gpu_by_load.{k}", f"must be a number of GPUs, got {_show(v)}")
         _check_gpu(f"resources.gpu_by_load.{k}", float(number))
+    for k, v in r.cpu_by_load.items():
+        kv = _as_number(k)
+        if kv is None or float(kv) not in load_floats:
+            _fail(f"resources.cpu_by_load.{k}", f"{k!r} is not a load value of the sweep ({list(cfg.load.values)})")
+        number = _as_number(v)
+        if number is None or not number > 0:
+            _fail(f"resources.cpu_by_load.{k}", f"must be a number of CPUs > 0, got {_show(v)}")
     if r.pair_cpu is not None and not r.pair_cpu > 0:
         _fail("resources.pair_cpu", f"must be > 0, got {r.pair_cpu}")
     if r.pair_gpu is not None:

@@ -42,7 +42,7 @@ from datetime import datetime, timezone
 
 from analysis.tables import RunTables, join, model_key, pair_key
 from orchestrator import storage
-from orchestrator.config import SweepConfig, dataset_facts, transformed_train_size
+from orchestrator.config import SweepConfig, dataset_facts, expand_data_root, transformed_train_size
 from orchestrator.provenance import provenance
 
 DONE_MODEL = ("ok", "diverged")
@@ -66,11 +66,13 @@ def cell_spec(cfg: SweepConfig, load_value: float, temperature_value: float):
         temperature_name=cfg.temperature.name,
         temperature_value=float(temperature_value),
         dataset=w.dataset,
-        data_root=w.data_root,
+        data_root=expand_data_root(w.data_root),  # "~/data" is the home of the node that runs the job
         model=w.model,
         model_args=dict(w.model_args),
         width=w.width,
         data_seed=w.data_seed,
+        train_fraction=w.train_fraction,
+        label_noise=w.label_noise,
         training=TrainConfig(
             epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
             schedule=t.schedule, lr_scaling=t.lr_scaling, base_batch_size=t.base_batch_size,
@@ -260,14 +262,27 @@ def _sweep_of(context: JobContext) -> SweepConfig:
 
 
 def _job_device(cpus: float) -> str:
-    """cuda when Ray gave this job a GPU (Ray sets CUDA_VISIBLE_DEVICES to it), else cpu; threads = CPUs."""
+    """cuda when Ray gave this job a GPU (Ray sets CUDA_VISIBLE_DEVICES to it), else cpu; threads = CPUs.
+
+    A GPU that Ray accounts for but CUDA cannot use (a declared ``--num-gpus`` on a machine without one,
+    a broken driver) runs the job on the CPU and says so in the ``device`` column ("cpu (...)"), so a
+    sweep that was meant for GPUs never runs on CPUs unnoticed (`landscape run` warns about such rows).
+    """
     import ray
     import torch
 
     torch.set_num_threads(max(1, int(cpus)))
-    if ray.get_gpu_ids() and torch.cuda.is_available():
+    gpu_ids = ray.get_gpu_ids()
+    if gpu_ids and torch.cuda.is_available():
         return "cuda"
+    if gpu_ids:
+        return f"cpu (Ray GPU {','.join(map(str, gpu_ids))} has no CUDA)"
     return "cpu"
+
+
+def _torch_device(device: str) -> str:
+    """The torch device of a _job_device label ("cpu (...)" -> "cpu")."""
+    return device.split(" ", 1)[0]
 
 
 def _node_id() -> str | None:
@@ -311,8 +326,8 @@ def _model_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
             return {"kind": "model", "key": key, "status": existing["status"], "skipped": True,
                     "wall_seconds": 0.0, "test_acc": existing.get("test_acc")}
 
-    device = _job_device(cfg.resources.cpu)
-    spec = ModelSpec(cell_spec(cfg, lv, tv), int(seed), device)
+    device = _job_device(cfg.trial_cpu(lv))
+    spec = ModelSpec(cell_spec(cfg, lv, tv), int(seed), _torch_device(device))
     ckpt = storage.checkpoint_uri(context.run_dir, key)
     resume_state = storage.load_checkpoint(ckpt) if cfg.training.checkpoint_every else None
     # Periodic checkpoints go to the run directory (shared storage on a cluster), so a retried or resumed
@@ -325,7 +340,7 @@ def _model_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
             raise
         storage.delete(ckpt)  # a checkpoint of other settings: start over
         outcome = train_and_measure(spec, checkpoint_fn=checkpoint_fn, resume_state=None)
-    row = {**provenance(context.run_id, context.config_hash), **outcome.row, "node_id": _node_id()}
+    row = {**provenance(context.run_id, context.config_hash), **outcome.row, "node_id": _node_id(), "device": device}
     if outcome.state_dict is not None:
         storage.save_state(weights, outcome.state_dict)
         row["model_uri"] = weights
@@ -350,14 +365,14 @@ def _pair_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
     state_a = storage.load_state(storage.model_uri(context.run_dir, mkey(cfg, lv, tv, a)))
     state_b = storage.load_state(storage.model_uri(context.run_dir, mkey(cfg, lv, tv, b)))
     device = _job_device(cfg.pair_resources(lv)["cpu"])
-    outcome = measure_pair(PairSpec(cell_spec(cfg, lv, tv), int(a), int(b), device), state_a, state_b)
+    outcome = measure_pair(PairSpec(cell_spec(cfg, lv, tv), int(a), int(b), _torch_device(device)), state_a, state_b)
     prov = provenance(context.run_id, context.config_hash)
     if outcome.curve_rows:
         tables.write_part("curves", key, [{**prov, **r} for r in outcome.curve_rows])
     else:
         tables.delete_part("curves", key)
     # The pairs row is written last: it is what marks the pair as done.
-    tables.write_part("pairs", key, [{**prov, **outcome.row, "node_id": _node_id()}])
+    tables.write_part("pairs", key, [{**prov, **outcome.row, "node_id": _node_id(), "device": device}])
     return {"kind": "pair", "key": key, "status": outcome.row["status"], "skipped": False,
             "wall_seconds": time.perf_counter() - started, "mode_connectivity": outcome.row.get("mode_connectivity"),
             "error": outcome.row.get("error")}

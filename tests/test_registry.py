@@ -72,7 +72,7 @@ def test_empty_name_rejected():
 
 
 def test_project_registries_use_it():
-    assert set(DATASETS.names()) == {"mnist1d", "digits", "cifar10", "cifar100", "svhn"}
+    assert set(DATASETS.names()) == {"mnist1d", "digits", "cifar10", "cifar100", "svhn", "synthetic-cifar"}
     assert set(MODELS.names()) == {"mlp", "cnn", "resnet18", "vgg11"}
     with pytest.raises(UnknownNameError, match="did you mean 'resnet18'"):
         build_model("resnet81", width=2, num_classes=10, input_shape=(3, 32, 32))

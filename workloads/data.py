@@ -13,6 +13,8 @@ digits     1437 / 360       (64,)             10           sklearn's bundled 8x8
 cifar10    50000 / 10000    (3, 32, 32)       10           torchvision, from ``root``
 cifar100   50000 / 10000    (3, 32, 32)       100          torchvision, from ``root``
 svhn       73257 / 26032    (3, 32, 32)       10           torchvision, from ``root``
+synthetic- 50000 / 10000    (3, 32, 32)       10           NOT real data: seeded noise around 10 class
+cifar                                                      templates, for benchmarks (benchmarks/gpu.py)
 =========  ===============  ================  ===========  =======================================
 
 Nothing is ever downloaded. The image datasets are read through torchvision's own loaders, which verify
@@ -226,6 +228,40 @@ def load_digits_dataset(root=None) -> Dataset:
     info = {"source": "sklearn.datasets.load_digits", "split_seed": DIGITS_SPLIT_SEED,
             "split": "stratified train_test_split"}
     return _finish("digits", train_x, train_y, test_x, test_y, 10, info)
+
+
+# --------------------------------------------------------------------------------------------------------
+# synthetic-cifar: CIFAR's shapes and sizes without its files, for benchmarks only
+
+SYNTHETIC_CIFAR_SEED = 0
+SYNTHETIC_CIFAR_SIGNAL = 0.5  # template scale against unit noise: learnable, not trivially separable
+
+
+@DATASETS.register("synthetic-cifar")
+def load_synthetic_cifar(root=None) -> Dataset:
+    """NOT real data: 50000 / 10000 images (3, 32, 32) = SIGNAL * template[class] + N(0, 1), seeded.
+
+    It has CIFAR-10's shapes, sizes and (roughly) input scale, so a training or a Hessian on it costs what
+    it costs on CIFAR-10; nothing it learns means anything. Used by benchmarks/gpu.py on machines without
+    the CIFAR files. Labels are balanced (i mod 10, then shuffled).
+    """
+    gen = torch.Generator(device="cpu").manual_seed(SYNTHETIC_CIFAR_SEED)
+    templates = torch.randn(10, 3, 32, 32, generator=gen)
+
+    def split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = (torch.arange(n) % 10)[torch.randperm(n, generator=gen)]
+        x = torch.empty(n, 3, 32, 32)
+        for start in range(0, n, 10000):  # in chunks: one temporary of the full size would double the memory
+            stop = min(n, start + 10000)
+            x[start:stop] = torch.randn(stop - start, 3, 32, 32, generator=gen)
+            x[start:stop] += SYNTHETIC_CIFAR_SIGNAL * templates[y[start:stop]]
+        return x, y.to(torch.int64)
+
+    train_x, train_y = split(50000)
+    test_x, test_y = split(10000)
+    info = {"source": "synthetic (NOT real data): class templates + Gaussian noise", "generator_seed":
+            SYNTHETIC_CIFAR_SEED, "signal": SYNTHETIC_CIFAR_SIGNAL}
+    return _finish("synthetic-cifar", train_x, train_y, test_x, test_y, 10, info)
 
 
 # --------------------------------------------------------------------------------------------------------

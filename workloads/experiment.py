@@ -71,6 +71,10 @@ class CellSpec:
     model_args: dict = field(default_factory=dict)
     width: int = 64
     data_seed: int = 0
+    # Fixed data transforms of every cell when they are not the load (None = none): e.g. 10% noisy labels
+    # on a width x batch grid (paper Fig. 4), or a width x batch grid on a tenth of the data (Fig. 6).
+    train_fraction: float | None = None
+    label_noise: float | None = None
     training: TrainConfig = field(default_factory=TrainConfig)
     hessian: HessianSettings = field(default_factory=HessianSettings)
     curve: CurveConfig = field(default_factory=CurveConfig)
@@ -102,14 +106,20 @@ class CellSpec:
         return dataclasses.replace(self.training, **changes)
 
     def data(self) -> Dataset:
-        """The cell's dataset (CPU) with the load transform applied."""
-        ds = load_dataset(self.dataset, self.data_root)
-        if self.load_name == "train_fraction":
-            ds = subsample_train(ds, float(self.load_value), self.data_seed)
-        elif self.load_name == "label_noise":
-            ds = corrupt_labels(ds, float(self.load_value), self.data_seed)
-        elif self.load_name != "width":
+        """The cell's dataset (CPU) with the load transform and the fixed transforms applied.
+
+        The training subset is drawn first, then the labels of that subset are corrupted, both with the
+        cell's ``data_seed``.
+        """
+        if self.load_name not in ("width", "train_fraction", "label_noise"):
             raise ValueError(f"unknown load {self.load_name!r}")
+        fraction = float(self.load_value) if self.load_name == "train_fraction" else self.train_fraction
+        noise = float(self.load_value) if self.load_name == "label_noise" else self.label_noise
+        ds = load_dataset(self.dataset, self.data_root)
+        if fraction is not None:
+            ds = subsample_train(ds, float(fraction), self.data_seed)
+        if noise is not None:
+            ds = corrupt_labels(ds, float(noise), self.data_seed)
         return ds
 
     def build_model(self, seed: int, data: Dataset) -> nn.Module:

@@ -35,6 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from workloads.metrics.batchnorm import batchnorm_layers, recompute_batchnorm
+
 # Two deviations |ē − e(t)| closer than this (percentage points) are a tie, and the first t wins. Needed because
 # the two endpoints always tie exactly in real arithmetic (ē − e(0) = −(ē − e(1))), but not always in floats.
 _TIE_ATOL = 1e-9
@@ -205,13 +207,6 @@ class BezierCurve(nn.Module):
 # BatchNorm and evaluation
 
 
-def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
-    """The BatchNorm layers (any dimension) that keep running statistics."""
-    return [
-        m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-    ]
-
-
 def _device_of(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
@@ -222,35 +217,14 @@ def _device_of(model: nn.Module) -> torch.device:
 
 @torch.no_grad()
 def recompute_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 128, seed: int = 0) -> bool:
-    """Reset and recompute BatchNorm running statistics with one pass over x; False if there is no BatchNorm.
+    """Recompute BatchNorm running statistics as training sees the data; False if there is no BatchNorm.
 
-    x: (n, *input_shape). The pass runs in train mode with momentum=None, i.e. the running statistics are the
-    plain average of the per-batch statistics. Batches follow a seeded random permutation (data stored by class
-    would otherwise give per-class batch statistics) and the last partial batch is dropped, as in training,
-    unless n < batch_size (then one batch of all n). Momenta and the train/eval mode are restored.
+    x: (n, *input_shape). One pass in a seeded random order, the last partial batch dropped as in
+    training (see `recompute_batchnorm`).
     """
-    layers = batchnorm_layers(model)
-    if not layers:
+    if not batchnorm_layers(model):
         return False
-    if batch_size < 2:
-        raise ValueError(f"BatchNorm statistics need batch_size >= 2, got {batch_size}")
-    n = x.shape[0]
-    size = min(batch_size, n)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    device = _device_of(model)
-    momenta = [m.momentum for m in layers]
-    was_training = model.training
-    try:
-        for m in layers:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the pass
-        model.train()
-        for start in range(0, n - size + 1, size):
-            model(x[order[start : start + size].to(x.device)].to(device))
-    finally:
-        for m, momentum in zip(layers, momenta):
-            m.momentum = momentum
-        model.train(was_training)
+    recompute_batchnorm(model, x, batch_size=batch_size, seed=seed, drop_last=True)
     return True
 
 

@@ -67,6 +67,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workloads.metrics.batchnorm import batchnorm_layers, recompute_batchnorm
+
 # ---- defaults, in one place ------------------------------------------------------------------------------
 EIGEN_TOL = 1e-3  # relative error estimate of λ_max at which Lanczos stops (power iteration: relative change)
 EIGEN_MAX_ITER = 100  # cap on HVPs for λ_max (Lanczos steps / power iterations); the authors' cap
@@ -137,55 +139,19 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
             m.training = flag
 
 
-def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
-@torch.no_grad()
-def recompute_batchnorm(model: nn.Module, inputs: torch.Tensor, *, batch_size: int = BN_BATCH_SIZE) -> nn.Module:
-    """Replace every BatchNorm's running mean/var by their average over `inputs` (n, *input_shape). In place.
-
-    One pass in train mode over chunks of `batch_size` with momentum=None, i.e. PyTorch's cumulative moving
-    average: each chunk's batch statistics weigh equally (use a batch_size that divides n for exact equal
-    weighting of points). Modes and momenta are restored; parameters are untouched. Returns the model.
-    A model without BatchNorm is returned unchanged.
-    """
-    bns = _batchnorms(model)
-    if not bns:
-        return model
-    if len(inputs) == 0:
-        raise ValueError("recompute_batchnorm needs at least one input")
-    device = _model_device(model)
-    momenta = [bn.momentum for bn in bns]
-    flags = [(m, m.training) for m in model.modules()]
-    try:
-        for bn in bns:
-            bn.reset_running_stats()
-            bn.momentum = None  # cumulative average instead of an exponential one
-        model.train()
-        for start in range(0, len(inputs), batch_size):
-            model(inputs[start : start + batch_size].to(device))
-    finally:
-        for bn, momentum in zip(bns, momenta):
-            bn.momentum = momentum
-        for m, flag in flags:
-            m.training = flag
-    return model
-
-
 @contextlib.contextmanager
 def _batchnorm_recomputed_on(model: nn.Module, inputs: torch.Tensor | None, batch_size: int) -> Iterator[bool]:
     """Inside: BatchNorm statistics recomputed on `inputs` (if given). Afterwards: the original buffers back."""
-    if inputs is None or not _batchnorms(model):
+    if inputs is None or not batchnorm_layers(model):
         yield False
         return
-    saved = [{k: b.clone() for k, b in bn.named_buffers(recurse=False)} for bn in _batchnorms(model)]
+    saved = [{k: b.clone() for k, b in bn.named_buffers(recurse=False)} for bn in batchnorm_layers(model)]
     try:
         recompute_batchnorm(model, inputs, batch_size=batch_size)
         yield True
     finally:
         with torch.no_grad():
-            for bn, buffers in zip(_batchnorms(model), saved):
+            for bn, buffers in zip(batchnorm_layers(model), saved):
                 for k, b in bn.named_buffers(recurse=False):
                     b.copy_(buffers[k])
 

@@ -5,15 +5,20 @@
 
 ``analyze_run`` reads the run's tables, aggregates the cells, labels the phases, draws the figures and writes
 ``<out_dir>/cells.parquet``, ``<out_dir>/phase_rules.json``, the figures (PNG and PDF) and
-``<out_dir>/report.html`` (``out_dir`` defaults to ``RUN_DIR/analysis``). A run with several load or
+``<out_dir>/report.html`` (``out_dir`` defaults to ``RUN_DIR/analysis``, on the run's own storage: a run
+on ``s3://bucket/run`` gets ``s3://bucket/run/analysis``; the files are made in a local temporary folder
+and uploaded, since matplotlib and the report writer need local files). A run with several load or
 temperature knobs gets one diagram per (load, temperature) pair; phases are labelled per diagram, since
 the sharpness floor and the CKA split are relative to the diagram's cells.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
 
@@ -96,16 +101,49 @@ def analyze_run(
     """Analyse the run in ``run_dir`` (a local path or URI); see the module docstring for what is written.
 
     rules: phase-rule overrides (``{"mc_threshold": "0.5"}`` or a PhaseRules), see analysis.phases.
-    out_dir: a local folder; default RUN_DIR/analysis (required when run_dir is a URI).
+    out_dir: a local folder or a URI; default RUN_DIR/analysis (on the run's storage).
     color_ranges: per panel metric (lo, hi), "paper" or "data" (see analysis.plot_data).
     expected_seeds: seeds every cell should have; default: every seed seen in the run.
     curve_cells: (load_value, temperature_value) cells whose Bezier curves to draw; default one per phase.
     """
     phase_rules = rules if isinstance(rules, PhaseRules) else PhaseRules.from_mapping(rules)
-    if out_dir is None:
-        if "://" in run_dir:
-            raise ValueError(f"{run_dir} is a URI: pass out_dir, a local folder for the figures and report")
-        out_dir = os.path.join(run_dir, "analysis")
+    final_dir = out_dir if out_dir is not None else join(run_dir, "analysis")
+    if "://" not in final_dir:
+        return _analyze_into(run_dir, final_dir, final_dir, phase_rules, color_ranges, expected_seeds, curve_cells)
+    staging = tempfile.mkdtemp(prefix="landscape-analysis-")
+    try:
+        result = _analyze_into(run_dir, staging, final_dir, phase_rules, color_ranges, expected_seeds, curve_cells)
+        _upload_dir(staging, final_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return _relocated(result, staging, final_dir)
+
+
+def _upload_dir(local_dir: str, uri: str) -> None:
+    """Copy every file of ``local_dir`` (flat) to the folder ``uri``; one PUT per file."""
+    fs, base = resolve(uri)
+    fs.create_dir(base, recursive=True)
+    for name in sorted(os.listdir(local_dir)):
+        path = os.path.join(local_dir, name)
+        if os.path.isfile(path):
+            with open(path, "rb") as src, fs.open_output_stream(f"{base}/{name}") as dst:
+                shutil.copyfileobj(src, dst, length=1 << 20)
+
+
+def _relocated(result: "AnalysisResult", local_dir: str, uri: str) -> "AnalysisResult":
+    """The result with its paths under ``local_dir`` pointing into ``uri`` instead."""
+
+    def move(path):
+        return join(uri, os.path.relpath(path, local_dir)) if path else path
+
+    figures = {name: {kind: move(p) for kind, p in files.items()} for name, files in result.figures.items()}
+    return dataclasses.replace(result, out_dir=uri, cells_path=move(result.cells_path),
+                               report_path=move(result.report_path), rules_path=move(result.rules_path),
+                               figures=figures)
+
+
+def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expected_seeds, curve_cells):
+    """analyze_run writing into the local folder ``out_dir``; ``shown_dir`` is where the report says they are."""
     os.makedirs(out_dir, exist_ok=True)
 
     tables = RunTables(run_dir)
@@ -181,7 +219,8 @@ def analyze_run(
 
     provenance = {
         "tables": _table_provenance(models),
-        "analysis": {"package_version": _version(), "rules_file": rules_path},
+        "analysis": {"package_version": _version(),
+                     "rules_file": join(shown_dir, os.path.basename(rules_path)) if shown_dir != out_dir else rules_path},
     }
     source = _read_text(join(run_dir, "provenance.json"))
     if source is not None:

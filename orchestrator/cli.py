@@ -91,25 +91,29 @@ def configs():
 @click.option("--address", default=None, metavar="HOST:PORT", help="Also check resources against this cluster.")
 def validate(config, overrides, address):
     """Check CONFIG (a built-in name or a YAML file) without running anything."""
-    from orchestrator.config import load_config
+    from orchestrator.config import load_config, missing_data_root
 
     try:
-        cfg = load_config(config, overrides)
+        # The data folder is read by the nodes that run the trials: a missing one here is a note, not an error.
+        cfg = load_config(config, overrides, check_data=False)
     except ConfigError as exc:
         _fail(exc)
     click.echo(f"ok: {cfg.name}: {len(cfg.model_keys())} models ({cfg.load.name} x {cfg.temperature.name} x "
                f"{len(cfg.seeds)} seeds), {len(cfg.pair_keys())} pairs; config hash {cfg.config_hash()}")
+    problem = missing_data_root(cfg)
+    if problem:
+        click.echo(f"  note: workload.data_root: {problem}; a local run needs it here, a cluster on its nodes")
     if address:
         from orchestrator import ray_env
 
         try:
             ray_env.init_ray(address)
-            plan = ray_env.check_resources(cfg)
+            plan = ray_env.check_resources(cfg, node_types=ray_env.autoscaler_node_types())
         except ConfigError as exc:
             _fail(exc)
         finally:
             _shutdown_ray()
-        _echo_resources(plan)
+        _echo_resources(cfg, plan)
 
 
 @main.command()
@@ -124,7 +128,8 @@ def run(config, out, overrides, address, no_analysis):
     from orchestrator.config import load_config
 
     try:
-        cfg = load_config(config, overrides)
+        # A local run reads the data here; on a cluster the nodes that run the trials read it.
+        cfg = load_config(config, overrides, check_data=not _joins_cluster(address))
     except ConfigError as exc:
         _fail(exc)
     run_dir = out or cfg.run.storage or os.path.join("runs", f"{cfg.name}-{datetime.now():%Y%m%d-%H%M%S}")
@@ -153,7 +158,7 @@ def resume(run_dir, overrides, address, no_analysis):
         raw = yaml.safe_load(text) or {}
         raw = apply_overrides(raw, overrides)
         raw.setdefault("run", {})["storage"] = run_dir
-        cfg = parse_config(raw)
+        cfg = parse_config(raw, check_data=not _joins_cluster(address))
     except yaml.YAMLError as exc:
         _fail(ConfigError(f"{config_uri(run_dir)} is not valid YAML ({exc})"))
     except ConfigError as exc:
@@ -198,10 +203,14 @@ def _execute(cfg, run_dir: str, *, address, analysis: bool, resuming: bool):
         else:
             try:
                 ray_env.init_ray(address, object_store_mb=cfg.run.object_store_mb)
-                resources = ray_env.check_resources(cfg)
+                node_types = ray_env.autoscaler_node_types() if _joins_cluster(address) else []
+                resources = ray_env.check_resources(cfg, node_types=node_types)
             except errors as exc:
                 _fail(exc)
-            _echo_resources(resources)
+            _echo_resources(cfg, resources)
+            if resources["cluster"]["nodes"] + len(node_types) > 1 and not storage.is_uri(run_dir):
+                click.echo(f"  note: {run_dir} is a local path on a multi-node cluster: every node must see it "
+                           f"(a shared mount), else use a URI such as s3://BUCKET/PATH")
             from orchestrator.progress import make_progress
             from orchestrator.sweep import run_sweep
 
@@ -217,6 +226,7 @@ def _execute(cfg, run_dir: str, *, address, analysis: bool, resuming: bool):
 
     final = make_plan(cfg, run_dir, repair=False)
     failed = _failed_rows(run_dir)
+    _warn_gpu_without_cuda(run_dir)
     took = f" in {summary.seconds:.1f} s" if summary else ""
     click.echo(f"sweep finished{took}: {len(final.models_done)}/{len(cfg.model_keys())} models, "
                f"{len(final.pairs_done)}/{len(cfg.pair_keys())} pairs done; tables in {run_dir}/tables")
@@ -276,18 +286,26 @@ def _failed_rows(run_dir: str) -> list[str]:
     return out
 
 
-def _echo_resources(plan: dict) -> None:
-    c = plan["cluster"]
-    trials = sorted(set(plan["trials_at_once"].values()))
-    pairs = sorted(set(plan["pairs_at_once"].values()))
-    click.echo(f"  cluster: {c['nodes']} node(s), {c['cpu']:g} CPU, {c['gpu']:g} GPU; jobs at once: "
-               f"{_span(trials)} trials or {_span(pairs)} pair jobs")
+def _joins_cluster(address) -> bool:
+    return bool(address or os.environ.get("RAY_ADDRESS"))
 
 
-def _span(values: list) -> str:
-    if not values:
-        return "0"
-    return str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]}"
+def _warn_gpu_without_cuda(run_dir: str) -> None:
+    """Trials that Ray gave a GPU but that found no CUDA ran on the CPU (sweep._job_device): say so."""
+    from analysis.tables import RunTables
+
+    models = RunTables(run_dir).read("models", on_corrupt="skip")
+    fallback = models["device"].dropna().str.startswith("cpu (")
+    if fallback.any():
+        click.echo(f"warning: {int(fallback.sum())} model(s) were given a GPU by Ray but CUDA was not available "
+                   f"in the worker, so they trained on the CPU (see the device column)", err=True)
+
+
+def _echo_resources(cfg, plan: dict) -> None:
+    from orchestrator.ray_env import describe_plan
+
+    for line in describe_plan(cfg, plan):
+        click.echo(f"  {line}")
 
 
 def _shutdown_ray() -> None:
@@ -299,10 +317,9 @@ def _shutdown_ray() -> None:
 
 
 def _analysis_out_dir(run_dir: str, out_dir: str | None) -> str | None:
-    """Figures and the report are local files: a URI run dir gets a local folder named after it."""
-    if out_dir or "://" not in run_dir:
-        return out_dir
-    return os.path.abspath(f"{run_dir.rstrip('/').rsplit('/', 1)[-1]}-analysis")
+    """None (the analysis default: RUN_DIR/analysis on the run's own storage, URIs included), or the
+    user's folder or URI."""
+    return out_dir
 
 
 def _run_analysis(run_dir: str) -> None:
@@ -329,6 +346,9 @@ def _echo_analysis(result, run_dir: str) -> None:
     report = getattr(result, "report_path", None)
     if report:
         click.echo(f"  report: {report}")
+        if str(report).startswith("s3://"):
+            out = getattr(result, "out_dir", None) or report.rsplit("/", 1)[0]
+            click.echo(f"  (fetch with: aws s3 sync {out} ./analysis)")
     for warning in getattr(result, "warnings", None) or []:
         click.echo(f"  warning: {warning}")
     if not figures and not report:
@@ -359,7 +379,7 @@ def status(run_dir):
 @click.option("--rule", "rules", multiple=True, metavar="KEY=VALUE",
               help="Override a phase-labelling threshold, e.g. mc_threshold=0.5 (value parsed as YAML). Repeatable.")
 @click.option("--out-dir", default=None, metavar="DIR",
-              help="Local folder for figures and report (default RUN_DIR/analysis; required for URI run dirs).")
+              help="Folder or URI for figures and report (default RUN_DIR/analysis, on the run's own storage).")
 def analyze(run_dir, rules, out_dir):
     """Phase diagram, heatmaps and report of RUN_DIR."""
     import yaml

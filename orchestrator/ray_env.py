@@ -8,6 +8,9 @@ Facts this is built around (Ray 2.60, measured on this project's machine):
 * the default object store is 30% of RAM (7 GiB here); trained weights travel through the run directory,
   not the object store, so a small one is enough.
 * a trial asking for a GPU on a CPU-only cluster pends forever with only a warning: check first.
+* a cluster from Ray's launcher (cluster.yaml) may have no worker yet: its autoscaler starts them when
+  trials ask for their resources. The head keeps the launcher's config (with the node types' resources
+  filled in) at ~/ray_bootstrap_config.yaml; the check counts the workers it may start.
 """
 
 from __future__ import annotations
@@ -110,31 +113,83 @@ def fits_on_node(request: dict, node: dict) -> int:
     return min(counts) if counts else 0
 
 
-def check_resources(cfg: SweepConfig, nodes: list[dict] | None = None) -> dict:
+AUTOSCALING_CONFIG = "~/ray_bootstrap_config.yaml"  # where `ray up` puts the launcher config on the head
+
+
+def autoscaler_node_types(path: str | None = None) -> list[dict]:
+    """Worker node types the cluster's autoscaler may start, from the launcher config on the head.
+
+    Returns [{"name", "cpu", "gpu", "count", "cluster_max_workers"}] with count = the most workers of that
+    type (capped by the cluster's max_workers, which also caps all types together); [] when there is no such file (a cluster started by hand, a laptop).
+    ``path`` defaults to $LANDSCAPE_AUTOSCALING_CONFIG, else ~/ray_bootstrap_config.yaml.
+    """
+    import yaml
+
+    path = os.path.expanduser(path or os.environ.get("LANDSCAPE_AUTOSCALING_CONFIG") or AUTOSCALING_CONFIG)
+    try:
+        with open(path) as f:
+            config = yaml.safe_load(f) or {}  # the launcher writes JSON, which YAML reads
+    except (OSError, yaml.YAMLError):
+        return []
+    cap = int(config.get("max_workers", 0) or 0)
+    types = []
+    for name, spec in (config.get("available_node_types") or {}).items():
+        if name == config.get("head_node_type"):
+            continue  # the head is running already: it is among the live nodes
+        res = spec.get("resources") or {}
+        count = min(int(spec.get("max_workers", cap) or 0), cap) if cap else int(spec.get("max_workers", 0) or 0)
+        if count > 0:
+            types.append({"name": name, "cpu": float(res.get("CPU", 0)), "gpu": float(res.get("GPU", 0)),
+                          "count": count, "cluster_max_workers": cap or None})
+    return types
+
+
+def _at_most(request: dict, nodes: list[dict], node_types: list[dict]) -> int:
+    """Jobs at once once the autoscaler has started its workers: the live nodes, plus the best node types
+    up to the cluster's worker cap (a bound, for the user's planning)."""
+    total = sum(fits_on_node(request, n) for n in nodes)
+    caps = [t["cluster_max_workers"] for t in node_types if t.get("cluster_max_workers")]
+    left = min(caps) if caps else sum(t["count"] for t in node_types)
+    for t in sorted(node_types, key=lambda t: -fits_on_node(request, t)):
+        take = min(t["count"], left)
+        total += take * fits_on_node(request, t)
+        left -= take
+    return total
+
+
+def check_resources(cfg: SweepConfig, nodes: list[dict] | None = None,
+                    node_types: list[dict] | None = None) -> dict:
     """Fail fast when the cluster cannot run a job of the sweep; returns a plan for the user.
 
-    Returns {"cluster": {"cpu", "gpu", "nodes"}, "trials_at_once": {load value: n}, "pairs_at_once": {...}}.
-    Checked against the largest node (a job runs on one node), so an autoscaling cluster whose workers are not
-    up yet is reported as too small: start its workers first, or lower the request.
+    Returns {"cluster": {"cpu", "gpu", "nodes"}, "trials_at_once": {load value: n}, "pairs_at_once": {...},
+    "trials_at_most": {...}, "pairs_at_most": {...}, "requests": {load value: {"trial": {cpu, gpu}, "pair":
+    ...}}, "max_concurrent", "autoscaler": [node types]}. A job runs on one node, so it must fit the largest
+    node, live or one the autoscaler may start (``node_types``, see autoscaler_node_types). *_at_once
+    counts the live nodes, *_at_most adds every worker the autoscaler may start.
     """
     if nodes is None:
         nodes = node_resources()
+    node_types = list(node_types or [])
+    candidates = nodes + node_types
     total_cpu = sum(n["cpu"] for n in nodes)
     total_gpu = sum(n["gpu"] for n in nodes)
+    any_gpu = total_gpu > 0 or any(t["gpu"] > 0 for t in node_types)
     plan = {"cluster": {"cpu": total_cpu, "gpu": total_gpu, "nodes": len(nodes)}, "trials_at_once": {},
-            "pairs_at_once": {}}
+            "pairs_at_once": {}, "trials_at_most": {}, "pairs_at_most": {}, "requests": {},
+            "max_concurrent": cfg.run.max_concurrent, "autoscaler": node_types}
     for lv in cfg.load.values:
+        plan["requests"][lv] = {"trial": cfg.trial_resources(lv), "pair": cfg.pair_resources(lv)}
         for kind, request in (("trial", cfg.trial_resources(lv)), ("pair", cfg.pair_resources(lv))):
             field = "resources.gpu" if kind == "trial" else "resources.pair_gpu"
-            if request["gpu"] > 0 and total_gpu == 0:
+            if request["gpu"] > 0 and not any_gpu:
                 raise ConfigError(
                     f"{field}: each {kind} at {cfg.load.name}={lv} asks for {request['gpu']:g} GPU but the Ray "
                     f"cluster has no GPU (CPUs: {total_cpu:g}); it would wait forever. Run on a cluster with "
                     f"GPUs or set --set resources.gpu=0 (and resources.gpu_by_load={{}})"
                 )
-            best = max((fits_on_node(request, n) for n in nodes), default=0)
+            best = max((fits_on_node(request, n) for n in candidates), default=0)
             if best == 0:
-                biggest = max(nodes, key=lambda n: (n["gpu"], n["cpu"]), default={"cpu": 0, "gpu": 0})
+                biggest = max(candidates, key=lambda n: (n["gpu"], n["cpu"]), default={"cpu": 0, "gpu": 0})
                 cpu_field = "resources.cpu" if kind == "trial" else "resources.pair_cpu"
                 raise ConfigError(
                     f"{cpu_field if request['cpu'] > biggest['cpu'] else field}: a {kind} at "
@@ -143,4 +198,38 @@ def check_resources(cfg: SweepConfig, nodes: list[dict] | None = None) -> dict:
                 )
             at_once = sum(fits_on_node(request, n) for n in nodes)
             plan["trials_at_once" if kind == "trial" else "pairs_at_once"][lv] = at_once
+            plan["trials_at_most" if kind == "trial" else "pairs_at_most"][lv] = _at_most(
+                request, nodes, node_types)
     return plan
+
+
+def describe_plan(cfg: SweepConfig, plan: dict) -> list[str]:
+    """Lines for the user: the cluster, and how many trials and pair jobs run at once, by load group.
+
+    Loads with the same request are grouped: "trials at once: 4 at width 4, 8, 16 (1 CPU + 0.25 GPU each);
+    1 at width 64 (1 CPU + 1 GPU each)".
+    """
+    c = plan["cluster"]
+    lines = [f"cluster: {c['nodes']} node(s), {c['cpu']:g} CPU, {c['gpu']:g} GPU"]
+    for t in plan.get("autoscaler") or []:
+        lines.append(f"  autoscaler may add: up to {t['count']} x {t['name']} ({t['cpu']:g} CPU, {t['gpu']:g} GPU)")
+    cap = plan.get("max_concurrent")
+    for kind, noun in (("trial", "trials"), ("pair", "pair jobs")):
+        groups: dict = {}
+        for lv in cfg.load.values:
+            req = plan["requests"][lv][kind]
+            now = plan[f"{kind}s_at_once"][lv]
+            most = plan[f"{kind}s_at_most"][lv]
+            groups.setdefault((req["cpu"], req["gpu"], now, most), []).append(lv)
+        parts = []
+        for (cpu, gpu, now, most), loads in groups.items():
+            each = f"{cpu:g} CPU" + (f" + {gpu:g} GPU" if gpu else "")
+            count = min(now, cap) if cap else now
+            text = f"{count} at {cfg.load.name} {', '.join(f'{v:g}' for v in loads)} ({each} each"
+            if most > now:
+                text += f"; up to {min(most, cap) if cap else most} once the autoscaler has started its workers"
+            parts.append(text + ")")
+        lines.append(f"{noun} at once: " + "; ".join(parts))
+    if cap:
+        lines.append(f"(run.max_concurrent = {cap} caps the jobs at once)")
+    return lines

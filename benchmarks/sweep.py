@@ -7,9 +7,10 @@ its per-model metrics, plus the 8 pair jobs (curve + CKA + L2), run twice:
   1. through the orchestrator, end to end as a user runs it: `landscape run CONFIG --out DIR` in a
      subprocess on a fresh private local Ray (Ray start-up, worker start-up, tables, shutdown included);
   2. as a plain sequential Python loop in one process calling workloads.experiment directly
-     (train_and_measure for every model, then measure_pair for every pair), once with torch's default
-     number of threads (intra-op parallelism over all cores) and once with 1 thread (for these small
-     models thread synchronisation can cost more than it gains).
+     (train_and_measure for every model, then measure_pair for every pair), also timed end to end as a
+     subprocess (interpreter start, imports and data generation included, like the orchestrator's), once
+     with torch's default number of threads (intra-op parallelism over all cores) and once with 1 thread
+     (for these small models thread synchronisation can cost more than it gains).
 It prints the wall times and the ratio orchestrator / fastest loop (target on 2 cores: <= 0.65), the mean
 training-job time (must be >= 5 s for the comparison to be meaningful), and checks that the orchestrator
 and the loop produced the same numbers.
@@ -18,6 +19,7 @@ and the loop produced the same numbers.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -38,9 +40,9 @@ GRID = {
     "load": {"name": "width", "values": [16, 32, 64, 128]},
     "temperature": {"name": "batch_size", "values": [32, 64]},
     "seeds": [0, 1],
-    "training": {"epochs": 30, "lr": 0.01, "momentum": 0.9, "weight_decay": 5.0e-4},
+    "training": {"epochs": 80, "lr": 0.01, "momentum": 0.9, "weight_decay": 5.0e-4},
     "metrics": {"hessian_samples": 1000, "cka_probes": 768,
-                "curve": {"epochs": 10, "lr": 0.2, "batch_size": 128, "points": 11}},
+                "curve": {"epochs": 20, "lr": 0.2, "batch_size": 128, "points": 11}},
     "resources": {"cpu": 1},
     "run": {"max_failures": 0},
 }
@@ -74,7 +76,7 @@ def run_orchestrator(config_path: str, run_dir: str) -> float:
 
 
 def run_sequential(cfg) -> tuple[float, dict, dict]:
-    """Wall time, {model key: row}, {pair key: row} of the plain loop (imports included in the time)."""
+    """Wall time, {model key: row}, {pair key: row} of the plain loop."""
     started = time.perf_counter()
     from orchestrator.sweep import cell_spec, mkey, pkey
     from workloads.experiment import ModelSpec, PairSpec, measure_pair, train_and_measure
@@ -90,13 +92,47 @@ def run_sequential(cfg) -> tuple[float, dict, dict]:
     return time.perf_counter() - started, models, pairs
 
 
+def loop_subprocess(config_path: str, threads: int) -> tuple[float, dict, dict]:
+    """The plain loop in a fresh interpreter, timed from outside (like `landscape run`)."""
+    out = config_path + f".loop{threads}.json"
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--loop-only", config_path,
+                           "--threads", str(threads), "--result", out], capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"the plain loop failed:\n{proc.stdout}\n{proc.stderr}")
+    with open(out) as f:
+        result = json.load(f)
+    return wall, result["models"], result["pairs"]
+
+
+def loop_only(config_path: str, threads: int, result_path: str) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    from orchestrator.config import load_config
+
+    cfg = load_config(config_path)
+    _, models, pairs = run_sequential(cfg)
+    keep = ("test_acc", "mode_connectivity", "wall_seconds")
+    with open(result_path, "w") as f:
+        json.dump({"models": {k: {c: r.get(c) for c in keep} for k, r in models.items()},
+                   "pairs": {k: {c: r.get(c) for c in keep} for k, r in pairs.items()}}, f)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=GRID["training"]["epochs"], help="training epochs per model")
     parser.add_argument("--keep", default=None, help="keep the orchestrator's run directory here")
     parser.add_argument("--loop-threads", default="default,1",
                         help="comma-separated torch thread counts for the plain loop ('default' = torch's own)")
+    parser.add_argument("--loop-only", default=None, metavar="CONFIG", help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.loop_only:
+        loop_only(args.loop_only, args.threads, args.result)
+        return
     GRID["training"]["epochs"] = args.epochs
 
     from orchestrator.config import parse_config
@@ -119,10 +155,9 @@ def main() -> None:
     default_threads = torch.get_num_threads()
     for item in args.loop_threads.split(","):
         threads = default_threads if item.strip() == "default" else int(item)
-        torch.set_num_threads(threads)
-        t_seq, models, pairs = run_sequential(cfg)
+        t_seq, models, pairs = loop_subprocess(config_path, threads)
         loops[threads] = t_seq
-        print(f"sequential loop (one process, torch {threads} thread(s)): {t_seq:7.1f} s", flush=True)
+        print(f"sequential loop (one process, torch {threads} thread(s), end to end): {t_seq:7.1f} s", flush=True)
     t_seq = min(loops.values())
 
     from analysis.tables import RunTables

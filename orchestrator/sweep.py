@@ -31,6 +31,7 @@ The tables are the record of what is done
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -642,6 +643,25 @@ def _slots(cfg: SweepConfig, plan_resources: dict) -> int:
     return slots
 
 
+@contextlib.contextmanager
+def _max_pending_trials(slots: int):
+    """Let Tune keep one pending trial per slot (a custom searcher gets 1 by default).
+
+    With 1, the second worker only starts once the first trial runs (~3 s of an idle slot at the start of
+    every sweep); with one per slot all workers start together. A ready pair job then waits for at most
+    ``slots`` model jobs that were already pending, never for the rest of the grid.
+    """
+    key = "TUNE_MAX_PENDING_TRIALS_PG"
+    before = os.environ.get(key)
+    if before is None:
+        os.environ[key] = str(max(1, int(slots)))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+
+
 def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, progress=None,
               max_rounds: int = 3) -> SweepSummary:
     """Run every job the tables say is missing; Ray must be initialised and resources checked.
@@ -706,7 +726,8 @@ def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, p
                 log_to_file=False,
             ),
         )
-        tuner.fit()
+        with _max_pending_trials(state.slots):
+            tuner.fit()
         plan = make_plan(cfg, run_dir)
     return SweepSummary(run_dir=run_dir, run_id=run_id, seconds=time.monotonic() - started,
                         plan_before=plan_before, plan_after=plan, state=state, resources=resources)

@@ -1,0 +1,195 @@
+"""A run directory on S3: an S3-compatible server (moto) on 127.0.0.1 started by the test is the storage.
+
+`landscape run smoke --out s3://bucket/run` must put everything there (config, tables, model weights,
+Tune's experiment state, the analysis), `landscape status` and `landscape analyze` must read it back, and
+`resume` must find the run complete. Dummy credentials, the region and AWS_EC2_METADATA_DISABLED keep every
+client away from real cloud endpoints; the server is stopped by its pid.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import hygienic_env, landscape_cmd
+
+BUCKET = "landscape-test"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def s3_env(endpoint: str) -> dict:
+    return {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_ENDPOINT_URL": endpoint,
+        # No profile or credentials file of the machine's user may be picked up.
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_CONFIG_FILE": os.devnull,
+    }
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """moto's S3 server on a free loopback port: yields its endpoint URL; killed by pid afterwards."""
+    server = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    if not os.path.exists(server):
+        pytest.skip("moto[server] is not installed (pip install -e .[test])")
+    port = _free_port()
+    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None, "moto_server exited"
+                assert time.monotonic() < deadline, "moto_server did not start in 30 s"
+                time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert proc.poll() is not None
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch):
+    """The S3 environment in this process (for boto3 and pyarrow) and a fresh bucket; yields a boto3 client."""
+    import boto3
+
+    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in s3_env(s3_server).items():
+        monkeypatch.setenv(key, value)
+    client = boto3.client("s3", endpoint_url=s3_server)
+    if BUCKET not in [b["Name"] for b in client.list_buckets().get("Buckets", [])]:
+        client.create_bucket(Bucket=BUCKET)
+    return client
+
+
+def keys(client, prefix: str) -> list[str]:
+    out, token = [], None
+    while True:
+        kwargs = {"Bucket": BUCKET, "Prefix": prefix, **({"ContinuationToken": token} if token else {})}
+        page = client.list_objects_v2(**kwargs)
+        out += [o["Key"] for o in page.get("Contents", [])]
+        if not page.get("IsTruncated"):
+            return out
+        token = page["NextContinuationToken"]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_sweep_tables_models_tune_and_analysis_on_s3(s3, s3_server, short_tmp, ray_tmpdir):
+    run = f"s3://{BUCKET}/runs/smoke"
+    env = hygienic_env(ray_tmpdir, **s3_env(s3_server))
+    cwd = os.path.join(short_tmp, "cwd")  # nothing may be written to the user's working folder
+    os.makedirs(cwd)
+
+    def landscape(*args, timeout=240):
+        return subprocess.run(landscape_cmd() + list(args), capture_output=True, text=True, env=env, cwd=cwd,
+                              timeout=timeout)
+
+    proc = landscape("run", "smoke", "--out", run)
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    assert "8/8 models, 4/4 pairs" in proc.stdout and f"tables in {run}/tables" in proc.stdout
+    assert f"report: {run}/analysis/report.html" in proc.stdout, proc.stdout[-2000:]
+    assert os.listdir(cwd) == []
+
+    stored = keys(s3, "runs/smoke/")
+    names = lambda folder, suffix: [k for k in stored if k.startswith(f"runs/smoke/{folder}/") and k.endswith(suffix)]
+    assert len(names("tables/models", ".parquet")) == 8 and len(names("tables/pairs", ".parquet")) == 4
+    assert len(names("tables/curves", ".parquet")) == 4 and len(names("models", ".pt")) == 8
+    assert names("tune", "") and "runs/smoke/config.yaml" in stored and "runs/smoke/run.json" in stored
+    assert {"report.html", "phase_map.png", "cells.parquet"} <= {k.rsplit("/", 1)[-1] for k in names("analysis", "")}
+    assert "runs/smoke/.lock" not in stored  # released at the end
+
+    # The tables read back in this process, straight from S3; model weights are referenced by their URI.
+    from analysis.tables import RunTables
+
+    models = RunTables(run).read("models")
+    assert len(models) == 8 and (models.status == "ok").all()
+    assert models.model_uri.str.startswith(f"{run}/models/").all()
+
+    status = landscape("status", run, timeout=120)
+    assert status.returncode == 0, status.stderr
+    assert "stage 1 models: 8 expected · 8 ok" in status.stdout and "stage 2 pairs : 4 expected · 4 ok" in status.stdout
+    assert "sweep: not running" in status.stdout
+
+    # `analyze` rewrites the analysis on S3 (deleted first, so the files found are the new ones).
+    for key in names("analysis", ""):
+        s3.delete_object(Bucket=BUCKET, Key=key)
+    analyzed = landscape("analyze", run, timeout=180)
+    assert analyzed.returncode == 0, (analyzed.stdout, analyzed.stderr)
+    assert f"report: {run}/analysis/report.html" in analyzed.stdout
+    report = s3.get_object(Bucket=BUCKET, Key="runs/smoke/analysis/report.html")["Body"].read().decode()
+    assert "<html" in report.lower() and run in report
+    assert os.listdir(cwd) == []
+
+    again = landscape("resume", run, "--no-analysis", timeout=120)
+    assert again.returncode == 0 and "nothing to do" in again.stdout, (again.stdout, again.stderr)
+
+
+def test_lease_lock_on_a_uri_run_dir(s3, monkeypatch):
+    """Two processes never hold one S3 run dir: a live lease refuses, a released or expired one is taken."""
+    import json
+
+    from orchestrator import storage
+    from orchestrator.storage import RunDirError, RunLock, lock_holder
+
+    run = f"s3://{BUCKET}/runs/locked"
+    first = RunLock(run).acquire()
+    try:
+        holder = lock_holder(run)
+        assert holder and f"pid {os.getpid()}" in holder
+        with pytest.raises(RunDirError, match="in use by another landscape process"):
+            RunLock(run).acquire()
+    finally:
+        first.release()
+    assert lock_holder(run) is None
+    second = RunLock(run).acquire()
+    second.release()
+
+    # A lease its holder stopped renewing (the process died) expires and is taken over.
+    stale = {"token": "dead", "pid": 1, "host": "elsewhere", "since": "long ago",
+             "renewed": time.time() - storage.LEASE_SECONDS - 1}
+    storage.write_bytes(f"{run}/.lock", json.dumps(stale).encode())
+    assert lock_holder(run) is None
+    third = RunLock(run).acquire()
+    try:
+        assert "elsewhere" not in (lock_holder(run) or "")
+    finally:
+        third.release()
+
+    # A renewing holder keeps its lease fresh.
+    monkeypatch.setattr(storage, "RENEW_SECONDS", 0.2)
+    fourth = RunLock(run).acquire()
+    try:
+        before = json.loads(storage.read_bytes(f"{run}/.lock"))["renewed"]
+        deadline = time.monotonic() + 10
+        while json.loads(storage.read_bytes(f"{run}/.lock"))["renewed"] == before:
+            assert time.monotonic() < deadline, "the lease was never renewed"
+            time.sleep(0.1)
+    finally:
+        fourth.release()
+    assert lock_holder(run) is None

@@ -259,17 +259,54 @@ def read_raw(source: str) -> tuple[dict, str]:
             f"Built-ins: {', '.join(builtin_names())} (see `landscape configs`)."
         )
     try:
-        with open(path) as f:
-            raw = yaml.safe_load(f)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({_one_line(exc)})") from None
+        # Bytes, not text: PyYAML then detects the encoding itself and reports bytes that are not text as a
+        # YAMLError (a text-mode open raised UnicodeDecodeError from deep inside the reader).
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 1_000_000} MB; a sweep config is a small YAML file")
+    raw = parse_yaml(data, path)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a sweep config is a YAML mapping (key: value), got {type(raw).__name__}")
     return raw, path
+
+
+MAX_SEED = 2**31
+MAX_CONFIG_BYTES = 1_000_000  # a real config is ~2 kB; this bounds reading junk such as a data file
+MAX_CONFIG_NODES = 100_000  # values after YAML aliases are expanded (a "billion laughs" file expands to 10^9)
+
+
+def parse_yaml(data, where: str) -> Any:
+    """YAML text or bytes -> plain data; ConfigError for anything that is not a small, valid YAML document."""
+    try:
+        raw = yaml.safe_load(data)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML ({_one_line(exc)[:300]})") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply to be a sweep config") from None
+    _check_size(raw, where)
+    return raw
+
+
+def _check_size(raw, where: str) -> None:
+    """Refuse data that expands to more than MAX_CONFIG_NODES values: YAML aliases can make a tiny file
+    expand exponentially, and the config is copied and hashed as plain JSON (which expands them)."""
+    count, stack = 0, [raw]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_NODES:
+            raise ConfigError(f"{where}: expands to more than {MAX_CONFIG_NODES} values (YAML aliases?); "
+                              f"a sweep config is small")
+        if isinstance(node, dict):
+            stack.extend(node.values())
+            stack.extend(node.keys())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
 
 
 def load_config(source: str, overrides: list[str] | tuple = (), *, check_data: bool = True) -> SweepConfig:
@@ -292,16 +329,17 @@ def apply_overrides(raw: dict, overrides) -> dict:
     """Copy of ``raw`` with every ``dotted.key=value`` set; values are parsed as YAML (``[8, 16]``, ``0.1``, ``null``)."""
     out = json.loads(json.dumps(raw, default=_json_default)) if raw else {}
     for item in overrides or ():
+        item = str(item)
         if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set training.epochs=20")
+            raise ConfigError(f"--set {_clip(item)}: expected KEY=VALUE, e.g. --set training.epochs=20")
         key, text = item.split("=", 1)
         key = key.strip()
         if not key or any(not part for part in key.split(".")):
-            raise ConfigError(f"--set {item!r}: the key must be a dotted path such as training.epochs")
+            raise ConfigError(f"--set {_clip(item)}: the key must be a dotted path such as training.epochs")
         try:
             value = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({_one_line(exc)})") from None
+        except (yaml.YAMLError, RecursionError) as exc:
+            raise ConfigError(f"--set {_clip(item)}: the value is not valid YAML ({_one_line(exc)[:300]})") from None
         _check_path(key)
         node = out
         parts = key.split(".")
@@ -310,10 +348,15 @@ def apply_overrides(raw: dict, overrides) -> dict:
             if nxt is None:
                 nxt = node[part] = {}
             if not isinstance(nxt, dict):
-                raise ConfigError(f"--set {item!r}: {'.'.join(parts[: i + 1])} is not a section")
+                raise ConfigError(f"--set {_clip(item)}: {'.'.join(parts[: i + 1])} is not a section")
             node = nxt
         node[parts[-1]] = value
     return out
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    """repr of a user's text for an error line, shortened (a pasted blob must not flood the terminal)."""
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
 
 
 def _check_path(key: str) -> None:
@@ -547,8 +590,13 @@ def validate(cfg: SweepConfig, *, check_data: bool = True) -> None:
         _fail("seeds", "no seeds: list at least one, e.g. seeds: [0, 1, 2]")
     if len(set(cfg.seeds)) != len(cfg.seeds):
         _fail("seeds", f"{list(cfg.seeds)} repeats a seed")
-    if min(cfg.seeds) < 0:
-        _fail("seeds", "seeds must be >= 0")
+    # Seeds feed numpy (< 2^32) and derived seeds (seed + offsets): keep them well inside 32 bits.
+    for path, values in (("seeds", cfg.seeds), ("workload.data_seed", [cfg.workload.data_seed]),
+                         ("metrics.hessian_seed", [cfg.metrics.hessian_seed]),
+                         ("metrics.cka_probe_seed", [cfg.metrics.cka_probe_seed]),
+                         ("metrics.curve.seed", [cfg.metrics.curve.seed])):
+        if min(values) < 0 or max(values) >= MAX_SEED:
+            _fail(path, f"seeds must lie in [0, {MAX_SEED}), got {min(values) if min(values) < 0 else max(values)}")
     for i, v in enumerate(cfg.load.values):
         p = f"load.values[{i}]"
         if cfg.load.name == "width" and (not float(v).is_integer() or v < 1):
@@ -606,7 +654,7 @@ def validate(cfg: SweepConfig, *, check_data: bool = True) -> None:
             _fail("workload.data_root", f"{problem}; point it at the dataset's folder")
     full_size, input_shape, num_classes = dataset_facts(w.dataset, w.data_root)
     widths = cfg.load.values if cfg.load.name == "width" else (w.width,)
-    _check_model_builds(cfg, int(min(widths)), input_shape, num_classes)
+    _check_model_builds(cfg, int(min(widths)), input_shape, num_classes, max_width=int(max(widths)))
 
     # Training
     t = cfg.training
@@ -734,17 +782,40 @@ def _validate_pairs(pairs, seeds) -> None:
             _fail(f"metrics.pairs[{i}]", f"seed(s) {missing} are not in seeds {list(seeds)}")
 
 
-def _check_model_builds(cfg: SweepConfig, width: int, input_shape: tuple, num_classes: int) -> None:
+MAX_MODEL_OPTION = 10_000  # no numeric model option (depth, ...) of a trainable network comes near this
+MAX_PARAMETERS = 10**10  # 40 GB of float32 weights (x3 with gradients and momentum): beyond one accelerator
+
+
+def _check_model_builds(cfg: SweepConfig, width: int, input_shape: tuple, num_classes: int,
+                        max_width: Optional[int] = None) -> None:
+    """The model builds with its options at ``width`` and, when given, is not absurdly large at ``max_width``.
+
+    Built on the meta device (shapes only). Huge options are refused before building: building a depth of
+    10^9 layers takes forever even without weights, and a huge width overflows torch's size arithmetic.
+    """
     import torch
 
-    from workloads.models import build_model
+    from workloads.models import build_model, count_parameters
 
-    try:
-        with torch.device("meta"):  # checks options and shapes without allocating (or initialising) weights
-            build_model(cfg.workload.model, width=width, num_classes=num_classes, input_shape=input_shape,
-                        **cfg.workload.model_args)
-    except (TypeError, ValueError) as exc:
-        _fail("workload.model_args", _one_line(exc))
+    for name, value in cfg.workload.model_args.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_MODEL_OPTION:
+            _fail(f"workload.model_args.{name}", f"{value:g} is beyond any network this tool trains "
+                                                 f"(at most {MAX_MODEL_OPTION})")
+    for w in sorted({width, max_width or width}):
+        try:
+            with torch.device("meta"):  # checks options and shapes without allocating (or initialising) weights
+                model = build_model(cfg.workload.model, width=w, num_classes=num_classes, input_shape=input_shape,
+                                    **cfg.workload.model_args)
+                params = count_parameters(model)
+        except (TypeError, ValueError) as exc:
+            _fail("workload.model_args", _one_line(exc))
+        except (RuntimeError, OverflowError, MemoryError) as exc:  # torch's size arithmetic overflowed
+            _fail("load.values" if cfg.load.name == "width" else "workload.width",
+                  f"model {cfg.workload.model!r} cannot be built at width {w} ({_one_line(exc)[:200]})")
+        if params > MAX_PARAMETERS:
+            _fail("load.values" if cfg.load.name == "width" else "workload.width",
+                  f"model {cfg.workload.model!r} at width {w} has {params:.3g} parameters ({params * 4 / 1e9:.0f} "
+                  f"GB of weights), more than any accelerator holds; lower the width")
 
 
 def _choice(value, choices) -> str:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import json
 import math
 import os
 import time
@@ -245,6 +246,45 @@ class JobContext:
     run_dir: str
     run_id: str
     config_hash: str
+    faults: str | None = None  # testing hook only: see FAULT_INJECT_ENV
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Fault injection: a TESTING hook, off unless the variable is set on the driver (tests/test_faults.py).
+# The pattern of Ray Tune's own restore tests: a job crashes while a marker file is absent and creates it,
+# so it crashes exactly once; without a marker it crashes on every attempt. The file holds JSON:
+#   {"crash": [{"key": JOB KEY, "mode": "exit" (the worker process dies) | "raise",
+#               "at_epoch": N (after the training checkpoint of epoch N; default: when the job starts),
+#               "marker": PATH (optional: crash once)}],
+#    "log": PATH (optional: one JSON line per job attempt that does work: key, pid, resumed_from epoch)}
+FAULT_INJECT_ENV = "LANDSCAPE_FAULT_INJECT"
+
+
+def _faults(context: JobContext) -> dict:
+    if not context.faults:
+        return {}
+    with open(context.faults) as f:
+        return json.load(f)
+
+
+def _log_attempt(faults: dict, key: str, resumed_from) -> None:
+    if faults.get("log"):
+        with open(faults["log"], "a") as f:
+            f.write(json.dumps({"key": key, "pid": os.getpid(), "resumed_from": resumed_from}) + "\n")
+
+
+def _inject(faults: dict, key: str, epoch: int | None = None) -> None:
+    for fault in faults.get("crash", []):
+        if fault.get("key") != key or fault.get("at_epoch") != epoch:
+            continue
+        marker = fault.get("marker")
+        if marker:
+            if os.path.exists(marker):
+                continue
+            open(marker, "w").close()
+        if fault.get("mode") == "exit":
+            os._exit(3)  # no cleanup, no exception: as if the worker was killed
+        raise RuntimeError(f"injected fault in {key}" + (f" after epoch {epoch}" if epoch else ""))
 
 
 @functools.lru_cache(maxsize=4)
@@ -331,9 +371,16 @@ def _model_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
     spec = ModelSpec(cell_spec(cfg, lv, tv), int(seed), _torch_device(device))
     ckpt = storage.checkpoint_uri(context.run_dir, key)
     resume_state = storage.load_checkpoint(ckpt) if cfg.training.checkpoint_every else None
+    faults = _faults(context)
+    _log_attempt(faults, key, (resume_state or {}).get("epoch"))
+    _inject(faults, key)
     # Periodic checkpoints go to the run directory (shared storage on a cluster), so a retried or resumed
     # job continues on any node from its last checkpoint instead of epoch 0.
-    checkpoint_fn = (lambda state: storage.save_state(ckpt, state)) if cfg.training.checkpoint_every else None
+    checkpoint_fn = None
+    if cfg.training.checkpoint_every:
+        def checkpoint_fn(state):
+            storage.save_state(ckpt, state)
+            _inject(faults, key, state["epoch"])
     try:
         outcome = train_and_measure(spec, checkpoint_fn=checkpoint_fn, resume_state=resume_state)
     except ValueError as exc:
@@ -363,6 +410,9 @@ def _pair_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
     if existing and existing.get("config_hash") == context.config_hash and existing.get("status") in DONE_PAIR:
         return {"kind": "pair", "key": key, "status": existing["status"], "skipped": True, "wall_seconds": 0.0,
                 "mode_connectivity": existing.get("mode_connectivity")}
+    faults = _faults(context)
+    _log_attempt(faults, key, None)
+    _inject(faults, key)
     state_a = storage.load_state(storage.model_uri(context.run_dir, mkey(cfg, lv, tv, a)))
     state_b = storage.load_state(storage.model_uri(context.run_dir, mkey(cfg, lv, tv, b)))
     device = _job_device(cfg.pair_resources(lv)["cpu"])
@@ -680,7 +730,8 @@ def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, p
     state.pairs.total = len(cfg.pair_keys())
     state.models.done_before = len(plan_before.models_done)
     state.pairs.done_before = len(plan_before.pairs_done)
-    context = JobContext(sweep=cfg.to_dict(), run_dir=run_dir, run_id=run_id, config_hash=config_hash)
+    context = JobContext(sweep=cfg.to_dict(), run_dir=run_dir, run_id=run_id, config_hash=config_hash,
+                         faults=os.environ.get(FAULT_INJECT_ENV) or None)
     trainable = tune.with_resources(tune.with_parameters(run_job, context=context), _job_resources(cfg))
     Searcher = _make_searcher_class()
     Recorder = _make_recorder_class()

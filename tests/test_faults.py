@@ -1,0 +1,137 @@
+"""Worker faults injected into the real job code (orchestrator.sweep's LANDSCAPE_FAULT_INJECT testing hook),
+with marker files as in Ray Tune's own restore tests: a crash while the marker is absent creates it, so
+the job crashes exactly once; without a marker it crashes on every attempt.
+
+On the session's local 2-CPU Ray (tests/conftest.py), in process:
+  * a model job whose worker process dies once, and a pair job that raises once, are retried and succeed;
+  * a model job whose worker dies on every attempt ends as `failed` with its error after 1 + max_failures
+    attempts, its pair says why it was not measured, and everything else finishes;
+  * diverged trainings are recorded as `diverged` and never retried (one attempt each, although
+    max_failures allows more);
+  * once the fault is gone, a resume trains exactly the failed model and measures its pair;
+  * a training killed after its epoch-2 checkpoint continues from that checkpoint (not from epoch 0) and
+    ends with the same numbers as an uninterrupted training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+
+import pytest
+
+from analysis.tables import RunTables
+from orchestrator import storage
+from orchestrator.config import apply_overrides, parse_config
+from orchestrator.sweep import FAULT_INJECT_ENV, mkey, pkey, run_sweep
+
+pytestmark = pytest.mark.ray
+
+
+def raw_config(**changes) -> dict:
+    """digits, MLP width 8, 1 epoch, learning rates 0.05 / 0.1 / 1e6 (diverges), seeds 0 and 1, one retry."""
+    raw = {
+        "name": "faults",
+        "workload": {"dataset": "digits", "model": "mlp"},
+        "load": {"name": "width", "values": [8]},
+        "temperature": {"name": "learning_rate", "values": [0.05, 0.1, 1.0e6]},
+        "seeds": [0, 1],
+        "training": {"epochs": 1, "batch_size": 64},
+        "metrics": {"hessian_samples": 100, "hessian_eigen_max_iter": 10, "hessian_trace_max_probes": 5,
+                    "cka_probes": 64, "curve": {"epochs": 1, "batch_size": 64, "points": 3}},
+        "run": {"max_failures": 1},
+    }
+    return apply_overrides(raw, [f"{k}={v}" for k, v in changes.items()])
+
+
+def sweep(cfg, run_dir: str, faults: dict | None, tmp_path, monkeypatch):
+    from orchestrator.ray_env import check_resources
+
+    if faults is None:
+        monkeypatch.delenv(FAULT_INJECT_ENV, raising=False)
+    else:
+        path = tmp_path / f"faults-{len(os.listdir(tmp_path))}.json"
+        path.write_text(json.dumps(faults))
+        monkeypatch.setenv(FAULT_INJECT_ENV, str(path))
+    storage.write_bytes(storage.config_uri(run_dir), cfg.to_yaml().encode())
+    return run_sweep(cfg, run_dir, run_id="faults", resources=check_resources(cfg))
+
+
+def attempts(log_path) -> Counter:
+    with open(log_path) as f:
+        return Counter(json.loads(line)["key"] for line in f)
+
+
+def test_crash_once_is_retried_crash_always_fails_diverged_is_not_retried(ray_local, tmp_path, monkeypatch):
+    cfg = parse_config(raw_config())
+    run_dir = str(tmp_path / "run")
+    log = tmp_path / "attempts.jsonl"
+    once_model, always_model = mkey(cfg, 8, 0.05, 0), mkey(cfg, 8, 0.1, 1)
+    once_pair = pkey(cfg, 8, 0.05, 0, 1)
+    faults = {"log": str(log), "crash": [
+        {"key": once_model, "mode": "exit", "marker": str(tmp_path / "once-model")},
+        {"key": once_pair, "mode": "raise", "marker": str(tmp_path / "once-pair")},
+        {"key": always_model, "mode": "exit"},
+    ]}
+    summary = sweep(cfg, run_dir, faults, tmp_path, monkeypatch)
+
+    tables = RunTables(run_dir)
+    models = tables.read("models").set_index(["temperature_value", "seed"])
+    pairs = tables.read("pairs").set_index("temperature_value")
+    assert len(models) == 6 and len(pairs) == 3
+    # Crashed once, then ok: both markers exist (the faults really fired).
+    assert os.path.exists(tmp_path / "once-model") and os.path.exists(tmp_path / "once-pair")
+    assert models.loc[(0.05, 0), "status"] == "ok" and pairs.loc[0.05, "status"] == "ok"
+    assert models.loc[(0.1, 0), "status"] == "ok"
+    # Always crashing: failed, with the error, after 1 + max_failures attempts; its pair says why.
+    failed = models.loc[(0.1, 1)]
+    assert failed.status == "failed" and failed.error, failed.to_dict()
+    assert "died" in failed.error.lower() or "exit" in failed.error.lower(), failed.error
+    assert pairs.loc[0.1, "status"] == "failed" and "not measured" in pairs.loc[0.1, "error"]
+    # Diverged: recorded as such, never retried.
+    assert set(models.loc[1e6, "status"]) == {"diverged"} and pairs.loc[1e6, "status"] == "diverged"
+
+    tries = attempts(log)
+    assert tries[once_model] == 2 and tries[once_pair] == 2
+    assert tries[always_model] == 1 + cfg.run.max_failures
+    assert tries[mkey(cfg, 8, 1e6, 0)] == 1 and tries[mkey(cfg, 8, 1e6, 1)] == 1
+    assert tries[mkey(cfg, 8, 0.1, 0)] == 1 and tries[mkey(cfg, 8, 0.05, 1)] == 1
+    assert set(tries) == {mkey(cfg, 8, tv, s) for tv in (0.05, 0.1, 1e6) for s in (0, 1)} | {once_pair}
+    assert summary.state.models.failed == 1 and summary.state.models.diverged == 2
+
+    # The fault is gone: a resume trains exactly the failed model and measures its pair, nothing else.
+    before = {k: v for k, v in models["finished_at"].items() if k != (0.1, 1)}
+    log.unlink()
+    sweep(cfg, run_dir, {"log": str(log)}, tmp_path, monkeypatch)
+    assert attempts(log) == Counter({always_model: 1, pkey(cfg, 8, 0.1, 0, 1): 1})
+    models = tables.read("models").set_index(["temperature_value", "seed"])
+    assert models.loc[(0.1, 1), "status"] == "ok" and tables.read("pairs").set_index(
+        "temperature_value").loc[0.1, "status"] == "ok"
+    assert {k: v for k, v in models["finished_at"].items() if k != (0.1, 1)} == before
+
+
+def test_a_training_killed_after_a_checkpoint_continues_from_it(ray_local, tmp_path, monkeypatch):
+    changes = {"temperature.values": "[0.05]", "seeds": "[0]", "training.epochs": 3, "training.checkpoint_every": 1}
+    cfg = parse_config(raw_config(**changes))
+    key = mkey(cfg, 8, 0.05, 0)
+    log = tmp_path / "attempts.jsonl"
+    crashed = str(tmp_path / "crashed")
+    faults = {"log": str(log), "crash": [{"key": key, "mode": "exit", "at_epoch": 2, "marker": crashed}]}
+    sweep(cfg, str(tmp_path / "killed"), faults, tmp_path, monkeypatch)
+    sweep(cfg, str(tmp_path / "clean"), None, tmp_path, monkeypatch)
+
+    assert os.path.exists(crashed)
+    with open(log) as f:
+        lines = [json.loads(line) for line in f]
+    # First attempt from scratch, second from the epoch-2 checkpoint (a different worker process).
+    assert [entry["resumed_from"] for entry in lines] == [None, 2], lines
+    assert lines[0]["pid"] != lines[1]["pid"]
+    killed = RunTables(str(tmp_path / "killed")).read("models").iloc[0]
+    clean = RunTables(str(tmp_path / "clean")).read("models").iloc[0]
+    assert killed.status == "ok" and killed.epochs_completed == 3
+    # Resuming is exact: the same numbers as a training that was never interrupted.
+    for col in ("train_loss", "train_acc", "test_loss", "test_acc", "hessian_top_eigenvalue", "hessian_trace"):
+        assert killed[col] == clean[col], col
+    # The checkpoint is removed once the model is done.
+    assert not os.path.exists(storage.checkpoint_uri(str(tmp_path / "killed"), key))

@@ -321,3 +321,26 @@ def test_new_labels_cover_every_other_class():
 def test_bad_alpha_fails():
     with pytest.raises(ValueError, match="alpha"):
         corrupt_labels(toy(), 1.2, 0)
+
+
+def test_mnist1d_disk_cache_matches_generation_and_survives_a_corrupt_file(tmp_path, monkeypatch):
+    import numpy as np
+
+    from workloads import data as data_module
+
+    monkeypatch.setenv("LANDSCAPE_CACHE_DIR", str(tmp_path))
+    data_module._mnist1d_arrays.cache_clear()
+    try:
+        generated = data_module._mnist1d_arrays()  # generates and writes the cache file
+        (cache_file,) = tmp_path.iterdir()
+        data_module._mnist1d_arrays.cache_clear()
+        cached = data_module._mnist1d_arrays()  # read back from disk
+        for a, b in zip(generated[:4], cached[:4]):
+            np.testing.assert_array_equal(a, b)
+        assert generated[4] == cached[4]
+        cache_file.write_bytes(b"not an npz file")
+        data_module._mnist1d_arrays.cache_clear()
+        regenerated = data_module._mnist1d_arrays()  # a broken cache is regenerated, not an error
+        np.testing.assert_array_equal(regenerated[0], generated[0])
+    finally:
+        data_module._mnist1d_arrays.cache_clear()

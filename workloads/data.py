@@ -159,13 +159,14 @@ def _read_only(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
 # --------------------------------------------------------------------------------------------------------
 # MNIST-1D (default): generated, no files
 
-@functools.lru_cache(maxsize=1)
-def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """(x (4000, 40), y (4000,), x_test (1000, 40), y_test (1000,), seed), generated with the package defaults.
+def _cache_dir() -> str:
+    """Where generated data sets are kept between processes (LANDSCAPE_CACHE_DIR, else ~/.cache/landscape)."""
+    return os.environ.get("LANDSCAPE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "landscape")
 
-    ``make_dataset`` calls ``random.seed`` and ``np.random.seed`` on the global generators; their states are
-    restored afterwards so loading data never changes the caller's random streams.
-    """
+
+def _generate_mnist1d() -> tuple[dict, int]:
+    """Run the generator (~3-4 s): ``make_dataset`` reseeds Python's and NumPy's global generators, so their
+    states are restored afterwards and loading data never changes the caller's random streams."""
     from mnist1d.data import get_dataset_args, make_dataset  # lazy: the package imports requests
 
     args = get_dataset_args()
@@ -175,13 +176,43 @@ def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, i
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
-    arrays = (
-        np.asarray(raw["x"], dtype=np.float32),
-        np.asarray(raw["y"], dtype=np.int64),
-        np.asarray(raw["x_test"], dtype=np.float32),
-        np.asarray(raw["y_test"], dtype=np.int64),
-    )
-    return (*_read_only(*arrays), int(args.seed))
+    return raw, int(args.seed)
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """(x (4000, 40), y (4000,), x_test (1000, 40), y_test (1000,), seed), generated with the package defaults.
+
+    Generation costs seconds in every process (each Ray worker, test and CLI run), so the arrays are kept in a
+    .npz file keyed by the mnist1d version; the file is only an accelerator: when it is missing, unreadable
+    or unwritable, the data are generated again.
+    """
+    from importlib.metadata import version
+
+    path = os.path.join(_cache_dir(), f"mnist1d-{version('mnist1d')}-defaults.npz")
+    names = ("x", "y", "x_test", "y_test")
+    try:
+        with np.load(path, allow_pickle=False) as cached:
+            arrays = tuple(cached[n] for n in names)
+            seed = int(cached["seed"])
+        if arrays[0].shape != (4000, 40) or arrays[2].shape != (1000, 40):
+            raise ValueError("unexpected shapes")
+    except (OSError, KeyError, ValueError):
+        raw, seed = _generate_mnist1d()
+        arrays = (
+            np.asarray(raw["x"], dtype=np.float32),
+            np.asarray(raw["y"], dtype=np.int64),
+            np.asarray(raw["x_test"], dtype=np.float32),
+            np.asarray(raw["y_test"], dtype=np.int64),
+        )
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.{os.getpid()}.tmp.npz"
+            np.savez(tmp, seed=seed, **dict(zip(names, arrays)))
+            os.replace(tmp, path)  # atomic: concurrent workers never read half a file
+        except OSError:
+            pass
+    return (*_read_only(*arrays), seed)
 
 
 @DATASETS.register("mnist1d")

@@ -103,6 +103,10 @@ def validate(config, overrides, address):
     problem = missing_data_root(cfg)
     if problem:
         click.echo(f"  note: workload.data_root: {problem}; a local run needs it here, a cluster on its nodes")
+    if cfg.resources.gpu or any(float(v) for v in cfg.resources.gpu_by_load.values()):
+        from orchestrator.estimate import estimate_gpu_hours
+
+        click.echo(f"  cost: {estimate_gpu_hours(cfg).summary()} (orchestrator/estimate.py)")
     if address:
         from orchestrator import ray_env
 

@@ -1,0 +1,109 @@
+"""GPU-hours of a sweep, estimated from its config before anything runs.
+
+The basis (one place, with units): the work of every job is counted in floating-point operations from the
+model's measured forward cost (torch's FLOP counter on the meta device: no weights are allocated) and in
+optimizer steps; a GPU is modelled by a sustained rate and a fixed cost per step.
+
+    job GPU-seconds = FLOPs / sustained rate  +  steps * step overhead * GPU share
+
+FLOPs do not shrink when trials share a GPU; the fixed cost per step (kernel launches, Python) is latency
+that packed trials overlap, so a trial holding a quarter GPU is charged a quarter of it.
+
+    model job: training   3 * forward * batch * steps   (forward + backward = 3 forwards)
+               evaluation forward * (train + test examples)
+               Hessian    6 * forward * points * (eigen cap + trace cap)   (a Hessian-vector product costs
+                          about two gradients; the caps bound the Lanczos/Hutchinson iterations from above)
+    pair job:  curve      3 * forward * curve batch * curve steps
+               per t      forward * (2 * train + test examples)   (BatchNorm statistics pass + evaluation)
+
+DEFAULT_GPU is an A10G (AWS g5), the GPU of cluster.yaml's small workers, with figures NOT measured in this
+project (no GPU was available when it was written): 12 TFLOP/s sustained for ResNet18 training (about 40% of
+the A10G's 31 TFLOP/s fp32 peak, with cuDNN's TF32 convolutions) and 4 ms per SGD step of fixed cost (about
+200 kernel launches per ResNet18 step). benchmarks/gpu.py measures both on a real GPU: put its figures here.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from orchestrator.config import SweepConfig, dataset_facts, transformed_train_size
+
+TEST_SIZES = {"mnist1d": 1000, "digits": 360, "cifar10": 10000, "cifar100": 10000, "svhn": 26032,
+              "synthetic-cifar": 10000}
+
+
+@dataclass(frozen=True)
+class GpuBasis:
+    name: str
+    sustained_flops: float  # FLOP/s a training step sustains on a whole GPU
+    step_overhead_s: float  # seconds of fixed cost per optimizer step (launches, Python), hidden when packed
+
+
+DEFAULT_GPU = GpuBasis(name="A10G (AWS g5), assumed figures", sustained_flops=12e12, step_overhead_s=0.004)
+
+
+@dataclass
+class Estimate:
+    gpu_hours: float
+    model_gpu_hours: float
+    pair_gpu_hours: float
+    models: int
+    pairs: int
+    basis: GpuBasis
+
+    def summary(self) -> str:
+        return (f"~{self.gpu_hours:,.0f} GPU-hours ({self.model_gpu_hours:,.0f} training + metrics, "
+                f"{self.pair_gpu_hours:,.0f} curves) on {self.basis.name}: "
+                f"{self.basis.sustained_flops / 1e12:g} TFLOP/s sustained, "
+                f"{self.basis.step_overhead_s * 1e3:g} ms per step")
+
+
+@functools.lru_cache(maxsize=256)
+def forward_flops(model: str, width: int, input_shape: tuple, num_classes: int, model_args: tuple) -> float:
+    """FLOPs of one example's forward pass (2 per multiply-add), counted on the meta device."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from workloads.models import build_model
+
+    with torch.device("meta"):
+        net = build_model(model, width=width, num_classes=num_classes, input_shape=input_shape, **dict(model_args))
+        x = torch.empty(1, *input_shape)
+    net.eval()
+    with FlopCounterMode(display=False) as counter:
+        net(x)
+    return float(counter.get_total_flops())
+
+
+def _cell_values(cfg: SweepConfig, lv, tv) -> tuple[int, int, float]:
+    """(width, batch size, training-set size) of a cell."""
+    full, _, _ = dataset_facts(cfg.workload.dataset, cfg.workload.data_root)
+    width = int(lv) if cfg.load.name == "width" else cfg.workload.width
+    batch = int(tv) if cfg.temperature.name == "batch_size" else cfg.training.batch_size
+    return width, batch, transformed_train_size(cfg, lv, full)
+
+
+def estimate_gpu_hours(cfg: SweepConfig, basis: GpuBasis = DEFAULT_GPU) -> Estimate:
+    """GPU-hours of the whole grid of ``cfg`` (every model and every pair, none done yet)."""
+    _, shape, classes = dataset_facts(cfg.workload.dataset, cfg.workload.data_root)
+    test = TEST_SIZES.get(cfg.workload.dataset, 10000)
+    args = tuple(sorted(cfg.workload.model_args.items()))
+    m, c = cfg.metrics, cfg.metrics.curve
+    n_seeds, n_pairs = len(cfg.seeds), len(cfg.seed_pairs())
+    model_s = pair_s = 0.0
+    for lv in cfg.load.values:
+        share_model = cfg.trial_gpu(lv) or 1.0  # a CPU request is charged as a whole GPU: the estimate is for GPUs
+        share_pair = cfg.pair_resources(lv)["gpu"] or 1.0
+        for tv in cfg.temperature.values:
+            width, batch, n = _cell_values(cfg, lv, tv)
+            fwd = forward_flops(cfg.workload.model, width, tuple(shape), classes, args)
+            steps = cfg.training.epochs * (n // batch)
+            flops = 3 * fwd * batch * steps + fwd * (n + test)
+            flops += 6 * fwd * min(m.hessian_samples, n) * (m.hessian_eigen_max_iter + m.hessian_trace_max_probes)
+            model_s += n_seeds * (flops / basis.sustained_flops + steps * basis.step_overhead_s * share_model)
+            curve_steps = c.epochs * (n // c.batch_size)
+            pflops = 3 * fwd * c.batch_size * curve_steps + c.points * fwd * (2 * n + test)
+            pair_s += n_pairs * (pflops / basis.sustained_flops + curve_steps * basis.step_overhead_s * share_pair)
+    return Estimate(gpu_hours=(model_s + pair_s) / 3600, model_gpu_hours=model_s / 3600, pair_gpu_hours=pair_s / 3600,
+                    models=len(cfg.model_keys()), pairs=len(cfg.pair_keys()), basis=basis)

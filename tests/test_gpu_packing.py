@@ -1,0 +1,145 @@
+"""GPU requests: refused at once on a CPU-only cluster; packed by fractions on a cluster with a GPU.
+
+This machine has no GPU, so the packing test declares one (`ray start --head --num-gpus=1`): Ray then
+accounts for it exactly as for a real one, and the trials, which find no CUDA, run on the CPU and say so
+in the ``device`` column. Concurrency is measured from the models table: a trial's interval is
+[finished_at - wall_seconds, finished_at].
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pandas as pd
+import pytest
+import yaml
+
+from analysis.tables import RunTables
+from orchestrator.config import parse_config
+from orchestrator.ray_env import check_resources, describe_plan
+from tests.conftest import hygienic_env, landscape_cmd
+from tests.raycluster import LoopbackCluster
+
+# Six trials of one cell asking for a quarter GPU and half a CPU each: on 1 GPU and 4 CPUs the GPU is
+# the limit (4 at once; the CPUs alone would allow 8). Each trial trains for ~5 s of one core, so four
+# sharing this machine's two cores overlap for many seconds whatever the start-up jitter.
+PACKING = {
+    "name": "packing",
+    "description": "six small trials asking for a quarter GPU each",
+    "workload": {"dataset": "digits", "model": "mlp", "model_args": {"depth": 2}},
+    "load": {"name": "width", "values": [128]},
+    "temperature": {"name": "batch_size", "values": [16]},
+    "seeds": list(range(6)),
+    "training": {"epochs": 30, "lr": 0.05},
+    "metrics": {"hessian_samples": 100, "hessian_eigen_max_iter": 5, "hessian_trace_max_probes": 2,
+                "cka_probes": 64, "pairs": []},
+    "resources": {"cpu": 0.5, "gpu": 0.25},
+    "run": {"max_failures": 0},
+}
+
+
+def max_overlap(starts, ends) -> int:
+    """The most intervals [start, end] open at one instant."""
+    events = sorted([(s, 1) for s in starts] + [(e, -1) for e in ends], key=lambda ev: (ev[0], ev[1]))
+    open_, best = 0, 0
+    for _, step in events:
+        open_ += step
+        best = max(best, open_)
+    return best
+
+
+def test_max_overlap_reference():
+    assert max_overlap([0, 1, 2], [3, 4, 5]) == 3
+    assert max_overlap([0, 2], [1, 3]) == 1
+    assert max_overlap([0, 1], [1, 2]) == 1  # touching intervals do not overlap (end sorts first)
+
+
+def test_packing_is_reported_by_load_group():
+    cfg = parse_config({**PACKING, "load": {"name": "width", "values": [8, 16, 64]},
+                        "resources": {"cpu": 1, "gpu": 0.25, "gpu_by_load": {64: 1}, "cpu_by_load": {64: 4}}})
+    nodes = [{"node_id": "a", "address": "127.0.0.1", "cpu": 8.0, "gpu": 2.0}]
+    plan = check_resources(cfg, nodes)
+    assert plan["trials_at_once"] == {8: 8, 16: 8, 64: 2}
+    lines = describe_plan(cfg, plan)
+    assert "trials at once: 8 at width 8, 16 (1 CPU + 0.25 GPU each); 2 at width 64 (4 CPU + 1 GPU each)" in lines
+
+
+def test_autoscaler_workers_count_before_they_exist(tmp_path, monkeypatch):
+    """On a `ray up` cluster the head has no GPU and no worker runs yet: the launcher config on the head
+    says which workers the autoscaler may start, so a GPU sweep is accepted and sized, not refused."""
+    import json
+
+    from orchestrator.config import ConfigError
+    from orchestrator.ray_env import autoscaler_node_types
+
+    bootstrap = tmp_path / "ray_bootstrap_config.yaml"
+    bootstrap.write_text(json.dumps({
+        "max_workers": 3, "head_node_type": "head",
+        "available_node_types": {
+            "head": {"resources": {"CPU": 0}, "max_workers": 0},
+            "gpu_1x": {"resources": {"CPU": 8, "GPU": 1}, "max_workers": 2},
+            "gpu_8x": {"resources": {"CPU": 96, "GPU": 8}, "max_workers": 1},
+        },
+    }))
+    monkeypatch.setenv("LANDSCAPE_AUTOSCALING_CONFIG", str(bootstrap))
+    types = autoscaler_node_types()
+    assert {t["name"]: t["count"] for t in types} == {"gpu_1x": 2, "gpu_8x": 1}
+    cfg = parse_config({**PACKING, "resources": {"cpu": 1, "gpu": 0.25}})
+    head = [{"node_id": "h", "address": "10.0.0.1", "cpu": 0.0, "gpu": 0.0}]
+    with pytest.raises(ConfigError, match="no GPU"):
+        check_resources(cfg, head)  # without the launcher config: refused
+    plan = check_resources(cfg, head, types)
+    assert plan["trials_at_once"] == {128: 0}
+    assert plan["trials_at_most"] == {128: 32 + 2 * 4}  # the 8-GPU node, then two 1-GPU nodes (cap 3)
+    assert "up to 40 once the autoscaler has started its workers" in "\n".join(describe_plan(cfg, plan))
+    monkeypatch.setenv("LANDSCAPE_AUTOSCALING_CONFIG", str(tmp_path / "missing.yaml"))
+    assert autoscaler_node_types() == []
+
+
+@pytest.mark.ray
+def test_gpu_by_load_on_a_cpu_only_cluster_fails_fast(short_tmp):
+    started = time.monotonic()
+    proc = subprocess.run(landscape_cmd() + ["run", "smoke", "--out", os.path.join(short_tmp, "run"),
+                                             "--set", "resources.gpu_by_load={64: 1}"],
+                          capture_output=True, text=True, env=hygienic_env(), timeout=120)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    err = proc.stderr.strip()
+    assert err.startswith("error: resources.gpu:") and "width=64" in err and "no GPU" in err, err
+    assert "Traceback" not in proc.stderr and len(err.splitlines()) == 1
+    assert time.monotonic() - started < 60
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_quarter_gpus_run_four_trials_at_once_on_a_declared_gpu(short_tmp):
+    config = os.path.join(short_tmp, "packing.yaml")
+    with open(config, "w") as f:
+        yaml.safe_dump(PACKING, f)
+    run_dir = os.path.join(short_tmp, "run")
+    with LoopbackCluster() as cluster:
+        cluster.start_head(num_cpus=4, num_gpus=1)
+        env = hygienic_env(cluster.temp_dir)
+        check = subprocess.run(landscape_cmd() + ["validate", config, "--address", cluster.address],
+                               capture_output=True, text=True, env=env, timeout=120)
+        assert check.returncode == 0, check.stderr
+        assert "cluster: 1 node(s), 4 CPU, 1 GPU" in check.stdout, check.stdout
+        assert "trials at once: 4 at width 128 (0.5 CPU + 0.25 GPU each)" in check.stdout, check.stdout
+        proc = subprocess.run(landscape_cmd() + ["run", config, "--address", cluster.address, "--out", run_dir,
+                                                 "--no-analysis"],
+                              capture_output=True, text=True, env=env, timeout=240)
+        assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+        survivors = cluster.stop()
+    assert not survivors, survivors
+    assert "trials at once: 4 at width 128 (0.5 CPU + 0.25 GPU each)" in proc.stdout
+    # No CUDA here: the trials ran on the CPU, recorded it, and the command said so.
+    assert "CUDA was not available" in proc.stderr, proc.stderr[-2000:]
+
+    models = RunTables(run_dir).read("models")
+    assert len(models) == 6 and (models.status == "ok").all(), models[["status", "error"]]
+    assert models.device.str.match(r"cpu \(Ray GPU \d+ has no CUDA\)").all(), models.device.tolist()
+    ends = pd.to_datetime(models.finished_at)
+    starts = ends - pd.to_timedelta(models.wall_seconds, unit="s")
+    overlap = max_overlap(list(starts), list(ends))
+    assert overlap == 4, f"{overlap} trials at once; intervals:\n{pd.DataFrame({'start': starts, 'end': ends})}"

@@ -264,17 +264,23 @@ class RunTables:
         # One Arrow concatenation and one conversion: converting each part to pandas first costs ~10 ms
         # per part, which dominates reading a run of thousands of small parts.
         df = pa.concat_tables(frames).to_pandas()
-        versions = set(df["schema_version"].dropna().astype(int))
+        return df, bad
+
+    def _check_version(self, table: str, part: pa.Table) -> None:
+        if "schema_version" not in part.schema.names:
+            return  # no version column: the column check reports it as broken
+        versions = {v for v in part.column("schema_version").unique().to_pylist() if v is not None}
         if versions - {SCHEMA_VERSION}:
             raise TableError(
                 f"table {table!r} in {self.run_dir} was written with schema version(s) {sorted(versions)}; "
                 f"this landscape reads version {SCHEMA_VERSION}. Use the landscape version that wrote it, "
                 f"or start a new run directory."
             )
-        return df, bad
 
     def corrupt_parts(self, table: str) -> list[tuple[str, str]]:
-        """(key, reason) for every part of ``table`` that cannot be read against its schema."""
+        """(key, reason) for every part of ``table`` that cannot be read against its schema.
+
+        A readable part of another schema version is not listed: TableError (it is not to be recomputed)."""
         return self._read_parts(table)[1]
 
     def _read_parts(self, table: str) -> tuple[list[pa.Table], list[tuple[str, str]]]:
@@ -287,6 +293,13 @@ class RunTables:
                 # ParquetFile on an opened file skips read_table's dataset discovery (several ms per part).
                 with fs.open_input_file(path) as fh:
                     part = pq.ParquetFile(fh).read()
+            except (OSError, pa.ArrowException) as exc:
+                bad.append((key, f"{type(exc).__name__}: {exc}"))
+                continue
+            # A readable part of another schema version is not a broken one: it is refused here, before its
+            # columns are compared, so that a repair never deletes (and recomputes) the rows of an old run.
+            self._check_version(table, part)
+            try:
                 missing = [n for n in schema.names if n not in part.schema.names]
                 if missing:
                     raise TableError(f"missing columns {missing}")

@@ -148,23 +148,25 @@ def run(config, out, overrides, address, no_analysis):
 @click.option("--no-analysis", is_flag=True, help="Skip the analysis after the sweep.")
 def resume(run_dir, overrides, address, no_analysis):
     """Continue the sweep in RUN_DIR: only missing, failed or broken results are computed."""
-    from orchestrator.config import apply_overrides, parse_config
+    from orchestrator.config import apply_overrides, parse_config, parse_yaml
     from orchestrator.storage import config_uri, normalise_run_dir, read_bytes
-
-    import yaml
 
     run_dir = normalise_run_dir(run_dir)
     try:
-        text = read_bytes(config_uri(run_dir)).decode()
+        data = read_bytes(config_uri(run_dir))
     except (FileNotFoundError, OSError):
         _fail(ConfigError(f"{run_dir} is not a run directory (no config.yaml); start one with `landscape run`"))
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = parse_yaml(data, config_uri(run_dir)) or {}  # a damaged file: ConfigError, never a traceback
+    except ConfigError as exc:
+        _fail(exc)
+    try:
+        if not isinstance(raw, dict):
+            raise ConfigError(f"a sweep config is a YAML mapping (key: value), got {type(raw).__name__}")
         raw = apply_overrides(raw, overrides)
-        raw.setdefault("run", {})["storage"] = run_dir
+        if raw.get("run") is None or isinstance(raw["run"], dict):  # else parse_config names the problem
+            raw["run"] = {**(raw.get("run") or {}), "storage": run_dir}
         cfg = parse_config(raw, check_data=not _joins_cluster(address))
-    except yaml.YAMLError as exc:
-        _fail(ConfigError(f"{config_uri(run_dir)} is not valid YAML ({exc})"))
     except ConfigError as exc:
         _fail(ConfigError(f"{config_uri(run_dir)}: {exc}"))
     _execute(cfg, run_dir, address=address, analysis=not no_analysis, resuming=True)
@@ -244,18 +246,16 @@ def _execute(cfg, run_dir: str, *, address, analysis: bool, resuming: bool):
 
 def _check_saved_config(cfg, run_dir: str, resuming: bool) -> None:
     """A run dir keeps its training and metric settings: a config changing them must use a new directory."""
-    from orchestrator.config import parse_config
+    from orchestrator.config import parse_config, parse_yaml
     from orchestrator.storage import config_uri, read_bytes
 
-    import yaml
-
     try:
-        text = read_bytes(config_uri(run_dir)).decode()
+        data = read_bytes(config_uri(run_dir))
     except (FileNotFoundError, OSError):
         return
     try:
-        saved = parse_config(yaml.safe_load(text) or {}, check_data=False)
-    except (ConfigError, yaml.YAMLError):
+        saved = parse_config(parse_yaml(data, config_uri(run_dir)) or {}, check_data=False)
+    except ConfigError:
         return  # the tables' config hashes still guard the results
     if saved.config_hash() != cfg.config_hash():
         diff = _science_diff(saved.science_dict(), cfg.science_dict())

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import yaml
-
 from analysis.tables import RunTables
 from orchestrator import storage
-from orchestrator.config import ConfigError, parse_config
+from orchestrator.config import ConfigError, parse_config, parse_yaml
 from orchestrator.sweep import mkey, pkey
 
 MAX_LISTED = 8  # failed / missing keys listed per stage
@@ -14,13 +12,14 @@ MAX_LISTED = 8  # failed / missing keys listed per stage
 
 def load_run_config(run_dir: str):
     try:
-        text = storage.read_bytes(storage.config_uri(run_dir)).decode()
+        data = storage.read_bytes(storage.config_uri(run_dir))
     except (FileNotFoundError, OSError):
         raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)") from None
+    raw = parse_yaml(data, storage.config_uri(run_dir)) or {}  # damaged bytes: ConfigError, not a traceback
     try:
-        return parse_config(yaml.safe_load(text) or {}, check_data=False)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{storage.config_uri(run_dir)} is not valid YAML ({' '.join(str(exc).split())})") from None
+        return parse_config(raw, check_data=False)
+    except ConfigError as exc:
+        raise ConfigError(f"{storage.config_uri(run_dir)}: {exc}") from None
 
 
 def stage_counts(expected: list[str], statuses: dict[str, str]) -> dict:

@@ -32,6 +32,10 @@ class RunDirError(RuntimeError):
     """The run directory cannot be used; the message says why and what to do."""
 
 
+class UnreadableFile(RunDirError):
+    """A file of the run directory was read in full but its content is broken (truncated, not a torch file)."""
+
+
 def is_uri(path: str) -> bool:
     return "://" in str(path)
 
@@ -127,7 +131,28 @@ def load_state(uri: str) -> dict:
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated / not a torch file: every loader error means the same thing here
-        raise RunDirError(f"model file {uri} is unreadable ({type(exc).__name__}); `landscape resume` retrains it") from None
+        raise UnreadableFile(f"model file {uri} is unreadable ({type(exc).__name__}); `landscape resume` retrains it") from None
+
+
+# torch.save writes a zip archive, whose last 22 bytes are the end-of-central-directory record (torch writes
+# no archive comment). A file cut short (a full disk, a copy interrupted) lacks it.
+_ZIP_END = b"PK\x05\x06"
+
+
+def looks_complete(uri: str) -> bool:
+    """False when a LOCAL weights file is visibly truncated (no zip end record); URIs are not checked (a
+    ranged read per model on every plan would be slow): a pair job that finds one unreadable deletes it."""
+    if is_uri(uri):
+        return True
+    try:
+        with open(uri, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() < 22:
+                return False
+            f.seek(-22, os.SEEK_END)
+            return f.read(4) == _ZIP_END
+    except OSError:
+        return False
 
 
 def load_checkpoint(uri: str) -> dict | None:

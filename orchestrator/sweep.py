@@ -174,6 +174,11 @@ def make_plan(cfg: SweepConfig, run_dir: str, *, repair: bool = True) -> Plan:
         if st == "ok" and key not in model_files:
             plan.repaired.append(f"model {key}: weights file missing, retrained")
             st = None
+        elif st == "ok" and not storage.looks_complete(storage.model_uri(run_dir, key)):
+            plan.repaired.append(f"model {key}: weights file truncated, retrained")
+            if repair:
+                storage.delete(storage.model_uri(run_dir, key))
+            st = None
         if st in DONE_MODEL:
             plan.models_done[key] = st
         else:
@@ -186,12 +191,17 @@ def make_plan(cfg: SweepConfig, run_dir: str, *, repair: bool = True) -> Plan:
     for lv, tv, a, b in cfg.pair_keys():
         key = pkey(cfg, lv, tv, a, b)
         st = pstatus.get(key)
+        redo = False
         if st == "ok" and key not in curve_parts:
             plan.repaired.append(f"pair {key}: curve part missing, recomputed")
-            st = None
+            redo = True
         # A pair measured on a model that is now retrained is stale: measure it again with the new model.
-        if st in DONE_PAIR and (mkey(cfg, lv, tv, a) in retrained or mkey(cfg, lv, tv, b) in retrained):
+        elif st in DONE_PAIR and (mkey(cfg, lv, tv, a) in retrained or mkey(cfg, lv, tv, b) in retrained):
+            redo = True
+        if redo:
             st = None
+            if repair:  # the pair job skips a key whose row says done: the stale row must go
+                tables.delete_part("pairs", key)
         if st in DONE_PAIR:
             plan.pairs_done[key] = st
         else:
@@ -413,8 +423,15 @@ def _pair_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
     faults = _faults(context)
     _log_attempt(faults, key, None)
     _inject(faults, key)
-    state_a = storage.load_state(storage.model_uri(context.run_dir, mkey(cfg, lv, tv, a)))
-    state_b = storage.load_state(storage.model_uri(context.run_dir, mkey(cfg, lv, tv, b)))
+    try:
+        state_a = _load_weights(context.run_dir, mkey(cfg, lv, tv, a))
+        state_b = _load_weights(context.run_dir, mkey(cfg, lv, tv, b))
+    except storage.RunDirError as exc:
+        # Not a fault of this worker, so no retry: the pair is failed for now, and the next round of this
+        # run (or a resume) retrains the model whose file is gone and measures the pair again.
+        write_unmeasured_pair(cfg, context.run_dir, context.run_id, job, "failed", str(exc))
+        return {"kind": "pair", "key": key, "status": "failed", "skipped": False, "error": str(exc),
+                "wall_seconds": time.perf_counter() - started}
     device = _job_device(cfg.pair_resources(lv)["cpu"])
     outcome = measure_pair(PairSpec(cell_spec(cfg, lv, tv), int(a), int(b), _torch_device(device)), state_a, state_b)
     prov = provenance(context.run_id, context.config_hash)
@@ -427,6 +444,17 @@ def _pair_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
     return {"kind": "pair", "key": key, "status": outcome.row["status"], "skipped": False,
             "wall_seconds": time.perf_counter() - started, "mode_connectivity": outcome.row.get("mode_connectivity"),
             "error": outcome.row.get("error")}
+
+
+def _load_weights(run_dir: str, key: str) -> dict:
+    """A model's weights; an unreadable file is deleted before the error propagates, so that the next plan
+    (this run's next round, or a resume) retrains that model instead of failing its pairs again and again."""
+    uri = storage.model_uri(run_dir, key)
+    try:
+        return storage.load_state(uri)
+    except storage.UnreadableFile:
+        storage.delete(uri)
+        raise
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -750,7 +778,11 @@ def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, p
     plan = plan_before
     for round_ in range(max_rounds):
         todo_models = [k for k in plan.models_todo if mkey(cfg, *k) not in state.attempted]
-        todo_pairs = [k for k in plan.pairs_todo if pkey(cfg, *k) not in state.attempted]
+        # A pair tried in this run gets another round when one of its models is retrained in this one (its
+        # weights were found broken by the pair job itself).
+        retrained = {mkey(cfg, *k) for k in todo_models}
+        todo_pairs = [k for k in plan.pairs_todo if pkey(cfg, *k) not in state.attempted
+                      or {mkey(cfg, k[0], k[1], k[2]), mkey(cfg, k[0], k[1], k[3])} & retrained]
         if not todo_models and not todo_pairs:
             break
         round_plan = dataclasses.replace(plan, models_todo=todo_models, pairs_todo=todo_pairs)

@@ -57,6 +57,26 @@ def landscape_cmd() -> list[str]:
     return [sys.executable, "-m", "orchestrator.cli"]
 
 
+def ray_processes_of(ray_tmpdir: str) -> list[str]:
+    """Live processes of the Ray that uses ``ray_tmpdir``: daemons name it on their command line, workers
+    (whose command line becomes "ray::...") inherit RAY_TMPDIR in their environment."""
+    needle_env = f"RAY_TMPDIR={ray_tmpdir}".encode()
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ")
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        if ray_tmpdir.encode() in cmd or needle_env in env:
+            out.append(f"{pid}: {cmd[:100].decode(errors='replace')}")
+    return out
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """A session-wide local Ray with 2 CPUs on 127.0.0.1; yields the ray module."""

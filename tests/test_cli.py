@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from analysis.tables import CURVES_SCHEMA, MODELS_SCHEMA, PAIRS_SCHEMA, RunTables
-from tests.conftest import hygienic_env, landscape_cmd
+from tests.conftest import hygienic_env, landscape_cmd, ray_processes_of
 
 
 def landscape(*args, env=None, timeout=300, cwd=None) -> subprocess.CompletedProcess:
@@ -160,19 +160,9 @@ def test_smoke_through_the_cli(short_tmp):
 
 
 def _ray_processes_of(ray_tmpdir: str) -> list[str]:
-    """Command lines of live processes started for this test's private Ray (they name its temp dir)."""
-    out = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if ray_tmpdir in cmd:
-            out.append(f"{pid}: {cmd[:120]}")
-    return out
+    """Live processes of this test's private Ray: daemons name its temp dir on their command line; workers
+    (whose command line Ray rewrites to "ray::...") carry it as RAY_TMPDIR in their environment."""
+    return ray_processes_of(ray_tmpdir)
 
 
 @pytest.mark.ray

@@ -27,29 +27,9 @@ import pytest
 
 from analysis.tables import RunTables
 from orchestrator.storage import RunDirError, RunLock, lock_holder
-from tests.conftest import hygienic_env, landscape_cmd
+from tests.conftest import hygienic_env, landscape_cmd, ray_processes_of
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-
-def ray_processes_of(ray_tmpdir: str) -> list[str]:
-    """Live processes of the Ray that uses ``ray_tmpdir``: daemons name it on their command line, workers
-    (whose command line becomes "ray::...") inherit RAY_TMPDIR in their environment."""
-    needle_env = f"RAY_TMPDIR={ray_tmpdir}".encode()
-    out = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ")
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                env = f.read().split(b"\0")
-        except OSError:
-            continue  # gone meanwhile, or not ours to read
-        if ray_tmpdir.encode() in cmd or needle_env in env:
-            out.append(f"{pid}: {cmd[:100].decode(errors='replace')}")
-    return out
 
 
 def wait_until_gone(ray_tmpdir: str, timeout: float = 45) -> list[str]:

@@ -63,6 +63,7 @@ def attempts(log_path) -> Counter:
         return Counter(json.loads(line)["key"] for line in f)
 
 
+@pytest.mark.slow
 def test_crash_once_is_retried_crash_always_fails_diverged_is_not_retried(ray_local, tmp_path, monkeypatch):
     cfg = parse_config(raw_config())
     run_dir = str(tmp_path / "run")

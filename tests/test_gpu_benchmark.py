@@ -1,0 +1,39 @@
+"""benchmarks/gpu.py: says so and exits 0 at once without CUDA; its whole logic runs in a CPU dry run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from tests.conftest import hygienic_env
+
+SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "gpu.py")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: the benchmark would run")
+def test_without_cuda_it_says_so_and_exits_0_quickly():
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, SCRIPT], capture_output=True, text=True, env=hygienic_env(), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "no CUDA device" in proc.stdout and "Traceback" not in proc.stderr
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_cpu_dry_run_exercises_every_step():
+    proc = subprocess.run([sys.executable, SCRIPT, "--cpu-dry-run"], capture_output=True, text=True,
+                          env=hygienic_env(), timeout=300)
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    out = proc.stdout
+    assert "BAD" not in out and out.count("  ok  ") == 5, out
+    assert "TFLOP/s sustained" in out and "ms/step" in out
+    assert "trials at once: 4 at width 8, 16 (1 CPU + 0.25 GPU each)" in out, out
+    assert "4/4 models and 2/2 pairs ok" in out and "models/hour" in out, out
+    assert "devices: cpu (Ray GPU 0 has no CUDA)" in out  # the fake GPU: no CUDA, recorded as such
+    assert "GPU utilisation:" in out and "Summary (for the README)" in out

@@ -48,7 +48,8 @@ def error_of(raw) -> str:
 def test_builtins_exist_and_validate():
     assert {"demo", "smoke"} <= set(builtin_names())
     for name in builtin_names():
-        cfg = load_config(name)
+        # The paper configs read CIFAR-10 from ~/data on the nodes that train: not needed on this machine.
+        cfg = load_config(name, check_data=False)
         assert isinstance(cfg, SweepConfig) and cfg.name == name
 
 

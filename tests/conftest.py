@@ -27,6 +27,12 @@ RAY_ENV = {
 }
 OBJECT_STORE_BYTES = 200 * 1024 * 1024
 
+# Ray reads some of these when it is imported (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER among them: it is what keeps
+# a single node on 127.0.0.1), and any test module may import ray first (e.g. ray.autoscaler for cluster.yaml):
+# so they are set here, when pytest loads this file, before any test module.
+for _key, _value in RAY_ENV.items():
+    os.environ.setdefault(_key, _value)
+
 
 def private_ray_tmpdir() -> str:
     """A fresh, short temp dir for one Ray instance (unix socket paths must stay short)."""

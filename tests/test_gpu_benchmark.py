@@ -16,9 +16,9 @@ SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: the benchmark would run")
-def test_without_cuda_it_says_so_and_exits_0_quickly():
+def test_without_cuda_it_says_so_and_exits_0_quickly(ray_tmpdir):
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, SCRIPT], capture_output=True, text=True, env=hygienic_env(), timeout=60)
+    proc = subprocess.run([sys.executable, SCRIPT], capture_output=True, text=True, env=hygienic_env(ray_tmpdir), timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "no CUDA device" in proc.stdout and "Traceback" not in proc.stderr
     assert time.monotonic() - started < 30
@@ -26,9 +26,9 @@ def test_without_cuda_it_says_so_and_exits_0_quickly():
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_cpu_dry_run_exercises_every_step():
+def test_cpu_dry_run_exercises_every_step(ray_tmpdir):
     proc = subprocess.run([sys.executable, SCRIPT, "--cpu-dry-run"], capture_output=True, text=True,
-                          env=hygienic_env(), timeout=300)
+                          env=hygienic_env(ray_tmpdir), timeout=300)
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
     out = proc.stdout
     assert "BAD" not in out and out.count("  ok  ") == 5, out

@@ -99,11 +99,11 @@ def test_autoscaler_workers_count_before_they_exist(tmp_path, monkeypatch):
 
 
 @pytest.mark.ray
-def test_gpu_by_load_on_a_cpu_only_cluster_fails_fast(short_tmp):
+def test_gpu_by_load_on_a_cpu_only_cluster_fails_fast(short_tmp, ray_tmpdir):
     started = time.monotonic()
     proc = subprocess.run(landscape_cmd() + ["run", "smoke", "--out", os.path.join(short_tmp, "run"),
                                              "--set", "resources.gpu_by_load={64: 1}"],
-                          capture_output=True, text=True, env=hygienic_env(), timeout=120)
+                          capture_output=True, text=True, env=hygienic_env(ray_tmpdir), timeout=120)
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     err = proc.stderr.strip()
     assert err.startswith("error: resources.gpu:") and "width=64" in err and "no GPU" in err, err

@@ -140,8 +140,8 @@ def test_data_root_tilde_is_expanded_where_the_data_is_read(monkeypatch, tmp_pat
     assert missing_data_root(cfg) is None and load_config("paper-width-batch").name == "paper-width-batch"
 
 
-def test_validate_cli_notes_the_missing_data_folder_and_the_cost(tmp_path):
-    env = hygienic_env(HOME=str(tmp_path))  # no ~/data here
+def test_validate_cli_notes_the_missing_data_folder_and_the_cost(tmp_path, ray_tmpdir):
+    env = hygienic_env(ray_tmpdir, HOME=str(tmp_path))  # no ~/data here
     proc = subprocess.run(landscape_cmd() + ["validate", "paper-width-batch"], capture_output=True, text=True,
                           env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr

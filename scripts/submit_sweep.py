@@ -25,7 +25,9 @@ def main(argv: list[str]) -> int:
     args = ["run", *argv]
     if "--address" not in argv:
         args += ["--address", head_address()]
-    return landscape(args, standalone_mode=False) or 0
+    # Standalone mode: bad input is one "error: ..." line and exit status 2, as from the `landscape` command
+    # (standalone_mode=False would let the error escape as a traceback).
+    return landscape(args, prog_name="landscape")
 
 
 if __name__ == "__main__":

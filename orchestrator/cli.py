@@ -184,6 +184,7 @@ def _execute(cfg, run_dir: str, *, address, analysis: bool, resuming: bool):
     lock = storage.RunLock(run_dir)
     try:
         lock.acquire()
+        leftover = ray_env.stop_leftover_ray(run_dir)  # of an earlier `landscape` here that was killed
         _check_saved_config(cfg, run_dir, resuming)
         plan = make_plan(cfg, run_dir)  # fails fast on incompatible rows, before Ray starts
         storage.write_bytes(storage.config_uri(run_dir), cfg.to_yaml().encode())
@@ -196,6 +197,8 @@ def _execute(cfg, run_dir: str, *, address, analysis: bool, resuming: bool):
         _fail(ConfigError(f"cannot use run directory {run_dir}: {exc.strerror or exc}"))
 
     click.echo(f"landscape {cfg.name}: {len(cfg.model_keys())} models, {len(cfg.pair_keys())} pairs -> {run_dir}")
+    if leftover:
+        click.echo(f"  note: stopped {len(leftover)} process(es) left by the local Ray of an earlier, killed run")
     for note in plan.repaired:
         click.echo(f"  repair: {note}")
     if resuming or plan.models_done or plan.pairs_done:
@@ -203,12 +206,15 @@ def _execute(cfg, run_dir: str, *, address, analysis: bool, resuming: bool):
                    f"to do: {len(plan.models_todo)} models, {len(plan.pairs_todo)} pairs")
     summary = None
     interrupted = False
+    local_ray = None
     try:
         if plan.complete:
             click.echo("  nothing to do")
         else:
             try:
-                ray_env.init_ray(address, object_store_mb=cfg.run.object_store_mb)
+                local_ray = ray_env.init_ray(address, object_store_mb=cfg.run.object_store_mb)
+                if local_ray is not None and not _joins_cluster(address):
+                    ray_env.remember_local_ray(run_dir, local_ray)  # for stop_leftover_ray if we are killed
                 node_types = ray_env.autoscaler_node_types() if _joins_cluster(address) else []
                 resources = ray_env.check_resources(cfg, node_types=node_types)
             except errors as exc:
@@ -225,6 +231,8 @@ def _execute(cfg, run_dir: str, *, address, analysis: bool, resuming: bool):
         interrupted = True
     finally:
         _shutdown_ray()
+        if local_ray is not None and not _joins_cluster(address):
+            ray_env.forget_local_ray(run_dir)
         lock.release()
     if interrupted:
         click.echo(f"\ninterrupted; continue with: landscape resume {run_dir}", err=True)

@@ -86,6 +86,129 @@ def _log_to_driver() -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# A local Ray left behind by a killed `landscape`
+#
+# When the driver that started a local Ray dies without shutting it down (SIGKILL, the OOM killer), Ray's
+# fate-sharing stops the raylet, the GCS and the workers within seconds, but its dashboard and runtime-env
+# agents wait for the dead GCS and linger for about a minute (measured, Ray 2.60). So `landscape` notes the
+# local Ray it starts in the run directory, and the next run or resume of that directory stops whatever is
+# left of it. Only that Ray's processes are touched: its session folder on their command line (daemons),
+# its random node id in their environment (agents) or its raylet's pid as their RAY_RAYLET_PID (workers),
+# and only when the `landscape` process that started it is gone.
+
+LOCAL_RAY_NOTE = ".local-ray.json"
+
+
+def remember_local_ray(run_dir: str, context) -> None:
+    """Note the local Ray just started by ``ray.init`` (its RayContext) in ``run_dir``."""
+    import json
+    import socket
+
+    from orchestrator import storage
+
+    info = getattr(context, "address_info", None) or {}
+    session_dir, node_id = info.get("session_dir"), info.get("node_id")
+    if not session_dir or not node_id:
+        return
+    raylet = [pid for pid, argv, _ in _processes() if argv[0].endswith("/raylet") and _names(argv, session_dir)]
+    note = {"host": socket.gethostname(), "pid": os.getpid(), "session_dir": session_dir, "node_id": node_id,
+            "raylet_pid": raylet[0] if raylet else None}
+    try:
+        storage.write_bytes(storage.join(run_dir, LOCAL_RAY_NOTE), json.dumps(note).encode())
+    except OSError:
+        pass  # only a convenience for after a crash: never a reason to stop a sweep
+
+
+def forget_local_ray(run_dir: str) -> None:
+    from orchestrator import storage
+
+    storage.delete(storage.join(run_dir, LOCAL_RAY_NOTE))
+
+
+def stop_leftover_ray(run_dir: str) -> list[int]:
+    """Kill what is left of a local Ray noted in ``run_dir`` by a `landscape` process that has died; returns
+    the pids killed. Call it holding the run directory's lock (so that process is not running a sweep)."""
+    import json
+    import signal
+    import socket
+
+    from orchestrator import storage
+
+    uri = storage.join(run_dir, LOCAL_RAY_NOTE)
+    try:
+        note = json.loads(storage.read_bytes(uri).decode())
+    except (FileNotFoundError, OSError, ValueError):
+        return []
+    if not isinstance(note, dict) or note.get("host") != socket.gethostname():
+        return []  # another machine's Ray: not ours to see (its own next run there cleans it)
+    if note.get("pid") != os.getpid() and _alive(note.get("pid")):
+        return []  # its `landscape` still lives (shutting down): it stops its own Ray
+    session_dir, node_id, raylet = note.get("session_dir"), note.get("node_id"), note.get("raylet_pid")
+    marks = [f"RAY_NODE_ID={node_id}".encode()] if node_id else []
+    if raylet and not _alive(raylet):  # a live pid may be a new process that reuses the number
+        marks.append(f"RAY_RAYLET_PID={raylet}".encode())
+    killed = []
+    for pid, argv, env in _processes(with_env=True):
+        if (session_dir and _names(argv, session_dir)) or any(m in env for m in marks):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            except (ProcessLookupError, PermissionError):
+                pass
+    storage.delete(uri)
+    return killed
+
+
+def _names(argv: list[str], folder: str) -> bool:
+    """Whether a command line names ``folder`` or a path inside it (not merely a longer name)."""
+    import re
+
+    return re.search(re.escape(folder) + r"(?=/|$|\s|,|;)", " ".join(argv)) is not None
+
+
+def _alive(pid) -> bool:
+    """Whether ``pid`` runs (a zombie does not: in a container whose init reaps nothing, a killed process
+    whose parent died stays a zombie)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _processes(with_env: bool = False):
+    """(pid, argv, environment entries) of this user's other live processes; nothing where there is no /proc."""
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return []
+    out = []
+    for pid in pids:
+        if pid == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+            env = []
+            if with_env:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    env = f.read().split(b"\0")
+        except OSError:
+            continue  # gone, or another user's
+        if argv:
+            out.append((pid, argv, env))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Resource check
 
 

@@ -8,6 +8,8 @@ systems so that every node of a cluster reaches the same files.
     RUN_DIR/checkpoints/<key>.pt     periodic training checkpoints (deleted when the model is done)
     RUN_DIR/tune/                    Ray Tune's own experiment state
     RUN_DIR/.lock                    held by the process running the sweep (an flock locally, a lease on URIs)
+    RUN_DIR/.local-ray.json          the local Ray that process started (a later run/resume stops its leftovers
+                                     if the process was killed: orchestrator/ray_env.py)
 """
 
 from __future__ import annotations

@@ -27,12 +27,6 @@ RAY_ENV = {
 }
 OBJECT_STORE_BYTES = 200 * 1024 * 1024
 
-# Ray reads some of these once, when it is first imported (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER decides the node
-# address in ray._private.ray_constants): a test module importing ray at collection time would otherwise fix
-# them before the ray_local fixture sets them, and the session's Ray would listen on the network address.
-for _key, _value in RAY_ENV.items():
-    os.environ.setdefault(_key, _value)
-
 # Ray reads some of these when it is imported (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER among them: it is what keeps
 # a single node on 127.0.0.1), and any test module may import ray first (e.g. ray.autoscaler for cluster.yaml):
 # so they are set here, when pytest loads this file, before any test module.

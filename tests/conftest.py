@@ -120,3 +120,15 @@ def short_tmp():
     path = tempfile.mkdtemp(prefix="ls-", dir="/tmp")
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models on the shared 2-core CI machine: with two intra-op threads, OpenMP hand-offs cost 20-40x
+    the arithmetic. Modules of small-model tests use it with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch  # lazily: most tests of analysis/ never need torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

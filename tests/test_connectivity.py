@@ -40,13 +40,7 @@ DATA = _teacher_data()
 HIDDEN = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models on a shared 2-core machine: with 2 intra-op threads, thread hand-offs cost ~30x the arithmetic.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _mlp(seed, bn=False):

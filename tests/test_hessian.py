@@ -34,13 +34,7 @@ BACKENDS = ["lanczos", "pyhessian"]
 PYHESSIAN_OPTS = dict(eigen_tol=1e-6, eigen_max_iter=2000)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared 2-core box: one intra-op thread avoids OpenMP spin-wait contention (40x here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---- references ------------------------------------------------------------------------------------------

@@ -11,13 +11,7 @@ IMAGE = (3, 32, 32)
 SIGNAL = (40,)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small forward passes run much faster on one thread than on two contended ones (shared CI cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def resnet18_params(k, classes=10, in_ch=3):

@@ -103,10 +103,16 @@ def validate(config, overrides, address):
     problem = missing_data_root(cfg)
     if problem:
         click.echo(f"  note: workload.data_root: {problem}; a local run needs it here, a cluster on its nodes")
-    if cfg.resources.gpu or any(float(v) for v in cfg.resources.gpu_by_load.values()):
+    on_gpus = cfg.with_gpus_available(True)  # resources.gpu: auto, on a cluster with GPUs
+    if any(on_gpus.trial_gpu(lv) for lv in cfg.load.values):
         from orchestrator.estimate import estimate_gpu_hours
 
-        click.echo(f"  cost: {estimate_gpu_hours(cfg).summary()} (orchestrator/estimate.py)")
+        estimate = estimate_gpu_hours(cfg)
+        if not cfg.gpu_is_auto:
+            click.echo(f"  cost: {estimate.summary()} (orchestrator/estimate.py)")
+        elif estimate.gpu_hours >= 1:  # a small auto sweep (demo, smoke) is not worth a cost line
+            click.echo(f"  cost if the cluster has GPUs (resources.gpu: auto): {estimate.summary()} "
+                       f"(orchestrator/estimate.py)")
     if address:
         from orchestrator import ray_env
 

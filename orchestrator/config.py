@@ -120,10 +120,17 @@ class MetricsConfig:
     pairs: Any = "auto"  # auto (all pairs for <= 3 seeds, else a ring) | all | ring | [[a, b], ...]
 
 
+AUTO_GPU = "auto"
+
+
 @dataclass(frozen=True)
 class ResourcesConfig:
     cpu: float = 1.0  # CPUs per training trial
-    gpu: float = 0.0  # GPUs per training trial; fractions pack trials (0.25 = four per GPU)
+    # GPUs per training trial: "auto" (GPUs when the Ray cluster has any, else CPUs only; decided after Ray
+    # starts, on every run and resume) or a number, which is a requirement (a CPU-only cluster refuses it).
+    # Fractions pack trials: 0.25 = four per GPU.
+    gpu: Any = AUTO_GPU
+    auto_gpu_share: float = 0.25  # GPUs per trial when gpu is auto and the cluster has GPUs
     gpu_by_load: dict = field(default_factory=dict)  # load value -> GPUs, overrides gpu (e.g. by width)
     cpu_by_load: dict = field(default_factory=dict)  # load value -> CPUs, overrides cpu
     pair_cpu: Optional[float] = None  # CPUs per pair job (default: cpu)
@@ -164,7 +171,27 @@ class SweepConfig:
     def pair_keys(self) -> list[tuple[float, float, int, int]]:
         return [(lv, tv, a, b) for lv in self.load.values for tv in self.temperature.values for a, b in self.seed_pairs()]
 
+    @property
+    def gpu_is_auto(self) -> bool:
+        return self.resources.gpu == AUTO_GPU
+
+    def with_gpus_available(self, cluster_has_gpus: bool) -> "SweepConfig":
+        """This config with ``resources.gpu: auto`` decided for a cluster with or without GPUs.
+
+        With GPUs: ``auto_gpu_share`` per trial (``gpu_by_load`` and ``pair_gpu`` apply as written). Without:
+        every job runs on CPUs, so ``gpu_by_load`` and ``pair_gpu`` are dropped (they describe the GPU
+        layout). A config with a number is returned unchanged: a number is a requirement.
+        """
+        r = self.resources
+        if not self.gpu_is_auto:
+            return self
+        if cluster_has_gpus:
+            return dataclasses.replace(self, resources=dataclasses.replace(r, gpu=float(r.auto_gpu_share)))
+        return dataclasses.replace(self, resources=dataclasses.replace(r, gpu=0.0, gpu_by_load={}, pair_gpu=None))
+
     def trial_gpu(self, load_value: float) -> float:
+        if self.gpu_is_auto:
+            raise ValueError("resources.gpu is 'auto': decide it for a cluster first (with_gpus_available)")
         by_load = {float(k): float(v) for k, v in self.resources.gpu_by_load.items()}
         return by_load.get(float(load_value), float(self.resources.gpu))
 
@@ -409,6 +436,8 @@ def _build(cls, raw, path: str):
             kwargs[f.name] = _number_list(value, fpath)
         elif cls is SweepConfig and f.name == "seeds":
             kwargs[f.name] = tuple(_int_list(value, fpath))
+        elif cls is ResourcesConfig and f.name == "gpu":
+            kwargs[f.name] = _gpu_request(value, fpath)
         else:
             kwargs[f.name] = _coerce(value, hint, fpath)
     return cls(**kwargs)
@@ -723,7 +752,12 @@ def validate(cfg: SweepConfig, *, check_data: bool = True) -> None:
     r = cfg.resources
     if not r.cpu > 0:
         _fail("resources.cpu", f"each trial needs CPUs > 0, got {r.cpu}")
-    _check_gpu("resources.gpu", r.gpu)
+    if r.gpu != AUTO_GPU:
+        _check_gpu("resources.gpu", r.gpu)
+    if not r.auto_gpu_share > 0:
+        _fail("resources.auto_gpu_share", f"a trial on a GPU cluster needs a GPU share > 0, got {r.auto_gpu_share} "
+                                          f"(for CPU-only trials set resources.gpu: 0)")
+    _check_gpu("resources.auto_gpu_share", r.auto_gpu_share)
     load_floats = {float(v) for v in cfg.load.values}
     for k, v in r.gpu_by_load.items():
         kv = _as_number(k)
@@ -752,6 +786,19 @@ def validate(cfg: SweepConfig, *, check_data: bool = True) -> None:
         _fail("run.max_failures", f"must be >= 0, got {cfg.run.max_failures}")
     if cfg.run.object_store_mb < 80:
         _fail("run.object_store_mb", f"Ray needs at least 80 MB of object store, got {cfg.run.object_store_mb}")
+
+
+def _gpu_request(value, path: str):
+    """``auto`` or a number of GPUs."""
+    if isinstance(value, str) and value.strip().lower() == AUTO_GPU:
+        return AUTO_GPU
+    number = None if isinstance(value, bool) else _as_number(value)
+    if number is None or not math.isfinite(number):
+        hint = f"; did you mean {AUTO_GPU!r}?" if isinstance(value, str) and difflib.get_close_matches(
+            value.lower(), [AUTO_GPU], n=1) else ""
+        raise ConfigError(f"{path} must be auto (GPUs when the cluster has them) or a number of GPUs per trial, "
+                          f"got {_show(value)}{hint}")
+    return float(number)
 
 
 def _check_gpu(path: str, gpu: float) -> None:

@@ -85,7 +85,8 @@ def _cell_values(cfg: SweepConfig, lv, tv) -> tuple[int, int, float]:
 
 
 def estimate_gpu_hours(cfg: SweepConfig, basis: GpuBasis = DEFAULT_GPU) -> Estimate:
-    """GPU-hours of the whole grid of ``cfg`` (every model and every pair, none done yet)."""
+    """GPU-hours of the whole grid of ``cfg`` (every model and every pair, none done yet), run on GPUs."""
+    cfg = cfg.with_gpus_available(True)  # resources.gpu: auto -> its GPU share
     _, shape, classes = dataset_facts(cfg.workload.dataset, cfg.workload.data_root)
     test = TEST_SIZES.get(cfg.workload.dataset, 10000)
     args = tuple(sorted(cfg.workload.model_args.items()))

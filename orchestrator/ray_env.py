@@ -286,7 +286,8 @@ def check_resources(cfg: SweepConfig, nodes: list[dict] | None = None,
 
     Returns {"cluster": {"cpu", "gpu", "nodes"}, "trials_at_once": {load value: n}, "pairs_at_once": {...},
     "trials_at_most": {...}, "pairs_at_most": {...}, "requests": {load value: {"trial": {cpu, gpu}, "pair":
-    ...}}, "max_concurrent", "autoscaler": [node types]}. A job runs on one node, so it must fit the largest
+    ...}}, "max_concurrent", "autoscaler": [node types], "gpu_auto"}. ``resources.gpu: auto`` is decided here:
+    GPUs when a live node or an autoscaler node type has one (cfg.with_gpus_available). A job runs on one node, so it must fit the largest
     node, live or one the autoscaler may start (``node_types``, see autoscaler_node_types). *_at_once
     counts the live nodes, *_at_most adds every worker the autoscaler may start.
     """
@@ -297,9 +298,10 @@ def check_resources(cfg: SweepConfig, nodes: list[dict] | None = None,
     total_cpu = sum(n["cpu"] for n in nodes)
     total_gpu = sum(n["gpu"] for n in nodes)
     any_gpu = total_gpu > 0 or any(t["gpu"] > 0 for t in node_types)
-    plan = {"cluster": {"cpu": total_cpu, "gpu": total_gpu, "nodes": len(nodes)}, "trials_at_once": {},
-            "pairs_at_once": {}, "trials_at_most": {}, "pairs_at_most": {}, "requests": {},
-            "max_concurrent": cfg.run.max_concurrent, "autoscaler": node_types}
+    plan = {"cluster": {"cpu": total_cpu, "gpu": total_gpu, "nodes": len(nodes), "gpu_available": any_gpu},
+            "trials_at_once": {}, "pairs_at_once": {}, "trials_at_most": {}, "pairs_at_most": {}, "requests": {},
+            "max_concurrent": cfg.run.max_concurrent, "autoscaler": node_types, "gpu_auto": cfg.gpu_is_auto}
+    cfg = cfg.with_gpus_available(any_gpu)  # resources.gpu: auto -> GPUs when the cluster has any
     for lv in cfg.load.values:
         plan["requests"][lv] = {"trial": cfg.trial_resources(lv), "pair": cfg.pair_resources(lv)}
         for kind, request in (("trial", cfg.trial_resources(lv)), ("pair", cfg.pair_resources(lv))):
@@ -308,7 +310,7 @@ def check_resources(cfg: SweepConfig, nodes: list[dict] | None = None,
                 raise ConfigError(
                     f"{field}: each {kind} at {cfg.load.name}={lv} asks for {request['gpu']:g} GPU but the Ray "
                     f"cluster has no GPU (CPUs: {total_cpu:g}); it would wait forever. Run on a cluster with "
-                    f"GPUs or set --set resources.gpu=0 (and resources.gpu_by_load={{}})"
+                    f"GPUs, or set --set resources.gpu=auto (GPUs only where the cluster has them; the default)"
                 )
             best = max((fits_on_node(request, n) for n in candidates), default=0)
             if best == 0:
@@ -336,6 +338,12 @@ def describe_plan(cfg: SweepConfig, plan: dict) -> list[str]:
     lines = [f"cluster: {c['nodes']} node(s), {c['cpu']:g} CPU, {c['gpu']:g} GPU"]
     for t in plan.get("autoscaler") or []:
         lines.append(f"  autoscaler may add: up to {t['count']} x {t['name']} ({t['cpu']:g} CPU, {t['gpu']:g} GPU)")
+    if plan.get("gpu_auto"):
+        if c.get("gpu_available"):
+            lines.append(f"GPUs: auto -> the cluster has GPUs: {cfg.resources.auto_gpu_share:g} GPU per trial "
+                         f"(resources.auto_gpu_share) unless resources.gpu_by_load says otherwise")
+        else:
+            lines.append("GPUs: auto -> CPU-only cluster: every job runs on CPUs")
     cap = plan.get("max_concurrent")
     for kind, noun in (("trial", "trials"), ("pair", "pair jobs")):
         groups: dict = {}

@@ -751,6 +751,8 @@ def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, p
     from ray import tune
 
     started = time.monotonic()
+    # resources.gpu: auto becomes a number here, as check_resources decided it for this cluster.
+    cfg = cfg.with_gpus_available(bool(resources.get("cluster", {}).get("gpu_available")))
     config_hash = cfg.config_hash()
     plan_before = make_plan(cfg, run_dir)
     state = SweepState(slots=_slots(cfg, resources))

@@ -109,6 +109,8 @@ def test_smoke_through_the_cli(short_tmp):
     assert proc.returncode == 0, (out, err)
     assert "Traceback" not in out + err
     assert "sweep finished" in out and "8/8 models, 4/4 pairs" in out
+    # smoke says gpu: auto; this Ray has no GPU, so every job ran on the CPU, and the command said why.
+    assert "GPUs: auto -> CPU-only cluster: every job runs on CPUs" in out, out
     assert out.count("[") >= 12  # one quiet log line per finished job when not on a terminal
 
     tables = RunTables(run_dir)
@@ -135,6 +137,7 @@ def test_smoke_through_the_cli(short_tmp):
 
     # Units: accuracies are fractions, curve errors percent, mc percentage points.
     assert models.test_acc.between(0, 1).all() and curves.train_error.between(0, 100).all()
+    assert (models.device == "cpu").all() and (pairs.device == "cpu").all()
     assert pairs.mode_connectivity.between(-100, 100).all()
 
     # Pair jobs started while trainings were still running.

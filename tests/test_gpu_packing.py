@@ -1,4 +1,5 @@
-"""GPU requests: refused at once on a CPU-only cluster; packed by fractions on a cluster with a GPU.
+"""GPU requests: `gpu: auto` decided from the cluster (CPUs only without a GPU, packed fractions with one);
+an explicit GPU number refused at once on a CPU-only cluster.
 
 This machine has no GPU, so the packing test declares one (`ray start --head --num-gpus=1`): Ray then
 accounts for it exactly as for a real one, and the trials, which find no CUDA, run on the CPU and say so
@@ -22,9 +23,10 @@ from orchestrator.ray_env import check_resources, describe_plan
 from tests.conftest import hygienic_env, landscape_cmd
 from tests.raycluster import LoopbackCluster
 
-# Six trials of one cell asking for a quarter GPU and half a CPU each: on 1 GPU and 4 CPUs the GPU is
-# the limit (4 at once; the CPUs alone would allow 8). Each trial trains for ~5 s of one core, so four
-# sharing this machine's two cores overlap for many seconds whatever the start-up jitter.
+# Six trials of one cell asking for half a CPU each and `gpu: auto` (the default: auto_gpu_share = 0.25 of
+# a GPU when the cluster has one): on 1 GPU and 4 CPUs the GPU is the limit (4 at once; the CPUs alone
+# would allow 8). Each trial trains for ~5 s of one core, so four sharing this machine's two cores overlap
+# for many seconds whatever the start-up jitter.
 PACKING = {
     "name": "packing",
     "description": "six small trials asking for a quarter GPU each",
@@ -35,7 +37,7 @@ PACKING = {
     "training": {"epochs": 30, "lr": 0.05},
     "metrics": {"hessian_samples": 100, "hessian_eigen_max_iter": 5, "hessian_trace_max_probes": 2,
                 "cka_probes": 64, "pairs": []},
-    "resources": {"cpu": 0.5, "gpu": 0.25},
+    "resources": {"cpu": 0.5},
     "run": {"max_failures": 0},
 }
 
@@ -98,11 +100,47 @@ def test_autoscaler_workers_count_before_they_exist(tmp_path, monkeypatch):
     assert autoscaler_node_types() == []
 
 
+def test_auto_gpu_is_decided_by_the_cluster():
+    cfg = parse_config({**PACKING, "load": {"name": "width", "values": [8, 64]},
+                        "resources": {"cpu": 1, "gpu_by_load": {64: 1}, "pair_gpu": 0.5}})
+    assert cfg.gpu_is_auto
+    with pytest.raises(ValueError, match="auto"):
+        cfg.trial_gpu(8)  # undecided requests never reach Ray
+
+    cpu_only = [{"node_id": "a", "address": "127.0.0.1", "cpu": 4.0, "gpu": 0.0}]
+    plan = check_resources(cfg, cpu_only)  # gpu_by_load and pair_gpu describe the GPU layout: not used here
+    assert plan["requests"][8] == {"trial": {"cpu": 1.0, "gpu": 0.0}, "pair": {"cpu": 1.0, "gpu": 0.0}}
+    assert plan["requests"][64]["trial"] == {"cpu": 1.0, "gpu": 0.0} and plan["trials_at_once"] == {8: 4, 64: 4}
+    assert "GPUs: auto -> CPU-only cluster: every job runs on CPUs" in describe_plan(cfg, plan)
+
+    one_gpu = [{"node_id": "a", "address": "127.0.0.1", "cpu": 8.0, "gpu": 1.0}]
+    plan = check_resources(cfg, one_gpu)
+    assert plan["requests"][8] == {"trial": {"cpu": 1.0, "gpu": 0.25}, "pair": {"cpu": 1.0, "gpu": 0.5}}
+    assert plan["requests"][64]["trial"] == {"cpu": 1.0, "gpu": 1.0} and plan["trials_at_once"] == {8: 4, 64: 1}
+    assert any(line.startswith("GPUs: auto -> the cluster has GPUs: 0.25 GPU per trial")
+               for line in describe_plan(cfg, plan))
+
+    # A head without GPUs whose autoscaler may start GPU workers is a GPU cluster.
+    gpu_type = [{"name": "gpu_1x", "cpu": 8.0, "gpu": 1.0, "count": 2, "cluster_max_workers": 2}]
+    plan = check_resources(cfg, [{"node_id": "h", "address": "10.0.0.1", "cpu": 0.0, "gpu": 0.0}], gpu_type)
+    assert plan["requests"][8]["trial"]["gpu"] == 0.25 and plan["trials_at_most"][8] == 8
+
+    # The share is validated like any GPU request.
+    from orchestrator.config import ConfigError
+
+    for bad, why in ((0, "GPU share > 0"), (1.5, "whole number"), ("lots", "must be a number")):
+        with pytest.raises(ConfigError, match=f"resources.auto_gpu_share.*{why}"):
+            parse_config({**PACKING, "resources": {"auto_gpu_share": bad}})
+    with pytest.raises(ConfigError, match="resources.gpu must be auto .* did you mean 'auto'"):
+        parse_config({**PACKING, "resources": {"gpu": "atuo"}})
+
+
 @pytest.mark.ray
 def test_gpu_by_load_on_a_cpu_only_cluster_fails_fast(short_tmp, ray_tmpdir):
+    """Explicit GPU numbers are requirements: refused at once by a cluster without GPUs."""
     started = time.monotonic()
     proc = subprocess.run(landscape_cmd() + ["run", "smoke", "--out", os.path.join(short_tmp, "run"),
-                                             "--set", "resources.gpu_by_load={64: 1}"],
+                                             "--set", "resources.gpu=0", "--set", "resources.gpu_by_load={64: 1}"],
                           capture_output=True, text=True, env=hygienic_env(ray_tmpdir), timeout=120)
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     err = proc.stderr.strip()
@@ -125,6 +163,7 @@ def test_quarter_gpus_run_four_trials_at_once_on_a_declared_gpu(short_tmp):
                                capture_output=True, text=True, env=env, timeout=120)
         assert check.returncode == 0, check.stderr
         assert "cluster: 1 node(s), 4 CPU, 1 GPU" in check.stdout, check.stdout
+        assert "GPUs: auto -> the cluster has GPUs: 0.25 GPU per trial" in check.stdout, check.stdout
         assert "trials at once: 4 at width 128 (0.5 CPU + 0.25 GPU each)" in check.stdout, check.stdout
         proc = subprocess.run(landscape_cmd() + ["run", config, "--address", cluster.address, "--out", run_dir,
                                                  "--no-analysis"],

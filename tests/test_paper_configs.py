@@ -121,7 +121,7 @@ def test_cpu_by_load_overrides_cpu():
     raw = {"name": "c", "workload": {"dataset": "digits", "model": "mlp"},
            "load": {"name": "width", "values": [8, 64]}, "temperature": {"name": "batch_size", "values": [32]},
            "seeds": [0], "resources": {"cpu": 1, "cpu_by_load": {64: 2}}}
-    cfg = parse_config(raw)
+    cfg = parse_config(raw).with_gpus_available(False)  # gpu: auto on a CPU-only cluster
     assert cfg.trial_resources(8) == {"cpu": 1.0, "gpu": 0.0} and cfg.trial_resources(64) == {"cpu": 2.0, "gpu": 0.0}
     assert cfg.pair_resources(64)["cpu"] == 2.0
     with pytest.raises(ConfigError, match="resources.cpu_by_load.16"):

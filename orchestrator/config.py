@@ -222,7 +222,9 @@ class SweepConfig:
             "workload": workload,
             "load_name": d["load"]["name"],
             "temperature_name": d["temperature"]["name"],
-            "training": d["training"],
+            # How often a training is checkpointed does not change its result (resume is bit-exact), so a
+            # run may change it on resume (e.g. more often on spot workers).
+            "training": {k: v for k, v in d["training"].items() if k != "checkpoint_every"},
             "metrics": {k: v for k, v in d["metrics"].items() if k != "pairs"},
         }
 

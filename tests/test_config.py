@@ -229,6 +229,9 @@ def test_config_hash_ignores_grid_and_resources_but_not_settings():
     assert parse_config(base(seeds="[0, 1, 2, 3]")).config_hash() == a.config_hash()
     assert parse_config(base(**{"load.values": "[8, 16, 32]"})).config_hash() == a.config_hash()
     assert parse_config(base(**{"resources.cpu": 2})).config_hash() == a.config_hash()
+    assert parse_config(base(**{"resources.gpu": 0.5})).config_hash() == a.config_hash()
+    # Checkpointing more or less often does not change a training's result (resume is bit-exact).
+    assert parse_config(base(**{"training.checkpoint_every": 5})).config_hash() == a.config_hash()
     assert parse_config(base(**{"training.epochs": 3})).config_hash() != a.config_hash()
     assert parse_config(base(**{"metrics.curve.epochs": 3})).config_hash() != a.config_hash()
     assert parse_config(base(**{"load.name": "label_noise", "load.values": "[0.1]"})).config_hash() != a.config_hash()

@@ -695,12 +695,7 @@ def validate(cfg: SweepConfig, *, check_data: bool = True) -> None:
         _fail("training.schedule", _choice(t.schedule, SCHEDULES))
     if t.lr_scaling not in LR_SCALINGS:
         _fail("training.lr_scaling", _choice(t.lr_scaling, LR_SCALINGS))
-    if not t.lr > 0:
-        _fail("training.lr", f"must be > 0, got {t.lr}")
-    if not 0 <= t.momentum < 1:
-        _fail("training.momentum", f"must lie in [0, 1), got {t.momentum}")
-    if t.weight_decay < 0:
-        _fail("training.weight_decay", f"must be >= 0, got {t.weight_decay}")
+    _check_sgd("training", t)
     if t.batch_size < 1 or t.base_batch_size < 1:
         _fail("training.batch_size", "batch sizes must be >= 1")
     if t.checkpoint_every < 0:
@@ -735,12 +730,7 @@ def validate(cfg: SweepConfig, *, check_data: bool = True) -> None:
     c = m.curve
     if c.epochs < 0:
         _fail("metrics.curve.epochs", f"must be >= 0, got {c.epochs}")
-    if not c.lr > 0:
-        _fail("metrics.curve.lr", f"must be > 0, got {c.lr}")
-    if not 0 <= c.momentum < 1:
-        _fail("metrics.curve.momentum", f"must lie in [0, 1), got {c.momentum}")
-    if c.weight_decay < 0:
-        _fail("metrics.curve.weight_decay", f"must be >= 0, got {c.weight_decay}")
+    _check_sgd("metrics.curve", c)
     if c.points < 2:
         _fail("metrics.curve.points", f"the t-grid needs t=0 and t=1: at least 2 points, got {c.points}")
     if c.batch_size < 1:
@@ -788,6 +778,16 @@ def validate(cfg: SweepConfig, *, check_data: bool = True) -> None:
         _fail("run.max_failures", f"must be >= 0, got {cfg.run.max_failures}")
     if cfg.run.object_store_mb < 80:
         _fail("run.object_store_mb", f"Ray needs at least 80 MB of object store, got {cfg.run.object_store_mb}")
+
+
+def _check_sgd(section: str, settings) -> None:
+    """The SGD settings shared by the training and the curve: lr, momentum, weight_decay."""
+    if not settings.lr > 0:
+        _fail(f"{section}.lr", f"must be > 0, got {settings.lr}")
+    if not 0 <= settings.momentum < 1:
+        _fail(f"{section}.momentum", f"must lie in [0, 1), got {settings.momentum}")
+    if settings.weight_decay < 0:
+        _fail(f"{section}.weight_decay", f"must be >= 0, got {settings.weight_decay}")
 
 
 def _gpu_request(value, path: str):

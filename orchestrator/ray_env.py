@@ -306,6 +306,8 @@ def check_resources(cfg: SweepConfig, nodes: list[dict] | None = None,
         plan["requests"][lv] = {"trial": cfg.trial_resources(lv), "pair": cfg.pair_resources(lv)}
         for kind, request in (("trial", cfg.trial_resources(lv)), ("pair", cfg.pair_resources(lv))):
             field = "resources.gpu" if kind == "trial" else "resources.pair_gpu"
+            if kind == "trial" and plan["gpu_auto"] and float(lv) not in {float(k) for k in cfg.resources.gpu_by_load}:
+                field = "resources.auto_gpu_share"  # what decided this request
             if request["gpu"] > 0 and not any_gpu:
                 raise ConfigError(
                     f"{field}: each {kind} at {cfg.load.name}={lv} asks for {request['gpu']:g} GPU but the Ray "

@@ -125,9 +125,15 @@ def test_auto_gpu_is_decided_by_the_cluster():
     plan = check_resources(cfg, [{"node_id": "h", "address": "10.0.0.1", "cpu": 0.0, "gpu": 0.0}], gpu_type)
     assert plan["requests"][8]["trial"]["gpu"] == 0.25 and plan["trials_at_most"][8] == 8
 
-    # The share is validated like any GPU request.
+    # A share no node can give names the setting that decided it.
     from orchestrator.config import ConfigError
 
+    half_gpus = [{"node_id": "a", "address": "127.0.0.1", "cpu": 8.0, "gpu": 0.5}]
+    with pytest.raises(ConfigError, match=r"resources.auto_gpu_share: a trial at width=8 asks for 1 CPU and 1 GPU"):
+        check_resources(parse_config({**PACKING, "load": {"name": "width", "values": [8]},
+                                      "resources": {"auto_gpu_share": 1}}), half_gpus)
+
+    # The share is validated like any GPU request.
     for bad, why in ((0, "GPU share > 0"), (1.5, "whole number"), ("lots", "must be a number")):
         with pytest.raises(ConfigError, match=f"resources.auto_gpu_share.*{why}"):
             parse_config({**PACKING, "resources": {"auto_gpu_share": bad}})

@@ -77,6 +77,24 @@ def test_means_and_spreads_use_ok_members_only_and_mark_the_rest(tables):
         assert words in c.members_missing
 
 
+def test_means_of_skewed_members_are_means(tables):
+    """Three members with one outlier: the mean differs from the median and the log of the mean from the mean
+    of the logs, so neither can stand in for it."""
+    write_models(tables, [model(s, train_loss=loss, test_acc=acc, hessian_top_eigenvalue=top, hessian_trace=tr)
+                          for s, loss, acc, top, tr in ((0, 0.1, 0.5, 1.0, 1.0), (1, 0.1, 0.5, 1.0, 1.0),
+                                                        (2, 0.7, 0.8, 7.0, 100.0))])
+    write_pairs(tables, [pair(a, b, mode_connectivity=mc, cka=k, cka_status="ok", l2_distance=d)
+                         for (a, b), mc, k, d in (((0, 1), -1.0, 0.9, 1.0), ((0, 2), -1.0, 0.9, 1.0),
+                                                  ((1, 2), -10.0, 0.3, 7.0))])
+    c = aggregate_cells(tables.read("models"), tables.read("pairs")).iloc[0]
+    assert c.train_loss == pytest.approx(0.3) and c.test_acc == pytest.approx(0.6)
+    assert c.train_loss_std == pytest.approx(np.std([0.1, 0.1, 0.7], ddof=1))
+    assert c.hessian_top_eigenvalue == pytest.approx(3.0) and c.log_hessian_top_eigenvalue == pytest.approx(math.log(3))
+    assert c.log_hessian_trace == pytest.approx(math.log(34.0))
+    assert c.mode_connectivity == pytest.approx(-4.0) and c.cka == pytest.approx(0.7)
+    assert c.l2_distance == pytest.approx(3.0) and c.mode_connectivity_n == 3
+
+
 def test_complete_cell_is_marked_complete(tmp_path):
     tables = write_synthetic_run(str(tmp_path / "run"))
     cells = aggregate_cells(tables.read("models"), tables.read("pairs"))

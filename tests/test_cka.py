@@ -59,12 +59,17 @@ def test_not_invariant_to_general_invertible_maps():
     assert abs(linear_cka(x @ a, y) - linear_cka(x, y)) > 1e-2
 
 
-def test_range_on_random_and_softmax_like_inputs():
+def test_feature_and_gram_forms_agree_on_random_and_softmax_like_inputs():
+    # Both clamp at 1, so the range alone proves little; the two forms share no intermediate step.
+    values = []
     for seed in range(20):
         x, y = _rand((25, 3), 100 + seed), _rand((25, 6), 200 + seed)
         for a, b in ((x, y), (torch.softmax(x, 1), torch.softmax(y, 1))):
             v = linear_cka(a, b)
+            assert v == pytest.approx(gram_linear_cka(a, b), abs=1e-12)
             assert 0.0 <= v <= 1.0
+            values.append(v)
+    assert max(values) - min(values) > 0.15  # not one value over and over
 
 
 def test_accepts_numpy_and_float32():
@@ -129,6 +134,11 @@ def test_mixup_probes_follow_the_plan_and_are_deterministic():
     assert not torch.allclose(p1, p3)
     a, b, lam = mixup_plan(37, 64, seed=5)
     assert a.min() >= 0 and a.max() < 37 and b.min() >= 0 and b.max() < 37
+    # The two sources are drawn independently and uniformly: mostly distinct, every example used.
+    a_many, b_many, _ = mixup_plan(37, 5000, seed=5)
+    assert np.mean(a_many == b_many) < 0.1  # 1/37 expected
+    assert set(a_many) == set(b_many) == set(range(37))
+    assert abs(np.corrcoef(a_many, b_many)[0, 1]) < 0.1
     lam_t = torch.tensor(lam, dtype=torch.float32)[:, None, None]
     expected = lam_t * x[torch.tensor(a)] + (1 - lam_t) * x[torch.tensor(b)]
     torch.testing.assert_close(p1, expected, rtol=0, atol=1e-6)

@@ -135,10 +135,24 @@ def test_smoke_through_the_cli(short_tmp):
         assert df.run_id.nunique() == 1 and (df.config_hash == config_hash).all()
         assert df.package_version.notna().all() and df.library_versions.str.contains('"ray"').all()
 
-    # Units: accuracies are fractions, curve errors percent, mc percentage points.
-    assert models.test_acc.between(0, 1).all() and curves.train_error.between(0, 100).all()
     assert (models.device == "cpu").all() and (pairs.device == "cpu").all()
-    assert pairs.mode_connectivity.between(-100, 100).all()
+
+    # Units: accuracies are fractions, curve errors percent, mc percentage points. The endpoints of a curve
+    # are the two trained models, so e(0) and e(1) are their training errors in percent; mc recomputed from
+    # the stored curve is the stored mc.
+    from workloads.metrics.connectivity import mode_connectivity
+
+    assert models.test_acc.between(0, 1).all() and curves.train_error.between(0, 100).all()
+    for pair in pairs.itertuples():
+        curve = curves[(curves.load_value == pair.load_value) & (curves.temperature_value == pair.temperature_value)
+                       & (curves.seed_a == pair.seed_a) & (curves.seed_b == pair.seed_b)].sort_values("t")
+        mc, t_star = mode_connectivity(curve.t.to_numpy(), curve.train_error.to_numpy())
+        assert (mc, t_star) == pytest.approx((pair.mode_connectivity, pair.t_star), abs=1e-9)
+        cell = models[(models.load_value == pair.load_value) & (models.temperature_value == pair.temperature_value)]
+        for seed, t in ((pair.seed_a, 0.0), (pair.seed_b, 1.0)):
+            end = curve[curve.t == t].iloc[0]
+            train_acc = cell[cell.seed == seed].train_acc.iloc[0]
+            assert end.train_error == pytest.approx(100 * (1 - train_acc), abs=0.5), (pair, seed)
 
     # Pair jobs started while trainings were still running.
     assert pairs.started_at.min() < models.finished_at.max()

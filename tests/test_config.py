@@ -235,6 +235,11 @@ def test_config_hash_ignores_grid_and_resources_but_not_settings():
     assert parse_config(base(**{"training.epochs": 3})).config_hash() != a.config_hash()
     assert parse_config(base(**{"metrics.curve.epochs": 3})).config_hash() != a.config_hash()
     assert parse_config(base(**{"load.name": "label_noise", "load.values": "[0.1]"})).config_hash() != a.config_hash()
+    # Every setting that changes what a row means changes the hash.
+    for change in ({"workload.dataset": "digits"}, {"workload.model": "cnn"}, {"workload.model_args": "{depth: 3}"},
+                   {"workload.data_seed": 7}, {"temperature.name": "learning_rate", "temperature.values": "[0.1]"},
+                   {"training.lr": 0.05}, {"metrics.hessian_samples": 200}, {"metrics.cka_probes": 64}):
+        assert parse_config(base(**change)).config_hash() != a.config_hash(), change
 
 
 # ---------------------------------------------------------------------------------------------------------

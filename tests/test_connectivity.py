@@ -369,3 +369,49 @@ def test_connect_models_on_cuda_matches_structure(trained_pair):
     result = connect_models(a, b, *DATA, CurveConfig(epochs=1, batch_size=64, num_points=3, device="cuda"))
     assert result.status == "ok" and result.train_error.shape == (3,)
     assert next(a.parameters()).device.type == "cpu"  # the models were not moved
+
+
+def test_one_epoch_of_curve_training_matches_a_hand_derived_sgd():
+    """Softmax regression (one Linear layer) has a closed-form gradient: dCE/dlogits = (softmax - onehot)/B.
+    Replaying the same permutation and t draws, with the chain rule through γ(t) = (1-t)²A + 2t(1-t)M + t²B
+    and PyTorch's momentum rule (buf = m·buf + g, M -= lr·buf), gives the middle point after one epoch
+    without autograd; the weight-decay term 0.5·wd·||γ(t)||² adds wd·γ(t) to the gradient w.r.t. γ."""
+    torch.manual_seed(0)
+    a, b = nn.Linear(5, 3).double(), nn.Linear(5, 3).double()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(40, 5, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (40,), generator=g)
+    cfg = CurveConfig(epochs=1, lr=0.3, momentum=0.8, weight_decay=0.05, batch_size=8, seed=4)
+    curve = BezierCurve(a, b)
+    history = train_curve(curve, x, y, cfg)
+
+    wa, ba, wb, bb = a.weight.detach(), a.bias.detach(), b.weight.detach(), b.bias.detach()
+    wm, bm = (wa + wb) / 2, (ba + bb) / 2
+    buf_w = buf_b = None
+    rng = torch.Generator().manual_seed(cfg.seed)
+    order = torch.randperm(len(x), generator=rng)
+    losses, objectives = [], []
+    for step in range(len(x) // cfg.batch_size):
+        idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+        t = float(torch.rand((), generator=rng, dtype=torch.float64))
+        ca, cm, cb = (1 - t) ** 2, 2 * t * (1 - t), t ** 2
+        w, bias = ca * wa + cm * wm + cb * wb, ca * ba + cm * bm + cb * bb
+        logits = x[idx] @ w.T + bias
+        p = torch.softmax(logits, dim=1)
+        ce = float(-torch.log(p[torch.arange(len(idx)), y[idx]]).mean())
+        sq = float((w ** 2).sum() + (bias ** 2).sum())
+        losses.append(ce)
+        objectives.append(ce + 0.5 * cfg.weight_decay * sq)
+        d_logits = (p - F.one_hot(y[idx], 3).double()) / len(idx)
+        grad_w = cm * (d_logits.T @ x[idx] + cfg.weight_decay * w)
+        grad_b = cm * (d_logits.sum(0) + cfg.weight_decay * bias)
+        buf_w = grad_w if buf_w is None else cfg.momentum * buf_w + grad_w
+        buf_b = grad_b if buf_b is None else cfg.momentum * buf_b + grad_b
+        wm, bm = wm - cfg.lr * buf_w, bm - cfg.lr * buf_b
+
+    middle = curve.endpoint_params("middle")
+    torch.testing.assert_close(middle["weight"].detach(), wm, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(middle["bias"].detach(), bm, rtol=1e-10, atol=1e-12)
+    assert history[0]["train_loss"] == pytest.approx(np.mean(losses), rel=1e-10)
+    assert history[0]["objective"] == pytest.approx(np.mean(objectives), rel=1e-10)
+    assert history[0]["objective"] > history[0]["train_loss"]  # the penalty is in the objective

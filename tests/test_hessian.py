@@ -68,8 +68,9 @@ def top_eig(h: torch.Tensor) -> float:
 def assert_matches_dense(est: HessianEstimate, h: torch.Tensor):
     exact_top, exact_trace = top_eig(h), float(h.trace())
     assert est.top_eigenvalue == pytest.approx(exact_top, rel=1e-2)
-    # Plain-Hutchinson error after `probes` samples; the deflated estimator can only do better, and when
-    # the Krylov basis spans everything it is exact (0 probes).
+    # A coarse bound (plain-Hutchinson error after `probes` samples, which the deflated estimator can only
+    # beat): these tests are about modes and BatchNorm. The trace itself is checked tightly by
+    # test_lanczos_trace_is_exact_when_its_basis_spans_the_parameters and the many-probe test.
     allowed = 4 * hutchinson_std(h) / math.sqrt(max(est.trace_probes, 1)) + 1e-4 * abs(exact_trace)
     assert abs(est.trace - exact_trace) <= allowed
 
@@ -149,6 +150,30 @@ def test_batchnorm_model_eval_mode_matches_dense_hessian(backend):
     est = estimate_hessian(model, x, y, backend=backend, trace_max_probes=60, **opts)
     assert_matches_dense(est, h)
     assert model.training
+
+
+@pytest.mark.parametrize("make", [make_mlp, lambda: give_running_stats(make_bn_cnn())], ids=["mlp", "bn_cnn"])
+def test_lanczos_trace_is_exact_when_its_basis_spans_the_parameters(make):
+    """With as many Lanczos steps as parameters the deflated part is the whole trace: no probe is left."""
+    model = make()
+    x, y = data((6,)) if isinstance(model[0], nn.Linear) else data((2, 6, 6))
+    h = dense_hessian(model, x, y)
+    est = estimate_hessian(model, x, y, deflation_steps=h.shape[0], trace_max_probes=5, top_eigenvalue=False)
+    assert est.trace_probes == 0 and est.trace_std_error == 0
+    assert est.trace == pytest.approx(float(h.trace()), rel=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_many_probe_trace_matches_dense_within_its_standard_error(backend):
+    """The random part: 2000 probes (fixed seed) land within 4 of their own standard errors of the dense
+    trace, and that standard error is small (a few % of the trace), so the check has teeth."""
+    model, (x, y) = make_mlp(), data((6,))
+    exact = float(dense_hessian(model, x, y).trace())
+    est = estimate_hessian(model, x, y, backend=backend, trace_tol=1e-9, trace_max_probes=2000, seed=5,
+                           top_eigenvalue=False)
+    assert est.trace_probes == 2000
+    assert est.trace_std_error < 0.03 * exact
+    assert abs(est.trace - exact) <= 4 * est.trace_std_error
 
 
 def test_recomputed_batchnorm_gives_the_hessian_of_the_recomputed_model():
@@ -244,6 +269,7 @@ def test_trace_stops_at_the_requested_relative_standard_error():
     model, (x, y) = make_mlp(), data((6,))
     est = estimate_hessian(model, x, y, trace_tol=0.05, trace_max_probes=500, top_eigenvalue=False)
     assert est.trace_std_error <= 0.05 * abs(est.trace)
+    assert abs(est.trace - float(dense_hessian(model, x, y).trace())) <= 4 * est.trace_std_error
     assert est.top_eigenvalue is None and est.eigen_iterations == 0
 
 

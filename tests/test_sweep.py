@@ -7,6 +7,7 @@ import dataclasses
 import os
 import shutil
 
+import pandas as pd
 import pytest
 
 from analysis.tables import RunTables
@@ -70,7 +71,9 @@ def test_every_table_and_status(swept):
     assert diverged.error.str.contains("diverged").all()
     # The pair of the good cell is measured; the diverged cell's pair says why it is not.
     good = pairs[pairs.temperature_value == 0.05].iloc[0]
-    assert good.status == "ok" and good.mode_connectivity is not None and good.cka_status == "ok"
+    assert good.status == "ok" and good.cka_status == "ok"
+    assert pd.notna([good.mode_connectivity, good.t_star, good.cka, good.l2_distance]).all()  # nulls read as NaN
+    assert 0 <= good.cka <= 1 and good.l2_distance > 0
     bad = pairs[pairs.temperature_value == 1e6].iloc[0]
     assert bad.status == "diverged" and "not measured" in bad.error and "diverged" in bad.error
     assert len(curves) == 3 and set(curves.temperature_value) == {0.05}

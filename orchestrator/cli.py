@@ -155,6 +155,7 @@ def run(config, out, overrides, address, no_analysis):
 def resume(run_dir, overrides, address, no_analysis):
     """Continue the sweep in RUN_DIR: only missing, failed or broken results are computed."""
     from orchestrator.config import apply_overrides, parse_config, parse_yaml
+    from orchestrator.status import RUN_CONFIG_FIX
     from orchestrator.storage import config_uri, normalise_run_dir, read_bytes
 
     run_dir = normalise_run_dir(run_dir)
@@ -163,9 +164,11 @@ def resume(run_dir, overrides, address, no_analysis):
     except (FileNotFoundError, OSError):
         _fail(ConfigError(f"{run_dir} is not a run directory (no config.yaml); start one with `landscape run`"))
     try:
-        raw = parse_yaml(data, config_uri(run_dir)) or {}  # a damaged file: ConfigError, never a traceback
+        raw = parse_yaml(data, config_uri(run_dir))  # a damaged file: ConfigError, never a traceback
     except ConfigError as exc:
-        _fail(exc)
+        _fail(ConfigError(f"{exc}; {RUN_CONFIG_FIX}"))
+    if raw is None:
+        _fail(ConfigError(f"{config_uri(run_dir)} is empty; {RUN_CONFIG_FIX}"))
     try:
         if not isinstance(raw, dict):
             raise ConfigError(f"a sweep config is a YAML mapping (key: value), got {type(raw).__name__}")
@@ -194,7 +197,7 @@ def _execute(cfg, run_dir: str, *, address, analysis: bool, resuming: bool):
         _check_saved_config(cfg, run_dir, resuming)
         plan = make_plan(cfg, run_dir)  # fails fast on incompatible rows, before Ray starts
         storage.write_bytes(storage.config_uri(run_dir), cfg.to_yaml().encode())
-        info = storage.ensure_run_info(run_dir, cfg.name)
+        info, run_info_note = storage.ensure_run_info(run_dir, cfg.name)
     except errors as exc:
         lock.release()
         _fail(exc)
@@ -205,7 +208,7 @@ def _execute(cfg, run_dir: str, *, address, analysis: bool, resuming: bool):
     click.echo(f"landscape {cfg.name}: {len(cfg.model_keys())} models, {len(cfg.pair_keys())} pairs -> {run_dir}")
     if leftover:
         click.echo(f"  note: stopped {len(leftover)} process(es) left by the local Ray of an earlier, killed run")
-    for note in plan.repaired:
+    for note in plan.repaired + ([run_info_note] if run_info_note else []):
         click.echo(f"  repair: {note}")
     if resuming or plan.models_done or plan.pairs_done:
         click.echo(f"  already done: {len(plan.models_done)} models, {len(plan.pairs_done)} pairs; "

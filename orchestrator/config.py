@@ -18,6 +18,7 @@ import importlib.resources
 import json
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -298,7 +299,8 @@ def read_raw(source: str) -> tuple[dict, str]:
         raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 1_000_000} MB; a sweep config is a small YAML file")
     raw = parse_yaml(data, path)
     if raw is None:
-        raw = {}
+        raise ConfigError(f"{path}: the file is empty (no YAML mapping); start from a built-in, e.g. "
+                          f"`landscape validate demo` and orchestrator/configs/demo.yaml")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a sweep config is a YAML mapping (key: value), got {type(raw).__name__}")
     return raw, path
@@ -309,10 +311,35 @@ MAX_CONFIG_BYTES = 1_000_000  # a real config is ~2 kB; this bounds reading junk
 MAX_CONFIG_NODES = 100_000  # values after YAML aliases are expanded (a "billion laughs" file expands to 10^9)
 
 
+class DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one silently, so a
+    second `training:` block would quietly replace the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: PyYAML's own error follows
+                break
+            if duplicate:
+                raise DuplicateKey(f"key {key!r} appears twice in one mapping (line {key_node.start_mark.line + 1}); "
+                                   f"keep one")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_yaml(data, where: str) -> Any:
     """YAML text or bytes -> plain data; ConfigError for anything that is not a small, valid YAML document."""
     try:
-        raw = yaml.safe_load(data)
+        raw = yaml.load(data, Loader=_StrictLoader)
+    except DuplicateKey as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where}: not valid YAML ({_one_line(exc)[:300]})") from None
     except RecursionError:
@@ -607,6 +634,10 @@ def validate(cfg: SweepConfig, *, check_data: bool = True) -> None:
     """Raise ConfigError on the first problem; ``check_data`` also checks the data folder exists here."""
     if not isinstance(cfg.name, str) or not cfg.name.strip():
         _fail("name", "give the sweep a non-empty name")
+    # The name becomes part of the default run directory (runs/<name>-<time>) and of the run id.
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", cfg.name):
+        _fail("name", f"{cfg.name!r}: use letters, digits, '.', '_' and '-' (starting with a letter or digit, "
+                      f"at most 100 characters); it names the run directory")
     # Axes
     if cfg.load.name not in LOAD_AXES:
         _fail("load.name", f"{_choice(cfg.load.name, LOAD_AXES)}")
@@ -630,8 +661,8 @@ def validate(cfg: SweepConfig, *, check_data: bool = True) -> None:
             _fail(path, f"seeds must lie in [0, {MAX_SEED}), got {min(values) if min(values) < 0 else max(values)}")
     for i, v in enumerate(cfg.load.values):
         p = f"load.values[{i}]"
-        if cfg.load.name == "width" and (not float(v).is_integer() or v < 1):
-            _fail(p, f"a width must be a positive integer, got {v}")
+        if cfg.load.name == "width" and (not float(v).is_integer() or not 1 <= v <= MAX_WIDTH):
+            _fail(p, f"a width must be an integer in [1, {MAX_WIDTH}], got {v:g}")
         if cfg.load.name == "train_fraction" and not 0 < v <= 1:
             _fail(p, f"a training-set fraction must lie in (0, 1], got {v}")
         if cfg.load.name == "label_noise" and not 0 <= v < 1:
@@ -660,8 +691,8 @@ def validate(cfg: SweepConfig, *, check_data: bool = True) -> None:
             MODELS.get(w.model)
         except LookupError as exc:
             _fail("workload.model", str(exc))
-    if w.width < 1:
-        _fail("workload.width", f"must be a positive integer, got {w.width}")
+    if not 1 <= w.width <= MAX_WIDTH:
+        _fail("workload.width", f"must be an integer in [1, {MAX_WIDTH}], got {w.width}")
     if w.train_fraction is not None:
         if cfg.load.name == "train_fraction":
             _fail("workload.train_fraction", "the load axis is train_fraction already: remove this fixed value")
@@ -756,7 +787,7 @@ def validate(cfg: SweepConfig, *, check_data: bool = True) -> None:
         if kv is None or float(kv) not in load_floats:
             _fail(f"resources.gpu_by_load.{k}", f"{k!r} is not a load value of the sweep ({list(cfg.load.values)})")
         number = _as_number(v)
-        if number is None:
+        if number is None or not math.isfinite(number):
             _fail(f"resources.gpu_by_load.{k}", f"must be a number of GPUs, got {_show(v)}")
         _check_gpu(f"resources.gpu_by_load.{k}", float(number))
     for k, v in r.cpu_by_load.items():
@@ -764,7 +795,7 @@ def validate(cfg: SweepConfig, *, check_data: bool = True) -> None:
         if kv is None or float(kv) not in load_floats:
             _fail(f"resources.cpu_by_load.{k}", f"{k!r} is not a load value of the sweep ({list(cfg.load.values)})")
         number = _as_number(v)
-        if number is None or not number > 0:
+        if number is None or not math.isfinite(number) or not number > 0:
             _fail(f"resources.cpu_by_load.{k}", f"must be a number of CPUs > 0, got {_show(v)}")
     if r.pair_cpu is not None and not r.pair_cpu > 0:
         _fail("resources.pair_cpu", f"must be > 0, got {r.pair_cpu}")
@@ -831,6 +862,7 @@ def _validate_pairs(pairs, seeds) -> None:
             _fail(f"metrics.pairs[{i}]", f"seed(s) {missing} are not in seeds {list(seeds)}")
 
 
+MAX_WIDTH = 1_000_000  # beyond any trainable width (and torch's size arithmetic overflows far beyond it)
 MAX_MODEL_OPTION = 10_000  # no numeric model option (depth, ...) of a trainable network comes near this
 MAX_PARAMETERS = 10**10  # 40 GB of float32 weights (x3 with gradients and momentum): beyond one accelerator
 

@@ -8,6 +8,9 @@ from orchestrator.config import ConfigError, parse_config, parse_yaml
 from orchestrator.sweep import mkey, pkey
 
 MAX_LISTED = 8  # failed / missing keys listed per stage
+# A run's config.yaml holds the settings its rows were computed with (the tables' config hash checks them).
+RUN_CONFIG_FIX = ("restore the run's config.yaml from a copy, or rewrite it with the settings the run was started "
+                  "with (resume checks them against the tables' config hash)")
 
 
 def load_run_config(run_dir: str):
@@ -15,7 +18,12 @@ def load_run_config(run_dir: str):
         data = storage.read_bytes(storage.config_uri(run_dir))
     except (FileNotFoundError, OSError):
         raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)") from None
-    raw = parse_yaml(data, storage.config_uri(run_dir)) or {}  # damaged bytes: ConfigError, not a traceback
+    try:
+        raw = parse_yaml(data, storage.config_uri(run_dir))  # damaged bytes: ConfigError, not a traceback
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}; {RUN_CONFIG_FIX}") from None
+    if raw is None:
+        raise ConfigError(f"{storage.config_uri(run_dir)} is empty; {RUN_CONFIG_FIX}")
     try:
         return parse_config(raw, check_data=False)
     except ConfigError as exc:
@@ -51,6 +59,26 @@ def tables_only_status(run_dir: str, tables: RunTables) -> str:
 
 def run_status(run_dir: str) -> str:
     run_dir = storage.normalise_run_dir(run_dir)
+    try:
+        return _run_status(run_dir)
+    except OSError as exc:  # e.g. tables/models is a file, or a folder we may not read
+        raise ConfigError(f"cannot read the run directory {run_dir}: {exc.strerror or exc} "
+                          f"({getattr(exc, 'filename', None) or 'a table folder'}); a run directory holds "
+                          f"tables/<table>/ folders of Parquet parts: restore or remove what is in the way") from None
+
+
+def _broken_weights(cfg, run_dir: str) -> list[str]:
+    """Notes on ok models whose weights file is missing or truncated (resume retrains them)."""
+    from orchestrator.sweep import PlanError, make_plan
+
+    try:
+        plan = make_plan(cfg, run_dir, repair=False)
+    except PlanError:
+        return []  # reported above as rows with another config hash
+    return [note for note in plan.repaired if note.startswith("model ") and "weights" in note]
+
+
+def _run_status(run_dir: str) -> str:
     tables = RunTables(run_dir)
     if not storage.exists(storage.config_uri(run_dir)) and (tables.part_keys("models") or tables.part_keys("pairs")):
         return tables_only_status(run_dir, tables)
@@ -82,6 +110,12 @@ def run_status(run_dir: str) -> str:
         if corrupt:
             lines.append(f"  {len(corrupt)} unreadable part(s), recomputed by resume: "
                          + ", ".join(k for k, _ in corrupt[:MAX_LISTED]))
+        if table == "models":
+            broken = _broken_weights(cfg, run_dir)
+            if broken:
+                lines.append(f"  {len(broken)} ok model(s) without usable weights (pairs need them), retrained by "
+                             f"resume:")
+                lines.extend(f"    {note.rsplit(',', 1)[0]}" for note in broken[:MAX_LISTED])
         if stale:
             lines.append(f"  rows with another config hash: {stale}")
         for key in c["failed_keys"][:MAX_LISTED]:

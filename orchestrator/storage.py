@@ -188,20 +188,40 @@ def read_part_row(tables: RunTables, table: str, key: str) -> dict | None:
 
 
 def read_run_info(run_dir: str) -> dict | None:
+    """run.json as a dict with a string run_id; None when absent or damaged (not JSON, not such a dict)."""
     try:
-        return json.loads(read_bytes(join(run_dir, "run.json")).decode())
+        info = json.loads(read_bytes(join(run_dir, "run.json")).decode())
     except (FileNotFoundError, OSError, ValueError):
         return None
+    return info if isinstance(info, dict) and isinstance(info.get("run_id"), str) else None
 
 
-def ensure_run_info(run_dir: str, name: str) -> dict:
-    """run.json of the run dir, created on first use; the run id stays the same across resumes."""
+def ensure_run_info(run_dir: str, name: str) -> tuple[dict, str | None]:
+    """(run.json of the run dir, a note on what was repaired or None); created on first use.
+
+    The run id stays the same across resumes: every table row carries it. A damaged run.json is rewritten
+    with the run id the tables hold (when they hold exactly one), so rows old and new still agree.
+    """
     info = read_run_info(run_dir)
-    if info is None:
-        stamp = datetime.now(timezone.utc)
-        info = {"run_id": f"{name}-{stamp:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}", "created_at": stamp.isoformat()}
-        write_bytes(join(run_dir, "run.json"), json.dumps(info, indent=2).encode())
-    return info
+    if info is not None:
+        return info, None
+    damaged = exists(join(run_dir, "run.json"))
+    stamp = datetime.now(timezone.utc)
+    info = {"run_id": f"{name}-{stamp:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}", "created_at": stamp.isoformat()}
+    note = None
+    if damaged:
+        tables = RunTables(run_dir)
+        ids = set()
+        for table in ("models", "pairs"):
+            ids |= set(tables.read(table, on_corrupt="skip")["run_id"].dropna())
+        if len(ids) == 1:
+            info = {"run_id": ids.pop(), "created_at": stamp.isoformat()}
+            note = f"run.json was damaged: rewritten with the run id of the tables ({info['run_id']})"
+        else:
+            note = (f"run.json was damaged and the tables hold {len(ids)} run ids: new run id {info['run_id']} "
+                    f"for the rows written from now on")
+    write_bytes(join(run_dir, "run.json"), json.dumps(info, indent=2).encode())
+    return info, note
 
 
 # ---------------------------------------------------------------------------------------------------------

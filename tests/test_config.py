@@ -263,3 +263,40 @@ def test_fractional_gpus_pack_and_cpu_limits():
     too_big = parse_config(base(**{"resources.cpu": 32}))
     with pytest.raises(ConfigError, match="more than any node"):
         check_resources(too_big, nodes)
+
+
+def test_yaml_files_that_are_empty_or_repeat_a_key_are_refused(tmp_path):
+    from orchestrator.config import load_config
+
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    with pytest.raises(ConfigError, match="empty.yaml: the file is empty"):
+        load_config(str(empty))
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(yaml.safe_dump(base()) + "training:\n  epochs: 50\n")  # a second block would win silently
+    with pytest.raises(ConfigError, match=r"key 'training' appears twice .*keep one"):
+        load_config(str(twice))
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("name: t\ntraining:\n  epochs: 3\n  epochs: 4\n")
+    with pytest.raises(ConfigError, match=r"key 'epochs' appears twice in one mapping \(line 4\)"):
+        load_config(str(nested))
+
+
+def test_names_widths_and_per_load_resources_are_bounded():
+    assert "name" in error_of(base(name="../../etc"))
+    assert "name" in error_of(base(name=""))
+    parse_config(base(name="paper-width_batch.v2"))
+    assert "load.values[0]: a width must be an integer in [1, 1000000], got 1e+300" in error_of(
+        base(**{"load.values": "[1.0e300]"}))
+    assert "workload.width" in error_of(base(**{"load.name": "label_noise", "load.values": "[0.1]",
+                                                "workload.width": 10**12}))
+    assert "resources.gpu_by_load.8" in error_of(base(**{"resources.gpu_by_load": "{8: .nan}"}))
+    assert "resources.cpu_by_load.8" in error_of(base(**{"resources.cpu_by_load": "{8: .inf}"}))
+
+
+def test_model_options_must_have_the_type_of_their_default():
+    msg = error_of(base(**{"workload.model_args": "{depth: 1e9}"}))  # YAML 1.1 reads 1e9 as a string
+    assert "workload.model_args" in msg and "option depth must be an integer (default 2)" in msg
+    assert "must be an integer" in error_of(base(**{"workload.model_args": "{depth: 2.5}"}))
+    assert "must be true or false" in error_of(base(**{"workload.model": "cnn", "workload.model_args": "{batch_norm: 1}"}))
+    parse_config(base(**{"workload.model_args": "{depth: 3}"}))

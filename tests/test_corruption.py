@@ -120,14 +120,29 @@ def test_resume_repairs_exactly_what_was_damaged(cli, tmp_path):
     os.remove(tables.part_uri("pairs", p(0.04)))
     truncate(tables.part_uri("curves", p(0.05)))  # 5. a curves part cut short
     # cell 0.06: left alone
+    run_id = storage.read_run_info(run_dir)["run_id"]
+    with open(os.path.join(run_dir, "run.json"), "w") as f:  # 6. run.json valid JSON, but not the run's record
+        f.write("[1, 2]")
+
+    # `status` sees every damage without repairing anything.
+    damaged = snapshot(run_dir)
+    status = cli("status", run_dir)
+    assert status.exit_code == 0, status.output
+    assert "1 unreadable part(s)" in status.output and "2 ok model(s) without usable weights" in status.output
+    for line in (f"model {m(0.02, 1)}: weights file missing", f"model {m(0.03, 0)}: weights file truncated"):
+        assert line in status.output, status.output
+    assert snapshot(run_dir) == damaged
 
     resumed = cli("resume", run_dir, "--no-analysis")
     assert resumed.exit_code == 0, resumed.output
     out = resumed.output
     assert "Traceback" not in out
     for note in (f"unreadable models part {m(0.01, 0)}", f"model {m(0.02, 1)}: weights file missing",
-                 f"model {m(0.03, 0)}: weights file truncated", f"unreadable curves part {p(0.05)}"):
+                 f"model {m(0.03, 0)}: weights file truncated", f"unreadable curves part {p(0.05)}",
+                 f"run.json was damaged: rewritten with the run id of the tables ({run_id})"):
         assert note in out, out
+    assert storage.read_run_info(run_dir)["run_id"] == run_id
+    assert (tables.read("models").run_id == run_id).all()  # old and new rows still name one run
     assert "12/12 models, 6/6 pairs done" in out, out
 
     # Every key exactly once, everything ok.
@@ -241,15 +256,29 @@ def test_a_damaged_saved_config_is_a_clean_error(short_tmp, ray_tmpdir):
         "a list": b"- 1\n- 2\n",
         "run is a list": yaml.safe_dump({**load_config("smoke").to_dict(), "run": [1, 2]}).encode(),
         "unknown key": yaml.safe_dump({**load_config("smoke").to_dict(), "future_setting": 1}).encode(),
+        "empty": b"",
+        "a key twice": b"name: smoke\nname: other\n",
     }
     for name, data in cases.items():
         with open(os.path.join(run_dir, "config.yaml"), "wb") as f:
             f.write(data)
         for args in (["resume", run_dir], ["status", run_dir]):
             assert_clean_error(in_process(*args), "config.yaml")
+            if name in ("binary", "not yaml", "empty", "a key twice"):  # unreadable: say how to get it back
+                assert_clean_error(in_process(*args), "restore the run's config.yaml")
+        if name == "empty":
+            assert_clean_error(in_process("status", run_dir), "config.yaml is empty")
         if name == "binary":
             assert_clean_error(landscape("resume", run_dir, env=env), "config.yaml", "not valid YAML")
     assert no_ray_started(ray_tmpdir)
+
+
+def test_status_of_a_run_dir_whose_table_folder_is_a_file_is_a_clean_error(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "tables").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(load_config("smoke").to_yaml())
+    (run_dir / "tables" / "models").write_text("not a folder")
+    assert_clean_error(in_process("status", str(run_dir)), "cannot read the run directory", "tables/<table>/")
 
 
 def test_a_missing_dataset_folder_is_a_clean_error_at_once(short_tmp, ray_tmpdir):

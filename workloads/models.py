@@ -79,6 +79,20 @@ def _check_options(name: str, builder: Callable, kwargs: dict) -> None:
     if unknown:
         offered = ", ".join(f"{k}={v!r}" for k, v in own.items()) or "none"
         raise TypeError(f"model {name!r} got unknown option(s) {unknown}; its options are: {offered}")
+    for key, value in kwargs.items():  # an option has the type of its default (YAML reads 1e9 as a string)
+        default = own[key]
+        if isinstance(default, bool):
+            ok, kind = isinstance(value, bool), "true or false"
+        elif isinstance(default, int):
+            ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        elif isinstance(default, float):
+            ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        else:
+            continue
+        if not ok:
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            raise TypeError(f"model {name!r} option {key} must be {kind} (default {default!r}), "
+                            f"got {shown} ({type(value).__name__})")
 
 
 # --------------------------------------------------------------------------------------------------------

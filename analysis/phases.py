@@ -101,6 +101,15 @@ class PhaseRules:
     )
 
     def __post_init__(self):
+        # Every rule is a finite number (or unset): YAML reads 1e400 as inf, and an infinite threshold passes
+        # the range checks below while silently putting every cell on one side.
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
+                raise ValueError(
+                    f"phase rule {f.name}={value!r} is invalid: it must be a finite number"
+                    + (" or none (unset)" if f.default is None else f" (default {f.default})")
+                )
         checks = [
             ("sharp_loss_ratio", self.sharp_loss_ratio > 0, "> 0"),
             ("loss_floor_quantile", 0 <= self.loss_floor_quantile <= 1, "in [0, 1]"),

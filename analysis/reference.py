@@ -43,9 +43,12 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from analysis.safe_pickle import load_numpy_pickle
-from analysis.tables import RunTables, format_value, join, library_versions_json, pair_key, resolve
+from analysis.tables import TABLE_NAMES, RunTables, format_value, join, library_versions_json, pair_key, resolve
 
 RUN_ID = "taxonomy-released"
 LOAD_NAME = "width"
@@ -66,6 +69,10 @@ _CKA_FILE = "CKA_mixup_alpha_16.0.pkl"
 
 class ReferenceFormatError(ValueError):
     """The archive does not have the layout or contents of the released results; the message says where."""
+
+
+class ReferenceOutError(ValueError):
+    """The output directory holds something other than an earlier import; nothing was written."""
 
 
 @dataclass
@@ -327,12 +334,63 @@ def reference_cell_key(k: int, bs: int) -> str:
     return f"{LOAD_NAME}={format_value(k)}__{TEMPERATURE_NAME}={format_value(bs)}__released"
 
 
+# What an import (and `landscape analyze` of it) leaves in its directory; anything else belongs to something else.
+_IMPORT_ENTRIES = {"provenance.json", "tables", "analysis"}
+
+
+def check_out_dir(out: str) -> None:
+    """Raise ReferenceOutError unless ``out`` is missing, empty, or holds only an earlier import of the reference.
+
+    The import writes parts under keys a live run also uses (curves/<pair key>.parquet): importing into a run
+    directory would replace that run's parts and mix two datasets. An earlier import (even an interrupted one:
+    its parts carry run_id RUN_ID) may be replaced, so a re-import works.
+    """
+    fs, path = resolve(out)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        return
+    if info.type != pafs.FileType.Directory:
+        _refuse(out, "is a file, not a directory")
+    names = {i.base_name for i in fs.get_file_info(pafs.FileSelector(path))}
+    if names - _IMPORT_ENTRIES:
+        # config.yaml, run_info.json, models/ ...: a landscape run, or files that are not ours
+        _refuse(out, f"holds {', '.join(sorted(names - _IMPORT_ENTRIES)[:3])}, which no reference import writes")
+    if "provenance.json" in names:
+        try:
+            with fs.open_input_stream(f"{path}/provenance.json") as fh:
+                run_id = json.loads(fh.read().decode()).get("run_id")
+        except (OSError, ValueError, AttributeError):
+            run_id = None
+        if run_id != RUN_ID:
+            _refuse(out, "holds a provenance.json that is not a reference import's")
+    tables = RunTables(out)
+    for table in TABLE_NAMES:
+        for key in tables.part_keys(table):
+            try:
+                with fs.open_input_file(resolve(tables.part_uri(table, key))[1]) as fh:
+                    ids = set(pq.ParquetFile(fh).read(columns=["run_id"]).column("run_id").to_pylist())
+            except (OSError, KeyError, pa.ArrowException):  # cannot tell whose it is: not ours to replace
+                _refuse(out, f"holds table part {table}/{key}.parquet, which cannot be read")
+            if ids != {RUN_ID}:
+                _refuse(out, f"holds table part {table}/{key}.parquet of run {sorted(map(str, ids))[0]!r}")
+
+
+def _refuse(out: str, why: str) -> None:
+    raise ReferenceOutError(
+        f"output directory {out} {why}: importing there would overwrite or mix with it; "
+        f"use an empty or new directory for --out"
+    )
+
+
 def import_reference(archive: str, out: str, *, schedule: str | None = None) -> ReferenceImportSummary:
     """Convert the released archive (tar file or extracted folder) into the tables of run directory ``out``.
 
     Writes ``out/tables/{models,pairs,curves}/*.parquet`` (one models part and one pairs part per cell, one
-    curves part per connected pair) and ``out/provenance.json`` describing the source. Re-importing replaces the parts.
+    curves part per connected pair) and ``out/provenance.json`` describing the source. ``out`` must be missing,
+    empty or an earlier import (which re-importing replaces): anything else is refused before a byte is written
+    (ReferenceOutError).
     """
+    check_out_dir(out)  # before anything is written: never mix the reference into another run's tables
     files, sha = read_archive_files(archive)
     schedule, cells = group_cells(files, schedule)
     common = {

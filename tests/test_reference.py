@@ -222,6 +222,89 @@ def test_not_an_archive_is_a_clear_error(tmp_path):
         import_reference(str(tmp_path / "empty"), str(tmp_path / "run"))
 
 
+def _live_run(run_dir, k, bs):
+    """A landscape run holding the cell (k, bs) the mini archive imports: same curves part key as the import's."""
+    from analysis.tables import model_key, pair_key
+
+    cell = {"load_name": "width", "load_value": float(k), "temperature_name": "batch_size",
+            "temperature_value": float(bs), "run_id": "demo-20250101-000000"}
+    tables = RunTables(str(run_dir))
+    tables.write_part("models", model_key("width", k, "batch_size", bs, 0), [{**cell, "seed": 0, "status": "ok"}])
+    tables.write_part("curves", pair_key("width", k, "batch_size", bs, 0, 1),
+                      [{**cell, "seed_a": 0, "seed_b": 1, "t": 0.5, "train_error": 1.0}])
+    return tables
+
+
+def _files_of(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("with_config", [True, False])
+def test_import_into_a_run_directory_is_refused_and_writes_nothing(tmp_path, with_config):
+    from analysis.reference import ReferenceOutError
+
+    archive = tmp_path / "mini.tar.gz"
+    _write_tar(archive, {(2, 16): _cell_files(2, 16)})
+    run = tmp_path / "run"
+    _live_run(run, 2, 16)
+    if with_config:  # a run as `landscape run` leaves it; without config.yaml the tables' run_id still tells
+        (run / "config.yaml").write_text("sweep:\n  name: demo\n")
+    before = _files_of(run)
+    with pytest.raises(ReferenceOutError, match=rf"{run}.*use an empty or new directory"):
+        import_reference(str(archive), str(run))
+    assert _files_of(run) == before  # no part replaced, no __released part added, no provenance.json
+
+
+def test_import_into_a_file_or_foreign_folder_is_refused(tmp_path):
+    from analysis.reference import ReferenceOutError
+
+    archive = tmp_path / "mini.tar.gz"
+    _write_tar(archive, {(2, 16): _cell_files(2, 16)})
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    for out in ("file", "notes"):
+        with pytest.raises(ReferenceOutError, match="use an empty or new directory"):
+            import_reference(str(archive), str(tmp_path / out))
+    assert (tmp_path / "file").read_text() == "x" and os.listdir(tmp_path / "notes") == ["todo.txt"]
+
+
+def test_reimport_into_an_earlier_import_replaces_it(tmp_path):
+    archive = tmp_path / "mini.tar.gz"
+    _write_tar(archive, {(2, 16): _cell_files(2, 16)})
+    out = tmp_path / "ref"
+    (out).mkdir()  # an empty folder is fine too
+    first = import_reference(str(archive), str(out))
+    (out / "analysis").mkdir()  # what `landscape analyze` of the import adds
+    (out / "analysis" / "report.html").write_text("<html></html>")
+    again = import_reference(str(archive), str(out))
+    assert again.models == first.models and len(RunTables(str(out)).read("models")) == first.models
+
+
+def test_cli_import_into_a_run_is_one_clean_error(tmp_path):
+    import signal
+
+    from click.testing import CliRunner
+
+    import orchestrator.cli as cli_module
+
+    archive = tmp_path / "mini.tar.gz"
+    _write_tar(archive, {(2, 16): _cell_files(2, 16)})
+    run = tmp_path / "run"
+    _live_run(run, 2, 16)
+    (run / "config.yaml").write_text("sweep:\n  name: demo\n")
+    before = _files_of(run)
+    sigterm = signal.getsignal(signal.SIGTERM)  # main() installs its own SIGTERM handler
+    try:
+        result = CliRunner().invoke(cli_module.main, ["import-reference", str(archive), "--out", str(run)])
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+    err = result.stderr.strip()
+    assert result.exit_code == 2 and len(err.splitlines()) == 1, (result.exit_code, result.output, err)
+    assert err.startswith(f"error: output directory {run} holds config.yaml") and "empty or new directory" in err
+    assert _files_of(run) == before
+
+
 def test_released_mode_connectivity_formula():
     assert mode_connectivity_released([0, 0.5, 1], [0.0, 10.0, 2.0]) == (1.0 - 10.0, 0.5)
     assert mode_connectivity_released([0, 0.5, 1], [4.0, 1.0, 4.0]) == (3.0, 0.5)  # curve beats endpoints

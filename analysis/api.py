@@ -24,6 +24,7 @@ from importlib import metadata
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from analysis.aggregate import aggregate_cells
@@ -144,24 +145,27 @@ def _relocated(result: "AnalysisResult", local_dir: str, uri: str) -> "AnalysisR
 
 def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expected_seeds, curve_cells):
     """analyze_run writing into the local folder ``out_dir``; ``shown_dir`` is where the report says they are."""
-    os.makedirs(out_dir, exist_ok=True)
-
+    # Everything is read and checked before the output folder is touched: a run with nothing to analyse must
+    # neither leave an empty analysis/ behind nor replace a good earlier analysis with an empty one.
     tables = RunTables(run_dir)
     warnings: list[str] = []
-    frames = {}
+    frames, unreadable = {}, {}
     for name in ("models", "pairs", "curves"):
-        frames[name], bad = tables.read_checked(name, on_corrupt="skip")
+        frames[name], unreadable[name] = tables.read_checked(name, on_corrupt="skip")
+        bad = unreadable[name]
         if bad:
             warnings.append(
                 f"{len(bad)} unreadable part(s) of table {name} left out, e.g. {bad[0][0]} ({bad[0][1]}); "
-                f"delete them and run `landscape resume {run_dir}` to recompute"
+                f"run `landscape resume {run_dir}` to recompute them"
             )
     models, pairs, curves = frames["models"], frames["pairs"], frames["curves"]
-    if models.empty and pairs.empty:
-        raise ValueError(
-            f"{run_dir} has no models or pairs tables under {tables.tables_dir}: is it a run directory, "
-            f"and has `landscape run` written results yet?"
+    _check_something_to_analyse(run_dir, tables, models, pairs, unreadable["models"])
+    if not pd.to_numeric(pairs["mode_connectivity"], errors="coerce").notna().any():
+        warnings.append(
+            "no pair has a mode connectivity, so no cell gets a phase (phases need the pairs' mode connectivity); "
+            f"run `landscape resume {run_dir}` to compute the pairs"
         )
+    _make_writable_dir(out_dir, shown_dir, run_dir)
 
     combos = sorted(
         set(zip(models["load_name"], models["temperature_name"]))
@@ -244,6 +248,50 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
     return AnalysisResult(
         run_dir, out_dir, cells_path, report_path, rules_path, figures, cells, phase_rules, findings, warnings
     )
+
+
+def _check_something_to_analyse(run_dir, tables, models, pairs, bad_models) -> None:
+    """Raise ValueError (naming the cause and the fix) when the run has no readable model rows."""
+    if not models.empty:
+        return
+    if bad_models:
+        raise ValueError(
+            f"{run_dir}: nothing to analyse: table models has {len(bad_models)} unreadable part(s) and no readable "
+            f"one, e.g. {tables.part_uri('models', bad_models[0][0])} ({bad_models[0][1]}); "
+            f"`landscape resume {run_dir}` recomputes unreadable parts, then analyse again"
+        )
+    if not _exists(run_dir):
+        raise ValueError(f"run directory {run_dir} does not exist; pass the folder `landscape run` wrote (its --out)")
+    if pairs.empty:
+        raise ValueError(
+            f"{run_dir} has no models or pairs tables under {tables.tables_dir}: is it a run directory, "
+            f"and has `landscape run` written results yet?"
+        )
+    raise ValueError(
+        f"{run_dir}: nothing to analyse: no models in {tables.tables_dir}/models (only pairs); "
+        f"run `landscape resume {run_dir}` to train them"
+    )
+
+
+def _exists(uri: str) -> bool:
+    fs, path = resolve(uri)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def _make_writable_dir(out_dir: str, shown_dir: str, run_dir: str) -> None:
+    """Create ``out_dir`` and make sure a file can be written in it, before any figure is drawn.
+
+    A read-only run directory otherwise fails with a bare "[Errno 30] Read-only file system" halfway through.
+    """
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise OSError(
+            f"cannot write the analysis folder {shown_dir} ({exc.strerror or exc}); write it elsewhere with "
+            f"`landscape analyze {run_dir} --out-dir DIR`"
+        ) from exc
 
 
 def _derived_thresholds(cells: pd.DataFrame) -> dict:

@@ -370,8 +370,8 @@ def _echo_analysis(result, run_dir: str) -> None:
         if str(report).startswith("s3://"):
             out = getattr(result, "out_dir", None) or report.rsplit("/", 1)[0]
             click.echo(f"  (fetch with: aws s3 sync {out} ./analysis)")
-    for warning in getattr(result, "warnings", None) or []:
-        click.echo(f"  warning: {warning}")
+    for warning in getattr(result, "warnings", None) or []:  # on stderr, like the sweep's own warnings
+        click.echo(f"warning: {warning}", err=True)
     if not figures and not report:
         if isinstance(result, (str, os.PathLike)):
             click.echo(f"  analysis: {result}")

@@ -5,6 +5,7 @@ Every case runs in-process through click's runner on a synthetic run (no Ray, no
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -37,6 +38,90 @@ def assert_clean_error(proc: subprocess.CompletedProcess, *fragments: str) -> No
     assert len(err.splitlines()) == 1 and err.startswith("error: "), err
     for fragment in fragments:
         assert fragment in err, err
+
+
+def snapshot(folder) -> dict[str, bytes]:
+    """Every file under ``folder`` with its bytes: to check that a refused command changed nothing."""
+    out = {}
+    for dirpath, _dirs, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as fh:
+                out[os.path.relpath(path, folder)] = fh.read()
+    return out
+
+
+@pytest.fixture
+def analysed_run(tmp_path):
+    """A synthetic run with a good analysis already written (the thing a bad re-analysis must not destroy)."""
+    run = str(tmp_path / "run")
+    write_synthetic_run(run)
+    first = analyze(run)
+    assert first.returncode == 0, (first.stdout, first.stderr)
+    return run
+
+
+def test_unreadable_models_parts_fail_and_keep_the_earlier_analysis(analysed_run):
+    before = snapshot(os.path.join(analysed_run, "analysis"))
+    models_dir = os.path.join(analysed_run, "tables", "models")
+    parts = sorted(os.listdir(models_dir))
+    for name in parts:
+        with open(os.path.join(models_dir, name), "wb") as fh:
+            fh.write(b"garbage, not parquet")
+    proc = analyze(analysed_run)
+    assert_clean_error(proc, "nothing to analyse", f"{len(parts)} unreadable", f"landscape resume {analysed_run}")
+    assert snapshot(os.path.join(analysed_run, "analysis")) == before
+
+
+def test_no_model_rows_fail_and_keep_the_earlier_analysis(analysed_run):
+    before = snapshot(os.path.join(analysed_run, "analysis"))
+    models_dir = os.path.join(analysed_run, "tables", "models")
+    for name in os.listdir(models_dir):
+        os.remove(os.path.join(models_dir, name))
+    proc = analyze(analysed_run)  # the pairs are still there: still nothing to label without models
+    assert_clean_error(proc, "nothing to analyse", "no models")
+    assert snapshot(os.path.join(analysed_run, "analysis")) == before
+
+
+def test_models_without_measured_pairs_warn_how_to_get_phases(analysed_run):
+    pairs_dir = os.path.join(analysed_run, "tables", "pairs")
+    for name in os.listdir(pairs_dir):
+        os.remove(os.path.join(pairs_dir, name))
+    proc = analyze(analysed_run)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    warning = [line for line in proc.stderr.splitlines() if "mode connectivity" in line]
+    assert len(warning) == 1 and warning[0].startswith("warning: "), proc.stderr
+    assert f"landscape resume {analysed_run}" in warning[0]
+    report = open(os.path.join(analysed_run, "analysis", "report.html"), encoding="utf-8").read()
+    assert "mode connectivity" in report  # the report says it too, not only the terminal
+
+
+def test_a_missing_run_directory_creates_nothing(tmp_path):
+    missing = tmp_path / "nonexist"
+    proc = analyze(str(missing))
+    assert_clean_error(proc, str(missing), "does not exist")
+    assert not missing.exists()
+
+
+def test_an_unwritable_analysis_folder_suggests_out_dir(tmp_path, monkeypatch):
+    run = str(tmp_path / "ro")
+    write_synthetic_run(run)
+    real_makedirs = os.makedirs
+
+    def read_only(path, *args, **kwargs):  # a read-only mount, as root sees it too (chmod would not stop root)
+        if os.path.abspath(path).startswith(os.path.abspath(run)):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+        return real_makedirs(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "makedirs", read_only)
+    proc = analyze(run)
+    assert_clean_error(proc, "cannot write the analysis folder", os.path.join(run, "analysis"),
+                       "Read-only file system", "--out-dir DIR")
+    assert "[Errno" not in proc.stderr
+    monkeypatch.undo()
+    elsewhere = str(tmp_path / "elsewhere")
+    proc = analyze(run, "--out-dir", elsewhere)  # the suggested fix works
+    assert proc.returncode == 0 and os.path.exists(os.path.join(elsewhere, "report.html")), proc.stderr
 
 
 @pytest.mark.parametrize("value", ["1e400", ".inf", "-.inf", ".nan"])

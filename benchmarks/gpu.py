@@ -315,7 +315,7 @@ def packed_sweep(sizes: Sizes, keep: str | None) -> dict:
         for line in ray_env.describe_plan(cfg, plan):
             print(f"  {line}")
         storage.write_bytes(storage.config_uri(run_dir), cfg.to_yaml().encode())
-        info = storage.ensure_run_info(run_dir, cfg.name)
+        info, _ = storage.ensure_run_info(run_dir, cfg.name)
         with GpuSampler() as sampler:
             summary = run_sweep(cfg, run_dir, run_id=info["run_id"], resources=plan)
         ray.shutdown()

@@ -163,7 +163,7 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
     if not pd.to_numeric(pairs["mode_connectivity"], errors="coerce").notna().any():
         warnings.append(
             "no pair has a mode connectivity, so no cell gets a phase (phases need the pairs' mode connectivity); "
-            f"run `landscape resume {run_dir}` to compute the pairs"
+            f"run `landscape resume {run_dir}` to compute the pairs (a config with metrics.pairs: [] has none)"
         )
     _make_writable_dir(out_dir, shown_dir, run_dir)
 

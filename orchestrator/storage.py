@@ -235,12 +235,23 @@ LEASE_SECONDS = 300.0
 RENEW_SECONDS = 30.0
 
 
-def _read_lease(uri: str) -> dict | None:
-    try:
-        lease = json.loads(read_bytes(uri).decode())
-    except (FileNotFoundError, OSError, ValueError):
-        return None
-    return lease if isinstance(lease, dict) else None
+def _read_lease(uri: str, attempts: int = 5) -> dict | None:
+    """The lease document, or None when there is none (or it stays unreadable).
+
+    A read that overlaps a renewal can be torn on an object store (the reader learns the size, then the
+    object is replaced by one of another length before the bytes arrive), so an unreadable lease is read
+    again a few times before it counts as absent: a live lease must never look free.
+    """
+    for attempt in range(attempts):
+        try:
+            lease = json.loads(read_bytes(uri).decode())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            time.sleep(0.05 * (attempt + 1))
+            continue
+        return lease if isinstance(lease, dict) else None
+    return None
 
 
 def _lease_is_live(lease: dict | None, now: float | None = None) -> bool:

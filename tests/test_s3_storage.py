@@ -8,6 +8,7 @@ client away from real cloud endpoints; the server is stopped by its pid.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -185,11 +186,25 @@ def test_lease_lock_on_a_uri_run_dir(s3, monkeypatch):
     monkeypatch.setattr(storage, "RENEW_SECONDS", 0.2)
     fourth = RunLock(run).acquire()
     try:
-        before = json.loads(storage.read_bytes(f"{run}/.lock"))["renewed"]
+        # Read as every lock user does (_read_lease): a raw read may overlap a renewal and be torn.
+        before = storage._read_lease(f"{run}/.lock")["renewed"]
         deadline = time.monotonic() + 10
-        while json.loads(storage.read_bytes(f"{run}/.lock"))["renewed"] == before:
+        while storage._read_lease(f"{run}/.lock")["renewed"] == before:
             assert time.monotonic() < deadline, "the lease was never renewed"
             time.sleep(0.1)
     finally:
         fourth.release()
     assert lock_holder(run) is None
+
+
+def test_a_torn_lease_read_is_read_again_not_taken_for_a_free_lock(monkeypatch):
+    """A read overlapping a renewal on an object store can return a cut document (seen in CI with moto);
+    the lock must read again rather than think the lease is gone."""
+    from orchestrator import storage
+
+    full = json.dumps({"token": "t", "pid": 1, "host": "h", "since": "s", "renewed": 1.0}).encode()
+    reads = iter([full[:-1], full])
+    monkeypatch.setattr(storage, "read_bytes", lambda uri: next(reads))
+    assert storage._read_lease("s3://bucket/run/.lock") == json.loads(full)
+    monkeypatch.setattr(storage, "read_bytes", lambda uri: b"{not json")
+    assert storage._read_lease("s3://bucket/run/.lock", attempts=2) is None  # garbage stays garbage

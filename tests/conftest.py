@@ -63,6 +63,36 @@ def landscape_cmd() -> list[str]:
     return [sys.executable, "-m", "orchestrator.cli"]
 
 
+def landscape_in_process(*args) -> "subprocess.CompletedProcess":
+    """`landscape ARGS` through click's runner in this process, answered like a finished process (for
+    commands that end before Ray starts: a subprocess costs seconds of imports)."""
+    import signal
+    import subprocess
+
+    from click.testing import CliRunner
+
+    import orchestrator.cli as cli_module
+
+    sigterm = signal.getsignal(signal.SIGTERM)  # main() installs a SIGTERM handler: keep pytest's
+    try:
+        result = CliRunner().invoke(cli_module.main, [str(a) for a in args])
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
+
+
+def assert_clean_error(proc, *fragments: str) -> None:
+    """Exit 2, one `error: ...` line on stderr containing every fragment, no traceback anywhere."""
+    err = proc.stderr.strip()
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
 def ray_processes_of(ray_tmpdir: str) -> list[str]:
     """Live processes of the Ray that uses ``ray_tmpdir``: daemons name it on their command line, workers
     (whose command line becomes "ray::...") inherit RAY_TMPDIR in their environment."""

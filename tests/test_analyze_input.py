@@ -7,37 +7,17 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
-import subprocess
 
 import pytest
-from click.testing import CliRunner
 
 from analysis.phases import PhaseRules
 from tests.analysis_synthetic import write_synthetic_run
+from tests.conftest import assert_clean_error, landscape_in_process
 
 
-def analyze(*args) -> subprocess.CompletedProcess:
+def analyze(*args):
     """`landscape analyze ARGS` through click's runner, answered like a process."""
-    import orchestrator.cli as cli_module
-
-    sigterm = signal.getsignal(signal.SIGTERM)  # main() installs a SIGTERM handler: keep pytest's
-    try:
-        result = CliRunner().invoke(cli_module.main, ["analyze", *args])
-    finally:
-        signal.signal(signal.SIGTERM, sigterm)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
-
-
-def assert_clean_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
-    err = proc.stderr.strip()
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stdout + proc.stderr
-    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
-    for fragment in fragments:
-        assert fragment in err, err
+    return landscape_in_process("analyze", *args)
 
 
 def snapshot(folder) -> dict[str, bytes]:

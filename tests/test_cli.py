@@ -17,22 +17,12 @@ import pytest
 import yaml
 
 from analysis.tables import CURVES_SCHEMA, MODELS_SCHEMA, PAIRS_SCHEMA, RunTables
-from tests.conftest import hygienic_env, landscape_cmd, ray_processes_of
+from tests.conftest import assert_clean_error, hygienic_env, landscape_cmd, ray_processes_of
 
 
 def landscape(*args, env=None, timeout=300, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(landscape_cmd() + list(args), capture_output=True, text=True, timeout=timeout,
                           env=env or hygienic_env(), cwd=cwd)
-
-
-def assert_clean_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    err = proc.stderr.strip()
-    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
-    assert err.startswith("error: "), err
-    assert len(err.splitlines()) == 1, err
-    for fragment in fragments:
-        assert fragment in err, err
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -27,7 +27,8 @@ from analysis.tables import SCHEMA_VERSION, RunTables
 from orchestrator import storage
 from orchestrator.config import load_config, parse_config
 from orchestrator.sweep import mkey, pkey
-from tests.conftest import hygienic_env, landscape_cmd
+from tests.conftest import assert_clean_error, hygienic_env, landscape_cmd
+from tests.conftest import landscape_in_process as in_process
 
 LRS = [0.01, 0.02, 0.03, 0.04, 0.05, 0.06]  # one cell per kind of damage, and one left alone
 
@@ -189,29 +190,6 @@ def test_resume_repairs_exactly_what_was_damaged(cli, tmp_path):
 def landscape(*args, env, timeout=120) -> subprocess.CompletedProcess:
     """The real console script (one case per test: a process costs seconds of imports)."""
     return subprocess.run(landscape_cmd() + list(args), capture_output=True, text=True, env=env, timeout=timeout)
-
-
-def in_process(*args) -> subprocess.CompletedProcess:
-    """The same command through click's runner, answered like a process (these fail before Ray starts)."""
-    import orchestrator.cli as cli_module
-
-    sigterm = signal.getsignal(signal.SIGTERM)
-    try:
-        result = CliRunner().invoke(cli_module.main, list(args))
-    finally:
-        signal.signal(signal.SIGTERM, sigterm)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
-
-
-def assert_clean_error(proc, *fragments) -> None:
-    err = proc.stderr.strip()
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stdout + proc.stderr
-    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
-    for fragment in fragments:
-        assert fragment in err, err
 
 
 def no_ray_started(ray_tmpdir: str) -> bool:

@@ -353,7 +353,7 @@ def check_out_dir(out: str) -> None:
         _refuse(out, "is a file, not a directory")
     names = {i.base_name for i in fs.get_file_info(pafs.FileSelector(path))}
     if names - _IMPORT_ENTRIES:
-        # config.yaml, run_info.json, models/ ...: a landscape run, or files that are not ours
+        # config.yaml, run.json, models/ ...: a landscape run, or files that are not ours
         _refuse(out, f"holds {', '.join(sorted(names - _IMPORT_ENTRIES)[:3])}, which no reference import writes")
     if "provenance.json" in names:
         try:

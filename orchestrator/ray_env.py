@@ -286,10 +286,11 @@ def check_resources(cfg: SweepConfig, nodes: list[dict] | None = None,
 
     Returns {"cluster": {"cpu", "gpu", "nodes"}, "trials_at_once": {load value: n}, "pairs_at_once": {...},
     "trials_at_most": {...}, "pairs_at_most": {...}, "requests": {load value: {"trial": {cpu, gpu}, "pair":
-    ...}}, "max_concurrent", "autoscaler": [node types], "gpu_auto"}. ``resources.gpu: auto`` is decided here:
-    GPUs when a live node or an autoscaler node type has one (cfg.with_gpus_available). A job runs on one node, so it must fit the largest
-    node, live or one the autoscaler may start (``node_types``, see autoscaler_node_types). *_at_once
-    counts the live nodes, *_at_most adds every worker the autoscaler may start.
+    ...}}, "max_concurrent", "autoscaler": [node types], "gpu_auto"}. ``resources.gpu: auto`` is decided
+    here: GPUs when a live node or an autoscaler node type has one (cfg.with_gpus_available). A job runs on
+    one node, so it must fit the largest node, live or one the autoscaler may start (``node_types``, see
+    autoscaler_node_types). *_at_once counts the live nodes, *_at_most adds every worker the autoscaler may
+    start.
     """
     if nodes is None:
         nodes = node_resources()

@@ -67,15 +67,14 @@ def run_status(run_dir: str) -> str:
                           f"tables/<table>/ folders of Parquet parts: restore or remove what is in the way") from None
 
 
-def _broken_weights(cfg, run_dir: str) -> list[str]:
-    """Notes on ok models whose weights file is missing or truncated (resume retrains them)."""
+def _broken_weights(cfg, run_dir: str) -> dict[str, str]:
+    """Model key -> "missing" | "truncated" for ok models without usable weights (resume retrains them)."""
     from orchestrator.sweep import PlanError, make_plan
 
     try:
-        plan = make_plan(cfg, run_dir, repair=False)
+        return make_plan(cfg, run_dir, repair=False).broken_weights
     except PlanError:
-        return []  # reported above as rows with another config hash
-    return [note for note in plan.repaired if note.startswith("model ") and "weights" in note]
+        return {}  # reported below as rows with another config hash
 
 
 def _run_status(run_dir: str) -> str:
@@ -115,7 +114,7 @@ def _run_status(run_dir: str) -> str:
             if broken:
                 lines.append(f"  {len(broken)} ok model(s) without usable weights (pairs need them), retrained by "
                              f"resume:")
-                lines.extend(f"    {note.rsplit(',', 1)[0]}" for note in broken[:MAX_LISTED])
+                lines.extend(f"    model {key}: weights file {why}" for key, why in list(broken.items())[:MAX_LISTED])
         if stale:
             lines.append(f"  rows with another config hash: {stale}")
         for key in c["failed_keys"][:MAX_LISTED]:

@@ -131,6 +131,7 @@ class Plan:
     pairs_done: dict = field(default_factory=dict)  # pair key -> status
     pairs_todo: list = field(default_factory=list)  # [(load, temperature, seed_a, seed_b)]
     repaired: list = field(default_factory=list)  # human-readable notes on what was found broken
+    broken_weights: dict = field(default_factory=dict)  # model key -> "missing" | "truncated" (status shows them)
 
     @property
     def complete(self) -> bool:
@@ -173,9 +174,11 @@ def make_plan(cfg: SweepConfig, run_dir: str, *, repair: bool = True) -> Plan:
         st = status.get(key)
         if st == "ok" and key not in model_files:
             plan.repaired.append(f"model {key}: weights file missing, retrained")
+            plan.broken_weights[key] = "missing"
             st = None
         elif st == "ok" and not storage.looks_complete(storage.model_uri(run_dir, key)):
             plan.repaired.append(f"model {key}: weights file truncated, retrained")
+            plan.broken_weights[key] = "truncated"
             if repair:
                 storage.delete(storage.model_uri(run_dir, key))
             st = None

@@ -1,0 +1,186 @@
+"""Users' own code in a sweep: models, datasets, metrics and CKA probe makers named by reference.
+
+A sweep config names code in one of three ways (the first that applies wins):
+
+    "mlp"                        a built-in (workloads.models.MODELS, workloads.data.DATASETS, ...)
+    "mynets:build"               ``module:attribute`` (also ``pkg.sub:factory.method``): imported from the
+                                 directory `landscape` runs in, or from PYTHONPATH / the installed packages
+    "fancy-cnn"                  an entry point of the group ``landscape.models`` (``landscape.datasets``,
+                                 ``landscape.metrics``, ``landscape.probes``) declared by an installed package
+
+Calling conventions (what the sweep passes; the plug-in returns):
+
+    model    fn(width=int, num_classes=int, input_shape=tuple, **model_args) -> torch.nn.Module
+    dataset  fn(root=str | None, seed=int, **dataset_args) -> (train_x, train_y, test_x, test_y) | Dataset
+    probes   fn(train_x, num=int, seed=int) -> (num, *input_shape) tensor of CKA probe inputs
+
+Lookups never execute anything read from a run directory: references come from the user's config, and the
+code they name is the user's own (imported the way Python imports it). Errors are one ``PluginError`` naming
+the reference, what was wrong and the fix (did-you-mean for module files and attributes).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata
+import importlib.util
+import inspect
+import os
+import sys
+from typing import Callable
+
+ENTRY_POINT_GROUPS = {
+    "model": "landscape.models",
+    "dataset": "landscape.datasets",
+    "metric": "landscape.metrics",
+    "probes": "landscape.probes",
+}
+
+
+class PluginError(ValueError):
+    """User code named in a config cannot be found or returned the wrong thing; the message says the fix.
+
+    Only ``args`` are stored (no keyword state), so the exception survives pickling across processes.
+    """
+
+
+def is_reference(name: object) -> bool:
+    """Whether ``name`` is a ``module:attribute`` reference (rather than a registered name)."""
+    return isinstance(name, str) and ":" in name
+
+
+def split_reference(reference: str) -> tuple[str, str]:
+    """("pkg.module", "attr.path") of ``"pkg.module:attr.path"``; PluginError when malformed."""
+    module, _, attribute = reference.partition(":")
+    module, attribute = module.strip(), attribute.strip()
+    parts_ok = all(p.isidentifier() for p in module.split(".")) and all(p.isidentifier() for p in attribute.split("."))
+    if not module or not attribute or not parts_ok:
+        raise PluginError(
+            f"{reference!r} is not a reference to Python code; write it as 'module:function', e.g. "
+            f"'mynets:build' for the function build in mynets.py"
+        )
+    return module, attribute
+
+
+def module_origin(module_name: str) -> str | None:
+    """The file or package folder ``module_name`` would be imported from, without importing it (None if none)."""
+    _ensure_cwd_on_path()
+    try:
+        spec = importlib.util.find_spec(module_name.split(".")[0])
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    if spec.submodule_search_locations:  # a package: its folder
+        return list(spec.submodule_search_locations)[0]
+    return spec.origin
+
+
+def _ensure_cwd_on_path() -> None:
+    """`landscape` is a console script: unlike `python -m`, it does not put the working directory on sys.path,
+    so a user's mynets.py beside their config would not be found. Add it (once, at the end: installed
+    packages keep their precedence)."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+
+
+def load_reference(reference: str, kind: str = "object") -> Callable:
+    """The callable named by ``"module:attr"``; PluginError naming what is missing and the closest names."""
+    module_name, attribute = split_reference(reference)
+    _ensure_cwd_on_path()
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.split(".")[0] != exc.name.split(".")[0] and not module_name.startswith(exc.name):
+            # The user's module exists but itself imports something missing: say that, not "no module".
+            raise PluginError(f"{kind} {reference!r}: importing {module_name} failed: {exc}") from None
+        raise PluginError(
+            f"{kind} {reference!r}: no module named {module_name!r} in {os.getcwd()} or on PYTHONPATH"
+            f"{_module_hint(module_name)}; run `landscape` from the folder holding {module_name.split('.')[0]}.py, "
+            f"or add that folder to PYTHONPATH"
+        ) from None
+    except PluginError:
+        raise
+    except Exception as exc:  # the user's module raised while being imported: its own error, named
+        raise PluginError(f"{kind} {reference!r}: importing {module_name} raised {type(exc).__name__}: "
+                          f"{' '.join(str(exc).split())[:300]}") from None
+    obj = module
+    for i, part in enumerate(attribute.split(".")):
+        if not hasattr(obj, part):
+            where = module_name + "".join("." + p for p in attribute.split(".")[:i])
+            known = sorted(n for n in dir(obj) if not n.startswith("_") and callable(getattr(obj, n, None)))
+            close = difflib.get_close_matches(part, known, n=1)
+            suggestion = f"{module_name}:{'.'.join(attribute.split('.')[:i] + close[:1])}"
+            hint = f"; did you mean {suggestion!r}?" if close else ""
+            offered = ", ".join(known[:12]) or "none"
+            raise PluginError(f"{kind} {reference!r}: {where} has no attribute {part!r}{hint} "
+                              f"Callables there: {offered}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise PluginError(f"{kind} {reference!r} is a {type(obj).__name__}, not a function or class")
+    return obj
+
+
+def _module_hint(module_name: str) -> str:
+    """Did-you-mean among the .py files and packages of the working directory."""
+    try:
+        here = [n[:-3] for n in os.listdir(os.getcwd()) if n.endswith(".py")]
+        here += [n for n in os.listdir(os.getcwd()) if os.path.isfile(os.path.join(os.getcwd(), n, "__init__.py"))]
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(module_name.split(".")[0], here, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def entry_point(kind: str, name: str) -> Callable | None:
+    """The entry point ``name`` of ``kind``'s group, loaded; None when no installed package declares it."""
+    group = ENTRY_POINT_GROUPS[kind]
+    matches = [ep for ep in importlib.metadata.entry_points(group=group) if ep.name == name]
+    if not matches:
+        return None
+    # The same distribution can be visible twice (an editable install seen from two environments): the
+    # first one on sys.path wins, as Python's own import would decide.
+    values = {ep.value for ep in matches}
+    if len(values) > 1:
+        raise PluginError(f"{kind} {name!r} is declared by several installed packages ({sorted(values)}); "
+                          f"name one explicitly as 'module:function'")
+    try:
+        return matches[0].load()
+    except Exception as exc:
+        raise PluginError(f"{kind} {name!r} (entry point {matches[0].value} of group {group}) failed to load: "
+                          f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
+
+
+def entry_point_names(kind: str) -> list[str]:
+    """Names installed packages declare in ``kind``'s group, sorted (for did-you-mean lists)."""
+    return sorted({ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUPS[kind])})
+
+
+def accepted_keywords(fn: Callable) -> tuple[set[str], bool]:
+    """(names of the keyword parameters ``fn`` takes, whether it takes **kwargs)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: let the call decide
+        return set(), True
+    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return names, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+def check_call(kind: str, reference: str, fn: Callable, required: tuple[str, ...], options: dict) -> None:
+    """PluginError when ``fn`` cannot take the arguments the sweep passes: ``required`` plus ``options``."""
+    names, var_kw = accepted_keywords(fn)
+    if var_kw:
+        return
+    missing = [r for r in required if r not in names]
+    if missing:
+        raise PluginError(
+            f"{kind} {reference!r} must accept the keyword argument(s) {missing} (the sweep calls it as "
+            f"{reference.split(':')[-1]}({', '.join(f'{r}=...' for r in required)}, **{kind}_args)); add them, or **kwargs"
+        )
+    unknown = sorted(set(options) - names)
+    if unknown:
+        own = sorted(names - set(required))
+        raise PluginError(f"workload.{kind}_args: {reference!r} takes no option(s) {unknown}; its options: "
+                          f"{', '.join(own) or 'none'}")

@@ -49,8 +49,10 @@ from workloads.metrics.hessian import estimate_hessian
 from workloads.models import count_parameters
 
 # On a CPU the members' Hessian-vector products are taken together only for models of at most this many
-# parameters: above it one bmm-based product of M members was slower than M single ones (benchmarks/cohort.py
-# --hessian). On CUDA they are always taken together (launch-bound).
+# parameters. `benchmarks/cohort.py --hessian` (2026-12-01, 2-core CPU under load, 3 MLPs, 1000 points): the
+# cohort took x1.13-1.40 less time at 490-1,098 parameters, the same at 2,698, and more above (x0.95 at 7,434,
+# x0.6-0.7 at 23k-79k: the batched products' 3x larger tensors fall out of the caches). On CUDA they are
+# always taken together (launch-bound there).
 HESSIAN_COHORT_CPU_MAX_PARAMS = 4096
 
 
@@ -140,8 +142,9 @@ def _check_one_cohort(specs: list, key, what: str) -> None:
 # Data
 
 
-def _cell_data(cells: list) -> list[Dataset]:
-    """Each cell's dataset (CPU), built once per distinct data recipe; the training inputs must be identical."""
+def member_datasets(cells: list) -> list[Dataset]:
+    """Each member's dataset (CPU), built once per distinct data recipe; ValueError unless the training inputs
+    are identical (the labels may differ)."""
     cache: dict[tuple, Dataset] = {}
     out = []
     for cell in cells:
@@ -180,7 +183,7 @@ def train_and_measure_cohort(specs: list[ModelSpec], *, execution: Execution = E
     started = time.perf_counter()
     cells = [s.cell for s in specs]
     device = specs[0].device
-    datasets = _cell_data(cells)
+    datasets = member_datasets(cells)
     models = [cell.build_model(s.seed, ds) for cell, s, ds in zip(cells, specs, datasets)]
     backend = resolve_backend(execution.backend, cells[0].model)
     net = build_cohort_net(models[0], [m.state_dict() for m in models], backend, device)
@@ -287,7 +290,7 @@ def measure_pairs_cohort(specs: list[PairSpec], states: list[tuple[dict, dict]],
     started_at, started = _now(), time.perf_counter()
     device = specs[0].device
     cells = [s.cell for s in specs]
-    datasets = _cell_data(cells)
+    datasets = member_datasets(cells)
     seeds, ends = [], []
     cka, l2 = [], []
     for spec, cell, ds, (state_a, state_b) in zip(specs, cells, datasets, states):

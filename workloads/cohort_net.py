@@ -28,7 +28,11 @@ from torch.func import functional_call, vmap
 from workloads import models as model_zoo
 
 BACKENDS = ("grouped", "vmap")
-# Faster backend per model family: MEASUREMENT PENDING (benchmarks/cohort.py --backends).
+# Faster backend per model family, from `python benchmarks/cohort.py --backends` (2026-12-01, this project's
+# 2-core CPU under other agents' load, 1 thread, 3 members, batch 16-128): grouped took 1.2-2.2x less time
+# per step than torch.func for the mlp (k 8-256), 1.2-2.0x for the cnn (k 4-64, BatchNorm), 1.3-1.6x for
+# resnet18 (k 2-8, 32x32); vmap's per-call dispatch and functional_call cost more than they save here.
+# Not yet measured on a GPU (benchmarks/gpu.py step 4 times both at batch 128); vgg11 follows the convnets.
 BACKEND_BY_FAMILY = {"mlp": "grouped", "cnn": "grouped", "resnet18": "grouped", "vgg11": "grouped"}
 
 
@@ -289,6 +293,10 @@ class CohortNet:
         """Every member's batch is x (B, *input_shape)."""
         raise NotImplementedError
 
+    def batch_of(self, inputs, start: int, stop: int):
+        """Examples [start, stop) of every member from inputs prepared by ``inputs`` (a view, no copy)."""
+        raise NotImplementedError
+
     def forward(self, inputs, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         raise NotImplementedError
 
@@ -322,14 +330,17 @@ class GroupedNet(CohortNet):
         return x.reshape(b, m * x.shape[2], *x.shape[3:])
 
     def inputs(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        if self.folded:
-            return self._fold(x[index.t()])  # gathered straight into (B, M, ...): no transpose copy
-        return x[index]
+        if self.folded:  # gathered straight into (B, M, ...): no transpose copy
+            return self._fold(_gather(x, index.t()))
+        return _gather(x, index)
 
     def inputs_shared(self, x: torch.Tensor) -> torch.Tensor:
         if self.folded:
             return self._fold(x.unsqueeze(1).expand(x.shape[0], self.members, *x.shape[1:]))
         return x.unsqueeze(0).expand(self.members, *x.shape)
+
+    def batch_of(self, inputs: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        return inputs[start:stop] if self.folded else inputs[:, start:stop]
 
     def forward(self, inputs: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         if params is None:
@@ -367,10 +378,13 @@ class VmapNet(CohortNet):
         return _tracking_batchnorms(self.template)  # the vmapped calls run the template's layers
 
     def inputs(self, x: torch.Tensor, index: torch.Tensor):
-        return (x[index], 0)
+        return (_gather(x, index), 0)
 
     def inputs_shared(self, x: torch.Tensor):
         return (x, None)
+
+    def batch_of(self, inputs, start: int, stop: int):
+        return (inputs[0][:, start:stop], 0)
 
     def forward(self, inputs, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         x, dim = inputs
@@ -380,6 +394,11 @@ class VmapNet(CohortNet):
         buffers = dict(self.module.named_buffers())
         self.template.train(self.module.training)
         return self._vmapped[dim](stacked, buffers, x)
+
+
+def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x[index] for a 2-D index (one index_select: cheaper than advanced indexing per step)."""
+    return x.index_select(0, index.reshape(-1)).view(*index.shape, *x.shape[1:])
 
 
 def _tracking_batchnorms(module: nn.Module) -> list[nn.Module]:

@@ -244,6 +244,10 @@ def test_a_checkpoint_of_another_cohort_is_refused_with_a_clear_error(mnist1d):
     other = [dataclasses.replace(configs[0], lr=0.1), configs[1]]
     with pytest.raises(ValueError, match="resume_state was made with a different TrainConfig for member 0"):
         train_cohort(fresh(), mnist1d.train_x, mnist1d.train_y, other, resume_state=saved[0])
+    named = []
+    train_cohort(fresh(), mnist1d.train_x, mnist1d.train_y, configs, checkpoint_fn=named.append, members=["a", "b"])
+    with pytest.raises(ValueError, match=r"resume_state was made for other cohort members: \['a', 'b'\]"):
+        train_cohort(fresh(), mnist1d.train_x, mnist1d.train_y, configs, resume_state=named[0], members=["a", "c"])
     broken = {**saved[0], "state": {k: v[:, :1] for k, v in saved[0]["state"].items()}}
     with pytest.raises(ValueError, match="resume_state is not a usable cohort checkpoint: state does not fit"):
         train_cohort(fresh(), mnist1d.train_x, mnist1d.train_y, configs, resume_state=broken)

@@ -72,10 +72,12 @@ def trained_members(name, data, seeds, width=8, **kw):
 # Hessian
 
 
-@pytest.mark.parametrize("name, kw", [("mlp", {}), ("cnn", {"batch_norm": True})], ids=["mlp", "cnn-bn"])
-def test_cohort_hessian_equals_each_members_estimate(digits, name, kw):
+@pytest.mark.parametrize("name, kw, backend", [("mlp", {}, "grouped"), ("cnn", {"batch_norm": True}, "grouped"),
+                                               ("cnn", {"batch_norm": True}, "vmap")],
+                         ids=["mlp", "cnn-bn", "cnn-bn-vmap"])
+def test_cohort_hessian_equals_each_members_estimate(digits, name, kw, backend):
     models = trained_members(name, digits, (0, 1, 2), width=4, **kw)
-    net = build_cohort_net(models[0], [m.state_dict() for m in models])
+    net = build_cohort_net(models[0], [m.state_dict() for m in models], backend)
     x = digits.train_x[:200]
     targets = torch.stack([digits.train_y[:200], corrupt_labels(digits, 0.3, 1).train_y[:200], digits.train_y[:200]])
     got = estimate_hessian_cohort(net, x, targets, members=[0, 1], eigen_max_iter=40, trace_max_probes=30)
@@ -99,9 +101,11 @@ def _stacked_ends(pairs):
     return end_a, end_b
 
 
-@pytest.mark.parametrize("name, kw, dtype", [("mlp", {}, torch.float32), ("cnn", {"batch_norm": True}, torch.float64)],
-                         ids=["mlp-fp32", "cnn-bn-fp64"])
-def test_curves_trained_together_equal_connect_models(digits, name, kw, dtype):
+@pytest.mark.parametrize("name, kw, dtype, backend", [("mlp", {}, torch.float32, "grouped"),
+                                                      ("cnn", {"batch_norm": True}, torch.float64, "grouped"),
+                                                      ("cnn", {"batch_norm": True}, torch.float64, "vmap")],
+                         ids=["mlp-fp32", "cnn-bn-fp64", "cnn-bn-fp64-vmap"])
+def test_curves_trained_together_equal_connect_models(digits, name, kw, dtype, backend):
     """Per pair its own lr and seed (t draws); BatchNorm recomputed per pair and point. The BatchNorm net in
     float64, where only the arithmetic (not kernel rounding amplified by SGD) can make a difference."""
     models = [m.to(dtype) for m in trained_members(name, digits, (0, 1, 2), width=4, **kw)]
@@ -109,7 +113,7 @@ def test_curves_trained_together_equal_connect_models(digits, name, kw, dtype):
     base = CurveConfig(epochs=4, lr=0.05, batch_size=128, num_points=5, bn_batch_size=100)  # 4: lr decays
     configs = [base, dataclasses.replace(base, lr=0.02, seed=3), dataclasses.replace(base, momentum=0.5, seed=1)]
     x, tx = digits.train_x.to(dtype), digits.test_x.to(dtype)
-    net = build_cohort_net(models[0], [a.state_dict() for a, _ in pairs])
+    net = build_cohort_net(models[0], [a.state_dict() for a, _ in pairs], backend)
     net.module.to(dtype)
     end_a, end_b = _stacked_ends(pairs)
     got = connect_cohort(net, end_a, end_b, x, digits.train_y.expand(3, -1), tx, digits.test_y.expand(3, -1), configs)
@@ -204,6 +208,21 @@ def test_a_diverged_member_of_a_cohort_gets_the_diverged_row(monkeypatch):
     assert got[0].cohort.hessian == "per-member"
     reference = train_and_measure(specs[2])
     assert got[2].row["hessian_top_eigenvalue"] == pytest.approx(reference.row["hessian_top_eigenvalue"], rel=1e-3)
+
+
+def test_a_cohort_checkpoint_resumes_to_the_same_outcomes():
+    """Through the entry point: the checkpoint names its members and gives the uninterrupted rows."""
+    cell = tiny_cell(training=dataclasses.replace(tiny_cell().training, checkpoint_every=1))
+    specs = [ModelSpec(cell, s) for s in (0, 1)]
+    saved = []
+    whole = train_and_measure_cohort(specs, checkpoint_fn=saved.append)
+    assert [len(s["members"]) for s in saved] == [2, 2] and '"seed": 1' in saved[0]["members"][1]
+    resumed = train_and_measure_cohort(specs, resume_state=saved[0])
+    for a, b in zip(whole, resumed):
+        assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+        assert a.row["test_loss"] == b.row["test_loss"] and a.row["hessian_trace"] == b.row["hessian_trace"]
+    with pytest.raises(ValueError, match="resume_state was made for other cohort members"):
+        train_and_measure_cohort(specs[::-1], resume_state=saved[0])
 
 
 def test_which_models_and_pairs_share_a_cohort():

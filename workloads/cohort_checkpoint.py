@@ -6,6 +6,7 @@ A checkpoint is a dict of tensors, lists, dicts, strings, numbers and None (noth
     format, version   CHECKPOINT_FORMAT, CHECKPOINT_VERSION
     epoch             epochs completed (training continues with this 0-based epoch)
     configs           one dataclasses.asdict(TrainConfig) per member
+    members           one string per member naming it (the caller's key, e.g. cell and seed), or None
     state             the cohort's stacked state dict: {name: (M, *shape)} parameters and BatchNorm buffers
     momentum          {name: (M, *shape)} SGD momentum buffers of the trainable parameters
     generators        one uint8 tensor per member: its batch-order generator's state
@@ -27,14 +28,15 @@ from workloads.train import RESUME_MAY_DIFFER, TrainConfig
 
 CHECKPOINT_FORMAT = "landscape-cohort-train"
 CHECKPOINT_VERSION = 1
-_KEYS = ("format", "version", "epoch", "configs", "state", "momentum", "generators", "histories", "errors")
+_KEYS = ("format", "version", "epoch", "configs", "members", "state", "momentum", "generators", "histories", "errors")
 
 
 def _cpu(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.detach().to("cpu", copy=True)
 
 
-def checkpoint_state(epochs_done: int, net, sgd, orders: list[torch.Generator], run, configs: list[TrainConfig]) -> dict:
+def checkpoint_state(epochs_done: int, net, sgd, orders: list[torch.Generator], run, configs: list[TrainConfig],
+                     members: list[str] | None) -> dict:
     """Everything needed to continue the cohort, as a CPU copy safe to keep while training goes on."""
     names = [n for n, p in net.params().items() if p.requires_grad]
     return {
@@ -42,6 +44,7 @@ def checkpoint_state(epochs_done: int, net, sgd, orders: list[torch.Generator], 
         "version": CHECKPOINT_VERSION,
         "epoch": int(epochs_done),
         "configs": [dataclasses.asdict(c) for c in configs],
+        "members": None if members is None else [str(k) for k in members],
         "state": {k: _cpu(v) for k, v in net.stacked_state().items()},
         "momentum": {n: _cpu(b) for n, b in zip(names, sgd.buffers)},
         "generators": [g.get_state() for g in orders],
@@ -54,9 +57,11 @@ def _fail(problem: str) -> ValueError:
     return ValueError(f"resume_state is not a usable cohort checkpoint: {problem}")
 
 
-def restore_checkpoint(state, net, sgd, orders: list[torch.Generator], run, configs: list[TrainConfig]) -> int:
+def restore_checkpoint(state, net, sgd, orders: list[torch.Generator], run, configs: list[TrainConfig],
+                       members: list[str] | None) -> int:
     """Load a ``checkpoint_state`` dict into the cohort, optimiser, generators and bookkeeping; returns the
-    next epoch. ValueError ("resume_state ...") naming the problem when it does not fit this cohort."""
+    next epoch. ValueError ("resume_state ...") naming the problem when it does not fit this cohort (other
+    members, when both name theirs; other configs; other shapes)."""
     if not isinstance(state, dict):
         raise _fail(f"expected a dict, got {type(state).__name__}")
     missing = [k for k in _KEYS if k not in state]
@@ -69,6 +74,9 @@ def restore_checkpoint(state, net, sgd, orders: list[torch.Generator], run, conf
     for key in ("configs", "generators", "histories", "errors"):
         if not isinstance(state[key], list) or len(state[key]) != m:
             raise _fail(f"{key} must be a list of {m} members")
+    if members is not None and state["members"] is not None and list(state["members"]) != [str(k) for k in members]:
+        raise ValueError(f"resume_state was made for other cohort members: {state['members']} vs now "
+                         f"{[str(k) for k in members]}")
     _check_configs(state["configs"], configs)
     epoch = state["epoch"]
     if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch <= configs[0].epochs:

@@ -94,6 +94,14 @@ def _architecture_key(cell) -> tuple:
     return (cell.model, json.dumps(cell.model_args, sort_keys=True), cell.model_width())
 
 
+def member_key(spec: ModelSpec) -> str:
+    """A model's name in cohort checkpoints: its cell, seed and data recipe (what makes its y and init)."""
+    cell = spec.cell
+    noise = float(cell.load_value) if cell.load_name == "label_noise" else cell.label_noise
+    return json.dumps({**cell.keys(), "seed": int(spec.seed), "label_noise": noise, "data": _inputs_key(cell)},
+                      sort_keys=True)
+
+
 def model_cohort_key(spec: ModelSpec) -> tuple:
     """Models with equal keys may train as one cohort (see the module doc)."""
     cell = spec.cell
@@ -173,7 +181,8 @@ def train_and_measure_cohort(specs: list[ModelSpec], *, execution: Execution = E
                              resume_state: dict | None = None) -> list[CohortModelOutcome]:
     """``train_and_measure`` for every spec, trained as one cohort; outcomes in the order of ``specs``.
 
-    checkpoint_fn / resume_state: one checkpoint for the whole cohort (workloads/cohort_checkpoint.py).
+    checkpoint_fn / resume_state: one checkpoint for the whole cohort (workloads/cohort_checkpoint.py), naming
+    its members (``member_key``); a resume_state of other members is a ValueError starting "resume_state".
     A diverged member gets status "diverged", null metrics and no weights, as there; the others are measured.
     """
     _check_one_cohort(specs, model_cohort_key, "model")
@@ -192,7 +201,7 @@ def train_and_measure_cohort(specs: list[ModelSpec], *, execution: Execution = E
     train_y = torch.stack([ds.train_y for ds in datasets]).to(device)
     test_y = torch.stack([ds.test_y for ds in datasets]).to(device)
     result = train_cohort(net, base.train_x, train_y, configs, execution=execution, checkpoint_fn=checkpoint_fn,
-                          resume_state=resume_state)
+                          resume_state=resume_state, members=[member_key(s) for s in specs])
     trained = time.perf_counter()
 
     ok = [i for i, status in enumerate(result.statuses) if status == "ok"]

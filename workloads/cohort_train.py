@@ -232,13 +232,15 @@ def check_cohort_configs(configs: list[TrainConfig], n: int) -> None:
 
 def train_cohort(net: CohortNet, train_x: torch.Tensor, train_y: torch.Tensor, configs: list[TrainConfig], *,
                  execution: Execution = Execution(), checkpoint_fn: Callable[[dict], None] | None = None,
-                 resume_state: dict | None = None) -> CohortTrainResult:
+                 resume_state: dict | None = None, members: list[str] | None = None) -> CohortTrainResult:
     """Train the M members of ``net`` in place; train_x (n, *input_shape) shared, train_y (M, n) or (n,).
 
     configs: one TrainConfig per member (same epochs, batch_size, device; any lr, momentum, weight decay,
     schedule, seed). checkpoint_fn(state) is called after every ``checkpoint_every``-th epoch with a CPU copy
     of the whole cohort (tensors, lists, dicts and numbers only: ``torch.load(weights_only=True)`` reads it);
-    passed back as ``resume_state`` it continues bit for bit. A device out of memory raises TrainingOOMError.
+    passed back as ``resume_state`` it continues bit for bit. members: optional names of the members (stored
+    in checkpoints; a resume_state naming other members is refused). execution.backend is the caller's
+    business (it built ``net``). A device out of memory raises TrainingOOMError.
     """
     n = int(train_x.shape[0])
     check_cohort_configs(configs, n)
@@ -246,7 +248,7 @@ def train_cohort(net: CohortNet, train_x: torch.Tensor, train_y: torch.Tensor, c
         raise ValueError(f"{len(configs)} configs for a cohort of {net.members} members")
     device = torch.device(configs[0].device)
     try:
-        return _train(net, train_x, train_y, configs, execution, device, checkpoint_fn, resume_state)
+        return _train(net, train_x, train_y, configs, execution, device, checkpoint_fn, resume_state, members)
     except torch.cuda.OutOfMemoryError as err:
         params = sum(p[0].numel() for p in net.params().values())
         raise TrainingOOMError(
@@ -255,7 +257,8 @@ def train_cohort(net: CohortNet, train_x: torch.Tensor, train_y: torch.Tensor, c
             f"cohort or a device with more memory") from err
 
 
-def _train(net, train_x, train_y, configs, execution, device, checkpoint_fn, resume_state) -> CohortTrainResult:
+def _train(net, train_x, train_y, configs, execution, device, checkpoint_fn, resume_state,
+           members) -> CohortTrainResult:
     m, n = net.members, int(train_x.shape[0])
     batch, epochs, every = configs[0].batch_size, configs[0].epochs, configs[0].checkpoint_every
     steps = n // batch
@@ -270,7 +273,7 @@ def _train(net, train_x, train_y, configs, execution, device, checkpoint_fn, res
     run = _Run(histories=[[] for _ in range(m)], errors=[None] * m)
     start = 0
     if resume_state is not None:
-        start = restore_checkpoint(resume_state, net, sgd, orders, run, configs)
+        start = restore_checkpoint(resume_state, net, sgd, orders, run, configs, members)
     loss_step = make_loss_step(net, execution, device)
     active = torch.tensor([e is None for e in run.errors], device=device)
     # Frozen members -> their BatchNorm buffers when frozen, put back after every epoch (the forward pass
@@ -320,7 +323,7 @@ def _train(net, train_x, train_y, configs, execution, device, checkpoint_fn, res
                 run.histories[member].append({"epoch": epoch, "lr": lrs[member], "train_loss": mean_loss[member],
                                               "train_acc": accuracy[member], "seconds": seconds})
         if checkpoint_fn is not None and every and (epoch + 1) % every == 0:
-            checkpoint_fn(checkpoint_state(epoch + 1, net, sgd, orders, run, configs))
+            checkpoint_fn(checkpoint_state(epoch + 1, net, sgd, orders, run, configs, members))
     statuses = ["ok" if e is None else "diverged" for e in run.errors]
     return CohortTrainResult(net, run.histories, statuses, list(run.errors), [len(h) for h in run.histories])
 

@@ -18,6 +18,8 @@ shapes and sizes, NOT real data: workloads/data.py). On a machine without CUDA i
      ResNet18 k in {4, 16, 64} at batch {16, 128, 1024}, one model at a time (workloads.train.train) vs a
      cohort of 5 (the seeds of a paper cell); at batch 128 also the torch.func backend and bf16, and at
      k=4, batch 16 a compiled cohort (CUDA graphs). cuDNN autotuning is on for both sides in this step.
+     Also the host synchronisations of 64 cohort steps, counted by torch.cuda.set_sync_debug_mode (the
+     divergence checks every 32 steps and the per-epoch bookkeeping; one per step would be a regression).
   5. A reduced paper sweep through the orchestrator (ResNet18 k in {4, 16} x batch {128, 512} x seeds
      {0, 1}: 8 models and 4 pairs, a few epochs, gpu 0.25 = four trials per GPU) on a private local Ray with
      this machine's GPUs, while nvidia-smi samples the utilisation every second: models/hour, pairs/hour,
@@ -28,6 +30,7 @@ It ends with a block of figures for the README (and the two calibration numbers 
 (sklearn digits with an MLP for the sweep stages, a small random CIFAR-shaped set for the timed ResNet
 steps: a CPU needs ~20 s just to evaluate a ResNet18 on CIFAR's 10000 test images), so the script itself is
 tested on machines without a GPU (tests/test_gpu_benchmark.py); its figures mean nothing.
+(Over 400 lines: one script for one GPU session, since a GPU is lent rarely and briefly.)
 """
 
 from __future__ import annotations
@@ -317,6 +320,35 @@ def _images_per_second(sizes: Sizes, part, width: int, batch: int, execution) ->
     return members * batch * (part.train_size // batch) / (time.perf_counter() - started)
 
 
+def host_syncs(sizes: Sizes, steps: int = 64) -> int | None:
+    """Synchronising CUDA calls made while a cohort of 2 (ResNet18 k=4, batch 16) trains ``steps`` steps."""
+    if sizes.device != "cuda":
+        return None
+    import warnings
+
+    import torch
+
+    from workloads.cohort_net import build_cohort_net
+    from workloads.cohort_train import train_cohort
+    from workloads.models import seeded_model
+    from workloads.train import TrainConfig
+
+    data = _bench_data(sizes).to(sizes.device)
+    x, y = data.train_x[:16 * steps], data.train_y[:16 * steps]
+    models = [seeded_model("resnet18", s, width=4, num_classes=10, input_shape=(3, 32, 32)) for s in (0, 1)]
+    configs = [TrainConfig(epochs=1, batch_size=16, lr=0.01, seed=s, device="cuda") for s in (0, 1)]
+    net = build_cohort_net(models[0], [m.state_dict() for m in models], "grouped", "cuda")
+    train_cohort(net, x[:32], y[:32], configs)  # lazy initialisation outside the count
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            train_cohort(net, x, y, configs)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
 def cohorts(sizes: Sizes, peak: float | None) -> list[dict]:
     import torch
 
@@ -501,6 +533,8 @@ def main(argv=None) -> int:
     print(f"  utilisation against a dense bf16 peak of {peak / 1e12:g} TFLOP/s" if peak
           else "  no known peak for this device: rates only (--peak-tflops sets one)")
     cohort_rows = cohorts(sizes, peak)
+    syncs = host_syncs(sizes)
+    print(f"  host synchronisations in 64 cohort steps: {'n/a (no CUDA)' if syncs is None else syncs}")
     sweep = {"ok": True, "skipped": True}
     if not args.skip_sweep:
         section("5. Reduced paper sweep, four trials per GPU")
@@ -518,6 +552,7 @@ def main(argv=None) -> int:
     for m in mem:
         print(f"  memory k={m['width']} batch {m['batch']}: {m['peak'] / 2**30:.1f} GiB "
               f"({'fits' if m['fits'] else 'does NOT fit'} {m['share']:g} of an A10G)")
+    print(f"  cohort host synchronisations in 64 steps: {'n/a' if syncs is None else syncs}")
     for r in cohort_rows:
         mfu = f" (MFU {r['mfu']:.1%})" if r["mfu"] is not None else ""
         shown = r["error"] or f"{r['images_per_s']:,.0f} images/s{mfu}"

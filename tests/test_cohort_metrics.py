@@ -78,16 +78,16 @@ def trained_members(name, data, seeds, width=8, **kw):
 def test_cohort_hessian_equals_each_members_estimate(digits, name, kw, backend):
     models = trained_members(name, digits, (0, 1, 2), width=4, **kw)
     net = build_cohort_net(models[0], [m.state_dict() for m in models], backend)
-    x = digits.train_x[:200]
-    targets = torch.stack([digits.train_y[:200], corrupt_labels(digits, 0.3, 1).train_y[:200], digits.train_y[:200]])
-    got = estimate_hessian_cohort(net, x, targets, members=[0, 1], eigen_max_iter=40, trace_max_probes=30)
+    x = digits.train_x[:120]
+    targets = torch.stack([digits.train_y[:120], corrupt_labels(digits, 0.3, 1).train_y[:120], digits.train_y[:120]])
+    got = estimate_hessian_cohort(net, x, targets, members=[0, 1], eigen_max_iter=30, trace_max_probes=20)
     assert got[2] is None
     for i in (0, 1):
-        want = estimate_hessian(models[i], x, targets[i], eigen_max_iter=40, trace_max_probes=30)
+        want = estimate_hessian(models[i], x, targets[i], eigen_max_iter=30, trace_max_probes=20)
         assert got[i].top_eigenvalue == pytest.approx(want.top_eigenvalue, rel=1e-3)
         assert abs(got[i].trace - want.trace) <= 2 * want.trace_std_error + 1e-3 * abs(want.trace)
         assert abs(got[i].eigen_iterations - want.eigen_iterations) <= 2
-        assert got[i].samples == 200 and got[i].hvps == got[i].lanczos_steps + got[i].trace_probes
+        assert got[i].samples == 120 and got[i].hvps == got[i].lanczos_steps + got[i].trace_probes
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -110,7 +110,7 @@ def test_curves_trained_together_equal_connect_models(digits, name, kw, dtype, b
     float64, where only the arithmetic (not kernel rounding amplified by SGD) can make a difference."""
     models = [m.to(dtype) for m in trained_members(name, digits, (0, 1, 2), width=4, **kw)]
     pairs = [(models[0], models[1]), (models[0], models[2]), (models[2], models[1])]
-    base = CurveConfig(epochs=4, lr=0.05, batch_size=128, num_points=5, bn_batch_size=100)  # 4: lr decays
+    base = CurveConfig(epochs=3, lr=0.05, batch_size=128, num_points=3, bn_batch_size=100)  # epoch 3: lr decays
     configs = [base, dataclasses.replace(base, lr=0.02, seed=3), dataclasses.replace(base, momentum=0.5, seed=1)]
     x, tx = digits.train_x.to(dtype), digits.test_x.to(dtype)
     net = build_cohort_net(models[0], [a.state_dict() for a, _ in pairs], backend)

@@ -40,6 +40,7 @@ def test_cpu_dry_run_exercises_every_step(ray_tmpdir):
     assert "GPU utilisation:" in out and "Summary (for the README)" in out
     # Step 4: every (k, batch) one at a time and as a cohort, the variants at the variant batch; no peak on a CPU.
     assert "4. Cohorts vs one at a time" in out and "no known peak for this device" in out
+    assert "host synchronisations in 64 cohort steps: n/a (no CUDA)" in out
     for batch in (16, 32):
         assert f"ResNet18 k=2   batch {batch:<5} one at a time" in out, out
         assert out.count(f"k=2   batch {batch:<5} cohort of 2") == 1, out

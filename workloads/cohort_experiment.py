@@ -210,7 +210,7 @@ def train_and_measure_cohort(specs: list[ModelSpec], *, execution: Execution = E
     if ok:
         train_loss, train_acc = evaluate_cohort(net, base.train_x, train_y, batch_size=EVAL_BATCH_SIZE)
         test_loss, test_acc = evaluate_cohort(net, base.test_x, test_y, batch_size=EVAL_BATCH_SIZE)
-        estimates, hessian_mode = _hessians(net, models, datasets, specs, ok, device)
+        estimates, hessian_mode = _hessians(net, models, base, train_y, datasets, specs, ok, device)
         metrics = {i: (train_loss[i], train_acc[i], test_loss[i], test_acc[i], estimates[i]) for i in ok}
     finished = time.perf_counter()
 
@@ -227,10 +227,13 @@ def train_and_measure_cohort(specs: list[ModelSpec], *, execution: Execution = E
     return outcomes
 
 
-def _hessians(net, models, datasets, specs, ok: list[int], device: str):
-    """Per ok member its HessianEstimate: products taken together where it pays, else one model at a time."""
+def _hessians(net, models, base: Dataset, train_y: torch.Tensor, datasets, specs, ok: list[int], device: str):
+    """Per ok member its HessianEstimate: products taken together where it pays, else one model at a time.
+
+    base: the shared data on the device; train_y (M, n): the members' labels there (the points are one
+    seeded subset of x for all, each member with its own labels)."""
     settings = specs[0].cell.hessian
-    points = [hessian_points(ds.to(device), settings) for ds in datasets]
+    points = [hessian_points(dataclasses.replace(base, train_y=y), settings) for y in train_y]
     hx = points[0][0]
     hy = torch.stack([p[1] for p in points])
     if _use_cohort_hessian(settings, device, count_parameters(models[0]), len(hx)):
@@ -300,17 +303,21 @@ def measure_pairs_cohort(specs: list[PairSpec], states: list[tuple[dict, dict]],
     device = specs[0].device
     cells = [s.cell for s in specs]
     datasets = member_datasets(cells)
+    base = datasets[0].to(device)
     seeds, ends = [], []
     cka, l2 = [], []
+    probe_sets: dict[tuple, torch.Tensor] = {}
     for spec, cell, ds, (state_a, state_b) in zip(specs, cells, datasets, states):
         seed_a, seed_b = sorted((int(spec.seed_a), int(spec.seed_b)))
         if (seed_a, seed_b) != (int(spec.seed_a), int(spec.seed_b)):
             state_a, state_b = state_b, state_a
         seeds.append((seed_a, seed_b))
-        data_dev = ds.to(device)
         model_a = load_trained(cell, seed_a, state_a, ds, device)
         model_b = load_trained(cell, seed_b, state_b, ds, device)
-        probes = mixup_probes(data_dev.train_x, cell.cka_probes, cell.cka_probe_seed)
+        probe_key = (int(cell.cka_probes), int(cell.cka_probe_seed))
+        if probe_key not in probe_sets:  # drawn from the shared inputs, once per setting
+            probe_sets[probe_key] = mixup_probes(base.train_x, *probe_key)
+        probes = probe_sets[probe_key]
         cka.append(cka_or_reason(softmax_outputs(model_a, probes), softmax_outputs(model_b, probes)))
         l2.append(l2_distance(model_a, model_b))
         ends.append((model_a, model_b))
@@ -321,7 +328,6 @@ def measure_pairs_cohort(specs: list[PairSpec], states: list[tuple[dict, dict]],
              template.named_parameters()}
     end_b = {n: torch.stack([dict(b.named_parameters())[n].detach() for _, b in ends]) for n, _ in
              template.named_parameters()}
-    base = datasets[0].to(device)
     train_y = torch.stack([ds.train_y for ds in datasets]).to(device)
     test_y = torch.stack([ds.test_y for ds in datasets]).to(device)
     configs = [dataclasses.replace(cell.curve, device=device) for cell in cells]

@@ -14,6 +14,8 @@ handed to the rest of the project are plain indexing. Two ways to run the M forw
 Both take the inputs prepared by ``inputs(x, index)`` (member m sees x[index[m]]) or ``inputs_shared(x)``
 (every member sees x) and return logits (M, B, num_classes). ``BACKEND_BY_FAMILY`` records which one is
 faster per model family (benchmarks/cohort.py --backends measured it) and is what backend "auto" picks.
+(Over 400 lines: both backends stay in this module so that their one contract, the stacked state under the
+member names, is declared once.)
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """GPU benchmark: the CUDA path of every stage, the figures behind the cost estimates, a packed paper sweep.
 
-    python benchmarks/gpu.py [--epochs N] [--keep DIR]
+    python benchmarks/gpu.py [--epochs N] [--keep DIR] [--peak-tflops T] [--skip-sweep]
 
 Needs nothing beyond the installed project and a CUDA GPU; runs offline on "synthetic-cifar" (CIFAR-10's
 shapes and sizes, NOT real data: workloads/data.py). On a machine without CUDA it says so and exits 0.
@@ -13,7 +13,14 @@ shapes and sizes, NOT real data: workloads/data.py). On a machine without CUDA i
      through workloads.train.train, the loop the sweeps use.
   3. Memory: peak GPU memory of training steps at the largest batch for the widest width of each GPU share
      that paper-width-batch requests, against a 24 GB A10G's share (cluster.yaml's small workers).
-  4. A reduced paper sweep through the orchestrator (ResNet18 k in {4, 16} x batch {128, 512} x seeds
+  4. Cohorts (workloads/cohort_train.py): images/s and model FLOP utilisation (MFU: 3 x forward FLOPs per
+     image x images/s over the GPU's dense bf16 peak, the convention of docs/perf_anchors.md) of training
+     ResNet18 k in {4, 16, 64} at batch {16, 128, 1024}, one model at a time (workloads.train.train) vs a
+     cohort of 5 (the seeds of a paper cell); at batch 128 also the torch.func backend and bf16, and at
+     k=4, batch 16 a compiled cohort (CUDA graphs). cuDNN autotuning is on for both sides in this step.
+     Also the host synchronisations of 64 cohort steps, counted by torch.cuda.set_sync_debug_mode (the
+     divergence checks every 32 steps and the per-epoch bookkeeping; one per step would be a regression).
+  5. A reduced paper sweep through the orchestrator (ResNet18 k in {4, 16} x batch {128, 512} x seeds
      {0, 1}: 8 models and 4 pairs, a few epochs, gpu 0.25 = four trials per GPU) on a private local Ray with
      this machine's GPUs, while nvidia-smi samples the utilisation every second: models/hour, pairs/hour,
      trials at once, mean and peak GPU utilisation.
@@ -23,6 +30,7 @@ It ends with a block of figures for the README (and the two calibration numbers 
 (sklearn digits with an MLP for the sweep stages, a small random CIFAR-shaped set for the timed ResNet
 steps: a CPU needs ~20 s just to evaluate a ResNet18 on CIFAR's 10000 test images), so the script itself is
 tested on machines without a GPU (tests/test_gpu_benchmark.py); its figures mean nothing.
+(Over 400 lines: one script for one GPU session, since a GPU is lent rarely and briefly.)
 """
 
 from __future__ import annotations
@@ -77,12 +85,20 @@ class Sizes:
     memory_cases: tuple = ((128, 1024, 1.0), (45, 1024, 0.5), (16, 1024, 0.25))  # (k, batch, GPU share)
     sweep_epochs: int = 3
     fake_gpus: int | None = None  # declare this many GPUs to Ray (dry run); None = Ray detects the real ones
+    cohort_widths: tuple = (4, 16, 64)  # step 4
+    cohort_batches: tuple = (16, 128, 1024)
+    cohort_size: int = 5
+    cohort_steps: int = 20  # timed SGD steps per measurement (after an untimed warm-up)
+    variant_batch: int = 128  # the batch at which the torch.func backend and bf16 are measured too
+    compiled_case: tuple | None = (4, 16)  # (k, batch) of the compiled-cohort measurement; None: skip
 
 
 def dry_sizes() -> Sizes:
     return Sizes(device="cpu", workload={"dataset": "digits", "model": "mlp", "model_args": {"depth": 2}},
                  widths=(8, 16), batches=(32,), small_data=True, path_width=8, compute_width=2, compute_batch=32,
-                 overhead_width=1, overhead_batch=16, timed_steps=5, memory_cases=(), sweep_epochs=1, fake_gpus=1)
+                 overhead_width=1, overhead_batch=16, timed_steps=5, memory_cases=(), sweep_epochs=1, fake_gpus=1,
+                 cohort_widths=(2,), cohort_batches=(16, 32), cohort_size=2, cohort_steps=3, variant_batch=32,
+                 compiled_case=None)
 
 
 def section(title: str) -> None:
@@ -243,7 +259,134 @@ def memory(sizes: Sizes) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 4. A reduced paper sweep, packed four to a GPU, with utilisation sampled
+# 4. Cohorts vs one model at a time
+
+# Dense (no sparsity) bf16 tensor-core peaks in FLOP/s, from NVIDIA's datasheets, matched by substring of the
+# device name in this order; other devices print rates without a utilisation unless --peak-tflops is given.
+BF16_DENSE_PEAK = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12))
+
+
+def peak_flops(device_name: str, override_tflops: float | None) -> float | None:
+    if override_tflops:
+        return override_tflops * 1e12
+    for fragment, peak in BF16_DENSE_PEAK:
+        if fragment in device_name:
+            return peak
+    return None
+
+
+def _cohort_variants(sizes: Sizes, width: int, batch: int) -> list[tuple[str, object]]:
+    """(label, Execution or None for one model at a time) measured at (width, batch)."""
+    from workloads.cohort_train import Execution
+
+    out = [("one at a time", None), (f"cohort of {sizes.cohort_size}", Execution(backend="grouped"))]
+    if batch == sizes.variant_batch:
+        out += [("cohort, torch.func", Execution(backend="vmap")),
+                ("cohort, bf16", Execution(backend="grouped", precision="bf16"))]
+    if sizes.compiled_case == (width, batch):
+        out.append(("cohort, compiled (CUDA graphs)", Execution(backend="grouped", compile="reduce-overhead")))
+    return out
+
+
+def _images_per_second(sizes: Sizes, part, width: int, batch: int, execution) -> float:
+    """Training images per second: one model (execution None) or a cohort of sizes.cohort_size."""
+    import torch
+
+    from workloads.cohort_net import build_cohort_net
+    from workloads.cohort_train import train_cohort
+    from workloads.models import seeded_model
+    from workloads.train import TrainConfig, train
+
+    members = 1 if execution is None else sizes.cohort_size
+    models = [seeded_model("resnet18", s, width=width, num_classes=10, input_shape=(3, 32, 32))
+              for s in range(members)]
+    configs = [TrainConfig(epochs=1, batch_size=batch, lr=0.01, seed=s, device=sizes.device) for s in range(members)]
+    warm = dataclasses.replace(part, train_x=part.train_x[:batch * 3], train_y=part.train_y[:batch * 3])
+
+    def run(data):
+        if execution is None:
+            train(models[0], data, configs[0])
+        else:
+            net = build_cohort_net(models[0], [m.state_dict() for m in models], execution.backend, sizes.device)
+            train_cohort(net, data.train_x, data.train_y, configs, execution=execution)
+
+    run(warm if execution is None or execution.compile == "off" else part)  # autotuning, compilation
+    if sizes.device == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    run(part)
+    if sizes.device == "cuda":
+        torch.cuda.synchronize()
+    return members * batch * (part.train_size // batch) / (time.perf_counter() - started)
+
+
+def host_syncs(sizes: Sizes, steps: int = 64) -> int | None:
+    """Synchronising CUDA calls made while a cohort of 2 (ResNet18 k=4, batch 16) trains ``steps`` steps."""
+    if sizes.device != "cuda":
+        return None
+    import warnings
+
+    import torch
+
+    from workloads.cohort_net import build_cohort_net
+    from workloads.cohort_train import train_cohort
+    from workloads.models import seeded_model
+    from workloads.train import TrainConfig
+
+    data = _bench_data(sizes).to(sizes.device)
+    x, y = data.train_x[:16 * steps], data.train_y[:16 * steps]
+    models = [seeded_model("resnet18", s, width=4, num_classes=10, input_shape=(3, 32, 32)) for s in (0, 1)]
+    configs = [TrainConfig(epochs=1, batch_size=16, lr=0.01, seed=s, device="cuda") for s in (0, 1)]
+    net = build_cohort_net(models[0], [m.state_dict() for m in models], "grouped", "cuda")
+    train_cohort(net, x[:32], y[:32], configs)  # lazy initialisation outside the count
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            train_cohort(net, x, y, configs)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+def cohorts(sizes: Sizes, peak: float | None) -> list[dict]:
+    import torch
+
+    from orchestrator.estimate import forward_flops
+    from workloads.train import TrainingOOMError
+
+    data = _bench_data(sizes).to(sizes.device)  # resident on the device, as a cohort trial keeps it
+    cudnn = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    rows = []
+    try:
+        for width in sizes.cohort_widths:
+            flops = 3 * forward_flops("resnet18", width, (3, 32, 32), 10, ())  # per training image
+            for batch in sizes.cohort_batches:
+                n = min(data.train_size, batch * sizes.cohort_steps)
+                part = dataclasses.replace(data, train_x=data.train_x[:n], train_y=data.train_y[:n])
+                alone = None
+                for label, execution in _cohort_variants(sizes, width, batch):
+                    try:
+                        rate, error = _images_per_second(sizes, part, width, batch, execution), None
+                    except (torch.cuda.OutOfMemoryError, TrainingOOMError) as exc:
+                        rate, error = None, f"does not fit ({type(exc).__name__})"
+                    if sizes.device == "cuda":
+                        torch.cuda.empty_cache()
+                    alone = rate if execution is None else alone
+                    mfu = f", MFU {rate * flops / peak:.1%}" if rate and peak else ""
+                    gain = f", x{rate / alone:.2f} one at a time" if rate and alone and execution is not None else ""
+                    shown = error or f"{rate:,.0f} images/s{mfu}{gain}"
+                    print(f"  ResNet18 k={width:<3} batch {batch:<5} {label:<31}: {shown}", flush=True)
+                    rows.append({"width": width, "batch": batch, "variant": label, "images_per_s": rate,
+                                 "mfu": rate * flops / peak if rate and peak else None, "error": error})
+    finally:
+        torch.backends.cudnn.benchmark = cudnn
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 5. A reduced paper sweep, packed four to a GPU, with utilisation sampled
 
 
 class GpuSampler:
@@ -350,6 +493,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=None, help="epochs per model of the packed sweep (default 3)")
     parser.add_argument("--keep", default=None, metavar="DIR", help="keep the packed sweep's run directory here")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="dense bf16 peak of this GPU for the utilisation (default: datasheet table)")
+    parser.add_argument("--skip-sweep", action="store_true", help="leave out step 5 (the packed sweep on Ray)")
     parser.add_argument("--cpu-dry-run", action="store_true",
                         help="test the script on the CPU with tiny sizes and a fake GPU (figures mean nothing)")
     args = parser.parse_args(argv)
@@ -381,11 +527,21 @@ def main(argv=None) -> int:
     if sizes.memory_cases:
         section("3. Memory of the largest requests (paper-width-batch)")
         mem = memory(sizes)
-    section("4. Reduced paper sweep, four trials per GPU")
-    if sizes.device == "cuda":
-        _DATA.clear()
-        torch.cuda.empty_cache()  # this process's cached blocks would otherwise be missing to the trials
-    sweep = packed_sweep(sizes, args.keep)
+    section(f"4. Cohorts vs one at a time (ResNet18, {sizes.cohort_steps} timed steps each)")
+    device_name = torch.cuda.get_device_name(0) if sizes.device == "cuda" else "CPU dry run"
+    peak = peak_flops(device_name, args.peak_tflops)
+    print(f"  utilisation against a dense bf16 peak of {peak / 1e12:g} TFLOP/s" if peak
+          else "  no known peak for this device: rates only (--peak-tflops sets one)")
+    cohort_rows = cohorts(sizes, peak)
+    syncs = host_syncs(sizes)
+    print(f"  host synchronisations in 64 cohort steps: {'n/a (no CUDA)' if syncs is None else syncs}")
+    sweep = {"ok": True, "skipped": True}
+    if not args.skip_sweep:
+        section("5. Reduced paper sweep, four trials per GPU")
+        if sizes.device == "cuda":
+            _DATA.clear()
+            torch.cuda.empty_cache()  # this process's cached blocks would otherwise be missing to the trials
+        sweep = packed_sweep(sizes, args.keep)
 
     section("Summary (for the README)")
     print(f"  device: {torch.cuda.get_device_name(0) if sizes.device == 'cuda' else 'CPU dry run'}")
@@ -396,10 +552,17 @@ def main(argv=None) -> int:
     for m in mem:
         print(f"  memory k={m['width']} batch {m['batch']}: {m['peak'] / 2**30:.1f} GiB "
               f"({'fits' if m['fits'] else 'does NOT fit'} {m['share']:g} of an A10G)")
-    print(f"  packed sweep: {sweep['models_per_hour']:.0f} models/hour, {sweep['pairs_per_hour']:.0f} pairs/hour, "
-          f"{sweep['at_once']} trials at once, GPU utilisation {sweep['utilisation']}")
+    print(f"  cohort host synchronisations in 64 steps: {'n/a' if syncs is None else syncs}")
+    for r in cohort_rows:
+        mfu = f" (MFU {r['mfu']:.1%})" if r["mfu"] is not None else ""
+        shown = r["error"] or f"{r['images_per_s']:,.0f} images/s{mfu}"
+        print(f"  cohort step: ResNet18 k={r['width']} batch {r['batch']} {r['variant']}: {shown}")
+    if not sweep.get("skipped"):
+        print(f"  packed sweep: {sweep['models_per_hour']:.0f} models/hour, {sweep['pairs_per_hour']:.0f} pairs/hour, "
+              f"{sweep['at_once']} trials at once, GPU utilisation {sweep['utilisation']}")
     print(f"  total {time.perf_counter() - started:.0f} s")
-    return 0 if path["ok"] and sweep["ok"] else 1
+    cohorts_ok = all(r["images_per_s"] or r["error"] for r in cohort_rows)
+    return 0 if path["ok"] and sweep["ok"] and cohorts_ok else 1
 
 
 if __name__ == "__main__":

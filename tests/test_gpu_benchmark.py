@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -37,3 +38,11 @@ def test_cpu_dry_run_exercises_every_step(ray_tmpdir):
     assert "4/4 models and 2/2 pairs ok" in out and "models/hour" in out, out
     assert "devices: cpu (Ray GPU 0 has no CUDA)" in out  # the fake GPU: no CUDA, recorded as such
     assert "GPU utilisation:" in out and "Summary (for the README)" in out
+    # Step 4: every (k, batch) one at a time and as a cohort, the variants at the variant batch; no peak on a CPU.
+    assert "4. Cohorts vs one at a time" in out and "no known peak for this device" in out
+    assert "host synchronisations in 64 cohort steps: n/a (no CUDA)" in out
+    for batch in (16, 32):
+        assert f"ResNet18 k=2   batch {batch:<5} one at a time" in out, out
+        assert out.count(f"k=2   batch {batch:<5} cohort of 2") == 1, out
+    assert "cohort, torch.func" in out and "cohort, bf16" in out and "does not fit" not in out
+    assert len(re.findall(r"cohort of 2 +: [\d,]+ images/s, x\d+\.\d\d one at a time", out)) == 2, out

@@ -1,0 +1,356 @@
+"""Cohorts vs one model at a time: the same jobs both ways in one process, interleaved, with their differences.
+
+    python benchmarks/cohort.py [CONFIG] [--set KEY=VALUE ...] [--stage train|models|all] [--max-cohort N]
+    python benchmarks/cohort.py --backends      grouped kernels vs torch.func per model family (training steps)
+    python benchmarks/cohort.py --hessian       vectorised vs one-at-a-time Hessian per MLP width
+
+Grid mode (default: the built-in demo, 72 trainings of 70 epochs). The grid's models are grouped as the
+orchestrator will group them (workloads.cohort_experiment.plan_model_cohorts: the seeds of a cell for a
+batch-size temperature, whole rows of cells for a learning-rate or weight-decay one) and every cohort is
+run both ways, alternating which goes first so that a change in the machine's load hits both alike:
+  train   (default) workloads.train.train per model vs workloads.cohort_train.train_cohort per cohort
+  models  workloads.experiment.train_and_measure vs train_and_measure_cohort (training + every metric)
+  all     models, then every pair: measure_pair vs measure_pairs_cohort (curves trained together)
+It prints per cohort and in total the time one at a time, as a cohort, the speed-up, and the largest
+differences: weights (relative L2), test accuracy (in test examples) and, with --stage all, mc (pp).
+--singles also runs every model as a cohort of one, which separates the leaner training loop from the
+vectorisation. Threads: 1 by default (--threads), as one trial per CPU runs.
+
+Timings taken while other processes load the machine are noisy; the ratio is what this script is for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import os
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def _relative(state: dict, reference: dict) -> float:
+    keys = [k for k, v in reference.items() if v.is_floating_point()]
+    num = sum(float(((state[k].double() - reference[k].double()) ** 2).sum()) for k in keys)
+    den = sum(float((reference[k].double() ** 2).sum()) for k in keys)
+    return (num / den) ** 0.5
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Grid mode
+
+
+class Tally:
+    """Seconds both ways per cohort, and the largest differences seen."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+        self.weights = 0.0
+        self.test_examples = 0
+        self.mc = 0.0
+
+    def add(self, label: str, size: int, alone: float, together: float, single: float | None = None):
+        self.rows.append({"label": label, "size": size, "alone": alone, "together": together, "single": single})
+        single_text = f"  cohort-of-1 {single:7.2f} s" if single is not None else ""
+        print(f"  {label:<34} M={size:<3} one at a time {alone:7.2f} s   cohort {together:7.2f} s   "
+              f"x{alone / together:5.2f}{single_text}", flush=True)
+
+    def summary(self, what: str) -> None:
+        alone = sum(r["alone"] for r in self.rows)
+        together = sum(r["together"] for r in self.rows)
+        print(f"\n{what}: one at a time {alone:.1f} s, as cohorts {together:.1f} s: speed-up x{alone / together:.2f} "
+              f"({len(self.rows)} cohorts)")
+        singles = [r["single"] for r in self.rows if r["single"] is not None]
+        if singles:
+            print(f"  every model as a cohort of one: {sum(singles):.1f} s (x{alone / sum(singles):.2f} from the "
+                  f"leaner loop alone, x{sum(singles) / together:.2f} more from vectorisation)")
+
+
+def _train_stage(cohort, tally: Tally, k: int, singles: bool, quiet: bool = False) -> None:
+    import torch
+
+    from workloads.cohort_experiment import member_datasets
+    from workloads.cohort_net import build_cohort_net, member_state
+    from workloads.cohort_train import evaluate_cohort, train_cohort
+    from workloads.train import evaluate, train
+
+    cells = [s.cell for s in cohort]
+    datasets = member_datasets(cells)
+    models = [c.build_model(s.seed, d) for c, s, d in zip(cells, cohort, datasets)]
+    configs = [c.train_config(s.seed, "cpu") for c, s in zip(cells, cohort)]
+    ys = torch.stack([d.train_y for d in datasets])
+
+    def alone():
+        return [train(copy.deepcopy(m), d, c).model for m, d, c in zip(models, datasets, configs)]
+
+    def together():
+        net = build_cohort_net(models[0], [m.state_dict() for m in models])
+        return train_cohort(net, datasets[0].train_x, ys, configs).net
+
+    def one_each():
+        for m, d, c in zip(models, datasets, configs):
+            train_cohort(build_cohort_net(m, [m.state_dict()]), d.train_x, d.train_y, [c])
+
+    runs = [("alone", alone), ("together", together)] + ([("single", one_each)] if singles else [])
+    if k % 2:
+        runs.reverse()
+    seconds, out = {}, {}
+    for name, fn in runs:
+        started = time.perf_counter()
+        out[name] = fn()
+        seconds[name] = time.perf_counter() - started
+    net = out["together"]
+    stacked = net.stacked_state()
+    _, accs = evaluate_cohort(net, datasets[0].test_x, torch.stack([d.test_y for d in datasets]))
+    for i, (model, d) in enumerate(zip(out["alone"], datasets)):
+        tally.weights = max(tally.weights, _relative(member_state(stacked, i), model.state_dict()))
+        _, acc = evaluate(model, d.test_x, d.test_y)
+        tally.test_examples = max(tally.test_examples, round(abs(acc - accs[i]) * len(d.test_y)))
+    if not quiet:
+        tally.add(_label(cohort), len(cohort), seconds["alone"], seconds["together"], seconds.get("single"))
+
+
+def _models_stage(cohort, tally: Tally, k: int, states: dict) -> None:
+    from workloads.cohort_experiment import member_datasets, train_and_measure_cohort
+    from workloads.experiment import train_and_measure
+
+    runs = [("alone", lambda: [train_and_measure(s) for s in cohort]),
+            ("together", lambda: train_and_measure_cohort(cohort))]
+    if k % 2:
+        runs.reverse()
+    seconds, out = {}, {}
+    for name, fn in runs:
+        started = time.perf_counter()
+        out[name] = fn()
+        seconds[name] = time.perf_counter() - started
+    n_test = len(member_datasets([cohort[0].cell])[0].test_y)
+    for spec, a, b in zip(cohort, out["alone"], out["together"]):
+        if a.state_dict is not None and b.state_dict is not None:
+            tally.weights = max(tally.weights, _relative(b.state_dict, a.state_dict))
+            tally.test_examples = max(tally.test_examples, round(abs(a.row["test_acc"] - b.row["test_acc"]) * n_test))
+        states[(spec.cell.keys()["load_value"], spec.cell.keys()["temperature_value"], spec.seed)] = (a.state_dict,
+                                                                                                    b.state_dict)
+    tally.add(_label(cohort), len(cohort), seconds["alone"], seconds["together"])
+
+
+def _pairs_stage(cfg, states: dict, tally: Tally, max_cohort) -> None:
+    from orchestrator.sweep import cell_spec
+    from workloads.cohort_experiment import measure_pairs_cohort, plan_pair_cohorts
+    from workloads.experiment import PairSpec, measure_pair
+
+    specs = [PairSpec(cell_spec(cfg, lv, tv), a, b) for lv, tv, a, b in cfg.pair_keys()
+             if states[(lv, tv, a)][0] is not None and states[(lv, tv, b)][0] is not None]
+    first = specs[0]  # untimed warm-up of both paths (first calls pay one-time costs)
+    short = dataclasses.replace(first, cell=dataclasses.replace(
+        first.cell, curve=dataclasses.replace(first.cell.curve, epochs=1)))
+    warm = states[(short.cell.load_value, short.cell.temperature_value, short.seed_a)][0]
+    measure_pair(short, warm, warm)
+    measure_pairs_cohort([short], [(warm, warm)])
+    for k, cohort in enumerate(plan_pair_cohorts(specs, max_cohort)):
+        def key(s, seed):
+            return (s.cell.keys()["load_value"], s.cell.keys()["temperature_value"], seed)
+
+        runs = [("alone", lambda: [measure_pair(s, states[key(s, s.seed_a)][0], states[key(s, s.seed_b)][0])
+                                   for s in cohort]),
+                ("together", lambda: measure_pairs_cohort(cohort, [(states[key(s, s.seed_a)][1],
+                                                                    states[key(s, s.seed_b)][1]) for s in cohort]))]
+        if k % 2:
+            runs.reverse()
+        seconds, out = {}, {}
+        for name, fn in runs:
+            started = time.perf_counter()
+            out[name] = fn()
+            seconds[name] = time.perf_counter() - started
+        for a, b in zip(out["alone"], out["together"]):
+            if a.row["mode_connectivity"] is not None and b.row["mode_connectivity"] is not None:
+                tally.mc = max(tally.mc, abs(a.row["mode_connectivity"] - b.row["mode_connectivity"]))
+        tally.add(f"pairs {_label(cohort)}", len(cohort), seconds["alone"], seconds["together"])
+
+
+def _label(cohort) -> str:
+    cells = sorted({(s.cell.load_value, s.cell.temperature_value) for s in cohort})
+    loads = sorted({c[0] for c in cells})
+    temps = sorted({c[1] for c in cells})
+    name = cohort[0].cell
+    return (f"{name.load_name}={','.join(f'{v:g}' for v in loads)} "
+            f"{name.temperature_name}={','.join(f'{v:g}' for v in temps)}")
+
+
+def _warm_up(cohort) -> None:
+    """One short untimed training both ways: lazy initialisation and allocator warm-up hit neither timing."""
+    short = [dataclasses.replace(s, cell=dataclasses.replace(
+        s.cell, training=dataclasses.replace(s.cell.training, epochs=1))) for s in cohort]
+    _train_stage(short, Tally(), 0, False, quiet=True)
+
+
+def grid(args) -> int:
+    from orchestrator.config import load_config
+    from orchestrator.sweep import cell_spec
+    from workloads.cohort_experiment import plan_model_cohorts
+    from workloads.experiment import ModelSpec
+
+    cfg = load_config(args.config, args.set)
+    specs = [ModelSpec(cell_spec(cfg, lv, tv), seed) for lv, tv, seed in cfg.model_keys()]
+    cohorts = plan_model_cohorts(specs, args.max_cohort)
+    print(f"{cfg.name}: {len(specs)} models in {len(cohorts)} cohorts ({cfg.training.epochs} epochs, "
+          f"{cfg.workload.model} on {cfg.workload.dataset}); stage {args.stage}; {args.threads} thread(s)", flush=True)
+    tally, states = Tally(), {}
+    started = time.perf_counter()
+    _warm_up(cohorts[0])
+    for k, cohort in enumerate(cohorts):
+        if args.stage == "train":
+            _train_stage(cohort, tally, k, args.singles)
+        else:
+            _models_stage(cohort, tally, k, states)
+    tally.summary("training" if args.stage == "train" else "training + per-model metrics")
+    if args.stage == "all":
+        pairs = Tally()
+        _pairs_stage(cfg, states, pairs, args.max_cohort)
+        pairs.summary("pairs (curve + CKA + L2)")
+        tally.mc = pairs.mc
+    print(f"largest differences, cohort vs one at a time: weights {tally.weights:.2e} relative, test accuracy "
+          f"{tally.test_examples} test example(s)" + (f", mc {tally.mc:.3f} pp" if args.stage == "all" else ""))
+    print(f"total {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Backends: grouped vs torch.func per model family
+
+
+BACKEND_CASES = [  # (family, input shape, model kwargs, widths, batches)
+    ("mlp", (40,), {}, (8, 64, 256), (16, 128)),
+    ("cnn", (40,), {"batch_norm": True}, (4, 16, 64), (16, 128)),
+    ("resnet18", (3, 32, 32), {}, (2, 8), (16, 64)),
+]
+
+
+def _random_data(shape, n):
+    import torch
+
+    from workloads.data import Dataset
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(n, *shape, generator=gen), torch.arange(n) % 10
+    return Dataset("random", x, y, x[:10], y[:10], 10, {})
+
+
+def backends(args) -> int:
+    import torch  # noqa: F401
+
+    from workloads.cohort_net import build_cohort_net
+    from workloads.cohort_train import train_cohort
+    from workloads.models import seeded_model
+    from workloads.train import TrainConfig, train
+
+    members, steps = 3, args.steps
+    print(f"training steps of {members} members (ms per step of all {members}), {steps} steps per timing, median of "
+          f"{args.repeats}; {args.threads} thread(s)")
+    verdicts: dict[str, list[float]] = {}
+    for family, shape, kw, widths, batches in BACKEND_CASES:
+        for width in widths:
+            for batch in batches:
+                data = _random_data(shape, batch * steps)
+                models = [seeded_model(family, s, width=width, num_classes=10, input_shape=shape, **kw)
+                          for s in range(members)]
+                configs = [TrainConfig(epochs=1, batch_size=batch, lr=0.01, seed=s) for s in range(members)]
+                times = {"alone": [], "grouped": [], "vmap": []}
+                for rep in range(args.repeats + 1):  # the first round warms up, untimed
+                    order = ["alone", "grouped", "vmap"] if rep % 2 else ["vmap", "grouped", "alone"]
+                    for name in order:
+                        started = time.perf_counter()
+                        if name == "alone":
+                            for m, c in zip(models, configs):
+                                train(copy.deepcopy(m), data, c)
+                        else:
+                            net = build_cohort_net(models[0], [m.state_dict() for m in models], name)
+                            train_cohort(net, data.train_x, data.train_y, configs)
+                        if rep:
+                            times[name].append((time.perf_counter() - started) / steps)
+                med = {k: statistics.median(v) for k, v in times.items()}
+                faster = med["vmap"] / med["grouped"]
+                verdicts.setdefault(family, []).append(faster)
+                print(f"  {family:<8} k={width:<3} batch {batch:<4}: one at a time {med['alone'] * 1e3:7.2f} ms/step, "
+                      f"grouped {med['grouped'] * 1e3:7.2f}, torch.func {med['vmap'] * 1e3:7.2f} "
+                      f"-> grouped x{faster:.2f} faster than torch.func, x{med['alone'] / med['grouped']:.2f} than "
+                      f"one at a time", flush=True)
+    print("\nper family, torch.func time / grouped time (> 1: grouped faster):")
+    for family, ratios in verdicts.items():
+        print(f"  {family:<8} {min(ratios):.2f} .. {max(ratios):.2f} -> "
+              f"{'grouped' if min(ratios) > 1 else 'vmap' if max(ratios) < 1 else 'mixed'}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Hessian: the members' products together or one model at a time
+
+
+def hessian(args) -> int:
+    import torch
+
+    from workloads.cohort_net import build_cohort_net
+    from workloads.data import load_dataset
+    from workloads.metrics.cohort_hessian import estimate_hessian_cohort
+    from workloads.metrics.hessian import estimate_hessian
+    from workloads.models import count_parameters, seeded_model
+
+    data = load_dataset("mnist1d")
+    x, y = data.train_x[:1000], data.train_y[:1000]
+    print(f"3 MLPs 40-w-w-10 on 1000 MNIST-1D points, default tolerances, median of {args.repeats}")
+    for width in (8, 16, 32, 64, 128, 256):
+        models = [seeded_model("mlp", s, width=width, num_classes=10, input_shape=(40,)) for s in range(3)]
+        for m in models:  # some training, so the curvature is a trained model's
+            opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)
+            for _ in range(30):
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(m(x), y).backward()
+                opt.step()
+        net = build_cohort_net(models[0], [m.state_dict() for m in models])
+        times = {"alone": [], "cohort": []}
+        for rep in range(args.repeats):
+            order = ["alone", "cohort"] if rep % 2 == 0 else ["cohort", "alone"]
+            for name in order:
+                started = time.perf_counter()
+                if name == "alone":
+                    want = [estimate_hessian(m, x, y) for m in models]
+                else:
+                    got = estimate_hessian_cohort(net, x, y)
+                times[name].append(time.perf_counter() - started)
+        worst = max(abs(g.top_eigenvalue - w.top_eigenvalue) / abs(w.top_eigenvalue) for g, w in zip(got, want))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        print(f"  width {width:<4} ({count_parameters(models[0]):>6} params): one at a time {med['alone']:6.2f} s, "
+              f"cohort {med['cohort']:6.2f} s -> x{med['alone'] / med['cohort']:.2f}; lambda_max differs by "
+              f"{worst:.1e} relative", flush=True)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("config", nargs="?", default="demo", help="built-in name or YAML path (default demo)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--stage", choices=("train", "models", "all"), default="train")
+    parser.add_argument("--max-cohort", type=int, default=None, help="at most this many members per cohort")
+    parser.add_argument("--singles", action="store_true", help="also run every model as a cohort of one")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--backends", action="store_true", help="grouped vs torch.func per model family")
+    parser.add_argument("--hessian", action="store_true", help="vectorised vs one-at-a-time Hessian")
+    parser.add_argument("--steps", type=int, default=20, help="--backends: steps per timing")
+    parser.add_argument("--repeats", type=int, default=3, help="--backends / --hessian: timed repeats")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.backends:
+        return backends(args)
+    if args.hessian:
+        return hessian(args)
+    return grid(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""benchmarks/cohort.py runs (grid mode, the smoke config for one epoch) and reports identical MLP weights."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the script sets 1 thread; the fixture restores
+
+SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "cohort.py")
+
+
+def test_grid_mode_times_both_ways_and_reports_the_differences(capsys):
+    spec = importlib.util.spec_from_file_location("cohort_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["smoke", "--set", "training.epochs=1", "--singles"]) == 0
+    out = capsys.readouterr().out
+    assert "smoke: 8 models in 4 cohorts" in out and out.count("M=2 ") == 4, out
+    assert "training: one at a time" in out and "speed-up x" in out and "cohort of one" in out, out
+    assert "weights 0.00e+00 relative, test accuracy 0 test example(s)" in out, out  # MLPs: bit for bit

@@ -413,6 +413,15 @@ class TableScan:
                 dupes.add(part)
         return dupes
 
+    def without(self, parts) -> "TableScan":
+        """This scan as if ``parts`` were not there (e.g. once a repair has moved them aside)."""
+        parts = set(parts)
+        if not parts:
+            return self
+        return TableScan(self.table, self.rows_without(parts), [p for p in self.row_parts if p not in parts],
+                         [(k, why) for k, why in self.unreadable if k not in parts],
+                         [k for k in self.present if k not in parts])
+
     def rows_without(self, parts) -> pd.DataFrame:
         """``frame`` without the rows of ``parts`` (e.g. the misnamed ones), index reset."""
         parts = set(parts)

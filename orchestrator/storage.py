@@ -294,9 +294,19 @@ def load_checkpoint(uri: str) -> tuple[dict | None, str | None]:
             raise TypeError(f"a {type(state).__name__}, not a checkpoint")
     except Exception as exc:  # truncated, not a torch file, or refused (it asked to call code)
         delete(uri)
-        return None, (f"checkpoint {uri} could not be loaded safely ({type(exc).__name__}: "
-                      f"{' '.join(str(exc).split())[:160]}); deleted it, trained from epoch 0")
+        return None, f"checkpoint {uri} could not be loaded safely ({_why_refused(exc)}); deleted it, trained from epoch 0"
     return state, None
+
+
+def _why_refused(exc: Exception) -> str:
+    """What torch.load(weights_only=True) objected to, in a few words (its own message is a page long)."""
+    text = " ".join(str(exc).split())
+    asked = re.search(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) (\S+)", text)
+    if asked:
+        return f"it asks to call {asked.group(1)}, which no checkpoint does; nothing was run"
+    if "Weights only load failed" in text:
+        return "it holds objects a checkpoint never holds; nothing was run"
+    return f"{type(exc).__name__}: {text[:80]} (cut short, or not a torch file)"
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -192,3 +192,4 @@ def test_a_crafted_or_truncated_checkpoint_runs_nothing_is_deleted_and_named(ray
         assert f"checkpoint {storage.checkpoint_uri(run_dir, key)} could not be loaded safely" in text, text
         assert not os.path.exists(storage.checkpoint_uri(run_dir, key))
     assert "deleted it, trained from epoch 0" in text
+    assert "it asks to call posix.system, which no checkpoint does; nothing was run" in text  # says why

@@ -35,7 +35,7 @@ from analysis.plots import save_curves, save_panels, save_phase_map
 from analysis.reference import ReferenceImportSummary
 from analysis.reference import import_reference as _import_reference
 from analysis.report import DiagramSection, render_report
-from analysis.tables import RunTables, join, resolve
+from analysis.tables import RunTables, TableScan, join, resolve
 
 __all__ = ["AnalysisResult", "analyze_run", "import_reference"]
 
@@ -79,11 +79,34 @@ def _table_provenance(models: pd.DataFrame) -> dict:
     return out
 
 
+def _write_atomic(path: str, write) -> None:
+    """``write(tmp_path)`` to a temporary file of a unique name next to ``path``, then rename it to ``path``:
+    readers never see half a file, and two analyses of one run at once never write the same temporary file
+    (the later rename wins, whole)."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _write_text(path: str, text: str) -> None:
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+
+    _write_atomic(path, write)
+
+
 def _write_parquet(df: pd.DataFrame, path: str) -> None:
     table = pa.Table.from_pandas(df, preserve_index=False)
-    tmp = f"{path}.tmp"
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)  # readers never see half a file
+    _write_atomic(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def _diagram_name(load: str, temp: str, several: bool) -> str:
@@ -98,6 +121,8 @@ def analyze_run(
     color_ranges: dict | None = None,
     expected_seeds: list[int] | None = None,
     curve_cells: list[tuple[float, float]] | None = None,
+    scans: dict[str, TableScan] | None = None,
+    pairs_expected: bool | None = None,
 ) -> AnalysisResult:
     """Analyse the run in ``run_dir`` (a local path or URI); see the module docstring for what is written.
 
@@ -106,14 +131,19 @@ def analyze_run(
     color_ranges: per panel metric (lo, hi), "paper" or "data" (see analysis.plot_data).
     expected_seeds: seeds every cell should have; default: every seed seen in the run.
     curve_cells: (load_value, temperature_value) cells whose Bezier curves to draw; default one per phase.
+    scans: {"models", "pairs", "curves"} -> analysis.tables.TableScan already read by the caller (a command
+        reads each table once); default: read here.
+    pairs_expected: False when the run's config connects no seed pairs (one seed, or metrics.pairs: []),
+        so that a run without pairs is not told to resume for them; None when unknown.
     """
     phase_rules = rules if isinstance(rules, PhaseRules) else PhaseRules.from_mapping(rules)
     final_dir = out_dir if out_dir is not None else join(run_dir, "analysis")
+    inputs = (phase_rules, color_ranges, expected_seeds, curve_cells, scans, pairs_expected)
     if "://" not in final_dir:
-        return _analyze_into(run_dir, final_dir, final_dir, phase_rules, color_ranges, expected_seeds, curve_cells)
+        return _analyze_into(run_dir, final_dir, final_dir, *inputs)
     staging = tempfile.mkdtemp(prefix="landscape-analysis-")
     try:
-        result = _analyze_into(run_dir, staging, final_dir, phase_rules, color_ranges, expected_seeds, curve_cells)
+        result = _analyze_into(run_dir, staging, final_dir, *inputs)
         _upload_dir(staging, final_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -143,7 +173,8 @@ def _relocated(result: "AnalysisResult", local_dir: str, uri: str) -> "AnalysisR
                                figures=figures)
 
 
-def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expected_seeds, curve_cells):
+def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expected_seeds, curve_cells, scans,
+                  pairs_expected):
     """analyze_run writing into the local folder ``out_dir``; ``shown_dir`` is where the report says they are."""
     # Everything is read and checked before the output folder is touched: a run with nothing to analyse must
     # neither leave an empty analysis/ behind nor replace a good earlier analysis with an empty one.
@@ -151,20 +182,34 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
     warnings: list[str] = []
     frames, unreadable = {}, {}
     for name in ("models", "pairs", "curves"):
-        frames[name], unreadable[name] = tables.read_checked(name, on_corrupt="skip")
-        bad = unreadable[name]
+        scan = (scans or {}).get(name) or tables.scan(name)
+        unreadable[name] = bad = scan.unreadable
+        dupes = sorted(scan.duplicates())  # e.g. "K (copy).parquet": its rows would count twice
+        frames[name] = scan.rows_without(dupes)
         if bad:
             warnings.append(
                 f"{len(bad)} unreadable part(s) of table {name} left out, e.g. {bad[0][0]} ({bad[0][1]}); "
                 f"run `landscape resume {run_dir}` to recompute them"
             )
+        if dupes:
+            warnings.append(
+                f"{len(dupes)} part(s) of table {name} repeat rows stored under their own names and were left out, "
+                f"e.g. {dupes[0]}.parquet; `landscape resume {run_dir}` moves them aside"
+            )
     models, pairs, curves = frames["models"], frames["pairs"], frames["curves"]
     _check_something_to_analyse(run_dir, tables, models, pairs, unreadable["models"])
     if not pd.to_numeric(pairs["mode_connectivity"], errors="coerce").notna().any():
-        warnings.append(
-            "no pair has a mode connectivity, so no cell gets a phase (phases need the pairs' mode connectivity); "
-            f"run `landscape resume {run_dir}` to compute the pairs (a config with metrics.pairs: [] has none)"
-        )
+        if pairs_expected is False:
+            warnings.append(
+                "this run's config connects no seed pairs (one seed, or metrics.pairs: []), so there is no mode "
+                "connectivity and no cell gets a phase; use at least two seeds to get phases"
+            )
+        else:
+            warnings.append(
+                "no pair has a mode connectivity, so no cell gets a phase (phases need the pairs' mode "
+                f"connectivity); run `landscape resume {run_dir}` to compute the pairs (a config with "
+                f"metrics.pairs: [] has none)"
+            )
     _make_writable_dir(out_dir, shown_dir, run_dir)
 
     combos = sorted(
@@ -214,12 +259,10 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
     cells_path = os.path.join(out_dir, "cells.parquet")
     _write_parquet(cells, cells_path)
     rules_path = os.path.join(out_dir, "phase_rules.json")
-    with open(rules_path, "w") as fh:
-        json.dump(
-            {"rules": {r["name"]: r["value"] for r in phase_rules.describe()}, "derived": _derived_thresholds(cells)},
-            fh,
-            indent=2,
-        )
+    _write_text(rules_path, json.dumps(
+        {"rules": {r["name"]: r["value"] for r in phase_rules.describe()}, "derived": _derived_thresholds(cells)},
+        indent=2,
+    ))
 
     provenance = {
         "tables": _table_provenance(models),
@@ -242,9 +285,7 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
         warnings=warnings,
     )
     report_path = os.path.join(out_dir, "report.html")
-    with open(report_path + ".tmp", "w", encoding="utf-8") as fh:
-        fh.write(html_text)
-    os.replace(report_path + ".tmp", report_path)
+    _write_text(report_path, html_text)
     return AnalysisResult(
         run_dir, out_dir, cells_path, report_path, rules_path, figures, cells, phase_rules, findings, warnings
     )

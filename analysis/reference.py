@@ -39,6 +39,8 @@ import math
 import os
 import re
 import tarfile
+import zipfile
+import zlib
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 
@@ -130,6 +132,9 @@ def read_archive_files(archive: str) -> tuple[dict[str, bytes], str]:
                         files[member.name] = _read_capped(fh, member.name)
         except tarfile.TarError as exc:
             raise ReferenceFormatError(f"{archive} is neither a folder nor a readable tar archive: {exc}") from exc
+        except (EOFError, zlib.error, OSError) as exc:  # cut short (EOFError) or damaged compressed data
+            raise ReferenceFormatError(f"{archive} is truncated or damaged ({type(exc).__name__}: {exc}); "
+                                       f"download the released results.tar.gz again") from exc
     if not files:
         raise ReferenceFormatError(
             f"{archive} holds no files like bs_<B>/<schedule>/ResNet18_w<k>/metrics/<file>; is it the released "
@@ -228,8 +233,10 @@ def cell_rows(
             try:
                 with np.load(io.BytesIO(data), allow_pickle=False) as z:
                     return {key: z[key] for key in z.files}, path
-            except ValueError as exc:
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:  # object arrays; truncated or damaged
                 raise ReferenceFormatError(f"{path}: cannot read as .npz without pickle: {exc}") from exc
+        # A refused or truncated pickle raises UnsafePickleError / pickle.UnpicklingError naming the file
+        # (`landscape import-reference` prints it as one error line).
         return load_numpy_pickle(data, source=path), path
 
     train = load("loss_acc.pkl")

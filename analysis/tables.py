@@ -11,7 +11,17 @@ Layout of a run directory (a local path or a URI such as ``s3://bucket/run``)::
 
 One part per key makes every write independent and idempotent: re-running a key replaces its part,
 never duplicates it. Parts are written to a temporary name and renamed, so a crash never leaves a
-half-written part under a real name.
+half-written part under a real name (a failed write removes its temporary file).
+
+Schema evolution. Columns are only ever added within a schema version, and reading is additive: a column
+added later (e.g. ``weights_sha256``) reads as null in parts written before it existed, and a column this
+version does not know is ignored. A part must have its key columns and ``schema_version`` to be read at all.
+SCHEMA_VERSION changes only for an incompatible change (a column renamed, retyped or given another
+meaning); parts of another version are refused with a message naming it, never treated as damaged.
+
+Which part a row came from is part of what a read returns (:class:`TableScan`): a part whose rows carry
+another key than its file name (a copy ``K (copy).parquet``, a part stored under another key's name) is
+found by :meth:`TableScan.misnamed`, so that it is never counted twice nor makes a key look done.
 """
 
 from __future__ import annotations
@@ -86,6 +96,8 @@ MODELS_SCHEMA = pa.schema(
         _f("device", pa.string()),
         _f("node_id", pa.string()),
         _f("model_uri", pa.string(), doc="where the trained weights are stored"),
+        _f("weights_sha256", pa.string(), doc="sha256 of the weights file's bytes, checked whenever it is loaded "
+                                              "(null in rows written before it existed: not checked)"),
         _f("finished_at", pa.timestamp("us", tz="UTC")),
     ]
 )
@@ -138,6 +150,11 @@ KEY_COLUMNS = {
 }
 
 
+# Columns a part must have to be read: what identifies its rows, and the layout they were written in.
+def required_columns(table: str) -> list[str]:
+    return ["schema_version", *KEY_COLUMNS[table]]
+
+
 class TableError(RuntimeError):
     """A table of a run cannot be read or written; the message names the file and the fix."""
 
@@ -163,6 +180,20 @@ def pair_key(
 ) -> str:
     a, b = sorted((int(seed_a), int(seed_b)))
     return f"{load_name}={format_value(load_value)}__{temperature_name}={format_value(temperature_value)}__seeds={a}-{b}"
+
+
+def row_key(table: str, row) -> str | None:
+    """The part key a row of ``table`` belongs under (a dict or a namedtuple of its key columns); None when its
+    key columns are null or not of their types (a foreign row)."""
+    get = row.get if isinstance(row, dict) else lambda name: getattr(row, name, None)
+    try:
+        cell = (str(get("load_name")), float(get("load_value")), str(get("temperature_name")),
+                float(get("temperature_value")))
+        if table == "models":
+            return model_key(*cell, int(get("seed")))
+        return pair_key(*cell, int(get("seed_a")), int(get("seed_b")))
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,8 +246,12 @@ class RunTables:
         fs.create_dir(parent, recursive=True)
         if isinstance(fs, pafs.LocalFileSystem):
             tmp = f"{parent}/.{key}.{uuid.uuid4().hex}.tmp"
-            pq.write_table(arrow, tmp, filesystem=fs)
-            os.replace(tmp, path)  # atomic on POSIX: readers see the old part or the new one
+            try:
+                pq.write_table(arrow, tmp, filesystem=fs)
+                os.replace(tmp, path)  # atomic on POSIX: readers see the old part or the new one
+            except BaseException:  # a full disk, an interrupt: never leave the temporary file behind
+                _remove_quietly(tmp)
+                raise
         else:
             # Object stores make a single PUT visible all at once: no rename needed.
             pq.write_table(arrow, path, filesystem=fs)
@@ -251,65 +286,156 @@ class RunTables:
 
     def read_checked(self, table: str, *, on_corrupt: str = "raise") -> tuple[pd.DataFrame, list[tuple[str, str]]]:
         """(``read(table)``, the (key, reason) of every unreadable part) in one pass over the parts."""
-        frames, bad = self._read_parts(table)
+        found = self.scan(table, on_corrupt=on_corrupt)
+        return found.frame, found.unreadable
+
+    def corrupt_parts(self, table: str) -> list[tuple[str, str]]:
+        """(key, reason) for every part of ``table`` that cannot be read against its schema.
+
+        A readable part of another schema version is not listed: TableError (it is not to be recomputed)."""
+        return self.scan(table, on_corrupt="skip").unreadable
+
+    def scan(self, table: str, *, on_corrupt: str = "skip") -> "TableScan":
+        """One read of every part of ``table``: its rows, the part each row came from, the unreadable parts.
+
+        Reads each part once; a command that needs a table several times shares one scan. ``on_corrupt``
+        as in :meth:`read`. A part of another schema version raises TableError.
+        """
+        schema = _schema(table)
+        keys = self.part_keys(table)
+        frames, row_parts, bad = [], [], []
+        for key in keys:
+            part, why = self._read_part(table, key)
+            if part is None:
+                bad.append((key, why))
+            else:
+                frames.append(part)
+                row_parts.extend([key] * part.num_rows)
         if bad and on_corrupt == "raise":
             key, why = bad[0]
             raise TableError(
                 f"part {self.part_uri(table, key)} of table {table!r} is unreadable ({why}). "
                 f"Delete it and run `landscape resume {self.run_dir}` to recompute it."
             )
-        schema = _schema(table)
-        if not frames:
-            return schema.empty_table().to_pandas(), bad
         # One Arrow concatenation and one conversion: converting each part to pandas first costs ~10 ms
         # per part, which dominates reading a run of thousands of small parts.
-        df = pa.concat_tables(frames).to_pandas()
-        return df, bad
+        frame = pa.concat_tables(frames).to_pandas() if frames else schema.empty_table().to_pandas()
+        return TableScan(table, frame, row_parts, bad, keys)
 
-    def _check_version(self, table: str, part: pa.Table) -> None:
-        if "schema_version" not in part.schema.names:
-            return  # no version column: the column check reports it as broken
-        versions = {v for v in part.column("schema_version").unique().to_pylist() if v is not None}
+    def _check_version(self, table: str, version: pa.ChunkedArray) -> None:
+        versions = {v for v in version.unique().to_pylist() if v is not None}
         if versions - {SCHEMA_VERSION}:
+            newest = max(versions)
+            how = ("a newer landscape wrote it: upgrade landscape to read it" if newest > SCHEMA_VERSION else
+                   "an older landscape wrote it in a layout this one cannot read: use that version")
             raise TableError(
                 f"table {table!r} in {self.run_dir} was written with schema version(s) {sorted(versions)}; "
-                f"this landscape reads version {SCHEMA_VERSION}. Use the landscape version that wrote it, "
-                f"or start a new run directory."
+                f"this landscape reads version {SCHEMA_VERSION} ({how}), or start a new run directory."
             )
 
-    def corrupt_parts(self, table: str) -> list[tuple[str, str]]:
-        """(key, reason) for every part of ``table`` that cannot be read against its schema.
+    def _read_part(self, table: str, key: str) -> tuple[pa.Table | None, str]:
+        """(the part in the schema's column order and types, "") or (None, why it cannot be read).
 
-        A readable part of another schema version is not listed: TableError (it is not to be recomputed)."""
-        return self._read_parts(table)[1]
-
-    def _read_parts(self, table: str) -> tuple[list[pa.Table], list[tuple[str, str]]]:
-        """(each readable part as an Arrow table in the schema's column order and types, unreadable parts)."""
+        Additive: a column of the schema missing from the part reads as null; a column the schema does not
+        know is left out. Only the required columns (:func:`required_columns`) must be there.
+        """
         schema = _schema(table)
-        frames, bad = [], []
-        for key in self.part_keys(table):
-            fs, path = resolve(self.part_uri(table, key))
-            try:
-                # ParquetFile on an opened file skips read_table's dataset discovery (several ms per part).
-                with fs.open_input_file(path) as fh:
-                    part = pq.ParquetFile(fh).read()
-            except (OSError, pa.ArrowException) as exc:
-                bad.append((key, f"{type(exc).__name__}: {exc}"))
-                continue
-            # A readable part of another schema version is not a broken one: it is refused here, before its
-            # columns are compared, so that a repair never deletes (and recomputes) the rows of an old run.
-            self._check_version(table, part)
-            try:
-                missing = [n for n in schema.names if n not in part.schema.names]
-                if missing:
-                    raise TableError(f"missing columns {missing}")
-                part = part.select(schema.names)
-                if not part.schema.equals(schema, check_metadata=True):
-                    part = part.cast(schema)
-                frames.append(part)
-            except (OSError, pa.ArrowException, TableError) as exc:
-                bad.append((key, f"{type(exc).__name__}: {exc}"))
-        return frames, bad
+        fs, path = resolve(self.part_uri(table, key))
+        try:
+            # ParquetFile on an opened file skips read_table's dataset discovery (several ms per part).
+            with fs.open_input_file(path) as fh:
+                part = pq.ParquetFile(fh).read()
+        except (OSError, pa.ArrowException) as exc:
+            return None, f"{type(exc).__name__}: {exc}"
+        missing = [n for n in required_columns(table) if n not in part.schema.names]
+        if missing:
+            return None, f"TableError: missing columns {missing}"
+        try:
+            version = part.column("schema_version").cast(pa.int32())
+        except (pa.ArrowException, ValueError) as exc:
+            return None, f"TableError: schema_version is not a number ({type(exc).__name__})"
+        if version.null_count:
+            return None, "TableError: rows without a schema version"
+        # A readable part of another schema version is not a broken one: it is refused here, before its
+        # columns are compared, so that a repair never deletes (and recomputes) the rows of an old run.
+        self._check_version(table, version)
+        try:
+            columns = [part.column(f.name).cast(f.type) if f.name in part.schema.names
+                       else pa.nulls(part.num_rows, f.type) for f in schema]
+            return pa.Table.from_arrays(columns, schema=schema), ""
+        except (pa.ArrowException, ValueError) as exc:
+            return None, f"{type(exc).__name__}: {exc}"
+
+
+@dataclass
+class TableScan:
+    """One read of a table: ``frame`` (every row of the readable parts), ``row_parts`` (the part key each row
+    came from, in the frame's order), ``unreadable`` ((key, reason) per part that cannot be read) and
+    ``present`` (every part key listed, readable or not)."""
+
+    table: str
+    frame: pd.DataFrame
+    row_parts: list[str]
+    unreadable: list[tuple[str, str]]
+    present: list[str]
+
+    def row_keys(self) -> list[str | None]:
+        """The key each row belongs under, from its key columns (None for a row whose keys are null)."""
+        cols = KEY_COLUMNS[self.table]
+        return [row_key(self.table, r) for r in self.frame[cols].itertuples(index=False)]
+
+    def misnamed(self) -> dict[str, str]:
+        """Part key -> what its rows say, for every readable part whose rows do not all carry its own key:
+        a copy of a part under another name, a part stored under another key's name, a foreign file."""
+        seen: dict[str, set] = {}
+        for part, key in zip(self.row_parts, self.row_keys()):
+            seen.setdefault(part, set()).add(key)
+        out = {}
+        for part, keys in seen.items():
+            if keys != {part}:
+                named = sorted(k for k in keys if k is not None)
+                out[part] = (f"its rows are {', '.join(named[:2])}{' ...' if len(named) > 2 else ''}" if named
+                             else "its rows have no key")
+                if part in keys:
+                    out[part] += f" besides {part}"
+        return out
+
+    def duplicates(self) -> set[str]:
+        """Misnamed parts each of whose rows is also stored under its own key's name (``K (copy).parquet``
+        next to ``K.parquet``): counting them would count those rows twice."""
+        own = set(self.present)
+        dupes = set()
+        by_part: dict[str, set] = {}
+        for part, key in zip(self.row_parts, self.row_keys()):
+            by_part.setdefault(part, set()).add(key)
+        for part, keys in by_part.items():
+            if keys != {part} and all(k is not None and k != part and k in own for k in keys):
+                dupes.add(part)
+        return dupes
+
+    def without(self, parts) -> "TableScan":
+        """This scan as if ``parts`` were not there (e.g. once a repair has moved them aside)."""
+        parts = set(parts)
+        if not parts:
+            return self
+        return TableScan(self.table, self.rows_without(parts), [p for p in self.row_parts if p not in parts],
+                         [(k, why) for k, why in self.unreadable if k not in parts],
+                         [k for k in self.present if k not in parts])
+
+    def rows_without(self, parts) -> pd.DataFrame:
+        """``frame`` without the rows of ``parts`` (e.g. the misnamed ones), index reset."""
+        parts = set(parts)
+        if not parts:
+            return self.frame
+        keep = [p not in parts for p in self.row_parts]
+        return self.frame[keep].reset_index(drop=True)
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def _schema(table: str) -> pa.Schema:

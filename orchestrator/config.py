@@ -770,6 +770,7 @@ def validate(cfg: SweepConfig, *, check_data: bool = True) -> None:
         _fail("metrics.curve.batch_size", f"{c.batch_size} is larger than the smallest training set ({smallest}); "
                                           f"use a curve batch size <= {smallest}")
     _validate_pairs(m.pairs, cfg.seeds)
+    _check_sizes(cfg)
 
     # Resources
     r = cfg.resources
@@ -860,6 +861,64 @@ def _validate_pairs(pairs, seeds) -> None:
         missing = [s for s in p if s not in seeds]
         if missing:
             _fail(f"metrics.pairs[{i}]", f"seed(s) {missing} are not in seeds {list(seeds)}")
+
+
+# Caps on sizes, far above any real sweep, so that a typo (a 2-million-model grid, 1e9 CKA probes) is one
+# clear error naming the field instead of a driver that grows to gigabytes or a job that never ends.
+MAX_MODELS = 100_000  # 110x the largest paper grid (910 models); the driver holds ~1 kB per job (2 M: 1.6 GB)
+MAX_PAIRS = 100_000  # as many pair jobs (the paper grids have one per model)
+SIZE_CAPS = (
+    # (field, cap, why)
+    ("training.epochs", 100_000, "the paper trains 200 epochs"),
+    ("metrics.curve.epochs", 100_000, "the paper trains a curve 200 epochs"),
+    ("metrics.curve.points", 1_000, "the authors used 5; each point is a BatchNorm pass and a full evaluation"),
+    ("metrics.cka_probes", 100_000, "the authors used 768; the probes and both models' outputs are held in memory"),
+    ("metrics.hessian_eigen_max_iter", 1_000, "the authors used 100; Lanczos keeps one vector of the "
+                                              "model's size per iteration"),
+    ("metrics.hessian_trace_max_probes", 100_000, "the authors used 100"),
+    ("run.max_failures", 100, "a job that failed 100 times will fail again"),
+    ("run.object_store_mb", 1_000_000, "1 TB; trained weights travel through the run directory, not Ray"),
+)
+
+
+def pairs_per_cell(mode, n_seeds: int) -> int:
+    """len(seed_pairs(mode, seeds)) for n_seeds seeds, without building the list (a huge seed list would)."""
+    if mode == "auto":
+        mode = "all" if n_seeds <= 3 else "ring"
+    if mode == "all":
+        return n_seeds * (n_seeds - 1) // 2
+    if mode == "ring":
+        return 0 if n_seeds < 2 else 1 if n_seeds == 2 else n_seeds
+    return len({(min(a, b), max(a, b)) for a, b in mode})
+
+
+def _check_sizes(cfg: SweepConfig) -> None:
+    cells = len(cfg.load.values) * len(cfg.temperature.values)
+    models = cells * len(cfg.seeds)
+    if models > MAX_MODELS:
+        _fail("seeds" if len(cfg.seeds) > cells else "load.values",
+              f"the grid has {models:,} models ({len(cfg.load.values)} loads x {len(cfg.temperature.values)} "
+              f"temperatures x {len(cfg.seeds)} seeds), more than the {MAX_MODELS:,} this tool runs in one sweep; "
+              f"split it into several run directories")
+    pairs = cells * pairs_per_cell(cfg.metrics.pairs, len(cfg.seeds))
+    if pairs > MAX_PAIRS:
+        _fail("metrics.pairs", f"the grid has {pairs:,} seed pairs, more than {MAX_PAIRS:,}; use pairs: ring "
+                               f"(one pair per seed) or fewer seeds")
+    for path, cap, why in SIZE_CAPS:
+        value = cfg
+        for part in path.split("."):
+            value = getattr(value, part)
+        if value > cap:
+            _fail(path, f"{value:,} is beyond any real sweep (at most {cap:,}: {why})")
+
+
+def config_warnings(cfg: SweepConfig) -> list[str]:
+    """What a valid config will not give, for `validate` and `run` to say before any work."""
+    if cfg.pair_keys():
+        return []
+    why = "one seed" if len(cfg.seeds) < 2 else "metrics.pairs connects none of them"
+    return [f"no seed pairs ({why}): the models are trained and measured, but there is no mode connectivity, so no "
+            f"cell gets a phase; give at least two seeds for phases"]
 
 
 MAX_WIDTH = 1_000_000  # beyond any trainable width (and torch's size arithmetic overflows far beyond it)

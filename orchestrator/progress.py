@@ -60,7 +60,8 @@ def _event_line(kind: str, key: str, status: str, result: dict) -> str:
         detail = f" mc={result['mode_connectivity']:+.2f}"
     took = result.get("wall_seconds") if result else None
     took_text = " (already done)" if result.get("skipped") else (f" in {format_seconds(took)}" if took else "")
-    return f"{kind:5s} {key} {status}{took_text}{detail}"
+    note = f" (note: {result['note']})" if result.get("note") else ""
+    return f"{kind:5s} {key} {status}{took_text}{detail}{note}"
 
 
 def make_progress(stream=None, tty: bool | None = None):

@@ -46,14 +46,14 @@ def stage_counts(expected: list[str], statuses: dict[str, str]) -> dict:
     return out
 
 
-def tables_only_status(run_dir: str, tables: RunTables) -> str:
+def tables_only_status(run_dir: str, scans: dict) -> str:
     """For run dirs without a sweep config (e.g. an imported reference): rows per table and status."""
     lines = [f"run {run_dir} (no config.yaml: tables only, nothing to compare with a grid)"]
     for table in ("models", "pairs"):
-        df = tables.read(table, on_corrupt="skip")
+        df = scans[table].frame
         by = df["status"].value_counts().to_dict() if len(df) else {}
         lines.append(f"{table}: {len(df)} rows" + "".join(f" · {n} {st}" for st, n in sorted(by.items())))
-    lines.append(f"curves: {len(tables.part_keys('curves'))} pair curve(s) stored")
+    lines.append(f"curves: {len(set(scans['curves'].row_parts))} pair curve(s) stored")
     return "\n".join(lines)
 
 
@@ -67,54 +67,43 @@ def run_status(run_dir: str) -> str:
                           f"tables/<table>/ folders of Parquet parts: restore or remove what is in the way") from None
 
 
-def _broken_weights(cfg, run_dir: str) -> dict[str, str]:
-    """Model key -> "missing" | "truncated" for ok models without usable weights (resume retrains them)."""
-    from orchestrator.sweep import PlanError, make_plan
-
-    try:
-        return make_plan(cfg, run_dir, repair=False).broken_weights
-    except PlanError:
-        return {}  # reported below as rows with another config hash
-
-
 def _run_status(run_dir: str) -> str:
+    from orchestrator.sweep import PlanError, make_plan, scan_tables
+
+    has_config = storage.exists(storage.config_uri(run_dir))
     tables = RunTables(run_dir)
-    if not storage.exists(storage.config_uri(run_dir)) and (tables.part_keys("models") or tables.part_keys("pairs")):
-        return tables_only_status(run_dir, tables)
+    if not has_config and not (tables.part_keys("models") or tables.part_keys("pairs")):
+        load_run_config(run_dir)  # the clear error: not a run directory
+    scans = scan_tables(run_dir)  # every part read once; the plan below shares the read
+    if not has_config:
+        return tables_only_status(run_dir, scans)
     cfg = load_run_config(run_dir)
     info = storage.read_run_info(run_dir) or {}
     lines = [f"run {run_dir}", f"  config {cfg.name!r} (hash {cfg.config_hash()}), run id {info.get('run_id', '?')}"]
     holder = storage.lock_holder(run_dir)
     lines.append(f"  sweep: running ({holder})" if holder else "  sweep: not running")
+    try:
+        plan = make_plan(cfg, run_dir, repair=False, scans=scans)
+    except PlanError:
+        plan = None  # rows of other settings: reported below per table
 
     errors = {}
-    for table, expected_keys, key_of in (
-        ("models", [mkey(cfg, *k) for k in cfg.model_keys()],
-         lambda r: mkey(cfg, r.load_value, r.temperature_value, r.seed)),
-        ("pairs", [pkey(cfg, *k) for k in cfg.pair_keys()],
-         lambda r: pkey(cfg, r.load_value, r.temperature_value, r.seed_a, r.seed_b)),
-    ):
-        corrupt = tables.corrupt_parts(table)
-        df = tables.read(table, on_corrupt="skip")
-        statuses = {}
-        for r in df.itertuples(index=False):
-            statuses[key_of(r)] = r.status
-            if r.status == "failed":
-                errors[key_of(r)] = r.error
+    for table, expected_keys in (("models", [mkey(cfg, *k) for k in cfg.model_keys()]),
+                                 ("pairs", [pkey(cfg, *k) for k in cfg.pair_keys()])):
+        scan = plan.scans[table] if plan else scans[table].without(scans[table].misnamed())
+        df = scan.frame
+        statuses = dict(zip(scan.row_parts, df["status"]))
+        errors.update({k: e for k, st, e in zip(scan.row_parts, df["status"], df["error"]) if st == "failed"})
         stale = sorted(set(df["config_hash"].dropna()) - {cfg.config_hash()})
         c = stage_counts(expected_keys, statuses)
         stage = "stage 1 models" if table == "models" else "stage 2 pairs "
         lines.append(f"{stage}: {c['expected']} expected · {c['ok']} ok · {c['diverged']} diverged · "
                      f"{c['failed']} failed · {c['missing']} missing")
-        if corrupt:
-            lines.append(f"  {len(corrupt)} unreadable part(s), recomputed by resume: "
-                         + ", ".join(k for k, _ in corrupt[:MAX_LISTED]))
-        if table == "models":
-            broken = _broken_weights(cfg, run_dir)
-            if broken:
-                lines.append(f"  {len(broken)} ok model(s) without usable weights (pairs need them), retrained by "
-                             f"resume:")
-                lines.extend(f"    model {key}: weights file {why}" for key, why in list(broken.items())[:MAX_LISTED])
+        lines.extend(_damage_lines(table, scans[table]))
+        if table == "models" and plan and plan.broken_weights:
+            broken = plan.broken_weights
+            lines.append(f"  {len(broken)} ok model(s) without usable weights (pairs need them), retrained by resume:")
+            lines.extend(f"    model {key}: weights file {why}" for key, why in list(broken.items())[:MAX_LISTED])
         if stale:
             lines.append(f"  rows with another config hash: {stale}")
         for key in c["failed_keys"][:MAX_LISTED]:
@@ -124,6 +113,25 @@ def _run_status(run_dir: str) -> str:
         more = len(c["failed_keys"]) + len(c["missing_keys"]) - 2 * MAX_LISTED
         if c["missing"] > MAX_LISTED or c["failed"] > MAX_LISTED:
             lines.append(f"  ... ({max(more, 0)} more)")
-    curves = len(tables.part_keys("curves"))
-    lines.append(f"curves: {curves} pair curve(s) stored")
+    curves = scans["curves"]
+    lines.append(f"curves: {len(set(curves.without(curves.misnamed()).row_parts))} pair curve(s) stored")
+    lines.extend(_damage_lines("curves", curves))
+    if plan and plan.broken_curves:
+        lines.append(f"  {len(plan.broken_curves)} ok pair(s) without a readable curve part, recomputed by resume: "
+                     + ", ".join(plan.broken_curves[:MAX_LISTED]))
     return "\n".join(lines)
+
+
+def _damage_lines(table: str, scan) -> list[str]:
+    """What `resume` repairs in one table: unreadable parts, parts not holding their own key (duplicates)."""
+    lines = []
+    if scan.unreadable:
+        lines.append(f"  {len(scan.unreadable)} unreadable part(s), moved aside and recomputed by resume: "
+                     + ", ".join(k for k, _ in scan.unreadable[:MAX_LISTED]))
+    misnamed = scan.misnamed()
+    if misnamed:
+        dupes = scan.duplicates()
+        lines.append(f"  {len(misnamed)} {table} part(s) not holding their own key ({len(dupes)} duplicate(s)), "
+                     f"never counted; resume moves them aside:")
+        lines.extend(f"    {key}.parquet: {why}" for key, why in list(misnamed.items())[:MAX_LISTED])
+    return lines

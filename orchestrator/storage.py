@@ -6,18 +6,42 @@ systems so that every node of a cluster reaches the same files.
     RUN_DIR/tables/{models,pairs,curves}/<key>.parquet   the results (analysis/tables.py)
     RUN_DIR/models/<model key>.pt    trained weights: pair jobs on any node load them from here
     RUN_DIR/checkpoints/<key>.pt     periodic training checkpoints (deleted when the model is done)
-    RUN_DIR/tune/                    Ray Tune's own experiment state
+    RUN_DIR/tune/                    Ray Tune's own experiment state (written, never read: see below)
+    RUN_DIR/analysis/                what `landscape analyze` writes (phase_rules.json is read back by resume)
+    RUN_DIR/quarantine/...           parts and files that a repair moved aside instead of deleting
     RUN_DIR/.lock                    held by the process running the sweep (an flock locally, a lease on URIs)
     RUN_DIR/.local-ray.json          the local Ray that process started (a later run/resume stops its leftovers
-                                     if the process was killed: orchestrator/ray_env.py)
+                                     if the process was killed: orchestrator/ray_env.py; local run dirs only)
+
+The rule: every file read from a run directory is loaded without executing code. Run directories are shared
+(buckets, group folders), so anyone who can write one must not be able to run code in the process that
+reads it. Each reader, and why it cannot execute anything:
+    config.yaml          yaml.SafeLoader (orchestrator/config.py parse_yaml): plain YAML types only, no tags
+    run.json, .lock, .local-ray.json, analysis/phase_rules.json, provenance.json    json.loads
+    tables/*.parquet     pyarrow (analysis/tables.py): columns cast to our schema; no pandas metadata and no
+                         Python extension types are used (pyarrow >= 14.0.1 never unpickles them)
+    models/*.pt, checkpoints/*.pt    torch.load(..., weights_only=True): tensors, containers and primitives
+                         only; the pickle's globals are refused before anything is called
+    the reference importer's pickles and .npz    analysis/safe_pickle.py (numpy reconstruction only) and
+                         numpy.load(allow_pickle=False)
+    tune/                never read: the tables are the record of what is done, and no Tuner is restored
+    Tune's per-trial error file   read as text (orchestrator/sweep.py trial_error_text)
+Anyone adding a file to the run directory (e.g. vectorised "cohort" training's checkpoints) keeps to it:
+tensors through torch.load(weights_only=True), everything else through JSON, YAML's SafeLoader or Parquet.
+Never pickle, never torch.load with weights_only=False, never numpy.load with allow_pickle=True.
+
+Weights are checked against the sha256 their models row records (``weights_sha256``) whenever they are
+loaded; rows written before that column existed have no hash, and their weights are accepted as they are.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -27,7 +51,7 @@ from datetime import datetime, timezone
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from analysis.tables import RunTables, join, resolve
+from analysis.tables import RunTables, join, resolve, row_key
 
 
 class RunDirError(RuntimeError):
@@ -35,7 +59,31 @@ class RunDirError(RuntimeError):
 
 
 class UnreadableFile(RunDirError):
-    """A file of the run directory was read in full but its content is broken (truncated, not a torch file)."""
+    """A file of the run directory was read in full but its content is broken (truncated, not a torch file,
+    not the bytes its row's content hash names)."""
+
+
+class StorageFullError(RunDirError):
+    """The run directory cannot be written (full, read-only, over quota, no permission): the sweep stops, since
+    every job would fail the same way; what is written stays, and `landscape resume` continues."""
+
+
+# Write errors that no retry fixes: the sweep stops at once instead of failing every job in turn.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM}
+
+
+def storage_problem(exc: BaseException) -> str | None:
+    """A one-line description when ``exc`` (or what caused it) is a write error of STORAGE_ERRNOS, else None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, StorageFullError):
+            return str(exc)
+        if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
+            where = f" ({exc.filename})" if exc.filename else ""
+            return f"{exc.strerror or os.strerror(exc.errno)}{where}"
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def is_uri(path: str) -> bool:
@@ -72,9 +120,16 @@ def write_bytes(uri: str, data: bytes) -> None:
     fs.create_dir(parent, recursive=True)
     if isinstance(fs, pafs.LocalFileSystem):
         tmp = f"{parent}/.{path.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.tmp"
-        with fs.open_output_stream(tmp) as f:
-            f.write(data)
-        os.replace(tmp, path)
+        try:
+            with fs.open_output_stream(tmp) as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:  # a full disk, an interrupt: never leave the temporary file behind
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+            raise
     else:
         with fs.open_output_stream(path) as f:
             f.write(data)
@@ -99,6 +154,59 @@ def delete(uri: str) -> None:
         pass
 
 
+def list_entries(dir_uri: str) -> list[str]:
+    """Base names of everything in a folder (files and folders); empty if it does not exist."""
+    fs, path = resolve(dir_uri)
+    return sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)))
+
+
+def move_aside(run_dir: str, uri: str) -> str:
+    """Move the file ``uri`` of ``run_dir`` to RUN_DIR/quarantine/<its path in the run dir> (a numbered name if
+    one is there already) and return where it went. Repairs use it for whatever is not ours to delete: a
+    part that does not belong under its name, a file that cannot be read."""
+    fs, path = resolve(uri)
+    _, root = resolve(run_dir)
+    relative = path[len(root.rstrip("/")) + 1:] if path.startswith(root.rstrip("/") + "/") else path.rsplit("/", 1)[1]
+    target = f"{root.rstrip('/')}/quarantine/{relative}"
+    stem, n = target, 1
+    while fs.get_file_info(target).type != pafs.FileType.NotFound:
+        n += 1
+        target = f"{stem}.{n}"
+    fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+    fs.move(path, target)
+    return join(run_dir, "quarantine", target[len(root.rstrip("/")) + len("/quarantine/"):])
+
+
+# What write_bytes and RunTables.write_part name their temporary files: ".<name>.<32 hex>.tmp".
+_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
+
+
+def is_temporary_name(name: str) -> bool:
+    return _TEMPORARY.match(name) is not None
+
+
+def sweep_temporary_files(run_dir: str) -> list[str]:
+    """Remove the temporary files that writers killed mid-write left in a LOCAL run dir (URIs have none: an
+    object appears whole); returns their paths. Call it holding the run directory's lock (no writer runs)."""
+    if is_uri(run_dir):
+        return []
+    removed = []
+    for sub in ("", "tables/models", "tables/pairs", "tables/curves", "models", "checkpoints"):
+        folder = os.path.join(run_dir, sub)
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            if _TEMPORARY.match(name):
+                try:
+                    os.remove(os.path.join(folder, name))
+                    removed.append(os.path.join(folder, name))
+                except OSError:
+                    pass
+    return removed
+
+
 def list_names(dir_uri: str, suffix: str) -> set[str]:
     """Base names (without ``suffix``) of the files in a folder; empty if it does not exist."""
     fs, path = resolve(dir_uri)
@@ -114,25 +222,33 @@ def list_names(dir_uri: str, suffix: str) -> set[str]:
 # Model weights (torch imported lazily: the driver need not load it for this)
 
 
-def save_state(uri: str, state: dict) -> None:
+def save_state(uri: str, state: dict) -> str:
+    """Write a state dict (tensors and plain values) to ``uri``; returns the sha256 of the bytes written."""
     import torch
 
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    write_bytes(uri, buffer.getvalue())
+    data = buffer.getvalue()
+    write_bytes(uri, data)
+    return hashlib.sha256(data).hexdigest()
 
 
-def load_state(uri: str) -> dict:
-    """The state dict at ``uri``; RunDirError naming the file when it is missing or unreadable."""
+def load_state(uri: str, sha256: str | None = None) -> dict:
+    """The state dict at ``uri``, loaded without executing anything (weights_only); RunDirError naming the file
+    when it is missing, UnreadableFile when it is unreadable or its bytes are not those of ``sha256`` (the
+    hash its models row records; None for rows written before hashes: not checked)."""
     import torch
 
     try:
         data = read_bytes(uri)
     except (FileNotFoundError, OSError) as exc:
         raise RunDirError(f"model file {uri} is missing ({exc}); `landscape resume` retrains that model") from None
+    if sha256 and hashlib.sha256(data).hexdigest() != sha256:
+        raise UnreadableFile(f"model file {uri} is damaged (its content hash differs from the one in its models "
+                             f"row); `landscape resume` retrains it")
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated / not a torch file: every loader error means the same thing here
+    except Exception as exc:  # truncated / not a torch file / refused globals: every loader error means the same
         raise UnreadableFile(f"model file {uri} is unreadable ({type(exc).__name__}); `landscape resume` retrains it") from None
 
 
@@ -157,15 +273,40 @@ def looks_complete(uri: str) -> bool:
         return False
 
 
-def load_checkpoint(uri: str) -> dict | None:
-    """A training checkpoint, or None when absent or unreadable (training then starts from scratch)."""
+def load_checkpoint(uri: str) -> tuple[dict | None, str | None]:
+    """(a training checkpoint, None), or (None, None) when there is none, or (None, a note naming the file) when
+    it cannot be used: it is then deleted, and the training starts from epoch 0.
+
+    Loaded with ``weights_only=True``: a crafted checkpoint cannot run code in the worker (its globals are
+    refused before anything is called); like a truncated one, it is deleted and reported.
+    """
     import torch
 
     try:
         data = read_bytes(uri)
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
-    except Exception:
-        return None
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:  # not readable now (a flaky store): keep it, the next attempt may read it
+        return None, f"checkpoint {uri} could not be read ({exc.strerror or exc}); trained from epoch 0"
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise TypeError(f"a {type(state).__name__}, not a checkpoint")
+    except Exception as exc:  # truncated, not a torch file, or refused (it asked to call code)
+        delete(uri)
+        return None, f"checkpoint {uri} could not be loaded safely ({_why_refused(exc)}); deleted it, trained from epoch 0"
+    return state, None
+
+
+def _why_refused(exc: Exception) -> str:
+    """What torch.load(weights_only=True) objected to, in a few words (its own message is a page long)."""
+    text = " ".join(str(exc).split())
+    asked = re.search(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) (\S+)", text)
+    if asked:
+        return f"it asks to call {asked.group(1)}, which no checkpoint does; nothing was run"
+    if "Weights only load failed" in text:
+        return "it holds objects a checkpoint never holds; nothing was run"
+    return f"{type(exc).__name__}: {text[:80]} (cut short, or not a torch file)"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -173,14 +314,15 @@ def load_checkpoint(uri: str) -> dict | None:
 
 
 def read_part_row(tables: RunTables, table: str, key: str) -> dict | None:
-    """The first row of one part as a dict, or None when the part is missing or unreadable."""
+    """The row of part ``key`` as a dict, or None when the part is missing, unreadable, or not that key's
+    (one row whose key columns name ``key``): a foreign part never makes a job skip its key."""
     fs, path = resolve(tables.part_uri(table, key))
     try:
         part = pq.read_table(path, filesystem=fs)
     except Exception:  # missing, truncated, not Parquet: the job recomputes the key either way
         return None
-    rows = part.slice(0, 1).to_pylist()
-    return rows[0] if rows else None
+    rows = part.to_pylist() if part.num_rows == 1 else []
+    return rows[0] if rows and row_key(table, rows[0]) == key else None
 
 
 # ---------------------------------------------------------------------------------------------------------

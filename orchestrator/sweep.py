@@ -22,17 +22,26 @@ Why not the obvious design (plain Ray tasks for pairs submitted from a Tune call
     (FailureConfig), progress and worker reuse instead.
 
 The tables are the record of what is done
-    Before a run (and a resume) the plan is made from the tables: a model is done when its row is ok (and
-    its weights file exists) or diverged; a pair is done when its row is ok or diverged (and, when ok, its
-    curve part exists). Only the rest is handed to Tune, and every job checks its own part again before
-    working. So a resumed or grown sweep computes exactly the missing keys; Tune's own experiment state is
-    not needed for that (and cannot grow a grid).
+    Before a run (and a resume) the plan is made from the tables, each read once: a model is done when its
+    row is ok (and its weights file exists) or diverged; a pair is done when its row is ok or diverged (and,
+    when ok, its curve part exists). A row counts only from the part named by its own key (a copy or a part
+    under another key's name is moved aside, never counted). Only the rest is handed to Tune, and every job
+    checks its own part again before working. So a resumed or grown sweep computes exactly the missing keys;
+    Tune's own experiment state is not needed for that (and cannot grow a grid), so it is saved rarely.
+
+Stopping
+    A write into the run directory that no retry fixes (a full or read-only disk, storage.STORAGE_ERRNOS)
+    stops the sweep: a worker reports it instead of raising (Tune would retry it), a Tune callback records
+    it instead of raising (it would take tuner.fit() down), and a Tune Stopper ends the experiment; run_sweep
+    then raises storage.StorageFullError. Weights are checked against their row's sha256 when a pair job
+    loads them; damaged ones are deleted and the model retrained in the next round.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import json
 import math
@@ -42,13 +51,14 @@ import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from analysis.tables import RunTables, join, model_key, pair_key
+from analysis.tables import TABLE_NAMES, RunTables, TableScan, join, model_key, pair_key
 from orchestrator import storage
 from orchestrator.config import SweepConfig, dataset_facts, expand_data_root, transformed_train_size
 from orchestrator.provenance import provenance
 
 DONE_MODEL = ("ok", "diverged")
 DONE_PAIR = ("ok", "diverged")
+STORAGE_ERROR = "storage_error"  # a job's result status (never a row's): the run directory cannot be written
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -132,28 +142,49 @@ class Plan:
     pairs_todo: list = field(default_factory=list)  # [(load, temperature, seed_a, seed_b)]
     repaired: list = field(default_factory=list)  # human-readable notes on what was found broken
     broken_weights: dict = field(default_factory=dict)  # model key -> "missing" | "truncated" (status shows them)
+    broken_curves: list = field(default_factory=list)  # ok pairs whose curve part is missing or unreadable
+    unreadable: dict = field(default_factory=dict)  # table -> [(part key, why)] (moved aside by a repair)
+    misplaced: dict = field(default_factory=dict)  # table -> {part key: why} parts not holding their own key
+    scans: dict = field(default_factory=dict)  # table -> TableScan the plan was made from, without those parts
 
     @property
     def complete(self) -> bool:
         return not self.models_todo and not self.pairs_todo
 
 
-def make_plan(cfg: SweepConfig, run_dir: str, *, repair: bool = True) -> Plan:
-    """Compare the config's grid with the tables of ``run_dir``.
+def scan_tables(run_dir: str) -> dict[str, TableScan]:
+    """Every table of ``run_dir`` read once (each part once): what a command shares between the plan, its
+    summary and the analysis."""
+    tables = RunTables(run_dir)
+    return {table: tables.scan(table) for table in TABLE_NAMES}
 
-    Broken things are detected and scheduled again: an unreadable part (``repair`` deletes it), an ok model
-    whose weights file is missing, an ok pair whose curve part is missing. Rows computed with different
-    settings (another config hash) raise PlanError: mixing them would silently compare apples and pears.
+
+def make_plan(cfg: SweepConfig, run_dir: str, *, repair: bool = True, scans: dict | None = None) -> Plan:
+    """Compare the config's grid with the tables of ``run_dir`` (read once, or the given ``scans``).
+
+    Broken things are detected and scheduled again: an unreadable part, a part that does not hold its own
+    key (a copy ``K (copy).parquet``, a part stored under another key's name: never counted, never a reason
+    to skip a key), an ok model whose weights file is missing or truncated, an ok pair whose curve part is
+    missing. ``repair`` moves such parts to RUN_DIR/quarantine (nothing a user put there is deleted) and
+    removes the temporary files of writes cut short. Rows computed with different settings (another config
+    hash) raise PlanError before anything is changed: mixing them would silently compare apples and pears.
     """
     tables = RunTables(run_dir)
     plan = Plan()
-    frames = {}
-    for table in ("models", "pairs", "curves"):
-        for key, why in tables.corrupt_parts(table):
-            plan.repaired.append(f"unreadable {table} part {key} ({why.split(':')[0]}): recomputed")
-            if repair:
-                tables.delete_part(table, key)
-        frames[table] = tables.read(table, on_corrupt="skip")
+    scans = dict(scans) if scans is not None else scan_tables(run_dir)
+    moves = []  # (table, key, note) of parts to move aside, done once the plan is known to be valid
+    for table in TABLE_NAMES:
+        scan = scans[table]
+        plan.unreadable[table] = list(scan.unreadable)
+        plan.misplaced[table] = scan.misnamed()
+        for key, why in scan.unreadable:
+            moves.append((table, key, f"unreadable {table} part {key} ({why.split(':')[0]})"))
+        for key, why in plan.misplaced[table].items():
+            moves.append((table, key, f"{table} part {key}.parquet does not hold {key} ({why})"))
+        # What the plan (and whatever shares its read) counts: the parts that hold their own keys.
+        scans[table] = scan.without(set(plan.misplaced[table]) | ({k for k, _ in scan.unreadable} if repair else set()))
+    plan.scans = scans
+    frames = {table: scan.frame for table, scan in scans.items()}
     current = cfg.config_hash()
     for table in ("models", "pairs"):
         hashes = set(frames[table]["config_hash"].dropna()) - {current}
@@ -163,12 +194,20 @@ def make_plan(cfg: SweepConfig, run_dir: str, *, repair: bool = True) -> Plan:
                 f"this config: {current}): training or metric settings differ from the run's. Keep the run's "
                 f"settings (only grid values, seeds and resources may change on resume) or use a new run directory"
             )
+    if repair:
+        swept = storage.sweep_temporary_files(run_dir)
+        if swept:
+            plan.repaired.append(f"removed {len(swept)} temporary file(s) of writes cut short, e.g. {swept[0]}")
+    for table, key, note in moves:
+        if repair:
+            moved = storage.move_aside(run_dir, tables.part_uri(table, key))
+            plan.repaired.append(f"{note}: moved to {moved}, recomputed")
+        else:
+            plan.repaired.append(f"{note}: resume moves it aside and recomputes it")
     model_files = storage.list_names(join(run_dir, "models"), ".pt")
-    curve_parts = set(tables.part_keys("curves"))
+    curve_parts = set(scans["curves"].row_parts)  # readable curve parts that hold their own key
 
-    status = {}
-    for row in frames["models"][["load_value", "temperature_value", "seed", "status"]].itertuples(index=False):
-        status[mkey(cfg, row.load_value, row.temperature_value, row.seed)] = row.status
+    status = dict(zip(scans["models"].row_parts, frames["models"]["status"]))
     for lv, tv, s in cfg.model_keys():
         key = mkey(cfg, lv, tv, s)
         st = status.get(key)
@@ -187,23 +226,22 @@ def make_plan(cfg: SweepConfig, run_dir: str, *, repair: bool = True) -> Plan:
         else:
             plan.models_todo.append((lv, tv, s))
 
-    pstatus = {}
-    for row in frames["pairs"][["load_value", "temperature_value", "seed_a", "seed_b", "status"]].itertuples(index=False):
-        pstatus[pkey(cfg, row.load_value, row.temperature_value, row.seed_a, row.seed_b)] = row.status
+    pstatus = dict(zip(scans["pairs"].row_parts, frames["pairs"]["status"]))
     retrained = {mkey(cfg, lv, tv, s) for lv, tv, s in plan.models_todo}
     for lv, tv, a, b in cfg.pair_keys():
         key = pkey(cfg, lv, tv, a, b)
         st = pstatus.get(key)
         redo = False
         if st == "ok" and key not in curve_parts:
-            plan.repaired.append(f"pair {key}: curve part missing, recomputed")
+            plan.repaired.append(f"pair {key}: curve part missing or unreadable, recomputed")
+            plan.broken_curves.append(key)
             redo = True
         # A pair measured on a model that is now retrained is stale: measure it again with the new model.
         elif st in DONE_PAIR and (mkey(cfg, lv, tv, a) in retrained or mkey(cfg, lv, tv, b) in retrained):
             redo = True
         if redo:
             st = None
-            if repair:  # the pair job skips a key whose row says done: the stale row must go
+            if repair:  # the pair job skips a key whose row says done: the stale row (ours, by its key) must go
                 tables.delete_part("pairs", key)
         if st in DONE_PAIR:
             plan.pairs_done[key] = st
@@ -215,18 +253,47 @@ def make_plan(cfg: SweepConfig, run_dir: str, *, repair: bool = True) -> Plan:
 
 def order_models(cfg: SweepConfig, todo: list) -> list:
     """Longest cells first (shorter tail at the end of the sweep), the seeds of a cell together (its pairs
-    become ready early). Costs are rough estimates used only for this order."""
+    become ready early). Costs are rough estimates used only for this order and to weight the ETA."""
     try:
-        cost = _cost_model(cfg)
+        cost = _cost_model(cfg)[0]
         return sorted(todo, key=lambda k: (-cost(k[0], k[1]), k[0], k[1], k[2]))
     except Exception:  # ordering is an optimisation: never fail a sweep over it
         return list(todo)
 
 
+def job_costs(cfg: SweepConfig) -> dict[str, float]:
+    """Job key -> estimated cost of every model and pair job of the grid (model-seconds at the assumed rate
+    below; only the ratios matter: the ETA scales them by the seconds the finished jobs took). Empty when
+    the model cannot be sized (the ETA then weighs every job the same)."""
+    try:
+        model_cost, pair_cost = _cost_model(cfg)
+        cells = {(lv, tv): (model_cost(lv, tv), pair_cost(lv, tv)) for lv in cfg.load.values for tv in cfg.temperature.values}
+    except Exception:  # an estimate: never fail a sweep over it
+        return {}
+    out = {mkey(cfg, lv, tv, s): cells[(lv, tv)][0] for lv, tv, s in cfg.model_keys()}
+    out.update({pkey(cfg, lv, tv, a, b): cells[(lv, tv)][1] for lv, tv, a, b in cfg.pair_keys()})
+    return out
+
+
+# The cost model: seconds at an assumed sustained rate. Wrong in absolute terms on any machine; what it must
+# get roughly right is how jobs of one sweep compare (a wide model at batch 16 against a narrow one at 1024).
+# Fitted to the 144 jobs of a `landscape run demo` on this project's 2-core CPU (2026-12-01, while other
+# processes loaded it; benchmarks/eta.py replays a run's ETA): per training step a fixed cost dominates small
+# models, larger matrix products run faster per flop than small ones (taken as one rate), and a curve step
+# costs about twice a training step's fixed cost (it builds the curve point's weights from three models).
+FLOPS_PER_SECOND = 18e9  # dense layers, fitted (a first guess of 5e9 overweighted wide models 4x)
+STEP_OVERHEAD_S = 1.6e-3  # per SGD step: Python, autograd, optimizer, indexing (fitted; a guess of 2e-4 was 8x low)
+CURVE_STEP_FACTOR = 2.0  # a curve training step's fixed cost, in training steps
+JOB_OVERHEAD_S = 0.7  # per job: data, model build, writing the weights and parts (fitted)
+HESSIAN_PRODUCTS = 50  # Hessian-vector products per model, typical (Lanczos + Hutchinson; capped at 100 + 100)
+
+
 def _cost_model(cfg: SweepConfig):
+    """(model_cost(lv, tv), pair_cost(lv, tv)) for the cells of ``cfg``, in estimated seconds."""
     from workloads.models import build_model, count_parameters
 
     full, shape, classes = dataset_facts(cfg.workload.dataset, cfg.workload.data_root)
+    m, c = cfg.metrics, cfg.metrics.curve
 
     @functools.lru_cache(maxsize=None)
     def params(width: int) -> int:
@@ -236,15 +303,30 @@ def _cost_model(cfg: SweepConfig):
             return count_parameters(build_model(cfg.workload.model, width=width, num_classes=classes,
                                                 input_shape=shape, **cfg.workload.model_args))
 
-    def cost(lv, tv):
+    def cell(lv, tv):
         width = int(lv) if cfg.load.name == "width" else cfg.workload.width
         batch = int(tv) if cfg.temperature.name == "batch_size" else cfg.training.batch_size
-        n = transformed_train_size(cfg, lv, full)
-        steps = cfg.training.epochs * max(1, n // batch)
-        # ~0.2 ms of fixed cost per SGD step plus ~6 flops per parameter and example at ~5 GFLOP/s.
-        return steps * (2e-4 + 6.0 * batch * params(width) / 5e9)
+        return transformed_train_size(cfg, lv, full), batch, params(width)
 
-    return cost
+    def sgd(epochs: int, n: int, batch: int, p: int, step_factor: float = 1.0) -> float:
+        # ~6 flops per parameter and example for a forward and backward pass.
+        return epochs * max(1, n // batch) * (step_factor * STEP_OVERHEAD_S + 6.0 * batch * p / FLOPS_PER_SECOND)
+
+    def evaluation(n: int, p: int) -> float:  # train and test set (~1.25 n), forward only
+        return 2.0 * 1.25 * n * p / FLOPS_PER_SECOND
+
+    def model_cost(lv, tv):
+        n, batch, p = cell(lv, tv)
+        hessian = HESSIAN_PRODUCTS * 12.0 * min(m.hessian_samples, n) * p / FLOPS_PER_SECOND
+        return JOB_OVERHEAD_S + sgd(cfg.training.epochs, n, batch, p) + evaluation(n, p) + hessian
+
+    def pair_cost(lv, tv):
+        n, _, p = cell(lv, tv)
+        # Each t of the grid: BatchNorm statistics recomputed (a pass over the training set) and an evaluation.
+        return (JOB_OVERHEAD_S + sgd(c.epochs, n, c.batch_size, p, CURVE_STEP_FACTOR)
+                + c.points * (evaluation(n, p) + 2.0 * n * p / FLOPS_PER_SECOND))
+
+    return model_cost, pair_cost
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -266,11 +348,18 @@ class JobContext:
 # Fault injection: a TESTING hook, off unless the variable is set on the driver (tests/test_faults.py).
 # The pattern of Ray Tune's own restore tests: a job crashes while a marker file is absent and creates it,
 # so it crashes exactly once; without a marker it crashes on every attempt. The file holds JSON:
-#   {"crash": [{"key": JOB KEY, "mode": "exit" (the worker process dies) | "raise",
-#               "at_epoch": N (after the training checkpoint of epoch N; default: when the job starts),
-#               "marker": PATH (optional: crash once)}],
+#   {"crash": [{"key": JOB KEY, "mode": MODE, "marker": PATH (optional: crash once), ...}],
 #    "log": PATH (optional: one JSON line per job attempt that does work: key, pid, resumed_from epoch)}
+# MODE:
+#   "exit"   the worker process dies;  "raise"  the job raises
+#            (both when the job starts, or "at_epoch": N, after the training checkpoint of epoch N)
+#   "block"  the job waits, when it starts, until the file "until" exists (at most BLOCK_LIMIT_S), after
+#            creating the file "started" if given: a sweep that cannot finish before a test acts on it
+#   "enospc" | "erofs"   every write of the key's table parts (by its worker, or by the driver recording it)
+#            raises OSError(ENOSPC | EROFS): a full or read-only disk, without touching a real one
 FAULT_INJECT_ENV = "LANDSCAPE_FAULT_INJECT"
+BLOCK_LIMIT_S = 600.0  # a blocked job gives up waiting eventually: a test that forgot its marker still ends
+_WRITE_FAULTS = {"enospc": errno.ENOSPC, "erofs": errno.EROFS}
 
 
 def _faults(context: JobContext) -> dict:
@@ -288,7 +377,14 @@ def _log_attempt(faults: dict, key: str, resumed_from) -> None:
 
 def _inject(faults: dict, key: str, epoch: int | None = None) -> None:
     for fault in faults.get("crash", []):
-        if fault.get("key") != key or fault.get("at_epoch") != epoch:
+        if fault.get("key") != key or fault.get("at_epoch") != epoch or fault.get("mode") in _WRITE_FAULTS:
+            continue
+        if fault.get("mode") == "block":
+            if fault.get("started"):
+                open(fault["started"], "w").close()
+            deadline = time.monotonic() + BLOCK_LIMIT_S
+            while not os.path.exists(fault["until"]) and time.monotonic() < deadline:
+                time.sleep(0.1)
             continue
         marker = fault.get("marker")
         if marker:
@@ -298,6 +394,27 @@ def _inject(faults: dict, key: str, epoch: int | None = None) -> None:
         if fault.get("mode") == "exit":
             os._exit(3)  # no cleanup, no exception: as if the worker was killed
         raise RuntimeError(f"injected fault in {key}" + (f" after epoch {epoch}" if epoch else ""))
+
+
+def _inject_write(faults: dict, key: str, uri: str) -> None:
+    for fault in faults.get("crash", []):
+        if fault.get("key") == key and fault.get("mode") in _WRITE_FAULTS:
+            code = _WRITE_FAULTS[fault["mode"]]
+            raise OSError(code, f"{os.strerror(code)} (injected)", uri)
+
+
+@contextlib.contextmanager
+def _writing(uri: str, faults: dict | None = None, key: str | None = None):
+    """Around a write into the run directory: a write error no retry fixes (full, read-only, no permission:
+    storage.STORAGE_ERRNOS) becomes StorageFullError naming ``uri``, which stops the sweep."""
+    try:
+        if faults:
+            _inject_write(faults, key, uri)
+        yield
+    except OSError as exc:
+        if storage.storage_problem(exc) is None:
+            raise
+        raise storage.StorageFullError(f"cannot write {uri}: {exc.strerror or os.strerror(exc.errno)}") from None
 
 
 @functools.lru_cache(maxsize=4)
@@ -357,17 +474,24 @@ def run_job(config: dict, context: JobContext) -> None:
     from ray import tune
 
     cfg = _sweep_of(context)
-    if config["kind"] == "model":
-        result = _model_job(cfg, context, config)
-    elif config["kind"] == "pair":
-        result = _pair_job(cfg, context, config)
-    else:
-        raise ValueError(f"unknown job kind {config['kind']!r}")
+    started = time.perf_counter()
+    try:
+        if config["kind"] == "model":
+            result = _model_job(cfg, context, config)
+        elif config["kind"] == "pair":
+            result = _pair_job(cfg, context, config)
+        else:
+            raise ValueError(f"unknown job kind {config['kind']!r}")
+    except storage.StorageFullError as exc:
+        # Not this job's fault and not worth a retry: the driver stops the sweep (SweepState.fatal).
+        result = {"kind": config["kind"], "key": job_key(cfg, config), "status": STORAGE_ERROR, "skipped": False,
+                  "error": str(exc), "wall_seconds": time.perf_counter() - started}
     tune.report(result)
 
 
 def _model_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
     from workloads.experiment import ModelSpec, train_and_measure
+    from workloads.train import ResumeStateError
 
     started = time.perf_counter()
     lv, tv, seed = job["load"], job["temperature"], job["seed"]
@@ -383,33 +507,39 @@ def _model_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
     device = _job_device(cfg.trial_cpu(lv))
     spec = ModelSpec(cell_spec(cfg, lv, tv), int(seed), _torch_device(device))
     ckpt = storage.checkpoint_uri(context.run_dir, key)
-    resume_state = storage.load_checkpoint(ckpt) if cfg.training.checkpoint_every else None
+    notes = []  # what the user should know about this job although it succeeded
+    resume_state, note = storage.load_checkpoint(ckpt) if cfg.training.checkpoint_every else (None, None)
+    notes += [note] if note else []
     faults = _faults(context)
-    _log_attempt(faults, key, (resume_state or {}).get("epoch"))
+    _log_attempt(faults, key, (resume_state or {}).get("epoch") if isinstance(resume_state, dict) else None)
     _inject(faults, key)
     # Periodic checkpoints go to the run directory (shared storage on a cluster), so a retried or resumed
     # job continues on any node from its last checkpoint instead of epoch 0.
     checkpoint_fn = None
     if cfg.training.checkpoint_every:
         def checkpoint_fn(state):
-            storage.save_state(ckpt, state)
+            with _writing(ckpt):
+                storage.save_state(ckpt, state)
             _inject(faults, key, state["epoch"])
     try:
         outcome = train_and_measure(spec, checkpoint_fn=checkpoint_fn, resume_state=resume_state)
-    except ValueError as exc:
-        if resume_state is None or "resume_state" not in str(exc):
+    except ResumeStateError as exc:
+        if resume_state is None:
             raise
-        storage.delete(ckpt)  # a checkpoint of other settings: start over
+        storage.delete(ckpt)  # a checkpoint of other settings, or not one of ours: start over
+        notes.append(f"checkpoint {ckpt} does not fit this training ({exc}); deleted it, trained from epoch 0")
         outcome = train_and_measure(spec, checkpoint_fn=checkpoint_fn, resume_state=None)
     row = {**provenance(context.run_id, context.config_hash), **outcome.row, "node_id": _node_id(), "device": device}
     if outcome.state_dict is not None:
-        storage.save_state(weights, outcome.state_dict)
+        with _writing(weights, faults, key):
+            row["weights_sha256"] = storage.save_state(weights, outcome.state_dict)
         row["model_uri"] = weights
-    tables.write_part("models", key, [row])
+    with _writing(tables.part_uri("models", key), faults, key):
+        tables.write_part("models", key, [row])
     storage.delete(ckpt)
     return {"kind": "model", "key": key, "status": row["status"], "skipped": False,
             "wall_seconds": time.perf_counter() - started, "test_acc": row.get("test_acc"),
-            "train_loss": row.get("train_loss"), "error": row.get("error")}
+            "train_loss": row.get("train_loss"), "error": row.get("error"), "note": "; ".join(notes) or None}
 
 
 def _pair_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
@@ -427,34 +557,39 @@ def _pair_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
     _log_attempt(faults, key, None)
     _inject(faults, key)
     try:
-        state_a = _load_weights(context.run_dir, mkey(cfg, lv, tv, a))
-        state_b = _load_weights(context.run_dir, mkey(cfg, lv, tv, b))
+        state_a = _load_weights(context.run_dir, tables, mkey(cfg, lv, tv, a))
+        state_b = _load_weights(context.run_dir, tables, mkey(cfg, lv, tv, b))
     except storage.RunDirError as exc:
         # Not a fault of this worker, so no retry: the pair is failed for now, and the next round of this
         # run (or a resume) retrains the model whose file is gone and measures the pair again.
-        write_unmeasured_pair(cfg, context.run_dir, context.run_id, job, "failed", str(exc))
+        write_unmeasured_pair(cfg, context.run_dir, context.run_id, job, "failed", str(exc), faults=faults)
         return {"kind": "pair", "key": key, "status": "failed", "skipped": False, "error": str(exc),
                 "wall_seconds": time.perf_counter() - started}
     device = _job_device(cfg.pair_resources(lv)["cpu"])
     outcome = measure_pair(PairSpec(cell_spec(cfg, lv, tv), int(a), int(b), _torch_device(device)), state_a, state_b)
     prov = provenance(context.run_id, context.config_hash)
-    if outcome.curve_rows:
-        tables.write_part("curves", key, [{**prov, **r} for r in outcome.curve_rows])
-    else:
-        tables.delete_part("curves", key)
+    with _writing(tables.part_uri("curves", key), faults, key):
+        if outcome.curve_rows:
+            tables.write_part("curves", key, [{**prov, **r} for r in outcome.curve_rows])
+        else:
+            tables.delete_part("curves", key)
     # The pairs row is written last: it is what marks the pair as done.
-    tables.write_part("pairs", key, [{**prov, **outcome.row, "node_id": _node_id(), "device": device}])
+    with _writing(tables.part_uri("pairs", key), faults, key):
+        tables.write_part("pairs", key, [{**prov, **outcome.row, "node_id": _node_id(), "device": device}])
     return {"kind": "pair", "key": key, "status": outcome.row["status"], "skipped": False,
             "wall_seconds": time.perf_counter() - started, "mode_connectivity": outcome.row.get("mode_connectivity"),
             "error": outcome.row.get("error")}
 
 
-def _load_weights(run_dir: str, key: str) -> dict:
-    """A model's weights; an unreadable file is deleted before the error propagates, so that the next plan
-    (this run's next round, or a resume) retrains that model instead of failing its pairs again and again."""
+def _load_weights(run_dir: str, tables: RunTables, key: str) -> dict:
+    """A model's weights, checked against the content hash of its models row (rows written before hashes
+    have none: not checked). A file that is unreadable or not the bytes its row names is deleted before the
+    error propagates, so that the next plan (this run's next round, or a resume) retrains that model instead
+    of measuring damaged weights (a pair of damaged weights once came out `diverged` with L2 6.7e24)."""
     uri = storage.model_uri(run_dir, key)
+    row = storage.read_part_row(tables, "models", key) or {}
     try:
-        return storage.load_state(uri)
+        return storage.load_state(uri, sha256=row.get("weights_sha256"))
     except storage.UnreadableFile:
         storage.delete(uri)
         raise
@@ -468,16 +603,21 @@ def _utcnow():
     return datetime.now(timezone.utc)
 
 
-def write_failed_model(cfg, run_dir, run_id, job, error: str) -> None:
+def write_failed_model(cfg, run_dir, run_id, job, error: str, *, faults: dict | None = None) -> None:
+    """The row of a model job that kept failing; StorageFullError when the run directory cannot be written."""
     lv, tv, seed = job["load"], job["temperature"], job["seed"]
     row = {**provenance(run_id, cfg.config_hash()), "load_name": cfg.load.name, "load_value": float(lv),
            "temperature_name": cfg.temperature.name, "temperature_value": float(tv), "seed": int(seed),
            "status": "failed", "error": error, "finished_at": _utcnow(), "hessian_backend": cfg.metrics.hessian_backend}
-    RunTables(run_dir).write_part("models", mkey(cfg, lv, tv, seed), [row])
+    key = mkey(cfg, lv, tv, seed)
+    tables = RunTables(run_dir)
+    with _writing(tables.part_uri("models", key), faults, key):
+        tables.write_part("models", key, [row])
 
 
-def write_unmeasured_pair(cfg, run_dir, run_id, job, status: str, error: str) -> None:
-    """A pair that cannot be measured (an endpoint diverged or failed, or the job failed)."""
+def write_unmeasured_pair(cfg, run_dir, run_id, job, status: str, error: str, *, faults: dict | None = None) -> None:
+    """A pair that cannot be measured (an endpoint diverged or failed, or the job failed); StorageFullError
+    when the run directory cannot be written."""
     lv, tv, a, b = job["load"], job["temperature"], job["seed_a"], job["seed_b"]
     now = _utcnow()
     c = cfg.metrics.curve
@@ -488,8 +628,9 @@ def write_unmeasured_pair(cfg, run_dir, run_id, job, status: str, error: str) ->
            "cka_probe_seed": cfg.metrics.cka_probe_seed, "started_at": now, "finished_at": now}
     tables = RunTables(run_dir)
     key = pkey(cfg, lv, tv, a, b)
-    tables.delete_part("curves", key)
-    tables.write_part("pairs", key, [row])
+    with _writing(tables.part_uri("pairs", key), faults, key):
+        tables.delete_part("curves", key)
+        tables.write_part("pairs", key, [row])
 
 
 def trial_error_text(trial) -> str:
@@ -519,24 +660,55 @@ def trial_error_text(trial) -> str:
 
 @dataclass
 class KindCounts:
-    total: int = 0  # jobs of this kind in the whole grid
-    done_before: int = 0  # found done in the tables before this run
-    ok: int = 0
-    diverged: int = 0
-    failed: int = 0
-    running: int = 0
-    seconds: list = field(default_factory=list)  # wall time of the jobs that ran in this run
+    """One kind of job, counted by key: a job retried, or redone in a later round, counts once (its last
+    outcome), so no count ever exceeds the grid."""
+
+    keys: list = field(default_factory=list)  # every job key of this kind in the grid
+    before: set = field(default_factory=set)  # keys found done (in the tables, or by the job itself)
+    outcome: dict = field(default_factory=dict)  # key -> ok | diverged | failed, last outcome in this run
+    live: dict = field(default_factory=dict)  # trial id -> key of the jobs running now
+    seconds: dict = field(default_factory=dict)  # key -> wall seconds of its last job that did work
+
+    @property
+    def total(self) -> int:
+        return len(self.keys)
+
+    @property
+    def done_before(self) -> int:
+        return len(self.before - set(self.outcome))
+
+    def _count(self, status: str) -> int:
+        return sum(1 for v in self.outcome.values() if v == status)
+
+    @property
+    def ok(self) -> int:
+        return self._count("ok")
+
+    @property
+    def diverged(self) -> int:
+        return self._count("diverged")
+
+    @property
+    def failed(self) -> int:
+        return self._count("failed")
+
+    @property
+    def running(self) -> int:
+        return len(self.live)
 
     @property
     def finished(self) -> int:
-        return self.done_before + self.ok + self.diverged + self.failed
+        return min(self.total, len(self.before | set(self.outcome)))
 
     @property
     def pending(self) -> int:
         return max(0, self.total - self.finished - self.running)
 
-    def mean_seconds(self) -> float | None:
-        return sum(self.seconds) / len(self.seconds) if self.seconds else None
+    def left(self) -> tuple[list, list]:
+        """(keys not finished and not running, keys running now)."""
+        running = set(self.live.values())
+        finished = self.before | set(self.outcome)
+        return [k for k in self.keys if k not in finished and k not in running], sorted(running - finished)
 
 
 @dataclass
@@ -547,18 +719,33 @@ class SweepState:
     started: float = field(default_factory=time.monotonic)
     attempted: set = field(default_factory=set)  # job keys handed to Tune in this run
     failed_keys: dict = field(default_factory=dict)  # key -> error of jobs that failed in this run
+    costs: dict = field(default_factory=dict)  # job key -> estimated cost (job_costs); empty: all the same
+    fatal: str | None = None  # why the sweep must stop now (the run directory cannot be written)
 
     def counts(self, kind: str) -> KindCounts:
         return self.models if kind == "model" else self.pairs
 
     def eta_seconds(self) -> float | None:
-        """Remaining work / parallel slots, with the mean job time seen so far (None before any)."""
-        m, p = self.models.mean_seconds(), self.pairs.mean_seconds()
-        if m is None:
+        """Seconds until the sweep ends: the estimated cost of what is left (a running job counts half) times
+        the seconds per unit of cost measured on the jobs finished so far, over the parallel slots.
+
+        Weighting by cost matters because the longest jobs run first: the mean time of the first jobs
+        times the number left overestimated a sweep 2-4x. None before any job has finished.
+        """
+        rates = {}
+        for kind, c in (("model", self.models), ("pair", self.pairs)):
+            cost = sum(self.costs.get(k, 1.0) for k in c.seconds)
+            if c.seconds and cost > 0:
+                rates[kind] = sum(c.seconds.values()) / cost
+        if not rates:
             return None
-        if p is None:
-            p = m / 2  # a curve costs about half a training (method.md)
-        left = (self.models.pending + self.models.running / 2) * m + (self.pairs.pending + self.pairs.running / 2) * p
+        left = 0.0
+        for kind, c in (("model", self.models), ("pair", self.pairs)):
+            # Cost units are comparable across kinds (both estimate seconds): one kind's rate stands in for
+            # the other's until a job of it has finished.
+            rate = rates.get(kind, rates.get("pair" if kind == "model" else "model"))
+            todo, running = c.left()
+            left += rate * (sum(self.costs.get(k, 1.0) for k in todo) + 0.5 * sum(self.costs.get(k, 1.0) for k in running))
         return left / max(1, self.slots)
 
 
@@ -604,6 +791,8 @@ def _make_searcher_class():
             return None
 
         def suggest(self, trial_id: str):
+            if self.state.fatal:
+                return Searcher.FINISHED  # the run directory cannot be written: no job could record itself
             if self.ready:
                 job = pair_job(*self.ready.pop(0))
             elif self.models:
@@ -621,7 +810,10 @@ def _make_searcher_class():
             if job is None or job["kind"] != "model":
                 return
             key = job_key(self.cfg, job)
-            self.model_status[key] = "failed" if error else (result or {}).get("status", "failed")
+            status = "failed" if error else (result or {}).get("status", "failed")
+            if status == STORAGE_ERROR:
+                return  # the sweep stops; its pairs stay to do (a resume measures them)
+            self.model_status[key] = status
             self._release_pairs()
 
         def _release_pairs(self) -> None:
@@ -647,45 +839,81 @@ def _make_recorder_class():
     from ray.tune import Callback
 
     class JobRecorder(Callback):
-        """Counts jobs for the progress view and records jobs that failed after Tune's retries."""
+        """Counts jobs for the progress view and records jobs that failed after Tune's retries.
 
-        def __init__(self, cfg: SweepConfig, run_dir: str, run_id: str, state: SweepState):
+        A write into the run directory that fails for good (storage.StorageFullError) sets ``state.fatal``
+        instead of raising: an exception here would take ``tuner.fit()`` down with a chained traceback, while
+        the stopper ends the experiment cleanly and run_sweep reports it.
+        """
+
+        def __init__(self, cfg: SweepConfig, run_dir: str, run_id: str, state: SweepState, faults: dict | None = None):
             self.cfg, self.run_dir, self.run_id, self.state = cfg, run_dir, run_id, state
-            self.events: list = []  # (kind, key, status, seconds, detail) for line-oriented logs
+            self.faults = faults
+            self.events: list = []  # (kind, key, status, result) for line-oriented logs
 
         def on_trial_start(self, iteration, trials, trial, **info):
-            self.state.counts(trial.config["kind"]).running += 1
+            self.state.counts(trial.config["kind"]).live[trial.trial_id] = job_key(self.cfg, trial.config)
+
+        def on_trial_recover(self, iteration, trials, trial, **info):  # failed; Tune starts it again
+            self.state.counts(trial.config["kind"]).live.pop(trial.trial_id, None)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             job = trial.config
             counts = self.state.counts(job["kind"])
-            counts.running = max(0, counts.running - 1)
+            counts.live.pop(trial.trial_id, None)
             result = trial.last_result or {}
             status = result.get("status", "failed")
+            key = job_key(self.cfg, job)
+            if status == STORAGE_ERROR:
+                self.state.fatal = self.state.fatal or result.get("error") or "the run directory cannot be written"
+                return
             if result.get("skipped"):
-                counts.done_before += 1
+                counts.before.add(key)
             else:
-                setattr(counts, status, getattr(counts, status) + 1)
-                counts.seconds.append(float(result.get("wall_seconds") or 0.0))
-            self.events.append((job["kind"], job_key(self.cfg, job), status, result))
+                counts.outcome[key] = status
+                counts.seconds[key] = float(result.get("wall_seconds") or 0.0)
+            self.events.append((job["kind"], key, status, result))
 
         def on_trial_error(self, iteration, trials, trial, **info):
             job = trial.config
             counts = self.state.counts(job["kind"])
-            counts.running = max(0, counts.running - 1)
-            counts.failed += 1
+            counts.live.pop(trial.trial_id, None)
             error = trial_error_text(trial)
             key = job_key(self.cfg, job)
+            counts.outcome[key] = "failed"
             self.state.failed_keys[key] = error
+            self.events.append((job["kind"], key, "failed", {"error": error}))
             try:
                 if job["kind"] == "model":
-                    write_failed_model(self.cfg, self.run_dir, self.run_id, job, error)
+                    write_failed_model(self.cfg, self.run_dir, self.run_id, job, error, faults=self.faults)
                 else:
-                    write_unmeasured_pair(self.cfg, self.run_dir, self.run_id, job, "failed", error)
-            finally:
-                self.events.append((job["kind"], key, "failed", {"error": error}))
+                    write_unmeasured_pair(self.cfg, self.run_dir, self.run_id, job, "failed", error, faults=self.faults)
+            except storage.StorageFullError as exc:
+                self.state.fatal = self.state.fatal or str(exc)
+
+        def on_experiment_end(self, trials, **info):
+            for counts in (self.state.models, self.state.pairs):
+                counts.live.clear()  # trials stopped with the experiment are not running any more
 
     return JobRecorder
+
+
+def _make_stopper_class():
+    from ray.tune import Stopper
+
+    class StopOnFatal(Stopper):
+        """Ends the experiment (every trial) once ``state.fatal`` says the sweep cannot go on."""
+
+        def __init__(self, state: SweepState):
+            self.state = state
+
+        def __call__(self, trial_id, result):
+            return False
+
+        def stop_all(self):
+            return self.state.fatal is not None
+
+    return StopOnFatal
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -724,32 +952,42 @@ def _slots(cfg: SweepConfig, plan_resources: dict) -> int:
     return slots
 
 
-@contextlib.contextmanager
-def _max_pending_trials(slots: int):
-    """Let Tune keep one pending trial per slot (a custom searcher gets 1 by default).
+# Tune rewrites its experiment state (every trial's config and result, the searcher, the callbacks) every
+# ~10 s by default, and uploads it to the run directory each time: 27 MB at 1,820 trials, on s3:// a PUT each
+# time. Nothing here reads it (the tables are the record), so it is saved once an hour, and when a round ends.
+TUNE_STATE_PERIOD_S = 3600
 
-    With 1, the second worker only starts once the first trial runs (~3 s of an idle slot at the start of
-    every sweep); with one per slot all workers start together. A ready pair job then waits for at most
-    ``slots`` model jobs that were already pending, never for the rest of the grid.
+
+@contextlib.contextmanager
+def _tune_settings(slots: int):
+    """Tune's settings for one sweep, set while it runs (a value the user set in the environment wins).
+
+    TUNE_MAX_PENDING_TRIALS_PG: one pending trial per slot (a custom searcher gets 1 by default). With 1,
+    the second worker only starts once the first trial runs (~3 s of an idle slot at the start of every
+    sweep); with one per slot all workers start together. A ready pair job then waits for at most ``slots``
+    model jobs that were already pending, never for the rest of the grid.
+    TUNE_GLOBAL_CHECKPOINT_S: how often Tune saves its experiment state (TUNE_STATE_PERIOD_S above).
     """
-    key = "TUNE_MAX_PENDING_TRIALS_PG"
-    before = os.environ.get(key)
-    if before is None:
-        os.environ[key] = str(max(1, int(slots)))
+    settings = {"TUNE_MAX_PENDING_TRIALS_PG": str(max(1, int(slots))), "TUNE_GLOBAL_CHECKPOINT_S": str(TUNE_STATE_PERIOD_S)}
+    added = [key for key in settings if key not in os.environ]
+    for key in added:
+        os.environ[key] = settings[key]
     try:
         yield
     finally:
-        if before is None:
+        for key in added:
             os.environ.pop(key, None)
 
 
 def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, progress=None,
-              max_rounds: int = 3) -> SweepSummary:
+              max_rounds: int = 3, plan: Plan | None = None) -> SweepSummary:
     """Run every job the tables say is missing; Ray must be initialised and resources checked.
 
     ``progress``: a Tune Callback factory taking (state, recorder) (orchestrator.progress.make_progress).
-    After each Tune experiment the plan is made again from the tables (a job may have been lost with a
-    worker, or models retrained); jobs not yet attempted in this run get another round.
+    ``plan``: the plan the caller has just made (saves reading the tables again). After each Tune experiment
+    the plan is made again from the tables (a job may have been lost with a worker, or models retrained);
+    jobs not yet attempted in this run get another round. Raises storage.StorageFullError (after removing
+    the temporary files of cut writes) when the run directory cannot be written: the sweep stops at once.
     """
     from ray import tune
 
@@ -757,29 +995,35 @@ def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, p
     # resources.gpu: auto becomes a number here, as check_resources decided it for this cluster.
     cfg = cfg.with_gpus_available(bool(resources.get("cluster", {}).get("gpu_available")))
     config_hash = cfg.config_hash()
-    plan_before = make_plan(cfg, run_dir)
-    state = SweepState(slots=_slots(cfg, resources))
-    state.models.total = len(cfg.model_keys())
-    state.pairs.total = len(cfg.pair_keys())
-    state.models.done_before = len(plan_before.models_done)
-    state.pairs.done_before = len(plan_before.pairs_done)
+    plan_before = plan if plan is not None else make_plan(cfg, run_dir)
+    state = SweepState(slots=_slots(cfg, resources), costs=job_costs(cfg))
+    state.models.keys = [mkey(cfg, *k) for k in cfg.model_keys()]
+    state.pairs.keys = [pkey(cfg, *k) for k in cfg.pair_keys()]
+    state.models.before = set(plan_before.models_done)
+    state.pairs.before = set(plan_before.pairs_done)
     context = JobContext(sweep=cfg.to_dict(), run_dir=run_dir, run_id=run_id, config_hash=config_hash,
                          faults=os.environ.get(FAULT_INJECT_ENV) or None)
+    faults = _faults(context)  # the driver's own writes honour the write faults too (testing only)
     trainable = tune.with_resources(tune.with_parameters(run_job, context=context), _job_resources(cfg))
     Searcher = _make_searcher_class()
     Recorder = _make_recorder_class()
 
     def on_unmeasured(job, status, error):
-        write_unmeasured_pair(cfg, run_dir, run_id, job, status, error)
-        counts = state.pairs
-        setattr(counts, status, getattr(counts, status) + 1)
-        state.attempted.add(job_key(cfg, job))
-        recorder.events.append(("pair", job_key(cfg, job), status, {"error": error}))
+        key = job_key(cfg, job)
+        state.attempted.add(key)
+        try:
+            write_unmeasured_pair(cfg, run_dir, run_id, job, status, error, faults=faults)
+        except storage.StorageFullError as exc:
+            state.fatal = state.fatal or str(exc)
+            return
+        state.pairs.outcome[key] = status
+        recorder.events.append(("pair", key, status, {"error": error}))
 
-    recorder = Recorder(cfg, run_dir, run_id, state)
+    recorder = Recorder(cfg, run_dir, run_id, state, faults)
     callbacks = [recorder]
     if progress is not None:
         callbacks.append(progress(state, recorder))
+    stopper = _make_stopper_class()(state)
     plan = plan_before
     for round_ in range(max_rounds):
         todo_models = [k for k in plan.models_todo if mkey(cfg, *k) not in state.attempted]
@@ -791,31 +1035,42 @@ def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, p
         if not todo_models and not todo_pairs:
             break
         round_plan = dataclasses.replace(plan, models_todo=todo_models, pairs_todo=todo_pairs)
-        searcher = Searcher(cfg, round_plan, state, on_unmeasured)
-        search_alg = searcher
-        if cfg.run.max_concurrent:
-            from ray.tune.search import ConcurrencyLimiter
+        try:
+            searcher = Searcher(cfg, round_plan, state, on_unmeasured)
+            search_alg = searcher
+            if cfg.run.max_concurrent:
+                from ray.tune.search import ConcurrencyLimiter
 
-            search_alg = ConcurrencyLimiter(searcher, max_concurrent=cfg.run.max_concurrent)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=search_alg, num_samples=-1, reuse_actors=True,
-                trial_name_creator=lambda t: f"{t.config['kind']}-{t.trial_id}",
-                trial_dirname_creator=lambda t: f"{t.config['kind']}-{t.trial_id}",
-            ),
-            run_config=tune.RunConfig(
-                storage_path=join(run_dir, "tune"),
-                name=f"{stamp}-{round_}",
-                failure_config=tune.FailureConfig(max_failures=cfg.run.max_failures),
-                verbose=0,
-                callbacks=callbacks,
-                log_to_file=False,
-            ),
-        )
-        with _max_pending_trials(state.slots):
-            tuner.fit()
+                search_alg = ConcurrencyLimiter(searcher, max_concurrent=cfg.run.max_concurrent)
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    search_alg=search_alg, num_samples=-1, reuse_actors=True,
+                    trial_name_creator=lambda t: f"{t.config['kind']}-{t.trial_id}",
+                    trial_dirname_creator=lambda t: f"{t.config['kind']}-{t.trial_id}",
+                ),
+                run_config=tune.RunConfig(
+                    storage_path=join(run_dir, "tune"),
+                    name=f"{stamp}-{round_}",
+                    failure_config=tune.FailureConfig(max_failures=cfg.run.max_failures),
+                    stop=stopper,
+                    verbose=0,
+                    callbacks=callbacks,
+                    log_to_file=False,
+                ),
+            )
+            if not state.fatal:
+                with _tune_settings(state.slots):
+                    tuner.fit()
+        except Exception as exc:  # Tune's own writes into RUN_DIR/tune fail the same way on a full disk
+            problem = storage.storage_problem(exc)
+            if problem is None:
+                raise
+            state.fatal = state.fatal or f"cannot write {join(run_dir, 'tune')}: {problem}"
+        if state.fatal:
+            storage.sweep_temporary_files(run_dir)
+            raise storage.StorageFullError(f"the sweep stopped: {state.fatal}")
         plan = make_plan(cfg, run_dir)
     return SweepSummary(run_dir=run_dir, run_id=run_id, seconds=time.monotonic() - started,
                         plan_before=plan_before, plan_after=plan, state=state, resources=resources)

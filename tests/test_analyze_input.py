@@ -117,3 +117,45 @@ def test_non_finite_rules_are_refused_by_name(tmp_path, value):
 def test_every_rule_must_be_finite(name):
     with pytest.raises(ValueError, match=rf"{name}=inf .*finite number"):
         PhaseRules.from_mapping({name: float("inf")})
+
+
+def test_another_analysis_writing_at_the_same_time_is_not_clobbered(tmp_path):
+    """Two `landscape analyze` of one run at once: each writes its own temporary files. The temporary file
+    another analysis is still writing (under the fixed names of the old writer) is neither used nor replaced."""
+    run = str(tmp_path / "run")
+    write_synthetic_run(run, only=[(8, 16), (16, 16)])
+    out = os.path.join(run, "analysis")
+    os.makedirs(out)
+    theirs = {name: f"half of another analysis's {name}".encode() for name in
+              ("cells.parquet.tmp", "report.html.tmp", "phase_rules.json.tmp")}
+    for name, data in theirs.items():
+        with open(os.path.join(out, name), "wb") as fh:
+            fh.write(data)
+    proc = analyze(run)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    files = snapshot(out)
+    for name, data in theirs.items():
+        assert files[name] == data, name
+    assert b"</html>" in files["report.html"] and files["cells.parquet"].startswith(b"PAR1")
+    assert not [n for n in files if n.endswith(".tmp") and n not in theirs]  # none of its own left behind
+
+
+def test_a_copied_part_is_not_counted_as_another_seed(tmp_path):
+    """A duplicate of a part (`K (copy).parquet`, what a file manager makes) repeats K's row: left out, with a
+    warning, instead of making a third seed of a two-seed cell."""
+    import shutil
+
+    import pandas as pd
+
+    from analysis.tables import model_key
+
+    run = str(tmp_path / "run")
+    write_synthetic_run(run, only=[(8, 16)])
+    models_dir = os.path.join(run, "tables", "models")
+    key = model_key("width", 8, "batch_size", 16, 0)
+    shutil.copy(os.path.join(models_dir, f"{key}.parquet"), os.path.join(models_dir, f"{key} (copy).parquet"))
+    proc = analyze(run)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert f"{key} (copy).parquet" in proc.stderr and "left out" in proc.stderr
+    cells = pd.read_parquet(os.path.join(run, "analysis", "cells.parquet"))
+    assert cells.n_models.tolist() == [3]  # the synthetic cell's three seeds, not four

@@ -4,11 +4,19 @@ The integration test runs the built-in `smoke` config through `landscape run` on
 Ray and checks every table, every status, that no metric is silently null, the provenance of every row,
 that pair jobs started before the last training finished, `landscape status`, the lock against a second
 concurrent run on the same directory, and that `resume` of a finished run does nothing.
+
+Stops: Ctrl-C then resume, SIGTERM, Ctrl-C twice, and a raylet killed under the sweep, each on a sweep one
+of whose jobs is blocked by the fault hook (so it cannot finish before the test acts, however fast the
+machine). Without Ray (in process): `run --out` into a folder that is not a run of the config, each part read
+once by `status` and by a resume, the phase rules of an earlier `analyze --rule` kept by a resume, and a
+one-seed run told that it has no phases.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import time
 
@@ -17,7 +25,7 @@ import pytest
 import yaml
 
 from analysis.tables import CURVES_SCHEMA, MODELS_SCHEMA, PAIRS_SCHEMA, RunTables
-from tests.conftest import assert_clean_error, hygienic_env, landscape_cmd, ray_processes_of
+from tests.conftest import assert_clean_error, hygienic_env, landscape_cmd, landscape_in_process, ray_processes_of
 
 
 def landscape(*args, env=None, timeout=300, cwd=None) -> subprocess.CompletedProcess:
@@ -172,26 +180,52 @@ def _ray_processes_of(ray_tmpdir: str) -> list[str]:
     return ray_processes_of(ray_tmpdir)
 
 
+BLOCKED = "width=8__batch_size=256__seed=0"  # a model job of smoke that the tests below keep from finishing
+
+
+def start_blocked_run(short_tmp: str, ray_tmpdir: str, *extra: str) -> tuple[subprocess.Popen, str, str]:
+    """`landscape run smoke` whose job BLOCKED waits (the fault hook's "block" mode) until a file that never
+    appears: the sweep cannot finish before the test has acted, however fast the machine. Returns (process,
+    run dir, the file the blocked job creates when it starts waiting)."""
+    run_dir, started = os.path.join(short_tmp, "run"), os.path.join(short_tmp, "started")
+    faults = os.path.join(short_tmp, "faults.json")
+    with open(faults, "w") as f:
+        json.dump({"crash": [{"key": BLOCKED, "mode": "block", "until": os.path.join(short_tmp, "never"),
+                              "started": started}]}, f)
+    env = hygienic_env(ray_tmpdir, LANDSCAPE_FAULT_INJECT=faults)
+    proc = subprocess.Popen(landscape_cmd() + ["run", "smoke", "--out", run_dir, "--no-analysis", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return proc, run_dir, started
+
+
+def wait_for(proc: subprocess.Popen, ready, what: str, timeout: float = 150) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{what} did not happen in time"
+        time.sleep(0.2)
+
+
+def assert_ray_gone(ray_tmpdir: str, grace: float = 30) -> None:
+    deadline = time.monotonic() + grace
+    while _ray_processes_of(ray_tmpdir) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _ray_processes_of(ray_tmpdir), _ray_processes_of(ray_tmpdir)
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_interrupt_then_resume(short_tmp, ray_tmpdir):
     """Ctrl-C stops the sweep cleanly (Ray shut down, lock released, exit 130, a resume hint); `resume`
-    then computes only what is missing, and rows finished before the interrupt are kept as they were."""
-    import signal
-
+    then computes only what is missing, and rows finished before the interrupt are kept as they were.
+    One job is blocked by the fault hook, so the sweep is still running when the signal comes."""
     from orchestrator.storage import lock_holder
 
-    run_dir = os.path.join(short_tmp, "run")
-    env = hygienic_env(ray_tmpdir)
-    proc = subprocess.Popen(landscape_cmd() + ["run", "smoke", "--out", run_dir, "--no-analysis"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc, run_dir, started = start_blocked_run(short_tmp, ray_tmpdir)
     tables = RunTables(run_dir)
     try:
-        deadline = time.monotonic() + 150
-        while len(tables.part_keys("models")) < 2:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no model finished in time"
-            time.sleep(0.2)
+        wait_for(proc, lambda: os.path.exists(started) and len(tables.part_keys("models")) >= 2,
+                 "two models finishing")
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=90)
     finally:
@@ -200,13 +234,10 @@ def test_interrupt_then_resume(short_tmp, ray_tmpdir):
     assert proc.returncode == 130, (out, err)
     assert f"landscape resume {run_dir}" in err and "Traceback" not in err
     assert lock_holder(run_dir) is None
-    deadline = time.monotonic() + 30
-    while _ray_processes_of(ray_tmpdir) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not _ray_processes_of(ray_tmpdir), _ray_processes_of(ray_tmpdir)
+    assert_ray_gone(ray_tmpdir)
 
     done_before = {(r.load_value, r.temperature_value, r.seed): r.finished_at for r in tables.read("models").itertuples()}
-    assert len(done_before) >= 2
+    assert len(done_before) >= 2 and BLOCKED not in tables.part_keys("models")
     resumed = landscape("resume", run_dir, "--no-analysis", env=hygienic_env(ray_tmpdir), timeout=240)
     assert resumed.returncode == 0, (resumed.stdout, resumed.stderr)
     models, pairs = tables.read("models"), tables.read("pairs")
@@ -217,3 +248,214 @@ def test_interrupt_then_resume(short_tmp, ray_tmpdir):
         key = (r.load_value, r.temperature_value, r.seed)
         if key in done_before:
             assert r.finished_at == done_before[key], f"{key} was recomputed"
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.parametrize("signals", [[signal.SIGTERM], [signal.SIGINT, signal.SIGINT]], ids=["SIGTERM", "Ctrl-C twice"])
+def test_sigterm_and_a_second_ctrl_c_stop_like_one_ctrl_c(short_tmp, ray_tmpdir, signals):
+    """SIGTERM (a scheduler's timeout) ends like Ctrl-C: exit 143, the resume hint, Ray stopped, no "***
+    SIGTERM received ***" abort (Ray installs its own handler after ray.init; the command puts its own
+    back). A second Ctrl-C while the first one stops Ray is ignored: no atexit traceback."""
+    from orchestrator.storage import lock_holder
+
+    proc, run_dir, started = start_blocked_run(short_tmp, ray_tmpdir)
+    try:
+        wait_for(proc, lambda: os.path.exists(started), "the blocked job starting")
+        for sig in signals:
+            proc.send_signal(sig)
+            time.sleep(0.3)
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signals[0], (proc.returncode, out, err)
+    assert f"landscape resume {run_dir}" in err, err
+    for junk in ("Traceback", "Exception ignored", "SIGTERM received", "Aborted"):
+        assert junk not in out + err, (out, err)
+    if signals[0] == signal.SIGTERM:
+        assert "interrupted (SIGTERM)" in err
+    assert lock_holder(run_dir) is None
+    assert_ray_gone(ray_tmpdir)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_dead_raylet_ends_the_run_with_one_error_line(short_tmp, ray_tmpdir):
+    """The local Ray's raylet killed under a running sweep (the OOM killer, a stray kill): one `error:` line
+    naming it, exit 1, the resume hint, the lock released, nothing of that Ray left, no temporary parts."""
+    from orchestrator.ray_env import LOCAL_RAY_NOTE
+    from orchestrator.storage import lock_holder
+
+    proc, run_dir, started = start_blocked_run(short_tmp, ray_tmpdir)
+    note = os.path.join(run_dir, LOCAL_RAY_NOTE)
+    try:
+        wait_for(proc, lambda: os.path.exists(started) and os.path.exists(note), "the blocked job starting")
+        with open(note) as f:
+            raylet = json.load(f)["raylet_pid"]
+        os.kill(raylet, signal.SIGKILL)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in out + err, err
+    assert f"raylet (pid {raylet}) died" in lines[0] and f"landscape resume {run_dir}" in lines[0]
+    assert lock_holder(run_dir) is None and not os.path.exists(note)
+    assert not [n for _, _, names in os.walk(run_dir) for n in names if n.endswith(".tmp")]
+    assert_ray_gone(ray_tmpdir)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Without Ray: a run directory that is finished, or not a run at all
+
+
+def snapshot(folder: str) -> dict[str, bytes]:
+    out = {}
+    for dirpath, _dirs, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as fh:
+                out[os.path.relpath(path, folder)] = fh.read()
+    return out
+
+
+def test_run_into_a_folder_that_is_not_this_run_is_refused_and_nothing_changes(tmp_path):
+    """`landscape run smoke --out DIR` once overwrote a user's config.yaml, run.json and report.html and
+    deleted their tables/models/mydata.parquet. A non-empty folder that is not a run of the same config is
+    refused before anything is written."""
+    import pandas as pd
+
+    from orchestrator.config import load_config
+
+    mine = tmp_path / "mine"
+    (mine / "analysis").mkdir(parents=True)
+    (mine / "tables" / "models").mkdir(parents=True)
+    (mine / "config.yaml").write_text("my: own notes\n")
+    (mine / "run.json").write_text('{"mine": true}')
+    (mine / "analysis" / "report.html").write_text("<html>my report</html>")
+    pd.DataFrame({"x": [1, 2]}).to_parquet(mine / "tables" / "models" / "mydata.parquet")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    demo = tmp_path / "demo-run"
+    demo.mkdir()
+    (demo / "config.yaml").write_text(load_config("demo").to_yaml())
+    cases = {mine: "holds a config.yaml that is not a readable sweep config", other: "is not a landscape run",
+             demo: "is a run of another config ('demo')"}
+    for folder, why in cases.items():
+        before = snapshot(str(folder))
+        proc = landscape_in_process("run", "smoke", "--out", str(folder), "--no-analysis")
+        assert_clean_error(proc, str(folder), why, f"landscape resume {folder}", "another --out")
+        assert snapshot(str(folder)) == before, folder
+
+
+def write_finished_run(run_dir: str, overrides=()) -> "SweepConfig":
+    """The tables and weights of a finished `smoke` run (rows made up, weights real torch files): what
+    `status`, `resume` and the analysis read, without training anything."""
+    import torch
+
+    from orchestrator import storage
+    from orchestrator.config import load_config
+    from orchestrator.provenance import provenance
+    from orchestrator.sweep import mkey, pkey
+
+    cfg = load_config("smoke", [f"run.storage={run_dir}", *overrides])
+    storage.write_bytes(storage.config_uri(run_dir), cfg.to_yaml().encode())
+    storage.ensure_run_info(run_dir, cfg.name)
+    prov = provenance("finished", cfg.config_hash())
+    tables = RunTables(run_dir)
+    cell = lambda lv, tv: {"load_name": "width", "load_value": float(lv), "temperature_name": "batch_size",  # noqa
+                           "temperature_value": float(tv)}
+    for lv, tv, seed in cfg.model_keys():
+        key = mkey(cfg, lv, tv, seed)
+        sha = storage.save_state(storage.model_uri(run_dir, key), {"w": torch.full((3,), float(seed))})
+        loss = 0.01 if tv == 32 else 1.0
+        tables.write_part("models", key, [{**prov, **cell(lv, tv), "seed": seed, "status": "ok", "train_loss": loss,
+                                           "test_acc": 0.5, "hessian_top_eigenvalue": 2.0, "hessian_trace": 9.0,
+                                           "weights_sha256": sha, "device": "cpu"}])
+    for lv, tv, a, b in cfg.pair_keys():
+        key = pkey(cfg, lv, tv, a, b)
+        tables.write_part("curves", key, [{**prov, **cell(lv, tv), "seed_a": a, "seed_b": b, "t": t,
+                                           "train_error": 1.0 + (t == 0.5)} for t in (0.0, 0.5, 1.0)])
+        tables.write_part("pairs", key, [{**prov, **cell(lv, tv), "seed_a": a, "seed_b": b, "status": "ok",
+                                          "mode_connectivity": -1.5 if lv == 8 else 0.0, "t_star": 0.5,
+                                          "cka": 0.9, "cka_status": "ok", "l2_distance": 1.0}])
+    return cfg
+
+
+def test_status_and_the_end_of_a_run_read_each_part_once(tmp_path, monkeypatch):
+    """On an object store each part read is a request: `status` and a `resume` (plan, summary, failed rows,
+    the GPU warning and the analysis) read every part of every table exactly once."""
+    from collections import Counter
+
+    from analysis.tables import RunTables as Tables
+
+    run_dir = str(tmp_path / "run")
+    write_finished_run(run_dir)
+    parts = sum(len(Tables(run_dir).part_keys(t)) for t in ("models", "pairs", "curves"))
+    reads: Counter = Counter()
+    real = Tables._read_part
+
+    def counted(self, table, key):
+        reads[(table, key)] += 1
+        return real(self, table, key)
+
+    monkeypatch.setattr(Tables, "_read_part", counted)
+    for args in (["status", run_dir], ["resume", run_dir]):
+        reads.clear()
+        proc = landscape_in_process(*args)
+        assert proc.returncode == 0, (proc.stdout, proc.stderr)
+        assert len(reads) == parts and set(reads.values()) == {1}, (args, reads)
+    assert "nothing to do" in proc.stdout and "report:" in proc.stdout
+
+
+def test_a_resume_keeps_the_phase_rules_of_the_earlier_analysis(tmp_path):
+    """`landscape analyze RUN --rule mc_threshold=2`, then a resume of the finished run: the resume's
+    analysis uses mc_threshold=2 again, and says so, instead of silently drawing the defaults."""
+    run_dir = str(tmp_path / "run")
+    write_finished_run(run_dir)
+    rules_file = os.path.join(run_dir, "analysis", "phase_rules.json")
+    analysed = landscape_in_process("analyze", run_dir, "--rule", "mc_threshold=2")
+    assert analysed.returncode == 0, analysed.stderr
+    assert json.load(open(rules_file))["rules"]["mc_threshold"] == 2
+    resumed = landscape_in_process("resume", run_dir)
+    assert resumed.returncode == 0, (resumed.stdout, resumed.stderr)
+    assert "phase rules of the earlier analysis (mc_threshold=2" in resumed.stdout
+    assert json.load(open(rules_file))["rules"]["mc_threshold"] == 2
+    # Without --rule, `analyze` goes back to the defaults (and the next resume keeps those).
+    assert landscape_in_process("analyze", run_dir).returncode == 0
+    assert json.load(open(rules_file))["rules"]["mc_threshold"] == 1
+
+
+def test_a_one_seed_run_is_told_there_are_no_phases_not_to_resume_for_pairs(tmp_path):
+    run_dir = str(tmp_path / "run")
+    write_finished_run(run_dir, ["seeds=[0]"])
+    for args in (["resume", run_dir], ["analyze", run_dir]):
+        proc = landscape_in_process(*args)
+        assert proc.returncode == 0, (proc.stdout, proc.stderr)
+        warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: ")]
+        assert warnings and all("no seed pairs" in w or "connects no seed pairs" in w for w in warnings), warnings
+        assert "to compute the pairs" not in proc.stdout + proc.stderr
+
+
+def test_the_analysis_at_the_end_of_a_run_is_made_under_the_run_lock(tmp_path, monkeypatch):
+    """Another `run`/`resume` of the directory must not start while the analysis still reads the tables."""
+    from analysis import api
+    from orchestrator.storage import lock_holder
+
+    run_dir = str(tmp_path / "run")
+    write_finished_run(run_dir)
+    held = []
+    real = api.analyze_run
+
+    def analyze_run(*args, **kwargs):
+        held.append(lock_holder(run_dir))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(api, "analyze_run", analyze_run)
+    proc = landscape_in_process("resume", run_dir)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert len(held) == 1 and held[0] and held[0].startswith(f"pid {os.getpid()}"), held
+    assert lock_holder(run_dir) is None

@@ -300,3 +300,41 @@ def test_model_options_must_have_the_type_of_their_default():
     assert "must be an integer" in error_of(base(**{"workload.model_args": "{depth: 2.5}"}))
     assert "must be true or false" in error_of(base(**{"workload.model": "cnn", "workload.model_args": "{batch_norm: 1}"}))
     parse_config(base(**{"workload.model_args": "{depth: 3}"}))
+
+
+@pytest.mark.parametrize("field, value", [
+    ("metrics.cka_probes", 10**9), ("metrics.curve.points", 10**9), ("training.epochs", 10**9),
+    ("metrics.curve.epochs", 10**9), ("metrics.hessian_eigen_max_iter", 10**6),
+    ("metrics.hessian_trace_max_probes", 10**9), ("run.max_failures", 10**6), ("run.object_store_mb", 10**9),
+])
+def test_sizes_beyond_any_real_sweep_are_refused_by_name(field, value):
+    with pytest.raises(ConfigError, match=rf"^{field}: .* beyond any real sweep \(at most"):
+        parse_config(base(**{field: value}))
+
+
+def test_a_grid_of_millions_of_models_or_pairs_is_refused_before_it_is_built():
+    """2 M models were once accepted (the driver reached 1.6 GB making their plan); the count is checked
+    from the axis lengths, before any list of keys exists."""
+    huge = {"load.values": str(list(range(1, 201))), "temperature.values": str(list(range(1, 101))),
+            "seeds": str(list(range(100)))}
+    with pytest.raises(ConfigError, match=r"^load\.values: the grid has 2,000,000 models"):
+        parse_config(base(**huge))
+    with pytest.raises(ConfigError, match=r"^metrics\.pairs: the grid has .* seed pairs"):
+        parse_config(base(**{"seeds": str(list(range(1000))), "metrics.pairs": "all"}))
+    from orchestrator.config import MAX_MODELS
+
+    paper = load_config("paper-width-batch", check_data=False)  # the largest real grid: 110x below the cap
+    assert 100 * len(paper.model_keys()) < MAX_MODELS
+
+
+def test_a_config_without_seed_pairs_warns_that_there_will_be_no_phases():
+    from orchestrator.config import config_warnings
+    from tests.conftest import landscape_in_process
+
+    assert config_warnings(parse_config(base())) == []
+    for changes in ({"seeds": "[0]"}, {"metrics.pairs": "[]"}):
+        (warning,) = config_warnings(parse_config(base(**changes)))
+        assert "no seed pairs" in warning and "no cell gets a phase" in warning
+    proc = landscape_in_process("validate", "smoke", "--set", "seeds=[0]")
+    assert proc.returncode == 0 and "0 pairs" in proc.stdout
+    assert proc.stderr.startswith("warning: no seed pairs (one seed)") and "at least two seeds" in proc.stderr

@@ -29,7 +29,7 @@ from workloads.metrics.connectivity import CurveConfig
 from workloads.train import TrainConfig
 
 PROVENANCE_COLUMNS = {"run_id", "config_hash", "package_version", "library_versions", "schema_version"}
-CALLER_COLUMNS = PROVENANCE_COLUMNS | {"node_id", "model_uri"}
+CALLER_COLUMNS = PROVENANCE_COLUMNS | {"node_id", "model_uri", "weights_sha256"}  # set where the weights are stored
 
 
 def tiny_cell(**changes) -> CellSpec:

@@ -10,7 +10,9 @@ On the session's local 2-CPU Ray (tests/conftest.py), in process:
     max_failures allows more);
   * once the fault is gone, a resume trains exactly the failed model and measures its pair;
   * a training killed after its epoch-2 checkpoint continues from that checkpoint (not from epoch 0) and
-    ends with the same numbers as an uninterrupted training.
+    ends with the same numbers as an uninterrupted training;
+  * a crafted checkpoint (a pickle that would run a shell command) and a truncated one are refused without
+    running anything, deleted and named, and their models train from epoch 0.
 """
 
 from __future__ import annotations
@@ -136,3 +138,58 @@ def test_a_training_killed_after_a_checkpoint_continues_from_it(ray_local, tmp_p
         assert killed[col] == clean[col], col
     # The checkpoint is removed once the model is done.
     assert not os.path.exists(storage.checkpoint_uri(str(tmp_path / "killed"), key))
+
+
+class _RunsShell:
+    """Pickles into a call of os.system: what a crafted checkpoint would do when loaded with pickle."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+def test_a_crafted_or_truncated_checkpoint_runs_nothing_is_deleted_and_named(ray_local, tmp_path, monkeypatch):
+    """Run directories are shared, so a checkpoint can be anyone's file. One that asks to run code (a pickle
+    of os.system) is refused without running it, one cut short is refused too; each is deleted, its model
+    trains from epoch 0 and ends ok, and the job's line names the file (it used to fail on every resume
+    without naming it, running the code each time)."""
+    import io
+
+    import torch
+
+    from orchestrator.progress import make_progress
+
+    changes = {"temperature.values": "[0.05]", "training.epochs": 2, "training.checkpoint_every": 1}
+    cfg = parse_config(raw_config(**changes))
+    run_dir = str(tmp_path / "run")
+    marker = tmp_path / "pwned"
+    crafted, cut = mkey(cfg, 8, 0.05, 0), mkey(cfg, 8, 0.05, 1)
+    buffer = io.BytesIO()
+    torch.save({"epoch": 1, "model": _RunsShell(f"touch {marker}")}, buffer)
+    storage.write_bytes(storage.checkpoint_uri(run_dir, crafted), buffer.getvalue())
+    storage.write_bytes(storage.checkpoint_uri(run_dir, cut), buffer.getvalue()[:200])
+
+    log = tmp_path / "attempts.jsonl"
+    path = tmp_path / "faults.json"
+    path.write_text(json.dumps({"log": str(log)}))
+    monkeypatch.setenv(FAULT_INJECT_ENV, str(path))
+    storage.write_bytes(storage.config_uri(run_dir), cfg.to_yaml().encode())
+    from orchestrator.ray_env import check_resources
+
+    lines = io.StringIO()
+    run_sweep(cfg, run_dir, run_id="faults", resources=check_resources(cfg),
+              progress=make_progress(lines, tty=False))
+    assert not marker.exists()  # nothing in the file was executed
+    models = RunTables(run_dir).read("models")
+    assert (models.status == "ok").all() and (models.epochs_completed == 2).all()
+    with open(log) as f:  # one attempt each, from epoch 0
+        assert sorted((e["key"], e["resumed_from"]) for e in map(json.loads, f) if e["key"] in (crafted, cut)) == [
+            (crafted, None), (cut, None)]
+    text = lines.getvalue()
+    for key in (crafted, cut):
+        assert f"checkpoint {storage.checkpoint_uri(run_dir, key)} could not be loaded safely" in text, text
+        assert not os.path.exists(storage.checkpoint_uri(run_dir, key))
+    assert "deleted it, trained from epoch 0" in text
+    assert "it asks to call posix.system, which no checkpoint does; nothing was run" in text  # says why

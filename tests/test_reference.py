@@ -387,3 +387,34 @@ def test_released_phase_structure_matches_the_paper(released):
     # Between small and wide models at low temperature, flat but poorly connected: phase III exists there.
     assert {phase[(k, 1024)] for k in (6, 8, 11)} == {"III"}
     assert cells.phase.notna().all()
+
+
+@pytest.mark.parametrize("damage", ["malicious pickle", "truncated pickle", "truncated npz", "truncated archive"])
+def test_cli_import_of_a_damaged_or_malicious_archive_is_one_clean_error(tmp_path, damage):
+    """`landscape import-reference` on an archive with a pickle that asks to run code, a pickle or .npz cut
+    short, or a .tar.gz cut short: one `error:` line naming the file, no traceback, nothing executed, and
+    nothing written to --out."""
+    from tests.conftest import assert_clean_error, landscape_in_process
+
+    marker = tmp_path / "pwned"
+    files = _cell_files(4, 64)
+    where = "bs_64/lr_decay/ResNet18_w4/metrics/"
+    if damage == "malicious pickle":
+        files["hessian.pkl"] = pickle.dumps({0: _RunsShell(f"touch {marker}")})
+        expected = [where + "hessian.pkl", "Nothing was executed"]
+    elif damage == "truncated pickle":
+        files["loss_acc.pkl"] = files["loss_acc.pkl"][:20]
+        expected = [where + "loss_acc.pkl", "cannot read"]
+    elif damage == "truncated npz":
+        files["curve_test.npz"] = files["curve_test.npz"][:100]
+        expected = [where + "curve_test.npz", "cannot read"]
+    archive = tmp_path / "archive.tar.gz"
+    _write_tar(archive, {(4, 64): files})
+    if damage == "truncated archive":
+        data = archive.read_bytes()
+        archive.write_bytes(data[: len(data) // 2])
+        expected = [str(archive), "truncated or damaged"]
+    out = tmp_path / "out"
+    assert_clean_error(landscape_in_process("import-reference", str(archive), "--out", str(out)), *expected)
+    assert not marker.exists()
+    assert not out.exists() or not list(out.rglob("*.parquet"))

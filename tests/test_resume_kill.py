@@ -130,47 +130,137 @@ def test_sigkill_of_the_driver_then_resume(short_tmp, ray_tmpdir):
     assert not wait_until_gone(ray_tmpdir, timeout=90), ray_processes_of(ray_tmpdir)
 
 
-def test_a_resume_stops_only_the_noted_ray_of_a_dead_landscape(tmp_path):
-    """stop_leftover_ray kills the processes of the Ray noted in the run dir (session folder on the command
-    line, node id or dead raylet's pid in the environment) and nothing else, and nothing at all while the
-    `landscape` that noted it is alive."""
+def test_a_resume_stops_only_the_noted_ray_of_a_dead_landscape(tmp_path, monkeypatch):
+    """stop_leftover_ray kills the processes of the Ray session noted in the run dir and nothing else: a real
+    session folder under the Ray temp root (started by the noted, dead `landscape`, holding the noted node
+    id), and only Ray's processes of it (a daemon naming the folder, an agent with its node id, a worker its
+    logs name). A forged note (session_dir: /usr, another session's node id, a live `landscape`, another
+    host, a URI) touches nothing, though the test's victims name what the note says."""
     import json
     import socket
 
+    from orchestrator import ray_env
     from orchestrator.ray_env import LOCAL_RAY_NOTE, stop_leftover_ray
 
-    run_dir = str(tmp_path)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
     gone = subprocess.Popen(["true"])
     gone.wait()  # a pid that is certainly dead: the killed `landscape`, and its raylet
-    session = str(tmp_path / "session_2026-01-01_00-00-00_000000_1")
+    root = tmp_path / "raytmp"
+    monkeypatch.setenv("RAY_TMPDIR", str(root))
+    node_id = "a" * 56
+    session = root / "ray" / f"session_2026-01-01_00-00-00_000000_{gone.pid}"
+    (session / "logs").mkdir(parents=True)
+    (session / f"gcs_server_port_{node_id}").write_text("6379")
+    # Ray's package, as the checks see it: scripts inside it are Ray's processes.
+    package = tmp_path / "site-packages" / "ray"
+    package.mkdir(parents=True)
+    (package / "daemon.py").write_text("import time\ntime.sleep(60)\n")
+    monkeypatch.setattr(ray_env, "_ray_package_dir", lambda: str(package))
 
-    def sleeper(*argv, **env):
-        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", *argv],
-                                env={**os.environ, **env}, start_new_session=True)
+    def start(argv, executable=sys.executable, **env):
+        return subprocess.Popen(argv, executable=executable, env={**os.environ, **env}, start_new_session=True)
 
-    ours = [sleeper(f"--session-dir={session}"), sleeper(RAY_NODE_ID="a" * 56), sleeper(RAY_RAYLET_PID=str(gone.pid))]
-    others = [sleeper(f"--session-dir={session}x"), sleeper(RAY_NODE_ID="b" * 56), sleeper(RAY_RAYLET_PID="1")]
+    ray_script = str(package / "daemon.py")
+    sleep = ["-c", "import time; time.sleep(60)"]
+    daemon = start([sys.executable, ray_script, f"--session-dir={session}"])
+    agent = start([sys.executable, ray_script], RAY_NODE_ID=node_id)
+    worker = start(["ray::IDLE", *sleep], RAY_RAYLET_PID=str(gone.pid))
+    (session / "logs" / f"worker-{'c' * 56}-ffffffff-{worker.pid}.out").write_text("")
+    ours = [daemon, agent, worker]
+    others = [
+        start([sys.executable, *sleep, f"--session-dir={session}"]),  # names the session, not one of Ray's
+        start([sys.executable, ray_script, f"--session-dir={session}x"]),  # Ray's, another session
+        start([sys.executable, ray_script], RAY_NODE_ID="b" * 56),  # Ray's, another node
+        start(["ray::IDLE", *sleep], RAY_RAYLET_PID=str(gone.pid)),  # a worker the session's logs do not name
+        start([sys.executable, ray_script, "--temp-dir=/usr"]),  # a victim of the forged note below
+        start([sys.executable, *sleep, "/usr/bin"]),
+    ]
+    note = {"host": socket.gethostname(), "pid": gone.pid, "session_dir": str(session), "node_id": node_id,
+            "raylet_pid": gone.pid}
+
+    def with_note(**changes):
+        (run_dir / LOCAL_RAY_NOTE).write_text(json.dumps({**note, **changes}))
+        return stop_leftover_ray(str(run_dir))
+
     try:
-        note = {"host": socket.gethostname(), "session_dir": session, "node_id": "a" * 56, "raylet_pid": gone.pid}
-        # The `landscape` that noted the Ray is alive (shutting down, say): nothing is touched.
-        live = sleeper()
-        (tmp_path / LOCAL_RAY_NOTE).write_text(json.dumps({**note, "pid": live.pid}))
-        assert stop_leftover_ray(run_dir) == []
+        live = start([sys.executable, *sleep])
+        assert with_note(pid=live.pid) == []  # its `landscape` is alive (shutting down, say): nothing is touched
         live.kill()
         live.wait()
+        for forged in ({"session_dir": "/usr"}, {"node_id": "b" * 56}, {"pid": os.getpid()}, {"host": "elsewhere"},
+                       {"session_dir": str(tmp_path / f"session_2026-01-01_00-00-00_000000_{gone.pid}")},
+                       {"node_id": "/usr"}):
+            assert with_note(**forged) == [], forged
+        assert stop_leftover_ray("s3://bucket/run") == []  # a note in a bucket is never read
         assert all(p.poll() is None for p in ours + others)
-        # Another machine's note: not ours to act on.
-        (tmp_path / LOCAL_RAY_NOTE).write_text(json.dumps({**note, "pid": gone.pid, "host": "elsewhere"}))
-        assert stop_leftover_ray(run_dir) == []
-        # Its `landscape` is dead: exactly its processes go, and the note with them.
-        (tmp_path / LOCAL_RAY_NOTE).write_text(json.dumps({**note, "pid": gone.pid}))
-        assert sorted(stop_leftover_ray(run_dir)) == sorted(p.pid for p in ours)
+        # The real note of a dead `landscape`: exactly its session's Ray processes go, and the note with them.
+        assert sorted(with_note()) == sorted(p.pid for p in ours)
         assert all(p.wait(timeout=10) == -signal.SIGKILL for p in ours)
         assert all(p.poll() is None for p in others)
-        assert not (tmp_path / LOCAL_RAY_NOTE).exists()
-        assert stop_leftover_ray(run_dir) == []
+        assert not (run_dir / LOCAL_RAY_NOTE).exists()
+        assert stop_leftover_ray(str(run_dir)) == []
     finally:
         for p in ours + others:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+@pytest.mark.ray
+def test_the_checks_accept_a_real_ray_session_of_a_killed_driver(short_tmp, ray_tmpdir):
+    """The other side of the rule above, on a real local Ray: the note a real `landscape` writes passes every
+    check, and once its driver is SIGKILLed, stop_leftover_ray stops exactly that Ray's processes (found
+    independently by its private RAY_TMPDIR), whatever fate-sharing had not stopped yet."""
+    import json
+
+    from orchestrator.ray_env import LOCAL_RAY_NOTE, stop_leftover_ray, verified_session
+
+    run_dir = os.path.join(short_tmp, "run")
+    os.makedirs(run_dir)
+    driver_code = (
+        "import sys, time\n"
+        "from orchestrator import ray_env\n"
+        "ray_env.remember_local_ray(sys.argv[1], ray_env.init_ray(object_store_mb=100, num_cpus=1))\n"
+        "time.sleep(300)\n"
+    )
+    env = hygienic_env(ray_tmpdir)
+    driver = subprocess.Popen([sys.executable, "-c", driver_code, run_dir], env=env, start_new_session=True)
+    note_path = os.path.join(run_dir, LOCAL_RAY_NOTE)
+    try:
+        deadline = time.monotonic() + 120
+        while not os.path.exists(note_path):
+            assert driver.poll() is None and time.monotonic() < deadline, "the driver never noted its Ray"
+            time.sleep(0.2)
+        time.sleep(1)  # the note is written whole (atomically); let Ray's daemons settle
+        note = json.loads(open(note_path).read())
+        os.environ["RAY_TMPDIR"], before = ray_tmpdir, os.environ.get("RAY_TMPDIR")
+        real_kill, victims = os.kill, {}
+
+        def kill(pid, sig):  # what each process was, independently of the checks, the moment it is killed
+            if sig == signal.SIGKILL:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    victims[pid] = f"RAY_TMPDIR={ray_tmpdir}".encode() in f.read().split(b"\0")
+            return real_kill(pid, sig)
+
+        try:
+            assert verified_session(note) == os.path.realpath(note["session_dir"])
+            assert ray_processes_of(ray_tmpdir), "no Ray process to find"
+            os.kill(driver.pid, signal.SIGKILL)
+            driver.wait(timeout=30)
+            os.kill = kill
+            killed = stop_leftover_ray(run_dir)
+        finally:
+            os.kill = real_kill
+            if before is None:
+                os.environ.pop("RAY_TMPDIR", None)
+            else:
+                os.environ["RAY_TMPDIR"] = before
+        assert sorted(victims) == sorted(killed) and all(victims.values()), victims
+        assert not os.path.exists(note_path)
+        assert not wait_until_gone(ray_tmpdir, timeout=30), ray_processes_of(ray_tmpdir)
+        print(f"{len(killed)} process(es) of the killed driver's Ray stopped by stop_leftover_ray")
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()

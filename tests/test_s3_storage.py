@@ -208,3 +208,21 @@ def test_a_torn_lease_read_is_read_again_not_taken_for_a_free_lock(monkeypatch):
     assert storage._read_lease("s3://bucket/run/.lock") == json.loads(full)
     monkeypatch.setattr(storage, "read_bytes", lambda uri: b"{not json")
     assert storage._read_lease("s3://bucket/run/.lock", attempts=2) is None  # garbage stays garbage
+
+
+def test_a_repair_moves_a_part_aside_on_s3_too(s3):
+    """What a resume does with an unreadable or misplaced part, on an object store: the object is moved to
+    RUN_DIR/quarantine/<its path> (a numbered name when that is taken), never deleted."""
+    from orchestrator import storage
+
+    run = f"s3://{BUCKET}/runs/quarantine"
+    part = f"{run}/tables/models/mydata.parquet"
+    for n in range(2):
+        s3.put_object(Bucket=BUCKET, Key="runs/quarantine/tables/models/mydata.parquet", Body=f"mine {n}".encode())
+        moved = storage.move_aside(run, part)
+        assert moved == f"{run}/quarantine/tables/models/mydata.parquet" + ("" if n == 0 else ".2")
+    stored = sorted(k for k in keys(s3, "runs/quarantine/") if not k.endswith("/"))  # not pyarrow's folder markers
+    assert stored == ["runs/quarantine/quarantine/tables/models/mydata.parquet",
+                      "runs/quarantine/quarantine/tables/models/mydata.parquet.2"]
+    body = s3.get_object(Bucket=BUCKET, Key="runs/quarantine/quarantine/tables/models/mydata.parquet.2")["Body"]
+    assert body.read() == b"mine 1"

@@ -203,8 +203,12 @@ def test_progress_lines_and_status_line():
     from orchestrator.progress import format_seconds, make_progress, status_line
 
     state = SweepState(slots=2)
-    state.models.total, state.pairs.total = 4, 2
-    state.models.ok, state.models.running, state.models.seconds = 2, 1, [10.0, 12.0]
+    state.models.keys = [f"m{i}" for i in range(4)]
+    state.pairs.keys = ["p0", "p1"]
+    state.models.outcome = {"m0": "ok", "m1": "ok"}
+    state.models.seconds = {"m0": 10.0, "m1": 12.0}
+    state.models.live = {"trial-2": "m2"}
+    state.costs = {"m0": 1.0, "m1": 1.0, "m2": 1.0, "m3": 1.0, "p0": 0.5, "p1": 0.5}
 
     class Recorder:
         events = [("model", "width=8__batch_size=32__seed=0", "ok", {"wall_seconds": 10.0, "test_acc": 0.5}),
@@ -218,8 +222,9 @@ def test_progress_lines_and_status_line():
                      "[0/2 pairs] pair  width=8__batch_size=32__seeds=0-1 failed error: ValueError: boom"]
     line = status_line(state)
     assert "models 2/4 done (ok 2, diverged 0, failed 0) · 1 running · 1 pending" in line
-    # ETA: (1 pending + half of 1 running) x 11 s mean + 2 pairs x 5.5 s (half a training), over 2 slots.
-    eta = f"ETA {format_seconds((1.5 * 11 + 2 * 5.5) / 2)}"
+    # ETA: 11 s per unit of cost measured; left: 1 pending model (cost 1) + half the running one (1) + two
+    # pairs of cost 0.5 at the models' rate (no pair has finished), over 2 slots.
+    eta = f"ETA {format_seconds(11 * (1 + 0.5 + 2 * 0.5) / 2)}"
     assert line.endswith(eta)
 
     compact = status_line(state, width=90)
@@ -231,3 +236,92 @@ def test_progress_lines_and_status_line():
     text = term.getvalue()
     # Each finished job scrolls above the status line, which is redrawn in place (no newline).
     assert text.count("\r\x1b[K") == 3 and text.count("\n") == 2 and text.endswith(eta)
+
+
+def test_counts_never_exceed_the_grid_and_nothing_runs_after_the_end():
+    """A job retried by Tune, and a key redone in a later round (its weights were found broken), count once,
+    with their last outcome: "9/8 models" was shown before. Once the experiment ends nothing is running."""
+    from orchestrator.sweep import _make_recorder_class
+
+    cfg = parse_config(tiny_raw())
+    keys = [mkey(cfg, *k) for k in cfg.model_keys()]
+    state = SweepState()
+    state.models.keys = keys
+    state.models.before = {keys[0]}
+    recorder = _make_recorder_class()(cfg, "/nonexistent", "run", state)
+
+    class Trial:
+        def __init__(self, trial_id, seed, result):
+            self.trial_id, self.config, self.last_result = trial_id, {"kind": "model", "load": 8,
+                                                                      "temperature": 0.05, "seed": seed}, result
+
+    first = Trial("a", 1, {"status": "failed", "wall_seconds": 1.0})
+    recorder.on_trial_start(0, [], first)
+    recorder.on_trial_recover(0, [], first)  # its worker died; Tune starts it again
+    recorder.on_trial_start(0, [], first)
+    recorder.on_trial_complete(0, [], first)
+    again = Trial("b", 1, {"status": "ok", "wall_seconds": 2.0})  # the same key in a later round
+    recorder.on_trial_start(0, [], again)
+    recorder.on_trial_complete(0, [], again)
+    recorder.on_trial_start(0, [], Trial("c", 0, {}))  # stopped with the experiment: no completion
+    recorder.on_trial_complete(0, [], Trial("d", 0, {"status": "ok", "skipped": True}))  # done before
+    assert (state.models.finished, state.models.ok, state.models.failed, state.models.total) == (2, 1, 0, 4)
+    assert state.models.running == 1
+    recorder.on_experiment_end([])
+    assert state.models.running == 0 and state.models.pending == 2
+    assert state.models.finished <= state.models.total
+
+
+def test_the_eta_weights_what_is_left_by_its_estimated_cost():
+    """Jobs run longest first, so the first to finish are the slowest: the mean of their times times the
+    number left overestimated the demo 2-4x at the start. With costs, the cheap jobs left count as cheap."""
+    from orchestrator.config import load_config
+    from orchestrator.sweep import job_costs, order_models
+
+    cfg = load_config("demo")
+    costs = job_costs(cfg)
+    first = order_models(cfg, cfg.model_keys())[:3]  # what runs first: the slowest cell, its three seeds
+    slow, fast = mkey(cfg, *first[0]), mkey(cfg, 8, 1024, 0)
+    assert costs[slow] > 5 * costs[fast]
+    state = SweepState(slots=2, costs=costs)
+    state.models.keys = [mkey(cfg, *k) for k in cfg.model_keys()]
+    state.pairs.keys = [pkey(cfg, *k) for k in cfg.pair_keys()]
+    # The first cell's models are done, as measured (exactly as the cost model says, at 3 s per unit).
+    for key in (mkey(cfg, *k) for k in first):
+        state.models.outcome[key], state.models.seconds[key] = "ok", 3.0 * costs[key]
+    left = [k for k in state.models.keys + state.pairs.keys if k not in state.models.outcome]
+    assert state.eta_seconds() == pytest.approx(3.0 * sum(costs[k] for k in left) / 2)
+    mean = 3.0 * costs[slow]  # the old estimate: the mean so far for every model left, half that per pair
+    old = (len(state.models.keys) - 3) * mean + len(state.pairs.keys) * mean / 2
+    assert state.eta_seconds() < old / 2 / 2
+
+
+def test_a_workers_own_error_reaches_the_failed_row(ray_local, tmp_path, monkeypatch):
+    """A worker raising one of the package's exceptions (here UnknownNameError: the dataset name has a typo
+    that validation, bypassed here, would have caught) is recorded with its own message, not with the
+    "TypeError: __init__() missing 3 required positional arguments" of an exception that cannot be
+    unpickled on the driver. The same run checks that Tune saves its experiment state rarely (it is never
+    read): its period is TUNE_STATE_PERIOD_S, not Tune's ~10 s."""
+    from ray.tune.execution import experiment_state
+
+    from orchestrator.sweep import TUNE_STATE_PERIOD_S
+
+    periods = []
+    real_init = experiment_state._ExperimentCheckpointManager.__init__
+
+    def init(self, *args, checkpoint_period, **kwargs):
+        periods.append(checkpoint_period)
+        real_init(self, *args, checkpoint_period=checkpoint_period, **kwargs)
+
+    monkeypatch.setattr(experiment_state._ExperimentCheckpointManager, "__init__", init)
+    raw = tiny_raw(**{"workload.dataset": "mnist1dd", "temperature.values": "[0.05]"})
+    cfg = _build(SweepConfig, raw, "")
+    run_dir = str(tmp_path / "run")
+    summary = sweep(cfg, run_dir, ray_local)
+    models = RunTables(run_dir).read("models")
+    assert (models.status == "failed").all() and len(models) == 2
+    expected = "unknown dataset 'mnist1dd'; did you mean 'mnist1d'?"
+    assert all(expected in e for e in models.error), models.error.tolist()
+    assert all(expected in e for e in summary.state.failed_keys.values())
+    assert not any("TypeError" in e for e in models.error)
+    assert periods and {float(p) for p in periods} == {float(TUNE_STATE_PERIOD_S)}, periods

@@ -89,3 +89,82 @@ def test_units_come_from_field_metadata():
 def test_unknown_table_names_the_known_ones(tmp_path):
     with pytest.raises(TableError, match="models"):
         RunTables(str(tmp_path)).read("modles")
+
+
+def _drop_columns(uri, names):
+    import pyarrow.parquet as pq
+
+    pq.write_table(pq.read_table(uri).drop_columns(names), uri)
+
+
+def test_a_column_added_later_reads_as_null_in_older_parts(tmp_path):
+    """Reading is additive: a part written before a column existed (here: without weights_sha256, as every
+    models part before it was added) is read with that column null, not reported as unreadable, so a resume
+    never recomputes a finished run because the schema grew. A column this version does not know is ignored."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = RunTables(str(tmp_path))
+    old = tables.write_part("models", model_key("width", 8, "batch_size", 16, 0), [_model_row(weights_sha256="ab")])
+    _drop_columns(old, ["weights_sha256", "hessian_trace"])
+    newer = tables.write_part("models", model_key("width", 8, "batch_size", 16, 1), [_model_row(1)])
+    pq.write_table(pq.read_table(newer).append_column("a_future_column", pa.array([1.5])), newer)
+    df, bad = tables.read_checked("models")
+    assert bad == [] and len(df) == 2 and "a_future_column" not in df.columns
+    assert df.weights_sha256.isna().all() and df.hessian_trace.isna().all()
+    assert df.set_index("seed").loc[0, "train_loss"] == 0.5
+
+
+def test_a_part_without_its_key_columns_is_unreadable(tmp_path):
+    tables = RunTables(str(tmp_path))
+    uri = tables.write_part("models", "k", [_model_row()])
+    _drop_columns(uri, ["seed"])
+    assert tables.corrupt_parts("models") == [("k", "TableError: missing columns ['seed']")]
+
+
+def test_a_newer_schema_version_says_to_upgrade(tmp_path):
+    tables = RunTables(str(tmp_path))
+    tables.write_part("models", "k", [_model_row(schema_version=SCHEMA_VERSION + 1)])
+    with pytest.raises(TableError, match="newer landscape wrote it: upgrade"):
+        tables.scan("models")
+
+
+def test_a_failed_write_leaves_no_temporary_file_and_keeps_the_old_part(tmp_path, monkeypatch):
+    """A full disk in the middle of writing a part: the error propagates, the half-written temporary file is
+    removed, and the part written before stays as it was."""
+    import errno
+
+    import pyarrow.parquet as pq
+
+    tables = RunTables(str(tmp_path))
+    tables.write_part("models", "k", [_model_row(train_loss=0.5)])
+    real = pq.write_table
+
+    def disk_full(table, where, **kwargs):
+        with open(where, "wb") as fh:
+            fh.write(b"PAR1 half a part")
+        raise OSError(errno.ENOSPC, "No space left on device", where)
+
+    monkeypatch.setattr(pq, "write_table", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        tables.write_part("models", "k", [_model_row(train_loss=0.25)])
+    monkeypatch.setattr(pq, "write_table", real)
+    assert sorted(p.name for p in (tmp_path / "tables" / "models").iterdir()) == ["k.parquet"]
+    assert tables.read("models").train_loss.tolist() == [0.5]
+
+
+def test_a_scan_finds_misnamed_and_duplicated_parts(tmp_path):
+    import shutil
+
+    tables = RunTables(str(tmp_path))
+    k0, k1, k2 = (model_key("width", 8, "batch_size", 16, s) for s in (0, 1, 2))
+    for seed, key in ((0, k0), (1, k1)):
+        tables.write_part("models", key, [_model_row(seed)])
+    folder = tmp_path / "tables" / "models"
+    shutil.copy(folder / f"{k0}.parquet", folder / f"{k0} (copy).parquet")  # a duplicate
+    shutil.copy(folder / f"{k1}.parquet", folder / f"{k2}.parquet")  # seed 1's row under seed 2's name
+    scan = tables.scan("models")
+    assert len(scan.frame) == 4 and sorted(set(scan.row_parts)) == sorted([k0, k1, k2, f"{k0} (copy)"])
+    assert set(scan.misnamed()) == {f"{k0} (copy)", k2} and k1 in scan.misnamed()[k2]
+    assert scan.duplicates() == {f"{k0} (copy)", k2}  # both repeat a row that is stored under its own name
+    assert sorted(scan.rows_without(scan.misnamed()).seed) == [0, 1]

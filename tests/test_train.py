@@ -207,6 +207,44 @@ def test_resume_is_bit_exact(small):
     assert strip == [{k: v for k, v in h.items() if k != "seconds"} for h in resumed.history]
 
 
+def test_a_checkpoint_loads_without_executing_code_and_resumes_bit_exactly(small):
+    """Checkpoints are read from run directories that others can write: they must load with
+    torch.load(weights_only=True), which never calls code named by the file, and still resume exactly,
+    global RNG states (torch, numpy, python) included."""
+    import io
+
+    cfg = TrainConfig(epochs=3, batch_size=100, lr=0.05, checkpoint_every=1)
+    states, after = [], []
+
+    def keep(state):  # what the global RNGs are right after each checkpoint
+        states.append(state)
+        after.append((torch.rand(3), np.random.rand(3), random.random()))
+
+    straight = train(cnn_bn(small), small, cfg, checkpoint_fn=keep)
+    buffer = io.BytesIO()
+    torch.save(states[1], buffer)  # after epoch 2: its RNG states differ from the seeded ones (draws above)
+    loaded = torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
+
+    restored = []
+    resumed = train(cnn_bn(small, seed=7), small, cfg, resume_state=loaded,
+                    checkpoint_fn=lambda s: restored.append((torch.rand(3), np.random.rand(3), random.random())))
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    (t1, n1, p1), (t2, n2, p2) = after[1], restored[0]  # drawn from the same restored states
+    assert torch.equal(t1, t2) and np.array_equal(n1, n2) and p1 == p2
+
+
+def test_a_foreign_resume_state_is_a_resume_state_error(small):
+    from workloads.train import ResumeStateError
+
+    cfg = TrainConfig(epochs=2, batch_size=100, lr=0.05, checkpoint_every=1)
+    states = []
+    train(mlp(small), small, cfg, checkpoint_fn=states.append)
+    for bad in ({"epoch": 1}, [1, 2], {**states[0], "model": {"nope": torch.zeros(1)}}, {**states[0], "epoch": 99}):
+        with pytest.raises(ResumeStateError):
+            train(mlp(small), small, cfg, resume_state=bad)
+
+
 def test_checkpoint_is_a_snapshot(small):
     cfg = TrainConfig(epochs=2, batch_size=100, lr=0.05, checkpoint_every=1)
     states = []

@@ -43,6 +43,11 @@ class UnknownNameError(KeyError, ValueError):
     def __str__(self) -> str:
         return self.args[0]
 
+    def __reduce__(self):
+        # Pickling rebuilds an exception as cls(*args); args holds only the message here, so a worker's error
+        # would arrive at the driver as "TypeError: __init__() missing 3 required positional arguments".
+        return (type(self), (self.kind, self.name, self.known, self.suggestions))
+
 
 def close_matches(name: str, known: list[str]) -> list[str]:
     """Known names similar to ``name``, best first; comparison ignores case ("CIFAR10" -> "cifar10")."""

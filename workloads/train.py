@@ -147,8 +147,10 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig, *,
 
     checkpoint_fn(state) is called after every ``config.checkpoint_every``-th epoch with a self-contained
     CPU copy of the run (epoch = epochs completed, model, optimizer, history, generator and RNG states,
-    config); passing that dict back as ``resume_state`` (with the same config) continues exactly where it
-    stopped, giving parameters identical to an uninterrupted run.
+    config; tensors and plain values only, so ``torch.load(..., weights_only=True)`` reads it back);
+    passing that dict back as ``resume_state`` (with the same config) continues exactly where it stopped,
+    giving parameters identical to an uninterrupted run. A resume_state that does not fit (other settings,
+    another model, not a checkpoint) raises ResumeStateError.
 
     A non-finite batch loss ends training with status "diverged" (no exception); running out of device
     memory raises TrainingOOMError; batch_size > training-set size raises ValueError.
@@ -257,45 +259,92 @@ def _to_cpu(obj):
     return copy.deepcopy(obj)
 
 
+def _rng_state() -> dict:
+    """The global torch / numpy / python RNG states as tensors and plain numbers only.
+
+    A checkpoint must load with ``torch.load(..., weights_only=True)``, which refuses anything but tensors,
+    containers and primitives (it never calls code named by the file): numpy's state (an ndarray inside a
+    tuple) and python's (a tuple of 625 ints) are stored as int64 tensors plus numbers.
+    """
+    _kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state(legacy=True)  # kind is always MT19937
+    version, internal, gauss_next = random.getstate()
+    rng = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                  "cached_gaussian": float(cached_gaussian)},
+        "python": {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64),
+                   "gauss_next": None if gauss_next is None else float(gauss_next)},
+    }
+    if torch.cuda.is_available():
+        rng["cuda"] = [s.detach().cpu() for s in torch.cuda.get_rng_state_all()]
+    return rng
+
+
+def _set_rng_state(rng: dict) -> None:
+    """Inverse of _rng_state."""
+    if "torch" in rng:
+        torch.set_rng_state(rng["torch"])
+    if "numpy" in rng:
+        n = rng["numpy"]
+        np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), int(n["pos"]), int(n["has_gauss"]),
+                             float(n["cached_gaussian"])))
+    if "python" in rng:
+        p = rng["python"]
+        random.setstate((int(p["version"]), tuple(int(v) for v in p["internal"].tolist()), p["gauss_next"]))
+    if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
 def _checkpoint_state(epochs_done: int, model: nn.Module, optimizer: torch.optim.Optimizer,
                       history: list[dict], order: torch.Generator, config: TrainConfig) -> dict:
-    """Everything needed to continue the run; a CPU copy, safe to keep while training goes on."""
-    rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
+    """Everything needed to continue the run; a CPU copy, safe to keep while training goes on.
+
+    Only tensors, dicts, lists and primitives: ``torch.load(path, weights_only=True)`` reads it back.
+    """
     return {
         "epoch": epochs_done,
         "model": _to_cpu(model.state_dict()),
         "optimizer": _to_cpu(optimizer.state_dict()),
         "history": copy.deepcopy(history),
         "generator": order.get_state(),
-        "rng": _to_cpu(rng),
+        "rng": _rng_state(),
         "config": dataclasses.asdict(config),
     }
 
 
+class ResumeStateError(ValueError):
+    """A resume_state (a training checkpoint) that cannot continue this training: made with other settings,
+    for another model, or not a checkpoint of ``train`` at all. The caller starts from epoch 0 instead."""
+
+
 def _restore(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer, order: torch.Generator,
              config: TrainConfig) -> tuple[int, list[dict]]:
-    """Load a checkpoint into model/optimizer/generator/global RNGs; returns (next epoch, history)."""
+    """Load a checkpoint into model/optimizer/generator/global RNGs; returns (next epoch, history).
+
+    Raises ResumeStateError (nothing of the training is used then) when the state does not fit.
+    """
+    if not isinstance(state, dict):
+        raise ResumeStateError(f"resume_state is a {type(state).__name__}, not a training checkpoint")
     saved = state.get("config", {})
+    if not isinstance(saved, dict):
+        raise ResumeStateError("resume_state has no training config")
     differ = sorted(k for k, v in dataclasses.asdict(config).items()
                     if k not in RESUME_MAY_DIFFER and k in saved and saved[k] != v)
     if differ:
         detail = ", ".join(f"{k}: checkpoint {saved[k]!r} vs now {getattr(config, k)!r}" for k in differ)
-        raise ValueError(f"resume_state was made with a different TrainConfig ({detail})")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])  # moves momentum buffers to the parameters' device
-    order.set_state(state["generator"])
-    rng = state.get("rng", {})
-    if "torch" in rng:
-        torch.set_rng_state(rng["torch"])
-    if "numpy" in rng:
-        np.random.set_state(rng["numpy"])
-    if "python" in rng:
-        random.setstate(rng["python"])
-    if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    return int(state["epoch"]), copy.deepcopy(state["history"])
+        raise ResumeStateError(f"resume_state was made with a different TrainConfig ({detail})")
+    try:
+        epoch, history = int(state["epoch"]), copy.deepcopy(list(state["history"]))
+        if not 0 <= epoch <= config.epochs:
+            raise ValueError(f"epoch {epoch} outside [0, {config.epochs}]")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])  # moves momentum buffers to the parameters' device
+        order.set_state(state["generator"])
+        _set_rng_state(state.get("rng", {}))
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
+        raise ResumeStateError(f"resume_state does not fit this training ({type(exc).__name__}: "
+                               f"{' '.join(str(exc).split())[:200]})") from None
+    return epoch, history
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -336,5 +385,5 @@ def _model_device(model: nn.Module, default: torch.device) -> torch.device:
     return default
 
 
-__all__ = ["TrainConfig", "TrainResult", "TrainingOOMError", "train", "evaluate", "set_seed",
+__all__ = ["TrainConfig", "TrainResult", "TrainingOOMError", "ResumeStateError", "train", "evaluate", "set_seed",
            "learning_rate", "make_optimizer", "seeded_model", "DIVERGENCE_CHECK_STEPS"]

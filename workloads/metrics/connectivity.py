@@ -339,6 +339,9 @@ class CurveDiverged(RuntimeError):
         super().__init__(message)
         self.history = history
 
+    def __reduce__(self):  # picklable (a worker's exception crosses to the driver): cls(*args) lacks history
+        return (type(self), (self.args[0], self.history))
+
 
 def train_curve(curve: BezierCurve, train_x: torch.Tensor, train_y: torch.Tensor, config: CurveConfig) -> list[dict]:
     """Train the middle point of `curve` in place; returns per-epoch history.

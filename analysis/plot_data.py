@@ -351,3 +351,27 @@ def representative_cells(cells: pd.DataFrame, curves: pd.DataFrame) -> list[tupl
         row = c.iloc[(len(c) - 1) // 2]
         picks.append((float(row["load_value"]), float(row["temperature_value"])))
     return picks
+
+
+# ---------------------------------------------------------------------------------------------
+# Text grids (for terminals and Markdown)
+
+
+def text_grid(cells: pd.DataFrame, column: str, fmt: str = "s", *, grid: Grid | None = None) -> str:
+    """``column`` of one diagram's cells as a fixed-width text table in the figures' layout (hot end on top).
+
+    fmt: a format spec for numbers (".3g") or "s" for text; "–" where a cell is absent or null. The first row
+    holds the load values, the first column the temperature values.
+    """
+    grid = grid or cell_grid(cells)
+    values = grid.to_matrix(cells, column, fill=None, dtype=object)
+
+    def show(v) -> str:
+        if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+            return "–"
+        return str(v) if fmt == "s" else format(float(v), fmt)
+
+    head = [f"{grid.temperature_name} \\ {grid.load_name}"] + grid.x_labels
+    rows = [[label] + [show(v) for v in values[i]] for i, label in enumerate(grid.y_labels)]
+    widths = [max(len(r[j]) for r in [head] + rows) for j in range(len(head))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [head] + rows)

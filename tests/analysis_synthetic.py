@@ -60,6 +60,8 @@ EXPECTED_PHASES = {
     (32, 128): "IV-B",
     (64, 128): "IV-B",
 }
+# The training curve: the hot row had levelled off (SGD noise), the next one was still falling (too few steps).
+LOSS_DROP = {16: 0.0, 32: 0.2, 64: 0.01, 128: 0.01}
 # Per-seed multipliers: mean 1, so the cell means are exactly the CELLS values.
 SEED_FACTOR = {0: 0.9, 1: 1.0, 2: 1.1}
 # Per-pair offsets of mc and CKA: mean 0.
@@ -106,6 +108,7 @@ def write_synthetic_run(run_dir: str, *, drop=(), temperature_name: str = "batch
                 "test_acc": acc + (f - 1) / 100,
                 "hessian_top_eigenvalue": 50 * loss * f + 1,
                 "hessian_trace": 400 * loss * f + 20,
+                "train_loss_drop": LOSS_DROP[b],
             }
             tables.write_part("models", model_key("width", w, temperature_name, b, s), [row])
         for a, c in itertools.combinations(SEEDS, 2):
@@ -185,7 +188,8 @@ def labelled_cells(layout, widths, temps, values, *, load_name="width", temperat
                 "cka": cka + 0.01 * j, "test_acc": acc + 0.01 * j, "test_acc_std": 0.002, "test_acc_n": 3,
                 "log_hessian_top_eigenvalue": lam, "log_hessian_trace": trace, "phase": phase,
                 "sharpness_class": "sharp" if phase in ("I", "II") else "flat",
-                "connectivity_class": "poor" if phase in ("I", "III") else "well",
+                "connectivity_class": "poor" if phase in ("I", "III") else "well", "connectivity_threshold": 1.0,
+                "train_loss_drop": 0.0, "complete": True, "members_missing": None, "phase_reason": "",
             })
     return pd.DataFrame(rows)
 

@@ -3,6 +3,8 @@
 For every cell:
 - per-model metrics (``MODEL_METRICS``): mean over the models whose status is "ok", sample standard deviation
   (``<metric>_std``, ddof=1, NaN below two values) and the number of values averaged (``<metric>_n``);
+  ``train_loss_drop`` (how much the loss still fell at the end of training) is optional: NaN where the run
+  lacks it, never a reason to call a cell incomplete;
 - the Hessian also as log of the mean (``log_hessian_top_eigenvalue``, ``log_hessian_trace``), as the paper
   plots it; null when the mean is not positive;
 - pairwise metrics (``PAIR_METRICS``): the same three numbers over the pairs whose status is "ok"; CKA only
@@ -26,7 +28,11 @@ import pandas as pd
 
 CELL_COLUMNS = ["load_name", "load_value", "temperature_name", "temperature_value"]
 
-MODEL_METRICS = ["test_acc", "test_loss", "train_loss", "train_acc", "hessian_top_eigenvalue", "hessian_trace"]
+MODEL_METRICS = ["test_acc", "test_loss", "train_loss", "train_acc", "hessian_top_eigenvalue", "hessian_trace",
+                 "train_loss_drop"]
+# Diagnostics a run may lack (the authors' released results, runs made before the column existed): averaged
+# where present, NaN where absent, never making a cell incomplete.
+OPTIONAL_MODEL_METRICS = ["train_loss_drop"]
 PAIR_METRICS = ["mode_connectivity", "cka", "l2_distance"]
 # Hessian figures are log(mean over seeds), like the paper; name of the log column per metric.
 LOG_OF_MEAN = {"hessian_top_eigenvalue": "log_hessian_top_eigenvalue", "hessian_trace": "log_hessian_trace"}
@@ -45,7 +51,8 @@ def aggregate_cells(
     default: every seed that appears in any cell of ``models``. A cell present only in ``pairs`` still gets
     a row (with its models counted as missing).
     """
-    _require(models, CELL_COLUMNS + ["seed", "status"] + MODEL_METRICS, "models")
+    _require(models, CELL_COLUMNS + ["seed", "status"] + _demanded(MODEL_METRICS), "models")
+    models = models.assign(**{c: math.nan for c in OPTIONAL_MODEL_METRICS if c not in models.columns})
     _require(pairs, CELL_COLUMNS + ["seed_a", "seed_b", "status"] + PAIR_METRICS, "pairs")
     seeds = sorted(
         {int(s) for s in expected_seeds} if expected_seeds is not None else {int(s) for s in models["seed"].dropna()}
@@ -86,6 +93,10 @@ def cell_columns() -> list[str]:
         "members_missing",
     ]
     return cols
+
+
+def _demanded(metrics: list[str]) -> list[str]:
+    return [m for m in metrics if m not in OPTIONAL_MODEL_METRICS]
 
 
 def _require(df: pd.DataFrame, columns: list[str], name: str) -> None:
@@ -150,7 +161,7 @@ def _cell_stats(m: pd.DataFrame, p: pd.DataFrame, expected: list[int]) -> dict:
         notes.append("no pairs measured")
     if out["n_pairs_failed"]:
         notes.append(f"{out['n_pairs_failed']} of {len(p)} pairs failed")
-    for metric in MODEL_METRICS:
+    for metric in _demanded(MODEL_METRICS):
         if 0 < n_ok and out[f"{metric}_n"] < n_ok:
             notes.append(f"{metric} from {out[f'{metric}_n']} of {n_ok} models")
     for metric in PAIR_METRICS_EXPECTED_FOR_ALL:

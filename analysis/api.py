@@ -3,10 +3,10 @@
     analyze_run(run_dir, *, rules=None, out_dir=None, color_ranges=None, ...) -> AnalysisResult
     import_reference(archive, out, *, schedule=None) -> ReferenceImportSummary
 
-``analyze_run`` reads the run's tables, aggregates the cells, labels the phases, draws the figures and writes
-``<out_dir>/cells.parquet``, ``<out_dir>/phase_rules.json``, the figures (PNG and PDF) and
-``<out_dir>/report.html`` (``out_dir`` defaults to ``RUN_DIR/analysis``, on the run's own storage: a run
-on ``s3://bucket/run`` gets ``s3://bucket/run/analysis``; the files are made in a local temporary folder
+``analyze_run`` reads the run's tables, aggregates the cells, labels the phases, checks the paper's claims
+(analysis.claims), draws the figures and writes ``<out_dir>/cells.parquet``, ``<out_dir>/phase_rules.json``,
+``<out_dir>/claims.json``, the figures (PNG and PDF) and ``<out_dir>/report.html`` (``out_dir`` defaults to
+``RUN_DIR/analysis``, on the run's own storage: a run on ``s3://bucket/run`` gets ``s3://bucket/run/analysis``; the files are made in a local temporary folder
 and uploaded, since matplotlib and the report writer need local files). A run with several load or
 temperature knobs gets one diagram per (load, temperature) pair; phases are labelled per diagram, since
 the sharpness floor and the CKA split are relative to the diagram's cells.
@@ -28,6 +28,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from analysis.aggregate import aggregate_cells
+from analysis.claims import RunFacts, evaluate_claims
 from analysis.guidance import Finding, practitioner_guidance
 from analysis.phases import PhaseRules, label_phases
 from analysis.plot_data import curve_data, representative_cells
@@ -54,6 +55,8 @@ class AnalysisResult:
     rules: PhaseRules
     findings: dict[str, list[Finding]] = field(default_factory=dict)  # diagram name -> findings
     warnings: list[str] = field(default_factory=list)
+    claims_path: str = ""
+    claims: list[dict] = field(default_factory=list)  # analysis.claims records, each with its "diagram"
 
 
 def import_reference(archive: str, out: str, *, schedule: str | None = None) -> ReferenceImportSummary:
@@ -170,7 +173,7 @@ def _relocated(result: "AnalysisResult", local_dir: str, uri: str) -> "AnalysisR
     figures = {name: {kind: move(p) for kind, p in files.items()} for name, files in result.figures.items()}
     return dataclasses.replace(result, out_dir=uri, cells_path=move(result.cells_path),
                                report_path=move(result.report_path), rules_path=move(result.rules_path),
-                               figures=figures)
+                               claims_path=move(result.claims_path), figures=figures)
 
 
 def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expected_seeds, curve_cells, scans,
@@ -218,7 +221,7 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
     )
     several = len(combos) > 1
     seeds = expected_seeds if expected_seeds is not None else sorted({int(s) for s in models["seed"].dropna()})
-    all_cells, sections, figures, findings = [], [], {}, {}
+    all_cells, sections, figures, findings, claims = [], [], {}, {}, []
     for load, temp in combos:
 
         def pick(df):
@@ -240,6 +243,8 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
         found = practitioner_guidance(cells)
         name = suffix or f"{load}__{temp}"
         findings[name] = found
+        checked = evaluate_claims(cells, RunFacts.of(cells, pick(models)))
+        claims += [{"diagram": f"{load} × {temp}", **c} for c in checked]
         figures.update({f"{k}__{suffix}" if suffix else k: v for k, v in figs.items()})
         sections.append(
             DiagramSection(
@@ -247,6 +252,7 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
                 cells=cells,
                 rules=phase_rules,
                 findings=found,
+                claims=checked,
                 phase_map_png=figs["phase_map"]["png"],
                 panels_png=figs["panels"]["png"],
                 curves_png=figs.get("curves", {}).get("png"),
@@ -263,6 +269,11 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
         {"rules": {r["name"]: r["value"] for r in phase_rules.describe()}, "derived": _derived_thresholds(cells)},
         indent=2,
     ))
+
+    claims_path = os.path.join(out_dir, "claims.json")
+    with open(claims_path + ".tmp", "w") as fh:
+        json.dump(claims, fh, indent=2, ensure_ascii=False, default=_json_number)
+    os.replace(claims_path + ".tmp", claims_path)
 
     provenance = {
         "tables": _table_provenance(models),
@@ -287,8 +298,17 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
     report_path = os.path.join(out_dir, "report.html")
     _write_text(report_path, html_text)
     return AnalysisResult(
-        run_dir, out_dir, cells_path, report_path, rules_path, figures, cells, phase_rules, findings, warnings
+        run_dir, out_dir, cells_path, report_path, rules_path, figures, cells, phase_rules, findings, warnings,
+        claims_path, claims,
     )
+
+
+def _json_number(value):
+    """numpy scalars (and anything float-like) in claim evidence, as plain JSON numbers."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
 
 
 def _check_something_to_analyse(run_dir, tables, models, pairs, bad_models) -> None:

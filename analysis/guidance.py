@@ -20,6 +20,12 @@ import pandas as pd
 from analysis.plot_data import temperature_hot_when_large
 from analysis.tables import format_value
 
+# A sharp cell whose train loss still fell by more than this fraction over the last tenth of its epochs (the models
+# table's train_loss_drop) was stopped too early; at or below it the loss had levelled off. In pilots on this
+# project's CPU demo, levelled-off cells moved by -0.03..+0.03 from one tenth of training to the next (SGD noise
+# between epochs), cells still converging by 0.05..0.4.
+STILL_FALLING = 0.05
+
 _COOLER = {
     "batch_size": "a larger batch size",
     "learning_rate": "a smaller learning rate",
@@ -30,7 +36,9 @@ _COOLER = {
 
 @dataclass
 class Finding:
-    topic: str  # connectivity | convergence | similarity | best | loss-drop | completeness
+    # connectivity | under-training | sgd-noise | capacity | convergence (cause undetermined) | similarity | best |
+    # loss-drop | completeness
+    topic: str
     message: str
     cells: list[tuple[float, float]] = field(default_factory=list)  # (load_value, temperature_value)
 
@@ -58,6 +66,107 @@ def _lowest_load_all_well_connected(cells: pd.DataFrame) -> float | None:
     return answer if answer is not None and answer != loads[0] else None
 
 
+def _hotness(cells: pd.DataFrame) -> pd.Series:
+    """Per cell, larger = hotter (the temperature value, negated for batch size)."""
+    t = pd.to_numeric(cells["temperature_value"], errors="coerce")
+    return t if temperature_hot_when_large(cells["temperature_name"].iloc[0]) else -t
+
+
+def convergence_findings(cells: pd.DataFrame) -> list[Finding]:
+    """Why cells did not reach the bottom of a minimum (locally sharp, or clearly positive mc), and what helps.
+
+    The paper reads high train loss and positive mc as training that did not reach a minimum. Three causes call
+    for different fixes, told apart by the cell's training curve (``train_loss_drop``) and its column:
+    - under-training: the loss was still falling at the end (drop > STILL_FALLING): train longer;
+    - SGD noise: the loss had levelled off while a colder cell of the same load reaches the flat floor: cool down
+      towards it (never advised beyond the grid's coldest value);
+    - capacity: levelled off and no colder cell of the same load is flat: a larger model or cleaner data, not
+      a lower temperature.
+    Without a training curve (the authors' released results) the first two cannot be told apart and the finding
+    says so.
+    """
+    load, temp = cells["load_name"].iloc[0], cells["temperature_name"].iloc[0]
+    thr = pd.to_numeric(cells["connectivity_threshold"], errors="coerce")
+    mc = pd.to_numeric(cells["mode_connectivity"], errors="coerce")
+    sharp = (cells["sharpness_class"] == "sharp").to_numpy()
+    positive = (mc > thr).to_numpy()
+    concerned = cells[sharp | positive]
+    if concerned.empty:
+        return []
+    hot = _hotness(cells)
+    flat = (cells["sharpness_class"] == "flat").to_numpy()
+    drop = pd.to_numeric(cells.get("train_loss_drop", pd.Series(float("nan"), index=cells.index)), errors="coerce")
+    groups: dict[str, list] = {"under-training": [], "sgd-noise": [], "capacity": [], "convergence": [],
+                               "endpoints": []}
+    colder_flat: dict[int, float] = {}
+    for i in concerned.index:
+        same_load = (cells["load_value"] == cells.at[i, "load_value"]).to_numpy()
+        colder = cells[same_load & flat & (hot < hot[i]).to_numpy()]
+        if math.isfinite(drop[i]) and drop[i] > STILL_FALLING:
+            groups["under-training"].append(i)
+        elif not sharp[i]:  # flat, yet the curve beats its endpoints
+            groups["endpoints"].append(i)
+        elif len(colder):
+            # The hottest colder flat cell: the smallest step towards the floor.
+            nearest = colder.loc[_hotness(colder).idxmax()] if len(colder) > 1 else colder.iloc[0]
+            colder_flat[i] = float(nearest["temperature_value"])
+            groups["sgd-noise" if math.isfinite(drop[i]) else "convergence"].append(i)
+        else:
+            groups["capacity"].append(i)
+
+    def where(idx) -> str:
+        return _fmt_cells(cells.loc[idx])
+
+    cooler = _COOLER.get(temp, "a lower temperature")
+    out = []
+    if groups["under-training"]:
+        idx = groups["under-training"]
+        drops = drop[idx]
+        out.append(Finding(
+            "under-training",
+            f"{len(idx)} cells did not reach the bottom of a minimum because training stopped too early: their train "
+            f"loss was still falling by {drops.min():.0%}-{drops.max():.0%} over the last tenth of the epochs "
+            f"(train_loss_drop > {STILL_FALLING:.0%}), e.g. {load}, {temp} = {where(idx)}. Train longer (more "
+            f"epochs); cooling down would not help these cells.", _cells(cells.loc[idx])))
+    if groups["sgd-noise"]:
+        idx = groups["sgd-noise"]
+        targets = sorted({format_value(colder_flat[i]) for i in idx})
+        out.append(Finding(
+            "sgd-noise",
+            f"{len(idx)} cells levelled off above the converged floor (train loss no longer falling), while colder "
+            f"cells of the same {load} reach it: the paper reads this as SGD noise keeping training from the "
+            f"bottom of a minimum, e.g. {load}, {temp} = {where(idx)}. Cool down ({cooler}: {temp} "
+            f"{' or '.join(targets)} is flat at the same {load}) or decay the learning rate.", _cells(cells.loc[idx])))
+    if groups["capacity"]:
+        idx = groups["capacity"]
+        out.append(Finding(
+            "capacity",
+            f"{len(idx)} cells are locally sharp at every temperature of the grid for their {load} (no colder cell "
+            f"of the same {load} is flat, and the loss had levelled off or is not recorded), e.g. {load}, {temp} = "
+            f"{where(idx)}: a lower temperature within this grid does not help; the model is too small for the "
+            f"data (or the data too noisy) to fit it. A larger model (or cleaner data) should.",
+            _cells(cells.loc[idx])))
+    if groups["endpoints"]:
+        idx = groups["endpoints"]
+        out.append(Finding(
+            "convergence",
+            f"{len(idx)} flat cells have clearly positive mode connectivity (the curve between two models finds lower "
+            f"error than both), e.g. {load}, {temp} = {where(idx)}: their train loss is at the floor, yet the models "
+            f"sit short of the bottom of their basin. The paper reads this as training that did not finish: train "
+            f"longer or decay the learning rate.", _cells(cells.loc[idx])))
+    if groups["convergence"]:
+        idx = groups["convergence"]
+        targets = sorted({format_value(colder_flat[i]) for i in idx})
+        out.append(Finding(
+            "convergence",
+            f"{len(idx)} cells did not reach the bottom of a minimum (locally sharp, or the curve beats its "
+            f"endpoints), e.g. {load}, {temp} = {where(idx)}, while colder cells of the same {load} do ({temp} "
+            f"{' or '.join(targets)}). The tables hold no training curve (train_loss_drop) to tell too few steps "
+            f"from SGD noise: train longer if the loss was still falling, else cool down ({cooler}).",
+            _cells(cells.loc[idx])))
+    return out
+
+
 def practitioner_guidance(cells: pd.DataFrame) -> list[Finding]:
     """Findings for labelled cells of one diagram (output of ``label_phases``), most actionable first."""
     if cells.empty:
@@ -78,39 +187,22 @@ def practitioner_guidance(cells: pd.DataFrame) -> list[Finding]:
             msg += f" In this run every cell with {load} >= {format_value(ok_from)} is well connected."
         out.append(Finding("connectivity", msg, _cells(poor)))
 
-    thr = pd.to_numeric(cells["connectivity_threshold"], errors="coerce")
-    mc = pd.to_numeric(cells["mode_connectivity"], errors="coerce")
-    sharp = cells[cells["sharpness_class"] == "sharp"]
-    positive = cells[(mc > thr).to_numpy()]
-    if len(sharp) or len(positive):
-        cooler = _COOLER.get(temp, "a lower temperature")
-        parts = []
-        if len(sharp):
-            parts.append(f"{len(sharp)} cells are locally sharp (high train loss), e.g. {_fmt_cells(sharp)}")
-        if len(positive):
-            parts.append(
-                f"{len(positive)} cells have clearly positive mode connectivity (the curve beats its "
-                f"endpoints), e.g. {_fmt_cells(positive)}"
-            )
-        out.append(
-            Finding(
-                "convergence",
-                "; ".join(parts) + f". The paper reads both as training that did not reach the bottom of a minimum: "
-                f"train longer, use learning-rate decay, or cool down ({cooler}).",
-                sorted(set(_cells(sharp)) | set(_cells(positive))),
-            )
-        )
+    out += convergence_findings(cells)
 
     iv_a = cells[cells["phase"] == "IV-A"]
     if len(iv_a):
-        hotter = "smaller batch sizes" if not temperature_hot_when_large(temp) else f"larger {temp}"
+        hot = _hotness(cells)
+        can_heat = bool((hot[(cells["phase"] == "IV-A").to_numpy()] < hot.max()).any())
+        hotter = ("smaller batch sizes" if not temperature_hot_when_large(temp) else f"larger {temp}") if can_heat \
+            else None
+        more = f"larger {load} and {hotter}" if hotter else f"larger {load}"
         out.append(
             Finding(
                 "similarity",
                 f"{len(iv_a)} cells are well connected and flat but less similar (phase IV-A, lower CKA), e.g. "
                 f"{_fmt_cells(iv_a)}. The paper reads low CKA together with mc ~ 0 and a small Hessian as a lack of "
-                f"signal in the data: more high-quality data should help; within phase IV, larger {load} and "
-                f"{hotter} raised CKA in the paper.",
+                f"signal in the data: more high-quality data should help; within phase IV, {more} raised CKA in the "
+                f"paper.",
                 _cells(iv_a),
             )
         )

@@ -43,26 +43,44 @@ class PanelSpec:
     title: str
     cmap: str
     diverging: bool = False  # centred at 0 (TwoSlopeNorm), symmetric data range
+    log_scale: bool = False  # logarithmic colour scale (positive values only)
+    fmt: str = ".2g"  # how a cell's value is printed into small grids
 
 
 # The paper's panel set, in its order. Darker = sharper for the Hessian (the paper's reading); mode
-# connectivity blue for barriers, white at 0, red for curves beating their endpoints.
+# connectivity blue for barriers, white at 0, red for curves beating their endpoints. Train loss has a log colour
+# scale: the sharp/flat rule is a ratio (10x the floor), which a linear scale from 0 to 3 hides below 0.3.
+# Every log is the natural log, and the titles say so.
 PANELS: list[PanelSpec] = [
-    PanelSpec("test_acc", "test accuracy", "viridis"),
-    PanelSpec("train_loss", "train loss (nats)", "Blues"),
-    PanelSpec("log_hessian_top_eigenvalue", "log λ_max (log of mean)", "Blues"),
-    PanelSpec("log_hessian_trace", "log trace (log of mean)", "Blues"),
-    PanelSpec("mode_connectivity", "mode connectivity (pp)", "RdBu_r", diverging=True),
-    PanelSpec("cka", "CKA similarity", "viridis"),
-    PanelSpec("l2_distance", "L2 distance", "viridis"),
+    PanelSpec("test_acc", "test accuracy", "viridis", fmt=".2f"),
+    PanelSpec("train_loss", "train loss (nats; log colour scale)", "Blues", log_scale=True, fmt=".2g"),
+    PanelSpec("log_hessian_top_eigenvalue", "ln λ_max (natural log of the seed mean)", "Blues", fmt=".1f"),
+    PanelSpec("log_hessian_trace", "ln trace (natural log of the seed mean)", "Blues", fmt=".1f"),
+    PanelSpec("mode_connectivity", "mode connectivity (pp)", "RdBu_r", diverging=True, fmt=".1f"),
+    PanelSpec("cka", "CKA similarity", "viridis", fmt=".2f"),
+    PanelSpec("l2_distance", "L2 distance", "viridis", fmt=".3g"),
 ]
 PANEL_BY_METRIC = {p.metric: p for p in PANELS}
 
 PHASE_COLORS = {"I": "#d1495b", "II": "#edae49", "III": "#00798c", "IV-A": "#9bd08f", "IV-B": "#2f8f3a"}
+# The key beside the phase map: what each label means (method.md section 5).
+PHASE_KEY = {
+    "I": "sharp, poorly connected",
+    "II": "sharp, well connected",
+    "III": "flat, poorly connected",
+    "IV-A": "flat, well connected, lower CKA",
+    "IV-B": "flat, well connected, higher CKA",
+}
 MISSING_COLOR = "#d9d9d9"
 
 # Temperature knobs whose *large* values are hot (drawn on top); batch size is hot when small.
 HOT_WHEN_LARGE = {"batch_size": False, "learning_rate": True, "lr": True, "weight_decay": True}
+
+# On a log colour scale a range must be positive: the paper's train-loss range 0-3 starts at this instead (the
+# phase rules' loss_floor_min: below it every loss counts as converged).
+LOG_SCALE_FLOOR = 1e-3
+# Cell values are printed into the heatmaps of grids up to this many cells (beyond, they are unreadable).
+MAX_PRINTED_CELLS = 64
 
 # A metric keeps the paper's range when at least this fraction of its cells lies inside it. On the released
 # results 87-90 % of the cells lie inside for every panel (the authors clip their smallest widths), so their
@@ -146,6 +164,21 @@ class HeatmapData:
     center: float | None  # 0 for diverging maps
     range_source: str  # "paper", "data", "user", or "data (...why...)"
     boundaries: list = field(default_factory=list)
+    log_scale: bool = False
+    fmt: str = ".2g"
+
+    @property
+    def range_label(self) -> str:
+        return range_label(self.range_source, self.vmin, self.vmax)
+
+    @property
+    def print_values(self) -> bool:
+        """Whether the grid is small enough for each cell's value to be printed in it."""
+        return self.values.size <= MAX_PRINTED_CELLS
+
+    def cell_text(self, i: int, j: int) -> str:
+        v = self.values[i, j]
+        return "" if not np.isfinite(v) else format(float(v), self.fmt)
 
     @property
     def clipped_low(self) -> bool:
@@ -156,9 +189,16 @@ class HeatmapData:
         return bool(np.nanmax(self.values) > self.vmax) if np.isfinite(self.values).any() else False
 
 
-def data_range(values: np.ndarray, *, diverging: bool = False) -> tuple[float, float]:
-    """(lo, hi) of the finite values; symmetric about 0 when diverging; widened when degenerate."""
+def data_range(values: np.ndarray, *, diverging: bool = False, log_scale: bool = False) -> tuple[float, float]:
+    """(lo, hi) of the finite values; symmetric about 0 when diverging; widened when degenerate; positive values
+    only (and a factor-2 margin when degenerate) on a log scale."""
     finite = values[np.isfinite(values)]
+    if log_scale:
+        finite = finite[finite > 0]
+        if finite.size == 0:
+            return LOG_SCALE_FLOOR, 1.0
+        lo, hi = float(finite.min()), float(finite.max())
+        return (lo / 2, hi * 2) if hi <= lo else (lo, hi)
     if finite.size == 0:
         return (-1.0, 1.0) if diverging else (0.0, 1.0)
     if diverging:
@@ -174,7 +214,8 @@ def data_range(values: np.ndarray, *, diverging: bool = False) -> tuple[float, f
 
 def choose_color_range(metric: str, values: np.ndarray, override=None) -> tuple[float, float, str]:
     """(vmin, vmax, range_source) by the policy in the module docstring; override: None, "paper", "data", (lo, hi)."""
-    diverging = PANEL_BY_METRIC.get(metric, PanelSpec(metric, metric, "viridis")).diverging
+    spec = PANEL_BY_METRIC.get(metric, PanelSpec(metric, metric, "viridis"))
+    diverging, log_scale = spec.diverging, spec.log_scale
     if isinstance(override, str) and "," in override:  # "lo,hi" as typed on a command line
         try:
             override = tuple(float(v) for v in override.split(","))
@@ -186,12 +227,16 @@ def choose_color_range(metric: str, values: np.ndarray, override=None) -> tuple[
         lo, hi = (float(v) for v in override)
         if not hi > lo:
             raise ValueError(f"colour range for {metric} must have low < high, got {override!r}")
+        if log_scale and not lo > 0:
+            raise ValueError(f"colour range for {metric} is on a log scale: low must be > 0, got {override!r}")
         return lo, hi, "user"
     if override not in (None, "paper", "data"):
         raise ValueError(f"colour range for {metric} must be (low, high), 'paper' or 'data'; got {override!r}")
     paper = PAPER_COLOR_RANGES.get(metric)
+    if paper is not None and log_scale:
+        paper = (max(paper[0], LOG_SCALE_FLOOR), paper[1])
     if override == "data" or paper is None:
-        return (*data_range(values, diverging=diverging), "data")
+        return (*data_range(values, diverging=diverging, log_scale=log_scale), "data")
     finite = values[np.isfinite(values)]
     if override == "paper" or finite.size == 0:
         return (*paper, "paper")
@@ -199,7 +244,21 @@ def choose_color_range(metric: str, values: np.ndarray, override=None) -> tuple[
     if inside >= PAPER_RANGE_MIN_INSIDE:
         return (*paper, "paper")
     why = f"data ({inside:.0%} of cells inside the paper's {paper[0]:g}-{paper[1]:g})"
-    return (*data_range(values, diverging=diverging), why)
+    return (*data_range(values, diverging=diverging, log_scale=log_scale), why)
+
+
+def range_label(source: str, vmin: float, vmax: float) -> str:
+    """The colour bar's label: which range is drawn, and why when it is not the paper's, in words (two lines at
+    most, to fit beside a panel)."""
+    span = f"{vmin:.3g} to {vmax:.3g}"
+    if source == "paper":
+        return f"the paper's fixed range {span}"
+    if source == "user":
+        return f"range set by the user: {span}"
+    if source.startswith("data (") and " of cells inside the paper's " in source:
+        share, paper = source[len("data ("):-1].split(" of cells inside the paper's ")
+        return f"this run's range {span}:\nonly {share} of cells in the paper's {paper}"
+    return f"this run's range {span}"
 
 
 def heatmap_data(cells: pd.DataFrame, metric: str, *, color_range=None, grid: Grid | None = None) -> HeatmapData:
@@ -212,7 +271,8 @@ def heatmap_data(cells: pd.DataFrame, metric: str, *, color_range=None, grid: Gr
     vmin, vmax, source = choose_color_range(metric, values, color_range)
     bounds = phase_boundaries(grid.to_matrix(cells, "phase", fill=None, dtype=object)) if "phase" in cells else []
     return HeatmapData(
-        metric, spec.title, grid, values, vmin, vmax, spec.cmap, 0.0 if spec.diverging else None, source, bounds
+        metric, spec.title, grid, values, vmin, vmax, spec.cmap, 0.0 if spec.diverging else None, source, bounds,
+        spec.log_scale, spec.fmt,
     )
 
 
@@ -351,3 +411,27 @@ def representative_cells(cells: pd.DataFrame, curves: pd.DataFrame) -> list[tupl
         row = c.iloc[(len(c) - 1) // 2]
         picks.append((float(row["load_value"]), float(row["temperature_value"])))
     return picks
+
+
+# ---------------------------------------------------------------------------------------------
+# Text grids (for terminals and Markdown)
+
+
+def text_grid(cells: pd.DataFrame, column: str, fmt: str = "s", *, grid: Grid | None = None) -> str:
+    """``column`` of one diagram's cells as a fixed-width text table in the figures' layout (hot end on top).
+
+    fmt: a format spec for numbers (".3g") or "s" for text; "–" where a cell is absent or null. The first row
+    holds the load values, the first column the temperature values.
+    """
+    grid = grid or cell_grid(cells)
+    values = grid.to_matrix(cells, column, fill=None, dtype=object)
+
+    def show(v) -> str:
+        if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+            return "–"
+        return str(v) if fmt == "s" else format(float(v), fmt)
+
+    head = [f"{grid.temperature_name} \\ {grid.load_name}"] + grid.x_labels
+    rows = [[label] + [show(v) for v in values[i]] for i, label in enumerate(grid.y_labels)]
+    widths = [max(len(r[j]) for r in [head] + rows) for j in range(len(head))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [head] + rows)

@@ -14,10 +14,12 @@ import numpy as np
 import pandas as pd
 
 from analysis.plot_data import (
+    MAX_PRINTED_CELLS,
     MISSING_COLOR,
     PANELS,
     CurveData,
     Grid,
+    PHASE_KEY,
     HeatmapData,
     PhaseMapData,
     heatmap_data,
@@ -71,20 +73,34 @@ def _draw_boundaries(ax, segments, *, color="black", width=1.0) -> None:
 def draw_heatmap(ax, data: HeatmapData, *, show_x: bool = True, show_y: bool = True) -> None:
     """One metric panel onto ``ax``: values, colour bar (with clip arrows), phase boundaries as dashed lines."""
     import matplotlib as mpl
-    from matplotlib.colors import Normalize, TwoSlopeNorm
+    from matplotlib.colors import LogNorm, Normalize, TwoSlopeNorm
 
     cmap = mpl.colormaps[data.cmap].with_extremes(bad=MISSING_COLOR)
-    if data.center is not None and data.vmin < data.center < data.vmax:
+    values = data.values
+    if data.log_scale:
+        norm = LogNorm(vmin=data.vmin, vmax=data.vmax, clip=False)
+        values = np.where(values > 0, values, np.nan)  # a log scale cannot show 0 or less: drawn as missing
+    elif data.center is not None and data.vmin < data.center < data.vmax:
         norm = TwoSlopeNorm(vcenter=data.center, vmin=data.vmin, vmax=data.vmax)
     else:
         norm = Normalize(vmin=data.vmin, vmax=data.vmax)
-    image = ax.imshow(np.ma.masked_invalid(data.values), cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
     extend = {(False, False): "neither", (True, False): "min", (False, True): "max", (True, True): "both"}
     bar = ax.figure.colorbar(
         image, ax=ax, extend=extend[(data.clipped_low, data.clipped_high)], fraction=0.05, pad=0.02
     )
     bar.ax.tick_params(labelsize=7)
-    bar.set_label(f"range: {data.range_source}", fontsize=6)
+    bar.set_label(data.range_label, fontsize=8)
+    if data.print_values:
+        ny, nx = data.values.shape
+        for i in range(ny):
+            for j in range(nx):
+                text = data.cell_text(i, j)
+                if text:
+                    shade = image.cmap(image.norm(data.values[i, j]))
+                    dark = 0.299 * shade[0] + 0.587 * shade[1] + 0.114 * shade[2] < 0.5
+                    ax.text(j, i, text, ha="center", va="center", fontsize=7 if nx * ny <= 36 else 6,
+                            color="white" if dark else "black")
     if data.boundaries:
         from matplotlib.collections import LineCollection
 
@@ -126,7 +142,7 @@ def draw_phase_map(
                     color="white" if label in ("I", "III", "IV-B") else "black",
                 )
     if legend:
-        handles = [Patch(color=data.colors[p], label=f"{p} ({data.counts[p]})") for p in data.phases]
+        handles = [Patch(color=data.colors[p], label=f"{p}: {PHASE_KEY[p]} ({data.counts[p]})") for p in data.phases]
         if data.counts.get("unlabelled"):
             handles.append(Patch(color=MISSING_COLOR, label=f"unlabelled ({data.counts['unlabelled']})"))
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
@@ -138,10 +154,10 @@ def save_phase_map(cells: pd.DataFrame, stem: str) -> dict[str, str]:
     """The phase map alone, to ``stem``.png/.pdf."""
     data = phase_map_data(cells)
     ny, nx = data.grid.shape
-    width, height = max(5.0, 0.42 * nx + 2.8), max(3.5, 0.32 * ny + 1.6)
+    width, height = max(6.5, 0.42 * nx + 4.2), max(3.5, 0.32 * ny + 1.6)
     fig = _new_figure(width, height)
-    # Room in inches: 1.0 left (tick and axis labels), 1.4 right (legend), 0.9 bottom, 0.4 top.
-    fig.subplots_adjust(left=1.0 / width, right=1 - 1.4 / width, bottom=0.9 / height, top=1 - 0.4 / height)
+    # Room in inches: 1.0 left (tick and axis labels), 2.8 right (the key), 0.9 bottom, 0.4 top.
+    fig.subplots_adjust(left=1.0 / width, right=1 - 2.8 / width, bottom=0.9 / height, top=1 - 0.4 / height)
     draw_phase_map(fig.add_subplot(1, 1, 1), data)
     return _save(fig, stem)
 
@@ -154,9 +170,10 @@ def save_panels(cells: pd.DataFrame, stem: str, *, color_ranges: dict | None = N
         raise ValueError(
             f"colour ranges given for {sorted(unknown)}, which are not panels: {[p.metric for p in PANELS]}"
         )
-    fig = _new_figure(19.0, 8.5)
+    fig = _new_figure(21.0, 8.5)
     axes = fig.subplots(2, 4)  # same categorical grid in every panel
-    fig.subplots_adjust(left=0.05, right=0.95, bottom=0.1, top=0.96, wspace=0.28, hspace=0.12)
+    # The right margin holds the phase key beside the last panel.
+    fig.subplots_adjust(left=0.05, right=0.84, bottom=0.1, top=0.96, wspace=0.3, hspace=0.14)
     for k, spec in enumerate(PANELS):
         ax = axes.flat[k]
         draw_heatmap(
@@ -165,8 +182,10 @@ def save_panels(cells: pd.DataFrame, stem: str, *, color_ranges: dict | None = N
             show_x=k >= 4,
             show_y=k % 4 == 0,
         )
-    # No cell labels here: at panel size they are unreadable (the separate phase map has them).
-    draw_phase_map(axes.flat[7], phase_map_data(cells), show_x=True, show_y=False, annotate=False)
+    # Phase labels in the cells only where the grid is small enough to read them (the separate map has them all).
+    phase_map = phase_map_data(cells)
+    draw_phase_map(axes.flat[7], phase_map, show_x=True, show_y=False,
+                   annotate=phase_map.codes.size <= MAX_PRINTED_CELLS)
     return _save(fig, stem)
 
 

@@ -1,7 +1,7 @@
 """report.html: one self-contained page (no script, no external file; images inlined as base64 PNG).
 
-Contents, per diagram (one load x temperature pair): the phase map, the practitioner guidance, the metric
-panels, the Bezier curves of representative cells, the phase rules with the thresholds they produced, and the
+Contents, per diagram (one load x temperature pair): the phase map, the paper's claims checked on the run,
+the practitioner guidance, the metric panels, the Bezier curves of representative cells, the phase rules with the thresholds they produced, and the
 table of cells; then the run's config and provenance.
 """
 
@@ -49,6 +49,7 @@ pre { background: #f7f7f7; padding: .8em; overflow-x: auto; font-size: 12px; }
 .phase { font-weight: 600; }
 .muted { color: #777; }
 .warn { color: #a33; }
+.holds { background: #d8efd3; } .fails { background: #f6d5d5; } .na { color: #777; }
 """
 
 
@@ -63,6 +64,7 @@ class DiagramSection:
     phase_map_png: str
     panels_png: str
     curves_png: str | None = None
+    claims: list[dict] = field(default_factory=list)  # analysis.claims.evaluate_claims records
     figure_files: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> {fmt: path}
 
 
@@ -174,6 +176,34 @@ def _summary(cells: pd.DataFrame) -> str:
     )
 
 
+_VERDICT = {True: ("holds", "holds"), False: ("does not hold", "fails"), None: ("not applicable", "na")}
+
+
+def claims_table(claims: list[dict]) -> str:
+    """HTML table of the paper's claims: claim, figure, verdict, the deciding numbers in words.
+
+    Claims that apply come first; a claim that applies but could not be measured shows "not measured"."""
+    ordered = sorted(claims, key=lambda c: not c["applies"])
+    rows = []
+    for c in ordered:
+        text, css = _VERDICT[c["holds"]]
+        if c["holds"] is None and c["applies"]:
+            text = "not measured"
+        rows.append(
+            f"<tr class='{css}'><td class='text'>{html.escape(c['claim'])}</td><td class='text'>"
+            f"{html.escape(c['figure'])}</td><td class='text'><b>{html.escape(text)}</b></td>"
+            f"<td class='text'>{html.escape(c['summary'])}</td></tr>"
+        )
+    applies = [c for c in claims if c["applies"]]
+    held = sum(1 for c in applies if c["holds"] is True)
+    head = (f"<p>{held} of the {len(applies)} claims that apply to this run hold "
+            f"({len(claims) - len(applies)} do not apply to its knobs). Thresholds: analysis/claims.py.</p>")
+    return (
+        head + "<table><thead><tr><th>the paper's claim</th><th>figure</th><th>verdict</th><th>evidence</th></tr>"
+        "</thead><tbody>" + "".join(rows) + "</tbody></table>"
+    )
+
+
 def diagram_html(section: DiagramSection) -> str:
     guidance = "".join(f"<li><b>{html.escape(f.topic)}</b>: {html.escape(f.message)}</li>" for f in section.findings)
     parts = [
@@ -181,6 +211,7 @@ def diagram_html(section: DiagramSection) -> str:
         _summary(section.cells),
         "<h3>Phase map</h3>",
         _img(section.phase_map_png, f"phase map: {section.title}"),
+        *(["<h3>The paper's claims, checked on this run</h3>", claims_table(section.claims)] if section.claims else []),
         "<h3>What the paper's guidance says about this run</h3>",
         f"<ul class='guidance'>{guidance or '<li>nothing to report</li>'}</ul>",
         "<h3>Metrics</h3>",

@@ -90,6 +90,9 @@ MODELS_SCHEMA = pa.schema(
         _f("train_size", pa.int64(), "examples"),
         _f("label_noise_realised", pa.float64(), "fraction", "training labels actually changed"),
         _f("epochs_completed", pa.int64(), "epochs"),
+        _f("train_loss_drop", pa.float64(), "fraction",
+           "1 - mean train loss of the last tenth of the epochs / that of the tenth before (per-epoch mean batch "
+           "loss, train mode): ~0 = the loss had stopped falling (plateau), clearly > 0 = still falling (under-trained)"),
         _f("train_seconds", pa.float64(), "s"),
         _f("metrics_seconds", pa.float64(), "s"),
         _f("wall_seconds", pa.float64(), "s"),

@@ -50,6 +50,65 @@ KNOWN_DATASETS = {
 # hash of every run made before they existed stays the same.
 OPTIONAL_WORKLOAD_FIELDS = ("train_fraction", "label_noise")
 
+CURVE_LR_SCHEDULES = ("garipov", "garipov-epoch0")  # workloads.metrics.connectivity.CURVE_LR_SCHEDULES
+
+# Settings added after run directories existed, each with the value every run made before it used. A saved
+# config (RUN_DIR/config.yaml, which holds every field) that lacks one was made before it existed and loads
+# with this value; a user's config gets the field's default. The hash leaves a field out while it has this
+# value, so the hash of every run made before the field existed stays the same.
+LEGACY_VALUES = {
+    ("metrics", "curve", "lr_schedule"): "garipov-epoch0",
+}
+
+# What tells a saved config from a user's: it holds every field of the schema as first released (to_yaml writes
+# them all), which no hand-written config does. Frozen here: fields added since are not required, so saved
+# configs of every age qualify.
+SAVED_FORM_FIELDS = {
+    "": ("name", "description", "workload", "load", "temperature", "seeds", "training", "metrics", "resources",
+         "run"),
+    "workload": ("dataset", "data_root", "model", "model_args", "width", "data_seed"),
+    "load": ("name", "values"),
+    "temperature": ("name", "values"),
+    "training": ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "lr_scaling",
+                 "base_batch_size", "checkpoint_every"),
+    "metrics": ("hessian_samples", "hessian_backend", "hessian_eigen_tol", "hessian_eigen_max_iter",
+                "hessian_trace_tol", "hessian_trace_max_probes", "hessian_batch_size", "hessian_seed", "cka_probes",
+                "cka_probe_seed", "curve", "pairs"),
+    "metrics.curve": ("epochs", "lr", "momentum", "weight_decay", "batch_size", "points", "seed"),
+    "resources": ("cpu", "gpu", "gpu_by_load", "pair_cpu", "pair_gpu"),
+    "run": ("storage", "max_concurrent", "max_failures", "object_store_mb"),
+}
+
+
+def _section(raw, dotted: str):
+    node = raw
+    for part in dotted.split(".") if dotted else ():
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def is_saved_form(raw) -> bool:
+    """True when ``raw`` holds every field of SAVED_FORM_FIELDS: a config a run saved, not one a user wrote."""
+    for dotted, names in SAVED_FORM_FIELDS.items():
+        node = _section(raw, dotted)
+        if not isinstance(node, dict) or any(name not in node for name in names):
+            return False
+    return True
+
+
+def with_legacy_values(raw: dict) -> dict:
+    """``raw`` with LEGACY_VALUES filled in where a saved config lacks them (a copy; user configs unchanged)."""
+    if not is_saved_form(raw):
+        return raw
+    missing = [path for path in LEGACY_VALUES
+               if isinstance(_section(raw, ".".join(path[:-1])), dict) and path[-1] not in _section(raw, ".".join(path[:-1]))]
+    if not missing:
+        return raw
+    out = json.loads(json.dumps(raw, default=_json_default))
+    for path in missing:
+        _section(out, ".".join(path[:-1]))[path[-1]] = LEGACY_VALUES[path]
+    return out
+
 
 class ConfigError(ValueError):
     """A sweep config that cannot run; the message names the field and how to fix it."""
@@ -99,8 +158,11 @@ class CurveSettings:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 128
-    points: int = 11  # size of the evaluation t-grid (authors: 5)
+    points: int = 9  # size of the evaluation t-grid linspace(0, 1, points); 9 contains the authors' 5 points
     seed: int = 0
+    # How the lr schedule counts epochs: garipov (from 1, as Garipov's and the authors' code: at 50 epochs 25 at
+    # the full lr, 6 at 1%) | garipov-epoch0 (from 0: this package before 2026-12, 26 and 5)
+    lr_schedule: str = "garipov"
 
 
 @dataclass(frozen=True)
@@ -219,7 +281,7 @@ class SweepConfig:
         """The settings that determine the value of a row (not which rows exist, nor where they run)."""
         d = self.to_dict()
         workload = {k: v for k, v in d["workload"].items() if not (k in OPTIONAL_WORKLOAD_FIELDS and v is None)}
-        return {
+        science = {
             "workload": workload,
             "load_name": d["load"]["name"],
             "temperature_name": d["temperature"]["name"],
@@ -228,6 +290,14 @@ class SweepConfig:
             "training": {k: v for k, v in d["training"].items() if k != "checkpoint_every"},
             "metrics": {k: v for k, v in d["metrics"].items() if k != "pairs"},
         }
+        for path, legacy in LEGACY_VALUES.items():
+            *parents, leaf = path
+            node = science
+            for part in parents:
+                node = node.get(part) if isinstance(node, dict) else None
+            if isinstance(node, dict) and node.get(leaf) == legacy:
+                del node[leaf]
+        return science
 
     def config_hash(self) -> str:
         """sha256 prefix of :meth:`science_dict`.
@@ -373,10 +443,13 @@ def load_config(source: str, overrides: list[str] | tuple = (), *, check_data: b
 
 
 def parse_config(raw: dict, *, check_data: bool = True) -> SweepConfig:
-    """A validated SweepConfig from a plain dict (ConfigError on the first problem)."""
+    """A validated SweepConfig from a plain dict (ConfigError on the first problem).
+
+    A saved config (see ``is_saved_form``) lacking a field of LEGACY_VALUES gets the value runs used before it.
+    """
     if not isinstance(raw, dict):
         raise ConfigError(f"a sweep config is a mapping, got {type(raw).__name__}")
-    cfg = _build(SweepConfig, raw, "")
+    cfg = _build(SweepConfig, with_legacy_values(raw), "")
     validate(cfg, check_data=check_data)
     return cfg
 
@@ -764,6 +837,8 @@ def validate(cfg: SweepConfig, *, check_data: bool = True) -> None:
     _check_sgd("metrics.curve", c)
     if c.points < 2:
         _fail("metrics.curve.points", f"the t-grid needs t=0 and t=1: at least 2 points, got {c.points}")
+    if c.lr_schedule not in CURVE_LR_SCHEDULES:
+        _fail("metrics.curve.lr_schedule", _choice(c.lr_schedule, CURVE_LR_SCHEDULES))
     if c.batch_size < 1:
         _fail("metrics.curve.batch_size", f"must be >= 1, got {c.batch_size}")
     if c.batch_size > smallest:

@@ -97,7 +97,7 @@ def cell_spec(cfg: SweepConfig, load_value: float, temperature_value: float):
         ),
         curve=CurveConfig(
             epochs=c.epochs, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, batch_size=c.batch_size,
-            num_points=c.points, seed=c.seed,
+            num_points=c.points, seed=c.seed, lr_schedule=c.lr_schedule,
         ),
         cka_probes=m.cka_probes,
         cka_probe_seed=m.cka_probe_seed,

@@ -60,6 +60,8 @@ EXPECTED_PHASES = {
     (32, 128): "IV-B",
     (64, 128): "IV-B",
 }
+# The training curve: the hot row had levelled off (SGD noise), the next one was still falling (too few steps).
+LOSS_DROP = {16: 0.0, 32: 0.2, 64: 0.01, 128: 0.01}
 # Per-seed multipliers: mean 1, so the cell means are exactly the CELLS values.
 SEED_FACTOR = {0: 0.9, 1: 1.0, 2: 1.1}
 # Per-pair offsets of mc and CKA: mean 0.
@@ -106,6 +108,7 @@ def write_synthetic_run(run_dir: str, *, drop=(), temperature_name: str = "batch
                 "test_acc": acc + (f - 1) / 100,
                 "hessian_top_eigenvalue": 50 * loss * f + 1,
                 "hessian_trace": 400 * loss * f + 20,
+                "train_loss_drop": LOSS_DROP[b],
             }
             tables.write_part("models", model_key("width", w, temperature_name, b, s), [row])
         for a, c in itertools.combinations(SEEDS, 2):
@@ -140,3 +143,56 @@ def write_synthetic_run(run_dir: str, *, drop=(), temperature_name: str = "batch
         ]
         tables.write_part("curves", pair_key("width", w, temperature_name, b, 0, 1), curve)
     return tables
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Labelled cell tables with a known layout, for the claims (analysis.claims reads labelled cells only)
+
+# Paper Fig. 2 in miniature: hot on top (batch 16), width to the right.
+FIG2_WIDTHS = [8, 16, 32, 64, 128]
+FIG2_BATCHES = [16, 32, 64, 128, 256]
+FIG2_LAYOUT = [
+    "I    I    II   II   II",
+    "I    I    II   II   II",
+    "III  III  IV-B IV-B IV-B",
+    "III  III  IV-A IV-B IV-B",
+    "III  III  IV-A IV-A IV-A",
+]
+# Per phase: (train loss, mc pp, CKA, test accuracy, log lambda_max, log trace); test accuracy and CKA rise with
+# width inside a phase (+0.01 per column), so that CKA and accuracy rise together in phase IV.
+FIG2_VALUES = {
+    "I": (0.9, -6.0, 0.40, 0.40, 4.0, 6.0),
+    "II": (0.5, 2.0, 0.50, 0.55, 4.2, 6.2),
+    "III": (0.012, -5.0, 0.50, 0.60, 1.5, 3.5),
+    "IV-A": (0.010, 0.0, 0.62, 0.70, 1.4, 3.4),
+    "IV-B": (0.010, 0.0, 0.80, 0.80, 1.0, 3.0),
+}
+
+
+def labelled_cells(layout, widths, temps, values, *, load_name="width", temperature_name="batch_size"):
+    """A labelled cells table (as analysis.phases.label_phases returns) from a text layout of phases.
+
+    layout: one string per temperature (in the order of ``temps``), phases separated by spaces, one per width.
+    values: phase -> (train loss, mc, CKA, test acc, log lambda_max, log trace); test accuracy and CKA get
+    +0.01 per width index. Every cell has 3 seeds (test_acc_std 0.002).
+    """
+    import pandas as pd
+
+    rows = []
+    for i, line in enumerate(layout):
+        for j, phase in enumerate(line.split()):
+            loss, mc, cka, acc, lam, trace = values[phase]
+            rows.append({
+                "load_name": load_name, "load_value": float(widths[j]), "temperature_name": temperature_name,
+                "temperature_value": float(temps[i]), "train_loss": loss, "mode_connectivity": mc,
+                "cka": cka + 0.01 * j, "test_acc": acc + 0.01 * j, "test_acc_std": 0.002, "test_acc_n": 3,
+                "log_hessian_top_eigenvalue": lam, "log_hessian_trace": trace, "phase": phase,
+                "sharpness_class": "sharp" if phase in ("I", "II") else "flat",
+                "connectivity_class": "poor" if phase in ("I", "III") else "well", "connectivity_threshold": 1.0,
+                "train_loss_drop": 0.0, "complete": True, "members_missing": None, "phase_reason": "",
+            })
+    return pd.DataFrame(rows)
+
+
+def fig2_cells():
+    return labelled_cells(FIG2_LAYOUT, FIG2_WIDTHS, FIG2_BATCHES, FIG2_VALUES)

@@ -338,3 +338,101 @@ def test_a_config_without_seed_pairs_warns_that_there_will_be_no_phases():
     proc = landscape_in_process("validate", "smoke", "--set", "seeds=[0]")
     assert proc.returncode == 0 and "0 pairs" in proc.stdout
     assert proc.stderr.startswith("warning: no seed pairs (one seed)") and "at least two seeds" in proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Settings added after runs existed: the curve's lr schedule
+
+
+# RUN_DIR/config.yaml as `landscape run smoke` saved it before metrics.curve.lr_schedule existed, and its hash.
+SAVED_BEFORE_LR_SCHEDULE = """\
+name: smoke
+description: The whole pipeline on a 2 x 2 x 2 grid (MNIST-1D MLP) in under a minute on 2 CPUs; used by the tests.
+workload:
+  dataset: mnist1d
+  data_root: null
+  model: mlp
+  model_args: {depth: 2}
+  width: 64
+  data_seed: 0
+  train_fraction: null
+  label_noise: null
+load:
+  name: width
+  values: [8, 64]
+temperature:
+  name: batch_size
+  values: [32, 256]
+seeds: [0, 1]
+training: {epochs: 3, batch_size: 128, lr: 0.05, momentum: 0.9, weight_decay: 0.0005, schedule: constant, lr_scaling: none,
+  base_batch_size: 128, checkpoint_every: 0}
+metrics:
+  hessian_samples: 256
+  hessian_backend: lanczos
+  hessian_eigen_tol: 0.001
+  hessian_eigen_max_iter: 30
+  hessian_trace_tol: 0.01
+  hessian_trace_max_probes: 20
+  hessian_batch_size: null
+  hessian_seed: 0
+  cka_probes: 256
+  cka_probe_seed: 0
+  curve: {epochs: 2, lr: 0.05, momentum: 0.9, weight_decay: 0.0005, batch_size: 128, points: 5, seed: 0}
+  pairs: auto
+resources:
+  cpu: 1.0
+  gpu: auto
+  auto_gpu_share: 0.25
+  gpu_by_load: {}
+  cpu_by_load: {}
+  pair_cpu: null
+  pair_gpu: null
+run: {storage: runs/smoke-old, max_concurrent: null, max_failures: 1, object_store_mb: 128}
+"""
+SAVED_BEFORE_LR_SCHEDULE_HASH = "5b25ff08a62ba453"
+
+
+def test_a_saved_config_from_before_the_lr_schedule_keeps_its_schedule_and_hash():
+    old = parse_config(yaml.safe_load(SAVED_BEFORE_LR_SCHEDULE))
+    assert old.metrics.curve.lr_schedule == "garipov-epoch0"
+    assert old.config_hash() == SAVED_BEFORE_LR_SCHEDULE_HASH
+    # Saved again (now with the field) and reloaded: the same config and hash; the field stays out of the hash.
+    again = parse_config(yaml.safe_load(old.to_yaml()))
+    assert again == old and again.config_hash() == SAVED_BEFORE_LR_SCHEDULE_HASH
+    assert "lr_schedule: garipov-epoch0" in old.to_yaml()
+    assert "lr_schedule" not in old.science_dict()["metrics"]["curve"]
+    # A resume that sets it explicitly to the new value is a different experiment.
+    changed = parse_config(apply_overrides(yaml.safe_load(SAVED_BEFORE_LR_SCHEDULE), ["metrics.curve.lr_schedule=garipov"]))
+    assert changed.metrics.curve.lr_schedule == "garipov" and changed.config_hash() != SAVED_BEFORE_LR_SCHEDULE_HASH
+
+
+def test_a_user_config_gets_the_garipov_schedule_and_the_9_point_grid():
+    raw = yaml.safe_load(SAVED_BEFORE_LR_SCHEDULE)
+    cfg = parse_config(base())
+    assert cfg.metrics.curve.lr_schedule == "garipov" and cfg.metrics.curve.points == 9
+    assert cfg.science_dict()["metrics"]["curve"]["lr_schedule"] == "garipov"
+    # A user's config missing one field of the saved form (here run.storage) is a user's config, whatever else
+    # it holds.
+    del raw["run"]["storage"]
+    assert parse_config(raw).metrics.curve.lr_schedule == "garipov"
+    assert parse_config(raw).config_hash() != SAVED_BEFORE_LR_SCHEDULE_HASH
+    for name in builtin_names():
+        assert load_config(name, check_data=False).metrics.curve.lr_schedule == "garipov", name
+
+
+def test_curve_lr_schedule_is_validated_and_matches_the_workloads():
+    from workloads.metrics.connectivity import CURVE_LR_SCHEDULES
+
+    from orchestrator.config import CURVE_LR_SCHEDULES as CONFIG_SCHEDULES
+
+    assert set(CONFIG_SCHEDULES) == set(CURVE_LR_SCHEDULES)
+    assert "metrics.curve.lr_schedule" in error_of(base(**{"metrics.curve.lr_schedule": "garipov-epoch1"}))
+    assert "did you mean 'garipov-epoch0'" in error_of(base(**{"metrics.curve.lr_schedule": "garipov-epoch1"}))
+
+
+def test_the_sweep_passes_the_lr_schedule_to_the_curve():
+    from orchestrator.sweep import cell_spec
+
+    for schedule in ("garipov", "garipov-epoch0"):
+        cfg = parse_config(base(**{"metrics.curve.lr_schedule": schedule}))
+        assert cell_spec(cfg, 8, 32).curve.lr_schedule == schedule

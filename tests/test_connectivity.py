@@ -135,18 +135,35 @@ def test_mode_connectivity_rejects_bad_grids(ts, errors, match):
 # ------------------------------------------------------------------------------------------ schedule, config
 
 
-def test_curve_lr_schedule_values():
-    factors = [curve_lr_factor(e, 50) for e in range(50)]
-    assert factors[:26] == [1.0] * 26  # flat through epoch/epochs = 0.5
+def test_curve_lr_schedule_counts_epochs_from_one_as_garipov():
+    # Garipov's train.py: lr = factor(epoch / epochs) for epoch in 1..epochs. At 50 epochs: 25 epochs at the
+    # full lr (alpha <= 0.5), 6 at 1% (alpha >= 0.9; alpha = 0.9 reaches 0.01 on the linear part).
+    factors = [curve_lr_factor(e, 50) for e in range(1, 51)]
+    assert factors.count(1.0) == 25 and factors[:25] == [1.0] * 25
+    assert factors.count(0.01) == 6 and factors[-6:] == [0.01] * 6  # exactly, not 0.01 + rounding
     assert curve_lr_factor(35, 50) == pytest.approx(1 - 0.99 * 0.2 / 0.4)  # 0.505, halfway down
-    assert curve_lr_factor(45, 50) == pytest.approx(0.01)  # reaches 1% at 90%
-    assert factors[45:] == [0.01] * 5  # exactly, not 0.01 + rounding
     assert all(a >= b for a, b in zip(factors, factors[1:]))
+
+
+@pytest.mark.parametrize("schedule, full, floor", [("garipov", 25, 6), ("garipov-epoch0", 26, 5)])
+def test_train_curve_uses_the_configured_epoch_count(schedule, full, floor):
+    # What train_curve actually sets, epoch by epoch (history["lr"]), for the new and the old numbering.
+    model_a, model_b = _mlp(1), _mlp(2)
+    x, y = DATA[0][:64], DATA[1][:64]
+    curve = BezierCurve(model_a, model_b)
+    history = train_curve(curve, x, y, CurveConfig(epochs=50, lr=0.1, batch_size=64, lr_schedule=schedule))
+    factors = [h["lr"] / 0.1 for h in history]
+    assert sum(f == pytest.approx(1.0) for f in factors) == full
+    assert sum(f == pytest.approx(0.01) for f in factors) == floor
 
 
 def test_curve_config_validation_and_grid():
     assert CurveConfig(num_points=5).ts().tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
-    assert CurveConfig().ts().shape == (11,)
+    # The default grid contains the authors' 5 points, so their mc can be read off the same curve.
+    assert CurveConfig().ts().shape == (9,)
+    assert {0.0, 0.25, 0.5, 0.75, 1.0} <= set(CurveConfig().ts().tolist())
+    with pytest.raises(ValueError, match="lr_schedule"):
+        CurveConfig(lr_schedule="cosine")
     with pytest.raises(ValueError, match="num_points"):
         CurveConfig(num_points=1)
     with pytest.raises(ValueError, match="lr"):
@@ -321,7 +338,8 @@ def test_curve_training_lowers_the_loss_in_the_middle(trained_pair):
     history = train_curve(curve, train_x, train_y, CurveConfig(epochs=40, lr=0.2, batch_size=64, seed=3))
     after = evaluate_curve(curve, train_x, train_y, test_x, test_y, [0.5])
     assert [h["epoch"] for h in history] == list(range(1, 41))
-    lrs = [history[e]["lr"] for e in (0, 20, 30, 36, 39)]  # epoch/epochs = 0, .5, .75, .9, .975
+    # Epochs are numbered from 1 (Garipov): history[i] is epoch i + 1, at epoch/epochs = .025, .5, .75, .9, 1.
+    lrs = [history[e]["lr"] for e in (0, 19, 29, 35, 39)]
     assert lrs == pytest.approx([0.2, 0.2, 0.2 * (1 - 0.99 * 0.25 / 0.4), 0.002, 0.002])
     # The straight midpoint of two independently trained networks is a barrier; the trained curve much less so.
     assert before["train_loss"][0] > 3 * ends["train_loss"].max()
@@ -388,6 +406,8 @@ def test_one_epoch_of_curve_training_matches_a_hand_derived_sgd():
     wa, ba, wb, bb = a.weight.detach(), a.bias.detach(), b.weight.detach(), b.bias.detach()
     wm, bm = (wa + wb) / 2, (ba + bb) / 2
     buf_w = buf_b = None
+    lr = cfg.lr * 0.01  # the only epoch of a one-epoch curve is epoch 1 of 1, at the schedule's 1% floor (Garipov)
+    assert history[0]["lr"] == pytest.approx(lr)
     rng = torch.Generator().manual_seed(cfg.seed)
     order = torch.randperm(len(x), generator=rng)
     losses, objectives = [], []
@@ -407,7 +427,7 @@ def test_one_epoch_of_curve_training_matches_a_hand_derived_sgd():
         grad_b = cm * (d_logits.sum(0) + cfg.weight_decay * bias)
         buf_w = grad_w if buf_w is None else cfg.momentum * buf_w + grad_w
         buf_b = grad_b if buf_b is None else cfg.momentum * buf_b + grad_b
-        wm, bm = wm - cfg.lr * buf_w, bm - cfg.lr * buf_b
+        wm, bm = wm - lr * buf_w, bm - lr * buf_b
 
     middle = curve.endpoint_params("middle")
     torch.testing.assert_close(middle["weight"].detach(), wm, rtol=1e-10, atol=1e-12)

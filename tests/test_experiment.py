@@ -24,6 +24,7 @@ from workloads.experiment import (
     load_trained,
     measure_pair,
     train_and_measure,
+    train_loss_drop,
 )
 from workloads.metrics.connectivity import CurveConfig
 from workloads.train import TrainConfig
@@ -64,6 +65,22 @@ def test_model_row_is_complete_and_matches_the_schema(two_models, tmp_path):
     assert row["finished_at"].tzinfo is not None
     # The row fits the table (the caller adds provenance).
     RunTables(str(tmp_path)).write_part("models", "k", [dict(row, run_id="r", config_hash="h")])
+
+
+def test_train_loss_drop_compares_the_last_tenth_of_the_epochs_with_the_tenth_before():
+    history = [{"train_loss": v} for v in [5.0] * 16 + [2.0, 2.0, 1.0, 1.0]]  # 20 epochs: windows of 2
+    assert train_loss_drop(history) == pytest.approx(1 - 1.0 / 2.0)
+    assert train_loss_drop([{"train_loss": 0.3}] * 30) == pytest.approx(0.0)  # a plateau
+    assert train_loss_drop([{"train_loss": 4.0}, {"train_loss": 3.0}, {"train_loss": 1.0}]) == pytest.approx(2 / 3)
+    assert train_loss_drop([{"train_loss": 1.0}]) is None
+    assert train_loss_drop([{"train_loss": 0.0}, {"train_loss": 0.0}]) is None
+
+
+def test_model_row_records_the_drop_of_its_own_history(two_models):
+    _, a, _ = two_models
+    assert a.row["train_loss_drop"] == pytest.approx(train_loss_drop(a.history))
+    assert len(a.history) == 2 and a.row["train_loss_drop"] == pytest.approx(
+        1 - a.history[1]["train_loss"] / a.history[0]["train_loss"])
 
 
 def test_reported_losses_are_those_of_the_returned_weights(two_models):

@@ -155,3 +155,54 @@ def test_figures_are_written_as_png_and_pdf_and_are_not_blank(labelled, tmp_path
     assert save_curves([], str(tmp_path / "none")) is None
     with pytest.raises(ValueError, match="not panels"):
         save_panels(cells, str(tmp_path / "x"), color_ranges={"accuracy": (0, 1)})
+
+
+def test_train_loss_is_on_a_log_scale_from_the_floor_min_to_the_papers_top():
+    from analysis.plot_data import LOG_SCALE_FLOOR, PANEL_BY_METRIC
+
+    assert PANEL_BY_METRIC["train_loss"].log_scale and "log colour scale" in PANEL_BY_METRIC["train_loss"].title
+    lo, hi, source = choose_color_range("train_loss", np.array([0.005, 0.05, 0.5, 2.0]))
+    assert (lo, hi, source) == (LOG_SCALE_FLOOR, 3.0, "paper")
+    # Data range on a log scale: positive values only.
+    lo, hi, _ = choose_color_range("train_loss", np.array([0.0, 1e-5, 1e-4]), "data")
+    assert (lo, hi) == (1e-5, 1e-4)
+    with pytest.raises(ValueError, match="log scale"):
+        choose_color_range("train_loss", np.array([0.1]), (0.0, 1.0))
+    # Every log drawn is named the natural log.
+    for metric in ("log_hessian_top_eigenvalue", "log_hessian_trace"):
+        assert "natural log" in PANEL_BY_METRIC[metric].title
+
+
+def test_colour_bar_labels_say_which_range_and_why_in_words():
+    from analysis.plot_data import range_label
+
+    assert range_label("paper", 0.56, 0.91) == "the paper's fixed range 0.56 to 0.91"
+    assert range_label("data (25% of cells inside the paper's 0.56-0.91)", 0.3, 0.7) == (
+        "this run's range 0.3 to 0.7:\nonly 25% of cells in the paper's 0.56-0.91")
+    assert range_label("user", 0, 1) == "range set by the user: 0 to 1"
+    h = heatmap_data(grid_cells(), "test_acc")
+    assert h.range_label.startswith("this run's range") and h.print_values
+    assert h.cell_text(0, 0) == f"{0.1 + 0.016:.2f}"
+
+
+def test_values_are_printed_only_in_small_grids():
+    from analysis.plot_data import MAX_PRINTED_CELLS
+
+    big = grid_cells(temps=tuple(float(t) for t in range(1, 40)), loads=(1.0, 2.0))
+    assert heatmap_data(big, "test_acc").values.size > MAX_PRINTED_CELLS
+    assert not heatmap_data(big, "test_acc").print_values
+
+
+def test_phase_map_key_explains_every_phase(labelled, tmp_path):
+    from analysis.plot_data import PHASE_KEY
+
+    assert set(PHASE_KEY) == {"I", "II", "III", "IV-A", "IV-B"}
+    assert PHASE_KEY["IV-B"] == "flat, well connected, higher CKA" and PHASE_KEY["I"] == "sharp, poorly connected"
+    from matplotlib.figure import Figure
+
+    from analysis.plots import draw_phase_map
+
+    ax = Figure().add_subplot(1, 1, 1)
+    draw_phase_map(ax, phase_map_data(labelled[0]))
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert texts[0] == "I: sharp, poorly connected (3)" and texts[4] == "IV-B: flat, well connected, higher CKA (3)"

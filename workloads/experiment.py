@@ -188,6 +188,28 @@ def hessian_points(data: Dataset, settings: HessianSettings) -> tuple[torch.Tens
     return data.train_x[index], data.train_y[index]
 
 
+# train_loss_drop compares the mean per-epoch train loss of the last tenth of the epochs with the tenth before.
+LOSS_DROP_WINDOW = 0.1  # fraction of the epochs in each window (at least one epoch)
+
+
+def train_loss_drop(history: list[dict], window: float = LOSS_DROP_WINDOW) -> float | None:
+    """Relative drop of the training loss at the end of training: 1 - mean(last window) / mean(window before).
+
+    history: TrainResult.history (per-epoch ``train_loss``, the mean batch loss in train mode). Each window is
+    ``window`` of the epochs (>= 1 epoch). Near 0 (or negative): the loss had stopped falling, a plateau (at the
+    floor, or held up by SGD noise); clearly positive: still falling when training stopped, i.e. under-trained.
+    None with fewer than two epochs or a non-finite or non-positive loss.
+    """
+    losses = [float(h["train_loss"]) for h in history]
+    if len(losses) < 2:
+        return None
+    k = min(max(1, int(len(losses) * window)), len(losses) // 2)
+    before, last = sum(losses[-2 * k : -k]) / k, sum(losses[-k:]) / k
+    if not (math.isfinite(before) and math.isfinite(last)) or before <= 0:
+        return None
+    return 1.0 - last / before
+
+
 def _finite_or_none(value):
     if value is None:
         return None
@@ -221,6 +243,7 @@ def train_and_measure(spec: ModelSpec, *, checkpoint_fn=None, resume_state: dict
         "train_size": int(data.train_size),
         "label_noise_realised": float(data.info.get("label_noise_realised", 0.0)),
         "epochs_completed": int(result.epochs_completed),
+        "train_loss_drop": train_loss_drop(result.history) if result.status == "ok" else None,
         "train_seconds": train_seconds,
         "hessian_backend": cell.hessian.backend,
         "device": device,

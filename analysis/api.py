@@ -31,12 +31,13 @@ from analysis.aggregate import aggregate_cells
 from analysis.claims import RunFacts, evaluate_claims
 from analysis.guidance import Finding, practitioner_guidance
 from analysis.phases import PhaseRules, label_phases
-from analysis.plot_data import curve_data, representative_cells
+from analysis.curve_data import curve_data, representative_cells
 from analysis.plots import save_curves, save_panels, save_phase_map
 from analysis.reference import ReferenceImportSummary
 from analysis.reference import import_reference as _import_reference
 from analysis.report import DiagramSection, render_report
 from analysis.tables import RunTables, TableScan, join, resolve
+from workloads.atomic import write_atomically
 
 __all__ = ["AnalysisResult", "analyze_run", "import_reference"]
 
@@ -82,34 +83,17 @@ def _table_provenance(models: pd.DataFrame) -> dict:
     return out
 
 
-def _write_atomic(path: str, write) -> None:
-    """``write(tmp_path)`` to a temporary file of a unique name next to ``path``, then rename it to ``path``:
-    readers never see half a file, and two analyses of one run at once never write the same temporary file
-    (the later rename wins, whole)."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _write_text(path: str, text: str) -> None:
     def write(tmp):
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
 
-    _write_atomic(path, write)
+    write_atomically(path, write)
 
 
 def _write_parquet(df: pd.DataFrame, path: str) -> None:
     table = pa.Table.from_pandas(df, preserve_index=False)
-    _write_atomic(path, lambda tmp: pq.write_table(table, tmp))
+    write_atomically(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def _diagram_name(load: str, temp: str, several: bool) -> str:
@@ -271,9 +255,7 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
     ))
 
     claims_path = os.path.join(out_dir, "claims.json")
-    with open(claims_path + ".tmp", "w") as fh:
-        json.dump(claims, fh, indent=2, ensure_ascii=False, default=_json_number)
-    os.replace(claims_path + ".tmp", claims_path)
+    _write_text(claims_path, json.dumps(claims, indent=2, ensure_ascii=False, default=_json_number))
 
     provenance = {
         "tables": _table_provenance(models),

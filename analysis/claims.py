@@ -1,4 +1,5 @@
 """The paper's claims, checked on a labelled run: one declaration per claim, the rest iterates over them.
+(Over ~400 lines: the table of claims is one declaration, with the verdict function of each beside it.)
 
 Each :class:`Claim` names the figure(s) where Yang et al. (2021) make it, says in one sentence what it claims,
 when it applies to a run (its load and temperature knobs, whether its labels are noisy) and how it is measured

@@ -13,11 +13,11 @@ import os
 import numpy as np
 import pandas as pd
 
+from analysis.curve_data import CurveData
 from analysis.plot_data import (
     MAX_PRINTED_CELLS,
     MISSING_COLOR,
     PANELS,
-    CurveData,
     Grid,
     PHASE_KEY,
     HeatmapData,

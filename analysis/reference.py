@@ -1,4 +1,5 @@
 """Import the original study's released metrics archive into our run tables.
+(Over ~400 lines: one archive format, its validation and its notes belong together.)
 
 The archive (nsfzyzz/loss_landscape_taxonomy, ``workspace/checkpoint/results.tar.gz``; its format is described
 in ``shared/reference/taxonomy-released/README.md``) holds, per cell of ResNet18 width k x batch size B::
@@ -50,7 +51,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from analysis.safe_pickle import load_numpy_pickle
-from analysis.tables import TABLE_NAMES, RunTables, format_value, join, library_versions_json, pair_key, resolve
+from analysis.schemas import TABLE_NAMES, library_versions_json
+from analysis.tables import RunTables, format_value, join, pair_key, resolve
 
 RUN_ID = "taxonomy-released"
 LOAD_NAME = "width"

@@ -24,7 +24,9 @@ sys.path.insert(0, ROOT)
 
 from analysis.tables import RunTables  # noqa: E402
 from orchestrator.status import load_run_config  # noqa: E402
-from orchestrator.sweep import SweepState, job_costs, mkey, pkey  # noqa: E402
+from orchestrator.cost import job_costs  # noqa: E402
+from orchestrator.jobs import mkey, pkey
+from orchestrator.state import SweepState
 
 
 def replay(run_dir: str, slots: int) -> list[dict]:

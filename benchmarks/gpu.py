@@ -117,7 +117,7 @@ def cuda_path(sizes: Sizes) -> dict:
     import torch
 
     from orchestrator.config import parse_config
-    from orchestrator.sweep import cell_spec
+    from orchestrator.cells import cell_spec
     from workloads.experiment import ModelSpec, PairSpec, measure_pair, train_and_measure
 
     raw = {**SWEEP, "load": {"name": "width", "values": [sizes.path_width]},
@@ -434,7 +434,7 @@ class GpuSampler:
 
 def packed_sweep(sizes: Sizes, keep: str | None) -> dict:
     from analysis.tables import RunTables
-    from orchestrator import ray_env, storage
+    from orchestrator import ray_env, resources, storage
     from orchestrator.config import parse_config
     from orchestrator.sweep import run_sweep
 
@@ -454,8 +454,8 @@ def packed_sweep(sizes: Sizes, keep: str | None) -> dict:
     try:
         import ray
 
-        plan = ray_env.check_resources(cfg)
-        for line in ray_env.describe_plan(cfg, plan):
+        plan = resources.check_resources(cfg)
+        for line in resources.describe_plan(cfg, plan):
             print(f"  {line}")
         storage.write_bytes(storage.config_uri(run_dir), cfg.to_yaml().encode())
         info, _ = storage.ensure_run_info(run_dir, cfg.name)

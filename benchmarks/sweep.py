@@ -83,7 +83,8 @@ def run_orchestrator(config_path: str, run_dir: str) -> float:
 def run_sequential(cfg) -> tuple[float, dict, dict]:
     """Wall time, {model key: row}, {pair key: row} of the plain loop."""
     started = time.perf_counter()
-    from orchestrator.sweep import cell_spec, mkey, pkey
+    from orchestrator.cells import cell_spec
+    from orchestrator.jobs import mkey, pkey
     from workloads.experiment import ModelSpec, PairSpec, measure_pair, train_and_measure
 
     states, models, pairs = {}, {}, {}
@@ -177,7 +178,7 @@ def main() -> None:
     print(f"mean training job (loop):         {sum(r['wall_seconds'] for r in models.values()) / len(models):.1f} s")
 
     # Same numbers both ways (thread counts may change the last bits of float reductions).
-    from orchestrator.sweep import mkey, pkey
+    from orchestrator.jobs import mkey, pkey
 
     acc_diff = max(abs(r.test_acc - models[mkey(cfg, r.load_value, r.temperature_value, r.seed)]["test_acc"])
                    for r in orch_models.itertuples())

@@ -9,7 +9,7 @@ import shutil
 import sys
 import time
 
-from orchestrator.sweep import KindCounts, SweepState
+from orchestrator.state import KindCounts, SweepState
 
 REDRAW_EVERY_S = 0.5  # terminal redraws at most this often
 

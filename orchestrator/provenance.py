@@ -6,7 +6,7 @@ import functools
 import importlib.metadata
 import platform
 
-from analysis.tables import SCHEMA_VERSION, library_versions_json
+from analysis.schemas import SCHEMA_VERSION, library_versions_json
 
 LIBRARIES = ("torch", "ray", "numpy", "pyarrow", "pandas", "mnist1d", "pyhessian")
 

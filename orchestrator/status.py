@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from analysis.tables import RunTables
-from orchestrator import storage
+from orchestrator import runlock, storage
 from orchestrator.config import ConfigError, parse_config, parse_yaml
-from orchestrator.sweep import mkey, pkey
 
 MAX_LISTED = 8  # failed / missing keys listed per stage
 # A run's config.yaml holds the settings its rows were computed with (the tables' config hash checks them).
@@ -30,22 +29,6 @@ def load_run_config(run_dir: str):
         raise ConfigError(f"{storage.config_uri(run_dir)}: {exc}") from None
 
 
-def stage_counts(expected: list[str], statuses: dict[str, str]) -> dict:
-    """{"expected", "ok", "diverged", "failed", "missing", "failed_keys", "missing_keys"} for one stage."""
-    out = {"expected": len(expected), "ok": 0, "diverged": 0, "failed": 0, "missing": 0,
-           "failed_keys": [], "missing_keys": []}
-    for key in expected:
-        st = statuses.get(key)
-        if st in ("ok", "diverged", "failed"):
-            out[st] += 1
-            if st == "failed":
-                out["failed_keys"].append(key)
-        else:
-            out["missing"] += 1
-            out["missing_keys"].append(key)
-    return out
-
-
 def tables_only_status(run_dir: str, scans: dict) -> str:
     """For run dirs without a sweep config (e.g. an imported reference): rows per table and status."""
     lines = [f"run {run_dir} (no config.yaml: tables only, nothing to compare with a grid)"]
@@ -67,8 +50,11 @@ def run_status(run_dir: str) -> str:
                           f"tables/<table>/ folders of Parquet parts: restore or remove what is in the way") from None
 
 
+STAGE_NAMES = {"models": "stage 1 models", "pairs": "stage 2 pairs "}
+
+
 def _run_status(run_dir: str) -> str:
-    from orchestrator.sweep import PlanError, make_plan, scan_tables
+    from orchestrator.plan import make_plan, scan_tables
 
     has_config = storage.exists(storage.config_uri(run_dir))
     tables = RunTables(run_dir)
@@ -79,59 +65,49 @@ def _run_status(run_dir: str) -> str:
         return tables_only_status(run_dir, scans)
     cfg = load_run_config(run_dir)
     info = storage.read_run_info(run_dir) or {}
-    lines = [f"run {run_dir}", f"  config {cfg.name!r} (hash {cfg.config_hash()}), run id {info.get('run_id', '?')}"]
-    holder = storage.lock_holder(run_dir)
-    lines.append(f"  sweep: running ({holder})" if holder else "  sweep: not running")
-    try:
-        plan = make_plan(cfg, run_dir, repair=False, scans=scans)
-    except PlanError:
-        plan = None  # rows of other settings: reported below per table
+    plan = make_plan(cfg, run_dir, repair=False, scans=scans)
+    return "\n".join(format_plan(plan, run_dir, cfg.name, info.get("run_id", "?"), runlock.lock_holder(run_dir)))
 
-    errors = {}
-    for table, expected_keys in (("models", [mkey(cfg, *k) for k in cfg.model_keys()]),
-                                 ("pairs", [pkey(cfg, *k) for k in cfg.pair_keys()])):
-        scan = plan.scans[table] if plan else scans[table].without(scans[table].misnamed())
-        df = scan.frame
-        statuses = dict(zip(scan.row_parts, df["status"]))
-        errors.update({k: e for k, st, e in zip(scan.row_parts, df["status"], df["error"]) if st == "failed"})
-        stale = sorted(set(df["config_hash"].dropna()) - {cfg.config_hash()})
-        c = stage_counts(expected_keys, statuses)
-        stage = "stage 1 models" if table == "models" else "stage 2 pairs "
-        lines.append(f"{stage}: {c['expected']} expected · {c['ok']} ok · {c['diverged']} diverged · "
-                     f"{c['failed']} failed · {c['missing']} missing")
-        lines.extend(_damage_lines(table, scans[table]))
-        if table == "models" and plan and plan.broken_weights:
+
+def format_plan(plan, run_dir: str, name: str, run_id: str, holder: str | None) -> list[str]:
+    """The lines of `landscape status`: what the plan found, per stage, and what a resume repairs."""
+    lines = [f"run {run_dir}", f"  config {name!r} (hash {plan.config_hash}), run id {run_id}"]
+    lines.append(f"  sweep: running ({holder})" if holder else "  sweep: not running")
+    for table, stage in plan.stages.items():
+        failed, missing = stage.failed, stage.missing
+        lines.append(f"{STAGE_NAMES.get(table, table)}: {len(stage.expected)} expected · {stage.count('ok')} ok · "
+                     f"{stage.count('diverged')} diverged · {len(failed)} failed · {len(missing)} missing")
+        lines.extend(_damage_lines(table, plan))
+        if table == "models" and plan.broken_weights:
             broken = plan.broken_weights
             lines.append(f"  {len(broken)} ok model(s) without usable weights (pairs need them), retrained by resume:")
             lines.extend(f"    model {key}: weights file {why}" for key, why in list(broken.items())[:MAX_LISTED])
-        if stale:
-            lines.append(f"  rows with another config hash: {stale}")
-        for key in c["failed_keys"][:MAX_LISTED]:
-            lines.append(f"  failed  {key}: {errors.get(key)}")
-        for key in c["missing_keys"][:MAX_LISTED]:
+        if plan.other_hashes.get(table):
+            lines.append(f"  rows with another config hash: {plan.other_hashes[table]}")
+        for key in failed[:MAX_LISTED]:
+            lines.append(f"  failed  {key}: {stage.errors.get(key)}")
+        for key in missing[:MAX_LISTED]:
             lines.append(f"  missing {key}")
-        more = len(c["failed_keys"]) + len(c["missing_keys"]) - 2 * MAX_LISTED
-        if c["missing"] > MAX_LISTED or c["failed"] > MAX_LISTED:
+        more = len(failed) + len(missing) - 2 * MAX_LISTED
+        if len(missing) > MAX_LISTED or len(failed) > MAX_LISTED:
             lines.append(f"  ... ({max(more, 0)} more)")
-    curves = scans["curves"]
-    lines.append(f"curves: {len(set(curves.without(curves.misnamed()).row_parts))} pair curve(s) stored")
-    lines.extend(_damage_lines("curves", curves))
-    if plan and plan.broken_curves:
+    lines.append(f"curves: {len(set(plan.scans['curves'].row_parts))} pair curve(s) stored")
+    lines.extend(_damage_lines("curves", plan))
+    if plan.broken_curves:
         lines.append(f"  {len(plan.broken_curves)} ok pair(s) without a readable curve part, recomputed by resume: "
                      + ", ".join(plan.broken_curves[:MAX_LISTED]))
-    return "\n".join(lines)
+    return lines
 
 
-def _damage_lines(table: str, scan) -> list[str]:
+def _damage_lines(table: str, plan) -> list[str]:
     """What `resume` repairs in one table: unreadable parts, parts not holding their own key (duplicates)."""
     lines = []
-    if scan.unreadable:
-        lines.append(f"  {len(scan.unreadable)} unreadable part(s), moved aside and recomputed by resume: "
-                     + ", ".join(k for k, _ in scan.unreadable[:MAX_LISTED]))
-    misnamed = scan.misnamed()
+    unreadable, misnamed = plan.unreadable.get(table, []), plan.misplaced.get(table, {})
+    if unreadable:
+        lines.append(f"  {len(unreadable)} unreadable part(s), moved aside and recomputed by resume: "
+                     + ", ".join(k for k, _ in unreadable[:MAX_LISTED]))
     if misnamed:
-        dupes = scan.duplicates()
-        lines.append(f"  {len(misnamed)} {table} part(s) not holding their own key ({len(dupes)} duplicate(s)), "
-                     f"never counted; resume moves them aside:")
+        lines.append(f"  {len(misnamed)} {table} part(s) not holding their own key "
+                     f"({len(plan.duplicates.get(table, ()))} duplicate(s)), never counted; resume moves them aside:")
         lines.extend(f"    {key}.parquet: {why}" for key, why in list(misnamed.items())[:MAX_LISTED])
     return lines

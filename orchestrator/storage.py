@@ -11,7 +11,7 @@ systems so that every node of a cluster reaches the same files.
     RUN_DIR/quarantine/...           parts and files that a repair moved aside instead of deleting
     RUN_DIR/.lock                    held by the process running the sweep (an flock locally, a lease on URIs)
     RUN_DIR/.local-ray.json          the local Ray that process started (a later run/resume stops its leftovers
-                                     if the process was killed: orchestrator/ray_env.py; local run dirs only)
+                                     if the process was killed: orchestrator/ray_leftovers.py; local run dirs only)
 
 The rule: every file read from a run directory is loaded without executing code. Run directories are shared
 (buckets, group folders), so anyone who can write one must not be able to run code in the process that
@@ -42,9 +42,6 @@ import io
 import json
 import os
 import re
-import socket
-import threading
-import time
 import uuid
 from datetime import datetime, timezone
 
@@ -52,6 +49,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from analysis.tables import RunTables, join, resolve, row_key
+from workloads.atomic import is_temporary_name, write_bytes_atomically
 
 
 class RunDirError(RuntimeError):
@@ -119,17 +117,7 @@ def write_bytes(uri: str, data: bytes) -> None:
     parent = path.rsplit("/", 1)[0]
     fs.create_dir(parent, recursive=True)
     if isinstance(fs, pafs.LocalFileSystem):
-        tmp = f"{parent}/.{path.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.tmp"
-        try:
-            with fs.open_output_stream(tmp) as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:  # a full disk, an interrupt: never leave the temporary file behind
-            try:
-                os.remove(tmp)
-            except OSError:
-                pass
-            raise
+        write_bytes_atomically(path, data)
     else:
         with fs.open_output_stream(path) as f:
             f.write(data)
@@ -177,14 +165,6 @@ def move_aside(run_dir: str, uri: str) -> str:
     return join(run_dir, "quarantine", target[len(root.rstrip("/")) + len("/quarantine/"):])
 
 
-# What write_bytes and RunTables.write_part name their temporary files: ".<name>.<32 hex>.tmp".
-_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
-
-
-def is_temporary_name(name: str) -> bool:
-    return _TEMPORARY.match(name) is not None
-
-
 def sweep_temporary_files(run_dir: str) -> list[str]:
     """Remove the temporary files that writers killed mid-write left in a LOCAL run dir (URIs have none: an
     object appears whole); returns their paths. Call it holding the run directory's lock (no writer runs)."""
@@ -198,7 +178,7 @@ def sweep_temporary_files(run_dir: str) -> list[str]:
         except OSError:
             continue
         for name in names:
-            if _TEMPORARY.match(name):
+            if is_temporary_name(name):
                 try:
                     os.remove(os.path.join(folder, name))
                     removed.append(os.path.join(folder, name))
@@ -364,174 +344,3 @@ def ensure_run_info(run_dir: str, name: str) -> tuple[dict, str | None]:
                     f"for the rows written from now on")
     write_bytes(join(run_dir, "run.json"), json.dumps(info, indent=2).encode())
     return info, note
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Lock
-
-
-# A lock on an object store is a lease: a small JSON object the holder renews; one not renewed for
-# LEASE_SECONDS is abandoned (its process died without releasing it). The lease is long against clock skew
-# between machines (the renewal time is the holder's clock) and against a slow store.
-LEASE_SECONDS = 300.0
-RENEW_SECONDS = 30.0
-
-
-def _read_lease(uri: str, attempts: int = 5) -> dict | None:
-    """The lease document, or None when there is none (or it stays unreadable).
-
-    A read that overlaps a renewal can be torn on an object store (the reader learns the size, then the
-    object is replaced by one of another length before the bytes arrive), so an unreadable lease is read
-    again a few times before it counts as absent: a live lease must never look free.
-    """
-    for attempt in range(attempts):
-        try:
-            lease = json.loads(read_bytes(uri).decode())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError):
-            time.sleep(0.05 * (attempt + 1))
-            continue
-        return lease if isinstance(lease, dict) else None
-    return None
-
-
-def _lease_is_live(lease: dict | None, now: float | None = None) -> bool:
-    if not lease:
-        return False
-    try:
-        renewed = float(lease.get("renewed", 0))
-    except (TypeError, ValueError):
-        return False
-    return (now if now is not None else time.time()) - renewed < LEASE_SECONDS
-
-
-def _describe_lease(lease: dict) -> str:
-    age = max(0.0, time.time() - float(lease.get("renewed", 0)))
-    return f"pid {lease.get('pid')} on {lease.get('host')} since {lease.get('since')}, renewed {age:.0f} s ago"
-
-
-class RunLock:
-    """An exclusive lock on a run dir, so two sweeps never write one run.
-
-    A local run dir gets an flock on ``RUN_DIR/.lock`` (released by the OS when the process dies). A URI run
-    dir (s3://...) gets a lease: ``RUN_DIR/.lock`` holds the holder's pid, host and last renewal, renewed
-    every RENEW_SECONDS by a thread; another process refuses the run dir while the lease is live and takes
-    it over once it is LEASE_SECONDS old. Object stores have no atomic create here, so two processes
-    starting within the same instant could both win (the read-back below narrows that window); the tables
-    stay consistent anyway (every part is written whole), only work would be done twice.
-    """
-
-    def __init__(self, run_dir: str):
-        self.run_dir = run_dir
-        self._fd = None
-        self._token = None
-        self._stop = None
-        self._thread = None
-
-    @property
-    def _lease_uri(self) -> str:
-        return join(self.run_dir, ".lock")
-
-    def _acquire_lease(self) -> "RunLock":
-        current = _read_lease(self._lease_uri)
-        if _lease_is_live(current):
-            raise RunDirError(
-                f"run directory {self.run_dir} is in use by another landscape process ({_describe_lease(current)}); "
-                f"wait for it to finish or stop it, then `landscape resume {self.run_dir}`. If that process is "
-                f"gone, its lease expires {LEASE_SECONDS:.0f} s after its last renewal (or delete {self._lease_uri})"
-            )
-        token = uuid.uuid4().hex
-        lease = {"token": token, "pid": os.getpid(), "host": socket.gethostname(),
-                 "since": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC", "renewed": time.time()}
-        write_bytes(self._lease_uri, json.dumps(lease).encode())
-        back = _read_lease(self._lease_uri)
-        if not back or back.get("token") != token:
-            raise RunDirError(f"run directory {self.run_dir} was taken by another landscape process "
-                              f"({_describe_lease(back) if back else 'unknown'}) at the same moment; try again later")
-        self._token = token
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._renew, args=(lease, self._stop), daemon=True,
-                                        name="landscape-run-lease")
-        self._thread.start()
-        return self
-
-    def _renew(self, lease: dict, stop: threading.Event) -> None:
-        while not stop.wait(RENEW_SECONDS):
-            try:
-                write_bytes(self._lease_uri, json.dumps({**lease, "renewed": time.time()}).encode())
-            except Exception:  # a failed renewal is retried at the next beat; the lease has minutes of slack
-                pass
-
-    def _release_lease(self) -> None:
-        if self._token is None:
-            return
-        self._stop.set()
-        self._thread.join(timeout=10)
-        current = _read_lease(self._lease_uri)
-        if current and current.get("token") == self._token:
-            delete(self._lease_uri)
-        self._token = None
-
-    def acquire(self) -> "RunLock":
-        if is_uri(self.run_dir):
-            return self._acquire_lease()
-        import fcntl
-
-        os.makedirs(self.run_dir, exist_ok=True)
-        path = os.path.join(self.run_dir, ".lock")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = ""
-            try:
-                holder = os.pread(fd, 200, 0).decode().strip()
-            except OSError:
-                pass
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise RunDirError(
-                    f"run directory {self.run_dir} is in use by another landscape process"
-                    f"{' (' + holder + ')' if holder else ''}; wait for it to finish or stop it, "
-                    f"then `landscape resume {self.run_dir}`"
-                ) from None
-            raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} since {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC".encode(), 0)
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        self._release_lease()
-        if self._fd is not None:
-            os.close(self._fd)  # closing releases the flock
-            self._fd = None
-
-    def __enter__(self):
-        return self.acquire()
-
-    def __exit__(self, *exc):
-        self.release()
-
-
-def lock_holder(run_dir: str) -> str | None:
-    """Who holds the run dir's lock ("pid N since ..."), or None when nobody does."""
-    if is_uri(run_dir):
-        lease = _read_lease(join(run_dir, ".lock"))
-        return _describe_lease(lease) if _lease_is_live(lease) else None
-    import fcntl
-
-    path = os.path.join(run_dir, ".lock")
-    if not os.path.exists(path):
-        return None
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return os.pread(fd, 200, 0).decode().strip() or "another process"
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)

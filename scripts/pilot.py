@@ -37,7 +37,8 @@ def main(argv=None) -> int:
     from analysis.tables import RunTables
     from orchestrator.config import load_config
     from orchestrator.provenance import provenance
-    from orchestrator.sweep import cell_spec, mkey, pkey
+    from orchestrator.cells import cell_spec
+    from orchestrator.jobs import mkey, pkey
     from workloads.experiment import ModelSpec, PairSpec, measure_pair, train_and_measure
 
     torch.set_num_threads(args.threads)

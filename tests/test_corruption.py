@@ -33,9 +33,9 @@ import yaml
 from click.testing import CliRunner
 
 from analysis.tables import SCHEMA_VERSION, RunTables
-from orchestrator import storage
+from orchestrator import runlock, storage
 from orchestrator.config import load_config, parse_config
-from orchestrator.sweep import mkey, pkey
+from orchestrator.jobs import mkey, pkey
 from tests.conftest import assert_clean_error, hygienic_env, landscape_cmd
 from tests.conftest import landscape_in_process as in_process
 
@@ -64,9 +64,10 @@ def cli(ray_local, monkeypatch):
     import io
 
     import orchestrator.cli as cli_module
+    import orchestrator.execute as execute_module
     import orchestrator.progress as progress
 
-    monkeypatch.setattr(cli_module, "_shutdown_ray", lambda: None)
+    monkeypatch.setattr(execute_module, "shutdown_ray", lambda: None)
     # Tune pickles its callbacks; click's captured stdout cannot be pickled (the real sys.stdout can).
     real = progress.make_progress
     monkeypatch.setattr(progress, "make_progress", lambda *a, **k: real(io.StringIO(), tty=False))
@@ -348,7 +349,7 @@ def test_a_full_disk_mid_sweep_stops_with_one_error_line_and_resume_continues(cl
     by the fault hook (no root tricks: a real full disk cannot be made safely on a shared machine)."""
     import json
 
-    from orchestrator.sweep import FAULT_INJECT_ENV
+    from orchestrator.faults import FAULT_INJECT_ENV
 
     config = tiny_yaml(tmp_path / "corrupt.yaml")
     run_dir = str(tmp_path / "run")
@@ -371,7 +372,7 @@ def test_a_full_disk_mid_sweep_stops_with_one_error_line_and_resume_continues(cl
     err = _one_error_line(first)
     for fragment in ("cannot write", full, "No space left on device", f"landscape resume {run_dir}"):
         assert fragment in err, err
-    assert not temporary_files() and storage.lock_holder(run_dir) is None
+    assert not temporary_files() and runlock.lock_holder(run_dir) is None
     assert full not in RunTables(run_dir).part_keys("models")
 
     # 2. The driver's write, from a Tune callback: a job that fails, whose failed row cannot be written.
@@ -382,7 +383,7 @@ def test_a_full_disk_mid_sweep_stops_with_one_error_line_and_resume_continues(cl
     err = _one_error_line(second)
     for fragment in ("cannot write", failing, "Read-only file system", f"landscape resume {run_dir}"):
         assert fragment in err, err
-    assert not temporary_files() and storage.lock_holder(run_dir) is None
+    assert not temporary_files() and runlock.lock_holder(run_dir) is None
 
     # 3. Space again: the resume finishes, keeping what was done.
     monkeypatch.delenv(FAULT_INJECT_ENV)
@@ -399,7 +400,7 @@ def test_a_sweep_that_ends_incomplete_exits_1_and_says_what_is_missing(cli, tmp_
     (an incomplete sweep without failed rows used to exit 0)."""
     import json
 
-    from orchestrator.sweep import FAULT_INJECT_ENV
+    from orchestrator.faults import FAULT_INJECT_ENV
 
     config = tiny_yaml(tmp_path / "corrupt.yaml")
     cfg = parse_config(yaml.safe_load(open(config)))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from workloads import data as data_mod
+from workloads import datasets as data_mod
 from workloads.data import (
     Dataset,
     DatasetCorruptedError,
@@ -326,7 +326,7 @@ def test_bad_alpha_fails():
 def test_mnist1d_disk_cache_matches_generation_and_survives_a_corrupt_file(tmp_path, monkeypatch):
     import numpy as np
 
-    from workloads import data as data_module
+    from workloads import datasets as data_module
 
     monkeypatch.setenv("LANDSCAPE_CACHE_DIR", str(tmp_path))
     data_module._mnist1d_arrays.cache_clear()

@@ -14,7 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from analysis.tables import MODELS_SCHEMA, PAIRS_SCHEMA, CURVES_SCHEMA, RunTables
+from analysis.schemas import CURVES_SCHEMA, MODELS_SCHEMA, PAIRS_SCHEMA
+from analysis.tables import RunTables
 from workloads.experiment import (
     CellSpec,
     HessianSettings,

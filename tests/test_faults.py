@@ -26,7 +26,9 @@ import pytest
 from analysis.tables import RunTables
 from orchestrator import storage
 from orchestrator.config import apply_overrides, parse_config
-from orchestrator.sweep import FAULT_INJECT_ENV, mkey, pkey, run_sweep
+from orchestrator.faults import FAULT_INJECT_ENV
+from orchestrator.jobs import mkey, pkey
+from orchestrator.sweep import run_sweep
 
 pytestmark = pytest.mark.ray
 
@@ -48,7 +50,7 @@ def raw_config(**changes) -> dict:
 
 
 def sweep(cfg, run_dir: str, faults: dict | None, tmp_path, monkeypatch):
-    from orchestrator.ray_env import check_resources
+    from orchestrator.resources import check_resources
 
     if faults is None:
         monkeypatch.delenv(FAULT_INJECT_ENV, raising=False)
@@ -176,7 +178,7 @@ def test_a_crafted_or_truncated_checkpoint_runs_nothing_is_deleted_and_named(ray
     path.write_text(json.dumps({"log": str(log)}))
     monkeypatch.setenv(FAULT_INJECT_ENV, str(path))
     storage.write_bytes(storage.config_uri(run_dir), cfg.to_yaml().encode())
-    from orchestrator.ray_env import check_resources
+    from orchestrator.resources import check_resources
 
     lines = io.StringIO()
     run_sweep(cfg, run_dir, run_id="faults", resources=check_resources(cfg),

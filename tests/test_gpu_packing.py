@@ -19,7 +19,7 @@ import yaml
 
 from analysis.tables import RunTables
 from orchestrator.config import parse_config
-from orchestrator.ray_env import check_resources, describe_plan
+from orchestrator.resources import check_resources, describe_plan
 from tests.conftest import hygienic_env, landscape_cmd
 from tests.raycluster import LoopbackCluster
 
@@ -74,7 +74,7 @@ def test_autoscaler_workers_count_before_they_exist(tmp_path, monkeypatch):
     import json
 
     from orchestrator.config import ConfigError
-    from orchestrator.ray_env import autoscaler_node_types
+    from orchestrator.resources import autoscaler_node_types
 
     bootstrap = tmp_path / "ray_bootstrap_config.yaml"
     bootstrap.write_text(json.dumps({

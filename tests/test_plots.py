@@ -7,16 +7,15 @@ import pandas as pd
 import pytest
 
 from analysis.aggregate import aggregate_cells
+from analysis.curve_data import curve_data, representative_cells
 from analysis.phases import label_phases
 from analysis.plot_data import (
     PAPER_COLOR_RANGES,
     cell_grid,
     choose_color_range,
-    curve_data,
     heatmap_data,
     phase_boundaries,
     phase_map_data,
-    representative_cells,
 )
 from analysis.plots import save_curves, save_panels, save_phase_map
 from tests.analysis_synthetic import CELLS, EXPECTED_PHASES, write_synthetic_run

@@ -29,7 +29,8 @@ import time
 import pytest
 
 from analysis.tables import RunTables
-from orchestrator.storage import RunDirError, RunLock, lock_holder
+from orchestrator.runlock import RunLock, lock_holder
+from orchestrator.storage import RunDirError
 from tests.conftest import hygienic_env, landscape_cmd, ray_processes_of
 
 def wait_until_gone(ray_tmpdir: str, timeout: float = 45) -> list[str]:
@@ -139,8 +140,8 @@ def test_a_resume_stops_only_the_noted_ray_of_a_dead_landscape(tmp_path, monkeyp
     import json
     import socket
 
-    from orchestrator import ray_env
-    from orchestrator.ray_env import LOCAL_RAY_NOTE, stop_leftover_ray
+    from orchestrator import ray_leftovers
+    from orchestrator.ray_leftovers import LOCAL_RAY_NOTE, stop_leftover_ray
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -156,7 +157,7 @@ def test_a_resume_stops_only_the_noted_ray_of_a_dead_landscape(tmp_path, monkeyp
     package = tmp_path / "site-packages" / "ray"
     package.mkdir(parents=True)
     (package / "daemon.py").write_text("import time\ntime.sleep(60)\n")
-    monkeypatch.setattr(ray_env, "_ray_package_dir", lambda: str(package))
+    monkeypatch.setattr(ray_leftovers, "_ray_package_dir", lambda: str(package))
 
     def start(argv, executable=sys.executable, **env):
         return subprocess.Popen(argv, executable=executable, env={**os.environ, **env}, start_new_session=True)
@@ -214,14 +215,14 @@ def test_the_checks_accept_a_real_ray_session_of_a_killed_driver(short_tmp, ray_
     independently by its private RAY_TMPDIR), whatever fate-sharing had not stopped yet."""
     import json
 
-    from orchestrator.ray_env import LOCAL_RAY_NOTE, stop_leftover_ray, verified_session
+    from orchestrator.ray_leftovers import LOCAL_RAY_NOTE, stop_leftover_ray, verified_session
 
     run_dir = os.path.join(short_tmp, "run")
     os.makedirs(run_dir)
     driver_code = (
         "import sys, time\n"
-        "from orchestrator import ray_env\n"
-        "ray_env.remember_local_ray(sys.argv[1], ray_env.init_ray(object_store_mb=100, num_cpus=1))\n"
+        "from orchestrator import ray_env, ray_leftovers\n"
+        "ray_leftovers.remember_local_ray(sys.argv[1], ray_env.init_ray(object_store_mb=100, num_cpus=1))\n"
         "time.sleep(300)\n"
     )
     env = hygienic_env(ray_tmpdir)

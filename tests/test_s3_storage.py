@@ -155,8 +155,9 @@ def test_lease_lock_on_a_uri_run_dir(s3, monkeypatch):
     """Two processes never hold one S3 run dir: a live lease refuses, a released or expired one is taken."""
     import json
 
-    from orchestrator import storage
-    from orchestrator.storage import RunDirError, RunLock, lock_holder
+    from orchestrator import runlock, storage
+    from orchestrator.runlock import RunLock, lock_holder
+    from orchestrator.storage import RunDirError
 
     run = f"s3://{BUCKET}/runs/locked"
     first = RunLock(run).acquire()
@@ -173,7 +174,7 @@ def test_lease_lock_on_a_uri_run_dir(s3, monkeypatch):
 
     # A lease its holder stopped renewing (the process died) expires and is taken over.
     stale = {"token": "dead", "pid": 1, "host": "elsewhere", "since": "long ago",
-             "renewed": time.time() - storage.LEASE_SECONDS - 1}
+             "renewed": time.time() - runlock.LEASE_SECONDS - 1}
     storage.write_bytes(f"{run}/.lock", json.dumps(stale).encode())
     assert lock_holder(run) is None
     third = RunLock(run).acquire()
@@ -183,13 +184,13 @@ def test_lease_lock_on_a_uri_run_dir(s3, monkeypatch):
         third.release()
 
     # A renewing holder keeps its lease fresh.
-    monkeypatch.setattr(storage, "RENEW_SECONDS", 0.2)
+    monkeypatch.setattr(runlock, "RENEW_SECONDS", 0.2)
     fourth = RunLock(run).acquire()
     try:
         # Read as every lock user does (_read_lease): a raw read may overlap a renewal and be torn.
-        before = storage._read_lease(f"{run}/.lock")["renewed"]
+        before = runlock._read_lease(f"{run}/.lock")["renewed"]
         deadline = time.monotonic() + 10
-        while storage._read_lease(f"{run}/.lock")["renewed"] == before:
+        while runlock._read_lease(f"{run}/.lock")["renewed"] == before:
             assert time.monotonic() < deadline, "the lease was never renewed"
             time.sleep(0.1)
     finally:
@@ -200,14 +201,14 @@ def test_lease_lock_on_a_uri_run_dir(s3, monkeypatch):
 def test_a_torn_lease_read_is_read_again_not_taken_for_a_free_lock(monkeypatch):
     """A read overlapping a renewal on an object store can return a cut document (seen in CI with moto);
     the lock must read again rather than think the lease is gone."""
-    from orchestrator import storage
+    from orchestrator import runlock, storage
 
     full = json.dumps({"token": "t", "pid": 1, "host": "h", "since": "s", "renewed": 1.0}).encode()
     reads = iter([full[:-1], full])
     monkeypatch.setattr(storage, "read_bytes", lambda uri: next(reads))
-    assert storage._read_lease("s3://bucket/run/.lock") == json.loads(full)
+    assert runlock._read_lease("s3://bucket/run/.lock") == json.loads(full)
     monkeypatch.setattr(storage, "read_bytes", lambda uri: b"{not json")
-    assert storage._read_lease("s3://bucket/run/.lock", attempts=2) is None  # garbage stays garbage
+    assert runlock._read_lease("s3://bucket/run/.lock", attempts=2) is None  # garbage stays garbage
 
 
 def test_a_repair_moves_a_part_aside_on_s3_too(s3):

@@ -13,7 +13,10 @@ import pytest
 from analysis.tables import RunTables
 from orchestrator import storage
 from orchestrator.config import ConfigError, _build, SweepConfig, apply_overrides, parse_config
-from orchestrator.sweep import Plan, PlanError, SweepState, make_plan, mkey, pkey, run_sweep
+from orchestrator.jobs import mkey, pkey
+from orchestrator.plan import make_plan, Plan, PlanError
+from orchestrator.state import SweepState
+from orchestrator.sweep import run_sweep
 
 pytestmark = pytest.mark.ray
 
@@ -35,7 +38,7 @@ def tiny_raw(**changes) -> dict:
 
 
 def sweep(cfg: SweepConfig, run_dir: str, ray_local):
-    from orchestrator.ray_env import check_resources
+    from orchestrator.resources import check_resources
 
     storage.write_bytes(storage.config_uri(run_dir), cfg.to_yaml().encode())
     return run_sweep(cfg, run_dir, run_id="test-run", resources=check_resources(cfg))
@@ -150,7 +153,7 @@ def test_plan_refuses_rows_of_other_settings(swept, tmp_path):
 
 
 def test_resource_check_against_the_running_cluster(ray_local):
-    from orchestrator.ray_env import check_resources
+    from orchestrator.resources import check_resources
 
     cfg = parse_config(tiny_raw(**{"resources.gpu": 0.25}))
     with pytest.raises(ConfigError, match="no GPU"):
@@ -160,13 +163,13 @@ def test_resource_check_against_the_running_cluster(ray_local):
 
 
 def test_searcher_hands_out_pairs_as_soon_as_their_models_exist():
-    from orchestrator.sweep import _make_searcher_class
+    from orchestrator.tune_adapters import make_searcher_class
 
     cfg = parse_config(tiny_raw(**{"temperature.values": "[0.05, 0.1]", "seeds": "[0, 1, 2]"}))
     plan = Plan(models_todo=[(8, 0.05, 0), (8, 0.05, 1), (8, 0.1, 0), (8, 0.1, 1), (8, 0.05, 2), (8, 0.1, 2)],
                 pairs_todo=cfg.pair_keys())
     unmeasured = []
-    s = _make_searcher_class()(cfg, plan, SweepState(), lambda job, st, err: unmeasured.append((job, st)))
+    s = make_searcher_class()(cfg, plan, SweepState(), lambda job, st, err: unmeasured.append((job, st)))
     jobs = {f"t{i}": s.suggest(f"t{i}") for i in range(2)}
     assert [j["kind"] for j in jobs.values()] == ["model", "model"]
     s.on_trial_complete("t0", {"status": "ok"})
@@ -241,14 +244,14 @@ def test_progress_lines_and_status_line():
 def test_counts_never_exceed_the_grid_and_nothing_runs_after_the_end():
     """A job retried by Tune, and a key redone in a later round (its weights were found broken), count once,
     with their last outcome: "9/8 models" was shown before. Once the experiment ends nothing is running."""
-    from orchestrator.sweep import _make_recorder_class
+    from orchestrator.tune_adapters import make_recorder_class
 
     cfg = parse_config(tiny_raw())
     keys = [mkey(cfg, *k) for k in cfg.model_keys()]
     state = SweepState()
     state.models.keys = keys
     state.models.before = {keys[0]}
-    recorder = _make_recorder_class()(cfg, "/nonexistent", "run", state)
+    recorder = make_recorder_class()(cfg, "/nonexistent", "run", state)
 
     class Trial:
         def __init__(self, trial_id, seed, result):
@@ -276,7 +279,7 @@ def test_the_eta_weights_what_is_left_by_its_estimated_cost():
     """Jobs run longest first, so the first to finish are the slowest: the mean of their times times the
     number left overestimated the demo 2-4x at the start. With costs, the cheap jobs left count as cheap."""
     from orchestrator.config import load_config
-    from orchestrator.sweep import job_costs, order_models
+    from orchestrator.cost import job_costs, order_models
 
     cfg = load_config("demo")
     costs = job_costs(cfg)
@@ -304,7 +307,7 @@ def test_a_workers_own_error_reaches_the_failed_row(ray_local, tmp_path, monkeyp
     read): its period is TUNE_STATE_PERIOD_S, not Tune's ~10 s."""
     from ray.tune.execution import experiment_state
 
-    from orchestrator.sweep import TUNE_STATE_PERIOD_S
+    from orchestrator.tune_adapters import TUNE_STATE_PERIOD_S
 
     periods = []
     real_init = experiment_state._ExperimentCheckpointManager.__init__

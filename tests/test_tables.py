@@ -3,15 +3,8 @@
 import pandas as pd
 import pytest
 
-from analysis.tables import (
-    SCHEMA_VERSION,
-    RunTables,
-    TableError,
-    field_units,
-    format_value,
-    model_key,
-    pair_key,
-)
+from analysis.schemas import SCHEMA_VERSION, TableError, field_units
+from analysis.tables import RunTables, format_value, model_key, pair_key
 
 
 def _model_row(seed=0, **kw):

@@ -36,10 +36,12 @@ from workloads.experiment import (
     ModelSpec,
     PairOutcome,
     PairSpec,
-    _finite_or_none,
     _now,
+    add_measurements,
     hessian_points,
     load_trained,
+    model_row,
+    pair_rows,
 )
 from workloads.metrics.cka import cka_or_reason, mixup_probes, softmax_outputs
 from workloads.metrics.cohort_curves import connect_cohort
@@ -254,33 +256,12 @@ def _hessians(net, models, base: Dataset, train_y: torch.Tensor, datasets, specs
 
 def _model_row(spec, cell, ds, model, result, i: int, measured, stacked) -> tuple[dict, dict | None]:
     """experiment.train_and_measure's row for member i (times filled in by the caller)."""
-    row = {
-        **cell.keys(),
-        "seed": int(spec.seed),
-        "status": result.statuses[i],
-        "error": result.errors[i],
-        "num_params": count_parameters(model),
-        "train_size": int(ds.train_size),
-        "label_noise_realised": float(ds.info.get("label_noise_realised", 0.0)),
-        "epochs_completed": int(result.epochs_completed[i]),
-        "hessian_backend": cell.hessian.backend,
-        "device": spec.device,
-        **dict.fromkeys(("train_loss", "train_acc", "test_loss", "test_acc", "hessian_top_eigenvalue",
-                         "hessian_trace", "hessian_samples", "hessian_eigen_iterations", "hessian_trace_probes")),
-    }
+    row = model_row(cell, spec.seed, ds, model, status=result.statuses[i], error=result.errors[i],
+                    history=result.histories[i], epochs_completed=result.epochs_completed[i], device=spec.device)
     if measured is None:
         return row, None
     train_loss, train_acc, test_loss, test_acc, est = measured
-    row.update(
-        train_loss=_finite_or_none(train_loss), train_acc=float(train_acc),
-        test_loss=_finite_or_none(test_loss), test_acc=float(test_acc),
-        hessian_top_eigenvalue=_finite_or_none(est.top_eigenvalue), hessian_trace=_finite_or_none(est.trace),
-        hessian_samples=int(est.samples), hessian_eigen_iterations=int(est.eigen_iterations),
-        hessian_trace_probes=int(est.trace_probes),
-    )
-    missing = [k for k in ("train_loss", "test_loss", "hessian_top_eigenvalue", "hessian_trace") if row[k] is None]
-    if missing:
-        row["status"], row["error"] = "diverged", f"non-finite {', '.join(missing)} after training"
+    if not add_measurements(row, (train_loss, train_acc), (test_loss, test_acc), est):
         return row, None
     return row, member_state(stacked, i)
 
@@ -346,23 +327,7 @@ def measure_pairs_cohort(specs: list[PairSpec], states: list[tuple[dict, dict]],
 def _pair_outcome(spec, cell, curve, seed_a, seed_b, cka_result, l2, config, started_at, share,
                   info) -> CohortPairOutcome:
     """experiment.measure_pair's rows for one pair."""
-    cka, cka_status = cka_result
-    keys = cell.keys()
-    row = {
-        **keys, "seed_a": seed_a, "seed_b": seed_b, "status": curve.status, "error": curve.error,
-        "mode_connectivity": _finite_or_none(curve.mode_connectivity), "t_star": _finite_or_none(curve.t_star),
-        "cka": _finite_or_none(cka), "cka_status": cka_status, "l2_distance": _finite_or_none(l2),
-        "curve_epochs": int(config.epochs), "curve_lr": float(config.lr), "curve_points": int(config.num_points),
-        "cka_probe_size": int(cell.cka_probes), "cka_probe_seed": int(cell.cka_probe_seed), "device": spec.device,
-        "started_at": started_at,
-    }
-    curve_rows = [
-        {**keys, "seed_a": seed_a, "seed_b": seed_b, "t": float(t), "train_error": float(e),
-         "train_loss": float(tl), "test_error": float(te), "test_loss": float(tel)}
-        for t, e, tl, te, tel in zip(curve.ts, curve.train_error, curve.train_loss, curve.test_error, curve.test_loss)
-    ]
-    if row["status"] == "ok" and row["mode_connectivity"] is None:
-        row["status"], row["error"] = "diverged", "non-finite error along the curve"
+    row, curve_rows = pair_rows(cell, seed_a, seed_b, curve, cka_result, l2, config, spec.device, started_at)
     row["wall_seconds"] = share
     row["finished_at"] = _now()
     return CohortPairOutcome(row=row, curve_rows=curve_rows, cohort=info)

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
+from workloads import objective
 from workloads.cohort_checkpoint import checkpoint_state, restore_checkpoint
 from workloads.cohort_net import CohortNet
 from workloads.train import DIVERGENCE_CHECK_STEPS, TrainConfig, TrainingOOMError, learning_rate
@@ -190,13 +190,11 @@ def _autocast(precision: str, device: torch.device):
 
 
 def member_losses(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """logits (M, B, K), y (M, B) -> (mean cross-entropy per member (M,), correct predictions per member (M,))."""
-    m, b, k = logits.shape
+    """logits (M, B, ..., K), y (M, B, ...) -> (mean cross-entropy per member (M,), correct predictions per member
+    (M,)): workloads.objective.member_losses, with the loss in fp32 under autocast."""
     if logits.dtype in (torch.float16, torch.bfloat16):  # autocast: the loss in fp32
         logits = logits.float()
-    losses = F.cross_entropy(logits.reshape(m * b, k), y.reshape(-1), reduction="none").view(m, b).mean(1)
-    correct = (logits.detach().argmax(-1) == y).sum(1)
-    return losses, correct
+    return objective.member_losses(logits, y)
 
 
 def make_loss_step(net: CohortNet, execution: Execution, device: torch.device) -> Callable:
@@ -289,7 +287,7 @@ def _train(net, train_x, train_y, configs, execution, device, checkpoint_fn, res
         began = time.perf_counter()
         perms = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)  # drawn on CPU
         epoch_x = net.inputs(x, perms[:, :steps * batch]) if whole_epoch else None
-        epoch_y = y.gather(1, perms[:, :steps * batch]) if whole_epoch else None
+        epoch_y = objective.member_targets(y, perms[:, :steps * batch]) if whole_epoch else None
         losses = torch.empty(steps, m, device=device)  # kept on the device: no sync per step
         correct = torch.zeros(m, dtype=torch.int64, device=device)
         all_active = all(e is None for e in run.errors)
@@ -300,7 +298,7 @@ def _train(net, train_x, train_y, configs, execution, device, checkpoint_fn, res
                 labels = epoch_y[:, step * batch:(step + 1) * batch]
             else:
                 index = perms[:, step * batch:(step + 1) * batch]
-                inputs, labels = net.inputs(x, index), y.gather(1, index)
+                inputs, labels = net.inputs(x, index), objective.member_targets(y, index)
             step_losses, step_correct = loss_step(inputs, labels)
             grads = torch.autograd.grad(step_losses.sum(), params)
             sgd.step(grads, None if all_active else active)
@@ -317,7 +315,8 @@ def _train(net, train_x, train_y, configs, execution, device, checkpoint_fn, res
                 checked = step + 1
         _restore_buffers(net, frozen)
         seconds = time.perf_counter() - began
-        mean_loss, accuracy = losses.mean(0).tolist(), (correct.double() / (steps * batch)).tolist()
+        per_example = objective.predictions(y[0, :1])  # predictions per example (1, or a sequence's targets)
+        mean_loss, accuracy = losses.mean(0).tolist(), (correct.double() / (steps * batch * per_example)).tolist()
         for member in range(m):
             if run.errors[member] is None:
                 run.histories[member].append({"epoch": epoch, "lr": lrs[member], "train_loss": mean_loss[member],
@@ -375,7 +374,7 @@ def evaluate_cohort(net: CohortNet, x: torch.Tensor, y: torch.Tensor, *,
     if n == 0:
         raise ValueError("evaluate_cohort() needs at least one example")
     device = next(iter(net.params().values())).device
-    y = (y if y.dim() == 2 else y.unsqueeze(0).expand(m, n))
+    y = y if y.dim() > 1 and y.shape[0] == m and y.shape[1] == n else y.unsqueeze(0).expand(m, *y.shape)
     was_training = net.training
     net.eval()
     total = torch.zeros(m, dtype=torch.float64, device=device)
@@ -384,14 +383,14 @@ def evaluate_cohort(net: CohortNet, x: torch.Tensor, y: torch.Tensor, *,
         for start in range(0, n, batch_size):
             xb = x[start:start + batch_size].to(device)
             yb = y[:, start:start + batch_size].to(device)
-            logits = net(net.inputs_shared(xb)).float()  # (M, b, K)
-            mm, b, k = logits.shape
-            ce = F.cross_entropy(logits.reshape(mm * b, k), yb.reshape(-1), reduction="none").view(mm, b)
-            total += ce.sum(1).double()
-            correct += (logits.argmax(-1) == yb).sum(1)
+            logits = net(net.inputs_shared(xb)).float()  # (M, b, ..., K)
+            sums, hits = objective.member_summed_losses(logits, yb)
+            total += sums
+            correct += hits
     finally:
         net.train(was_training)
-    return (total / n).tolist(), (correct.double() / n).tolist()
+    count = objective.predictions(y[0])  # one member's predictions
+    return (total / count).tolist(), (correct.double() / count).tolist()
 
 
 __all__ = ["Execution", "CohortSGD", "CohortTrainResult", "train_cohort", "evaluate_cohort", "member_losses",

@@ -217,6 +217,49 @@ def _finite_or_none(value):
     return value if math.isfinite(value) else None
 
 
+MEASURED_MODEL_COLUMNS = ("train_loss", "train_acc", "test_loss", "test_acc", "hessian_top_eigenvalue", "hessian_trace",
+                          "hessian_samples", "hessian_eigen_iterations", "hessian_trace_probes")
+
+
+def model_row(cell: CellSpec, seed: int, data: Dataset, model: nn.Module, *, status: str, error: str | None,
+              history: list[dict], epochs_completed: int, device: str) -> dict:
+    """The ``models`` row of a trained (or diverged) model before its measurements: keys, status, sizes,
+    the drop of its training loss; the measured columns null until ``add_measurements`` fills them."""
+    return {
+        **cell.keys(),
+        "seed": int(seed),
+        "status": status,
+        "error": error,
+        "num_params": count_parameters(model),
+        "train_size": int(data.train_size),
+        "label_noise_realised": float(data.info.get("label_noise_realised", 0.0)),
+        "epochs_completed": int(epochs_completed),
+        "train_loss_drop": train_loss_drop(history) if status == "ok" else None,
+        "hessian_backend": cell.hessian.backend,
+        "device": device,
+        **dict.fromkeys(MEASURED_MODEL_COLUMNS),
+    }
+
+
+def add_measurements(row: dict, train: tuple[float, float], test: tuple[float, float], est) -> bool:
+    """Fill ``row`` with the (loss, accuracy) of the training and test sets and the Hessian estimate; a model
+    whose loss or curvature is not finite is marked diverged (the same regime as a diverged run). Returns
+    whether the model is ok (its weights are kept)."""
+    row.update(
+        train_loss=_finite_or_none(train[0]), train_acc=float(train[1]),
+        test_loss=_finite_or_none(test[0]), test_acc=float(test[1]),
+        hessian_top_eigenvalue=_finite_or_none(est.top_eigenvalue), hessian_trace=_finite_or_none(est.trace),
+        hessian_samples=int(est.samples), hessian_eigen_iterations=int(est.eigen_iterations),
+        hessian_trace_probes=int(est.trace_probes),
+    )
+    missing = [k for k in ("train_loss", "test_loss", "hessian_top_eigenvalue", "hessian_trace") if row[k] is None]
+    if missing:
+        row["status"] = "diverged"
+        row["error"] = f"non-finite {', '.join(missing)} after training"
+        return False
+    return True
+
+
 def train_and_measure(spec: ModelSpec, *, checkpoint_fn=None, resume_state: dict | None = None) -> ModelOutcome:
     """Train one model of a cell and measure it.
 
@@ -234,23 +277,10 @@ def train_and_measure(spec: ModelSpec, *, checkpoint_fn=None, resume_state: dict
     result = train(model, data_dev, config, checkpoint_fn=checkpoint_fn, resume_state=resume_state)
     train_seconds = time.perf_counter() - started
     model = result.model
-    row = {
-        **cell.keys(),
-        "seed": int(spec.seed),
-        "status": result.status,
-        "error": result.error,
-        "num_params": count_parameters(model),
-        "train_size": int(data.train_size),
-        "label_noise_realised": float(data.info.get("label_noise_realised", 0.0)),
-        "epochs_completed": int(result.epochs_completed),
-        "train_loss_drop": train_loss_drop(result.history) if result.status == "ok" else None,
-        "train_seconds": train_seconds,
-        "hessian_backend": cell.hessian.backend,
-        "device": device,
-        # Measured below for a model that trained; null (with the reason in ``error``) otherwise.
-        **dict.fromkeys(("train_loss", "train_acc", "test_loss", "test_acc", "hessian_top_eigenvalue",
-                         "hessian_trace", "hessian_samples", "hessian_eigen_iterations", "hessian_trace_probes")),
-    }
+    # Measured below for a model that trained; null (with the reason in ``error``) otherwise.
+    row = model_row(cell, spec.seed, data, model, status=result.status, error=result.error, history=result.history,
+                    epochs_completed=result.epochs_completed, device=device)
+    row["train_seconds"] = train_seconds
     metrics_started = time.perf_counter()
     state = None
     if result.status == "ok":
@@ -262,19 +292,7 @@ def train_and_measure(spec: ModelSpec, *, checkpoint_fn=None, resume_state: dict
             model, hx, hy, backend=h.backend, eigen_tol=h.eigen_tol, eigen_max_iter=h.eigen_max_iter,
             trace_tol=h.trace_tol, trace_max_probes=h.trace_max_probes, seed=h.seed, batch_size=h.batch_size,
         )
-        row.update(
-            train_loss=_finite_or_none(train_loss), train_acc=float(train_acc),
-            test_loss=_finite_or_none(test_loss), test_acc=float(test_acc),
-            hessian_top_eigenvalue=_finite_or_none(est.top_eigenvalue), hessian_trace=_finite_or_none(est.trace),
-            hessian_samples=int(est.samples), hessian_eigen_iterations=int(est.eigen_iterations),
-            hessian_trace_probes=int(est.trace_probes),
-        )
-        missing = [k for k in ("train_loss", "test_loss", "hessian_top_eigenvalue", "hessian_trace") if row[k] is None]
-        if missing:
-            # A finite training run whose loss or curvature is not finite: the same regime as a diverged run.
-            row["status"] = "diverged"
-            row["error"] = f"non-finite {', '.join(missing)} after training"
-        else:
+        if add_measurements(row, (train_loss, train_acc), (test_loss, test_acc), est):
             state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     row["metrics_seconds"] = time.perf_counter() - metrics_started
     row["wall_seconds"] = time.perf_counter() - started
@@ -287,6 +305,29 @@ def load_trained(cell: CellSpec, seed: int, state_dict: dict, data: Dataset, dev
     model = cell.build_model(seed, data)
     model.load_state_dict(state_dict)
     return model.to(device).eval()
+
+
+def pair_rows(cell: CellSpec, seed_a: int, seed_b: int, curve, cka: tuple, l2: float | None, curve_config,
+              device: str, started_at: datetime) -> tuple[dict, list[dict]]:
+    """The ``pairs`` row (without times) and the ``curves`` rows of one connected pair: curve a CurveResult,
+    cka (value or None, status). A curve whose error is not finite marks the pair diverged."""
+    keys = cell.keys()
+    row = {
+        **keys, "seed_a": seed_a, "seed_b": seed_b, "status": curve.status, "error": curve.error,
+        "mode_connectivity": _finite_or_none(curve.mode_connectivity), "t_star": _finite_or_none(curve.t_star),
+        "cka": _finite_or_none(cka[0]), "cka_status": cka[1], "l2_distance": _finite_or_none(l2),
+        "curve_epochs": int(curve_config.epochs), "curve_lr": float(curve_config.lr),
+        "curve_points": int(curve_config.num_points), "cka_probe_size": int(cell.cka_probes),
+        "cka_probe_seed": int(cell.cka_probe_seed), "device": device, "started_at": started_at,
+    }
+    curve_rows = [
+        {**keys, "seed_a": seed_a, "seed_b": seed_b, "t": float(t), "train_error": float(e),
+         "train_loss": float(tl), "test_error": float(te), "test_loss": float(tel)}
+        for t, e, tl, te, tel in zip(curve.ts, curve.train_error, curve.train_loss, curve.test_error, curve.test_loss)
+    ]
+    if row["status"] == "ok" and row["mode_connectivity"] is None:
+        row["status"], row["error"] = "diverged", "non-finite error along the curve"
+    return row, curve_rows
 
 
 def measure_pair(spec: PairSpec, state_a: dict, state_b: dict) -> PairOutcome:
@@ -312,33 +353,8 @@ def measure_pair(spec: PairSpec, state_a: dict, state_b: dict) -> PairOutcome:
 
     curve_config = dataclasses.replace(cell.curve, device=spec.device)
     curve = connect_models(model_a, model_b, data_dev, curve_config)
-    keys = cell.keys()
-    row = {
-        **keys,
-        "seed_a": seed_a,
-        "seed_b": seed_b,
-        "status": curve.status,
-        "error": curve.error,
-        "mode_connectivity": _finite_or_none(curve.mode_connectivity),
-        "t_star": _finite_or_none(curve.t_star),
-        "cka": _finite_or_none(cka),
-        "cka_status": cka_status,
-        "l2_distance": _finite_or_none(l2),
-        "curve_epochs": int(curve_config.epochs),
-        "curve_lr": float(curve_config.lr),
-        "curve_points": int(curve_config.num_points),
-        "cka_probe_size": int(cell.cka_probes),
-        "cka_probe_seed": int(cell.cka_probe_seed),
-        "device": spec.device,
-        "started_at": started_at,
-    }
-    curve_rows = [
-        {**keys, "seed_a": seed_a, "seed_b": seed_b, "t": float(t), "train_error": float(e),
-         "train_loss": float(tl), "test_error": float(te), "test_loss": float(tel)}
-        for t, e, tl, te, tel in zip(curve.ts, curve.train_error, curve.train_loss, curve.test_error, curve.test_loss)
-    ]
-    if row["status"] == "ok" and row["mode_connectivity"] is None:
-        row["status"], row["error"] = "diverged", "non-finite error along the curve"
+    row, curve_rows = pair_rows(cell, seed_a, seed_b, curve, (cka, cka_status), l2, curve_config, spec.device,
+                                started_at)
     row["wall_seconds"] = time.perf_counter() - started
     row["finished_at"] = _now()
     return PairOutcome(row=row, curve_rows=curve_rows)

@@ -56,6 +56,13 @@ def seeded_model(name: str, seed: int, **kwargs) -> nn.Module:
         return build_model(name, **kwargs)
 
 
+def model_device(model: nn.Module, default: torch.device | str | None = None) -> torch.device:
+    """The device of a model's first parameter (else first buffer); ``default`` (else the CPU) when it has none."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device(default if default is not None else "cpu")
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable scalars."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

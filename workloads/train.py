@@ -22,11 +22,12 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from workloads import objective
 from workloads.data import Dataset
 from workloads.models import seeded_model  # noqa: F401  (re-exported: build the model under a seed)
+from workloads.objective import evaluate_model
 
 SCHEDULES = ("constant", "step")
 LR_SCALINGS = ("none", "linear")
@@ -212,20 +213,21 @@ def _run_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
     losses = torch.empty(steps, device=x.device)  # kept on device: no sync per step
     correct = torch.zeros((), dtype=torch.int64, device=x.device)
     checked = 0
+    per_example = objective.predictions(y[:1])  # predictions per example (1, or a sequence's targets)
     for step in range(steps):
         idx = perm[step * batch_size:(step + 1) * batch_size]
         xb, yb = x[idx], y[idx]
-        logits = model(xb)  # (B, num_classes)
-        loss = F.cross_entropy(logits, yb)
+        logits = model(xb)  # (B, ..., num_classes)
+        loss = objective.mean_loss(logits, yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         losses[step] = loss.detach()
-        correct += (logits.detach().argmax(dim=1) == yb).sum()
+        correct += objective.correct(logits.detach(), yb)
         if (step + 1) % DIVERGENCE_CHECK_STEPS == 0 or step == steps - 1:
             _check_finite(losses, checked, step + 1)
             checked = step + 1
-    return float(losses.mean()), int(correct) / (steps * batch_size)
+    return float(losses.mean()), int(correct) / (steps * batch_size * per_example)
 
 
 def _check_finite(losses: torch.Tensor, start: int, stop: int) -> None:
@@ -351,38 +353,10 @@ def _restore(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer, or
 # Evaluation
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1000) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy fraction) of ``model`` on x (n, *input_shape), y (n,).
-
-    Eval mode (BatchNorm running statistics), no gradients, batches of ``batch_size`` moved to the model's
-    device; the model's previous train/eval mode is restored afterwards.
-    """
-    n = int(y.shape[0])
-    if n == 0:
-        raise ValueError("evaluate() needs at least one example")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    device = _model_device(model, x.device)
-    was_training = model.training
-    model.eval()
-    total_loss = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    try:
-        with torch.no_grad():
-            for start in range(0, n, batch_size):
-                xb = x[start:start + batch_size].to(device)
-                yb = y[start:start + batch_size].to(device)
-                logits = model(xb)
-                total_loss += F.cross_entropy(logits, yb, reduction="sum").double()
-                correct += (logits.argmax(dim=1) == yb).sum()
-    finally:
-        model.train(was_training)
-    return float(total_loss) / n, int(correct) / n
-
-
-def _model_device(model: nn.Module, default: torch.device) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return default
+    """(mean cross-entropy, accuracy fraction) of ``model`` on x (n, *input_shape), y (n, ...) (see
+    workloads.objective.evaluate_model: eval mode, no gradients, the model's mode restored)."""
+    result = evaluate_model(model, x, y, batch_size=batch_size)
+    return result.loss, result.accuracy
 
 
 __all__ = ["TrainConfig", "TrainResult", "TrainingOOMError", "ResumeStateError", "train", "evaluate", "set_seed",

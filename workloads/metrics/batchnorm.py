@@ -11,16 +11,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from workloads.models import model_device
+
 
 def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     """The BatchNorm layers (any dimension) that keep running statistics."""
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
 
 
 @torch.no_grad()
@@ -52,7 +48,7 @@ def recompute_batchnorm(
     size = min(batch_size, n)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if seed is not None else torch.arange(n)
     stop = n - size + 1 if drop_last else n
-    device = _device_of(model)
+    device = model_device(model)
     momenta = [m.momentum for m in layers]
     flags = [(m, m.training) for m in model.modules()]
     try:

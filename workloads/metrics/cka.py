@@ -20,6 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from workloads import objective
+from workloads.models import model_device
+
 # A centred matrix whose Frobenius norm is at most this fraction of the uncentred norm is treated as constant.
 # Why relative and not == 0: the float64 column mean of m identical float32 values can differ from them in the
 # last bit, so an exactly constant output leaves ~1e-16 relative residue; real variation in float32 outputs
@@ -162,7 +165,8 @@ def mixup_probes(x: torch.Tensor, num: int, seed: int, alpha: float = 16.0) -> t
 
 @torch.no_grad()
 def softmax_outputs(model: nn.Module, probes: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Softmax probabilities of `model` on `probes`: (m, *input_shape) -> (m × classes) float64.
+    """Softmax probabilities of `model` on `probes`: (m, *input_shape) -> (m × outputs) float64, with outputs the
+    classes (or, for a sequence model, positions × classes: workloads.objective.probabilities).
 
     Eval mode (BatchNorm uses running statistics), no gradients; the model's train/eval mode is restored.
     Probes are moved to the model's device batch by batch. Softmax is taken in float64 so that
@@ -171,16 +175,11 @@ def softmax_outputs(model: nn.Module, probes: torch.Tensor, batch_size: int = 10
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     was_training = model.training
-    try:
-        device = next(model.parameters()).device
-    except StopIteration:
-        device = probes.device
+    device = model_device(model, probes.device)
     model.eval()
     try:
-        chunks = [
-            torch.softmax(model(probes[i : i + batch_size].to(device)).to(torch.float64), dim=1)
-            for i in range(0, probes.shape[0], batch_size)
-        ]
+        chunks = [objective.probabilities(model(probes[i : i + batch_size].to(device)))
+                  for i in range(0, probes.shape[0], batch_size)]
     finally:
         model.train(was_training)
     return torch.cat(chunks)

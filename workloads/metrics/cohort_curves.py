@@ -23,9 +23,17 @@ import time
 import numpy as np
 import torch
 
+from workloads import objective
 from workloads.cohort_net import CohortNet
 from workloads.cohort_train import CohortSGD, member_losses
-from workloads.metrics.connectivity import CurveConfig, CurveResult, bezier_coefficients, curve_lr_factor, mode_connectivity
+from workloads.metrics.connectivity import (
+    CURVE_LR_SCHEDULES,
+    CurveConfig,
+    CurveResult,
+    bezier_coefficients,
+    curve_lr_factor,
+    mode_connectivity,
+)
 
 
 def check_curve_configs(configs: list[CurveConfig], n: int) -> None:
@@ -69,6 +77,7 @@ def train_curves(net: CohortNet, end_a: dict, end_b: dict, train_x: torch.Tensor
     """
     p_count, n = net.members, int(train_x.shape[0])
     batch, epochs, steps = configs[0].batch_size, configs[0].epochs, n // configs[0].batch_size
+    per_example = objective.predictions(train_y[0, :1])  # predictions per example (1, or a sequence's targets)
     device = train_x.device
     middle = {k: (0.5 * (end_a[k] + end_b[k])).detach().requires_grad_(True) for k in end_a}
     params = list(middle.values())
@@ -85,7 +94,7 @@ def train_curves(net: CohortNet, end_a: dict, end_b: dict, train_x: torch.Tensor
     for epoch in range(epochs):
         if all(e is not None for e in errors):
             break
-        lrs = [c.lr * curve_lr_factor(epoch, c.epochs) for c in configs]
+        lrs = [c.lr * curve_lr_factor(CURVE_LR_SCHEDULES[c.lr_schedule] + epoch, c.epochs) for c in configs]
         sgd.set_lr(lrs)
         orders, ts = [], []
         for g in generators:  # per pair: the permutation first, then one t per step (train_curve's order)
@@ -102,7 +111,7 @@ def train_curves(net: CohortNet, end_a: dict, end_b: dict, train_x: torch.Tensor
         for step in range(steps):
             index = order[:, step * batch:(step + 1) * batch]
             points = _points(end_a, middle, end_b, coefficients[step])
-            yb = train_y.gather(1, index)
+            yb = objective.member_targets(train_y, index)
             ce, correct = member_losses(net(net.inputs(train_x, index), points), yb)
             penalty = sum(w.pow(2).flatten(1).sum(1) for w in points.values())
             loss = ce + half_wd * penalty
@@ -113,7 +122,7 @@ def train_curves(net: CohortNet, end_a: dict, end_b: dict, train_x: torch.Tensor
             sgd.step(grads, mask)
             ce_sum += ce.detach()
             obj_sum += loss.detach()
-            wrong += batch - correct
+            wrong += batch * per_example - correct
         mean_ce = (ce_sum / steps).tolist()
         mean_obj = (obj_sum / steps).tolist()
         wrong_list = wrong.tolist()
@@ -125,7 +134,7 @@ def train_curves(net: CohortNet, end_a: dict, end_b: dict, train_x: torch.Tensor
                 active[pair] = False
                 continue
             histories[pair].append({"epoch": epoch + 1, "lr": lrs[pair], "train_loss": mean_ce[pair],
-                                    "train_error": 100.0 * wrong_list[pair] / (steps * batch),
+                                    "train_error": 100.0 * wrong_list[pair] / (steps * batch * per_example),
                                     "objective": mean_obj[pair], "seconds": time.perf_counter() - started})
     return {k: v.detach() for k, v in middle.items()}, histories, errors
 
@@ -160,13 +169,13 @@ def _loss_and_error(net: CohortNet, points: dict, x: torch.Tensor, y: torch.Tens
     wrong = torch.zeros(p_count, dtype=torch.int64, device=x.device)
     net.eval()
     for start in range(0, n, batch_size):
-        logits = net(net.inputs_shared(x[start:start + batch_size]), points).double()  # (P, b, K)
+        logits = net(net.inputs_shared(x[start:start + batch_size]), points)  # (P, b, ..., K)
         yb = y[:, start:start + batch_size]
-        m, b, k = logits.shape
-        total += torch.nn.functional.cross_entropy(logits.reshape(m * b, k), yb.reshape(-1),
-                                                   reduction="none").view(m, b).sum(1)
-        wrong += (logits.argmax(-1) != yb).sum(1)
-    return (total / n).tolist(), (100.0 * wrong.double() / n).tolist()
+        sums, hits = objective.member_summed_losses(logits, yb)
+        total += sums
+        wrong += objective.predictions(yb[0]) - hits
+    count = objective.predictions(y[0])  # one pair's predictions
+    return (total / count).tolist(), (100.0 * wrong.double() / count).tolist()
 
 
 def evaluate_curves(net: CohortNet, end_a: dict, middle: dict, end_b: dict, train_x, train_y, test_x, test_y,

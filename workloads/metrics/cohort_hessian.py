@@ -21,8 +21,8 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from workloads import objective
 from workloads.cohort_net import CohortNet
 from workloads.metrics.hessian import (
     DEFLATION_STEPS,
@@ -50,10 +50,9 @@ class CohortHessianOperator:
         self.numels = [p[0].numel() for p in self.params]
         self.dim = sum(self.numels)
         self.dtype, self.device = self.params[0].dtype, self.params[0].device
-        logits = net(net.inputs_shared(inputs.to(self.device)))  # (M, k, K)
-        m, k, c = logits.shape
-        losses = F.cross_entropy(logits.reshape(m * k, c), targets.to(self.device).reshape(-1),
-                                 reduction="none").view(m, k).mean(1)
+        logits = net(net.inputs_shared(inputs.to(self.device)))  # (M, k, ..., K)
+        m = logits.shape[0]
+        losses, _ = objective.member_losses(logits, targets.to(self.device))
         grads = torch.autograd.grad(losses.sum(), self.params, create_graph=True, allow_unused=True)
         self.grads = [g if g is not None and g.requires_grad else None for g in grads]
         self.counts = [0] * m

@@ -1,4 +1,5 @@
 """Mode connectivity along a trained quadratic Bezier curve (Garipov et al. 2018; method.md §4).
+(Over ~400 lines: the curve, its training, its evaluation and the metric are one method.)
 
 Two trained models θ_a, θ_b are joined by
 
@@ -31,11 +32,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from workloads import objective
 from workloads.metrics.batchnorm import batchnorm_layers, recompute_batchnorm
+from workloads.objective import evaluate_model
 
 # Two deviations |ē − e(t)| closer than this (percentage points) are a tie, and the first t wins. Needed because
 # the two endpoints always tie exactly in real arithmetic (ē − e(0) = −(ē − e(1))), but not always in floats.
@@ -207,14 +209,6 @@ class BezierCurve(nn.Module):
 # BatchNorm and evaluation
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
-
-
 @torch.no_grad()
 def recompute_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 128, seed: int = 0) -> bool:
     """Recompute BatchNorm running statistics as training sees the data; False if there is no BatchNorm.
@@ -228,27 +222,10 @@ def recompute_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 128, seed:
     return True
 
 
-@torch.no_grad()
 def loss_and_error(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> tuple[float, float]:
     """(mean cross-entropy in nats, 0-1 error in percent) of `model` on (x, y), eval mode, no gradients."""
-    if x.shape[0] == 0:
-        raise ValueError("cannot evaluate on an empty set")
-    device = _device_of(model)
-    was_training = model.training
-    model.eval()
-    total_loss = torch.zeros((), dtype=torch.float64, device=device)
-    wrong = torch.zeros((), dtype=torch.int64, device=device)
-    try:
-        for start in range(0, x.shape[0], batch_size):
-            xb = x[start : start + batch_size].to(device)
-            yb = y[start : start + batch_size].to(device)
-            logits = model(xb)
-            total_loss += F.cross_entropy(logits.double(), yb, reduction="sum")
-            wrong += (logits.argmax(dim=1) != yb).sum()
-    finally:
-        model.train(was_training)
-    n = x.shape[0]
-    return float(total_loss) / n, 100.0 * float(wrong) / n
+    result = evaluate_model(model, x, y, batch_size=batch_size)
+    return result.loss, result.error_percent
 
 
 def evaluate_curve(
@@ -386,6 +363,7 @@ def train_curve(curve: BezierCurve, train_x: torch.Tensor, train_y: torch.Tensor
     start_time = time.perf_counter()
     curve.train()
     first = CURVE_LR_SCHEDULES[config.lr_schedule]
+    per_example = objective.predictions(y[:1])  # predictions per example (1, or a sequence's targets)
     for epoch in range(config.epochs):
         lr = config.lr * curve_lr_factor(first + epoch, config.epochs)
         for group in optimizer.param_groups:
@@ -399,7 +377,7 @@ def train_curve(curve: BezierCurve, train_x: torch.Tensor, train_y: torch.Tensor
             t = float(torch.rand((), generator=generator, dtype=torch.float64))
             params = curve.params_at(t)
             logits = curve.call_with(params, x[idx])
-            ce = F.cross_entropy(logits, y[idx])
+            ce = objective.mean_loss(logits, y[idx])
             penalty = sum(p.pow(2).sum() for p in params.values())
             loss = ce + 0.5 * config.weight_decay * penalty
             # At t = 0 exactly (possible, if rare) γ(t) does not involve the middle point: its gradient is zero
@@ -410,7 +388,7 @@ def train_curve(curve: BezierCurve, train_x: torch.Tensor, train_y: torch.Tensor
                 optimizer.step()
             ce_sum += ce.detach()
             obj_sum += loss.detach()
-            wrong += (logits.detach().argmax(dim=1) != y[idx]).sum()
+            wrong += objective.predictions(y[idx]) - objective.correct(logits.detach(), y[idx])
         mean_ce, mean_obj = float(ce_sum) / steps, float(obj_sum) / steps
         if not (math.isfinite(mean_ce) and math.isfinite(mean_obj)):
             raise CurveDiverged(f"curve training diverged in epoch {epoch + 1}: mean loss {mean_ce}", history)
@@ -419,7 +397,7 @@ def train_curve(curve: BezierCurve, train_x: torch.Tensor, train_y: torch.Tensor
                 "epoch": epoch + 1,
                 "lr": lr,
                 "train_loss": mean_ce,
-                "train_error": 100.0 * float(wrong) / (steps * config.batch_size),
+                "train_error": 100.0 * float(wrong) / (steps * config.batch_size * per_example),
                 "objective": mean_obj,
                 "seconds": time.perf_counter() - start_time,
             }

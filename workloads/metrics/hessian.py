@@ -1,4 +1,5 @@
 """Hessian metrics of the training loss: top eigenvalue λ_max and trace (method.md §3).
+(Over ~400 lines: one estimator with two backends, its stopping rules and their measured accuracy.)
 
 What is measured
     H = ∇²_θ L(θ), L = mean cross-entropy over the given points, θ = all parameters with requires_grad,
@@ -64,10 +65,11 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from workloads import objective
 from workloads.metrics.batchnorm import batchnorm_layers, recompute_batchnorm
+from workloads.models import model_device
 
 # ---- defaults, in one place ------------------------------------------------------------------------------
 EIGEN_TOL = 1e-3  # relative error estimate of λ_max at which Lanczos stops (power iteration: relative change)
@@ -156,13 +158,6 @@ def _batchnorm_recomputed_on(model: nn.Module, inputs: torch.Tensor | None, batc
                     b.copy_(buffers[k])
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    tensor = next(model.parameters(), None)
-    if tensor is None:
-        raise ValueError("model has no parameters")
-    return tensor.device
-
-
 def _trainable(model: nn.Module) -> list[torch.Tensor]:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -204,7 +199,7 @@ class HessianOperator:
         """∇L with create_graph=True, summed over chunks; None where a parameter has no second-order path."""
         total = None
         for x, y, weight in chunks:
-            loss = F.cross_entropy(self.model(x), y) * weight
+            loss = objective.mean_loss(self.model(x), y) * weight
             grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
             total = grads if total is None else [_add(a, b) for a, b in zip(total, grads)]
         # A gradient that does not depend on θ (no grad_fn) has zero Hessian rows: leave it out of products.
@@ -492,12 +487,12 @@ def _pyhessian_backend(model, inputs, targets, opts) -> dict:
     # pyhessian/__init__.py rebinds to that name, not the module whose function we count.)
     ph_module = importlib.import_module("pyhessian.hessian")
 
-    device = _model_device(model)
+    device = model_device(model)
     cuda = device.type == "cuda"
     params = _trainable(model)
     inputs, targets = inputs.to(device), targets.to(device)
     chunked = opts["batch_size"] is not None and opts["batch_size"] < len(inputs)
-    criterion = nn.CrossEntropyLoss()
+    criterion = objective.mean_loss  # what PyHessian calls as criterion(outputs, targets)
     out = {"eigen_iterations": 0, "trace_probes": 0}
     rng_devices = [device] if cuda else []
     with contextlib.ExitStack() as stack:

@@ -1,0 +1,78 @@
+"""The analysis at the end of a run (and of `landscape analyze`), and how its results are shown."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+
+def analysis_out_dir(run_dir: str, out_dir: str | None) -> str | None:
+    """None (the analysis default: RUN_DIR/analysis on the run's own storage, URIs included), or the
+    user's folder or URI."""
+    return out_dir
+
+
+def saved_rules(run_dir: str) -> tuple[dict, str | None]:
+    """(the non-default phase rules of the analysis in RUN_DIR/analysis/phase_rules.json, a note for the
+    user or None): what `landscape analyze --rule` chose, so that a later run or resume of the directory
+    draws its analysis with the same rules instead of silently replacing it with the defaults."""
+    import json
+
+    from analysis.phases import PhaseRules
+    from orchestrator import storage
+
+    uri = storage.join(run_dir, "analysis", "phase_rules.json")
+    try:
+        saved = json.loads(storage.read_bytes(uri).decode())["rules"]
+        rules = PhaseRules.from_mapping(saved)
+    except FileNotFoundError:
+        return {}, None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return {}, f"{uri} cannot be used ({type(exc).__name__}): the analysis uses the default phase rules"
+    chosen = {r["name"]: r["value"] for r in rules.describe() if r["value"] != r["default"]}
+    if not chosen:
+        return {}, None
+    text = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in chosen.items())
+    return chosen, (f"analysis with the phase rules of the earlier analysis ({text}; from {uri}); "
+                    f"`landscape analyze {run_dir}` without --rule draws it with the defaults")
+
+
+def run_analysis(run_dir: str, *, scans: dict | None = None, pairs_expected: bool | None = None) -> None:
+    try:
+        from analysis import api
+    except ImportError:
+        click.echo("  (analysis package not available: skipped)")
+        return
+    rules, note = saved_rules(run_dir)
+    if note:
+        click.echo(f"  note: {note}")
+    try:
+        result = api.analyze_run(run_dir, rules=rules or None, out_dir=analysis_out_dir(run_dir, None), scans=scans,
+                                 pairs_expected=pairs_expected)
+    except Exception as exc:  # the sweep's results are safe; analysis problems must not hide them
+        click.echo(f"  analysis failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}; "
+                   f"retry with `landscape analyze {run_dir}`", err=True)
+        return
+    echo_analysis(result, run_dir)
+
+
+def echo_analysis(result, run_dir: str) -> None:
+    """Where the phase diagram and the report are (analysis.api.AnalysisResult, or anything path-like)."""
+    figures = getattr(result, "figures", None) or {}
+    for name, files in sorted(figures.items()):
+        if name.startswith("phase_map") and isinstance(files, dict) and files.get("png"):
+            click.echo(f"  phase diagram: {files['png']}")
+    report = getattr(result, "report_path", None)
+    if report:
+        click.echo(f"  report: {report}")
+        if str(report).startswith("s3://"):
+            out = getattr(result, "out_dir", None) or report.rsplit("/", 1)[0]
+            click.echo(f"  (fetch with: aws s3 sync {out} ./analysis)")
+    for warning in getattr(result, "warnings", None) or []:  # on stderr, like the sweep's own warnings
+        click.echo(f"warning: {warning}", err=True)
+    if not figures and not report:
+        if isinstance(result, (str, os.PathLike)):
+            click.echo(f"  analysis: {result}")
+        else:
+            click.echo(f"  analysis written under {run_dir}")

@@ -1,0 +1,86 @@
+"""Estimated cost of every job of a sweep: the order of the model jobs, and the weights of the ETA."""
+
+from __future__ import annotations
+
+import functools
+
+from orchestrator.config import SweepConfig, dataset_facts, transformed_train_size
+from orchestrator.jobs import mkey, pkey
+
+
+def order_models(cfg: SweepConfig, todo: list) -> list:
+    """Longest cells first (shorter tail at the end of the sweep), the seeds of a cell together (its pairs
+    become ready early). Costs are rough estimates used only for this order and to weight the ETA."""
+    try:
+        cost = _cost_model(cfg)[0]
+        return sorted(todo, key=lambda k: (-cost(k[0], k[1]), k[0], k[1], k[2]))
+    except Exception:  # ordering is an optimisation: never fail a sweep over it
+        return list(todo)
+
+
+def job_costs(cfg: SweepConfig) -> dict[str, float]:
+    """Job key -> estimated cost of every model and pair job of the grid (model-seconds at the assumed rate
+    below; only the ratios matter: the ETA scales them by the seconds the finished jobs took). Empty when
+    the model cannot be sized (the ETA then weighs every job the same)."""
+    try:
+        model_cost, pair_cost = _cost_model(cfg)
+        cells = {(lv, tv): (model_cost(lv, tv), pair_cost(lv, tv)) for lv in cfg.load.values for tv in cfg.temperature.values}
+    except Exception:  # an estimate: never fail a sweep over it
+        return {}
+    out = {mkey(cfg, lv, tv, s): cells[(lv, tv)][0] for lv, tv, s in cfg.model_keys()}
+    out.update({pkey(cfg, lv, tv, a, b): cells[(lv, tv)][1] for lv, tv, a, b in cfg.pair_keys()})
+    return out
+
+
+# The cost model: seconds at an assumed sustained rate. Wrong in absolute terms on any machine; what it must
+# get roughly right is how jobs of one sweep compare (a wide model at batch 16 against a narrow one at 1024).
+# Fitted to the 144 jobs of a `landscape run demo` on this project's 2-core CPU (2026-12-01, while other
+# processes loaded it; benchmarks/eta.py replays a run's ETA): per training step a fixed cost dominates small
+# models, larger matrix products run faster per flop than small ones (taken as one rate), and a curve step
+# costs about twice a training step's fixed cost (it builds the curve point's weights from three models).
+FLOPS_PER_SECOND = 18e9  # dense layers, fitted (a first guess of 5e9 overweighted wide models 4x)
+STEP_OVERHEAD_S = 1.6e-3  # per SGD step: Python, autograd, optimizer, indexing (fitted; a guess of 2e-4 was 8x low)
+CURVE_STEP_FACTOR = 2.0  # a curve training step's fixed cost, in training steps
+JOB_OVERHEAD_S = 0.7  # per job: data, model build, writing the weights and parts (fitted)
+HESSIAN_PRODUCTS = 50  # Hessian-vector products per model, typical (Lanczos + Hutchinson; capped at 100 + 100)
+
+
+def _cost_model(cfg: SweepConfig):
+    """(model_cost(lv, tv), pair_cost(lv, tv)) for the cells of ``cfg``, in estimated seconds."""
+    from workloads.models import build_model, count_parameters
+
+    full, shape, classes = dataset_facts(cfg.workload.dataset, cfg.workload.data_root)
+    m, c = cfg.metrics, cfg.metrics.curve
+
+    @functools.lru_cache(maxsize=None)
+    def params(width: int) -> int:
+        import torch
+
+        with torch.device("meta"):  # shapes only: no memory, no initialisation (ResNet18 k=128 is 45M params)
+            return count_parameters(build_model(cfg.workload.model, width=width, num_classes=classes,
+                                                input_shape=shape, **cfg.workload.model_args))
+
+    def cell(lv, tv):
+        width = int(lv) if cfg.load.name == "width" else cfg.workload.width
+        batch = int(tv) if cfg.temperature.name == "batch_size" else cfg.training.batch_size
+        return transformed_train_size(cfg, lv, full), batch, params(width)
+
+    def sgd(epochs: int, n: int, batch: int, p: int, step_factor: float = 1.0) -> float:
+        # ~6 flops per parameter and example for a forward and backward pass.
+        return epochs * max(1, n // batch) * (step_factor * STEP_OVERHEAD_S + 6.0 * batch * p / FLOPS_PER_SECOND)
+
+    def evaluation(n: int, p: int) -> float:  # train and test set (~1.25 n), forward only
+        return 2.0 * 1.25 * n * p / FLOPS_PER_SECOND
+
+    def model_cost(lv, tv):
+        n, batch, p = cell(lv, tv)
+        hessian = HESSIAN_PRODUCTS * 12.0 * min(m.hessian_samples, n) * p / FLOPS_PER_SECOND
+        return JOB_OVERHEAD_S + sgd(cfg.training.epochs, n, batch, p) + evaluation(n, p) + hessian
+
+    def pair_cost(lv, tv):
+        n, _, p = cell(lv, tv)
+        # Each t of the grid: BatchNorm statistics recomputed (a pass over the training set) and an evaluation.
+        return (JOB_OVERHEAD_S + sgd(c.epochs, n, c.batch_size, p, CURVE_STEP_FACTOR)
+                + c.points * (evaluation(n, p) + 2.0 * n * p / FLOPS_PER_SECOND))
+
+    return model_cost, pair_cost

@@ -1,0 +1,311 @@
+"""`landscape run` and `landscape resume` after their config is loaded: take the run directory's lock, make
+the plan, start (or join) Ray, run the sweep, report what is done, analyse; stop cleanly on signals."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+
+import click
+
+from orchestrator.analysis_step import run_analysis
+from orchestrator.config import ConfigError
+from orchestrator.exits import EXIT_INCOMPLETE, SweepStopped, _fail, _user_errors
+
+
+@contextlib.contextmanager
+def _stop_signals(got: dict):
+    """While a sweep runs: SIGINT and SIGTERM raise KeyboardInterrupt in the main thread ONCE (``got`` then
+    says which); later ones are ignored while the command stops (a second Ctrl-C used to interrupt Ray's
+    shutdown and print an atexit traceback). Yields a function that installs the handlers again: ray.init
+    replaces SIGTERM's."""
+
+    def handler(signum, frame):
+        if not got:
+            got["signal"] = signum
+            raise KeyboardInterrupt
+
+    def install():
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, handler)
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
+    install()
+    try:
+        yield install
+    finally:
+        for sig, previous in before.items():
+            signal.signal(sig, previous)
+
+
+def execute(cfg, run_dir: str, *, address, analysis: bool, resuming: bool):
+    import dataclasses
+
+    from orchestrator import ray_leftovers, runlock, storage
+    from orchestrator.config import config_warnings
+    from orchestrator.plan import make_plan
+
+    run_dir = storage.normalise_run_dir(run_dir)
+    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, storage=run_dir))
+    errors = _user_errors()
+    lock = runlock.RunLock(run_dir)
+    try:
+        if not resuming:
+            _check_out_dir(cfg, run_dir)  # before the lock: taking it creates the folder and RUN_DIR/.lock
+        lock.acquire()
+        leftover = ray_leftovers.stop_leftover_ray(run_dir)  # of an earlier `landscape` here that was killed
+        _check_saved_config(cfg, run_dir, resuming)
+        plan = make_plan(cfg, run_dir)  # fails fast on incompatible rows, before Ray starts
+        storage.write_bytes(storage.config_uri(run_dir), cfg.to_yaml().encode())
+        info, run_info_note = storage.ensure_run_info(run_dir, cfg.name)
+    except errors as exc:
+        lock.release()
+        _fail(exc)
+    except OSError as exc:
+        lock.release()
+        _fail(ConfigError(f"cannot use run directory {run_dir}: {exc.strerror or exc}"))
+
+    click.echo(f"landscape {cfg.name}: {len(cfg.model_keys())} models, {len(cfg.pair_keys())} pairs -> {run_dir}")
+    for warning in config_warnings(cfg):
+        click.echo(f"warning: {warning}", err=True)
+    if leftover:
+        click.echo(f"  note: stopped {len(leftover)} process(es) left by the local Ray of an earlier, killed run")
+    for note in plan.repaired + ([run_info_note] if run_info_note else []):
+        click.echo(f"  repair: {note}")
+    if resuming or plan.models_done or plan.pairs_done:
+        click.echo(f"  already done: {len(plan.models_done)} models, {len(plan.pairs_done)} pairs; "
+                   f"to do: {len(plan.models_todo)} models, {len(plan.pairs_todo)} pairs")
+    got: dict = {}  # the signal that stopped the sweep
+    try:
+        with _stop_signals(got) as install_handlers:
+            summary, stopped, ray_lost = _sweep(cfg, run_dir, plan, info, address, install_handlers)
+            final = summary.plan_after if summary else plan  # made from the tables after the last round
+            if stopped is None:
+                _report_and_analyse(cfg, run_dir, final, summary, analysis)
+    except KeyboardInterrupt:
+        lock.release()
+        name = "SIGTERM" if got.get("signal") == signal.SIGTERM else None
+        click.echo(f"\ninterrupted{f' ({name})' if name else ''}; continue with: landscape resume {run_dir}", err=True)
+        sys.exit(128 + int(got.get("signal") or signal.SIGINT))
+    finally:
+        lock.release()  # idempotent; also on errors (a second command in this process must find it free)
+    if stopped is not None:
+        message = f"{stopped}; everything finished is kept: continue with `landscape resume {run_dir}`"
+        if ray_lost:
+            # Ray's and Tune's exit handlers talk to the Ray that is gone and would hang the process forever
+            # (measured: Tune's registry cleanup waits on the dead GCS): the lock is released, the rest of
+            # that Ray is stopped, so end here without them.
+            SweepStopped(message).show()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_INCOMPLETE)
+        raise SweepStopped(message)
+    if not final.complete:
+        click.echo(_incomplete_message(cfg, run_dir, final), err=True)
+        sys.exit(EXIT_INCOMPLETE)
+
+
+def _sweep(cfg, run_dir: str, plan, info: dict, address, install_handlers):
+    """Start (or join) Ray and run the sweep's missing jobs. Returns (SweepSummary, or None when nothing was
+    to do; why the sweep had to stop, or None; whether the local Ray died under it). KeyboardInterrupt
+    (Ctrl-C, SIGTERM) propagates."""
+    from orchestrator import ray_env, ray_leftovers, storage
+    from orchestrator.resources import autoscaler_node_types, check_resources
+
+    if plan.complete:
+        click.echo("  nothing to do")
+        return None, None, False
+    errors = _user_errors()
+    local_ray = note = watch = None
+    try:
+        try:
+            local_ray = ray_env.init_ray(address, object_store_mb=cfg.run.object_store_mb)
+            install_handlers()  # ray.init installed its own SIGTERM handler (it ends in "*** SIGTERM received ***")
+            if local_ray is not None and not joins_cluster(address):
+                note = ray_leftovers.remember_local_ray(run_dir, local_ray)  # for stop_leftover_ray if we are killed
+                if note and note.get("raylet_pid"):
+                    watch = ray_leftovers.RayletWatch(note["raylet_pid"])
+            node_types = autoscaler_node_types() if joins_cluster(address) else []
+            resources = check_resources(cfg, node_types=node_types)
+        except errors as exc:
+            _fail(exc)
+        echo_resources(cfg, resources)
+        if resources["cluster"]["nodes"] + len(node_types) > 1 and not storage.is_uri(run_dir):
+            click.echo(f"  note: {run_dir} is a local path on a multi-node cluster: every node must see it "
+                       f"(a shared mount), else use a URI such as s3://BUCKET/PATH")
+        from orchestrator.progress import make_progress
+        from orchestrator.sweep import run_sweep
+
+        try:
+            return run_sweep(cfg, run_dir, run_id=info["run_id"], resources=resources, progress=make_progress(),
+                             plan=plan), None, False
+        except storage.StorageFullError as exc:
+            return None, str(exc), False
+    except KeyboardInterrupt:
+        if watch is not None and watch.died:
+            return None, (f"the local Ray stopped under the sweep: its raylet (pid {watch.raylet_pid}) died "
+                          f"(killed, or out of memory)"), True
+        raise
+    finally:
+        if watch is not None:
+            watch.stop()
+        if watch is not None and watch.died:
+            # A Ray without its raylet cannot shut down cleanly (ray.shutdown waits on it): stop what is left
+            # of our own session instead, and leave Ray's atexit nothing to wait for.
+            session = ray_leftovers.verified_session(note)
+            if session:
+                ray_leftovers.kill_session_processes(session, note["node_id"], note.get("raylet_pid"))
+        else:
+            shutdown_ray()
+        if local_ray is not None and not joins_cluster(address):
+            ray_leftovers.forget_local_ray(run_dir)
+
+
+def _report_and_analyse(cfg, run_dir: str, final, summary, analysis: bool) -> None:
+    """The end of a run: what is done, failed rows, the GPU warning and the analysis, from the tables as the
+    final plan read them (each table once), while the run lock is still held."""
+    models, pairs = final.scans["models"].frame, final.scans["pairs"].frame
+    failed = _failed_rows({"models": models, "pairs": pairs})
+    _warn_gpu_without_cuda(models)
+    took = f" in {summary.seconds:.1f} s" if summary else ""
+    click.echo(f"sweep finished{took}: {len(final.models_done)}/{len(cfg.model_keys())} models, "
+               f"{len(final.pairs_done)}/{len(cfg.pair_keys())} pairs done; tables in {run_dir}/tables")
+    if analysis and final.models_done:
+        run_analysis(run_dir, scans=final.scans, pairs_expected=bool(cfg.pair_keys()))
+    if failed:
+        click.echo(f"{len(failed)} job(s) failed (e.g. {failed[0]}); see `landscape status {run_dir}`", err=True)
+
+
+def _incomplete_message(cfg, run_dir: str, final) -> str:
+    """What is missing at the end of a sweep, in one line."""
+    from orchestrator.jobs import mkey, pkey
+
+    models = [mkey(cfg, *k) for k in final.models_todo]
+    pairs = [pkey(cfg, *k) for k in final.pairs_todo]
+    parts = [f"{len(models)} model(s)" if models else "", f"{len(pairs)} pair(s)" if pairs else ""]
+    example = (models or pairs)[0]
+    return (f"sweep incomplete: {' and '.join(p for p in parts if p)} not done (failed or never finished), "
+            f"e.g. {example}; see `landscape status {run_dir}`, then `landscape resume {run_dir}` to compute them")
+
+
+def _check_out_dir(cfg, run_dir: str) -> None:
+    """`run --out DIR`: DIR must be missing, empty, or a run of this config (which `run` then continues).
+
+    Anything else is somebody's folder: writing config.yaml, run.json and the analysis there would overwrite
+    their files, and a repair would move their Parquet files aside.
+    """
+    from orchestrator import storage
+    from orchestrator.config import parse_config, parse_yaml
+    from orchestrator.ray_leftovers import LOCAL_RAY_NOTE
+
+    fs_kind = _path_kind(run_dir)
+    if fs_kind == "missing":
+        return
+    if fs_kind == "file":
+        raise ConfigError(f"--out {run_dir} is a file, not a folder; choose another --out")
+    # What a `landscape` starting there at this moment may have made already: its lock, its Ray note, the
+    # temporary file of a write under way.
+    entries = [e for e in storage.list_entries(run_dir)
+               if e not in (".lock", LOCAL_RAY_NOTE) and not storage.is_temporary_name(e)]
+    if not entries:
+        return
+    what = ", ".join(entries[:3]) + (" ..." if len(entries) > 3 else "")
+    advice = f"continue a run there with `landscape resume {run_dir}`, or choose another --out"
+    if "config.yaml" not in entries:
+        raise ConfigError(f"--out {run_dir} is not empty ({what}) and is not a landscape run; {advice}")
+    try:
+        saved = parse_config(parse_yaml(storage.read_bytes(storage.config_uri(run_dir)), "config.yaml") or {},
+                             check_data=False)
+    except (ConfigError, OSError) as exc:
+        raise ConfigError(f"--out {run_dir} holds a config.yaml that is not a readable sweep config "
+                          f"({' '.join(str(exc).split())[:160]}); {advice}") from None
+    if saved.name != cfg.name and saved.config_hash() != cfg.config_hash():
+        raise ConfigError(f"--out {run_dir} is a run of another config ({saved.name!r}); {advice}")
+
+
+def _path_kind(uri: str) -> str:
+    import pyarrow.fs as pafs
+
+    from analysis.tables import resolve
+
+    fs, path = resolve(uri)
+    kind = fs.get_file_info(path).type
+    return {pafs.FileType.NotFound: "missing", pafs.FileType.File: "file"}.get(kind, "folder")
+
+
+def _check_saved_config(cfg, run_dir: str, resuming: bool) -> None:
+    """A run dir keeps its training and metric settings: a config changing them must use a new directory."""
+    from orchestrator.config import parse_config, parse_yaml
+    from orchestrator.storage import config_uri, read_bytes
+
+    try:
+        data = read_bytes(config_uri(run_dir))
+    except (FileNotFoundError, OSError):
+        return
+    try:
+        saved = parse_config(parse_yaml(data, config_uri(run_dir)) or {}, check_data=False)
+    except ConfigError:
+        return  # the tables' config hashes still guard the results
+    if saved.config_hash() != cfg.config_hash():
+        diff = _science_diff(saved.science_dict(), cfg.science_dict())
+        raise ConfigError(
+            f"{run_dir} was run with other training/metric settings ({diff}); use a new --out directory, "
+            f"or change only grid values, seeds and resources"
+        )
+
+
+def _science_diff(a: dict, b: dict, prefix: str = "") -> str:
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            d = _science_diff(va, vb, f"{prefix}{key}.")
+            if d:
+                return d
+        elif va != vb:
+            return f"{prefix}{key}: {va!r} in the run, {vb!r} now"
+    return ""
+
+
+def _failed_rows(frames: dict) -> list[str]:
+    """One line per failed row of the models and pairs frames (as a plan's scans read them)."""
+    out = []
+    for table in ("models", "pairs"):
+        df = frames[table]
+        for row in df[df["status"] == "failed"].itertuples(index=False):
+            out.append(f"{table[:-1]} {row.load_name}={row.load_value:g} {row.temperature_name}="
+                       f"{row.temperature_value:g}: {row.error}")
+    return out
+
+
+def joins_cluster(address) -> bool:
+    return bool(address or os.environ.get("RAY_ADDRESS"))
+
+
+def _warn_gpu_without_cuda(models) -> None:
+    """Trials that Ray gave a GPU but that found no CUDA ran on the CPU (sweep._job_device): say so."""
+    fallback = models["device"].dropna().str.startswith("cpu (")
+    if fallback.any():
+        click.echo(f"warning: {int(fallback.sum())} model(s) were given a GPU by Ray but CUDA was not available "
+                   f"in the worker, so they trained on the CPU (see the device column)", err=True)
+
+
+def echo_resources(cfg, plan: dict) -> None:
+    from orchestrator.resources import describe_plan
+
+    for line in describe_plan(cfg, plan):
+        click.echo(f"  {line}")
+
+
+def shutdown_ray() -> None:
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+
+

@@ -1,0 +1,40 @@
+"""How a command ends: exit codes, and bad input as one ``error: ...`` line (exit 2) instead of a traceback."""
+
+from __future__ import annotations
+
+import click
+
+from orchestrator.config import ConfigError
+
+EXIT_BAD_INPUT = 2
+EXIT_INCOMPLETE = 1  # the sweep ended without every result: failed jobs, missing keys, a full disk, a dead Ray
+EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM gives 128 + 15
+
+
+class UserError(click.ClickException):
+    """Printed as ``error: ...`` with exit status 2."""
+
+    exit_code = EXIT_BAD_INPUT
+
+    def show(self, file=None):
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def _user_errors():
+    from analysis.tables import TableError
+    from orchestrator.storage import RunDirError
+    from orchestrator.plan import PlanError
+
+    return (ConfigError, RunDirError, PlanError, TableError)
+
+
+def _fail(exc: Exception):
+    raise UserError(" ".join(str(exc).split()))
+
+
+class SweepStopped(UserError):
+    """The sweep could not go on (the run directory cannot be written, the local Ray died): ``error: ...``,
+    exit status 1; what was finished is kept and `landscape resume` continues."""
+
+    exit_code = EXIT_INCOMPLETE
+

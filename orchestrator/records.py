@@ -1,0 +1,67 @@
+"""Rows the driver writes itself: a model job that kept failing, a pair that cannot be measured; and the
+error text of a failed Tune trial."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+
+from analysis.tables import RunTables
+from orchestrator.faults import writing
+from orchestrator.jobs import mkey, pkey
+from orchestrator.provenance import provenance
+
+
+def _utcnow():
+    return datetime.now(timezone.utc)
+
+
+def write_failed_model(cfg, run_dir, run_id, job, error: str, *, faults: dict | None = None) -> None:
+    """The row of a model job that kept failing; StorageFullError when the run directory cannot be written."""
+    lv, tv, seed = job["load"], job["temperature"], job["seed"]
+    row = {**provenance(run_id, cfg.config_hash()), "load_name": cfg.load.name, "load_value": float(lv),
+           "temperature_name": cfg.temperature.name, "temperature_value": float(tv), "seed": int(seed),
+           "status": "failed", "error": error, "finished_at": _utcnow(), "hessian_backend": cfg.metrics.hessian_backend}
+    key = mkey(cfg, lv, tv, seed)
+    tables = RunTables(run_dir)
+    with writing(tables.part_uri("models", key), faults, key):
+        tables.write_part("models", key, [row])
+
+
+def write_unmeasured_pair(cfg, run_dir, run_id, job, status: str, error: str, *, faults: dict | None = None) -> None:
+    """A pair that cannot be measured (an endpoint diverged or failed, or the job failed); StorageFullError
+    when the run directory cannot be written."""
+    lv, tv, a, b = job["load"], job["temperature"], job["seed_a"], job["seed_b"]
+    now = _utcnow()
+    c = cfg.metrics.curve
+    row = {**provenance(run_id, cfg.config_hash()), "load_name": cfg.load.name, "load_value": float(lv),
+           "temperature_name": cfg.temperature.name, "temperature_value": float(tv), "seed_a": int(a),
+           "seed_b": int(b), "status": status, "error": error, "curve_epochs": c.epochs, "curve_lr": c.lr,
+           "curve_points": c.points, "cka_probe_size": cfg.metrics.cka_probes,
+           "cka_probe_seed": cfg.metrics.cka_probe_seed, "started_at": now, "finished_at": now}
+    tables = RunTables(run_dir)
+    key = pkey(cfg, lv, tv, a, b)
+    with writing(tables.part_uri("pairs", key), faults, key):
+        tables.delete_part("curves", key)
+        tables.write_part("pairs", key, [row])
+
+
+def trial_error_text(trial) -> str:
+    """The last line of a failed trial's traceback ("ValueError: ..."), from Tune's error file."""
+    text = ""
+    try:
+        path = trial.error_file
+        if path and os.path.exists(path):
+            with open(path) as f:
+                text = f.read()
+    except Exception:
+        text = ""
+    if not text:
+        text = str(getattr(trial, "error_msg", "") or "")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    # Tune's file holds "Failure # N ..." headers and full tracebacks; the exception line is the last one
+    # that looks like "SomeError: message".
+    for line in reversed(lines):
+        if ":" in line and not line.startswith(("File ", "Failure #", "Traceback", "^", "~")):
+            return line[:500]
+    return (lines[-1] if lines else "job failed without an error message")[:500]

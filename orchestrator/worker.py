@@ -1,0 +1,195 @@
+"""What a job does in a Tune worker: ``run_job`` is the trainable of the sweep (see orchestrator/sweep.py).
+
+It trains and measures one model, or connects one pair, through workloads/experiment.py; reads and writes
+go through the run directory (storage), so any worker on any node can run any job.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+
+from analysis.tables import RunTables
+from orchestrator import faults as fault_hook
+from orchestrator import storage
+from orchestrator.cells import cell_spec
+from orchestrator.config import SweepConfig
+from orchestrator.faults import writing
+from orchestrator.jobs import DONE_MODEL, DONE_PAIR, STORAGE_ERROR, JobContext, job_key, mkey, pkey
+from orchestrator.provenance import provenance
+from orchestrator.records import write_unmeasured_pair
+
+
+@functools.lru_cache(maxsize=4)
+def _sweep_from_dict_cached(text: str) -> SweepConfig:
+    from orchestrator.config import _build
+
+    return _build(SweepConfig, json.loads(text), "")
+
+
+def _sweep_of(context: JobContext) -> SweepConfig:
+    return _sweep_from_dict_cached(json.dumps(context.sweep, sort_keys=True))
+
+
+def _job_device(cpus: float) -> str:
+    """cuda when Ray gave this job a GPU (Ray sets CUDA_VISIBLE_DEVICES to it), else cpu; threads = CPUs.
+
+    A GPU that Ray accounts for but CUDA cannot use (a declared ``--num-gpus`` on a machine without one,
+    a broken driver) runs the job on the CPU and says so in the ``device`` column ("cpu (...)"), so a
+    sweep that was meant for GPUs never runs on CPUs unnoticed (`landscape run` warns about such rows).
+    """
+    import ray
+    import torch
+
+    torch.set_num_threads(max(1, int(cpus)))
+    gpu_ids = ray.get_gpu_ids()
+    if gpu_ids and torch.cuda.is_available():
+        return "cuda"
+    if gpu_ids:
+        return f"cpu (Ray GPU {','.join(map(str, gpu_ids))} has no CUDA)"
+    return "cpu"
+
+
+def _torch_device(device: str) -> str:
+    """The torch device of a _job_device label ("cpu (...)" -> "cpu")."""
+    return device.split(" ", 1)[0]
+
+
+def _node_id() -> str | None:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    except Exception:
+        return None
+
+
+def run_job(config: dict, context: JobContext) -> None:
+    """The Tune trainable: one model job or one pair job (see the module docstring).
+
+    Reports exactly once: {"kind", "key", "status", "skipped", "wall_seconds", ...}. Exceptions propagate,
+    so Tune retries the job (FailureConfig); the driver records a job that keeps failing as ``failed``.
+    """
+    from ray import tune
+
+    cfg = _sweep_of(context)
+    started = time.perf_counter()
+    try:
+        if config["kind"] == "model":
+            result = _model_job(cfg, context, config)
+        elif config["kind"] == "pair":
+            result = _pair_job(cfg, context, config)
+        else:
+            raise ValueError(f"unknown job kind {config['kind']!r}")
+    except storage.StorageFullError as exc:
+        # Not this job's fault and not worth a retry: the driver stops the sweep (SweepState.fatal).
+        result = {"kind": config["kind"], "key": job_key(cfg, config), "status": STORAGE_ERROR, "skipped": False,
+                  "error": str(exc), "wall_seconds": time.perf_counter() - started}
+    tune.report(result)
+
+
+def _model_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
+    from workloads.experiment import ModelSpec, train_and_measure
+    from workloads.train import ResumeStateError
+
+    started = time.perf_counter()
+    lv, tv, seed = job["load"], job["temperature"], job["seed"]
+    key = mkey(cfg, lv, tv, seed)
+    tables = RunTables(context.run_dir)
+    existing = storage.read_part_row(tables, "models", key)
+    weights = storage.model_uri(context.run_dir, key)
+    if existing and existing.get("config_hash") == context.config_hash and existing.get("status") in DONE_MODEL:
+        if existing["status"] == "diverged" or storage.exists(weights):
+            return {"kind": "model", "key": key, "status": existing["status"], "skipped": True,
+                    "wall_seconds": 0.0, "test_acc": existing.get("test_acc")}
+
+    device = _job_device(cfg.trial_cpu(lv))
+    spec = ModelSpec(cell_spec(cfg, lv, tv), int(seed), _torch_device(device))
+    ckpt = storage.checkpoint_uri(context.run_dir, key)
+    notes = []  # what the user should know about this job although it succeeded
+    resume_state, note = storage.load_checkpoint(ckpt) if cfg.training.checkpoint_every else (None, None)
+    notes += [note] if note else []
+    faults = fault_hook.load(context.faults)
+    fault_hook.log_attempt(faults, key, (resume_state or {}).get("epoch") if isinstance(resume_state, dict) else None)
+    fault_hook.inject(faults, key)
+    # Periodic checkpoints go to the run directory (shared storage on a cluster), so a retried or resumed
+    # job continues on any node from its last checkpoint instead of epoch 0.
+    checkpoint_fn = None
+    if cfg.training.checkpoint_every:
+        def checkpoint_fn(state):
+            with writing(ckpt):
+                storage.save_state(ckpt, state)
+            fault_hook.inject(faults, key, state["epoch"])
+    try:
+        outcome = train_and_measure(spec, checkpoint_fn=checkpoint_fn, resume_state=resume_state)
+    except ResumeStateError as exc:
+        if resume_state is None:
+            raise
+        storage.delete(ckpt)  # a checkpoint of other settings, or not one of ours: start over
+        notes.append(f"checkpoint {ckpt} does not fit this training ({exc}); deleted it, trained from epoch 0")
+        outcome = train_and_measure(spec, checkpoint_fn=checkpoint_fn, resume_state=None)
+    row = {**provenance(context.run_id, context.config_hash), **outcome.row, "node_id": _node_id(), "device": device}
+    if outcome.state_dict is not None:
+        with writing(weights, faults, key):
+            row["weights_sha256"] = storage.save_state(weights, outcome.state_dict)
+        row["model_uri"] = weights
+    with writing(tables.part_uri("models", key), faults, key):
+        tables.write_part("models", key, [row])
+    storage.delete(ckpt)
+    return {"kind": "model", "key": key, "status": row["status"], "skipped": False,
+            "wall_seconds": time.perf_counter() - started, "test_acc": row.get("test_acc"),
+            "train_loss": row.get("train_loss"), "error": row.get("error"), "note": "; ".join(notes) or None}
+
+
+def _pair_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
+    from workloads.experiment import PairSpec, measure_pair
+
+    started = time.perf_counter()
+    lv, tv, a, b = job["load"], job["temperature"], job["seed_a"], job["seed_b"]
+    key = pkey(cfg, lv, tv, a, b)
+    tables = RunTables(context.run_dir)
+    existing = storage.read_part_row(tables, "pairs", key)
+    if existing and existing.get("config_hash") == context.config_hash and existing.get("status") in DONE_PAIR:
+        return {"kind": "pair", "key": key, "status": existing["status"], "skipped": True, "wall_seconds": 0.0,
+                "mode_connectivity": existing.get("mode_connectivity")}
+    faults = fault_hook.load(context.faults)
+    fault_hook.log_attempt(faults, key, None)
+    fault_hook.inject(faults, key)
+    try:
+        state_a = _load_weights(context.run_dir, tables, mkey(cfg, lv, tv, a))
+        state_b = _load_weights(context.run_dir, tables, mkey(cfg, lv, tv, b))
+    except storage.RunDirError as exc:
+        # Not a fault of this worker, so no retry: the pair is failed for now, and the next round of this
+        # run (or a resume) retrains the model whose file is gone and measures the pair again.
+        write_unmeasured_pair(cfg, context.run_dir, context.run_id, job, "failed", str(exc), faults=faults)
+        return {"kind": "pair", "key": key, "status": "failed", "skipped": False, "error": str(exc),
+                "wall_seconds": time.perf_counter() - started}
+    device = _job_device(cfg.pair_resources(lv)["cpu"])
+    outcome = measure_pair(PairSpec(cell_spec(cfg, lv, tv), int(a), int(b), _torch_device(device)), state_a, state_b)
+    prov = provenance(context.run_id, context.config_hash)
+    with writing(tables.part_uri("curves", key), faults, key):
+        if outcome.curve_rows:
+            tables.write_part("curves", key, [{**prov, **r} for r in outcome.curve_rows])
+        else:
+            tables.delete_part("curves", key)
+    # The pairs row is written last: it is what marks the pair as done.
+    with writing(tables.part_uri("pairs", key), faults, key):
+        tables.write_part("pairs", key, [{**prov, **outcome.row, "node_id": _node_id(), "device": device}])
+    return {"kind": "pair", "key": key, "status": outcome.row["status"], "skipped": False,
+            "wall_seconds": time.perf_counter() - started, "mode_connectivity": outcome.row.get("mode_connectivity"),
+            "error": outcome.row.get("error")}
+
+
+def _load_weights(run_dir: str, tables: RunTables, key: str) -> dict:
+    """A model's weights, checked against the content hash of its models row (rows written before hashes
+    have none: not checked). A file that is unreadable or not the bytes its row names is deleted before the
+    error propagates, so that the next plan (this run's next round, or a resume) retrains that model instead
+    of measuring damaged weights (a pair of damaged weights once came out `diverged` with L2 6.7e24)."""
+    uri = storage.model_uri(run_dir, key)
+    row = storage.read_part_row(tables, "models", key) or {}
+    try:
+        return storage.load_state(uri, sha256=row.get("weights_sha256"))
+    except storage.UnreadableFile:
+        storage.delete(uri)
+        raise

@@ -19,6 +19,7 @@ import pandas as pd
 
 from analysis.plot_data import temperature_hot_when_large
 from analysis.tables import format_value
+from workloads import knobs
 
 # A sharp cell whose train loss still fell by more than this fraction over the last tenth of its epochs (the models
 # table's train_loss_drop) was stopped too early; at or below it the loss had levelled off. In pilots on this
@@ -26,12 +27,6 @@ from analysis.tables import format_value
 # between epochs), cells still converging by 0.05..0.4.
 STILL_FALLING = 0.05
 
-_COOLER = {
-    "batch_size": "a larger batch size",
-    "learning_rate": "a smaller learning rate",
-    "lr": "a smaller learning rate",
-    "weight_decay": "a smaller weight decay",
-}
 
 
 @dataclass
@@ -117,7 +112,7 @@ def convergence_findings(cells: pd.DataFrame) -> list[Finding]:
     def where(idx) -> str:
         return _fmt_cells(cells.loc[idx])
 
-    cooler = _COOLER.get(temp, "a lower temperature")
+    cooler = knobs.cooler(temp)
     out = []
     if groups["under-training"]:
         idx = groups["under-training"]
@@ -193,8 +188,7 @@ def practitioner_guidance(cells: pd.DataFrame) -> list[Finding]:
     if len(iv_a):
         hot = _hotness(cells)
         can_heat = bool((hot[(cells["phase"] == "IV-A").to_numpy()] < hot.max()).any())
-        hotter = ("smaller batch sizes" if not temperature_hot_when_large(temp) else f"larger {temp}") if can_heat \
-            else None
+        hotter = knobs.hotter(temp) if can_heat else None
         more = f"larger {load} and {hotter}" if hotter else f"larger {load}"
         out.append(
             Finding(

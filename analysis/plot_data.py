@@ -24,6 +24,7 @@ import pandas as pd
 
 from analysis.phases import PHASES
 from analysis.tables import format_value
+from workloads import knobs
 
 # The authors' colour ranges (method.md section 7).
 PAPER_COLOR_RANGES: dict[str, tuple[float, float]] = {
@@ -73,8 +74,6 @@ PHASE_KEY = {
 }
 MISSING_COLOR = "#d9d9d9"
 
-# Temperature knobs whose *large* values are hot (drawn on top); batch size is hot when small.
-HOT_WHEN_LARGE = {"batch_size": False, "learning_rate": True, "lr": True, "weight_decay": True}
 
 # On a log colour scale a range must be positive: the paper's train-loss range 0-3 starts at this instead (the
 # phase rules' loss_floor_min: below it every loss counts as converged).
@@ -128,8 +127,9 @@ class Grid:
 
 
 def temperature_hot_when_large(temperature_name: str) -> bool:
-    """True when large values of the temperature knob mean more SGD noise (unknown knobs: assumed so)."""
-    return HOT_WHEN_LARGE.get(temperature_name, True)
+    """True when large values of the temperature knob mean more SGD noise, drawn on top (workloads/knobs.py;
+    an unknown knob is assumed so)."""
+    return knobs.hot_when_large(temperature_name)
 
 
 def cell_grid(cells: pd.DataFrame) -> Grid:

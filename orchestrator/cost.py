@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 
-from orchestrator.config import SweepConfig, dataset_facts, transformed_train_size
+from orchestrator.cells import cell_quantities
+from orchestrator.config import SweepConfig, dataset_facts
 from orchestrator.jobs import mkey, pkey
 
 
@@ -49,7 +50,7 @@ def _cost_model(cfg: SweepConfig):
     """(model_cost(lv, tv), pair_cost(lv, tv)) for the cells of ``cfg``, in estimated seconds."""
     from workloads.models import build_model, count_parameters
 
-    full, shape, classes = dataset_facts(cfg.workload.dataset, cfg.workload.data_root)
+    _, shape, classes = dataset_facts(cfg.workload.dataset, cfg.workload.data_root)
     m, c = cfg.metrics, cfg.metrics.curve
 
     @functools.lru_cache(maxsize=None)
@@ -61,9 +62,8 @@ def _cost_model(cfg: SweepConfig):
                                                 input_shape=shape, **cfg.workload.model_args))
 
     def cell(lv, tv):
-        width = int(lv) if cfg.load.name == "width" else cfg.workload.width
-        batch = int(tv) if cfg.temperature.name == "batch_size" else cfg.training.batch_size
-        return transformed_train_size(cfg, lv, full), batch, params(width)
+        width, batch, n = cell_quantities(cfg, lv, tv)  # what the knobs set in the cell
+        return n, batch, params(width)
 
     def sgd(epochs: int, n: int, batch: int, p: int, step_factor: float = 1.0) -> float:
         # ~6 flops per parameter and example for a forward and backward pass.
@@ -74,7 +74,7 @@ def _cost_model(cfg: SweepConfig):
 
     def model_cost(lv, tv):
         n, batch, p = cell(lv, tv)
-        hessian = HESSIAN_PRODUCTS * 12.0 * min(m.hessian_samples, n) * p / FLOPS_PER_SECOND
+        hessian = HESSIAN_PRODUCTS * 12.0 * min(m.hessian.samples, n) * p / FLOPS_PER_SECOND
         return JOB_OVERHEAD_S + sgd(cfg.training.epochs, n, batch, p) + evaluation(n, p) + hessian
 
     def pair_cost(lv, tv):

@@ -27,10 +27,11 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from orchestrator.config import SweepConfig, dataset_facts, transformed_train_size
+from orchestrator.cells import cell_quantities
+from orchestrator.config import SweepConfig, dataset_facts
+from workloads.dataset_facts import DATASET_FACTS
 
-TEST_SIZES = {"mnist1d": 1000, "digits": 360, "cifar10": 10000, "cifar100": 10000, "svhn": 26032,
-              "synthetic-cifar": 10000}
+DEFAULT_TEST_SIZE = 10000  # examples, for a dataset whose test size is not known without loading it
 
 
 @dataclass(frozen=True)
@@ -76,19 +77,12 @@ def forward_flops(model: str, width: int, input_shape: tuple, num_classes: int, 
     return float(counter.get_total_flops())
 
 
-def _cell_values(cfg: SweepConfig, lv, tv) -> tuple[int, int, float]:
-    """(width, batch size, training-set size) of a cell."""
-    full, _, _ = dataset_facts(cfg.workload.dataset, cfg.workload.data_root)
-    width = int(lv) if cfg.load.name == "width" else cfg.workload.width
-    batch = int(tv) if cfg.temperature.name == "batch_size" else cfg.training.batch_size
-    return width, batch, transformed_train_size(cfg, lv, full)
-
-
 def estimate_gpu_hours(cfg: SweepConfig, basis: GpuBasis = DEFAULT_GPU) -> Estimate:
     """GPU-hours of the whole grid of ``cfg`` (every model and every pair, none done yet), run on GPUs."""
     cfg = cfg.with_gpus_available(True)  # resources.gpu: auto -> its GPU share
     _, shape, classes = dataset_facts(cfg.workload.dataset, cfg.workload.data_root)
-    test = TEST_SIZES.get(cfg.workload.dataset, 10000)
+    facts = DATASET_FACTS.get(cfg.workload.dataset)
+    test = facts.test_size if facts else DEFAULT_TEST_SIZE
     args = tuple(sorted(cfg.workload.model_args.items()))
     m, c = cfg.metrics, cfg.metrics.curve
     n_seeds, n_pairs = len(cfg.seeds), len(cfg.seed_pairs())
@@ -97,11 +91,11 @@ def estimate_gpu_hours(cfg: SweepConfig, basis: GpuBasis = DEFAULT_GPU) -> Estim
         share_model = cfg.trial_gpu(lv) or 1.0  # a CPU request is charged as a whole GPU: the estimate is for GPUs
         share_pair = cfg.pair_resources(lv)["gpu"] or 1.0
         for tv in cfg.temperature.values:
-            width, batch, n = _cell_values(cfg, lv, tv)
+            width, batch, n = cell_quantities(cfg, lv, tv)
             fwd = forward_flops(cfg.workload.model, width, tuple(shape), classes, args)
             steps = cfg.training.epochs * (n // batch)
             flops = 3 * fwd * batch * steps + fwd * (n + test)
-            flops += 6 * fwd * min(m.hessian_samples, n) * (m.hessian_eigen_max_iter + m.hessian_trace_max_probes)
+            flops += 6 * fwd * min(m.hessian.samples, n) * (m.hessian.eigen_max_iter + m.hessian.trace_max_probes)
             model_s += n_seeds * (flops / basis.sustained_flops + steps * basis.step_overhead_s * share_model)
             curve_steps = c.epochs * (n // c.batch_size)
             pflops = 3 * fwd * c.batch_size * curve_steps + c.points * fwd * (2 * n + test)

@@ -21,7 +21,7 @@ def write_failed_model(cfg, run_dir, run_id, job, error: str, *, faults: dict | 
     lv, tv, seed = job["load"], job["temperature"], job["seed"]
     row = {**provenance(run_id, cfg.config_hash()), "load_name": cfg.load.name, "load_value": float(lv),
            "temperature_name": cfg.temperature.name, "temperature_value": float(tv), "seed": int(seed),
-           "status": "failed", "error": error, "finished_at": _utcnow(), "hessian_backend": cfg.metrics.hessian_backend}
+           "status": "failed", "error": error, "finished_at": _utcnow(), "hessian_backend": cfg.metrics.hessian.backend}
     key = mkey(cfg, lv, tv, seed)
     tables = RunTables(run_dir)
     with writing(tables.part_uri("models", key), faults, key):
@@ -37,8 +37,8 @@ def write_unmeasured_pair(cfg, run_dir, run_id, job, status: str, error: str, *,
     row = {**provenance(run_id, cfg.config_hash()), "load_name": cfg.load.name, "load_value": float(lv),
            "temperature_name": cfg.temperature.name, "temperature_value": float(tv), "seed_a": int(a),
            "seed_b": int(b), "status": status, "error": error, "curve_epochs": c.epochs, "curve_lr": c.lr,
-           "curve_points": c.points, "cka_probe_size": cfg.metrics.cka_probes,
-           "cka_probe_seed": cfg.metrics.cka_probe_seed, "started_at": now, "finished_at": now}
+           "curve_points": c.points, "cka_probe_size": cfg.metrics.cka.probes,
+           "cka_probe_seed": cfg.metrics.cka.probe_seed, "started_at": now, "finished_at": now}
     tables = RunTables(run_dir)
     key = pkey(cfg, lv, tv, a, b)
     with writing(tables.part_uri("pairs", key), faults, key):

@@ -14,7 +14,7 @@ from analysis.tables import RunTables
 from orchestrator import faults as fault_hook
 from orchestrator import storage
 from orchestrator.cells import cell_spec
-from orchestrator.config import SweepConfig
+from orchestrator.config import SweepConfig, build
 from orchestrator.faults import writing
 from orchestrator.jobs import DONE_MODEL, DONE_PAIR, STORAGE_ERROR, JobContext, job_key, mkey, pkey
 from orchestrator.provenance import provenance
@@ -23,9 +23,7 @@ from orchestrator.records import write_unmeasured_pair
 
 @functools.lru_cache(maxsize=4)
 def _sweep_from_dict_cached(text: str) -> SweepConfig:
-    from orchestrator.config import _build
-
-    return _build(SweepConfig, json.loads(text), "")
+    return build(SweepConfig, json.loads(text), "")
 
 
 def _sweep_of(context: JobContext) -> SweepConfig:

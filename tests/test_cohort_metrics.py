@@ -29,6 +29,7 @@ from workloads.metrics.cohort_hessian import estimate_hessian_cohort
 from workloads.metrics.connectivity import CurveConfig, connect_models
 from workloads.metrics.hessian import estimate_hessian
 from workloads.models import seeded_model
+from workloads.settings import CkaSettings, Workload
 from workloads.train import TrainConfig
 
 from tests.test_cohort import relative_difference
@@ -40,13 +41,14 @@ TIME_COLUMNS = ("train_seconds", "metrics_seconds", "wall_seconds", "finished_at
 
 def tiny_cell(**changes) -> CellSpec:
     """sklearn digits (1437 train / 360 test), MLP width 8, 2 epochs (as tests/test_experiment.py)."""
+    fields = {f.name for f in dataclasses.fields(Workload)}
+    workload = Workload(dataset="digits", model="mlp", **{k: changes.pop(k) for k in list(changes) if k in fields})
     cell = CellSpec(
-        load_name="width", load_value=8, temperature_name="batch_size", temperature_value=64,
-        dataset="digits", model="mlp",
+        load_name="width", load_value=8, temperature_name="batch_size", temperature_value=64, workload=workload,
         training=TrainConfig(epochs=2, lr=0.05, momentum=0.9, weight_decay=5e-4),
         hessian=HessianSettings(samples=300, eigen_max_iter=20, trace_max_probes=10),
-        curve=CurveConfig(epochs=2, lr=0.05, batch_size=64, num_points=5),
-        cka_probes=100,
+        curve=CurveConfig(epochs=2, lr=0.05, batch_size=64, points=5),
+        cka=CkaSettings(probes=100),
     )
     return dataclasses.replace(cell, **changes)
 
@@ -110,7 +112,7 @@ def test_curves_trained_together_equal_connect_models(digits, name, kw, dtype, b
     float64, where only the arithmetic (not kernel rounding amplified by SGD) can make a difference."""
     models = [m.to(dtype) for m in trained_members(name, digits, (0, 1, 2), width=4, **kw)]
     pairs = [(models[0], models[1]), (models[0], models[2]), (models[2], models[1])]
-    base = CurveConfig(epochs=3, lr=0.05, batch_size=128, num_points=3, bn_batch_size=100)  # epoch 3: lr decays
+    base = CurveConfig(epochs=3, lr=0.05, batch_size=128, points=3, bn_batch_size=100)  # epoch 3: lr decays
     configs = [base, dataclasses.replace(base, lr=0.02, seed=3), dataclasses.replace(base, momentum=0.5, seed=1)]
     x, tx = digits.train_x.to(dtype), digits.test_x.to(dtype)
     net = build_cohort_net(models[0], [a.state_dict() for a, _ in pairs], backend)
@@ -130,7 +132,7 @@ def test_curves_trained_together_equal_connect_models(digits, name, kw, dtype, b
 def test_a_diverged_curve_is_frozen_while_the_others_finish(digits):
     models = trained_members("mlp", digits, (0, 1, 2), width=4)
     pairs = [(models[0], models[1]), (models[1], models[2])]
-    ok = CurveConfig(epochs=2, lr=0.05, batch_size=128, num_points=5)
+    ok = CurveConfig(epochs=2, lr=0.05, batch_size=128, points=5)
     configs = [dataclasses.replace(ok, lr=1e6), ok]
     net = build_cohort_net(models[0], [a.state_dict() for a, _ in pairs])
     end_a, end_b = _stacked_ends(pairs)

@@ -198,7 +198,7 @@ def test_set_overrides_dotted_paths_with_yaml_values():
     assert cfg.load.values == (4, 8, 16)
     assert cfg.workload.model_args == {"depth": 3}
     assert cfg.run.storage == "s3://bucket/x"
-    assert cfg.metrics.hessian_batch_size is None
+    assert cfg.metrics.hessian.batch_size is None
 
 
 def test_set_errors_are_clear():

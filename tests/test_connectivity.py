@@ -158,14 +158,14 @@ def test_train_curve_uses_the_configured_epoch_count(schedule, full, floor):
 
 
 def test_curve_config_validation_and_grid():
-    assert CurveConfig(num_points=5).ts().tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert CurveConfig(points=5).ts().tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
     # The default grid contains the authors' 5 points, so their mc can be read off the same curve.
     assert CurveConfig().ts().shape == (9,)
     assert {0.0, 0.25, 0.5, 0.75, 1.0} <= set(CurveConfig().ts().tolist())
     with pytest.raises(ValueError, match="lr_schedule"):
         CurveConfig(lr_schedule="cosine")
-    with pytest.raises(ValueError, match="num_points"):
-        CurveConfig(num_points=1)
+    with pytest.raises(ValueError, match="points"):
+        CurveConfig(points=1)
     with pytest.raises(ValueError, match="lr"):
         CurveConfig(lr=0.0)
 
@@ -321,7 +321,7 @@ def test_endpoints_without_bn_equal_the_models_exactly(trained_pair):
 
 def test_identical_endpoints_give_zero_connectivity():
     model = _sgd(_cnn(1), 30, seed=1)
-    result = connect_models(model, copy.deepcopy(model), *DATA, CurveConfig(epochs=0, num_points=5))
+    result = connect_models(model, copy.deepcopy(model), *DATA, CurveConfig(epochs=0, points=5))
     assert result.status == "ok" and result.mode_connectivity == 0.0 and result.t_star == 0.0
     assert np.all(result.train_error == result.train_error[0])
     curve = BezierCurve(model, model)
@@ -352,7 +352,7 @@ def test_curve_training_lowers_the_loss_in_the_middle(trained_pair):
 
 def test_connect_models_result_and_determinism(trained_pair):
     a, b = trained_pair
-    config = CurveConfig(epochs=2, batch_size=64, num_points=6, seed=4)
+    config = CurveConfig(epochs=2, batch_size=64, points=6, seed=4)
     r1 = connect_models(a, b, *DATA, config)
     data = types.SimpleNamespace(train_x=DATA[0], train_y=DATA[1], test_x=DATA[2], test_y=DATA[3])
     r2 = connect_models(a, b, data, config)  # the Dataset form
@@ -384,7 +384,7 @@ def test_batch_larger_than_training_set_is_an_error(trained_pair):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_connect_models_on_cuda_matches_structure(trained_pair):
     a, b = trained_pair
-    result = connect_models(a, b, *DATA, CurveConfig(epochs=1, batch_size=64, num_points=3, device="cuda"))
+    result = connect_models(a, b, *DATA, CurveConfig(epochs=1, batch_size=64, points=3, device="cuda"))
     assert result.status == "ok" and result.train_error.shape == (3,)
     assert next(a.parameters()).device.type == "cpu"  # the models were not moved
 

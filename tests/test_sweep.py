@@ -12,7 +12,7 @@ import pytest
 
 from analysis.tables import RunTables
 from orchestrator import storage
-from orchestrator.config import ConfigError, _build, SweepConfig, apply_overrides, parse_config
+from orchestrator.config import ConfigError, SweepConfig, apply_overrides, build, parse_config
 from orchestrator.jobs import mkey, pkey
 from orchestrator.plan import make_plan, Plan, PlanError
 from orchestrator.state import SweepState
@@ -111,7 +111,7 @@ def test_rerun_computes_nothing_and_growth_only_new_keys(swept, ray_local, tmp_p
 def test_failed_jobs_are_recorded_and_retried_on_resume(ray_local, tmp_path):
     # Validation would refuse batch 5000 > 1437; bypass it to make the job itself fail.
     raw = tiny_raw(**{"temperature.name": "batch_size", "temperature.values": "[64, 5000]"})
-    cfg = _build(SweepConfig, raw, "")
+    cfg = build(SweepConfig, raw, "")
     run_dir = str(tmp_path / "run")
     summary = sweep(cfg, run_dir, ray_local)
     models = RunTables(run_dir).read("models")
@@ -318,7 +318,7 @@ def test_a_workers_own_error_reaches_the_failed_row(ray_local, tmp_path, monkeyp
 
     monkeypatch.setattr(experiment_state._ExperimentCheckpointManager, "__init__", init)
     raw = tiny_raw(**{"workload.dataset": "mnist1dd", "temperature.values": "[0.05]"})
-    cfg = _build(SweepConfig, raw, "")
+    cfg = build(SweepConfig, raw, "")
     run_dir = str(tmp_path / "run")
     summary = sweep(cfg, run_dir, ray_local)
     models = RunTables(run_dir).read("models")

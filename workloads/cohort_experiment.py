@@ -88,7 +88,7 @@ class CohortPairOutcome(PairOutcome):
 
 def _inputs_key(cell) -> tuple:
     """What decides the training inputs x: the label noise is not in it (it changes y only)."""
-    fraction = float(cell.load_value) if cell.load_name == "train_fraction" else cell.train_fraction
+    fraction = cell.train_fraction  # the axis value or the fixed one (CellSpec.knob_value)
     return (cell.dataset, cell.data_root, fraction, int(cell.data_seed) if fraction is not None else None)
 
 
@@ -99,7 +99,7 @@ def _architecture_key(cell) -> tuple:
 def member_key(spec: ModelSpec) -> str:
     """A model's name in cohort checkpoints: its cell, seed and data recipe (what makes its y and init)."""
     cell = spec.cell
-    noise = float(cell.load_value) if cell.load_name == "label_noise" else cell.label_noise
+    noise = cell.label_noise
     return json.dumps({**cell.keys(), "seed": int(spec.seed), "label_noise": noise, "data": _inputs_key(cell)},
                       sort_keys=True)
 
@@ -114,7 +114,7 @@ def model_cohort_key(spec: ModelSpec) -> tuple:
 def pair_cohort_key(spec: PairSpec) -> tuple:
     """Pairs with equal keys may have their curves trained as one cohort (see the module doc)."""
     cell, curve = spec.cell, spec.cell.curve
-    return (_architecture_key(cell), _inputs_key(cell), curve.epochs, curve.batch_size, curve.num_points,
+    return (_architecture_key(cell), _inputs_key(cell), curve.epochs, curve.batch_size, curve.points,
             curve.bn_batch_size, curve.eval_batch_size, spec.device)
 
 
@@ -158,7 +158,7 @@ def member_datasets(cells: list) -> list[Dataset]:
     cache: dict[tuple, Dataset] = {}
     out = []
     for cell in cells:
-        noise = float(cell.load_value) if cell.load_name == "label_noise" else cell.label_noise
+        noise = cell.label_noise
         recipe = (_inputs_key(cell), noise, int(cell.data_seed))
         if recipe not in cache:
             cache[recipe] = cell.data()
@@ -295,7 +295,7 @@ def measure_pairs_cohort(specs: list[PairSpec], states: list[tuple[dict, dict]],
         seeds.append((seed_a, seed_b))
         model_a = load_trained(cell, seed_a, state_a, ds, device)
         model_b = load_trained(cell, seed_b, state_b, ds, device)
-        probe_key = (int(cell.cka_probes), int(cell.cka_probe_seed))
+        probe_key = (int(cell.cka.probes), int(cell.cka.probe_seed))
         if probe_key not in probe_sets:  # drawn from the shared inputs, once per setting
             probe_sets[probe_key] = mixup_probes(base.train_x, *probe_key)
         probes = probe_sets[probe_key]

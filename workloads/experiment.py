@@ -27,59 +27,38 @@ from datetime import datetime, timezone
 import torch
 from torch import nn
 
-from workloads.data import Dataset, corrupt_labels, load_dataset, subsample_train
+from workloads import knobs
+from workloads.data import Dataset, load_dataset
 from workloads.metrics.cka import cka_or_reason, mixup_probes, softmax_outputs
 from workloads.metrics.connectivity import CurveConfig, connect_models
 from workloads.metrics.distance import l2_distance
 from workloads.metrics.hessian import estimate_hessian
 from workloads.models import count_parameters, seeded_model
-from workloads.train import TrainConfig, evaluate, train
+from workloads.settings import CkaSettings, HessianSettings, TrainConfig, Workload
+from workloads.train import evaluate, train
 
 EVAL_BATCH_SIZE = 1000  # examples per forward pass in evaluation (memory only; no effect on values)
-
-
-@dataclass(frozen=True)
-class HessianSettings:
-    """How the per-model Hessian metrics are measured (see workloads/metrics/hessian.py)."""
-
-    samples: int = 1000  # training points in the loss; all of them when the training set is smaller
-    backend: str = "lanczos"
-    eigen_tol: float = 1e-3
-    eigen_max_iter: int = 100
-    trace_tol: float = 1e-2
-    trace_max_probes: int = 100
-    batch_size: int | None = None
-    seed: int = 0  # which points, and the random vectors
 
 
 @dataclass(frozen=True)
 class CellSpec:
     """Everything shared by the models and pairs of one (load, temperature) cell.
 
-    load_name: width | train_fraction | label_noise; temperature_name: batch_size | learning_rate |
-    weight_decay. ``training`` holds the settings the temperature does not set (its seed and device are
-    replaced per model); ``width`` is the model width unless the load is the width.
+    load_name / temperature_name: knobs of workloads/knobs.py (width | train_fraction | label_noise;
+    batch_size | learning_rate | weight_decay). ``workload``: the dataset, the model and the fixed values of the
+    knobs that are not an axis; ``training``: the settings the temperature does not set (its seed and device
+    are replaced per model); the Hessian, CKA and curve settings as the sweep config declares them.
     """
 
     load_name: str
     load_value: float
     temperature_name: str
     temperature_value: float
-    dataset: str = "mnist1d"
-    data_root: str | None = None
-    model: str = "mlp"
-    model_args: dict = field(default_factory=dict)
-    width: int = 64
-    data_seed: int = 0
-    # Fixed data transforms of every cell when they are not the load (None = none): e.g. 10% noisy labels
-    # on a width x batch grid (paper Fig. 4), or a width x batch grid on a tenth of the data (Fig. 6).
-    train_fraction: float | None = None
-    label_noise: float | None = None
+    workload: Workload = field(default_factory=Workload)
     training: TrainConfig = field(default_factory=TrainConfig)
     hessian: HessianSettings = field(default_factory=HessianSettings)
     curve: CurveConfig = field(default_factory=CurveConfig)
-    cka_probes: int = 768
-    cka_probe_seed: int = 0
+    cka: CkaSettings = field(default_factory=CkaSettings)
 
     def keys(self) -> dict:
         return {
@@ -89,37 +68,44 @@ class CellSpec:
             "temperature_value": float(self.temperature_value),
         }
 
+    # The workload's fields, as the cohort engine and the metrics read them.
+    dataset = property(lambda self: self.workload.dataset)
+    data_root = property(lambda self: self.workload.data_root)
+    model = property(lambda self: self.workload.model)
+    model_args = property(lambda self: self.workload.model_args)
+    data_seed = property(lambda self: self.workload.data_seed)
+
+    def knob_values(self) -> dict:
+        """{knob: value}: the two axes' values and the workload's fixed values of the other load knobs."""
+        return knobs.cell_values(self.load_name, self.load_value, self.temperature_name, self.temperature_value,
+                                 self.workload)
+
+    def knob_value(self, name: str):
+        """The value of one knob in this cell, as the setting it sets takes it (None where a fixed transform
+        is not set)."""
+        value = self.knob_values().get(name)
+        return None if value is None else knobs.knob(name).convert(value)
+
+    # Fixed or axis value of the data knobs (None = not applied), as the cohort engine reads them.
+    train_fraction = property(lambda self: self.knob_value("train_fraction"))
+    label_noise = property(lambda self: self.knob_value("label_noise"))
+
     def model_width(self) -> int:
-        return int(self.load_value) if self.load_name == "width" else int(self.width)
+        return int(knobs.applied(self.knob_values())["model.width"])
 
     def train_config(self, seed: int, device: str) -> TrainConfig:
-        """The training settings of one model: the cell's, with the temperature applied."""
-        changes = {"seed": int(seed), "device": device}
-        if self.temperature_name == "batch_size":
-            changes["batch_size"] = int(self.temperature_value)
-        elif self.temperature_name == "learning_rate":
-            changes["lr"] = float(self.temperature_value)
-        elif self.temperature_name == "weight_decay":
-            changes["weight_decay"] = float(self.temperature_value)
-        else:
-            raise ValueError(f"unknown temperature {self.temperature_name!r}")
-        return dataclasses.replace(self.training, **changes)
+        """The training settings of one model: the cell's, with the temperature (a training knob) applied."""
+        changes = {name: value for (kind, name), value in _targets(self.knob_values()) if kind == "training"}
+        return dataclasses.replace(self.training, **changes, seed=int(seed), device=device)
 
     def data(self) -> Dataset:
-        """The cell's dataset (CPU) with the load transform and the fixed transforms applied.
-
-        The training subset is drawn first, then the labels of that subset are corrupted, both with the
-        cell's ``data_seed``.
-        """
-        if self.load_name not in ("width", "train_fraction", "label_noise"):
-            raise ValueError(f"unknown load {self.load_name!r}")
-        fraction = float(self.load_value) if self.load_name == "train_fraction" else self.train_fraction
-        noise = float(self.load_value) if self.load_name == "label_noise" else self.label_noise
+        """The cell's dataset (CPU) with the data knobs applied in their declaration order (a training subset is
+        drawn first, then its labels corrupted), each with the cell's ``data_seed``."""
         ds = load_dataset(self.dataset, self.data_root)
-        if fraction is not None:
-            ds = subsample_train(ds, float(fraction), self.data_seed)
-        if noise is not None:
-            ds = corrupt_labels(ds, float(noise), self.data_seed)
+        for knob_name, value in self.knob_values().items():
+            spec = knobs.knob(knob_name)
+            if value is not None and spec.target[0] == "data":
+                ds = spec.transform_function()(ds, float(value), self.data_seed)
         return ds
 
     def build_model(self, seed: int, data: Dataset) -> nn.Module:
@@ -128,6 +114,11 @@ class CellSpec:
             self.model, seed, width=self.model_width(), num_classes=data.num_classes,
             input_shape=data.input_shape, **self.model_args,
         )
+
+
+def _targets(values: dict) -> list[tuple[tuple[str, str], float]]:
+    """((kind, name), value) of what the knob values set, e.g. (("training", "batch_size"), 32)."""
+    return [(tuple(sets.split(".", 1)), value) for sets, value in knobs.applied(values).items()]
 
 
 @dataclass(frozen=True)
@@ -317,8 +308,8 @@ def pair_rows(cell: CellSpec, seed_a: int, seed_b: int, curve, cka: tuple, l2: f
         "mode_connectivity": _finite_or_none(curve.mode_connectivity), "t_star": _finite_or_none(curve.t_star),
         "cka": _finite_or_none(cka[0]), "cka_status": cka[1], "l2_distance": _finite_or_none(l2),
         "curve_epochs": int(curve_config.epochs), "curve_lr": float(curve_config.lr),
-        "curve_points": int(curve_config.num_points), "cka_probe_size": int(cell.cka_probes),
-        "cka_probe_seed": int(cell.cka_probe_seed), "device": device, "started_at": started_at,
+        "curve_points": int(curve_config.points), "cka_probe_size": int(cell.cka.probes),
+        "cka_probe_seed": int(cell.cka.probe_seed), "device": device, "started_at": started_at,
     }
     curve_rows = [
         {**keys, "seed_a": seed_a, "seed_b": seed_b, "t": float(t), "train_error": float(e),
@@ -347,7 +338,7 @@ def measure_pair(spec: PairSpec, state_a: dict, state_b: dict) -> PairOutcome:
     model_a = load_trained(cell, seed_a, state_a, data, spec.device)
     model_b = load_trained(cell, seed_b, state_b, data, spec.device)
 
-    probes = mixup_probes(data_dev.train_x, cell.cka_probes, cell.cka_probe_seed)
+    probes = mixup_probes(data_dev.train_x, cell.cka.probes, cell.cka.probe_seed)
     cka, cka_status = cka_or_reason(softmax_outputs(model_a, probes), softmax_outputs(model_b, probes))
     l2 = l2_distance(model_a, model_b)
 

@@ -28,9 +28,8 @@ from workloads import objective
 from workloads.data import Dataset
 from workloads.models import seeded_model  # noqa: F401  (re-exported: build the model under a seed)
 from workloads.objective import evaluate_model
+from workloads.settings import LR_SCALINGS, SCHEDULES, TrainConfig  # noqa: F401  (re-exported: declared there)
 
-SCHEDULES = ("constant", "step")
-LR_SCALINGS = ("none", "linear")
 STEP_AT_FRACTION = 0.75  # "step" schedule: lr x STEP_FACTOR from epoch int(0.75 * epochs) on (authors' code)
 STEP_FACTOR = 0.1
 # Non-finite losses are looked for every this many steps (and at each epoch end): one device sync per
@@ -38,54 +37,6 @@ STEP_FACTOR = 0.1
 DIVERGENCE_CHECK_STEPS = 32
 # Config fields that may differ between a checkpointed run and its resumption (they do not change the math).
 RESUME_MAY_DIFFER = ("device", "checkpoint_every")
-
-
-@dataclass
-class TrainConfig:
-    """Training hyperparameters (defaults: the authors' released setting, method.md section 2).
-
-    epochs: passes over the training set. batch_size: examples per SGD step (never shrunk).
-    lr: learning rate (per step). momentum: SGD heavy-ball momentum. weight_decay: L2 coefficient,
-    applied to all parameters including biases and BatchNorm. schedule: "constant" or "step" (lr x 0.1 from
-    epoch int(0.75 * epochs)). lr_scaling: "none" or "linear" (lr * batch_size / base_batch_size; off by
-    default since it would cancel the batch-size temperature knob). seed: batch order and global RNGs.
-    device: "cpu", "cuda", "cuda:1", ... checkpoint_every: epochs between checkpoint_fn calls (0 = never).
-    """
-
-    epochs: int = 100
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "constant"
-    lr_scaling: str = "none"
-    base_batch_size: int = 128
-    seed: int = 0
-    device: str = "cpu"
-    checkpoint_every: int = 0
-
-    def __post_init__(self):
-        problems = []
-        if self.epochs < 0:
-            problems.append(f"epochs must be >= 0, got {self.epochs}")
-        if self.batch_size < 1:
-            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.base_batch_size < 1:
-            problems.append(f"base_batch_size must be >= 1, got {self.base_batch_size}")
-        if not self.lr > 0:
-            problems.append(f"lr must be > 0, got {self.lr}")
-        if not 0 <= self.momentum < 1:
-            problems.append(f"momentum must be in [0, 1), got {self.momentum}")
-        if not self.weight_decay >= 0:
-            problems.append(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.schedule not in SCHEDULES:
-            problems.append(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.lr_scaling not in LR_SCALINGS:
-            problems.append(f"lr_scaling must be one of {LR_SCALINGS}, got {self.lr_scaling!r}")
-        if self.checkpoint_every < 0:
-            problems.append(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
-        if problems:
-            raise ValueError("invalid TrainConfig: " + "; ".join(problems))
 
 
 @dataclass

@@ -5,19 +5,20 @@ a *temperature* axis (batch size, learning rate or weight decay), the seeds, the
 settings, the resources each job asks for, and where the run lives. Every mistake a user can make in it is
 reported as ONE ConfigError naming the field and the fix, before any cluster is started.
 
-    schema.py    the dataclasses of every section, the grid's keys, the saved form and the config hash
-    build.py     the generic builder: plain dict -> dataclasses with type checks and did-you-mean
-    loading.py   built-ins, YAML files, --set overrides, saved configs of older runs
-    checks.py    semantic validation (ranges, the grid, dataset and model, caps), warnings
+    schema.py    the sections (the workloads' own settings declarations among them), the grid's keys, the
+                 saved form and the config hash
+    build.py     the generic builder: plain dict -> dataclasses, each field's type, parse and check
+    loading.py   built-ins, YAML files, --set overrides, saved configs of older runs (legacy values)
+    checks.py    what no single field says: axes and knobs, the workload, batch sizes, pairs, the grid's size
 
 This package does not import ray. It imports torch only through the workloads registries (did-you-mean of
 dataset and model names) and to check that the model builds with its options.
 """
 
-from orchestrator.config.build import ConfigError, _build
+from orchestrator.config.build import ConfigError, build
 from orchestrator.config.checks import (
-    KNOWN_DATASETS,
     MAX_MODELS,
+    cell_knob_values,
     config_warnings,
     dataset_facts,
     expand_data_root,
@@ -40,21 +41,18 @@ from orchestrator.config.schema import (
     AUTO_GPU,
     CURVE_LR_SCHEDULES,
     AxisConfig,
-    CurveSettings,
     MetricsConfig,
     ResourcesConfig,
     RunSettings,
     SweepConfig,
-    TrainingConfig,
-    WorkloadConfig,
     pairs_per_cell,
     seed_pairs,
 )
 
 __all__ = [
-    "AUTO_GPU", "CURVE_LR_SCHEDULES", "KNOWN_DATASETS", "MAX_MODELS", "AxisConfig", "ConfigError", "CurveSettings",
-    "MetricsConfig", "ResourcesConfig", "RunSettings", "SweepConfig", "TrainingConfig", "WorkloadConfig", "_build",
-    "apply_overrides", "builtin_names", "builtin_path", "config_warnings", "dataset_facts", "describe_builtin",
-    "expand_data_root", "is_saved_form", "load_config", "missing_data_root", "pairs_per_cell", "parse_config",
-    "parse_yaml", "read_raw", "seed_pairs", "transformed_train_size", "validate",
+    "AUTO_GPU", "CURVE_LR_SCHEDULES", "MAX_MODELS", "AxisConfig", "ConfigError", "MetricsConfig", "ResourcesConfig",
+    "RunSettings", "SweepConfig", "apply_overrides", "build", "builtin_names", "builtin_path", "cell_knob_values",
+    "config_warnings", "dataset_facts", "describe_builtin", "expand_data_root", "is_saved_form", "load_config",
+    "missing_data_root", "pairs_per_cell", "parse_config", "parse_yaml", "read_raw", "seed_pairs",
+    "transformed_train_size", "validate",
 ]

@@ -7,19 +7,26 @@ YAML is read with a strict safe loader (no tags, no key twice, bounded size); no
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import importlib.resources
 import json
 import os
-import typing
 from typing import Any
 
 import yaml
 
-from orchestrator.config.build import ConfigError, _build, _json_default, _one_line, _unknown_key_message
+from orchestrator.config.build import (
+    ConfigError,
+    build,
+    json_default,
+    key_type,
+    legacy_values,
+    one_line,
+    section_keys,
+    unknown_key_message,
+)
 from orchestrator.config.checks import validate
-from orchestrator.config.schema import LEGACY_VALUES, SweepConfig
+from orchestrator.config.schema import SweepConfig
 
 # What tells a saved config from a user's: it holds every field of the schema as first released (to_yaml writes
 # them all), which no hand-written config does. Frozen here: fields added since are not required, so saved
@@ -58,16 +65,18 @@ def is_saved_form(raw) -> bool:
 
 
 def with_legacy_values(raw: dict) -> dict:
-    """``raw`` with LEGACY_VALUES filled in where a saved config lacks them (a copy; user configs unchanged)."""
+    """``raw`` with the legacy value of every setting that declares one (workloads.settings ``legacy``) filled in
+    where a saved config lacks it: it was saved before the setting existed (a copy; user configs unchanged)."""
     if not is_saved_form(raw):
         return raw
-    missing = [path for path in LEGACY_VALUES
+    legacy = legacy_values(SweepConfig)
+    missing = [path for path in legacy
                if isinstance(_section(raw, ".".join(path[:-1])), dict) and path[-1] not in _section(raw, ".".join(path[:-1]))]
     if not missing:
         return raw
-    out = json.loads(json.dumps(raw, default=_json_default))
+    out = json.loads(json.dumps(raw, default=json_default))
     for path in missing:
-        _section(out, ".".join(path[:-1]))[path[-1]] = LEGACY_VALUES[path]
+        _section(out, ".".join(path[:-1]))[path[-1]] = legacy[path]
     return out
 
 
@@ -152,7 +161,7 @@ def parse_yaml(data, where: str) -> Any:
     except DuplicateKey as exc:
         raise ConfigError(f"{where}: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: not valid YAML ({_one_line(exc)[:300]})") from None
+        raise ConfigError(f"{where}: not valid YAML ({one_line(exc)[:300]})") from None
     except RecursionError:
         raise ConfigError(f"{where}: nested too deeply to be a sweep config") from None
     _check_size(raw, where)
@@ -190,14 +199,14 @@ def parse_config(raw: dict, *, check_data: bool = True) -> SweepConfig:
     """
     if not isinstance(raw, dict):
         raise ConfigError(f"a sweep config is a mapping, got {type(raw).__name__}")
-    cfg = _build(SweepConfig, with_legacy_values(raw), "")
+    cfg = build(SweepConfig, with_legacy_values(raw), "")
     validate(cfg, check_data=check_data)
     return cfg
 
 
 def apply_overrides(raw: dict, overrides) -> dict:
     """Copy of ``raw`` with every ``dotted.key=value`` set; values are parsed as YAML (``[8, 16]``, ``0.1``, ``null``)."""
-    out = json.loads(json.dumps(raw, default=_json_default)) if raw else {}
+    out = json.loads(json.dumps(raw, default=json_default)) if raw else {}
     for item in overrides or ():
         item = str(item)
         if "=" not in item:
@@ -209,7 +218,7 @@ def apply_overrides(raw: dict, overrides) -> dict:
         try:
             value = yaml.safe_load(text) if text.strip() else ""
         except (yaml.YAMLError, RecursionError) as exc:
-            raise ConfigError(f"--set {_clip(item)}: the value is not valid YAML ({_one_line(exc)[:300]})") from None
+            raise ConfigError(f"--set {_clip(item)}: the value is not valid YAML ({one_line(exc)[:300]})") from None
         _check_path(key)
         node = out
         parts = key.split(".")
@@ -236,18 +245,17 @@ def _check_path(key: str) -> None:
     for part in key.split("."):
         if cls is None:
             return  # inside a free-form dict
-        names = [f.name for f in dataclasses.fields(cls)]
-        if part not in names:
+        known = list(section_keys(cls))
+        if part not in known:
             where = ".".join(done) or "the top level"
-            raise ConfigError(_unknown_key_message(part, names, where, prefix=".".join(done)))
+            raise ConfigError(unknown_key_message(part, known, where, prefix=".".join(done)))
         done.append(part)
-        hint = typing.get_type_hints(cls)[part]
-        cls = hint if dataclasses.is_dataclass(hint) else None
+        cls = key_type(cls, part)
 
 
 
 def describe_builtin(name: str) -> tuple[str, int, int]:
     """(one-line description, models, pairs) of a built-in config, without validation."""
     raw, _ = read_raw(name)
-    cfg = _build(SweepConfig, raw, "")
+    cfg = build(SweepConfig, raw, "")
     return (cfg.description.strip().splitlines() or [""])[0], len(cfg.model_keys()), len(cfg.pair_keys())

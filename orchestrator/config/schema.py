@@ -1,143 +1,145 @@
-"""The sweep config's schema: frozen dataclasses, one per YAML section, and the views derived from them
-(the grid's keys, the resources of a job, the saved YAML form, the config hash).
+"""The sweep config's schema: one dataclass per YAML section, and the views derived from them (the grid's
+keys, the resources of a job, the saved YAML form, the config hash).
 
-Field comments are the documentation of the YAML keys; defaults are the method's.
+Every field is declared once with workloads.settings.setting() (default, documentation, unit, check, legacy
+value). The training, Hessian, CKA, curve and workload sections ARE the workloads' own declarations
+(TrainConfig, HessianSettings, CkaSettings, CurveConfig, Workload): a job hands them to workloads/ as they
+are. The Hessian and CKA settings keep their flat YAML keys (``metrics.hessian_samples``,
+``metrics.cka_probes``) through ``flatten``.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import difflib
 import hashlib
 import json
-from dataclasses import dataclass, field
-from typing import Any, Optional
+import math
+import re
+from dataclasses import dataclass, replace
+from typing import Any
 
 import yaml
 
-LOAD_AXES = ("width", "train_fraction", "label_noise")
-TEMPERATURE_AXES = ("batch_size", "learning_rate", "weight_decay")
+from orchestrator.config.build import ConfigError, as_number, hashed, int_list, number_list, plain, show, string_list
+from workloads.settings import (
+    CURVE_LR_SCHEDULES,
+    CkaSettings,
+    CurveConfig,
+    HessianSettings,
+    TrainConfig,
+    Workload,
+    at_least,
+    at_most,
+    greater_than,
+    optional,
+    setting,
+)
+
 PAIR_MODES = ("auto", "all", "ring")
-SCHEDULES = ("constant", "step")
-LR_SCALINGS = ("none", "linear")
-HESSIAN_BACKENDS = ("lanczos", "pyhessian")
-
-# Fields of the workload added after runs existed: left out of the config hash while unset (None), so the
-# hash of every run made before they existed stays the same.
-OPTIONAL_WORKLOAD_FIELDS = ("train_fraction", "label_noise")
-
-CURVE_LR_SCHEDULES = ("garipov", "garipov-epoch0")  # workloads.metrics.connectivity.CURVE_LR_SCHEDULES
-
-# Settings added after run directories existed, each with the value every run made before it used. A saved
-# config (RUN_DIR/config.yaml, which holds every field) that lacks one was made before it existed and loads
-# with this value; a user's config gets the field's default. The hash leaves a field out while it has this
-# value, so the hash of every run made before the field existed stays the same.
-LEGACY_VALUES = {
-    ("metrics", "curve", "lr_schedule"): "garipov-epoch0",
-}
+AUTO_GPU = "auto"
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}"
 
 
-@dataclass(frozen=True)
-class WorkloadConfig:
-    dataset: str = "mnist1d"  # a workloads.data.DATASETS name
-    data_root: Optional[str] = None  # folder with the dataset's files (image datasets only; never downloaded)
-    model: str = "mlp"  # a workloads.models.MODELS name
-    model_args: dict = field(default_factory=dict)  # model options, e.g. {depth: 2}
-    width: int = 64  # model width when the load axis is not width
-    data_seed: int = 0  # seed of the training subset / label corruption: the same data for every seed of a cell
-    # Fixed data transforms for every cell when they are not the load axis (null = none), e.g. label_noise 0.1
-    # for the paper's width x batch grid on 10% noisy labels, or train_fraction 0.1 for a tenth of the data.
-    train_fraction: Optional[float] = None
-    label_noise: Optional[float] = None
+def name_check(value) -> str | None:
+    """The name becomes part of the default run directory (runs/<name>-<time>) and of the run id."""
+    if not value.strip():
+        return "give the sweep a non-empty name"
+    if not re.fullmatch(NAME_PATTERN, value):
+        return (f"{value!r}: use letters, digits, '.', '_' and '-' (starting with a letter or digit, at most 100 "
+                f"characters); it names the run directory")
+    return None
+
+
+def gpu_request(value, path: str):
+    """``auto`` or a number of GPUs (the parse function of resources.gpu)."""
+    if isinstance(value, str) and value.strip().lower() == AUTO_GPU:
+        return AUTO_GPU
+    number = None if isinstance(value, bool) else as_number(value)
+    if number is None or not math.isfinite(number):
+        hint = f"; did you mean {AUTO_GPU!r}?" if isinstance(value, str) and difflib.get_close_matches(
+            value.lower(), [AUTO_GPU], n=1) else ""
+        raise ConfigError(f"{path} must be auto (GPUs when the cluster has them) or a number of GPUs per trial, "
+                          f"got {show(value)}{hint}")
+    return float(number)
+
+
+def gpu_check(value) -> str | None:
+    """GPUs of one job: >= 0, and whole above one (fractions are for packing)."""
+    if value == AUTO_GPU:
+        return None
+    if value < 0:
+        return f"must be >= 0, got {value}"
+    if value > 1 and not float(value).is_integer():
+        return f"more than one GPU must be a whole number, got {value} (fractions are for packing: <= 1)"
+    return None
+
+
+def auto_share_check(value) -> str | None:
+    if not value > 0:
+        return f"a trial on a GPU cluster needs a GPU share > 0, got {value} (for CPU-only trials set resources.gpu: 0)"
+    return gpu_check(value)
 
 
 @dataclass(frozen=True)
 class AxisConfig:
-    name: str = ""
-    values: tuple = ()
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    epochs: int = 100
-    batch_size: int = 128  # examples; used when temperature is not batch_size
-    lr: float = 0.1  # used when temperature is not learning_rate
-    momentum: float = 0.9
-    weight_decay: float = 5e-4  # used when temperature is not weight_decay
-    schedule: str = "constant"  # constant | step (x0.1 at 75% of the epochs)
-    lr_scaling: str = "none"  # none | linear (lr * batch_size / base_batch_size): off by default, see method.md
-    base_batch_size: int = 128
-    checkpoint_every: int = 0  # epochs between training checkpoints (resume mid-training); 0 = never
-
-
-@dataclass(frozen=True)
-class CurveSettings:
-    epochs: int = 50  # curve training epochs: the dominant pairwise cost; it moves the III/IV boundary
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 128
-    points: int = 9  # size of the evaluation t-grid linspace(0, 1, points); 9 contains the authors' 5 points
-    seed: int = 0
-    # How the lr schedule counts epochs: garipov (from 1, as Garipov's and the authors' code: at 50 epochs 25 at
-    # the full lr, 6 at 1%) | garipov-epoch0 (from 0: this package before 2026-12, 26 and 5)
-    lr_schedule: str = "garipov"
+    name: str = setting("", doc="the knob of this axis (workloads/knobs.py)")
+    values: tuple = setting((), doc="the grid values of the knob", parse=number_list)
 
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    # Training points the Hessian is taken over. The authors used one batch of 200, which is noisy;
-    # 1000 (or the whole set when smaller) is still cheap for small models. Recorded per row.
-    hessian_samples: int = 1000
-    hessian_backend: str = "lanczos"  # lanczos (fast, accuracy-based stopping) | pyhessian (the reference)
-    hessian_eigen_tol: float = 1e-3  # relative accuracy of lambda_max (authors: 1e-3)
-    hessian_eigen_max_iter: int = 100  # cap on Hessian-vector products for lambda_max (authors: 100)
-    hessian_trace_tol: float = 1e-2  # relative standard error of the trace
-    hessian_trace_max_probes: int = 100  # cap on Hutchinson probes (authors: 100)
-    hessian_batch_size: Optional[int] = None  # chunk of the loss for HVPs (memory only); null = all at once
-    hessian_seed: int = 0  # choice of the Hessian points and the random probes
-    cka_probes: int = 768  # mixup inputs per cell (authors: 768)
-    cka_probe_seed: int = 0
-    curve: CurveSettings = field(default_factory=CurveSettings)
-    pairs: Any = "auto"  # auto (all pairs for <= 3 seeds, else a ring) | all | ring | [[a, b], ...]
-
-
-AUTO_GPU = "auto"
+    hessian: HessianSettings = setting(factory=HessianSettings, flatten="hessian_", doc="metrics.hessian_*")
+    cka: CkaSettings = setting(factory=CkaSettings, flatten="cka_", doc="metrics.cka_*")
+    curve: CurveConfig = setting(factory=CurveConfig, doc="the Bezier curve of every pair")
+    pairs: Any = setting("auto", doc="auto (all pairs for <= 3 seeds, else a ring) | all | ring | [[a, b], ...]",
+                         hashed=False)
+    # Metrics beyond the built-ins: the package's own (workloads/metrics/extra/) are always computed; these
+    # name plug-ins ('module:NAME' of a MetricSpec, or an entry point of landscape.metrics). A metric does not
+    # change the other values of a row, so it is not part of the config hash.
+    extra: tuple = setting((), doc="plug-in metrics to compute as well", parse=string_list, hashed=False, legacy=())
 
 
 @dataclass(frozen=True)
 class ResourcesConfig:
-    cpu: float = 1.0  # CPUs per training trial
-    # GPUs per training trial: "auto" (GPUs when the Ray cluster has any, else CPUs only; decided after Ray
-    # starts, on every run and resume) or a number, which is a requirement (a CPU-only cluster refuses it).
-    # Fractions pack trials: 0.25 = four per GPU.
-    gpu: Any = AUTO_GPU
-    auto_gpu_share: float = 0.25  # GPUs per trial when gpu is auto and the cluster has GPUs
-    gpu_by_load: dict = field(default_factory=dict)  # load value -> GPUs, overrides gpu (e.g. by width)
-    cpu_by_load: dict = field(default_factory=dict)  # load value -> CPUs, overrides cpu
-    pair_cpu: Optional[float] = None  # CPUs per pair job (default: cpu)
-    pair_gpu: Optional[float] = None  # GPUs per pair job (default: the trial's GPUs at that load)
+    cpu: float = setting(1.0, doc="CPUs per training trial", check=greater_than(0))
+    # "auto": GPUs when the Ray cluster has any, else CPUs only (decided after Ray starts, on every run and
+    # resume); a number is a requirement (a CPU-only cluster refuses it). Fractions pack trials: 0.25 = 4 per GPU.
+    gpu: Any = setting(AUTO_GPU, doc="GPUs per training trial: auto or a number", parse=gpu_request,
+                       check=gpu_check)
+    auto_gpu_share: float = setting(0.25, doc="GPUs per trial when gpu is auto and the cluster has GPUs",
+                                    check=auto_share_check)
+    gpu_by_load: dict = setting(factory=dict, doc="load value -> GPUs, overrides gpu (e.g. by width)")
+    cpu_by_load: dict = setting(factory=dict, doc="load value -> CPUs, overrides cpu")
+    pair_cpu: float | None = setting(None, doc="CPUs per pair job (default: cpu)", check=optional(greater_than(0)))
+    pair_gpu: float | None = setting(None, doc="GPUs per pair job (default: the trial's GPUs at that load)",
+                                     check=optional(gpu_check))
 
 
 @dataclass(frozen=True)
 class RunSettings:
-    storage: Optional[str] = None  # run directory: a path or a URI (s3://...); default runs/<name>-<time>
-    max_concurrent: Optional[int] = None  # jobs (trials + pairs) at once; default: what the cluster fits
-    max_failures: int = 2  # retries of a job whose process dies or raises, before it is recorded as failed
-    object_store_mb: int = 256  # object store of a local Ray (models travel through storage, not Ray)
+    storage: str | None = setting(None, doc="run directory: a path or a URI (s3://...); default runs/<name>-<time>")
+    max_concurrent: int | None = setting(None, doc="jobs (trials + pairs) at once; default: what the cluster fits",
+                                         check=optional(at_least(1, "or null (automatic)")))
+    max_failures: int = setting(2, doc="retries of a job whose process dies or raises, before it is recorded as failed",
+                                check=(at_least(0), at_most(100, "a job that failed 100 times will fail again")))
+    object_store_mb: int = setting(256, doc="object store of a local Ray (models travel through storage, not Ray)",
+                                   unit="MB", check=(at_least(80, "(Ray needs at least 80 MB of object store)"),
+                                                     at_most(1_000_000, "1 TB; trained weights travel through the "
+                                                                        "run directory, not Ray")))
 
 
 @dataclass(frozen=True)
 class SweepConfig:
-    name: str = "sweep"
-    description: str = ""
-    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
-    load: AxisConfig = field(default_factory=AxisConfig)
-    temperature: AxisConfig = field(default_factory=AxisConfig)
-    seeds: tuple = (0, 1, 2)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)
-    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
-    run: RunSettings = field(default_factory=RunSettings)
+    name: str = setting("sweep", doc="names the run directory and the run id", check=name_check)
+    description: str = setting("")
+    workload: Workload = setting(factory=Workload)
+    load: AxisConfig = setting(factory=AxisConfig)
+    temperature: AxisConfig = setting(factory=AxisConfig)
+    seeds: tuple = setting((0, 1, 2), doc="model seeds (initialisation and batch order)", parse=int_list)
+    training: TrainConfig = setting(factory=TrainConfig)
+    metrics: MetricsConfig = setting(factory=MetricsConfig)
+    resources: ResourcesConfig = setting(factory=ResourcesConfig)
+    run: RunSettings = setting(factory=RunSettings)
 
     # -- derived views -------------------------------------------------------------------------------
 
@@ -167,8 +169,8 @@ class SweepConfig:
         if not self.gpu_is_auto:
             return self
         if cluster_has_gpus:
-            return dataclasses.replace(self, resources=dataclasses.replace(r, gpu=float(r.auto_gpu_share)))
-        return dataclasses.replace(self, resources=dataclasses.replace(r, gpu=0.0, gpu_by_load={}, pair_gpu=None))
+            return replace(self, resources=replace(r, gpu=float(r.auto_gpu_share)))
+        return replace(self, resources=replace(r, gpu=0.0, gpu_by_load={}, pair_gpu=None))
 
     def trial_gpu(self, load_value: float) -> float:
         if self.gpu_is_auto:
@@ -190,32 +192,23 @@ class SweepConfig:
         return {"cpu": cpu, "gpu": gpu}
 
     def to_dict(self) -> dict:
-        return _to_plain(self)
+        """Every field, in the layout the YAML has (what RUN_DIR/config.yaml holds)."""
+        return plain(self)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=110)
 
     def science_dict(self) -> dict:
-        """The settings that determine the value of a row (not which rows exist, nor where they run)."""
-        d = self.to_dict()
-        workload = {k: v for k, v in d["workload"].items() if not (k in OPTIONAL_WORKLOAD_FIELDS and v is None)}
-        science = {
-            "workload": workload,
-            "load_name": d["load"]["name"],
-            "temperature_name": d["temperature"]["name"],
-            # How often a training is checkpointed does not change its result (resume is bit-exact), so a
-            # run may change it on resume (e.g. more often on spot workers).
-            "training": {k: v for k, v in d["training"].items() if k != "checkpoint_every"},
-            "metrics": {k: v for k, v in d["metrics"].items() if k != "pairs"},
+        """The settings that determine the value of a row (not which rows exist, nor where they run): the
+        workload, the knob names, the training and metric settings, less what does not change a result
+        (``hashed=False``: checkpoint_every, pairs, extra metrics) and less settings at their legacy value."""
+        return {
+            "workload": hashed(self.workload),
+            "load_name": self.load.name,
+            "temperature_name": self.temperature.name,
+            "training": hashed(self.training),
+            "metrics": hashed(self.metrics),
         }
-        for path, legacy in LEGACY_VALUES.items():
-            *parents, leaf = path
-            node = science
-            for part in parents:
-                node = node.get(part) if isinstance(node, dict) else None
-            if isinstance(node, dict) and node.get(leaf) == legacy:
-                del node[leaf]
-        return science
 
     def config_hash(self) -> str:
         """sha256 prefix of :meth:`science_dict`.
@@ -256,13 +249,5 @@ def pairs_per_cell(mode, n_seeds: int) -> int:
     return len({(min(a, b), max(a, b)) for a, b in mode})
 
 
-
-def _to_plain(obj):
-    if dataclasses.is_dataclass(obj):
-        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (list, tuple)):
-        return [_to_plain(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: _to_plain(v) for k, v in obj.items()}
-    return obj
-
+__all__ = ["AUTO_GPU", "CURVE_LR_SCHEDULES", "PAIR_MODES", "AxisConfig", "MetricsConfig", "ResourcesConfig",
+           "RunSettings", "SweepConfig", "gpu_request", "pairs_per_cell", "seed_pairs"]

@@ -32,7 +32,7 @@ from workloads.metrics.connectivity import (
     CurveResult,
     bezier_coefficients,
     curve_lr_factor,
-    mode_connectivity,
+    curve_mode_connectivity,
 )
 
 
@@ -40,7 +40,7 @@ def check_curve_configs(configs: list[CurveConfig], n: int) -> None:
     """ValueError unless the pairs can share a cohort: same epochs, batch size, t-grid, device, B <= n."""
     if not configs:
         raise ValueError("a curve cohort needs at least one pair")
-    for key in ("epochs", "batch_size", "num_points", "device", "bn_batch_size", "eval_batch_size"):
+    for key in ("epochs", "batch_size", "points", "device", "bn_batch_size", "eval_batch_size"):
         values = sorted({str(getattr(c, key)) for c in configs})
         if len(values) > 1:
             raise ValueError(f"curve cohort members must share {key}; got {values}")
@@ -219,7 +219,7 @@ def connect_cohort(net: CohortNet, end_a: dict, end_b: dict, train_x, train_y, t
                                    mode_connectivity=None, t_star=None, history=history, status="diverged",
                                    error=error, seconds=seconds, config=config))
             continue
-        mc, t_star = mode_connectivity(curve["t"], curve["train_error"])
+        mc, t_star = curve_mode_connectivity(curve, config)
         out.append(CurveResult(ts=curve["t"], train_error=curve["train_error"], train_loss=curve["train_loss"],
                                test_error=curve["test_error"], test_loss=curve["test_loss"], mode_connectivity=mc,
                                t_star=t_star, history=history, status="ok", error=None, seconds=seconds,

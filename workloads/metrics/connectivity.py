@@ -38,6 +38,7 @@ from torch.func import functional_call
 from workloads import objective
 from workloads.metrics.batchnorm import batchnorm_layers, recompute_batchnorm
 from workloads.objective import evaluate_model
+from workloads.settings import CURVE_LR_SCHEDULES, CurveConfig  # noqa: F401  (re-exported: declared there)
 
 # Two deviations |ē − e(t)| closer than this (percentage points) are a tie, and the first t wins. Needed because
 # the two endpoints always tie exactly in real arithmetic (ē − e(0) = −(ē − e(1))), but not always in floats.
@@ -77,6 +78,12 @@ def mode_connectivity(ts, errors) -> tuple[float, float]:
     size = np.abs(dev)
     i = int(np.flatnonzero(size >= size.max() - _TIE_ATOL)[0])
     return float(dev[i]), float(t[i])
+
+
+def curve_mode_connectivity(curves: dict, config: CurveConfig) -> tuple[float, float]:
+    """(mc, t*) of an evaluated curve (``evaluate_curve``'s arrays): on the train error in percentage points, or,
+    with ``config.mc_on == "loss"``, on the train loss in nats (the paper's choice for translation, App. D.4)."""
+    return mode_connectivity(curves["t"], curves["train_loss" if config.mc_on == "loss" else "train_error"])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -263,53 +270,6 @@ def evaluate_curve(
 # Training
 
 
-# How curve_lr_factor counts the epochs of a curve training: the number the first epoch gets.
-#   garipov         1, as Garipov et al.'s train.py and the authors' Mode_connectivity.py (a loop
-#                   `for epoch in range(1, epochs + 1)`): at 50 epochs, 25 epochs at the full lr and 6 at 1%.
-#   garipov-epoch0  0: what this package did before the field existed (26 full, 5 at 1%); kept so that runs
-#                   made then are still described by their config.
-CURVE_LR_SCHEDULES = {"garipov": 1, "garipov-epoch0": 0}
-
-
-@dataclass
-class CurveConfig:
-    """Curve training and evaluation settings. Defaults are the authors' (Garipov et al.; Yang et al. code)
-    except num_points: 9 points (spacing 1/8) contain the authors' 5-point grid {0, .25, .5, .75, 1}, so their mc
-    can be read off the same curve, at twice their resolution and with fewer evaluations than the former 11-point grid."""
-
-    epochs: int = 50  # passes over the training set
-    lr: float = 0.01  # base SGD learning rate, see curve_lr_factor for the schedule
-    momentum: float = 0.9
-    weight_decay: float = 5e-4  # as 0.5·wd·||γ(t)||² in the loss, on all curve-point parameters
-    batch_size: int = 128  # examples; never shrunk (ValueError if larger than the training set)
-    num_points: int = 9  # size of the evaluation t-grid linspace(0, 1, num_points)
-    seed: int = 0  # minibatch order and the t draws
-    lr_schedule: str = "garipov"  # how the epochs of the lr schedule are counted: see CURVE_LR_SCHEDULES
-    device: str = "cpu"
-    bn_batch_size: int = 128  # examples per batch of the BatchNorm recompute pass at each evaluated t
-    eval_batch_size: int = 1000  # examples per forward pass when evaluating (memory only, no effect on results)
-
-    def __post_init__(self):
-        if self.epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ValueError("batch sizes must be >= 1")
-        if self.num_points < 2:
-            raise ValueError(f"num_points must be >= 2 (the grid must contain t=0 and t=1), got {self.num_points}")
-        if self.lr_schedule not in CURVE_LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {list(CURVE_LR_SCHEDULES)}, got {self.lr_schedule!r}")
-
-    def ts(self) -> np.ndarray:
-        """The evaluation grid, (num_points,), from 0 to 1 inclusive."""
-        return np.linspace(0.0, 1.0, self.num_points)
-
-
 def curve_lr_factor(epoch: int, epochs: int) -> float:
     """Multiplier of the base lr in the epoch numbered `epoch` of `epochs`, as in Garipov et al.'s curve training:
     1 while epoch/epochs <= 0.5, then linear down to 0.01 at epoch/epochs = 0.9, then 0.01.
@@ -411,7 +371,7 @@ def train_curve(curve: BezierCurve, train_x: torch.Tensor, train_y: torch.Tensor
 
 @dataclass
 class CurveResult:
-    """One connected pair. Arrays have shape (num_points,), or (0,) when status is "diverged"."""
+    """One connected pair. Arrays have shape (points,), or (0,) when status is "diverged"."""
 
     ts: np.ndarray
     train_error: np.ndarray  # percent
@@ -469,7 +429,7 @@ def connect_models(
         curve, train_x.to(device), train_y.to(device), test_x.to(device), test_y.to(device), config.ts(),
         bn_batch_size=config.bn_batch_size, bn_seed=config.seed, eval_batch_size=config.eval_batch_size,
     )
-    mc, t_star = mode_connectivity(curves["t"], curves["train_error"])
+    mc, t_star = curve_mode_connectivity(curves, config)
     return CurveResult(
         ts=curves["t"], train_error=curves["train_error"], train_loss=curves["train_loss"],
         test_error=curves["test_error"], test_loss=curves["test_loss"], mode_connectivity=mc, t_star=t_star,

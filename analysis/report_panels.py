@@ -126,17 +126,17 @@ def heatmap_tip(data: HeatmapData, i: int, j: int) -> str:
             lines.append("not drawn: a log colour scale cannot show values ≤ 0")
     s = data.spread
     if s is not None:
-        n = int(s.count[i, j])
-        members = s.members if n != 1 else s.members[:-1]
-        std = s.std[i, j]
-        spread = f"std {format(float(std), TOOLTIP_SPREAD_FORMAT)}" if np.isfinite(std) else "no spread"
+        n, std = int(s.count[i, j]), s.std[i, j]
+        if n == 1 or (n > 1 and not np.isfinite(std)):
+            spread = f"from {n} {s.members if n > 1 else s.members[:-1]} (no spread)"
+        else:
+            spread = f"std {format(float(std), TOOLTIP_SPREAD_FORMAT)} over {n} {s.members}"
         if n == 0:
             lines.append(f"no {s.members} with a value")
         elif s.column != data.metric:  # a log panel: the mean it is the log of, and that mean's spread
-            lines.append(f"{s.column}: mean {format(float(s.mean[i, j]), TOOLTIP_VALUE_FORMAT)}, {spread} "
-                         f"over {n} {members}")
+            lines.append(f"{s.column}: mean {format(float(s.mean[i, j]), TOOLTIP_VALUE_FORMAT)}, {spread}")
         else:
-            lines.append(f"{spread} over {n} {members}")
+            lines.append(spread)
     return "\n".join(lines)
 
 

@@ -257,3 +257,17 @@ def test_a_run_with_two_diagrams_gets_two_explorable_sections(tmp_path):
     ids = re.findall(r'\sid="([^"]+)"', text)
     assert len(ids) == len(set(ids))  # colour-bar gradients and the tooltip: unique on the page
     assert set(re.findall(r'data-cell="(d\d+)-\d+-\d+"', text)) == {"d0", "d1"}
+
+
+def test_tooltips_say_how_many_members_a_value_averages(analysed):
+    from analysis.plot_data import heatmap_data
+    from analysis.report_panels import heatmap_tip
+
+    cells = analysed.cells.copy()
+    one = (cells.load_value == 64) & (cells.temperature_value == 16)
+    cells.loc[one, ["cka_n", "cka_std"]] = [1, float("nan")]  # a cell whose CKA comes from one pair
+    data = heatmap_data(cells, "cka")
+    assert heatmap_tip(data, 0, 3).splitlines() == [
+        "width 64 · batch_size 16", f"CKA similarity: {cells[one].cka.iloc[0]:.4g}", "from 1 pair (no spread)"]
+    # width 64, batch 32: the pairs' CKA 0.58 + (-0.01, 0, 0.01) (tests/analysis_synthetic.py): std 0.01
+    assert heatmap_tip(data, 1, 3).splitlines()[-1] == "std 0.01 over 3 pairs"

@@ -40,6 +40,7 @@ from workloads.experiment import (
     _now,
     hessian_points,
     load_trained,
+    train_loss_drop,
 )
 from workloads.metrics.cka import cka_or_reason, mixup_probes, softmax_outputs
 from workloads.metrics.cohort_curves import connect_cohort
@@ -113,7 +114,7 @@ def pair_cohort_key(spec: PairSpec) -> tuple:
     """Pairs with equal keys may have their curves trained as one cohort (see the module doc)."""
     cell, curve = spec.cell, spec.cell.curve
     return (_architecture_key(cell), _inputs_key(cell), curve.epochs, curve.batch_size, curve.num_points,
-            curve.bn_batch_size, curve.eval_batch_size, spec.device)
+            curve.lr_schedule, curve.bn_batch_size, curve.eval_batch_size, spec.device)
 
 
 def _plan(specs: list, key, max_size: int | None) -> list[list]:
@@ -263,6 +264,7 @@ def _model_row(spec, cell, ds, model, result, i: int, measured, stacked) -> tupl
         "train_size": int(ds.train_size),
         "label_noise_realised": float(ds.info.get("label_noise_realised", 0.0)),
         "epochs_completed": int(result.epochs_completed[i]),
+        "train_loss_drop": train_loss_drop(result.histories[i]) if result.statuses[i] == "ok" else None,
         "hessian_backend": cell.hessian.backend,
         "device": spec.device,
         **dict.fromkeys(("train_loss", "train_acc", "test_loss", "test_acc", "hessian_top_eigenvalue",

@@ -25,14 +25,21 @@ import torch
 
 from workloads.cohort_net import CohortNet
 from workloads.cohort_train import CohortSGD, member_losses
-from workloads.metrics.connectivity import CurveConfig, CurveResult, bezier_coefficients, curve_lr_factor, mode_connectivity
+from workloads.metrics.connectivity import (
+    CURVE_LR_SCHEDULES,
+    CurveConfig,
+    CurveResult,
+    bezier_coefficients,
+    curve_lr_factor,
+    mode_connectivity,
+)
 
 
 def check_curve_configs(configs: list[CurveConfig], n: int) -> None:
     """ValueError unless the pairs can share a cohort: same epochs, batch size, t-grid, device, B <= n."""
     if not configs:
         raise ValueError("a curve cohort needs at least one pair")
-    for key in ("epochs", "batch_size", "num_points", "device", "bn_batch_size", "eval_batch_size"):
+    for key in ("epochs", "batch_size", "num_points", "lr_schedule", "device", "bn_batch_size", "eval_batch_size"):
         values = sorted({str(getattr(c, key)) for c in configs})
         if len(values) > 1:
             raise ValueError(f"curve cohort members must share {key}; got {values}")
@@ -85,7 +92,7 @@ def train_curves(net: CohortNet, end_a: dict, end_b: dict, train_x: torch.Tensor
     for epoch in range(epochs):
         if all(e is not None for e in errors):
             break
-        lrs = [c.lr * curve_lr_factor(epoch, c.epochs) for c in configs]
+        lrs = [c.lr * curve_lr_factor(CURVE_LR_SCHEDULES[c.lr_schedule] + epoch, c.epochs) for c in configs]
         sgd.set_lr(lrs)
         orders, ts = [], []
         for g in generators:  # per pair: the permutation first, then one t per step (train_curve's order)

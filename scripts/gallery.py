@@ -54,23 +54,46 @@ def reduced_overrides(name: str) -> list[str]:
             "metrics.hessian_eigen_max_iter=10", "metrics.hessian_trace_max_probes=5", "metrics.cka_probes=64"]
 
 
+RUN_RECORD = "gallery.json"  # in each run directory: how its `landscape run` went, for later --reuse
+
+
 def run_config(name: str, run_dir: str, overrides: list[str], reuse: bool) -> dict:
-    """Run (or, with ``reuse``, re-analyse) one config; returns what gallery.md reports about the run."""
-    load_before = os.getloadavg()[0]
-    started = time.monotonic()
+    """Run (or, with ``reuse``, re-analyse) one config; returns what gallery.md reports about the run.
+
+    A fresh run writes RUN_DIR/gallery.json (wall time, load, command, end time); --reuse reports that record,
+    so that re-generating the page keeps each run's own time rather than the time of the re-analysis."""
+    record_path = os.path.join(run_dir, RUN_RECORD)
     if reuse and os.path.exists(os.path.join(run_dir, "config.yaml")):
         cmd = landscape_cmd() + ["analyze", run_dir]
-    else:
-        if os.path.exists(run_dir):
-            shutil.rmtree(run_dir)
-        cmd = landscape_cmd() + ["run", name, "--out", run_dir] + [a for kv in overrides for a in ("--set", kv)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+        if not os.path.exists(record_path):
+            raise RuntimeError(f"{run_dir} has no {RUN_RECORD} (not made by this script); run it without --reuse")
+        with open(record_path, encoding="utf-8") as fh:
+            info = json.load(fh)
+        return {**info, "run_dir": run_dir, "reused": True, "finished": dt.datetime.fromisoformat(info["finished"])}
+    if os.path.exists(run_dir):
+        shutil.rmtree(run_dir)
+    cmd = landscape_cmd() + ["run", name, "--out", run_dir] + [a for kv in overrides for a in ("--set", kv)]
+    load_before = os.getloadavg()[0]
+    started = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.monotonic() - started
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    return {"name": name, "run_dir": run_dir, "wall_seconds": wall, "command": cmd[1:],
-            "load_before": load_before, "load_after": os.getloadavg()[0], "reused": cmd[1] == "analyze",
-            "finished": dt.datetime.now(dt.timezone.utc)}
+    info = {"name": name, "wall_seconds": wall, "command": cmd[1:], "load_before": load_before,
+            "load_after": os.getloadavg()[0], "finished": dt.datetime.now(dt.timezone.utc).isoformat()}
+    with open(record_path, "w", encoding="utf-8") as fh:
+        json.dump(info, fh, indent=1)
+    return {**info, "run_dir": run_dir, "reused": False, "finished": dt.datetime.fromisoformat(info["finished"])}
+
+
+def load_note(info: dict) -> str:
+    if info.get("load_before") is None:
+        return "load average not recorded"
+    return (f"1-minute load average {info['load_before']:.1f} before and {info['load_after']:.1f} after on this "
+            "2-core machine (above 2: other work shared the cores, so the time is an upper bound)")
 
 
 def claims_table(claims: list[dict]) -> str:
@@ -104,16 +127,15 @@ def section(info: dict, figure: str, docs_dir: str) -> str:
         pictures[kind] = os.path.relpath(target, docs_dir)
     applies = [c for c in claims if c["applies"]]
     held = sum(1 for c in applies if c["holds"] is True)
-    how = "re-analysed (the run was made earlier)" if info["reused"] else "`landscape " + " ".join(info["command"]) + "`"
+    how = "`landscape " + " ".join(info["command"]) + "`" + (", re-analysed later" if info["reused"] else "")
     return "\n".join([
         f"## {info['name']} ({figure})",
         "",
         cfg.description.strip(),
         "",
         f"Run {info['finished']:%Y-%m-%d %H:%M} UTC: {len(cfg.model_keys())} models, {len(cfg.pair_keys())} pairs, "
-        f"**{info['wall_seconds'] / 60:.1f} min** wall ({how}); 1-minute load average {info['load_before']:.1f} "
-        f"before and {info['load_after']:.1f} after on this 2-core machine (above 2: other work shared the cores, "
-        f"so the time is an upper bound). Claims that apply: **{held} of {len(applies)} hold**.",
+        f"**{info['wall_seconds'] / 60:.1f} min** wall ({how}); {load_note(info)}. "
+        f"Claims that apply: **{held} of {len(applies)} hold**.",
         "",
         "```",
         text_grid(cells, "phase"),

@@ -127,7 +127,8 @@ def convergence_findings(cells: pd.DataFrame) -> list[Finding]:
             f"{len(idx)} cells did not reach the bottom of a minimum because training stopped too early: their train "
             f"loss was still falling by {drops.min():.0%}-{drops.max():.0%} over the last tenth of the epochs "
             f"(train_loss_drop > {STILL_FALLING:.0%}), e.g. {load}, {temp} = {where(idx)}. Train longer (more "
-            f"epochs); cooling down would not help these cells.", _cells(cells.loc[idx])))
+            f"epochs) first: until the loss levels off, this run cannot tell whether the temperature holds it up.",
+            _cells(cells.loc[idx])))
     if groups["sgd-noise"]:
         idx = groups["sgd-noise"]
         targets = sorted({format_value(colder_flat[i]) for i in idx})

@@ -12,6 +12,8 @@ on MNIST-1D has test accuracy 0.3-0.7) would show one flat colour, so a metric f
 when fewer than three quarters of its cells lie inside the fixed range. Every heatmap records which range it used
 (``range_source``); ``color_ranges`` overrides per metric with (lo, hi) (or the text "lo,hi"), "paper" or
 "data".
+
+A little over ~400 lines: the text grids at the end share the Grid with the figures, so they live here.
 """
 
 from __future__ import annotations

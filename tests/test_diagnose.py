@@ -18,6 +18,7 @@ import textwrap
 import pytest
 import torch
 
+from orchestrator.config import load_config
 from orchestrator.diagnose import text
 from tests.conftest import assert_clean_error, landscape_in_process
 
@@ -93,7 +94,8 @@ def test_small_and_wide_models_land_in_different_phases_with_reasons(trained):
     assert [m["checkpoint"] for m in wide["models"]] == trained["wide"]
     assert all(m["status"] == "ok" and m["hessian_top_eigenvalue"] > 0 for m in wide["models"])
     (pair,) = wide["pairs"]
-    assert (pair["a"], pair["b"]) == (0, 1) and len(pair["curve_t"]) == 11  # the demo's 11-point t-grid
+    demo_points = load_config("demo", check_data=False).metrics.curve.points
+    assert (pair["a"], pair["b"]) == (0, 1) and len(pair["curve_t"]) == demo_points  # the demo's t-grid
     assert pair["mode_connectivity"] == deciding["mode_connectivity"]["mean"]
     assert wide["settings"]["source"] == "the metrics of the built-in config demo"
     # The text says the same, with the reasons.
@@ -105,7 +107,6 @@ def test_small_and_wide_models_land_in_different_phases_with_reasons(trained):
 
 def test_the_numbers_are_the_sweeps(tmp_path):
     """With a sweep config's metric settings, diagnose measures what the sweep's own jobs measure."""
-    from orchestrator.config import load_config
     from orchestrator.sweep import cell_spec
     from workloads.experiment import ModelSpec, PairSpec, measure_pair, train_and_measure
 
@@ -278,7 +279,6 @@ def test_bad_input_is_one_clear_line(tmp_path, untrained):
 
 
 def test_metric_settings_default_to_the_demo_and_follow_a_config():
-    from orchestrator.config import load_config
     from orchestrator.diagnose import metric_settings
 
     demo = load_config("demo", check_data=False).metrics

@@ -32,7 +32,8 @@ from analysis.claims import RunFacts, evaluate_claims
 from analysis.guidance import Finding, practitioner_guidance
 from analysis.phases import PhaseRules, label_phases
 from analysis.curve_data import curve_data, representative_cells
-from analysis.plots import save_curves, save_panels, save_phase_map
+from analysis.plot_data import phase_map_data
+from analysis.plots import panel_set, save_curves, save_panels, save_phase_map
 from analysis.reference import ReferenceImportSummary
 from analysis.reference import import_reference as _import_reference
 from analysis.report import DiagramSection, render_report
@@ -214,9 +215,11 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
         cells = label_phases(aggregate_cells(pick(models), pick(pairs), expected_seeds=seeds), phase_rules)
         suffix = _diagram_name(load, temp, several)
         stem = lambda base: os.path.join(out_dir, f"{base}__{suffix}" if suffix else base)
+        # The numbers behind the panels, once: the PNG/PDF figures and the report's SVG draw the same objects.
+        heatmaps, phase_map = panel_set(cells, color_ranges), phase_map_data(cells)
         figs = {
-            "phase_map": save_phase_map(cells, stem("phase_map")),
-            "panels": save_panels(cells, stem("panels"), color_ranges=color_ranges),
+            "phase_map": save_phase_map(cells, stem("phase_map"), data=phase_map),
+            "panels": save_panels(cells, stem("panels"), heatmaps=heatmaps, phase_map=phase_map),
         }
         cell_curves = pick(curves)
         chosen = curve_cells if curve_cells is not None else representative_cells(cells, cell_curves)
@@ -237,8 +240,8 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
                 rules=phase_rules,
                 findings=found,
                 claims=checked,
-                phase_map_png=figs["phase_map"]["png"],
-                panels_png=figs["panels"]["png"],
+                phase_map=phase_map,
+                heatmaps=heatmaps,
                 curves_png=figs.get("curves", {}).get("png"),
                 figure_files=figs,
             )
@@ -272,6 +275,7 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
     html_text = render_report(
         title=f"Loss-landscape phases: {title_run}",
         run_dir=run_dir,
+        report_dir=out_dir,
         sections=sections,
         config_text=_read_text(join(run_dir, "config.yaml")),
         provenance=provenance,

@@ -27,6 +27,13 @@ from workloads import knobs
 # between epochs), cells still converging by 0.05..0.4.
 STILL_FALLING = 0.05
 
+# The paper's readings (its section 4), worded once: the findings of a run below and the placement of a
+# practitioner's own models (analysis/placement.py, `landscape diagnose`) both say them.
+READS_POOR_CONNECTIVITY = "The paper reads this as a model too small for the data or data of low quality (noisy labels)."
+READS_UNFINISHED = "The paper reads this as training that did not finish: train longer or decay the learning rate."
+READS_LOW_CKA = ("The paper reads low CKA together with mc ~ 0 and a small Hessian as a lack of signal in the data: "
+                 "more high-quality data should help")
+LOWER_TEMPERATURE = "a larger batch size, a smaller learning rate or weight decay"  # whichever knob sets it
 
 
 @dataclass
@@ -122,7 +129,8 @@ def convergence_findings(cells: pd.DataFrame) -> list[Finding]:
             f"{len(idx)} cells did not reach the bottom of a minimum because training stopped too early: their train "
             f"loss was still falling by {drops.min():.0%}-{drops.max():.0%} over the last tenth of the epochs "
             f"(train_loss_drop > {STILL_FALLING:.0%}), e.g. {load}, {temp} = {where(idx)}. Train longer (more "
-            f"epochs); cooling down would not help these cells.", _cells(cells.loc[idx])))
+            f"epochs) first: until the loss levels off, this run cannot tell whether the temperature holds it up.",
+            _cells(cells.loc[idx])))
     if groups["sgd-noise"]:
         idx = groups["sgd-noise"]
         targets = sorted({format_value(colder_flat[i]) for i in idx})
@@ -147,8 +155,7 @@ def convergence_findings(cells: pd.DataFrame) -> list[Finding]:
             "convergence",
             f"{len(idx)} flat cells have clearly positive mode connectivity (the curve between two models finds lower "
             f"error than both), e.g. {load}, {temp} = {where(idx)}: their train loss is at the floor, yet the models "
-            f"sit short of the bottom of their basin. The paper reads this as training that did not finish: train "
-            f"longer or decay the learning rate.", _cells(cells.loc[idx])))
+            f"sit short of the bottom of their basin. {READS_UNFINISHED}", _cells(cells.loc[idx])))
     if groups["convergence"]:
         idx = groups["convergence"]
         targets = sorted({format_value(colder_flat[i]) for i in idx})
@@ -174,8 +181,7 @@ def practitioner_guidance(cells: pd.DataFrame) -> list[Finding]:
     if len(poor):
         msg = (
             f"Negative mode connectivity (a barrier between independently trained models) in {len(poor)} of "
-            f"{len(cells)} cells, e.g. {load}, {temp} = {_fmt_cells(poor)}. The paper reads this as a model too "
-            f"small for the data or data of low quality (noisy labels)."
+            f"{len(cells)} cells, e.g. {load}, {temp} = {_fmt_cells(poor)}. {READS_POOR_CONNECTIVITY}"
         )
         ok_from = _lowest_load_all_well_connected(cells)
         if ok_from is not None:
@@ -194,9 +200,7 @@ def practitioner_guidance(cells: pd.DataFrame) -> list[Finding]:
             Finding(
                 "similarity",
                 f"{len(iv_a)} cells are well connected and flat but less similar (phase IV-A, lower CKA), e.g. "
-                f"{_fmt_cells(iv_a)}. The paper reads low CKA together with mc ~ 0 and a small Hessian as a lack of "
-                f"signal in the data: more high-quality data should help; within phase IV, {more} raised CKA in the "
-                f"paper.",
+                f"{_fmt_cells(iv_a)}. {READS_LOW_CKA}; within phase IV, {more} raised CKA in the paper.",
                 _cells(iv_a),
             )
         )

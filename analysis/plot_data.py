@@ -12,6 +12,8 @@ on MNIST-1D has test accuracy 0.3-0.7) would show one flat colour, so a metric f
 when fewer than three quarters of its cells lie inside the fixed range. Every heatmap records which range it used
 (``range_source``); ``color_ranges`` overrides per metric with (lo, hi) (or the text "lo,hi"), "paper" or
 "data".
+
+A little over ~400 lines: the text grids at the end share the Grid with the figures, so they live here.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from analysis.aggregate import LOG_OF_MEAN, PAIR_METRICS
 from analysis.phases import PHASES
 from analysis.tables import format_value
 from workloads import knobs
@@ -150,9 +153,36 @@ def cell_grid(cells: pd.DataFrame) -> Grid:
 # Heatmaps
 
 
+@dataclass(frozen=True)
+class SeedSpread:
+    """What a panel's cell values average, per cell (ny, nx): the mean, sample std (NaN below two values) and
+    number of values of ``column`` over the cell's ``members`` ("models" or "pairs"). For a log panel
+    (ln λ_max) ``column`` is the Hessian quantity whose mean the panel shows the log of."""
+
+    column: str
+    mean: np.ndarray
+    std: np.ndarray
+    count: np.ndarray  # int, 0 where the cell is absent
+    members: str
+
+
+def seed_spread(cells: pd.DataFrame, metric: str, grid: Grid) -> SeedSpread | None:
+    """The SeedSpread behind panel ``metric`` from aggregate_cells' ``<column>``, ``_std``, ``_n`` columns;
+    None when the cells lack them (a table made elsewhere)."""
+    column = {log: raw for raw, log in LOG_OF_MEAN.items()}.get(metric, metric)
+    names = [column, f"{column}_std", f"{column}_n"]
+    if any(n not in cells.columns for n in names):
+        return None
+    mean, std, count = (grid.to_matrix(cells.assign(_v=pd.to_numeric(cells[n], errors="coerce")), "_v")
+                        for n in names)
+    members = "pairs" if column in PAIR_METRICS else "models"
+    return SeedSpread(column, mean, std, np.nan_to_num(count, nan=0).astype(int), members)
+
+
 @dataclass
 class HeatmapData:
-    """One metric panel: values (ny, nx) in grid order (NaN = missing), colour scale, boundary segments."""
+    """One metric panel: values (ny, nx) in grid order (NaN = missing), colour scale, boundary segments, and
+    the spread over seeds behind each value (None when the cells do not carry it)."""
 
     metric: str
     title: str
@@ -166,6 +196,7 @@ class HeatmapData:
     boundaries: list = field(default_factory=list)
     log_scale: bool = False
     fmt: str = ".2g"
+    spread: SeedSpread | None = None
 
     @property
     def range_label(self) -> str:
@@ -272,7 +303,7 @@ def heatmap_data(cells: pd.DataFrame, metric: str, *, color_range=None, grid: Gr
     bounds = phase_boundaries(grid.to_matrix(cells, "phase", fill=None, dtype=object)) if "phase" in cells else []
     return HeatmapData(
         metric, spec.title, grid, values, vmin, vmax, spec.cmap, 0.0 if spec.diverging else None, source, bounds,
-        spec.log_scale, spec.fmt,
+        spec.log_scale, spec.fmt, seed_spread(cells, metric, grid),
     )
 
 
@@ -282,7 +313,9 @@ def heatmap_data(cells: pd.DataFrame, metric: str, *, color_range=None, grid: Gr
 
 @dataclass
 class PhaseMapData:
-    """labels (ny, nx) object array (None = unlabelled), codes (ny, nx) int index into ``phases`` (-1 = none)."""
+    """labels (ny, nx) object array (None = unlabelled), codes (ny, nx) int index into ``phases`` (-1 = none);
+    reasons and notes (ny, nx) object arrays: each cell's ``phase_reason`` and ``members_missing`` (None where
+    absent or complete)."""
 
     grid: Grid
     labels: np.ndarray
@@ -291,6 +324,8 @@ class PhaseMapData:
     colors: dict[str, str]
     boundaries: list
     counts: dict[str, int]
+    reasons: np.ndarray | None = None
+    notes: np.ndarray | None = None
 
 
 def phase_map_data(cells: pd.DataFrame, *, grid: Grid | None = None) -> PhaseMapData:
@@ -304,7 +339,10 @@ def phase_map_data(cells: pd.DataFrame, *, grid: Grid | None = None) -> PhaseMap
     codes = np.vectorize(lambda v: PHASES.index(v) if v is not None else -1, otypes=[int])(labels)
     counts = {p: int(np.sum(labels == p)) for p in PHASES}
     counts["unlabelled"] = int(np.sum(codes < 0))
-    return PhaseMapData(grid, labels, codes, PHASES, dict(PHASE_COLORS), phase_boundaries(labels), counts)
+    text = {c: grid.to_matrix(cells, c, fill=None, dtype=object) if c in cells.columns else None
+            for c in ("phase_reason", "members_missing")}
+    return PhaseMapData(grid, labels, codes, PHASES, dict(PHASE_COLORS), phase_boundaries(labels), counts,
+                        text["phase_reason"], text["members_missing"])
 
 
 def phase_boundaries(labels: np.ndarray) -> list[tuple[tuple[float, float], tuple[float, float]]]:

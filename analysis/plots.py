@@ -70,8 +70,11 @@ def _draw_boundaries(ax, segments, *, color="black", width=1.0) -> None:
     ax.add_collection(LineCollection(segments, colors=color, linewidths=width))
 
 
-def draw_heatmap(ax, data: HeatmapData, *, show_x: bool = True, show_y: bool = True) -> None:
-    """One metric panel onto ``ax``: values, colour bar (with clip arrows), phase boundaries as dashed lines."""
+def heatmap_scale(data: HeatmapData):
+    """(cmap, norm, drawn values) of a panel: the one colour mapping of the PNG/PDF panels and the report's SVG.
+
+    drawn values: (ny, nx) ``data.values`` with what the scale cannot show (0 or less on a log scale) as NaN;
+    ``cmap(norm(np.ma.masked_invalid(drawn)))`` gives each cell's RGBA (missing cells in MISSING_COLOR)."""
     import matplotlib as mpl
     from matplotlib.colors import LogNorm, Normalize, TwoSlopeNorm
 
@@ -84,6 +87,17 @@ def draw_heatmap(ax, data: HeatmapData, *, show_x: bool = True, show_y: bool = T
         norm = TwoSlopeNorm(vcenter=data.center, vmin=data.vmin, vmax=data.vmax)
     else:
         norm = Normalize(vmin=data.vmin, vmax=data.vmax)
+    return cmap, norm, values
+
+
+def is_dark(rgba) -> bool:
+    """Whether white text reads better than black on this colour (perceived luminance below one half)."""
+    return 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] < 0.5
+
+
+def draw_heatmap(ax, data: HeatmapData, *, show_x: bool = True, show_y: bool = True) -> None:
+    """One metric panel onto ``ax``: values, colour bar (with clip arrows), phase boundaries as dashed lines."""
+    cmap, norm, values = heatmap_scale(data)
     image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
     extend = {(False, False): "neither", (True, False): "min", (False, True): "max", (True, True): "both"}
     bar = ax.figure.colorbar(
@@ -98,9 +112,8 @@ def draw_heatmap(ax, data: HeatmapData, *, show_x: bool = True, show_y: bool = T
                 text = data.cell_text(i, j)
                 if text:
                     shade = image.cmap(image.norm(data.values[i, j]))
-                    dark = 0.299 * shade[0] + 0.587 * shade[1] + 0.114 * shade[2] < 0.5
                     ax.text(j, i, text, ha="center", va="center", fontsize=7 if nx * ny <= 36 else 6,
-                            color="white" if dark else "black")
+                            color="white" if is_dark(shade) else "black")
     if data.boundaries:
         from matplotlib.collections import LineCollection
 
@@ -150,9 +163,9 @@ def draw_phase_map(
     _axes_grid(ax, data.grid, show_x=show_x, show_y=show_y)
 
 
-def save_phase_map(cells: pd.DataFrame, stem: str) -> dict[str, str]:
-    """The phase map alone, to ``stem``.png/.pdf."""
-    data = phase_map_data(cells)
+def save_phase_map(cells: pd.DataFrame, stem: str, *, data: PhaseMapData | None = None) -> dict[str, str]:
+    """The phase map alone, to ``stem``.png/.pdf; ``data``: phase_map_data(cells) when the caller has it already."""
+    data = data or phase_map_data(cells)
     ny, nx = data.grid.shape
     width, height = max(6.5, 0.42 * nx + 4.2), max(3.5, 0.32 * ny + 1.6)
     fig = _new_figure(width, height)
@@ -162,28 +175,37 @@ def save_phase_map(cells: pd.DataFrame, stem: str) -> dict[str, str]:
     return _save(fig, stem)
 
 
-def save_panels(cells: pd.DataFrame, stem: str, *, color_ranges: dict | None = None) -> dict[str, str]:
-    """The paper's panel set (PANELS) plus the phase map on shared axes, 2 rows x 4, to ``stem``.png/.pdf."""
+def panel_set(cells: pd.DataFrame, color_ranges: dict | None = None) -> list[HeatmapData]:
+    """HeatmapData of every panel of PANELS, in order; ``color_ranges``: per metric, see plot_data."""
     color_ranges = color_ranges or {}
     unknown = set(color_ranges) - {p.metric for p in PANELS}
     if unknown:
         raise ValueError(
             f"colour ranges given for {sorted(unknown)}, which are not panels: {[p.metric for p in PANELS]}"
         )
+    return [heatmap_data(cells, spec.metric, color_range=color_ranges.get(spec.metric)) for spec in PANELS]
+
+
+def save_panels(
+    cells: pd.DataFrame,
+    stem: str,
+    *,
+    color_ranges: dict | None = None,
+    heatmaps: list[HeatmapData] | None = None,
+    phase_map: PhaseMapData | None = None,
+) -> dict[str, str]:
+    """The paper's panel set (PANELS) plus the phase map on shared axes, 2 rows x 4, to ``stem``.png/.pdf.
+
+    heatmaps, phase_map: panel_set(cells, color_ranges) and phase_map_data(cells) when the caller has them."""
+    heatmaps = heatmaps or panel_set(cells, color_ranges)
     fig = _new_figure(21.0, 8.5)
     axes = fig.subplots(2, 4)  # same categorical grid in every panel
     # The right margin holds the phase key beside the last panel.
     fig.subplots_adjust(left=0.05, right=0.84, bottom=0.1, top=0.96, wspace=0.3, hspace=0.14)
-    for k, spec in enumerate(PANELS):
-        ax = axes.flat[k]
-        draw_heatmap(
-            ax,
-            heatmap_data(cells, spec.metric, color_range=color_ranges.get(spec.metric)),
-            show_x=k >= 4,
-            show_y=k % 4 == 0,
-        )
+    for k, data in enumerate(heatmaps):
+        draw_heatmap(axes.flat[k], data, show_x=k >= 4, show_y=k % 4 == 0)
     # Phase labels in the cells only where the grid is small enough to read them (the separate map has them all).
-    phase_map = phase_map_data(cells)
+    phase_map = phase_map or phase_map_data(cells)
     draw_phase_map(axes.flat[7], phase_map, show_x=True, show_y=False,
                    annotate=phase_map.codes.size <= MAX_PRINTED_CELLS)
     return _save(fig, stem)

@@ -1,8 +1,15 @@
-"""report.html: one self-contained page (no script, no external file; images inlined as base64 PNG).
+"""report.html: one self-contained page that opens without a server or network, made to be explored.
 
-Contents, per diagram (one load x temperature pair): the phase map, the paper's claims checked on the run,
-the practitioner guidance, the metric panels, the Bezier curves of representative cells, the phase rules with the thresholds they produced, and the
-table of cells; then the run's config and provenance.
+Nothing is loaded from elsewhere: the style and the small script (report.css, report.js next to this module)
+are inlined, the panels are inline SVG (analysis.report_panels), the curves a base64 PNG; the only links are
+relative ones to the figure files written next to the page. Everything that comes from a run (names, config,
+errors) is escaped; tooltips are plain text.
+
+Contents, per diagram (one load x temperature pair): the phase map, large, with its key (hover: phase, the
+deciding numbers, missing members); the paper's claims checked on the run; the practitioner guidance; the
+metric panels (hover: value, spread over seeds and count); the Bezier curves of representative cells; links to
+the figure files; the phase rules with the thresholds they produced; and the table of cells (sortable,
+filterable; hovering a row lights its panel cells). Then the run's config and provenance, folded.
 """
 
 from __future__ import annotations
@@ -10,15 +17,19 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
+import importlib.resources
 import json
 import math
+import os
+import urllib.parse
 from dataclasses import dataclass, field
 
 import pandas as pd
 
 from analysis.guidance import Finding
 from analysis.phases import PhaseRules
-from analysis.plot_data import MISSING_COLOR, PHASE_COLORS
+from analysis.plot_data import MISSING_COLOR, PHASE_COLORS, Grid, HeatmapData, PhaseMapData
+from analysis.report_panels import cell_id, heatmap_svg, phase_key_html, phase_map_svg
 from analysis.tables import format_value
 
 # Columns of the cells table shown in the report: (column, header, format).
@@ -33,39 +44,31 @@ TABLE_COLUMNS = [
     ("l2_distance", "L2", ".3g"),
 ]
 
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em auto; max-width: 1500px;
-       padding: 0 1em; color: #222; }
-h1 { font-size: 1.5em; }
-h2 { font-size: 1.25em; border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 1.6em; }
-h3 { font-size: 1.05em; }
-img { max-width: 100%; height: auto; border: 1px solid #eee; }
-table { border-collapse: collapse; font-size: 12px; }
-th, td { border: 1px solid #ddd; padding: 2px 6px; text-align: right; vertical-align: top; }
-th { background: #f4f4f4; position: sticky; top: 0; }
-td.text { text-align: left; }
-pre { background: #f7f7f7; padding: .8em; overflow-x: auto; font-size: 12px; }
-.summary li, .guidance li { margin: .3em 0; }
-.phase { font-weight: 600; }
-.muted { color: #777; }
-.warn { color: #a33; }
-.holds { background: #d8efd3; } .fails { background: #f6d5d5; } .na { color: #777; }
-"""
+# The table's extra columns after TABLE_COLUMNS: (filter key, header, type).
+MEMBER_COLUMNS = [("models_ok", "models ok", "num"), ("members", "members", "text"),
+                  ("why", "why this phase", "text")]
+
+# The page's own style and script (package files, inlined: the page loads nothing from elsewhere).
+ASSET_FILES = {"css": "report.css", "js": "report.js"}
 
 
 @dataclass
 class DiagramSection:
-    """What the report shows for one diagram."""
+    """What the report shows for one diagram; the panels' numbers are those the PNG/PDF figures were drawn from."""
 
     title: str
     cells: pd.DataFrame  # labelled cells of this diagram
     rules: PhaseRules
     findings: list[Finding]
-    phase_map_png: str
-    panels_png: str
+    phase_map: PhaseMapData
+    heatmaps: list[HeatmapData]  # one per metric panel, in the figures' order
     curves_png: str | None = None
     claims: list[dict] = field(default_factory=list)  # analysis.claims.evaluate_claims records
     figure_files: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> {fmt: path}
+
+
+def _asset(kind: str) -> str:
+    return importlib.resources.files("analysis").joinpath(ASSET_FILES[kind]).read_text(encoding="utf-8")
 
 
 def _img(path: str, alt: str) -> str:
@@ -74,12 +77,21 @@ def _img(path: str, alt: str) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
 
 
+def _missing(value) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
 def _fmt(value, fmt: str) -> str:
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         return '<span class="muted">–</span>'
     if fmt == "s":
         return html.escape(str(value))
     return html.escape(format(float(value), fmt))
+
+
+def _sort_value(value) -> str:
+    """A td's data-v: the raw number (repr, so sorting and filtering use full precision), '' when missing."""
+    return "" if _missing(value) else html.escape(repr(float(value)), quote=True)
 
 
 def _phase_style(phase) -> str:
@@ -88,20 +100,25 @@ def _phase_style(phase) -> str:
     return f'style="background:{color};color:{text}"'
 
 
-def cells_table(cells: pd.DataFrame) -> str:
-    """HTML table of the cells: keys, phase, metric means (± std where there is one), members, reason."""
+def _th(key: str, header: str, kind: str) -> str:
+    return (f'<th data-key="{html.escape(key, quote=True)}" data-type="{kind}"><button type="button" '
+            f'title="sort by {html.escape(header, quote=True)}">{html.escape(header)}</button></th>')
+
+
+def cells_table(cells: pd.DataFrame, grid: Grid, section: str) -> str:
+    """The cells as a sortable, filterable table: keys, phase, metric means (± std where there is one),
+    members, reason. Each row's data-cell links it to its panel cells; each number's data-v is its raw value."""
     load, temp = cells["load_name"].iloc[0], cells["temperature_name"].iloc[0]
     head = (
-        [html.escape(load), html.escape(temp)]
-        + [html.escape(h) for _, h, _ in TABLE_COLUMNS]
-        + ["models ok", "members", "why this phase"]
+        [_th(load, load, "num"), _th(temp, temp, "num")]
+        + [_th(col, h, "text" if fmt == "s" else "num") for col, h, fmt in TABLE_COLUMNS]
+        + [_th(*c) for c in MEMBER_COLUMNS]
     )
     rows = []
     for _, r in cells.iterrows():
-        tds = [
-            f"<td>{html.escape(format_value(r['load_value']))}</td>",
-            f"<td>{html.escape(format_value(r['temperature_value']))}</td>",
-        ]
+        i, j = grid.position(r["load_value"], r["temperature_value"])
+        tds = [f"<td data-v='{_sort_value(r[k])}'>{html.escape(format_value(r[k]))}</td>"
+               for k in ("load_value", "temperature_value")]
         for col, _, fmt in TABLE_COLUMNS:
             if col == "phase":
                 tds.append(f'<td class="phase" {_phase_style(r["phase"])}>{_fmt(r["phase"], "s")}</td>')
@@ -110,26 +127,31 @@ def cells_table(cells: pd.DataFrame) -> str:
             std = r.get(f"{col}_std")
             if isinstance(std, float) and math.isfinite(std):
                 cell += f' <span class="muted">± {html.escape(format(std, fmt))}</span>'
-            tds.append(f"<td>{cell}</td>")
-        tds.append(f"<td>{int(r['n_models_ok'])}/{int(r['n_models_expected'])}</td>")
+            tds.append(f"<td data-v='{_sort_value(r.get(col))}'>{cell}</td>")
+        tds.append(f"<td data-v='{int(r['n_models_ok'])}'>{int(r['n_models_ok'])}/{int(r['n_models_expected'])}</td>")
         missing = r.get("members_missing")
         tds.append(
             f'<td class="text warn">{html.escape(missing)}</td>'
             if isinstance(missing, str)
             else '<td class="text">complete</td>'
         )
-        tds.append(f'<td class="text">{html.escape(str(r["phase_reason"]))}</td>')
-        rows.append("<tr>" + "".join(tds) + "</tr>")
+        tds.append(f'<td class="text reason">{html.escape(str(r["phase_reason"]))}</td>')
+        rows.append(f'<tr data-cell="{cell_id(section, i, j)}">' + "".join(tds) + "</tr>")
+    keys = ", ".join([load, temp] + [c for c, _, _ in TABLE_COLUMNS] + [k for k, _, _ in MEMBER_COLUMNS])
     return (
-        "<table><thead><tr>"
-        + "".join(f"<th>{h}</th>" for h in head)
-        + "</tr></thead><tbody>"
-        + "".join(rows)
-        + "</tbody></table>"
+        "<div class='cells-view'><div class='tools'>"
+        f"<input type='search' class='filter' aria-label='filter the cells of {html.escape(temp, quote=True)} × "
+        f"{html.escape(load, quote=True)}' placeholder='filter, e.g.  IV-B   or   mode_connectivity&lt;-1'>"
+        f" <output class='shown'>{len(cells)} of {len(cells)} cells</output></div>"
+        f"<p class='hint muted'>Click a header to sort (again to reverse; missing values last). Filter: words that "
+        f"every shown row contains, or <code>key&lt;number</code>, <code>&gt;</code>, <code>&lt;=</code>, "
+        f"<code>&gt;=</code>, <code>=</code> (exact: <code>phase=I</code>); keys: {html.escape(keys)}.</p>"
+        "<div class='scroll'><table class='cells'><thead><tr>" + "".join(head) + "</tr></thead><tbody>"
+        + "".join(rows) + "</tbody></table></div></div>"
     )
 
 
-def rules_table(rules: PhaseRules, cells: pd.DataFrame) -> str:
+def rules_table(rules: PhaseRules) -> str:
     rows = []
     for r in rules.describe():
         changed = "" if r["value"] == r["default"] else ' class="warn"'
@@ -138,6 +160,15 @@ def rules_table(rules: PhaseRules, cells: pd.DataFrame) -> str:
             f"<td>{html.escape(str(r['default']))}</td><td class='text'>{html.escape(r['unit'])}</td>"
             f"<td class='text'>{html.escape(r['doc'])}</td></tr>"
         )
+    return (
+        "<table><thead><tr><th>rule</th><th>value</th><th>default</th><th>unit</th><th>meaning</th></tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>"
+    )
+
+
+def derived_thresholds(cells: pd.DataFrame) -> list[str]:
+    """The thresholds the rules produced on these cells, in words."""
     thr = pd.to_numeric(cells["sharpness_threshold"], errors="coerce").dropna()
     split = pd.to_numeric(cells["cka_split"], errors="coerce").dropna()
     derived = []
@@ -148,16 +179,7 @@ def rules_table(rules: PhaseRules, cells: pd.DataFrame) -> str:
     mc_thr = pd.to_numeric(cells["connectivity_threshold"], errors="coerce").dropna()
     if len(mc_thr):
         derived.append(f"mode-connectivity barrier threshold: {mc_thr.min():.3g} to {mc_thr.max():.3g} pp (per cell)")
-    return (
-        "<table><thead><tr><th>rule</th><th>value</th><th>default</th><th>unit</th><th>meaning</th></tr></thead><tbody>"
-        + "".join(rows)
-        + "</tbody></table>"
-        + (
-            "<p>Thresholds this run produced: " + "; ".join(html.escape(d) for d in derived) + ".</p>"
-            if derived
-            else ""
-        )
-    )
+    return derived
 
 
 def _summary(cells: pd.DataFrame) -> str:
@@ -204,21 +226,50 @@ def claims_table(claims: list[dict]) -> str:
     )
 
 
-def diagram_html(section: DiagramSection) -> str:
+def figure_links(figure_files: dict[str, dict[str, str]], report_dir: str) -> str:
+    """Links to the figure files, relative to the report's folder (they sit next to it, locally or on S3)."""
+    items = []
+    for name, paths in figure_files.items():
+        links = []
+        for fmt, path in paths.items():
+            rel = os.path.relpath(path, report_dir).replace(os.sep, "/")
+            links.append(f'<a href="{html.escape(urllib.parse.quote(rel), quote=True)}">{html.escape(rel)}</a>')
+        items.append(f"<li>{html.escape(name.replace('_', ' '))}: " + ", ".join(links) + "</li>")
+    return "<ul class='figure-files'>" + "".join(items) + "</ul>"
+
+
+def _section_id(k: int) -> str:
+    return f"d{k}"
+
+
+def diagram_html(section: DiagramSection, section_id: str, report_dir: str) -> str:
     guidance = "".join(f"<li><b>{html.escape(f.topic)}</b>: {html.escape(f.message)}</li>" for f in section.findings)
+    derived = derived_thresholds(section.cells)
+    grid = section.phase_map.grid
+    panels = "".join(
+        f"<figure>{heatmap_svg(h, section=section_id)}<figcaption>{html.escape(h.range_label)}</figcaption></figure>"
+        for h in section.heatmaps
+    )
     parts = [
         f"<h2>{html.escape(section.title)}</h2>",
         _summary(section.cells),
         "<h3>Phase map</h3>",
-        _img(section.phase_map_png, f"phase map: {section.title}"),
+        "<p class='muted hint'>Hover a cell for its phase and the numbers that decided it; click it to find its "
+        "row in the table of cells.</p>",
+        f"<div class='phase-view'>{phase_map_svg(section.phase_map, section=section_id)}"
+        f"<div><p><b>Key</b></p>{phase_key_html(section.phase_map)}"
+        "<p class='muted'>Sharp or flat: mean train loss above or below 10× the run's converged floor; poorly or "
+        "well connected: mean mode connectivity below or above minus the barrier threshold; IV-A and IV-B split "
+        "phase IV by CKA (see the phase rules below).</p></div></div>",
         *(["<h3>The paper's claims, checked on this run</h3>", claims_table(section.claims)] if section.claims else []),
         "<h3>What the paper's guidance says about this run</h3>",
         f"<ul class='guidance'>{guidance or '<li>nothing to report</li>'}</ul>",
         "<h3>Metrics</h3>",
         "<p class='muted'>Means over seeds (pairs for mc, CKA, L2); Hessian as log of the mean. Dashed lines: "
-        "phase boundaries. Grey: missing. The colour-bar label says whether the paper's fixed range or the data "
-        "range is used.</p>",
-        _img(section.panels_png, f"metric panels: {section.title}"),
+        "phase boundaries. Grey: missing. Triangles on a colour bar: values beyond its range, drawn at its end "
+        "colour. Under each panel: whether the paper's fixed range or the data range is used. Hover a cell for its "
+        "value and its spread over seeds.</p>",
+        f"<div class='panels'>{panels}</div>",
     ]
     if section.curves_png:
         parts += [
@@ -227,51 +278,58 @@ def diagram_html(section: DiagramSection) -> str:
             _img(section.curves_png, f"curves: {section.title}"),
         ]
     if section.figure_files:
-        listing = "".join(
-            f"<li>{html.escape(name)}: " + ", ".join(html.escape(p) for p in paths.values()) + "</li>"
-            for name, paths in section.figure_files.items()
-        )
-        parts.append(f"<p class='muted'>Figure files:</p><ul class='muted'>{listing}</ul>")
+        parts.append("<p class='muted'>Figure files (PNG and PDF, next to this report):</p>"
+                     + figure_links(section.figure_files, report_dir))
     parts += [
         "<h3>Phase rules</h3>",
-        rules_table(section.rules, section.cells),
+        "<p>Thresholds this run produced: " + "; ".join(html.escape(d) for d in derived) + ".</p>" if derived else "",
+        f"<details><summary>The rules and their settings</summary>{rules_table(section.rules)}</details>",
         "<h3>Cells</h3>",
-        cells_table(section.cells),
+        cells_table(section.cells, grid, section_id),
     ]
     return "\n".join(parts)
+
+
+def _folded(summary: str, content: str) -> str:
+    return f"<details><summary>{summary}</summary>{content}</details>"
 
 
 def render_report(
     *,
     title: str,
     run_dir: str,
+    report_dir: str,
     sections: list[DiagramSection],
     config_text: str | None,
     provenance: dict,
     warnings: list[str] | None = None,
 ) -> str:
-    """The whole page as a string."""
+    """The whole page as a string; ``report_dir``: the folder report.html and the figure files are written to
+    (links to the figures are relative to it)."""
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     warn = "".join(f"<li class='warn'>{html.escape(w)}</li>" for w in warnings or [])
-    config = (
-        f"<pre>{html.escape(config_text)}</pre>"
-        if config_text is not None
-        else "<p class='muted'>No config.yaml in the run directory.</p>"
-    )
+    if config_text is not None:
+        lines = config_text.count("\n") + 1
+        config = _folded(f"config.yaml ({lines} lines)", f"<pre>{html.escape(config_text)}</pre>")
+    else:
+        config = "<p class='muted'>No config.yaml in the run directory.</p>"
+    provenance_text = json.dumps(provenance, indent=2, sort_keys=True, default=str)
     body = [
         f"<h1>{html.escape(title)}</h1>",
-        f"<p class='muted'>Run directory {html.escape(run_dir)}; report generated {now}.</p>",
+        f"<p class='muted wrap'>Run directory {html.escape(run_dir)}; report generated {now}.</p>",
         f"<ul>{warn}</ul>" if warn else "",
-        *[diagram_html(s) for s in sections],
+        *[diagram_html(s, _section_id(k), report_dir) for k, s in enumerate(sections)],
         "<h2>Run configuration</h2>",
         config,
         "<h2>Provenance</h2>",
-        f"<pre>{html.escape(json.dumps(provenance, indent=2, sort_keys=True, default=str))}</pre>",
+        _folded("run id, config hash, package and library versions, source",
+                f"<pre>{html.escape(provenance_text)}</pre>"),
+        "<div id='tip' role='tooltip' hidden></div>",
     ]
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
+        f"<title>{html.escape(title)}</title><style>{_asset('css')}</style></head><body>\n"
         + "\n".join(body)
-        + "\n</body></html>\n"
+        + f"\n<script>{_asset('js')}</script>\n</body></html>\n"
     )

@@ -7,6 +7,7 @@
     landscape status RUN_DIR
     landscape analyze RUN_DIR [--rule k=v ...]
     landscape import-reference ARCHIVE --out RUN_DIR
+    landscape diagnose CHECKPOINT CHECKPOINT... --model NAME --data NAME [--width W] [--json] ...
 
 Bad input (config, run directory, arguments) gives one line ``error: ...`` and exit status 2, never a
 traceback. A sweep that ends without every result (jobs failed, keys missing, the run directory cannot be
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from datetime import datetime
 
@@ -248,6 +250,66 @@ def import_reference(archive, out):
     for note in getattr(result, "notes", None) or []:
         click.echo(f"  note: {note}")
     click.echo(f"  next: landscape analyze {out}")
+
+
+def _key_values(option: str, items) -> dict:
+    """{key: value} of repeated ``--option key=value`` (values parsed as YAML: 3, 0.5, true, [1, 2])."""
+    import yaml
+
+    out = {}
+    for item in items:
+        if "=" not in item:
+            _fail(ConfigError(f"{option} {item!r}: expected KEY=VALUE"))
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = yaml.safe_load(v)
+        except yaml.YAMLError:
+            _fail(ConfigError(f"{option} {item!r}: the value is not valid YAML"))
+    return out
+
+
+@main.command()
+@click.argument("checkpoints", nargs=-1, metavar="CHECKPOINT CHECKPOINT...")
+@click.option("--model", "model", required=True, metavar="NAME",
+              help="The architecture: a built-in (mlp, cnn, resnet18, vgg11) or module:function of your own code.")
+@click.option("--width", default=64, show_default=True, type=int, help="The model's width.")
+@click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE", help="A model option, e.g. depth=2.")
+@click.option("--data", "dataset", required=True, metavar="NAME",
+              help="The training data: a built-in (mnist1d, digits, cifar10, ...) or module:function.")
+@click.option("--data-root", default=None, metavar="DIR", help="Folder holding the dataset's files (image sets).")
+@click.option("--data-seed", default=0, show_default=True, type=int, help="The seed passed to a dataset function.")
+@click.option("--data-arg", "data_args", multiple=True, metavar="KEY=VALUE", help="An option of a dataset function.")
+@click.option("--config", default=None, metavar="CONFIG",
+              help="Take the metric settings of this sweep config (built-in name or YAML; default: demo).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a metric setting, e.g. metrics.curve.epochs=20. Repeatable.")
+@click.option("--rule", "rules", multiple=True, metavar="KEY=VALUE",
+              help="Override a phase rule, e.g. loss_threshold=0.05 or cka_threshold=0.8. Repeatable.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--threads", default=1, show_default=True, type=int,
+              help="CPU threads for torch (1 is fastest for small models, above all on a busy machine).")
+@click.option("--json", "as_json", is_flag=True, help="Print the diagnosis as JSON (for scripts).")
+def diagnose(checkpoints, model, width, model_args, dataset, data_root, data_seed, data_args, config, overrides,
+             rules, device, threads, as_json):
+    """Place your own trained models (two or more checkpoints of one architecture) on the taxonomy: which
+    phase, from which numbers, how confidently, and the paper's guidance for it. No Ray, no sweep."""
+    import json
+
+    from orchestrator.diagnose import DiagnoseRequest, run_diagnosis, text
+
+    request = DiagnoseRequest(
+        checkpoints=tuple(checkpoints), model=model, dataset=dataset, width=width,
+        model_args=_key_values("--model-arg", model_args), data_root=data_root, data_seed=data_seed,
+        data_args=_key_values("--data-arg", data_args), config=config, overrides=tuple(overrides),
+        rules=_key_values("--rule", rules), device=device, threads=threads,
+    )
+    # Progress on a terminal only: on a pipe stderr carries nothing but the one error line, if any.
+    progress = (lambda line: click.echo(f"  {line}", err=True)) if sys.stderr.isatty() else None
+    try:
+        result = run_diagnosis(request, progress)
+    except ConfigError as exc:  # DiagnoseError included
+        _fail(exc)
+    click.echo(json.dumps(result, indent=2, allow_nan=False) if as_json else text(result))
 
 
 def _sigterm_as_interrupt(signum, frame):

@@ -81,8 +81,6 @@ def main(argv=None) -> int:
           f"{len(times) - len(cfg.model_keys())} pairs ({pair_s:.0f} CPU s); wall {time.perf_counter() - started:.0f} s")
     print(f"  estimated jobs' wall on 2 idle cores: {(model_s + pair_s) / 2:.0f} s (+ Ray start/stop and analysis)")
     if args.no_pairs:
-        import pandas as pd
-
         from analysis.aggregate import aggregate_cells
 
         cells = aggregate_cells(tables.read("models"), tables.read("pairs"))

@@ -59,11 +59,14 @@ def test_smoke_is_a_2x2x2_grid_and_demo_the_pilot_grid():
     assert len(smoke.model_keys()) == 8 and len(smoke.pair_keys()) == 4
     demo = load_config("demo")
     assert demo.workload.dataset == "mnist1d" and demo.workload.model == "mlp"
-    assert demo.load.name == "width" and min(demo.load.values) == 8 and max(demo.load.values) == 256
-    assert list(demo.temperature.values) == [16, 64, 256, 1024]
-    assert demo.training.lr == 0.01 and demo.metrics.curve.lr == 0.2 and demo.metrics.curve.points == 11
+    assert demo.load.name == "width" and list(demo.load.values) == [32, 64, 128, 256]
+    # Weight decay as the temperature (docs/science.md): every cell takes the same SGD steps.
+    assert demo.temperature.name == "weight_decay" and max(demo.temperature.values) == 0.016
+    assert (demo.training.batch_size, demo.training.lr, demo.training.schedule) == (64, 0.1, "step")
+    assert demo.metrics.curve.lr == 0.2 and demo.metrics.curve.points == 9
+    assert demo.metrics.curve.lr_schedule == "garipov"
     desc, models, pairs = describe_builtin("demo")
-    assert models == 72 and pairs == 72 and desc
+    assert models == 84 and pairs == 84 and desc
 
 
 def test_resolved_config_round_trips_through_yaml():

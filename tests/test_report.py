@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from analysis.api import analyze_run
-from analysis.plot_data import PHASE_COLORS
+from analysis.plot_data import PANELS, PHASE_COLORS
 from tests.analysis_synthetic import EXPECTED_PHASES, write_synthetic_run
 
 REQUIRED_COLUMNS = [
@@ -116,11 +116,16 @@ def test_empty_run_directory_is_a_clear_error(tmp_path):
 
 def test_report_is_self_contained_and_has_every_section(analysed):
     text = open(analysed.report_path, encoding="utf-8").read()
-    assert "<script" not in text.replace("&lt;script&gt;", "")  # the config's script tag is escaped, not live
-    assert "&lt;script&gt;alert" in text
-    assert not re.search(r"""(src|href)=["'](?!data:)""", text)  # nothing loaded from outside the page
+    # One live script, the page's own, inline; the config's script tag is escaped, not live.
+    assert len(re.findall(r"<script", text)) == 1 and "<script>" in text and "&lt;script&gt;alert" in text
+    assert not re.search(r"""\ssrc=["'](?!data:)""", text)  # nothing loaded from outside the page
+    assert not re.search(r"""<link|@import|url\((?!#)""", text)  # no stylesheet, font or image by URL
+    # The only links: relative ones to the figure files next to the page.
+    hrefs = re.findall(r"""\shref=["']([^"']*)["']""", text)
+    assert sorted(hrefs) == sorted(os.path.basename(p) for f in analysed.figures.values() for p in f.values())
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', text)
-    assert len(images) == 3 and all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in images)
+    assert len(images) == 1 and all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in images)  # curves
+    assert text.count("<svg ") == len(PANELS) + 1  # the metric panels and the phase map, inline
     for words in (
         "Phase map",
         "guidance",
@@ -134,7 +139,7 @@ def test_report_is_self_contained_and_has_every_section(analysed):
         "mc_threshold",
     ):
         assert words in text, words
-    assert text.count("<tr>") >= 16 + 9  # a row per cell + a row per rule
+    assert text.count("<tr data-cell=") == 16 and text.count("<tr>") >= 9  # a row per cell, a row per rule
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,7 +193,7 @@ def test_report_renders_in_chromium_without_console_errors(analysed, tmp_path):
     exe = _chromium()
     dom, console = _render(exe, analysed.report_path, tmp_path, "--dump-dom")
     assert console == []
-    assert "Phase map" in dom and dom.count("data:image/png;base64,") == 3
+    assert "Phase map" in dom and dom.count("data:image/png;base64,") == 1 and dom.count("<svg ") == len(PANELS) + 1
     shot = tmp_path / "shot.png"
     _, console = _render(exe, analysed.report_path, tmp_path, "--window-size=1300,1100", f"--screenshot={shot}")
     assert console == []
@@ -215,3 +220,54 @@ def test_run_with_models_only_is_analysed_with_reasons(tmp_path):
     assert res.cells.phase_reason.str.contains("mode connectivity missing").all()
     assert res.cells.members_missing.str.contains("no pairs measured").all()
     assert "curves" not in res.figures and os.path.exists(res.report_path)
+
+
+def _svg_fills(text: str, metric: str) -> dict[str, str]:
+    """data-cell -> fill colour of every cell of panel ``metric`` in the report."""
+    svg = re.search(rf'<svg [^>]*data-metric="{metric}".*?</svg>', text, re.S).group(0)
+    return dict((c, f) for f, c in re.findall(r'<rect [^>]*fill="(#[0-9a-f]{6})" data-cell="([^"]+)"', svg))
+
+
+def test_svg_panels_colour_cells_like_the_figures(analysed):
+    import matplotlib as mpl
+
+    text = open(analysed.report_path, encoding="utf-8").read()
+    hexed = lambda rgba: "#" + "".join(f"{round(255 * c):02x}" for c in rgba[:3])  # noqa: E731
+    # mc on the paper's fixed range -30..30 (RdBu_r, centred at 0): linear there, so value v sits at (v + 30) / 60.
+    fills = _svg_fills(text, "mode_connectivity")
+    rdbu = mpl.colormaps["RdBu_r"]
+    # rows: batch 16, 32, 64, 128 (hot on top); columns: width 8, 16, 32, 64
+    assert fills["d0-0-0"] == hexed(rdbu((-8.0 + 30) / 60))  # width 8, batch 16
+    assert fills["d0-2-2"] == hexed(rdbu(0.5))  # width 32, batch 64: mc 0, the white centre
+    # test accuracy falls back to its data range (viridis): the lowest cell gets the first colour, the highest the last.
+    fills = _svg_fills(text, "test_acc")
+    viridis = mpl.colormaps["viridis"]
+    assert fills["d0-0-0"] == hexed(viridis(0.0)) and fills["d0-3-3"] == hexed(viridis(1.0))
+    # The phase map: each phase's colour, as in phase_map.png.
+    fills = _svg_fills(text, "phase")
+    assert fills["d0-0-0"] == PHASE_COLORS["I"].lower() and fills["d0-3-3"] == PHASE_COLORS["IV-B"].lower()
+
+
+def test_a_run_with_two_diagrams_gets_two_explorable_sections(tmp_path):
+    run = str(tmp_path / "run")
+    write_synthetic_run(run)
+    write_synthetic_run(run, temperature_name="learning_rate")
+    text = open(analyze_run(run, curve_cells=[]).report_path, encoding="utf-8").read()
+    assert text.count("<svg ") == 2 * (len(PANELS) + 1) and text.count("<table class='cells'>") == 2
+    ids = re.findall(r'\sid="([^"]+)"', text)
+    assert len(ids) == len(set(ids))  # colour-bar gradients and the tooltip: unique on the page
+    assert set(re.findall(r'data-cell="(d\d+)-\d+-\d+"', text)) == {"d0", "d1"}
+
+
+def test_tooltips_say_how_many_members_a_value_averages(analysed):
+    from analysis.plot_data import heatmap_data
+    from analysis.report_panels import heatmap_tip
+
+    cells = analysed.cells.copy()
+    one = (cells.load_value == 64) & (cells.temperature_value == 16)
+    cells.loc[one, ["cka_n", "cka_std"]] = [1, float("nan")]  # a cell whose CKA comes from one pair
+    data = heatmap_data(cells, "cka")
+    assert heatmap_tip(data, 0, 3).splitlines() == [
+        "width 64 · batch_size 16", f"CKA similarity: {cells[one].cka.iloc[0]:.4g}", "from 1 pair (no spread)"]
+    # width 64, batch 32: the pairs' CKA 0.58 + (-0.01, 0, 0.01) (tests/analysis_synthetic.py): std 0.01
+    assert heatmap_tip(data, 1, 3).splitlines()[-1] == "std 0.01 over 3 pairs"

@@ -115,7 +115,7 @@ def pair_cohort_key(spec: PairSpec) -> tuple:
     """Pairs with equal keys may have their curves trained as one cohort (see the module doc)."""
     cell, curve = spec.cell, spec.cell.curve
     return (_architecture_key(cell), _inputs_key(cell), curve.epochs, curve.batch_size, curve.points,
-            curve.bn_batch_size, curve.eval_batch_size, spec.device)
+            curve.lr_schedule, curve.bn_batch_size, curve.eval_batch_size, spec.device)
 
 
 def _plan(specs: list, key, max_size: int | None) -> list[list]:

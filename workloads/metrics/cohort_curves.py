@@ -40,7 +40,7 @@ def check_curve_configs(configs: list[CurveConfig], n: int) -> None:
     """ValueError unless the pairs can share a cohort: same epochs, batch size, t-grid, device, B <= n."""
     if not configs:
         raise ValueError("a curve cohort needs at least one pair")
-    for key in ("epochs", "batch_size", "points", "device", "bn_batch_size", "eval_batch_size"):
+    for key in ("epochs", "batch_size", "points", "lr_schedule", "device", "bn_batch_size", "eval_batch_size"):
         values = sorted({str(getattr(c, key)) for c in configs})
         if len(values) > 1:
             raise ValueError(f"curve cohort members must share {key}; got {values}")

@@ -1,0 +1,195 @@
+"""The CPU gallery: every gallery config run through the CLI, and docs/gallery.md written from the runs.
+
+    python scripts/gallery.py [--only NAME ...] [--runs DIR] [--docs DIR] [--reuse] [--reduced] [--set KEY=VALUE ...]
+
+For each config of GALLERY: `landscape run NAME --out RUNS/NAME` (a fresh run directory; with --reuse an
+existing complete one is analysed again instead), timed; then its phase map and panels are copied to
+DOCS/gallery/ and DOCS/gallery.md gets, per config, the date, the wall time, the machine's load while it ran,
+the phase map as a text grid and as a picture, the panels and the table of the paper's claims
+(RUN_DIR/analysis/claims.json). --set applies to every config. --reduced runs each config on the first and
+last values of its two axes, 2 seeds, 2 epochs and a 1-epoch curve: a check of the pipeline (the tests run it),
+not of the science.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+# (built-in config, the paper's figure it corresponds to), in the order of the paper.
+GALLERY = [
+    ("demo", "Fig. 2"),
+    ("cpu-lr-decay", "Fig. 3"),
+    ("cpu-noisy-labels", "Fig. 4"),
+    ("cpu-weight-decay", "Fig. 5"),
+    ("cpu-data-size", "Fig. 6"),
+    ("cpu-label-noise", "Fig. 7"),
+    ("cpu-learning-rate", "App. D.5"),
+]
+VERDICT = {True: "holds", False: "**does not hold**", None: "n/a"}
+
+
+def landscape_cmd() -> list[str]:
+    script = os.path.join(os.path.dirname(sys.executable), "landscape")
+    return [script] if os.path.exists(script) else [sys.executable, "-m", "orchestrator.cli"]
+
+
+def reduced_overrides(name: str) -> list[str]:
+    """--set values that shrink a config to 2 x 2 cells x 2 seeds with short training (pipeline checks only)."""
+    from orchestrator.config import load_config
+
+    cfg = load_config(name, check_data=False)
+
+    def ends(values) -> str:
+        return "[" + ", ".join(repr(v) for v in (values[0], values[-1])) + "]"
+
+    return [f"load.values={ends(cfg.load.values)}", f"temperature.values={ends(cfg.temperature.values)}",
+            "seeds=[0, 1]", "training.epochs=2", "metrics.curve.epochs=1", "metrics.hessian_samples=128",
+            "metrics.hessian_eigen_max_iter=10", "metrics.hessian_trace_max_probes=5", "metrics.cka_probes=64"]
+
+
+RUN_RECORD = "gallery.json"  # in each run directory: how its `landscape run` went, for later --reuse
+
+
+def run_config(name: str, run_dir: str, overrides: list[str], reuse: bool) -> dict:
+    """Run (or, with ``reuse``, re-analyse) one config; returns what gallery.md reports about the run.
+
+    A fresh run writes RUN_DIR/gallery.json (wall time, load, command, end time); --reuse reports that record,
+    so that re-generating the page keeps each run's own time rather than the time of the re-analysis."""
+    record_path = os.path.join(run_dir, RUN_RECORD)
+    if reuse and os.path.exists(os.path.join(run_dir, "config.yaml")):
+        cmd = landscape_cmd() + ["analyze", run_dir]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+        if not os.path.exists(record_path):
+            raise RuntimeError(f"{run_dir} has no {RUN_RECORD} (not made by this script); run it without --reuse")
+        with open(record_path, encoding="utf-8") as fh:
+            info = json.load(fh)
+        return {**info, "run_dir": run_dir, "reused": True, "finished": dt.datetime.fromisoformat(info["finished"])}
+    if os.path.exists(run_dir):
+        shutil.rmtree(run_dir)
+    cmd = landscape_cmd() + ["run", name, "--out", run_dir] + [a for kv in overrides for a in ("--set", kv)]
+    load_before = os.getloadavg()[0]
+    started = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.monotonic() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    info = {"name": name, "wall_seconds": wall, "command": cmd[1:], "load_before": load_before,
+            "load_after": os.getloadavg()[0], "finished": dt.datetime.now(dt.timezone.utc).isoformat()}
+    with open(record_path, "w", encoding="utf-8") as fh:
+        json.dump(info, fh, indent=1)
+    return {**info, "run_dir": run_dir, "reused": False, "finished": dt.datetime.fromisoformat(info["finished"])}
+
+
+def load_note(info: dict) -> str:
+    if info.get("load_before") is None:
+        return "load average not recorded"
+    return (f"1-minute load average {info['load_before']:.1f} before and {info['load_after']:.1f} after on this "
+            "2-core machine (above 2: other work shared the cores, so the time is an upper bound)")
+
+
+def claims_table(claims: list[dict]) -> str:
+    rows = ["| claim | figure | verdict | evidence |", "|---|---|---|---|"]
+    for c in sorted(claims, key=lambda c: not c["applies"]):
+        if not c["applies"]:
+            continue
+        verdict = VERDICT[c["holds"]] if c["holds"] is not None else "not measured"
+        rows.append(f"| {c['claim']} | {c['figure']} | {verdict} | {c['summary']} |")
+    return "\n".join(rows)
+
+
+def section(info: dict, figure: str, docs_dir: str) -> str:
+    """The Markdown of one config: how it ran, its phase map (text and picture), panels, claims."""
+    import pandas as pd
+
+    from analysis.plot_data import text_grid
+    from orchestrator.status import load_run_config
+
+    cfg = load_run_config(info["run_dir"])  # as run: with the overrides, if any
+    analysis = os.path.join(info["run_dir"], "analysis")
+    cells = pd.read_parquet(os.path.join(analysis, "cells.parquet"))
+    with open(os.path.join(analysis, "claims.json"), encoding="utf-8") as fh:
+        claims = json.load(fh)
+    images = os.path.join(docs_dir, "gallery")
+    os.makedirs(images, exist_ok=True)
+    pictures = {}
+    for kind in ("phase_map", "panels"):
+        target = os.path.join(images, f"{info['name']}_{kind}.png")
+        shutil.copyfile(os.path.join(analysis, f"{kind}.png"), target)
+        pictures[kind] = os.path.relpath(target, docs_dir)
+    applies = [c for c in claims if c["applies"]]
+    held = sum(1 for c in applies if c["holds"] is True)
+    how = "`landscape " + " ".join(info["command"]) + "`" + (", re-analysed later" if info["reused"] else "")
+    return "\n".join([
+        f"## {info['name']} ({figure})",
+        "",
+        cfg.description.strip(),
+        "",
+        f"Run {info['finished']:%Y-%m-%d %H:%M} UTC: {len(cfg.model_keys())} models, {len(cfg.pair_keys())} pairs, "
+        f"**{info['wall_seconds'] / 60:.1f} min** wall ({how}); {load_note(info)}. "
+        f"Claims that apply: **{held} of {len(applies)} hold**.",
+        "",
+        "```",
+        text_grid(cells, "phase"),
+        "```",
+        "",
+        f"![{info['name']} phase map]({pictures['phase_map']})",
+        "",
+        f"![{info['name']} panels]({pictures['panels']})",
+        "",
+        claims_table(claims),
+        "",
+    ])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", help="configs to run (default: all of GALLERY)")
+    parser.add_argument("--runs", default="runs/gallery", help="folder of the run directories")
+    parser.add_argument("--docs", default="docs", help="folder of gallery.md and gallery/")
+    parser.add_argument("--reuse", action="store_true", help="re-analyse existing run directories instead of running")
+    parser.add_argument("--reduced", action="store_true", help="2 x 2 cells, 2 seeds, 2 epochs: a pipeline check")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    chosen = [(n, f) for n, f in GALLERY if not args.only or n in args.only]
+    unknown = set(args.only or ()) - {n for n, _ in GALLERY}
+    if unknown:
+        parser.error(f"not gallery configs: {sorted(unknown)}; choose from {[n for n, _ in GALLERY]}")
+    parts = []
+    for name, figure in chosen:
+        overrides = (reduced_overrides(name) if args.reduced else []) + args.overrides
+        info = run_config(name, os.path.join(args.runs, name), overrides, args.reuse)
+        print(f"{name}: {info['wall_seconds']:.0f} s", flush=True)
+        parts.append(section(info, figure, args.docs))
+    today = dt.date.today().isoformat()
+    head = [
+        "# The CPU gallery",
+        "",
+        f"Generated {today} by `python scripts/gallery.py` from runs made that day on this project's 2-core CPU "
+        "VM. Each section: the config, how long `landscape run` took, its phase map (text and picture; hot end "
+        "on top), the metric panels, and the paper's claims that apply to its knobs as `landscape analyze` checked "
+        "them (RUN_DIR/analysis/claims.json; thresholds in analysis/claims.py). Each config's comment says which "
+        "claims of its figure it is meant to show and which it does not; the pilots behind the settings are in "
+        "docs/science.md.",
+        "",
+    ]
+    if args.reduced:
+        head += ["**Reduced runs** (--reduced: 2 x 2 cells, 2 seeds, 2 epochs): a pipeline check, not the science.", ""]
+    if args.overrides:
+        head += [f"Overrides applied to every config: `{' '.join(args.overrides)}`.", ""]
+    os.makedirs(args.docs, exist_ok=True)
+    with open(os.path.join(args.docs, "gallery.md"), "w", encoding="utf-8") as fh:
+        fh.write("\n".join(head + parts))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

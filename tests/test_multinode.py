@@ -21,7 +21,6 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 def test_smoke_on_a_two_node_cluster(short_tmp):
-    started = time.monotonic()
     cluster = LoopbackCluster()
     try:
         cluster.start_head(num_cpus=1)
@@ -69,4 +68,3 @@ def test_smoke_on_a_two_node_cluster(short_tmp):
         import socket
 
         socket.create_connection(("127.0.0.1", cluster.port), timeout=2).close()
-    assert time.monotonic() - started < 90

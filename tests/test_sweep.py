@@ -281,10 +281,11 @@ def test_the_eta_weights_what_is_left_by_its_estimated_cost():
     from orchestrator.config import load_config
     from orchestrator.cost import job_costs, order_models
 
-    cfg = load_config("demo")
+    cfg = load_config("cpu-lr-decay")  # width x batch size: a wide spread of job costs (the demo's is ~2x)
     costs = job_costs(cfg)
-    first = order_models(cfg, cfg.model_keys())[:3]  # what runs first: the slowest cell, its three seeds
-    slow, fast = mkey(cfg, *first[0]), mkey(cfg, 8, 1024, 0)
+    ordered = order_models(cfg, cfg.model_keys())
+    first = ordered[:3]  # what runs first: the slowest cell, its three seeds
+    slow, fast = mkey(cfg, *first[0]), mkey(cfg, *ordered[-1])  # the widest model, the narrowest
     assert costs[slow] > 5 * costs[fast]
     state = SweepState(slots=2, costs=costs)
     state.models.keys = [mkey(cfg, *k) for k in cfg.model_keys()]

@@ -54,7 +54,7 @@ def test_settings_added_after_0_1_0_declare_their_legacy_value_and_stay_out_of_t
     assert parse_config(small(**{"metrics.curve.mc_on": "loss"})).config_hash() != base.config_hash()
     assert parse_config(small(**{"workload.dataset_args": "{a: 1}"})).config_hash() != base.config_hash()
     # Settings that do not change a result never enter the hash.
-    for change in ({"metrics.extra": "[mymetrics:SPEC]"}, {"training.checkpoint_every": 3}, {"metrics.pairs": "all"}):
+    for change in ({"metrics.extra": "[workloads.extra_metrics.weight_spectral_norm:METRIC]"}, {"training.checkpoint_every": 3}, {"metrics.pairs": "all"}):
         assert parse_config(small(**change)).config_hash() == base.config_hash(), change
 
 

@@ -29,6 +29,7 @@ from torch import nn
 
 from workloads import knobs
 from workloads.data import Dataset, load_dataset
+from workloads.metric_discovery import measure_added
 from workloads.metric_specs import BUILTINS, MetricSpec
 from workloads.metrics.cka import cka_or_reason, mixup_probes, softmax_outputs
 from workloads.metrics.connectivity import CurveConfig, connect_models
@@ -294,6 +295,7 @@ def train_and_measure(spec: ModelSpec, *, checkpoint_fn=None, resume_state: dict
             trace_tol=h.trace_tol, trace_max_probes=h.trace_max_probes, seed=h.seed, batch_size=h.batch_size,
         )
         if add_measurements(row, (train_loss, train_acc), (test_loss, test_acc), est):
+            row.update(measure_added(model, data_dev, cell.added_metrics))
             state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     row["metrics_seconds"] = time.perf_counter() - metrics_started
     row["wall_seconds"] = time.perf_counter() - started

@@ -99,3 +99,42 @@ def test_bad_declarations_are_refused_with_the_reason():
         MetricSpec.from_json("[1, 2]")
     assert merged((ADDED,), (ADDED,)).added == (ADDED,)
     assert BUILTINS.added == ()
+
+
+PLUGIN = '''
+from workloads.metric_specs import MetricSpec, Panel
+SPEC = MetricSpec("num_weights", "model", "parameters", "trainable parameters", panel=Panel("weights"),
+                  required=False, compute="mymetrics:count")
+NOT_A_SPEC = 3
+PAIRWISE = MetricSpec("pairwise", "pair", compute="mymetrics:count")
+def count(model, data):
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+'''
+
+
+def test_a_plugin_metric_named_in_the_config(tmp_path, monkeypatch):
+    from torch import nn
+
+    from orchestrator.config import ConfigError, load_config
+    from workloads.metric_discovery import measure_added, package_metrics, run_metrics
+    from workloads.plugins import PluginError
+
+    (tmp_path / "mymetrics.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    metrics = run_metrics(["mymetrics:SPEC"])
+    assert [s.name for s in metrics.added] == [s.name for s in package_metrics()] + ["num_weights"]
+    assert measure_added(nn.Linear(3, 2), None, [metrics.added[-1]]) == {"num_weights": 8.0}
+    with pytest.raises(PluginError, match="did you mean 'mymetrics:SPEC'"):
+        run_metrics(["mymetrics:SPCE"])
+    with pytest.raises(PluginError, match="not a workloads.metric_specs.MetricSpec"):
+        run_metrics(["mymetrics:NOT_A_SPEC"])
+    with pytest.raises(PluginError, match="per-pair metrics cannot be added yet"):
+        run_metrics(["mymetrics:PAIRWISE"])
+    with pytest.raises(PluginError, match="neither 'module:NAME' nor an installed entry point"):
+        run_metrics(["no-such-metric"])
+    # In a config: checked before anything runs, one error naming the key; not part of the config hash.
+    base = load_config("smoke", check_data=False)
+    with_plugin = load_config("smoke", ["metrics.extra=[mymetrics:SPEC]"], check_data=False)
+    assert with_plugin.config_hash() == base.config_hash()
+    with pytest.raises(ConfigError, match=r"^metrics.extra: .*did you mean 'mymetrics:SPEC'"):
+        load_config("smoke", ["metrics.extra=[mymetrics:SPCE]"], check_data=False)

@@ -2,8 +2,8 @@
 their curves and weights; its models parts lack the columns added since, ``train_loss_drop`` and
 ``weights_sha256``) is read, analysed and resumed by this version without retraining anything, on a copy.
 
-Resume computes the metric added since (``weight_spectral_norm``, workloads/extra_metrics/) from the saved
-weights, without training: the models parts are rewritten with the same values plus the new column (the only
+Resume computes the metrics added since (workloads/extra_metrics/: ``weight_spectral_norm``, ...) from the
+saved weights, without training: the models parts are rewritten with the same values plus the new column (the only
 files whose bytes change, besides what Ray Tune writes into RUN_DIR/tune); weights, pairs, curves, and run.json keep their bytes; config.yaml is rewritten in the current full form (same settings and hash, the
 run's new location in run.storage).
 """
@@ -22,6 +22,7 @@ from analysis.tables import RunTables
 import yaml
 
 from orchestrator.config import parse_config
+from workloads.metric_discovery import package_metrics
 from tests.conftest import hygienic_env, landscape_cmd, landscape_in_process
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "data", "run_v0_1_0")
@@ -117,11 +118,13 @@ def test_resume_of_an_old_run_measures_the_added_metric_without_training(old_run
     assert new_cfg == dataclasses.replace(old_cfg, run=dataclasses.replace(old_cfg.run, storage=old_run))  # moved
     assert new_cfg.config_hash() == old_cfg.config_hash()
     scan = tables.scan("models")
-    assert [s.name for s in scan.metrics.added] == ["weight_spectral_norm"]
+    added = [s.name for s in package_metrics()]
+    assert [s.name for s in scan.metrics.added] == added and "weight_spectral_norm" in added
     new_models = scan.frame.sort_values(["load_value", "temperature_value", "seed"]).reset_index(drop=True)
     # Every value the rows had is kept (a training would have renewed finished_at, train_seconds, ...).
     pd.testing.assert_frame_equal(new_models[old_models.columns], old_models)
-    for row in new_models.itertuples():
+    assert new_models[added].notna().all().all()
+    for row in new_models.itertuples():  # the one this version added, against an independent reference
         key = f"width={row.load_value:g}__batch_size={row.temperature_value:g}__seed={row.seed}"
         ref = spectral_norm_reference(os.path.join(old_run, "models", f"{key}.pt"))
         assert row.weight_spectral_norm == pytest.approx(ref, rel=1e-9), key
@@ -137,6 +140,7 @@ def test_resume_of_an_old_run_measures_the_added_metric_without_training(old_run
     analysed = landscape_in_process("analyze", old_run)
     assert analysed.returncode == 0, (analysed.stdout, analysed.stderr)
     cells = pd.read_parquet(os.path.join(old_run, "analysis", "cells.parquet"))
-    assert cells["log_weight_spectral_norm"].notna().all()
     report = open(os.path.join(old_run, "analysis", "report.html"), encoding="utf-8").read()
-    assert "ln spectral norm of the weights" in report and "log ‖W‖σ" in report
+    for spec in package_metrics():
+        assert cells[spec.shown].notna().all()
+        assert (spec.panel is None or spec.panel.title in report) and (spec.report is None or spec.report.header in report)

@@ -3,6 +3,7 @@ iterate over are those the package had as parallel lists before (written out her
 added metric's spec survives its trip through a Parquet part's field metadata."""
 
 import math
+import os
 
 import pandas as pd
 import pytest
@@ -138,3 +139,32 @@ def test_a_plugin_metric_named_in_the_config(tmp_path, monkeypatch):
     assert with_plugin.config_hash() == base.config_hash()
     with pytest.raises(ConfigError, match=r"^metrics.extra: .*did you mean 'mymetrics:SPEC'"):
         load_config("smoke", ["metrics.extra=[mymetrics:SPCE]"], check_data=False)
+
+
+def test_an_added_panel_is_drawn_after_the_builtins(tmp_path):
+    from analysis.phases import label_phases
+    from analysis.plots import panel_set, save_panels
+
+    cell = {"load_name": "width", "temperature_name": "batch_size"}
+    models, pairs = [], []
+    for lv in (8.0, 16.0):
+        for tv in (32.0, 64.0):
+            for seed in (0, 1):
+                models.append({**cell, "load_value": lv, "temperature_value": tv, "seed": seed, "status": "ok",
+                               "test_acc": 0.5, "test_loss": 1.0, "train_loss": 0.5 / lv, "train_acc": 0.6,
+                               "hessian_top_eigenvalue": 2.0, "hessian_trace": 9.0, "weight_thing": lv + seed})
+            pairs.append({**cell, "load_value": lv, "temperature_value": tv, "seed_a": 0, "seed_b": 1,
+                          "status": "ok", "mode_connectivity": 0.0, "cka": 0.5, "l2_distance": 3.0})
+    metrics = MetricSet((ADDED,))
+    cells = label_phases(aggregate_cells(pd.DataFrame(models), pd.DataFrame(pairs), metrics=metrics))
+    heatmaps = panel_set(cells, metrics=metrics)
+    assert [h.metric for h in heatmaps] == [p.metric for p in PANELS[:4]] + ["log_weight_thing"] + [
+        p.metric for p in PANELS[4:]]
+    added = heatmaps[4]
+    assert added.title == "ln thing" and added.cmap == "magma"
+    # ln(8.5) and ln(16.5) lie outside its declared paper range 0-2: the data's range, and it says why
+    assert added.range_source == "data (0% of cells inside the paper's 0-2)"
+    assert (added.vmin, added.vmax) == pytest.approx((math.log(8.5), math.log(16.5)))
+    assert added.spread.members == "models" and added.spread.count.max() == 2
+    files = save_panels(cells, str(tmp_path / "panels"), heatmaps=heatmaps)  # 3 rows of 4: 8 panels, the map
+    assert all(os.path.getsize(path) > 0 for path in files.values())

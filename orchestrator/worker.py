@@ -162,20 +162,26 @@ def _measure_job(cfg: SweepConfig, context: JobContext, job: dict, cell, existin
     state = _load_weights(context.run_dir, tables, key)  # damaged weights: deleted, so the next plan retrains
     device = _job_device(cfg.trial_cpu(job["load"]))
     data = cell.data().to(_torch_device(device))
+    values, failures = {}, []
     try:
         model = load_trained(cell, int(job["seed"]), state, data, _torch_device(device))
-        values = measure_added(model, data, todo)
-    except Exception as exc:  # a metric's own code failed: the finished row is kept as it is (never retrained)
-        why = f"measuring {', '.join(s.name for s in todo)} failed: {type(exc).__name__}: {exc}"[:500]
-        return {"kind": "model", "key": key, "status": "ok", "skipped": False, "wall_seconds":
-                time.perf_counter() - started, "test_acc": existing.get("test_acc"), "note": why}
+    except Exception as exc:  # weights that do not fit the model: the finished row is kept as it is
+        model, failures = None, [f"loading the weights failed: {type(exc).__name__}: {exc}"]
+    for spec in todo if model is not None else ():
+        try:  # each metric alone: one whose own code fails leaves the others measured and the row kept
+            values.update(measure_added(model, data, [spec]))
+        except Exception as exc:
+            failures.append(f"measuring {spec.name} failed: {type(exc).__name__}: {exc}")
+    done = [f"measured {', '.join(sorted(values))} from the saved weights (no training)"] if values else []
+    result = {"kind": "model", "key": key, "status": "ok", "skipped": False, "measured": sorted(values),
+              "test_acc": existing.get("test_acc"), "note": "; ".join(done + failures)[:500] or None}
+    if not values:
+        return {**result, "wall_seconds": time.perf_counter() - started}
     known = set(table_schema("models", cell.added_metrics).names)
     row = {**{k: v for k, v in existing.items() if k in known}, **values}
     with writing(tables.part_uri("models", key), faults, key):
         tables.write_part("models", key, [row], added=cell.added_metrics)
-    return {"kind": "model", "key": key, "status": "ok", "skipped": False, "measured": sorted(values),
-            "wall_seconds": time.perf_counter() - started, "test_acc": existing.get("test_acc"),
-            "note": f"measured {', '.join(sorted(values))} from the saved weights (no training)"}
+    return {**result, "wall_seconds": time.perf_counter() - started}
 
 
 def _pair_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:

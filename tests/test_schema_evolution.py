@@ -144,3 +144,33 @@ def test_resume_of_an_old_run_measures_the_added_metric_without_training(old_run
     for spec in package_metrics():
         assert cells[spec.shown].notna().all()
         assert (spec.panel is None or spec.panel.title in report) and (spec.report is None or spec.report.header in report)
+
+
+BROKEN_PLUGIN = """
+from workloads.metric_specs import MetricSpec
+SPEC = MetricSpec("broken_metric", "model", required=False, compute="brokenmetric:broken")
+def broken(model, data):
+    raise RuntimeError("the plug-in's own bug")
+"""
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_failing_added_metric_retrains_nothing_and_keeps_the_others(old_run, ray_tmpdir, tmp_path):
+    plugin_dir = tmp_path / "plugin"
+    plugin_dir.mkdir()
+    (plugin_dir / "brokenmetric.py").write_text(BROKEN_PLUGIN)
+    before = RunTables(old_run).read("models")
+    env = hygienic_env(ray_tmpdir, PYTHONPATH=str(plugin_dir))
+    proc = subprocess.run(landscape_cmd() + ["resume", old_run, "--no-analysis", "--set",
+                                             "metrics.extra=[brokenmetric:SPEC]"],
+                          capture_output=True, text=True, timeout=400, env=env)
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert "sweep incomplete: the added metrics of 8 finished model(s) not done" in proc.stderr
+    after = RunTables(old_run).scan("models")
+    frame = after.frame
+    assert len(frame) == 8 and (frame["status"] == "ok").all()
+    assert frame["broken_metric"].isna().all() and frame["weight_spectral_norm"].notna().all()
+    order = ["load_value", "temperature_value", "seed"]
+    pd.testing.assert_frame_equal(frame[before.columns].sort_values(order).reset_index(drop=True),
+                                  before.sort_values(order).reset_index(drop=True))  # nothing retrained

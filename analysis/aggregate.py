@@ -1,13 +1,13 @@
 """Per-cell aggregation of a run's models and pairs tables (one row per load x temperature cell).
 
 For every cell:
-- per-model metrics (``MODEL_METRICS``): mean over the models whose status is "ok", sample standard deviation
-  (``<metric>_std``, ddof=1, NaN below two values) and the number of values averaged (``<metric>_n``);
+- per-model metrics (the ``model`` specs of workloads/metric_specs.py, plus a run's added ones): mean over
+  the models whose status is "ok", sample standard deviation (``<metric>_std``, ddof=1, NaN below two values) and the number of values averaged (``<metric>_n``);
   ``train_loss_drop`` (how much the loss still fell at the end of training) is optional: NaN where the run
   lacks it, never a reason to call a cell incomplete;
 - the Hessian also as log of the mean (``log_hessian_top_eigenvalue``, ``log_hessian_trace``), as the paper
   plots it; null when the mean is not positive;
-- pairwise metrics (``PAIR_METRICS``): the same three numbers over the pairs whose status is "ok"; CKA only
+- pairwise metrics (the ``pair`` specs): the same three numbers over the pairs whose status is "ok"; CKA only
   over pairs where it is defined (``cka_undefined`` counts the others);
 - member bookkeeping: ``n_models_expected`` (the seeds the run trained anywhere, unless given),
   ``n_models_ok``, ``n_diverged``, ``n_failed``, ``n_pairs_ok``, ``n_pairs_failed``, and ``complete`` /
@@ -26,34 +26,41 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from workloads.metric_specs import BUILTINS, MetricSet
+
 CELL_COLUMNS = ["load_name", "load_value", "temperature_name", "temperature_value"]
 
-MODEL_METRICS = ["test_acc", "test_loss", "train_loss", "train_acc", "hessian_top_eigenvalue", "hessian_trace",
-                 "train_loss_drop"]
+# The built-in metrics by role (workloads/metric_specs.py declares them; these are views for callers).
+MODEL_METRICS = BUILTINS.names("model")
 # Diagnostics a run may lack (the authors' released results, runs made before the column existed): averaged
 # where present, NaN where absent, never making a cell incomplete.
-OPTIONAL_MODEL_METRICS = ["train_loss_drop"]
-PAIR_METRICS = ["mode_connectivity", "cka", "l2_distance"]
+OPTIONAL_MODEL_METRICS = [s.name for s in BUILTINS.per("model") if not s.required]
+PAIR_METRICS = BUILTINS.names("pair")
 # Hessian figures are log(mean over seeds), like the paper; name of the log column per metric.
-LOG_OF_MEAN = {"hessian_top_eigenvalue": "log_hessian_top_eigenvalue", "hessian_trace": "log_hessian_trace"}
+LOG_OF_MEAN = {s.name: s.log_name for s in BUILTINS.all if s.log_name}
 
 # Of the pairwise metrics, only these are expected for every pair; mode connectivity is computed for the
 # connected pairs only (the authors connect one pair per cell), so its count is reported but not demanded.
-PAIR_METRICS_EXPECTED_FOR_ALL = ["cka", "l2_distance"]
+PAIR_METRICS_EXPECTED_FOR_ALL = [s.name for s in BUILTINS.per("pair") if s.expected_for_all]
 
 
 def aggregate_cells(
-    models: pd.DataFrame, pairs: pd.DataFrame, *, expected_seeds: Iterable[int] | None = None
+    models: pd.DataFrame, pairs: pd.DataFrame, *, expected_seeds: Iterable[int] | None = None,
+    metrics: MetricSet = BUILTINS,
 ) -> pd.DataFrame:
     """One row per cell, sorted by load then temperature; columns as described in the module docstring.
 
     models, pairs: the run's tables (``RunTables.read``). expected_seeds: the seeds every cell should have;
     default: every seed that appears in any cell of ``models``. A cell present only in ``pairs`` still gets
-    a row (with its models counted as missing).
+    a row (with its models counted as missing). metrics: the metrics to aggregate (the built-ins, plus the
+    run's added ones: ``TableScan.metrics``); a metric that is not required may be absent from the tables.
     """
-    _require(models, CELL_COLUMNS + ["seed", "status"] + _demanded(MODEL_METRICS), "models")
-    models = models.assign(**{c: math.nan for c in OPTIONAL_MODEL_METRICS if c not in models.columns})
-    _require(pairs, CELL_COLUMNS + ["seed_a", "seed_b", "status"] + PAIR_METRICS, "pairs")
+    model_specs, pair_specs = metrics.per("model"), metrics.per("pair")
+    _require(models, CELL_COLUMNS + ["seed", "status"] + [s.name for s in model_specs if s.required], "models")
+    models = models.assign(**{s.name: math.nan for s in model_specs if s.name not in models.columns})
+    _require(pairs, CELL_COLUMNS + ["seed_a", "seed_b", "status"] + [s.name for s in pair_specs if s.required],
+             "pairs")
+    pairs = pairs.assign(**{s.name: math.nan for s in pair_specs if s.name not in pairs.columns})
     seeds = sorted(
         {int(s) for s in expected_seeds} if expected_seeds is not None else {int(s) for s in models["seed"].dropna()}
     )
@@ -67,18 +74,19 @@ def aggregate_cells(
     for key in cells.itertuples(index=False, name=None):
         m = model_groups.get(key, models.iloc[0:0])
         p = pair_groups.get(key, pairs.iloc[0:0])
-        rows.append({**dict(zip(CELL_COLUMNS, key)), **_cell_stats(m, p, seeds)})
-    return pd.DataFrame(rows, columns=cell_columns())
+        rows.append({**dict(zip(CELL_COLUMNS, key)), **_cell_stats(m, p, seeds, metrics)})
+    return pd.DataFrame(rows, columns=cell_columns(metrics))
 
 
-def cell_columns() -> list[str]:
+def cell_columns(metrics: MetricSet = BUILTINS) -> list[str]:
     """Columns of ``aggregate_cells``' output, in order."""
     cols = list(CELL_COLUMNS)
-    for metric in MODEL_METRICS:
-        cols += [metric, f"{metric}_std", f"{metric}_n"]
-    cols += list(LOG_OF_MEAN.values())
-    for metric in PAIR_METRICS:
-        cols += [metric, f"{metric}_std", f"{metric}_n"]
+    for spec in metrics.per("model"):
+        cols += spec.cell_columns()
+    cols += [s.log_name for s in metrics.per("model") if s.log_name]
+    for spec in metrics.per("pair"):
+        cols += spec.cell_columns()
+    cols += [s.log_name for s in metrics.per("pair") if s.log_name]
     cols += [
         "cka_undefined",
         "n_models_expected",
@@ -93,10 +101,6 @@ def cell_columns() -> list[str]:
         "members_missing",
     ]
     return cols
-
-
-def _demanded(metrics: list[str]) -> list[str]:
-    return [m for m in metrics if m not in OPTIONAL_MODEL_METRICS]
 
 
 def _require(df: pd.DataFrame, columns: list[str], name: str) -> None:
@@ -119,20 +123,22 @@ def _seed_list(seeds: list[int]) -> str:
     return ("seed " if len(seeds) == 1 else "seeds ") + ",".join(str(s) for s in seeds)
 
 
-def _cell_stats(m: pd.DataFrame, p: pd.DataFrame, expected: list[int]) -> dict:
+def _log_of_mean(mean: float) -> float:
+    return math.log(mean) if math.isfinite(mean) and mean > 0 else math.nan
+
+
+def _cell_stats(m: pd.DataFrame, p: pd.DataFrame, expected: list[int], metrics: MetricSet) -> dict:
     out: dict = {}
     status = m["status"].fillna("failed")
     ok = m[status == "ok"]
-    for metric in MODEL_METRICS:
-        out[metric], out[f"{metric}_std"], out[f"{metric}_n"] = _stats(ok[metric])
-    for metric, log_name in LOG_OF_MEAN.items():
-        mean = out[metric]
-        out[log_name] = math.log(mean) if math.isfinite(mean) and mean > 0 else math.nan
-
     pstatus = p["status"].fillna("failed")
     pok = p[pstatus == "ok"]
-    for metric in PAIR_METRICS:
-        out[metric], out[f"{metric}_std"], out[f"{metric}_n"] = _stats(pok[metric])
+    for per, members in (("model", ok), ("pair", pok)):
+        for spec in metrics.per(per):
+            out[spec.name], out[f"{spec.name}_std"], out[f"{spec.name}_n"] = _stats(members[spec.name])
+        for spec in metrics.per(per):
+            if spec.log_name:
+                out[spec.log_name] = _log_of_mean(out[spec.name])
     out["cka_undefined"] = int(len(pok) - out["cka_n"])
 
     present = {int(s) for s in m["seed"].dropna()}
@@ -161,12 +167,12 @@ def _cell_stats(m: pd.DataFrame, p: pd.DataFrame, expected: list[int]) -> dict:
         notes.append("no pairs measured")
     if out["n_pairs_failed"]:
         notes.append(f"{out['n_pairs_failed']} of {len(p)} pairs failed")
-    for metric in _demanded(MODEL_METRICS):
-        if 0 < n_ok and out[f"{metric}_n"] < n_ok:
-            notes.append(f"{metric} from {out[f'{metric}_n']} of {n_ok} models")
-    for metric in PAIR_METRICS_EXPECTED_FOR_ALL:
-        if 0 < len(pok) and out[f"{metric}_n"] < len(pok):
-            notes.append(f"{metric} from {out[f'{metric}_n']} of {len(pok)} pairs")
+    for spec in metrics.per("model"):
+        if spec.required and 0 < n_ok and out[f"{spec.name}_n"] < n_ok:
+            notes.append(f"{spec.name} from {out[f'{spec.name}_n']} of {n_ok} models")
+    for spec in metrics.per("pair"):
+        if spec.required and spec.expected_for_all and 0 < len(pok) and out[f"{spec.name}_n"] < len(pok):
+            notes.append(f"{spec.name} from {out[f'{spec.name}_n']} of {len(pok)} pairs")
     out["complete"] = not notes
     out["members_missing"] = "; ".join(notes) if notes else None
     return out

@@ -39,6 +39,7 @@ from analysis.reference import import_reference as _import_reference
 from analysis.report import DiagramSection, render_report
 from analysis.tables import RunTables, TableScan, join, resolve
 from workloads.atomic import write_atomically
+from workloads.metric_specs import merged
 
 __all__ = ["AnalysisResult", "analyze_run", "import_reference"]
 
@@ -168,9 +169,10 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
     # neither leave an empty analysis/ behind nor replace a good earlier analysis with an empty one.
     tables = RunTables(run_dir)
     warnings: list[str] = []
-    frames, unreadable = {}, {}
+    frames, unreadable, added = {}, {}, []
     for name in ("models", "pairs", "curves"):
         scan = (scans or {}).get(name) or tables.scan(name)
+        added.append(scan.metrics)
         unreadable[name] = bad = scan.unreadable
         dupes = sorted(scan.duplicates())  # e.g. "K (copy).parquet": its rows would count twice
         frames[name] = scan.rows_without(dupes)
@@ -185,6 +187,8 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
                 f"e.g. {dupes[0]}.parquet; `landscape resume {run_dir}` moves them aside"
             )
     models, pairs, curves = frames["models"], frames["pairs"], frames["curves"]
+    # The built-in metrics and those the run added (their specs travel in the tables' field metadata).
+    metrics = merged(*added)
     _check_something_to_analyse(run_dir, tables, models, pairs, unreadable["models"])
     if not pd.to_numeric(pairs["mode_connectivity"], errors="coerce").notna().any():
         if pairs_expected is False:
@@ -212,11 +216,12 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
         def pick(df):
             return df[(df["load_name"] == load) & (df["temperature_name"] == temp)]
 
-        cells = label_phases(aggregate_cells(pick(models), pick(pairs), expected_seeds=seeds), phase_rules)
+        cells = label_phases(aggregate_cells(pick(models), pick(pairs), expected_seeds=seeds, metrics=metrics),
+                             phase_rules)
         suffix = _diagram_name(load, temp, several)
         stem = lambda base: os.path.join(out_dir, f"{base}__{suffix}" if suffix else base)
         # The numbers behind the panels, once: the PNG/PDF figures and the report's SVG draw the same objects.
-        heatmaps, phase_map = panel_set(cells, color_ranges), phase_map_data(cells)
+        heatmaps, phase_map = panel_set(cells, color_ranges, metrics), phase_map_data(cells)
         figs = {
             "phase_map": save_phase_map(cells, stem("phase_map"), data=phase_map),
             "panels": save_panels(cells, stem("panels"), heatmaps=heatmaps, phase_map=phase_map),
@@ -244,6 +249,7 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
                 heatmaps=heatmaps,
                 curves_png=figs.get("curves", {}).get("png"),
                 figure_files=figs,
+                metrics=metrics,
             )
         )
         all_cells.append(cells)

@@ -24,22 +24,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.aggregate import LOG_OF_MEAN, PAIR_METRICS
 from analysis.phases import PHASES
 from analysis.tables import format_value
 from workloads import knobs
-
-# The authors' colour ranges (method.md section 7).
-PAPER_COLOR_RANGES: dict[str, tuple[float, float]] = {
-    "test_acc": (0.56, 0.91),
-    "train_loss": (0.0, 3.0),
-    "log_hessian_top_eigenvalue": (0.0, 6.0),
-    "log_hessian_trace": (3.0, 8.0),
-    "mode_connectivity": (-30.0, 30.0),
-    "cka": (0.3, 0.8),
-    "l2_distance": (0.0, 100.0),
-}
-
+from workloads.metric_specs import BUILTINS, MetricSet
 
 @dataclass(frozen=True)
 class PanelSpec:
@@ -49,22 +37,20 @@ class PanelSpec:
     diverging: bool = False  # centred at 0 (TwoSlopeNorm), symmetric data range
     log_scale: bool = False  # logarithmic colour scale (positive values only)
     fmt: str = ".2g"  # how a cell's value is printed into small grids
+    paper_range: tuple[float, float] | None = None  # the authors' fixed colour range (method.md section 7)
 
 
-# The paper's panel set, in its order. Darker = sharper for the Hessian (the paper's reading); mode
-# connectivity blue for barriers, white at 0, red for curves beating their endpoints. Train loss has a log colour
-# scale: the sharp/flat rule is a ratio (10x the floor), which a linear scale from 0 to 3 hides below 0.3.
-# Every log is the natural log, and the titles say so.
-PANELS: list[PanelSpec] = [
-    PanelSpec("test_acc", "test accuracy", "viridis", fmt=".2f"),
-    PanelSpec("train_loss", "train loss (nats; log colour scale)", "Blues", log_scale=True, fmt=".2g"),
-    PanelSpec("log_hessian_top_eigenvalue", "ln λ_max (natural log of the seed mean)", "Blues", fmt=".1f"),
-    PanelSpec("log_hessian_trace", "ln trace (natural log of the seed mean)", "Blues", fmt=".1f"),
-    PanelSpec("mode_connectivity", "mode connectivity (pp)", "RdBu_r", diverging=True, fmt=".1f"),
-    PanelSpec("cka", "CKA similarity", "viridis", fmt=".2f"),
-    PanelSpec("l2_distance", "L2 distance", "viridis", fmt=".3g"),
-]
+def panel_specs(metrics: MetricSet = BUILTINS) -> list[PanelSpec]:
+    """The panels of ``metrics`` (workloads/metric_specs.py declares each metric's panel), in their order."""
+    return [PanelSpec(s.shown, s.panel.title, s.panel.cmap, s.panel.diverging, s.panel.log_scale, s.panel.fmt,
+                      s.panel.paper_range) for s in metrics.panels()]
+
+
+# The paper's panel set, in its order (the built-in metrics' panels).
+PANELS: list[PanelSpec] = panel_specs()
 PANEL_BY_METRIC = {p.metric: p for p in PANELS}
+# The authors' colour ranges (method.md section 7).
+PAPER_COLOR_RANGES: dict[str, tuple[float, float]] = {p.metric: p.paper_range for p in PANELS if p.paper_range}
 
 PHASE_COLORS = {"I": "#d1495b", "II": "#edae49", "III": "#00798c", "IV-A": "#9bd08f", "IV-B": "#2f8f3a"}
 # The key beside the phase map: what each label means (method.md section 5).
@@ -166,16 +152,17 @@ class SeedSpread:
     members: str
 
 
-def seed_spread(cells: pd.DataFrame, metric: str, grid: Grid) -> SeedSpread | None:
+def seed_spread(cells: pd.DataFrame, metric: str, grid: Grid, metrics: MetricSet = BUILTINS) -> SeedSpread | None:
     """The SeedSpread behind panel ``metric`` from aggregate_cells' ``<column>``, ``_std``, ``_n`` columns;
     None when the cells lack them (a table made elsewhere)."""
-    column = {log: raw for raw, log in LOG_OF_MEAN.items()}.get(metric, metric)
+    spec = metrics.by_shown().get(metric)
+    column = spec.name if spec is not None else metric
     names = [column, f"{column}_std", f"{column}_n"]
     if any(n not in cells.columns for n in names):
         return None
     mean, std, count = (grid.to_matrix(cells.assign(_v=pd.to_numeric(cells[n], errors="coerce")), "_v")
                         for n in names)
-    members = "pairs" if column in PAIR_METRICS else "models"
+    members = "pairs" if spec is not None and spec.per == "pair" else "models"
     return SeedSpread(column, mean, std, np.nan_to_num(count, nan=0).astype(int), members)
 
 
@@ -243,9 +230,11 @@ def data_range(values: np.ndarray, *, diverging: bool = False, log_scale: bool =
     return lo, hi
 
 
-def choose_color_range(metric: str, values: np.ndarray, override=None) -> tuple[float, float, str]:
-    """(vmin, vmax, range_source) by the policy in the module docstring; override: None, "paper", "data", (lo, hi)."""
-    spec = PANEL_BY_METRIC.get(metric, PanelSpec(metric, metric, "viridis"))
+def choose_color_range(metric: str, values: np.ndarray, override=None, spec: PanelSpec | None = None
+                       ) -> tuple[float, float, str]:
+    """(vmin, vmax, range_source) by the policy in the module docstring; override: None, "paper", "data", (lo, hi).
+    spec: the panel (default: the built-in panel of ``metric``)."""
+    spec = spec or PANEL_BY_METRIC.get(metric, PanelSpec(metric, metric, "viridis"))
     diverging, log_scale = spec.diverging, spec.log_scale
     if isinstance(override, str) and "," in override:  # "lo,hi" as typed on a command line
         try:
@@ -263,7 +252,7 @@ def choose_color_range(metric: str, values: np.ndarray, override=None) -> tuple[
         return lo, hi, "user"
     if override not in (None, "paper", "data"):
         raise ValueError(f"colour range for {metric} must be (low, high), 'paper' or 'data'; got {override!r}")
-    paper = PAPER_COLOR_RANGES.get(metric)
+    paper = spec.paper_range
     if paper is not None and log_scale:
         paper = (max(paper[0], LOG_SCALE_FLOOR), paper[1])
     if override == "data" or paper is None:
@@ -292,18 +281,21 @@ def range_label(source: str, vmin: float, vmax: float) -> str:
     return f"this run's range {span}"
 
 
-def heatmap_data(cells: pd.DataFrame, metric: str, *, color_range=None, grid: Grid | None = None) -> HeatmapData:
-    """Panel data of ``metric`` (a column of the cells table); phase boundaries included when labelled."""
+def heatmap_data(cells: pd.DataFrame, metric: str, *, color_range=None, grid: Grid | None = None,
+                 metrics: MetricSet = BUILTINS) -> HeatmapData:
+    """Panel data of ``metric`` (a column of the cells table); phase boundaries included when labelled.
+    metrics: where the panel of ``metric`` is declared (the built-ins plus the run's added metrics)."""
+    panels = {p.metric: p for p in panel_specs(metrics)}
     if metric not in cells.columns:
-        raise ValueError(f"cells have no column {metric!r}; panels: {[p.metric for p in PANELS]}")
+        raise ValueError(f"cells have no column {metric!r}; panels: {list(panels)}")
     grid = grid or cell_grid(cells)
-    spec = PANEL_BY_METRIC.get(metric, PanelSpec(metric, metric, "viridis"))
+    spec = panels.get(metric, PanelSpec(metric, metric, "viridis"))
     values = grid.to_matrix(cells.assign(_v=pd.to_numeric(cells[metric], errors="coerce")), "_v")
-    vmin, vmax, source = choose_color_range(metric, values, color_range)
+    vmin, vmax, source = choose_color_range(metric, values, color_range, spec)
     bounds = phase_boundaries(grid.to_matrix(cells, "phase", fill=None, dtype=object)) if "phase" in cells else []
     return HeatmapData(
         metric, spec.title, grid, values, vmin, vmax, spec.cmap, 0.0 if spec.diverging else None, source, bounds,
-        spec.log_scale, spec.fmt, seed_spread(cells, metric, grid),
+        spec.log_scale, spec.fmt, seed_spread(cells, metric, grid, metrics),
     )
 
 

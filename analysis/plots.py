@@ -17,16 +17,18 @@ from analysis.curve_data import CurveData
 from analysis.plot_data import (
     MAX_PRINTED_CELLS,
     MISSING_COLOR,
-    PANELS,
     Grid,
     PHASE_KEY,
     HeatmapData,
     PhaseMapData,
     heatmap_data,
+    panel_specs,
     phase_map_data,
 )
+from workloads.metric_specs import BUILTINS, MetricSet
 
 FORMATS = ("png", "pdf")
+PANELS_PER_ROW = 4  # the panels figure: 2 rows x 4 for the paper's 7 panels and the phase map
 PNG_DPI = 110
 # Cell labels are written into the phase map only up to this many cells (beyond, they are unreadable).
 MAX_ANNOTATED_CELLS = 400
@@ -175,15 +177,19 @@ def save_phase_map(cells: pd.DataFrame, stem: str, *, data: PhaseMapData | None 
     return _save(fig, stem)
 
 
-def panel_set(cells: pd.DataFrame, color_ranges: dict | None = None) -> list[HeatmapData]:
-    """HeatmapData of every panel of PANELS, in order; ``color_ranges``: per metric, see plot_data."""
+def panel_set(cells: pd.DataFrame, color_ranges: dict | None = None, metrics: MetricSet = BUILTINS
+              ) -> list[HeatmapData]:
+    """HeatmapData of every panel of ``metrics`` (the built-ins: plot_data.PANELS), in order; ``color_ranges``:
+    per metric, see plot_data."""
     color_ranges = color_ranges or {}
-    unknown = set(color_ranges) - {p.metric for p in PANELS}
+    panels = panel_specs(metrics)
+    unknown = set(color_ranges) - {p.metric for p in panels}
     if unknown:
         raise ValueError(
-            f"colour ranges given for {sorted(unknown)}, which are not panels: {[p.metric for p in PANELS]}"
+            f"colour ranges given for {sorted(unknown)}, which are not panels: {[p.metric for p in panels]}"
         )
-    return [heatmap_data(cells, spec.metric, color_range=color_ranges.get(spec.metric)) for spec in PANELS]
+    return [heatmap_data(cells, spec.metric, color_range=color_ranges.get(spec.metric), metrics=metrics)
+            for spec in panels]
 
 
 def save_panels(
@@ -194,20 +200,29 @@ def save_panels(
     heatmaps: list[HeatmapData] | None = None,
     phase_map: PhaseMapData | None = None,
 ) -> dict[str, str]:
-    """The paper's panel set (PANELS) plus the phase map on shared axes, 2 rows x 4, to ``stem``.png/.pdf.
+    """The paper's panel set (PANELS, plus any added metric's panel) and the phase map last, on shared axes, 4 to
+    a row (2 rows x 4 for the built-ins), to ``stem``.png/.pdf.
 
     heatmaps, phase_map: panel_set(cells, color_ranges) and phase_map_data(cells) when the caller has them."""
     heatmaps = heatmaps or panel_set(cells, color_ranges)
-    fig = _new_figure(21.0, 8.5)
-    axes = fig.subplots(2, 4)  # same categorical grid in every panel
-    # The right margin holds the phase key beside the last panel.
-    fig.subplots_adjust(left=0.05, right=0.84, bottom=0.1, top=0.96, wspace=0.3, hspace=0.14)
+    cols = PANELS_PER_ROW
+    rows = math.ceil((len(heatmaps) + 1) / cols)
+    height = 4.25 * rows
+    fig = _new_figure(21.0, height)
+    axes = fig.subplots(rows, cols, squeeze=False)  # same categorical grid in every panel
+    # The right margin holds the phase key beside the last panel (0.85 / 0.34 inches at the bottom / top).
+    fig.subplots_adjust(left=0.05, right=0.84, bottom=0.85 / height, top=1 - 0.34 / height, wspace=0.3,
+                        hspace=0.14 if rows <= 2 else 0.2)
+    last = len(heatmaps)  # the phase map's slot
     for k, data in enumerate(heatmaps):
-        draw_heatmap(axes.flat[k], data, show_x=k >= 4, show_y=k % 4 == 0)
+        # x labels under the panels with nothing drawn below them
+        draw_heatmap(axes.flat[k], data, show_x=k + cols > last, show_y=k % cols == 0)
     # Phase labels in the cells only where the grid is small enough to read them (the separate map has them all).
     phase_map = phase_map or phase_map_data(cells)
-    draw_phase_map(axes.flat[7], phase_map, show_x=True, show_y=False,
+    draw_phase_map(axes.flat[last], phase_map, show_x=True, show_y=last % cols == 0,
                    annotate=phase_map.codes.size <= MAX_PRINTED_CELLS)
+    for ax in axes.flat[last + 1:]:
+        ax.set_visible(False)
     return _save(fig, stem)
 
 

@@ -31,18 +31,19 @@ from analysis.phases import PhaseRules
 from analysis.plot_data import MISSING_COLOR, PHASE_COLORS, Grid, HeatmapData, PhaseMapData
 from analysis.report_panels import cell_id, heatmap_svg, phase_key_html, phase_map_svg
 from analysis.tables import format_value
+from workloads.metric_specs import BUILTINS, MetricSet
 
-# Columns of the cells table shown in the report: (column, header, format).
-TABLE_COLUMNS = [
-    ("phase", "phase", "s"),
-    ("test_acc", "test acc", ".4f"),
-    ("train_loss", "train loss", ".3g"),
-    ("log_hessian_top_eigenvalue", "log λmax", ".2f"),
-    ("log_hessian_trace", "log trace", ".2f"),
-    ("mode_connectivity", "mc (pp)", ".2f"),
-    ("cka", "CKA", ".3f"),
-    ("l2_distance", "L2", ".3g"),
-]
+
+
+def table_columns(metrics: MetricSet = BUILTINS) -> list[tuple[str, str, str]]:
+    """Columns of the cells table shown in the report: (column, header, format): the phase, then every metric
+    with a report column (workloads/metric_specs.py), models' first."""
+    specs = [s for s in metrics.per("model") + metrics.per("pair") if s.report is not None]
+    return [("phase", "phase", "s")] + [(s.shown, s.report.header, s.report.fmt) for s in specs]
+
+
+# The built-in metrics' columns.
+TABLE_COLUMNS = table_columns()
 
 # The table's extra columns after TABLE_COLUMNS: (filter key, header, type).
 MEMBER_COLUMNS = [("models_ok", "models ok", "num"), ("members", "members", "text"),
@@ -65,6 +66,7 @@ class DiagramSection:
     curves_png: str | None = None
     claims: list[dict] = field(default_factory=list)  # analysis.claims.evaluate_claims records
     figure_files: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> {fmt: path}
+    metrics: MetricSet = BUILTINS  # the metrics of the run (its table lists those with a report column)
 
 
 def _asset(kind: str) -> str:
@@ -105,13 +107,14 @@ def _th(key: str, header: str, kind: str) -> str:
             f'title="sort by {html.escape(header, quote=True)}">{html.escape(header)}</button></th>')
 
 
-def cells_table(cells: pd.DataFrame, grid: Grid, section: str) -> str:
+def cells_table(cells: pd.DataFrame, grid: Grid, section: str, metrics: MetricSet = BUILTINS) -> str:
     """The cells as a sortable, filterable table: keys, phase, metric means (± std where there is one),
     members, reason. Each row's data-cell links it to its panel cells; each number's data-v is its raw value."""
     load, temp = cells["load_name"].iloc[0], cells["temperature_name"].iloc[0]
+    columns = table_columns(metrics)
     head = (
         [_th(load, load, "num"), _th(temp, temp, "num")]
-        + [_th(col, h, "text" if fmt == "s" else "num") for col, h, fmt in TABLE_COLUMNS]
+        + [_th(col, h, "text" if fmt == "s" else "num") for col, h, fmt in columns]
         + [_th(*c) for c in MEMBER_COLUMNS]
     )
     rows = []
@@ -119,7 +122,7 @@ def cells_table(cells: pd.DataFrame, grid: Grid, section: str) -> str:
         i, j = grid.position(r["load_value"], r["temperature_value"])
         tds = [f"<td data-v='{_sort_value(r[k])}'>{html.escape(format_value(r[k]))}</td>"
                for k in ("load_value", "temperature_value")]
-        for col, _, fmt in TABLE_COLUMNS:
+        for col, _, fmt in columns:
             if col == "phase":
                 tds.append(f'<td class="phase" {_phase_style(r["phase"])}>{_fmt(r["phase"], "s")}</td>')
                 continue
@@ -137,7 +140,7 @@ def cells_table(cells: pd.DataFrame, grid: Grid, section: str) -> str:
         )
         tds.append(f'<td class="text reason">{html.escape(str(r["phase_reason"]))}</td>')
         rows.append(f'<tr data-cell="{cell_id(section, i, j)}">' + "".join(tds) + "</tr>")
-    keys = ", ".join([load, temp] + [c for c, _, _ in TABLE_COLUMNS] + [k for k, _, _ in MEMBER_COLUMNS])
+    keys = ", ".join([load, temp] + [c for c, _, _ in columns] + [k for k, _, _ in MEMBER_COLUMNS])
     return (
         "<div class='cells-view'><div class='tools'>"
         f"<input type='search' class='filter' aria-label='filter the cells of {html.escape(temp, quote=True)} × "
@@ -285,7 +288,7 @@ def diagram_html(section: DiagramSection, section_id: str, report_dir: str) -> s
         "<p>Thresholds this run produced: " + "; ".join(html.escape(d) for d in derived) + ".</p>" if derived else "",
         f"<details><summary>The rules and their settings</summary>{rules_table(section.rules)}</details>",
         "<h3>Cells</h3>",
-        cells_table(section.cells, grid, section_id),
+        cells_table(section.cells, grid, section_id, section.metrics),
     ]
     return "\n".join(parts)
 

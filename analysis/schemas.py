@@ -11,6 +11,8 @@ import json
 
 import pyarrow as pa
 
+from workloads.metric_specs import BUILTINS, SPEC_METADATA_KEY, MetricSpec
+
 SCHEMA_VERSION = 1
 
 TABLE_NAMES = ("models", "pairs", "curves")
@@ -23,6 +25,39 @@ def _f(name: str, type_: pa.DataType, unit: str = "", doc: str = "") -> pa.Field
     if doc:
         meta["doc"] = doc
     return pa.field(name, type_, metadata=meta or None)
+
+
+_METRIC_SPECS = {s.name: s for s in BUILTINS.all}
+
+
+def _metric(name: str) -> pa.Field:
+    """The column of a built-in metric: its unit and doc as workloads/metric_specs.py declares them."""
+    spec = _METRIC_SPECS[name]
+    return _f(name, pa.float64(), spec.unit, spec.doc)
+
+
+def metric_field(spec: MetricSpec) -> pa.Field:
+    """The column of an added metric: float64, its unit and doc, and the whole spec as JSON, so that the analysis
+    draws it from the table alone (analysis/tables.py reads it back)."""
+    meta = {SPEC_METADATA_KEY: spec.to_json().encode()}
+    if spec.unit:
+        meta[b"unit"] = spec.unit.encode()
+    if spec.doc:
+        meta[b"doc"] = spec.doc.encode()
+    return pa.field(spec.name, pa.float64(), metadata=meta)
+
+
+def spec_of_field(field: pa.Field) -> MetricSpec | None:
+    """The added metric a column of a part declares in its metadata; None for any other column (or a spec
+    that cannot be read: the column is then left out, as any column this version does not know)."""
+    raw = (field.metadata or {}).get(SPEC_METADATA_KEY)
+    if raw is None:
+        return None
+    try:
+        spec = MetricSpec.from_json(raw)
+    except ValueError:
+        return None
+    return spec if spec.name == field.name else None
 
 
 _PROVENANCE = [
@@ -51,12 +86,12 @@ MODELS_SCHEMA = pa.schema(
     + [_f("seed", pa.int64())]
     + _STATUS
     + [
-        _f("train_loss", pa.float64(), "nats", "mean cross-entropy on the full training set, eval mode"),
-        _f("train_acc", pa.float64(), "fraction", "accuracy on the full training set, eval mode"),
-        _f("test_loss", pa.float64(), "nats"),
-        _f("test_acc", pa.float64(), "fraction"),
-        _f("hessian_top_eigenvalue", pa.float64(), "1/nats", "largest algebraic eigenvalue"),
-        _f("hessian_trace", pa.float64(), "1/nats"),
+        _metric("train_loss"),
+        _metric("train_acc"),
+        _metric("test_loss"),
+        _metric("test_acc"),
+        _metric("hessian_top_eigenvalue"),
+        _metric("hessian_trace"),
         _f("hessian_backend", pa.string()),
         _f("hessian_samples", pa.int64(), "examples", "training points the Hessian is taken over"),
         _f("hessian_eigen_iterations", pa.int64(), "Hessian-vector products"),
@@ -65,9 +100,7 @@ MODELS_SCHEMA = pa.schema(
         _f("train_size", pa.int64(), "examples"),
         _f("label_noise_realised", pa.float64(), "fraction", "training labels actually changed"),
         _f("epochs_completed", pa.int64(), "epochs"),
-        _f("train_loss_drop", pa.float64(), "fraction",
-           "1 - mean train loss of the last tenth of the epochs / that of the tenth before (per-epoch mean batch "
-           "loss, train mode): ~0 = the loss had stopped falling (plateau), clearly > 0 = still falling (under-trained)"),
+        _metric("train_loss_drop"),
         _f("train_seconds", pa.float64(), "s"),
         _f("metrics_seconds", pa.float64(), "s"),
         _f("wall_seconds", pa.float64(), "s"),
@@ -86,11 +119,11 @@ PAIRS_SCHEMA = pa.schema(
     + [_f("seed_a", pa.int64()), _f("seed_b", pa.int64())]
     + _STATUS
     + [
-        _f("mode_connectivity", pa.float64(), "percentage points", "mc = mean endpoint error - e(t*)"),
+        _metric("mode_connectivity"),
         _f("t_star", pa.float64()),
-        _f("cka", pa.float64(), "", "linear CKA of softmax outputs on the cell's mixup probes"),
+        _metric("cka"),
         _f("cka_status", pa.string(), doc="ok, or why CKA is undefined (e.g. constant output)"),
-        _f("l2_distance", pa.float64(), "", "||theta_a - theta_b||_2 over trainable parameters"),
+        _metric("l2_distance"),
         _f("curve_epochs", pa.int64(), "epochs"),
         _f("curve_lr", pa.float64()),
         _f("curve_points", pa.int64(), doc="size of the t-grid"),
@@ -139,11 +172,18 @@ class TableError(RuntimeError):
 
 
 
-def table_schema(table: str) -> pa.Schema:
+def table_schema(table: str, added: tuple[MetricSpec, ...] | list[MetricSpec] = ()) -> pa.Schema:
+    """The schema of ``table``; with ``added`` metrics, their columns (those of this table: models for per-model
+    metrics, pairs for per-pair ones) appended after the built-in columns, in the given order."""
     try:
-        return SCHEMAS[table]
+        schema = SCHEMAS[table]
     except KeyError:
         raise TableError(f"unknown table {table!r}; the tables are {list(TABLE_NAMES)}") from None
+    per = {"models": "model", "pairs": "pair"}.get(table)
+    for spec in added:
+        if spec.per == per and spec.name not in schema.names:
+            schema = schema.append(metric_field(spec))
+    return schema
 
 
 def field_units(table: str) -> dict[str, str]:

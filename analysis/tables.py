@@ -15,7 +15,9 @@ half-written part under a real name (a failed write removes its temporary file).
 
 Schema evolution. Columns are only ever added within a schema version, and reading is additive: a column
 added later (e.g. ``weights_sha256``) reads as null in parts written before it existed, and a column this
-version does not know is ignored. A part must have its key columns and ``schema_version`` to be read at all.
+version does not know is ignored, unless it is an added metric's (workloads/metric_specs.py): such a column
+carries its spec in its field metadata and is read (after the built-in columns, null in parts without it), and
+:attr:`TableScan.metrics` lists those specs. A part must have its key columns and ``schema_version`` to be read at all.
 SCHEMA_VERSION changes only for an incompatible change (a column renamed, retyped or given another
 meaning); parts of another version are refused with a message naming it, never treated as damaged.
 
@@ -39,9 +41,11 @@ from analysis.schemas import (
     SCHEMA_VERSION,
     TableError,
     required_columns,
+    spec_of_field,
     table_schema,
 )
 from workloads.atomic import write_atomically
+from workloads.metric_specs import MetricSet, MetricSpec, merged
 
 # ---------------------------------------------------------------------------------------------
 # Keys
@@ -111,13 +115,14 @@ class RunTables:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def write_part(self, table: str, key: str, rows: list[dict]) -> str:
+    def write_part(self, table: str, key: str, rows: list[dict], added: tuple[MetricSpec, ...] = ()) -> str:
         """Write ``rows`` as the part ``key`` of ``table``, atomically; returns the part's URI.
 
-        Rows are checked against the table's schema: a missing column is written as null, an
-        unknown column is an error (it would silently vanish otherwise).
+        Rows are checked against the table's schema (with the columns of the ``added`` metrics, each carrying
+        its spec in the field metadata): a missing column is written as null, an unknown column is an error
+        (it would silently vanish otherwise).
         """
-        schema = table_schema(table)
+        schema = table_schema(table, added)
         unknown = sorted({c for r in rows for c in r} - set(schema.names))
         if unknown:
             raise TableError(f"table {table!r} has no column(s) {unknown}; known: {schema.names}")
@@ -179,16 +184,19 @@ class RunTables:
         Reads each part once; a command that needs a table several times shares one scan. ``on_corrupt``
         as in :meth:`read`. A part of another schema version raises TableError.
         """
-        schema = table_schema(table)
         keys = self.part_keys(table)
-        frames, row_parts, bad = [], [], []
+        raw, row_parts, bad = [], [], []
         for key in keys:
             part, why = self._read_part(table, key)
             if part is None:
                 bad.append((key, why))
             else:
-                frames.append(part)
+                raw.append(part)
                 row_parts.extend([key] * part.num_rows)
+        # The added metrics the parts declare (a column with its spec in the field metadata), first seen kept.
+        added = merged([spec for part in raw for spec in map(spec_of_field, part.schema) if spec is not None])
+        schema = table_schema(table, added.added)
+        frames = [_conform(part, schema) for part in raw]
         if bad and on_corrupt == "raise":
             key, why = bad[0]
             raise TableError(
@@ -198,7 +206,7 @@ class RunTables:
         # One Arrow concatenation and one conversion: converting each part to pandas first costs ~10 ms
         # per part, which dominates reading a run of thousands of small parts.
         frame = pa.concat_tables(frames).to_pandas() if frames else schema.empty_table().to_pandas()
-        return TableScan(table, frame, row_parts, bad, keys)
+        return TableScan(table, frame, row_parts, bad, keys, added)
 
     def _check_version(self, table: str, version: pa.ChunkedArray) -> None:
         versions = {v for v in version.unique().to_pylist() if v is not None}
@@ -212,10 +220,12 @@ class RunTables:
             )
 
     def _read_part(self, table: str, key: str) -> tuple[pa.Table | None, str]:
-        """(the part in the schema's column order and types, "") or (None, why it cannot be read).
+        """(the part in the schema's column order and types, then its added metrics' columns, "") or (None, why
+        it cannot be read).
 
         Additive: a column of the schema missing from the part reads as null; a column the schema does not
-        know is left out. Only the required columns (:func:`required_columns`) must be there.
+        know is left out unless it declares an added metric (its spec in the field metadata). Only the
+        required columns (:func:`required_columns`) must be there.
         """
         schema = table_schema(table)
         fs, path = resolve(self.part_uri(table, key))
@@ -237,12 +247,18 @@ class RunTables:
         # A readable part of another schema version is not a broken one: it is refused here, before its
         # columns are compared, so that a repair never deletes (and recomputes) the rows of an old run.
         self._check_version(table, version)
+        added = [spec for spec in map(spec_of_field, part.schema) if spec is not None and spec.name not in schema.names]
         try:
-            columns = [part.column(f.name).cast(f.type) if f.name in part.schema.names
-                       else pa.nulls(part.num_rows, f.type) for f in schema]
-            return pa.Table.from_arrays(columns, schema=schema), ""
+            return _conform(part, table_schema(table, added)), ""
         except (pa.ArrowException, ValueError) as exc:
             return None, f"{type(exc).__name__}: {exc}"
+
+
+def _conform(part: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``part`` with exactly ``schema``'s columns, in its order and types; a column the part lacks reads as null."""
+    columns = [part.column(f.name).cast(f.type) if f.name in part.schema.names else pa.nulls(part.num_rows, f.type)
+               for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 @dataclass
@@ -256,6 +272,7 @@ class TableScan:
     row_parts: list[str]
     unreadable: list[tuple[str, str]]
     present: list[str]
+    metrics: MetricSet = MetricSet()  # the added metrics whose columns the parts hold (specs from their metadata)
 
     def row_keys(self) -> list[str | None]:
         """The key each row belongs under, from its key columns (None for a row whose keys are null)."""
@@ -298,7 +315,7 @@ class TableScan:
             return self
         return TableScan(self.table, self.rows_without(parts), [p for p in self.row_parts if p not in parts],
                          [(k, why) for k, why in self.unreadable if k not in parts],
-                         [k for k in self.present if k not in parts])
+                         [k for k in self.present if k not in parts], self.metrics)
 
     def rows_without(self, parts) -> pd.DataFrame:
         """``frame`` without the rows of ``parts`` (e.g. the misnamed ones), index reset."""

@@ -7,6 +7,7 @@ import dataclasses
 
 from orchestrator.config import SweepConfig, cell_knob_values, dataset_facts, expand_data_root
 from workloads import knobs
+from workloads.metric_discovery import run_metrics
 
 
 def cell_spec(cfg: SweepConfig, load_value: float, temperature_value: float):
@@ -17,7 +18,8 @@ def cell_spec(cfg: SweepConfig, load_value: float, temperature_value: float):
     workload = dataclasses.replace(cfg.workload, data_root=expand_data_root(cfg.workload.data_root))
     return CellSpec(load_name=cfg.load.name, load_value=float(load_value), temperature_name=cfg.temperature.name,
                     temperature_value=float(temperature_value), workload=workload, training=cfg.training,
-                    hessian=cfg.metrics.hessian, curve=cfg.metrics.curve, cka=cfg.metrics.cka)
+                    hessian=cfg.metrics.hessian, curve=cfg.metrics.curve, cka=cfg.metrics.cka,
+                    added_metrics=run_metrics(cfg.metrics.extra).added)
 
 
 def cell_quantities(cfg: SweepConfig, load_value: float, temperature_value: float) -> tuple[int, int, int]:

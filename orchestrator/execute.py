@@ -79,7 +79,9 @@ def execute(cfg, run_dir: str, *, address, analysis: bool, resuming: bool):
         click.echo(f"  repair: {note}")
     if resuming or plan.models_done or plan.pairs_done:
         click.echo(f"  already done: {len(plan.models_done)} models, {len(plan.pairs_done)} pairs; "
-                   f"to do: {len(plan.models_todo)} models, {len(plan.pairs_todo)} pairs")
+                   f"to do: {len(plan.models_todo)} models, {len(plan.pairs_todo)} pairs"
+                   + (f", {len(plan.models_to_measure)} finished models to measure (added metrics, from their saved "
+                      f"weights; no training)" if plan.models_to_measure else ""))
     got: dict = {}  # the signal that stopped the sweep
     try:
         with _stop_signals(got) as install_handlers:
@@ -187,8 +189,10 @@ def _incomplete_message(cfg, run_dir: str, final) -> str:
 
     models = [mkey(cfg, *k) for k in final.models_todo]
     pairs = [pkey(cfg, *k) for k in final.pairs_todo]
-    parts = [f"{len(models)} model(s)" if models else "", f"{len(pairs)} pair(s)" if pairs else ""]
-    example = (models or pairs)[0]
+    measures = [mkey(cfg, *k) for k in final.models_to_measure]
+    parts = [f"{len(models)} model(s)" if models else "", f"{len(pairs)} pair(s)" if pairs else "",
+             f"the added metrics of {len(measures)} finished model(s)" if measures else ""]
+    example = (models or pairs or measures)[0]
     return (f"sweep incomplete: {' and '.join(p for p in parts if p)} not done (failed or never finished), "
             f"e.g. {example}; see `landscape status {run_dir}`, then `landscape resume {run_dir}` to compute them")
 

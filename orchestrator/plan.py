@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pandas as pd
+
 from analysis.schemas import TABLE_NAMES
 from analysis.tables import RunTables, TableScan, join
 from orchestrator import storage
 from orchestrator.config import SweepConfig
 from orchestrator.cost import order_models
 from orchestrator.jobs import DONE_MODEL, DONE_PAIR, mkey, pkey
+from workloads.metric_discovery import run_metrics
 
 
 class PlanError(RuntimeError):
@@ -52,6 +55,9 @@ class Plan:
 
     models_done: dict = field(default_factory=dict)  # model key -> status (ok | diverged)
     models_todo: list = field(default_factory=list)  # [(load, temperature, seed)]
+    # Finished models (ok, weights present) lacking an added metric of the run: measured from their saved
+    # weights by a model job that does not train (orchestrator/worker.py _measure_job).
+    models_to_measure: list = field(default_factory=list)  # [(load, temperature, seed)]
     pairs_done: dict = field(default_factory=dict)  # pair key -> status
     pairs_todo: list = field(default_factory=list)  # [(load, temperature, seed_a, seed_b)]
     repaired: list = field(default_factory=list)  # human-readable notes on what was found broken
@@ -67,7 +73,7 @@ class Plan:
 
     @property
     def complete(self) -> bool:
-        return not self.models_todo and not self.pairs_todo
+        return not self.models_todo and not self.pairs_todo and not self.models_to_measure
 
 
 def scan_tables(run_dir: str) -> dict[str, TableScan]:
@@ -135,6 +141,7 @@ def make_plan(cfg: SweepConfig, run_dir: str, *, repair: bool = True, scans: dic
             expected=keys, status=dict(zip(scans[table].row_parts, df["status"])),
             errors={k: e for k, st, e in zip(scans[table].row_parts, df["status"], df["error"]) if st == "failed"})
     status = plan.stages["models"].status
+    unmeasured = _lacking_added_metrics(cfg, scans["models"])
     for lv, tv, s in cfg.model_keys():
         key = mkey(cfg, lv, tv, s)
         st = status.get(key)
@@ -150,6 +157,8 @@ def make_plan(cfg: SweepConfig, run_dir: str, *, repair: bool = True, scans: dic
             st = None
         if st in DONE_MODEL:
             plan.models_done[key] = st
+            if st == "ok" and key in unmeasured:
+                plan.models_to_measure.append((lv, tv, s))
         else:
             plan.models_todo.append((lv, tv, s))
 
@@ -176,3 +185,16 @@ def make_plan(cfg: SweepConfig, run_dir: str, *, repair: bool = True, scans: dic
             plan.pairs_todo.append((lv, tv, a, b))
     plan.models_todo = order_models(cfg, plan.models_todo)
     return plan
+
+
+def _lacking_added_metrics(cfg: SweepConfig, scan: TableScan) -> set[str]:
+    """Keys of the ok models rows (from their own parts) that lack a value of an added metric of the run (the
+    package's own, workloads/extra_metrics/, and the config's metrics.extra)."""
+    added = run_metrics(cfg.metrics.extra).added
+    if not added:
+        return set()
+    frame = scan.frame
+    lacking = pd.Series(False, index=frame.index)
+    for spec in added:
+        lacking |= frame[spec.name].isna() if spec.name in frame.columns else True
+    return {part for part, ok, lacks in zip(scan.row_parts, frame["status"] == "ok", lacking) if ok and lacks}

@@ -82,6 +82,9 @@ def format_plan(plan, run_dir: str, name: str, run_id: str, holder: str | None) 
             broken = plan.broken_weights
             lines.append(f"  {len(broken)} ok model(s) without usable weights (pairs need them), retrained by resume:")
             lines.extend(f"    model {key}: weights file {why}" for key, why in list(broken.items())[:MAX_LISTED])
+        if table == "models" and plan.models_to_measure:
+            lines.append(f"  {len(plan.models_to_measure)} ok model(s) lack an added metric of this version; resume "
+                         f"measures it from their saved weights (no training)")
         if plan.other_hashes.get(table):
             lines.append(f"  rows with another config hash: {plan.other_hashes[table]}")
         for key in failed[:MAX_LISTED]:

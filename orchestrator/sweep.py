@@ -130,9 +130,11 @@ def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, p
         retrained = {mkey(cfg, *k) for k in todo_models}
         todo_pairs = [k for k in plan.pairs_todo if pkey(cfg, *k) not in state.attempted
                       or {mkey(cfg, k[0], k[1], k[2]), mkey(cfg, k[0], k[1], k[3])} & retrained]
-        if not todo_models and not todo_pairs:
+        todo_measures = [k for k in plan.models_to_measure if mkey(cfg, *k) not in state.attempted]
+        if not todo_models and not todo_pairs and not todo_measures:
             break
-        round_plan = dataclasses.replace(plan, models_todo=todo_models, pairs_todo=todo_pairs)
+        round_plan = dataclasses.replace(plan, models_todo=todo_models, pairs_todo=todo_pairs,
+                                         models_to_measure=todo_measures)
         try:
             searcher = Searcher(cfg, round_plan, state, on_unmeasured)
             search_alg = searcher

@@ -29,14 +29,15 @@ def make_searcher_class():
             self.cfg = cfg
             self.state = state
             self.on_unmeasured = on_unmeasured  # (job, status, error) -> None
-            self.models = list(plan.models_todo)
+            # Model jobs: trainings, then finished models that only need an added metric measured (no training).
+            self.models = list(plan.models_todo) + list(plan.models_to_measure)
             self.model_status = dict(plan.models_done)  # key -> ok | diverged | failed
             self.waiting = list(plan.pairs_todo)  # pairs whose models are not both known yet
             self.ready: list = []
             self.live: dict = {}  # trial id -> job
             # A pair whose model is neither done nor to be trained in this round (it failed earlier in this
             # run) cannot be measured now: resolve it instead of waiting for a model that never comes.
-            todo = {mkey(cfg, *k) for k in self.models}
+            todo = {mkey(cfg, *k) for k in plan.models_todo}
             for lv, tv, a, b in self.waiting:
                 for seed in (a, b):
                     key = mkey(cfg, lv, tv, seed)

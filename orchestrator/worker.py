@@ -10,6 +10,7 @@ import functools
 import json
 import time
 
+from analysis.schemas import table_schema
 from analysis.tables import RunTables
 from orchestrator import faults as fault_hook
 from orchestrator import storage
@@ -19,6 +20,7 @@ from orchestrator.faults import writing
 from orchestrator.jobs import DONE_MODEL, DONE_PAIR, STORAGE_ERROR, JobContext, job_key, mkey, pkey
 from orchestrator.provenance import provenance
 from orchestrator.records import write_unmeasured_pair
+from workloads.metric_discovery import missing_metrics
 
 
 @functools.lru_cache(maxsize=4)
@@ -97,13 +99,16 @@ def _model_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
     tables = RunTables(context.run_dir)
     existing = storage.read_part_row(tables, "models", key)
     weights = storage.model_uri(context.run_dir, key)
+    cell = cell_spec(cfg, lv, tv)
     if existing and existing.get("config_hash") == context.config_hash and existing.get("status") in DONE_MODEL:
+        if existing["status"] == "ok" and storage.exists(weights) and missing_metrics(existing, cell.added_metrics):
+            return _measure_job(cfg, context, job, cell, existing)
         if existing["status"] == "diverged" or storage.exists(weights):
             return {"kind": "model", "key": key, "status": existing["status"], "skipped": True,
                     "wall_seconds": 0.0, "test_acc": existing.get("test_acc")}
 
     device = _job_device(cfg.trial_cpu(lv))
-    spec = ModelSpec(cell_spec(cfg, lv, tv), int(seed), _torch_device(device))
+    spec = ModelSpec(cell, int(seed), _torch_device(device))
     ckpt = storage.checkpoint_uri(context.run_dir, key)
     notes = []  # what the user should know about this job although it succeeded
     resume_state, note = storage.load_checkpoint(ckpt) if cfg.training.checkpoint_every else (None, None)
@@ -133,11 +138,50 @@ def _model_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
             row["weights_sha256"] = storage.save_state(weights, outcome.state_dict)
         row["model_uri"] = weights
     with writing(tables.part_uri("models", key), faults, key):
-        tables.write_part("models", key, [row])
+        tables.write_part("models", key, [row], added=cell.added_metrics)
     storage.delete(ckpt)
     return {"kind": "model", "key": key, "status": row["status"], "skipped": False,
             "wall_seconds": time.perf_counter() - started, "test_acc": row.get("test_acc"),
             "train_loss": row.get("train_loss"), "error": row.get("error"), "note": "; ".join(notes) or None}
+
+
+def _measure_job(cfg: SweepConfig, context: JobContext, job: dict, cell, existing: dict) -> dict:
+    """A finished model that lacks an added metric of the run (one made before the metric existed): the metric
+    is computed from its saved weights (checked against their sha256 where the row has one), never by
+    retraining, and its models part is rewritten with the same row plus the new values."""
+    from workloads.experiment import load_trained
+    from workloads.metric_discovery import measure_added
+
+    started = time.perf_counter()
+    key = mkey(cfg, job["load"], job["temperature"], job["seed"])
+    tables = RunTables(context.run_dir)
+    faults = fault_hook.load(context.faults)
+    fault_hook.log_attempt(faults, key, None)
+    fault_hook.inject(faults, key)
+    todo = missing_metrics(existing, cell.added_metrics)
+    state = _load_weights(context.run_dir, tables, key)  # damaged weights: deleted, so the next plan retrains
+    device = _job_device(cfg.trial_cpu(job["load"]))
+    data = cell.data().to(_torch_device(device))
+    values, failures = {}, []
+    try:
+        model = load_trained(cell, int(job["seed"]), state, data, _torch_device(device))
+    except Exception as exc:  # weights that do not fit the model: the finished row is kept as it is
+        model, failures = None, [f"loading the weights failed: {type(exc).__name__}: {exc}"]
+    for spec in todo if model is not None else ():
+        try:  # each metric alone: one whose own code fails leaves the others measured and the row kept
+            values.update(measure_added(model, data, [spec]))
+        except Exception as exc:
+            failures.append(f"measuring {spec.name} failed: {type(exc).__name__}: {exc}")
+    done = [f"measured {', '.join(sorted(values))} from the saved weights (no training)"] if values else []
+    result = {"kind": "model", "key": key, "status": "ok", "skipped": False, "measured": sorted(values),
+              "test_acc": existing.get("test_acc"), "note": "; ".join(done + failures)[:500] or None}
+    if not values:
+        return {**result, "wall_seconds": time.perf_counter() - started}
+    known = set(table_schema("models", cell.added_metrics).names)
+    row = {**{k: v for k, v in existing.items() if k in known}, **values}
+    with writing(tables.part_uri("models", key), faults, key):
+        tables.write_part("models", key, [row], added=cell.added_metrics)
+    return {**result, "wall_seconds": time.perf_counter() - started}
 
 
 def _pair_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:

@@ -123,6 +123,11 @@ def test_smoke_through_the_cli(short_tmp):
                              ("curves", curves, CURVES_SCHEMA)):
         nulls = [c for c in schema.names if c != "error" and df[c].isna().any()]
         assert not nulls, f"{name}: null values in {nulls}"
+    # The package's added metrics (workloads/extra_metrics/) are measured by the model jobs too.
+    from workloads.metric_discovery import package_metrics
+
+    assert [s.name for s in RunTables(run_dir).scan("models").metrics.added] == [s.name for s in package_metrics()]
+    assert models[[s.name for s in package_metrics()]].notna().all().all()
 
     # Provenance on every row: one run id, the config hash of the saved config, versions.
     saved = yaml.safe_load(open(os.path.join(run_dir, "config.yaml")))
@@ -361,8 +366,11 @@ def write_finished_run(run_dir: str, overrides=()) -> "SweepConfig":
     from orchestrator.config import load_config
     from orchestrator.provenance import provenance
     from orchestrator.jobs import mkey, pkey
+    from workloads.metric_discovery import run_metrics
 
     cfg = load_config("smoke", [f"run.storage={run_dir}", *overrides])
+    added = run_metrics(cfg.metrics.extra).added  # a run of this version has its added metrics measured
+    added_values = {s.name: 1.0 for s in added}
     storage.write_bytes(storage.config_uri(run_dir), cfg.to_yaml().encode())
     storage.ensure_run_info(run_dir, cfg.name)
     prov = provenance("finished", cfg.config_hash())
@@ -375,7 +383,7 @@ def write_finished_run(run_dir: str, overrides=()) -> "SweepConfig":
         loss = 0.01 if tv == 32 else 1.0
         tables.write_part("models", key, [{**prov, **cell(lv, tv), "seed": seed, "status": "ok", "train_loss": loss,
                                            "test_acc": 0.5, "hessian_top_eigenvalue": 2.0, "hessian_trace": 9.0,
-                                           "weights_sha256": sha, "device": "cpu"}])
+                                           "weights_sha256": sha, "device": "cpu", **added_values}], added=added)
     for lv, tv, a, b in cfg.pair_keys():
         key = pkey(cfg, lv, tv, a, b)
         tables.write_part("curves", key, [{**prov, **cell(lv, tv), "seed_a": a, "seed_b": b, "t": t,

@@ -46,7 +46,12 @@ def test_the_hash_of_every_builtin_and_of_the_released_run_is_unchanged():
     assert again == saved and again.config_hash() == V010_HASH
 
 
-def test_settings_added_after_0_1_0_declare_their_legacy_value_and_stay_out_of_the_hash_there():
+def test_settings_added_after_0_1_0_declare_their_legacy_value_and_stay_out_of_the_hash_there(tmp_path, monkeypatch):
+    (tmp_path / "mymetrics.py").write_text(
+        "from workloads.metric_specs import MetricSpec\n"
+        "SPEC = MetricSpec('my_norm', 'model', compute='mymetrics:norm')\n"
+        "def norm(model, data):\n    return 1.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
     legacy = legacy_values(SweepConfig)
     assert legacy[("metrics", "curve", "lr_schedule")] == "garipov-epoch0"
     assert legacy[("metrics", "curve", "mc_on")] == "error"

@@ -29,6 +29,8 @@ from torch import nn
 
 from workloads import knobs
 from workloads.data import Dataset, load_dataset
+from workloads.metric_discovery import measure_added
+from workloads.metric_specs import BUILTINS, MetricSpec
 from workloads.metrics.cka import cka_or_reason, mixup_probes, softmax_outputs
 from workloads.metrics.connectivity import CurveConfig, connect_models
 from workloads.metrics.distance import l2_distance
@@ -59,6 +61,9 @@ class CellSpec:
     hessian: HessianSettings = field(default_factory=HessianSettings)
     curve: CurveConfig = field(default_factory=CurveConfig)
     cka: CkaSettings = field(default_factory=CkaSettings)
+    # Metrics beyond the built-ins that the run computes (workloads/extra_metrics.py: the package's own and the
+    # config's metrics.extra), each with its compute function.
+    added_metrics: tuple[MetricSpec, ...] = ()
 
     def keys(self) -> dict:
         return {
@@ -208,8 +213,13 @@ def _finite_or_none(value):
     return value if math.isfinite(value) else None
 
 
-MEASURED_MODEL_COLUMNS = ("train_loss", "train_acc", "test_loss", "test_acc", "hessian_top_eigenvalue", "hessian_trace",
-                          "hessian_samples", "hessian_eigen_iterations", "hessian_trace_probes")
+# What add_measurements fills: the per-model metrics the experiment measures itself (workloads/metric_specs.py;
+# train_loss_drop comes from the history, added metrics from their own compute functions), and the Hessian's
+# bookkeeping.
+MEASURED_MODEL_COLUMNS = (
+    *(s.name for s in BUILTINS.per("model") if s.name != "train_loss_drop"),
+    "hessian_samples", "hessian_eigen_iterations", "hessian_trace_probes",
+)
 
 
 def model_row(cell: CellSpec, seed: int, data: Dataset, model: nn.Module, *, status: str, error: str | None,
@@ -229,6 +239,7 @@ def model_row(cell: CellSpec, seed: int, data: Dataset, model: nn.Module, *, sta
         "hessian_backend": cell.hessian.backend,
         "device": device,
         **dict.fromkeys(MEASURED_MODEL_COLUMNS),
+        **{s.name: None for s in cell.added_metrics if s.per == "model"},
     }
 
 
@@ -284,6 +295,7 @@ def train_and_measure(spec: ModelSpec, *, checkpoint_fn=None, resume_state: dict
             trace_tol=h.trace_tol, trace_max_probes=h.trace_max_probes, seed=h.seed, batch_size=h.batch_size,
         )
         if add_measurements(row, (train_loss, train_acc), (test_loss, test_acc), est):
+            row.update(measure_added(model, data_dev, cell.added_metrics))
             state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     row["metrics_seconds"] = time.perf_counter() - metrics_started
     row["wall_seconds"] = time.perf_counter() - started
@@ -303,10 +315,11 @@ def pair_rows(cell: CellSpec, seed_a: int, seed_b: int, curve, cka: tuple, l2: f
     """The ``pairs`` row (without times) and the ``curves`` rows of one connected pair: curve a CurveResult,
     cka (value or None, status). A curve whose error is not finite marks the pair diverged."""
     keys = cell.keys()
+    measured = {"mode_connectivity": curve.mode_connectivity, "cka": cka[0], "l2_distance": l2}
     row = {
         **keys, "seed_a": seed_a, "seed_b": seed_b, "status": curve.status, "error": curve.error,
-        "mode_connectivity": _finite_or_none(curve.mode_connectivity), "t_star": _finite_or_none(curve.t_star),
-        "cka": _finite_or_none(cka[0]), "cka_status": cka[1], "l2_distance": _finite_or_none(l2),
+        **{s.name: _finite_or_none(measured[s.name]) for s in BUILTINS.per("pair")},
+        "t_star": _finite_or_none(curve.t_star), "cka_status": cka[1],
         "curve_epochs": int(curve_config.epochs), "curve_lr": float(curve_config.lr),
         "curve_points": int(curve_config.points), "cka_probe_size": int(cell.cka.probes),
         "cka_probe_seed": int(cell.cka.probe_seed), "device": device, "started_at": started_at,

@@ -90,8 +90,21 @@ def validate(cfg: SweepConfig, *, check_data: bool = True) -> None:
         fail("metrics.curve.batch_size", f"{c.batch_size} is larger than the smallest training set ({smallest}); "
                                          f"use a curve batch size <= {smallest}")
     _validate_pairs(cfg.metrics.pairs, cfg.seeds)
+    _check_added_metrics(cfg)
     _check_sizes(cfg)
     _check_per_load_resources(cfg)
+
+
+def _check_added_metrics(cfg: SweepConfig) -> None:
+    """Every metric of metrics.extra is found (a MetricSpec) and its compute function imports, before Ray starts."""
+    from workloads.metric_discovery import run_metrics
+    from workloads.plugins import PluginError, load_reference
+
+    try:
+        for spec in run_metrics(cfg.metrics.extra).added:
+            load_reference(spec.compute, f"metric {spec.name!r}: compute")
+    except PluginError as exc:
+        fail("metrics.extra", str(exc))
 
 
 def _check_axes(cfg: SweepConfig) -> None:

@@ -93,9 +93,10 @@ class MetricsConfig:
     curve: CurveConfig = setting(factory=CurveConfig, doc="the Bezier curve of every pair")
     pairs: Any = setting("auto", doc="auto (all pairs for <= 3 seeds, else a ring) | all | ring | [[a, b], ...]",
                          hashed=False)
-    # Metrics beyond the built-ins: the package's own (workloads/metrics/extra/) are always computed; these
-    # name plug-ins ('module:NAME' of a MetricSpec, or an entry point of landscape.metrics). A metric does not
-    # change the other values of a row, so it is not part of the config hash.
+    # Metrics beyond the built-ins: the package's own (workloads/extra_metrics/) are always computed; these
+    # name plug-ins ('module:NAME' of a MetricSpec, or an entry point of landscape.metrics; see
+    # workloads/metric_discovery.py). A metric does not change the other values of a row, so it is not part of
+    # the config hash.
     extra: tuple = setting((), doc="plug-in metrics to compute as well", parse=string_list, hashed=False, legacy=())
 
 

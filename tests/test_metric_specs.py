@@ -4,6 +4,7 @@ added metric's spec survives its trip through a Parquet part's field metadata.""
 
 import math
 import os
+import sys
 
 import pandas as pd
 import pytest
@@ -122,6 +123,7 @@ def test_a_plugin_metric_named_in_the_config(tmp_path, monkeypatch):
 
     (tmp_path / "mymetrics.py").write_text(PLUGIN)
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "mymetrics", raising=False)  # another test's module of that name, if any
     metrics = run_metrics(["mymetrics:SPEC"])
     assert [s.name for s in metrics.added] == [s.name for s in package_metrics()] + ["num_weights"]
     assert measure_added(nn.Linear(3, 2), None, [metrics.added[-1]]) == {"num_weights": 8.0}

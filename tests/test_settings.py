@@ -47,9 +47,10 @@ def test_the_hash_of_every_builtin_and_of_the_released_run_is_unchanged():
 
 
 def test_settings_added_after_0_1_0_declare_their_legacy_value_and_stay_out_of_the_hash_there(tmp_path, monkeypatch):
-    (tmp_path / "mymetrics.py").write_text(
+    # A module name of its own: test_metric_specs writes another "mymetrics", and sys.modules keeps the first.
+    (tmp_path / "hash_test_metrics.py").write_text(
         "from workloads.metric_specs import MetricSpec\n"
-        "SPEC = MetricSpec('my_norm', 'model', compute='mymetrics:norm')\n"
+        "SPEC = MetricSpec('my_norm', 'model', compute='hash_test_metrics:norm')\n"
         "def norm(model, data):\n    return 1.0\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     legacy = legacy_values(SweepConfig)
@@ -64,7 +65,7 @@ def test_settings_added_after_0_1_0_declare_their_legacy_value_and_stay_out_of_t
     assert parse_config(small(**{"metrics.curve.mc_on": "loss"})).config_hash() != base.config_hash()
     assert parse_config(small(**{"workload.dataset_args": "{a: 1}"})).config_hash() != base.config_hash()
     # Settings that do not change a result never enter the hash.
-    for change in ({"metrics.extra": "[mymetrics:SPEC]"}, {"training.checkpoint_every": 3}, {"metrics.pairs": "all"}):
+    for change in ({"metrics.extra": "[hash_test_metrics:SPEC]"}, {"training.checkpoint_every": 3}, {"metrics.pairs": "all"}):
         assert parse_config(small(**change)).config_hash() == base.config_hash(), change
 
 

@@ -13,7 +13,10 @@ import pyarrow as pa
 
 SCHEMA_VERSION = 1
 
-TABLE_NAMES = ("models", "pairs", "curves")
+TABLE_NAMES = ("models", "pairs", "curves")  # the tables a sweep's plan is made from (what is done)
+# Tables that record how a result came about, not whether it is done: read by the analysis, never by the plan.
+# A run made before one existed simply has none of its parts.
+RECORD_TABLES = ("history",)
 
 
 def _f(name: str, type_: pa.DataType, unit: str = "", doc: str = "") -> pa.Field:
@@ -118,14 +121,35 @@ CURVES_SCHEMA = pa.schema(
     ]
 )
 
-SCHEMAS = {"models": MODELS_SCHEMA, "pairs": PAIRS_SCHEMA, "curves": CURVES_SCHEMA}
+# The training history of a model: one row per completed epoch, one part per model (its models key), written
+# by the job that trained it before its models row. The curve's training is not in it (the curves table holds
+# the trained curve's points).
+HISTORY_SCHEMA = pa.schema(
+    _PROVENANCE
+    + _CELL
+    + [
+        _f("seed", pa.int64()),
+        _f("epoch", pa.int64(), "epochs", "0-based epoch the row ends"),
+        _f("lr", pa.float64(), "", "learning rate throughout the epoch"),
+        _f("train_loss", pa.float64(), "nats", "mean cross-entropy of the epoch's SGD batches, train mode"),
+        _f("train_acc", pa.float64(), "fraction", "accuracy on the epoch's SGD batches, train mode"),
+        _f("test_loss", pa.float64(), "nats", "full test set after the epoch, eval mode; null between the "
+                                              "evaluations training.eval_every asks for"),
+        _f("test_acc", pa.float64(), "fraction", "as test_loss"),
+        _f("seconds", pa.float64(), "s", "wall time of the epoch's SGD steps (the test evaluation not included)"),
+    ]
+)
+
+SCHEMAS = {"models": MODELS_SCHEMA, "pairs": PAIRS_SCHEMA, "curves": CURVES_SCHEMA, "history": HISTORY_SCHEMA}
 
 # The columns that identify one row (models, pairs) or one group of rows (curves).
 KEY_COLUMNS = {
     "models": ["load_name", "load_value", "temperature_name", "temperature_value", "seed"],
     "pairs": ["load_name", "load_value", "temperature_name", "temperature_value", "seed_a", "seed_b"],
     "curves": ["load_name", "load_value", "temperature_name", "temperature_value", "seed_a", "seed_b"],
+    "history": ["load_name", "load_value", "temperature_name", "temperature_value", "seed"],
 }
+MODEL_KEYED = ("models", "history")  # tables whose parts are named by a model key (the others: a pair key)
 
 
 # Columns a part must have to be read: what identifies its rows, and the layout they were written in.
@@ -143,7 +167,7 @@ def table_schema(table: str) -> pa.Schema:
     try:
         return SCHEMAS[table]
     except KeyError:
-        raise TableError(f"unknown table {table!r}; the tables are {list(TABLE_NAMES)}") from None
+        raise TableError(f"unknown table {table!r}; the tables are {list(SCHEMAS)}") from None
 
 
 def field_units(table: str) -> dict[str, str]:

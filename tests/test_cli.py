@@ -14,6 +14,7 @@ one-seed run told that it has no phases.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
@@ -152,6 +153,21 @@ def test_smoke_through_the_cli(short_tmp):
             end = curve[curve.t == t].iloc[0]
             train_acc = cell[cell.seed == seed].train_acc.iloc[0]
             assert end.train_error == pytest.approx(100 * (1 - train_acc), abs=0.5), (pair, seed)
+
+    # The history table: every epoch of every model, the test set at the epochs of eval_every (auto: every
+    # epoch of 3), the last of which is the models row's own full-set evaluation of the same weights.
+    history = tables.read("history")
+    epochs = saved["training"]["epochs"]
+    assert len(history) == 8 * epochs
+    for model in models.itertuples():
+        mine = history[(history.load_value == model.load_value) & (history.temperature_value == model.temperature_value)
+                       & (history.seed == model.seed)].sort_values("epoch")
+        assert mine.epoch.tolist() == list(range(epochs)), model
+        assert mine.test_acc.notna().all() and mine.train_loss.gt(0).all() and mine.seconds.gt(0).all()
+        assert mine.test_acc.iloc[-1] == pytest.approx(model.test_acc, abs=1e-12)
+        assert mine.test_loss.iloc[-1] == pytest.approx(model.test_loss, rel=1e-9)
+    assert history.run_id.nunique() == 1 and (history.config_hash == config_hash).all()
+    assert not glob.glob(os.path.join(run_dir, "tune", "**", "events.out.tfevents*"), recursive=True)  # not asked
 
     # Pair jobs started while trainings were still running.
     assert pairs.started_at.min() < models.finished_at.max()

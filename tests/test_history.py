@@ -1,0 +1,103 @@
+"""Training histories and live views: the history table, the per-epoch Tune reports, Tune's logger callbacks.
+
+The end-to-end test runs `landscape run smoke --log tensorboard` on one width (4 models, 2 pairs) and reads
+the event files back with the tensorboard package (what `tensorboard --logdir RUN_DIR/tune` reads), checking
+them against the history table. The acceptance test for the table on the full smoke grid is in
+tests/test_cli.py (test_smoke_through_the_cli).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+
+import pytest
+
+from analysis.schemas import HISTORY_SCHEMA
+from analysis.tables import RunTables
+from tests.conftest import assert_clean_error, hygienic_env, landscape_cmd, landscape_in_process
+
+SMOKE_EPOCHS = 3
+
+
+def test_epoch_result_is_the_mean_over_the_models_of_a_job():
+    from orchestrator.history import epoch_result
+
+    one = {"epoch": 4, "lr": 0.1, "train_loss": 1.0, "train_acc": 0.5, "seconds": 2.0, "test_loss": None,
+           "test_acc": None}
+    two = {**one, "train_loss": 3.0, "train_acc": 0.7, "seconds": 4.0}
+    result = epoch_result("K", [one, two])
+    assert result == {"kind": "model", "key": "K", "epoch": 5, "models": 2, "epoch_lr": 0.1,
+                      "epoch_train_loss": 2.0, "epoch_train_acc": pytest.approx(0.6), "epoch_seconds": 3.0}
+    assert "status" not in result  # the job's last report (its status) is the one the searcher reads
+    evaluated = epoch_result("K", [{**one, "test_loss": 2.5, "test_acc": 0.25}])
+    assert (evaluated["epoch_test_loss"], evaluated["epoch_test_acc"]) == (2.5, 0.25)
+    assert "epoch_train_loss" not in epoch_result("K", [{**one, "train_loss": float("nan")}])
+
+
+def test_history_rows_name_the_model_and_null_what_an_entry_lacks():
+    from workloads.experiment import history_rows
+
+    keys = {"load_name": "width", "load_value": 8.0, "temperature_name": "batch_size", "temperature_value": 32.0}
+    rows = history_rows(keys, 1, [{"epoch": 0, "lr": 0.1, "train_loss": 2.0, "train_acc": 0.1, "seconds": 0.5}])
+    assert rows == [{**keys, "seed": 1, "epoch": 0, "lr": 0.1, "train_loss": 2.0, "train_acc": 0.1,
+                     "test_loss": None, "test_acc": None, "seconds": 0.5}]
+    assert set(rows[0]) | {"run_id", "config_hash", "package_version", "library_versions", "schema_version"} == set(
+        HISTORY_SCHEMA.names)
+
+
+def test_a_run_without_history_reads_as_an_empty_table(tmp_path):
+    """Runs made before the table existed have no history parts: reading gives the schema's columns, no rows."""
+    frame = RunTables(str(tmp_path)).read("history")
+    assert len(frame) == 0 and list(frame.columns) == HISTORY_SCHEMA.names
+
+
+def test_eval_every_and_logging_leave_the_config_hash_alone():
+    from orchestrator.config import load_config
+
+    base = load_config("smoke", []).config_hash()
+    assert load_config("smoke", ["training.eval_every=1"]).config_hash() == base
+    assert load_config("smoke", ["logging=[tensorboard]"]).config_hash() == base
+    assert load_config("smoke", ["training.epochs=4"]).config_hash() != base
+
+
+def test_unknown_or_missing_logger_is_one_clear_error_before_ray(tmp_path, monkeypatch):
+    from orchestrator import loggers
+
+    out = str(tmp_path / "run")
+    assert_clean_error(landscape_in_process("run", "smoke", "--out", out, "--log", "tensorbord"),
+                       "unknown logger 'tensorbord'", "tensorboard, wandb, mlflow")
+    monkeypatch.setattr(loggers, "installed", lambda package: package != "wandb")
+    assert_clean_error(landscape_in_process("run", "smoke", "--out", out, "--log", "wandb"),
+                       "wandb needs the wandb package", "pip install wandb")
+    assert_clean_error(landscape_in_process("validate", "smoke", "--set", "logging=[mlfow]"), "unknown logger 'mlfow'")
+    assert not os.path.exists(out)  # refused before anything was written
+
+
+def test_tensorboard_reads_every_epoch_of_a_smoke_run(short_tmp):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = os.path.join(short_tmp, "smoke")
+    proc = subprocess.run(landscape_cmd() + ["run", "smoke", "--out", run_dir, "--no-analysis", "--log",
+                                             "tensorboard", "--set", "load.values=[8]"],
+                          capture_output=True, text=True, timeout=300, env=hygienic_env())
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    history = RunTables(run_dir).read("history")
+    assert len(history) == 4 * SMOKE_EPOCHS and history.groupby(["temperature_value", "seed"]).size().eq(3).all()
+    per_model = [list(g.sort_values("epoch").train_loss) for _, g in history.groupby(["temperature_value", "seed"])]
+
+    model_dirs = sorted(glob.glob(os.path.join(run_dir, "tune", "*", "model-*")))
+    assert len(model_dirs) == 4, model_dirs
+    matched = []
+    for folder in model_dirs:
+        events = EventAccumulator(folder)
+        events.Reload()
+        scalars = events.Tags()["scalars"]
+        assert "ray/tune/epoch_train_loss" in scalars and "ray/tune/epoch_test_acc" in scalars, scalars
+        points = events.Scalars("ray/tune/epoch_train_loss")
+        assert [p.step for p in points] == [1, 2, 3]  # one Tune iteration per epoch, then the final result
+        values = [p.value for p in points]  # float32 in the event file
+        matched += [i for i, losses in enumerate(per_model) if values == pytest.approx(losses, rel=1e-6)]
+        assert events.Scalars("ray/tune/test_acc")[-1].step == SMOKE_EPOCHS + 1
+    assert sorted(matched) == [0, 1, 2, 3]  # each model's epochs in TensorBoard are its rows of the history table

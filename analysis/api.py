@@ -1,11 +1,14 @@
-"""The two entry points the command line wraps: ``landscape analyze`` and ``landscape import-reference``.
+"""The entry points the command line wraps: ``landscape analyze``, ``landscape plot`` and ``landscape
+import-reference``.
 
     analyze_run(run_dir, *, rules=None, out_dir=None, color_ranges=None, ...) -> AnalysisResult
+    plot_cell(run_dir, cell, *, out_dir=None) -> str      one cell's training curves (PNG), its path
     import_reference(archive, out, *, schedule=None) -> ReferenceImportSummary
 
 ``analyze_run`` reads the run's tables, aggregates the cells, labels the phases, checks the paper's claims
 (analysis.claims), draws the figures and writes ``<out_dir>/cells.parquet``, ``<out_dir>/phase_rules.json``,
-``<out_dir>/claims.json``, the figures (PNG and PDF) and ``<out_dir>/report.html`` (``out_dir`` defaults to
+``<out_dir>/claims.json``, the figures (PNG and PDF; ``training.*``: the training curves of the representative
+cells, when the run has a history table) and ``<out_dir>/report.html`` (``out_dir`` defaults to
 ``RUN_DIR/analysis``, on the run's own storage: a run on ``s3://bucket/run`` gets ``s3://bucket/run/analysis``; the files are made in a local temporary folder
 and uploaded, since matplotlib and the report writer need local files). A run with several load or
 temperature knobs gets one diagram per (load, temperature) pair; phases are labelled per diagram, since
@@ -33,14 +36,15 @@ from analysis.guidance import Finding, practitioner_guidance
 from analysis.phases import PhaseRules, label_phases
 from analysis.curve_data import curve_data, representative_cells
 from analysis.plot_data import phase_map_data
-from analysis.plots import panel_set, save_curves, save_panels, save_phase_map
+from analysis.history_data import cell_history
+from analysis.plots import panel_set, save_curves, save_panels, save_phase_map, save_training_curves
 from analysis.reference import ReferenceImportSummary
 from analysis.reference import import_reference as _import_reference
 from analysis.report import DiagramSection, render_report
-from analysis.tables import RunTables, TableScan, join, resolve
+from analysis.tables import RunTables, TableScan, format_value, join, resolve
 from workloads.atomic import write_atomically
 
-__all__ = ["AnalysisResult", "analyze_run", "import_reference"]
+__all__ = ["AnalysisResult", "analyze_run", "import_reference", "plot_cell"]
 
 
 @dataclass
@@ -64,6 +68,49 @@ class AnalysisResult:
 def import_reference(archive: str, out: str, *, schedule: str | None = None) -> ReferenceImportSummary:
     """Convert the authors' released archive (results.tar.gz or its extracted folder) into run directory ``out``."""
     return _import_reference(archive, out, schedule=schedule)
+
+
+def plot_cell(run_dir: str, cell: str, *, out_dir: str | None = None) -> str:
+    """Draw the training curves of the cell ``cell`` ("width=64,batch_size=16") of the run in ``run_dir`` into
+    ``<out_dir>/training__<load>=<v>__<temperature>=<v>.png`` (default out_dir: RUN_DIR/analysis, on the run's
+    storage) and return its path. CellSpecError for a cell not in the grid (naming the grid's values);
+    ValueError for a run or cell without a history (runs made before the table existed)."""
+    from analysis.history_data import parse_cell
+
+    tables = RunTables(run_dir)
+    models = tables.read("models", on_corrupt="skip")
+    if models.empty and not _exists(run_dir):
+        raise ValueError(f"run directory {run_dir} does not exist; pass the folder `landscape run` wrote (its --out)")
+    load, temp, lv, tv = parse_cell(cell, models)
+    history = tables.read("history", on_corrupt="skip")
+    history = history[(history["load_name"] == load) & (history["temperature_name"] == temp)]
+    cells_uri = join(run_dir, "analysis", "cells.parquet")
+    cells = _read_cells(cells_uri)
+    data = cell_history(history, lv, tv, cells=cells)
+    if data is None:
+        raise ValueError(f"{run_dir} has no training history for {load}={lv:g}, {temp}={tv:g}: runs made before "
+                         f"the history table existed have none (a new run records it)")
+    final_dir = out_dir if out_dir is not None else join(run_dir, "analysis")
+    name = f"training__{load}={format_value(lv)}__{temp}={format_value(tv)}"
+    if "://" not in final_dir:
+        return save_training_curves([data], os.path.join(final_dir, name), formats=("png",))["png"]
+    staging = tempfile.mkdtemp(prefix="landscape-plot-")
+    try:
+        save_training_curves([data], os.path.join(staging, name), formats=("png",))
+        _upload_dir(staging, final_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return join(final_dir, name + ".png")
+
+
+def _read_cells(uri: str) -> pd.DataFrame | None:
+    """The labelled cells of an earlier analysis (for the phase in a title), or None."""
+    fs, path = resolve(uri)
+    try:
+        with fs.open_input_file(path) as fh:
+            return pq.ParquetFile(fh).read(columns=["load_value", "temperature_value", "phase"]).to_pandas()
+    except (OSError, pa.ArrowException, KeyError):
+        return None
 
 
 def _read_text(uri: str) -> str | None:
@@ -185,6 +232,7 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
                 f"e.g. {dupes[0]}.parquet; `landscape resume {run_dir}` moves them aside"
             )
     models, pairs, curves = frames["models"], frames["pairs"], frames["curves"]
+    history = _read_history(tables, scans, run_dir, warnings)
     _check_something_to_analyse(run_dir, tables, models, pairs, unreadable["models"])
     if not pd.to_numeric(pairs["mode_connectivity"], errors="coerce").notna().any():
         if pairs_expected is False:
@@ -227,6 +275,12 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
         curves_paths = save_curves(curve_figs, stem("curves"))
         if curves_paths:
             figs["curves"] = curves_paths
+        trained = [h for h in (cell_history(pick(history), lv, tv, cells=cells)
+                               for lv, tv in (curve_cells if curve_cells is not None
+                                              else representative_cells(cells, pick(history)))) if h is not None]
+        training_paths = save_training_curves(trained, stem("training"))
+        if training_paths:
+            figs["training"] = training_paths
         found = practitioner_guidance(cells)
         name = suffix or f"{load}__{temp}"
         findings[name] = found
@@ -243,6 +297,7 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
                 phase_map=phase_map,
                 heatmaps=heatmaps,
                 curves_png=figs.get("curves", {}).get("png"),
+                training_png=figs.get("training", {}).get("png"),
                 figure_files=figs,
             )
         )
@@ -287,6 +342,16 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
         run_dir, out_dir, cells_path, report_path, rules_path, figures, cells, phase_rules, findings, warnings,
         claims_path, claims,
     )
+
+
+def _read_history(tables: RunTables, scans, run_dir: str, warnings: list[str]) -> pd.DataFrame:
+    """The history table (empty for runs made before it existed), unreadable parts left out with a warning."""
+    scan = (scans or {}).get("history") or tables.scan("history")
+    if scan.unreadable:
+        key, why = scan.unreadable[0]
+        warnings.append(f"{len(scan.unreadable)} unreadable part(s) of table history left out of the training "
+                        f"curves, e.g. {key} ({why})")
+    return scan.rows_without(sorted(scan.duplicates()))
 
 
 def _json_number(value):

@@ -3,6 +3,7 @@
     landscape run [CONFIG] [--out RUN_DIR] [--set k=v ...] [--address HOST:PORT]
     landscape resume RUN_DIR [--set k=v ...] [--address HOST:PORT]
     landscape validate CONFIG [--set k=v ...] [--address HOST:PORT]
+    landscape plot RUN_DIR --cell KNOB=VALUE,KNOB=VALUE
     landscape configs
     landscape status RUN_DIR
     landscape analyze RUN_DIR [--rule k=v ...]
@@ -239,6 +240,22 @@ def analyze(run_dir, rules, out_dir):
     except (ValueError, LookupError, OSError, *_user_errors()) as exc:
         _fail(exc)
     echo_analysis(result, run_dir)
+
+
+@main.command()
+@click.argument("run_dir")
+@click.option("--cell", "cell", required=True, metavar="KNOB=VALUE,KNOB=VALUE",
+              help="The cell to draw, by its load and temperature values, e.g. width=64,batch_size=16.")
+@click.option("--out-dir", default=None, metavar="DIR", help="Folder or URI for the PNG (default RUN_DIR/analysis).")
+def plot(run_dir, cell, out_dir):
+    """Training curves of one cell of RUN_DIR (train loss and test accuracy per epoch, one line per seed)."""
+    from analysis import api
+
+    try:
+        path = api.plot_cell(run_dir, cell, out_dir=out_dir)
+    except (ValueError, LookupError, OSError, *_user_errors()) as exc:
+        _fail(exc)
+    click.echo(path)
 
 
 def _pairs_expected(run_dir: str) -> bool | None:

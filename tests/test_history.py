@@ -101,3 +101,79 @@ def test_tensorboard_reads_every_epoch_of_a_smoke_run(short_tmp):
         matched += [i for i, losses in enumerate(per_model) if values == pytest.approx(losses, rel=1e-6)]
         assert events.Scalars("ray/tune/test_acc")[-1].step == SMOKE_EPOCHS + 1
     assert sorted(matched) == [0, 1, 2, 3]  # each model's epochs in TensorBoard are its rows of the history table
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Analysis: training curves per cell (no Ray, no torch: a hand-made run)
+
+
+def _write_history(tables, width, batch, seeds=(0, 1, 2), epochs=6):
+    """Histories with known numbers: train loss 2 / (epoch + 1) + seed / 100, the test set after epochs 2 and 5."""
+    from tests.analysis_synthetic import COMMON, cell_id
+    from analysis.tables import model_key
+
+    for seed in seeds:
+        rows = [{**COMMON, **cell_id(width, batch), "seed": seed, "epoch": e, "lr": 0.1,
+                 "train_loss": 2 / (e + 1) + seed / 100, "train_acc": 0.5, "seconds": 0.1,
+                 "test_loss": 1.0 if e in (2, 5) else None, "test_acc": 0.6 + e / 100 if e in (2, 5) else None}
+                for e in range(epochs)]
+        tables.write_part("history", model_key("width", width, "batch_size", batch, seed), rows)
+
+
+def test_cell_history_gives_each_seeds_curves(tmp_path):
+    from analysis.history_data import cell_history
+    from tests.analysis_synthetic import write_synthetic_run
+
+    tables = write_synthetic_run(str(tmp_path))
+    _write_history(tables, 64, 128)
+    data = cell_history(tables.read("history"), 64, 128)
+    assert [s.seed for s in data.seeds] == [0, 1, 2] and data.title == "width=64, batch_size=128"
+    one = data.seeds[1]
+    assert one.epoch.tolist() == [1, 2, 3, 4, 5, 6]  # epochs done
+    assert one.train_loss.tolist() == pytest.approx([2 / k + 0.01 for k in range(1, 7)])
+    assert one.test_epoch.tolist() == [3, 6] and one.test_acc.tolist() == pytest.approx([0.62, 0.65])
+    assert cell_history(tables.read("history"), 8, 16) is None  # no history for that cell
+
+
+def test_the_report_shows_training_curves_when_the_run_has_a_history(tmp_path):
+    from analysis.api import analyze_run
+    from tests.analysis_synthetic import CELLS, write_synthetic_run
+
+    old = str(tmp_path / "old")
+    write_synthetic_run(old)  # a run made before the history table: analysed as before
+    result = analyze_run(old)
+    assert "training" not in result.figures
+    assert "Training curves" not in open(result.report_path).read()
+
+    new = str(tmp_path / "new")
+    tables = write_synthetic_run(new)
+    for width, batch in CELLS:
+        _write_history(tables, width, batch)
+    result = analyze_run(new)
+    assert os.path.getsize(result.figures["training"]["png"]) > 0 and result.figures["training"]["pdf"]
+    report = open(result.report_path).read()
+    assert "Training curves of representative cells" in report and 'alt="training curves: ' in report
+
+
+def test_landscape_plot_draws_any_cell_and_names_the_grid_for_a_wrong_one(tmp_path):
+    from tests.analysis_synthetic import write_synthetic_run
+
+    run_dir = str(tmp_path / "run")
+    tables = write_synthetic_run(run_dir)
+    _write_history(tables, 16, 32)
+    proc = landscape_in_process("plot", run_dir, "--cell", "width=16,batch_size=32")
+    assert proc.returncode == 0, proc.stderr
+    path = proc.stdout.strip()
+    assert path == os.path.join(run_dir, "analysis", "training__width=16__batch_size=32.png")
+    with open(path, "rb") as fh:
+        assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    # the knobs in either order
+    assert landscape_in_process("plot", run_dir, "--cell", "batch_size=32, width=16").returncode == 0
+
+    assert_clean_error(landscape_in_process("plot", run_dir, "--cell", "width=12,batch_size=32"),
+                       "not a cell of this run's grid", "width in [8, 16, 32, 64]", "batch_size in [16, 32, 64, 128]")
+    assert_clean_error(landscape_in_process("plot", run_dir, "--cell", "width=16"), "must name this run's load and "
+                       "temperature knobs", "e.g. width=8,batch_size=16")
+    assert_clean_error(landscape_in_process("plot", run_dir, "--cell", "width:16"), "KNOB=VALUE,KNOB=VALUE")
+    assert_clean_error(landscape_in_process("plot", run_dir, "--cell", "width=8,batch_size=16"),
+                       "no training history for width=8, batch_size=16", "runs made before the history table")

@@ -16,7 +16,7 @@ SCHEMA_VERSION = 1
 TABLE_NAMES = ("models", "pairs", "curves")  # the tables a sweep's plan is made from (what is done)
 # Tables that record how a result came about, not whether it is done: read by the analysis, never by the plan.
 # A run made before one existed simply has none of its parts.
-RECORD_TABLES = ("history",)
+RECORD_TABLES = ("history", "curve_history")
 
 
 def _f(name: str, type_: pa.DataType, unit: str = "", doc: str = "") -> pa.Field:
@@ -122,8 +122,8 @@ CURVES_SCHEMA = pa.schema(
 )
 
 # The training history of a model: one row per completed epoch, one part per model (its models key), written
-# by the job that trained it before its models row. The curve's training is not in it (the curves table holds
-# the trained curve's points).
+# by the job that trained it before its models row. The training of a pair's Bezier curve has its own table
+# (curve_history: other keys, other columns).
 HISTORY_SCHEMA = pa.schema(
     _PROVENANCE
     + _CELL
@@ -140,7 +140,25 @@ HISTORY_SCHEMA = pa.schema(
     ]
 )
 
-SCHEMAS = {"models": MODELS_SCHEMA, "pairs": PAIRS_SCHEMA, "curves": CURVES_SCHEMA, "history": HISTORY_SCHEMA}
+# The training of a pair's Bezier curve (its middle point), one row per epoch, one part per pair, written by the
+# pair job before its pairs row.
+CURVE_HISTORY_SCHEMA = pa.schema(
+    _PROVENANCE
+    + _CELL
+    + [
+        _f("seed_a", pa.int64()),
+        _f("seed_b", pa.int64()),
+        _f("epoch", pa.int64(), "epochs", "0-based epoch of the curve's training the row ends"),
+        _f("lr", pa.float64(), "", "learning rate throughout the epoch"),
+        _f("train_loss", pa.float64(), "nats", "mean cross-entropy of the epoch's batches, each at one t ~ U(0,1)"),
+        _f("train_error", pa.float64(), "percent", "error on the same batches"),
+        _f("objective", pa.float64(), "nats", "train_loss plus the weight-decay term the curve is trained on"),
+        _f("seconds", pa.float64(), "s", "wall time of the epoch"),
+    ]
+)
+
+SCHEMAS = {"models": MODELS_SCHEMA, "pairs": PAIRS_SCHEMA, "curves": CURVES_SCHEMA, "history": HISTORY_SCHEMA,
+           "curve_history": CURVE_HISTORY_SCHEMA}
 
 # The columns that identify one row (models, pairs) or one group of rows (curves).
 KEY_COLUMNS = {
@@ -148,6 +166,7 @@ KEY_COLUMNS = {
     "pairs": ["load_name", "load_value", "temperature_name", "temperature_value", "seed_a", "seed_b"],
     "curves": ["load_name", "load_value", "temperature_name", "temperature_value", "seed_a", "seed_b"],
     "history": ["load_name", "load_value", "temperature_name", "temperature_value", "seed"],
+    "curve_history": ["load_name", "load_value", "temperature_name", "temperature_value", "seed_a", "seed_b"],
 }
 MODEL_KEYED = ("models", "history")  # tables whose parts are named by a model key (the others: a pair key)
 

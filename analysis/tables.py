@@ -9,6 +9,7 @@ Layout of a run directory (a local path or a URI such as ``s3://bucket/run``)::
     RUN_DIR/tables/pairs/<key>.parquet    one part per pair of seeds in a cell
     RUN_DIR/tables/curves/<key>.parquet   the points of one pair's Bezier curve
     RUN_DIR/tables/history/<key>.parquet  one model's training, one row per epoch (runs before it: none)
+    RUN_DIR/tables/curve_history/<key>.parquet  one pair's curve training, one row per epoch (idem)
 
 One part per key makes every write independent and idempotent: re-running a key replaces its part,
 never duplicates it. Parts are written to a temporary name and renamed, so a crash never leaves a

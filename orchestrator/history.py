@@ -6,6 +6,7 @@ a model job its one model's history, a cohort job each member's.
                                       reports their mean to Tune: Ray's dashboard and the logger callbacks
                                       (orchestrator/loggers.py) see every epoch
     write_history(tables, ...)     the history part of one model, written before its models row
+    write_curve_history(tables, ...)   the curve_history part of one pair, written before its pairs row
 
 The last report of a job stays its final one (status, key, ...): the searcher and the recorder read a trial's
 last result, so the per-epoch reports carry no ``status``.
@@ -60,3 +61,13 @@ def write_history(tables: RunTables, key: str, prov: dict, keys: dict, seed: int
             tables.write_part("history", key, rows)
         else:
             tables.delete_part("history", key)
+
+
+def write_curve_history(tables: RunTables, key: str, prov: dict, rows: list[dict], faults: dict | None = None) -> None:
+    """Write (or replace) the ``curve_history`` part of pair ``key`` (PairOutcome.history_rows, prov added); a pair
+    without a completed curve epoch has none (an older one is removed)."""
+    with writing(tables.part_uri("curve_history", key), faults, key):
+        if rows:
+            tables.write_part("curve_history", key, [{**prov, **row} for row in rows])
+        else:
+            tables.delete_part("curve_history", key)

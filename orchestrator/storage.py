@@ -171,7 +171,7 @@ def sweep_temporary_files(run_dir: str) -> list[str]:
     if is_uri(run_dir):
         return []
     removed = []
-    for sub in ("", "tables/models", "tables/pairs", "tables/curves", "tables/history", "models", "checkpoints"):
+    for sub in ("", "tables/models", "tables/pairs", "tables/curves", "tables/history", "tables/curve_history", "models", "checkpoints"):
         folder = os.path.join(run_dir, sub)
         try:
             names = os.listdir(folder)

@@ -16,7 +16,7 @@ from orchestrator import storage
 from orchestrator.cells import cell_spec
 from orchestrator.config import SweepConfig, build
 from orchestrator.faults import writing
-from orchestrator.history import epoch_reporter, write_history
+from orchestrator.history import epoch_reporter, write_curve_history, write_history
 from orchestrator.jobs import DONE_MODEL, DONE_PAIR, STORAGE_ERROR, JobContext, job_key, mkey, pkey
 from orchestrator.provenance import provenance
 from orchestrator.records import write_unmeasured_pair
@@ -181,6 +181,7 @@ def _pair_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
             tables.write_part("curves", key, [{**prov, **r} for r in outcome.curve_rows])
         else:
             tables.delete_part("curves", key)
+    write_curve_history(tables, key, prov, outcome.history_rows, faults)
     # The pairs row is written last: it is what marks the pair as done.
     with writing(tables.part_uri("pairs", key), faults, key):
         tables.write_part("pairs", key, [{**prov, **outcome.row, "node_id": _node_id(), "device": device}])

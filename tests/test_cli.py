@@ -168,6 +168,12 @@ def test_smoke_through_the_cli(short_tmp):
         assert mine.test_loss.iloc[-1] == pytest.approx(model.test_loss, rel=1e-9)
     assert history.run_id.nunique() == 1 and (history.config_hash == config_hash).all()
     assert not glob.glob(os.path.join(run_dir, "tune", "**", "events.out.tfevents*"), recursive=True)  # not asked
+    # The curve's training, per epoch: curve_history (epochs 0-based, the pair's curve_epochs of them).
+    curve_history = tables.read("curve_history")
+    assert len(curve_history) == 4 * saved["metrics"]["curve"]["epochs"]
+    assert curve_history.groupby(["load_value", "temperature_value", "seed_a", "seed_b"]).epoch.apply(list).map(
+        lambda e: e == list(range(saved["metrics"]["curve"]["epochs"]))).all()
+    assert curve_history.train_error.between(0, 100).all() and (curve_history.objective >= curve_history.train_loss).all()
 
     # Pair jobs started while trainings were still running.
     assert pairs.started_at.min() < models.finished_at.max()

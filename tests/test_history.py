@@ -177,3 +177,17 @@ def test_landscape_plot_draws_any_cell_and_names_the_grid_for_a_wrong_one(tmp_pa
     assert_clean_error(landscape_in_process("plot", run_dir, "--cell", "width:16"), "KNOB=VALUE,KNOB=VALUE")
     assert_clean_error(landscape_in_process("plot", run_dir, "--cell", "width=8,batch_size=16"),
                        "no training history for width=8, batch_size=16", "runs made before the history table")
+
+
+def test_curve_history_rows_count_epochs_from_zero_and_seconds_per_epoch():
+    from workloads.experiment import curve_history_rows
+
+    keys = {"load_name": "width", "load_value": 8.0, "temperature_name": "batch_size", "temperature_value": 32.0}
+    history = [{"epoch": 1, "lr": 0.2, "train_loss": 1.5, "train_error": 40.0, "objective": 1.6, "seconds": 2.0},
+               {"epoch": 2, "lr": 0.1, "train_loss": 1.0, "train_error": 30.0, "objective": 1.1, "seconds": 5.0}]
+    rows = curve_history_rows(keys, 0, 1, history)
+    assert [(r["epoch"], r["seconds"], r["lr"]) for r in rows] == [(0, 2.0, 0.2), (1, 3.0, 0.1)]
+    from analysis.schemas import CURVE_HISTORY_SCHEMA
+
+    assert set(rows[0]) | {"run_id", "config_hash", "package_version", "library_versions", "schema_version"} == set(
+        CURVE_HISTORY_SCHEMA.names)

@@ -152,10 +152,12 @@ class ModelOutcome:
 
 @dataclass
 class PairOutcome:
-    """row: the ``pairs`` columns this module knows; curve_rows: one ``curves`` row per t."""
+    """row: the ``pairs`` columns this module knows; curve_rows: one ``curves`` row per t; history_rows: one
+    ``curve_history`` row per epoch of the curve's training."""
 
     row: dict
     curve_rows: list[dict]
+    history_rows: list[dict] = field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -303,6 +305,21 @@ def history_rows(keys: dict, seed: int, history: list[dict]) -> list[dict]:
     return [{**keys, "seed": int(seed), **{c: entry.get(c) for c in HISTORY_COLUMNS}} for entry in history]
 
 
+CURVE_HISTORY_COLUMNS = ("lr", "train_loss", "train_error", "objective")
+
+
+def curve_history_rows(keys: dict, seed_a: int, seed_b: int, history: list[dict]) -> list[dict]:
+    """The ``curve_history`` rows of one pair (no provenance) from CurveResult.history (epochs counted from 1,
+    cumulative seconds): epoch 0-based and seconds per epoch, as in the models' history table."""
+    rows, before = [], 0.0
+    for entry in history:
+        seconds = float(entry["seconds"])
+        rows.append({**keys, "seed_a": int(seed_a), "seed_b": int(seed_b), "epoch": int(entry["epoch"]) - 1,
+                     **{c: entry.get(c) for c in CURVE_HISTORY_COLUMNS}, "seconds": seconds - before})
+        before = seconds
+    return rows
+
+
 def load_trained(cell: CellSpec, seed: int, state_dict: dict, data: Dataset, device: str) -> nn.Module:
     """A model of the cell with the given trained weights, on ``device``, in eval mode."""
     model = cell.build_model(seed, data)
@@ -360,4 +377,5 @@ def measure_pair(spec: PairSpec, state_a: dict, state_b: dict) -> PairOutcome:
                                 started_at)
     row["wall_seconds"] = time.perf_counter() - started
     row["finished_at"] = _now()
-    return PairOutcome(row=row, curve_rows=curve_rows)
+    return PairOutcome(row=row, curve_rows=curve_rows,
+                       history_rows=curve_history_rows(cell.keys(), seed_a, seed_b, curve.history))

@@ -73,6 +73,14 @@ def test_unknown_or_missing_logger_is_one_clear_error_before_ray(tmp_path, monke
                        "wandb needs the wandb package", "pip install wandb")
     assert_clean_error(landscape_in_process("validate", "smoke", "--set", "logging=[mlfow]"), "unknown logger 'mlfow'")
     assert not os.path.exists(out)  # refused before anything was written
+    # resume takes --log as well, checked the same way before the run directory is touched
+    from orchestrator.config import load_config
+
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "config.yaml").write_text(load_config("smoke", []).to_yaml())
+    assert_clean_error(landscape_in_process("resume", str(existing), "--log", "wandb"), "pip install wandb")
+    assert sorted(os.listdir(existing)) == ["config.yaml"]
 
 
 def test_tensorboard_reads_every_epoch_of_a_smoke_run(short_tmp):

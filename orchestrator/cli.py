@@ -249,10 +249,10 @@ def analyze(run_dir, rules, out_dir):
 @click.option("--out-dir", default=None, metavar="DIR", help="Folder or URI for the PNG (default RUN_DIR/analysis).")
 def plot(run_dir, cell, out_dir):
     """Training curves of one cell of RUN_DIR (train loss and test accuracy per epoch, one line per seed)."""
-    from analysis import api
+    from analysis.cell_plot import plot_cell
 
     try:
-        path = api.plot_cell(run_dir, cell, out_dir=out_dir)
+        path = plot_cell(run_dir, cell, out_dir=out_dir)
     except (ValueError, LookupError, OSError, *_user_errors()) as exc:
         _fail(exc)
     click.echo(path)

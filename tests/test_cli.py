@@ -183,6 +183,7 @@ def test_smoke_through_the_cli(short_tmp):
     assert status.returncode == 0, status.stderr
     assert "stage 1 models: 8 expected · 8 ok · 0 diverged · 0 failed · 0 missing" in status.stdout
     assert "stage 2 pairs : 4 expected · 4 ok" in status.stdout and "not running" in status.stdout
+    assert "history: 8 model(s) and 4 curve(s) with a per-epoch training history" in status.stdout
 
     # Resuming a finished run has nothing to do and does not start Ray.
     before = sorted(models.finished_at.tolist())

@@ -1,11 +1,14 @@
-"""The two entry points the command line wraps: ``landscape analyze`` and ``landscape import-reference``.
+"""The entry points the command line wraps: ``landscape analyze``, ``landscape plot`` and ``landscape
+import-reference``.
 
     analyze_run(run_dir, *, rules=None, out_dir=None, color_ranges=None, ...) -> AnalysisResult
+    plot_cell(run_dir, cell, *, out_dir=None) -> str      one cell's training curves (PNG): analysis/cell_plot.py
     import_reference(archive, out, *, schedule=None) -> ReferenceImportSummary
 
 ``analyze_run`` reads the run's tables, aggregates the cells, labels the phases, checks the paper's claims
 (analysis.claims), draws the figures and writes ``<out_dir>/cells.parquet``, ``<out_dir>/phase_rules.json``,
-``<out_dir>/claims.json``, the figures (PNG and PDF) and ``<out_dir>/report.html`` (``out_dir`` defaults to
+``<out_dir>/claims.json``, the figures (PNG and PDF; ``training.*``: the training curves of the representative
+cells, when the run has a history table) and ``<out_dir>/report.html`` (``out_dir`` defaults to
 ``RUN_DIR/analysis``, on the run's own storage: a run on ``s3://bucket/run`` gets ``s3://bucket/run/analysis``; the files are made in a local temporary folder
 and uploaded, since matplotlib and the report writer need local files). A run with several load or
 temperature knobs gets one diagram per (load, temperature) pair; phases are labelled per diagram, since
@@ -33,7 +36,8 @@ from analysis.guidance import Finding, practitioner_guidance
 from analysis.phases import PhaseRules, label_phases
 from analysis.curve_data import curve_data, representative_cells
 from analysis.plot_data import phase_map_data
-from analysis.plots import panel_set, save_curves, save_panels, save_phase_map
+from analysis.history_data import cell_history
+from analysis.plots import panel_set, save_curves, save_panels, save_phase_map, save_training_curves
 from analysis.reference import ReferenceImportSummary
 from analysis.reference import import_reference as _import_reference
 from analysis.report import DiagramSection, render_report
@@ -189,6 +193,7 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
     models, pairs, curves = frames["models"], frames["pairs"], frames["curves"]
     # The built-in metrics and those the run added (their specs travel in the tables' field metadata).
     metrics = merged(*added)
+    history = _read_history(tables, scans, run_dir, warnings)
     _check_something_to_analyse(run_dir, tables, models, pairs, unreadable["models"])
     if not pd.to_numeric(pairs["mode_connectivity"], errors="coerce").notna().any():
         if pairs_expected is False:
@@ -232,6 +237,12 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
         curves_paths = save_curves(curve_figs, stem("curves"))
         if curves_paths:
             figs["curves"] = curves_paths
+        trained = [h for h in (cell_history(pick(history), lv, tv, cells=cells)
+                               for lv, tv in (curve_cells if curve_cells is not None
+                                              else representative_cells(cells, pick(history)))) if h is not None]
+        training_paths = save_training_curves(trained, stem("training"))
+        if training_paths:
+            figs["training"] = training_paths
         found = practitioner_guidance(cells)
         name = suffix or f"{load}__{temp}"
         findings[name] = found
@@ -248,6 +259,7 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
                 phase_map=phase_map,
                 heatmaps=heatmaps,
                 curves_png=figs.get("curves", {}).get("png"),
+                training_png=figs.get("training", {}).get("png"),
                 figure_files=figs,
                 metrics=metrics,
             )
@@ -293,6 +305,16 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
         run_dir, out_dir, cells_path, report_path, rules_path, figures, cells, phase_rules, findings, warnings,
         claims_path, claims,
     )
+
+
+def _read_history(tables: RunTables, scans, run_dir: str, warnings: list[str]) -> pd.DataFrame:
+    """The history table (empty for runs made before it existed), unreadable parts left out with a warning."""
+    scan = (scans or {}).get("history") or tables.scan("history")
+    if scan.unreadable:
+        key, why = scan.unreadable[0]
+        warnings.append(f"{len(scan.unreadable)} unreadable part(s) of table history left out of the training "
+                        f"curves, e.g. {key} ({why})")
+    return scan.rows_without(sorted(scan.duplicates()))
 
 
 def _json_number(value):

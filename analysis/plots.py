@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.curve_data import CurveData
+from analysis.history_data import CellHistory
 from analysis.plot_data import (
     MAX_PRINTED_CELLS,
     MISSING_COLOR,
@@ -32,6 +33,9 @@ PANELS_PER_ROW = 4  # the panels figure: 2 rows x 4 for the paper's 7 panels and
 PNG_DPI = 110
 # Cell labels are written into the phase map only up to this many cells (beyond, they are unreadable).
 MAX_ANNOTATED_CELLS = 400
+# A training curve's loss axis is logarithmic when the loss spans more than this factor (a converging run falls
+# by orders of magnitude; a linear axis would flatten all but its first epochs).
+LOG_SCALE_SPAN = 10
 
 
 def _new_figure(width: float, height: float):
@@ -42,10 +46,10 @@ def _new_figure(width: float, height: float):
     return Figure(figsize=(width, height))
 
 
-def _save(fig, stem: str) -> dict[str, str]:
+def _save(fig, stem: str, formats=FORMATS) -> dict[str, str]:
     os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
     paths = {}
-    for fmt in FORMATS:
+    for fmt in formats:
         path = f"{stem}.{fmt}"
         fig.savefig(path, dpi=PNG_DPI if fmt == "png" else None)
         paths[fmt] = path
@@ -255,3 +259,36 @@ def save_curves(curves: list[CurveData], stem: str) -> dict[str, str] | None:
     for ax in axes[n:]:
         ax.set_visible(False)
     return _save(fig, stem)
+
+
+def save_training_curves(histories: list[CellHistory], stem: str, *, formats=FORMATS) -> dict[str, str] | None:
+    """Per cell one row: train loss (log scale when it spans > LOG_SCALE_SPAN) and test accuracy against the epoch, one line per seed (the
+    same colour in both); None when there are no histories."""
+    if not histories:
+        return None
+    from matplotlib.ticker import MaxNLocator
+
+    rows = len(histories)
+    fig = _new_figure(9.2, 3.0 * rows)
+    axes = fig.subplots(rows, 2, squeeze=False)
+    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.5 / (3.0 * rows), top=1 - 0.45 / (3.0 * rows), wspace=0.25,
+                        hspace=0.6)
+    for (loss_ax, acc_ax), data in zip(axes, histories):
+        for i, s in enumerate(data.seeds):
+            color = f"C{i % 10}"
+            loss_ax.plot(s.epoch, s.train_loss, color=color, label=f"seed {s.seed}")
+            acc_ax.plot(s.test_epoch, s.test_acc, color=color, marker="o", markersize=3, label=f"seed {s.seed}")
+        losses = np.concatenate([s.train_loss for s in data.seeds])
+        losses = losses[np.isfinite(losses)]
+        if len(losses) and losses.min() > 0 and losses.max() / losses.min() > LOG_SCALE_SPAN:
+            loss_ax.set_yscale("log")
+        loss_ax.set_title(f"{data.title}: train loss", fontsize=9)
+        loss_ax.set_xlabel("epoch")
+        loss_ax.set_ylabel("train loss (nats, SGD batches)")
+        acc_ax.set_title(f"{data.title}: test accuracy", fontsize=9)
+        acc_ax.set_xlabel("epoch")
+        acc_ax.set_ylabel("test accuracy (fraction)")
+        acc_ax.legend(fontsize=7)
+        for ax in (loss_ax, acc_ax):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return _save(fig, stem, formats)

@@ -64,6 +64,7 @@ class DiagramSection:
     phase_map: PhaseMapData
     heatmaps: list[HeatmapData]  # one per metric panel, in the figures' order
     curves_png: str | None = None
+    training_png: str | None = None  # training curves of the representative cells (runs with a history table)
     claims: list[dict] = field(default_factory=list)  # analysis.claims.evaluate_claims records
     figure_files: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> {fmt: path}
     metrics: MetricSet = BUILTINS  # the metrics of the run (its table lists those with a report column)
@@ -279,6 +280,14 @@ def diagram_html(section: DiagramSection, section_id: str, report_dir: str) -> s
             "<h3>Bezier curves of representative cells</h3>",
             "<p class='muted'>Training error along the connecting curve; one cell per phase (median mc).</p>",
             _img(section.curves_png, f"curves: {section.title}"),
+        ]
+    if section.training_png:
+        parts += [
+            "<h3>Training curves of representative cells</h3>",
+            "<p class='muted'>Train loss (mean of each epoch's SGD batches) and test accuracy (at the epochs of "
+            "<code>training.eval_every</code>) against the epoch, one line per seed; the same cells as the curves. "
+            "Any cell: <code>landscape plot RUN_DIR --cell KNOB=VALUE,KNOB=VALUE</code>.</p>",
+            _img(section.training_png, f"training curves: {section.title}"),
         ]
     if section.figure_files:
         parts.append("<p class='muted'>Figure files (PNG and PDF, next to this report):</p>"

@@ -15,7 +15,10 @@ from workloads.metric_specs import BUILTINS, SPEC_METADATA_KEY, MetricSpec
 
 SCHEMA_VERSION = 1
 
-TABLE_NAMES = ("models", "pairs", "curves")
+TABLE_NAMES = ("models", "pairs", "curves")  # the tables a sweep's plan is made from (what is done)
+# Tables that record how a result came about, not whether it is done: read by the analysis, never by the plan.
+# A run made before one existed simply has none of its parts.
+RECORD_TABLES = ("history", "curve_history")
 
 
 def _f(name: str, type_: pa.DataType, unit: str = "", doc: str = "") -> pa.Field:
@@ -151,14 +154,54 @@ CURVES_SCHEMA = pa.schema(
     ]
 )
 
-SCHEMAS = {"models": MODELS_SCHEMA, "pairs": PAIRS_SCHEMA, "curves": CURVES_SCHEMA}
+# The training history of a model: one row per completed epoch, one part per model (its models key), written
+# by the job that trained it before its models row. The training of a pair's Bezier curve has its own table
+# (curve_history: other keys, other columns).
+HISTORY_SCHEMA = pa.schema(
+    _PROVENANCE
+    + _CELL
+    + [
+        _f("seed", pa.int64()),
+        _f("epoch", pa.int64(), "epochs", "0-based epoch the row ends"),
+        _f("lr", pa.float64(), "", "learning rate throughout the epoch"),
+        _f("train_loss", pa.float64(), "nats", "mean cross-entropy of the epoch's SGD batches, train mode"),
+        _f("train_acc", pa.float64(), "fraction", "accuracy on the epoch's SGD batches, train mode"),
+        _f("test_loss", pa.float64(), "nats", "full test set after the epoch, eval mode; null between the "
+                                              "evaluations training.eval_every asks for"),
+        _f("test_acc", pa.float64(), "fraction", "as test_loss"),
+        _f("seconds", pa.float64(), "s", "wall time of the epoch's SGD steps (the test evaluation not included)"),
+    ]
+)
+
+# The training of a pair's Bezier curve (its middle point), one row per epoch, one part per pair, written by the
+# pair job before its pairs row.
+CURVE_HISTORY_SCHEMA = pa.schema(
+    _PROVENANCE
+    + _CELL
+    + [
+        _f("seed_a", pa.int64()),
+        _f("seed_b", pa.int64()),
+        _f("epoch", pa.int64(), "epochs", "0-based epoch of the curve's training the row ends"),
+        _f("lr", pa.float64(), "", "learning rate throughout the epoch"),
+        _f("train_loss", pa.float64(), "nats", "mean cross-entropy of the epoch's batches, each at one t ~ U(0,1)"),
+        _f("train_error", pa.float64(), "percent", "error on the same batches"),
+        _f("objective", pa.float64(), "nats", "train_loss plus the weight-decay term the curve is trained on"),
+        _f("seconds", pa.float64(), "s", "wall time of the epoch"),
+    ]
+)
+
+SCHEMAS = {"models": MODELS_SCHEMA, "pairs": PAIRS_SCHEMA, "curves": CURVES_SCHEMA, "history": HISTORY_SCHEMA,
+           "curve_history": CURVE_HISTORY_SCHEMA}
 
 # The columns that identify one row (models, pairs) or one group of rows (curves).
 KEY_COLUMNS = {
     "models": ["load_name", "load_value", "temperature_name", "temperature_value", "seed"],
     "pairs": ["load_name", "load_value", "temperature_name", "temperature_value", "seed_a", "seed_b"],
     "curves": ["load_name", "load_value", "temperature_name", "temperature_value", "seed_a", "seed_b"],
+    "history": ["load_name", "load_value", "temperature_name", "temperature_value", "seed"],
+    "curve_history": ["load_name", "load_value", "temperature_name", "temperature_value", "seed_a", "seed_b"],
 }
+MODEL_KEYED = ("models", "history")  # tables whose parts are named by a model key (the others: a pair key)
 
 
 # Columns a part must have to be read: what identifies its rows, and the layout they were written in.
@@ -178,7 +221,7 @@ def table_schema(table: str, added: tuple[MetricSpec, ...] | list[MetricSpec] = 
     try:
         schema = SCHEMAS[table]
     except KeyError:
-        raise TableError(f"unknown table {table!r}; the tables are {list(TABLE_NAMES)}") from None
+        raise TableError(f"unknown table {table!r}; the tables are {list(SCHEMAS)}") from None
     per = {"models": "model", "pairs": "pair"}.get(table)
     for spec in added:
         if spec.per == per and spec.name not in schema.names:

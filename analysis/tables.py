@@ -8,6 +8,8 @@ Layout of a run directory (a local path or a URI such as ``s3://bucket/run``)::
     RUN_DIR/tables/models/<key>.parquet   one part per trained model
     RUN_DIR/tables/pairs/<key>.parquet    one part per pair of seeds in a cell
     RUN_DIR/tables/curves/<key>.parquet   the points of one pair's Bezier curve
+    RUN_DIR/tables/history/<key>.parquet  one model's training, one row per epoch (runs before it: none)
+    RUN_DIR/tables/curve_history/<key>.parquet  one pair's curve training, one row per epoch (idem)
 
 One part per key makes every write independent and idempotent: re-running a key replaces its part,
 never duplicates it. Parts are written to a temporary name and renamed, so a crash never leaves a
@@ -38,6 +40,7 @@ import pyarrow.parquet as pq
 
 from analysis.schemas import (
     KEY_COLUMNS,
+    MODEL_KEYED,
     SCHEMA_VERSION,
     TableError,
     required_columns,
@@ -77,7 +80,7 @@ def row_key(table: str, row) -> str | None:
     try:
         cell = (str(get("load_name")), float(get("load_value")), str(get("temperature_name")),
                 float(get("temperature_value")))
-        if table == "models":
+        if table in MODEL_KEYED:
             return model_key(*cell, int(get("seed")))
         return pair_key(*cell, int(get("seed_a")), int(get("seed_b")))
     except (TypeError, ValueError, OverflowError):

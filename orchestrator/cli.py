@@ -3,6 +3,7 @@
     landscape run [CONFIG] [--out RUN_DIR] [--set k=v ...] [--address HOST:PORT]
     landscape resume RUN_DIR [--set k=v ...] [--address HOST:PORT]
     landscape validate CONFIG [--set k=v ...] [--address HOST:PORT]
+    landscape plot RUN_DIR --cell KNOB=VALUE,KNOB=VALUE
     landscape configs
     landscape status RUN_DIR
     landscape analyze RUN_DIR [--rule k=v ...]
@@ -113,6 +114,25 @@ def validate(config, overrides, address):
         echo_resources(cfg, plan)
 
 
+LOG_HELP = ("Also send every job's epochs and results to Tune's logger for this tool: tensorboard (event files "
+            "in RUN_DIR/tune), wandb or mlflow; repeatable; adds to the config's logging list.")
+
+
+def _with_loggers(cfg, log):
+    """``cfg`` with the ``--log`` names added to its ``logging`` list, every logger's package checked (a
+    ConfigError naming it and its pip install before Ray starts)."""
+    import dataclasses
+
+    from orchestrator.loggers import check_loggers, loggers_check
+
+    names = tuple(dict.fromkeys([*cfg.logging, *(n.strip() for item in log for n in item.split(",") if n.strip())]))
+    problem = loggers_check(names)
+    if problem:
+        raise ConfigError(f"--log: {problem}")
+    check_loggers(names)
+    return dataclasses.replace(cfg, logging=names)
+
+
 @main.command()
 @click.argument("config", required=False, default="demo")
 @click.option("--out", "out", default=None, metavar="RUN_DIR",
@@ -120,13 +140,14 @@ def validate(config, overrides, address):
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 @click.option("--address", default=None, metavar="HOST:PORT", help=ADDRESS_HELP)
 @click.option("--no-analysis", is_flag=True, help="Skip the analysis after the sweep.")
-def run(config, out, overrides, address, no_analysis):
+@click.option("--log", "log", multiple=True, metavar="LOGGER", help=LOG_HELP)
+def run(config, out, overrides, address, no_analysis, log):
     """Run the sweep CONFIG (a built-in name or a YAML file; default: the built-in demo)."""
     from orchestrator.config import load_config
 
     try:
         # A local run reads the data here; on a cluster the nodes that run the trials read it.
-        cfg = load_config(config, overrides, check_data=not joins_cluster(address))
+        cfg = _with_loggers(load_config(config, overrides, check_data=not joins_cluster(address)), log)
     except ConfigError as exc:
         _fail(exc)
     run_dir = out or cfg.run.storage or os.path.join("runs", f"{cfg.name}-{datetime.now():%Y%m%d-%H%M%S}")
@@ -139,7 +160,8 @@ def run(config, out, overrides, address, no_analysis):
               help=SET_HELP + " Grid values and seeds may grow; training and metric settings must not change.")
 @click.option("--address", default=None, metavar="HOST:PORT", help=ADDRESS_HELP)
 @click.option("--no-analysis", is_flag=True, help="Skip the analysis after the sweep.")
-def resume(run_dir, overrides, address, no_analysis):
+@click.option("--log", "log", multiple=True, metavar="LOGGER", help=LOG_HELP)
+def resume(run_dir, overrides, address, no_analysis, log):
     """Continue the sweep in RUN_DIR: only missing, failed or broken results are computed."""
     from orchestrator.config import apply_overrides, parse_config, parse_yaml
     from orchestrator.status import RUN_CONFIG_FIX
@@ -165,6 +187,10 @@ def resume(run_dir, overrides, address, no_analysis):
         cfg = parse_config(raw, check_data=not joins_cluster(address))
     except ConfigError as exc:
         _fail(ConfigError(f"{config_uri(run_dir)}: {exc}"))
+    try:
+        cfg = _with_loggers(cfg, log)
+    except ConfigError as exc:
+        _fail(exc)
     execute(cfg, run_dir, address=address, analysis=not no_analysis, resuming=True)
 
 
@@ -214,6 +240,22 @@ def analyze(run_dir, rules, out_dir):
     except (ValueError, LookupError, OSError, *_user_errors()) as exc:
         _fail(exc)
     echo_analysis(result, run_dir)
+
+
+@main.command()
+@click.argument("run_dir")
+@click.option("--cell", "cell", required=True, metavar="KNOB=VALUE,KNOB=VALUE",
+              help="The cell to draw, by its load and temperature values, e.g. width=64,batch_size=16.")
+@click.option("--out-dir", default=None, metavar="DIR", help="Folder or URI for the PNG (default RUN_DIR/analysis).")
+def plot(run_dir, cell, out_dir):
+    """Training curves of one cell of RUN_DIR (train loss and test accuracy per epoch, one line per seed)."""
+    from analysis.cell_plot import plot_cell
+
+    try:
+        path = plot_cell(run_dir, cell, out_dir=out_dir)
+    except (ValueError, LookupError, OSError, *_user_errors()) as exc:
+        _fail(exc)
+    click.echo(path)
 
 
 def _pairs_expected(run_dir: str) -> bool | None:

@@ -43,6 +43,7 @@ def write_unmeasured_pair(cfg, run_dir, run_id, job, status: str, error: str, *,
     key = pkey(cfg, lv, tv, a, b)
     with writing(tables.part_uri("pairs", key), faults, key):
         tables.delete_part("curves", key)
+        tables.delete_part("curve_history", key)
         tables.write_part("pairs", key, [row])
 
 

@@ -99,7 +99,16 @@ def format_plan(plan, run_dir: str, name: str, run_id: str, holder: str | None) 
     if plan.broken_curves:
         lines.append(f"  {len(plan.broken_curves)} ok pair(s) without a readable curve part, recomputed by resume: "
                      + ", ".join(plan.broken_curves[:MAX_LISTED]))
+    lines.append(_history_line(run_dir))
     return lines
+
+
+def _history_line(run_dir: str) -> str:
+    """How many models and pairs have a training history (a listing: parts are not read; runs made before the
+    tables existed have none)."""
+    tables = RunTables(run_dir)
+    models, pairs = len(tables.part_keys("history")), len(tables.part_keys("curve_history"))
+    return f"history: {models} model(s) and {pairs} curve(s) with a per-epoch training history"
 
 
 def _damage_lines(table: str, plan) -> list[str]:

@@ -3,7 +3,7 @@ systems so that every node of a cluster reaches the same files.
 
     RUN_DIR/config.yaml              the resolved sweep config (what `resume` reloads)
     RUN_DIR/run.json                 run id and creation time (kept across resumes)
-    RUN_DIR/tables/{models,pairs,curves}/<key>.parquet   the results (analysis/tables.py)
+    RUN_DIR/tables/{models,pairs,curves,history}/<key>.parquet   the results (analysis/tables.py)
     RUN_DIR/models/<model key>.pt    trained weights: pair jobs on any node load them from here
     RUN_DIR/checkpoints/<key>.pt     periodic training checkpoints (deleted when the model is done)
     RUN_DIR/tune/                    Ray Tune's own experiment state (written, never read: see below)
@@ -171,7 +171,7 @@ def sweep_temporary_files(run_dir: str) -> list[str]:
     if is_uri(run_dir):
         return []
     removed = []
-    for sub in ("", "tables/models", "tables/pairs", "tables/curves", "models", "checkpoints"):
+    for sub in ("", "tables/models", "tables/pairs", "tables/curves", "tables/history", "tables/curve_history", "models", "checkpoints"):
         folder = os.path.join(run_dir, sub)
         try:
             names = os.listdir(folder)

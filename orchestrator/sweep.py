@@ -52,6 +52,7 @@ from orchestrator.config import SweepConfig
 from orchestrator.cost import job_costs
 from orchestrator.faults import FAULT_INJECT_ENV
 from orchestrator.jobs import JobContext, job_key, mkey, pkey
+from orchestrator.loggers import logger_callbacks
 from orchestrator.plan import Plan, make_plan
 from orchestrator.records import write_unmeasured_pair
 from orchestrator.state import SweepState
@@ -121,6 +122,7 @@ def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, p
     callbacks = [recorder]
     if progress is not None:
         callbacks.append(progress(state, recorder))
+    callbacks += logger_callbacks(cfg.logging, cfg.name, run_dir)  # none unless the config asks (`--log`)
     stopper = make_stopper_class()(state)
     plan = plan_before
     for round_ in range(max_rounds):

@@ -17,6 +17,7 @@ from orchestrator import storage
 from orchestrator.cells import cell_spec
 from orchestrator.config import SweepConfig, build
 from orchestrator.faults import writing
+from orchestrator.history import epoch_reporter, write_curve_history, write_history
 from orchestrator.jobs import DONE_MODEL, DONE_PAIR, STORAGE_ERROR, JobContext, job_key, mkey, pkey
 from orchestrator.provenance import provenance
 from orchestrator.records import write_unmeasured_pair
@@ -68,7 +69,8 @@ def _node_id() -> str | None:
 def run_job(config: dict, context: JobContext) -> None:
     """The Tune trainable: one model job or one pair job (see the module docstring).
 
-    Reports exactly once: {"kind", "key", "status", "skipped", "wall_seconds", ...}. Exceptions propagate,
+    A model job reports each epoch as it ends (orchestrator/history.py: no ``status``), then, as every job,
+    its final result last: {"kind", "key", "status", "skipped", "wall_seconds", ...}. Exceptions propagate,
     so Tune retries the job (FailureConfig); the driver records a job that keeps failing as ``failed``.
     """
     from ray import tune
@@ -124,15 +126,23 @@ def _model_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
             with writing(ckpt):
                 storage.save_state(ckpt, state)
             fault_hook.inject(faults, key, state["epoch"])
+    report = epoch_reporter(key)
+
+    def epoch_fn(entry):
+        report([entry])
+
     try:
-        outcome = train_and_measure(spec, checkpoint_fn=checkpoint_fn, resume_state=resume_state)
+        outcome = train_and_measure(spec, checkpoint_fn=checkpoint_fn, resume_state=resume_state, epoch_fn=epoch_fn)
     except ResumeStateError as exc:
         if resume_state is None:
             raise
         storage.delete(ckpt)  # a checkpoint of other settings, or not one of ours: start over
         notes.append(f"checkpoint {ckpt} does not fit this training ({exc}); deleted it, trained from epoch 0")
-        outcome = train_and_measure(spec, checkpoint_fn=checkpoint_fn, resume_state=None)
-    row = {**provenance(context.run_id, context.config_hash), **outcome.row, "node_id": _node_id(), "device": device}
+        outcome = train_and_measure(spec, checkpoint_fn=checkpoint_fn, resume_state=None, epoch_fn=epoch_fn)
+    prov = provenance(context.run_id, context.config_hash)
+    # Before the models row, which marks the model as done: a done model always has its history.
+    write_history(tables, key, prov, spec.cell.keys(), int(seed), outcome.history, faults)
+    row = {**prov, **outcome.row, "node_id": _node_id(), "device": device}
     if outcome.state_dict is not None:
         with writing(weights, faults, key):
             row["weights_sha256"] = storage.save_state(weights, outcome.state_dict)
@@ -215,6 +225,7 @@ def _pair_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
             tables.write_part("curves", key, [{**prov, **r} for r in outcome.curve_rows])
         else:
             tables.delete_part("curves", key)
+    write_curve_history(tables, key, prov, outcome.history_rows, faults)
     # The pairs row is written last: it is what marks the pair as done.
     with writing(tables.part_uri("pairs", key), faults, key):
         tables.write_part("pairs", key, [{**prov, **outcome.row, "node_id": _node_id(), "device": device}])

@@ -14,6 +14,7 @@ one-seed run told that it has no phases.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
@@ -158,6 +159,27 @@ def test_smoke_through_the_cli(short_tmp):
             train_acc = cell[cell.seed == seed].train_acc.iloc[0]
             assert end.train_error == pytest.approx(100 * (1 - train_acc), abs=0.5), (pair, seed)
 
+    # The history table: every epoch of every model, the test set at the epochs of eval_every (auto: every
+    # epoch of 3), the last of which is the models row's own full-set evaluation of the same weights.
+    history = tables.read("history")
+    epochs = saved["training"]["epochs"]
+    assert len(history) == 8 * epochs
+    for model in models.itertuples():
+        mine = history[(history.load_value == model.load_value) & (history.temperature_value == model.temperature_value)
+                       & (history.seed == model.seed)].sort_values("epoch")
+        assert mine.epoch.tolist() == list(range(epochs)), model
+        assert mine.test_acc.notna().all() and mine.train_loss.gt(0).all() and mine.seconds.gt(0).all()
+        assert mine.test_acc.iloc[-1] == pytest.approx(model.test_acc, abs=1e-12)
+        assert mine.test_loss.iloc[-1] == pytest.approx(model.test_loss, rel=1e-9)
+    assert history.run_id.nunique() == 1 and (history.config_hash == config_hash).all()
+    assert not glob.glob(os.path.join(run_dir, "tune", "**", "events.out.tfevents*"), recursive=True)  # not asked
+    # The curve's training, per epoch: curve_history (epochs 0-based, the pair's curve_epochs of them).
+    curve_history = tables.read("curve_history")
+    assert len(curve_history) == 4 * saved["metrics"]["curve"]["epochs"]
+    assert curve_history.groupby(["load_value", "temperature_value", "seed_a", "seed_b"]).epoch.apply(list).map(
+        lambda e: e == list(range(saved["metrics"]["curve"]["epochs"]))).all()
+    assert curve_history.train_error.between(0, 100).all() and (curve_history.objective >= curve_history.train_loss).all()
+
     # Pair jobs started while trainings were still running.
     assert pairs.started_at.min() < models.finished_at.max()
     assert wall < 180, f"smoke took {wall:.0f} s"
@@ -166,6 +188,7 @@ def test_smoke_through_the_cli(short_tmp):
     assert status.returncode == 0, status.stderr
     assert "stage 1 models: 8 expected · 8 ok · 0 diverged · 0 failed · 0 missing" in status.stdout
     assert "stage 2 pairs : 4 expected · 4 ok" in status.stdout and "not running" in status.stdout
+    assert "history: 8 model(s) and 4 curve(s) with a per-epoch training history" in status.stdout
 
     # Resuming a finished run has nothing to do and does not start Ray.
     before = sorted(models.finished_at.tolist())

@@ -138,6 +138,12 @@ def test_a_training_killed_after_a_checkpoint_continues_from_it(ray_local, tmp_p
     # Resuming is exact: the same numbers as a training that was never interrupted.
     for col in ("train_loss", "train_acc", "test_loss", "test_acc", "hessian_top_eigenvalue", "hessian_trace"):
         assert killed[col] == clean[col], col
+    # The history has every epoch once, those before the checkpoint included, with the uninterrupted numbers.
+    columns = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc"]
+    killed_history = RunTables(str(tmp_path / "killed")).read("history").sort_values("epoch")[columns]
+    clean_history = RunTables(str(tmp_path / "clean")).read("history").sort_values("epoch")[columns]
+    assert killed_history.epoch.tolist() == [0, 1, 2]
+    assert killed_history.reset_index(drop=True).equals(clean_history.reset_index(drop=True))
     # The checkpoint is removed once the model is done.
     assert not os.path.exists(storage.checkpoint_uri(str(tmp_path / "killed"), key))
 

@@ -147,6 +147,14 @@ def test_sweep_tables_models_tune_and_analysis_on_s3(s3, s3_server, short_tmp, r
     assert "<html" in report.lower() and run in report
     assert os.listdir(cwd) == []
 
+    # The history table is on S3 too, and `landscape plot` draws a cell of it into the analysis there.
+    assert len(names("tables/history", ".parquet")) == 8 and len(RunTables(run).read("history")) == 8 * 3
+    plotted = landscape("plot", run, "--cell", "width=64,batch_size=32", timeout=120)
+    assert plotted.returncode == 0, (plotted.stdout, plotted.stderr)
+    assert plotted.stdout.strip() == f"{run}/analysis/training__width=64__batch_size=32.png"
+    png = s3.get_object(Bucket=BUCKET, Key="runs/smoke/analysis/training__width=64__batch_size=32.png")["Body"].read()
+    assert png[:4] == b"\x89PNG" and os.listdir(cwd) == []
+
     again = landscape("resume", run, "--no-analysis", timeout=120)
     assert again.returncode == 0 and "nothing to do" in again.stdout, (again.stdout, again.stderr)
 

@@ -76,6 +76,51 @@ def test_history_records_the_step_schedule(small):
     assert all(set(h) >= {"train_loss", "train_acc", "seconds"} for h in result.history)
 
 
+def test_eval_epochs_auto_gives_a_handful_and_the_last_epoch():
+    from workloads.settings import eval_epochs
+
+    assert eval_epochs(60, "auto") == frozenset({11, 23, 35, 47, 59})
+    assert eval_epochs(7, "auto") == frozenset(range(7))  # fewer than 2 x 5 epochs: every epoch (7 // 5 = 1)
+    assert eval_epochs(12, "auto") == frozenset({1, 3, 5, 7, 9, 11})
+    assert eval_epochs(10, 4) == frozenset({3, 7, 9})  # every 4th, and the last
+    assert eval_epochs(3, 100) == frozenset({2})
+    with pytest.raises(ValueError, match="eval_every must be auto .* got 0"):
+        TrainConfig(eval_every=0)
+    with pytest.raises(ValueError, match="eval_every"):
+        TrainConfig(eval_every="often")
+
+
+def test_history_test_points_match_an_independent_evaluation(small):
+    """The test loss and accuracy in the history are those of the model at the end of that epoch: train the
+    same model again for exactly that many epochs and evaluate it separately."""
+    cfg = TrainConfig(epochs=4, batch_size=100, lr=0.05, eval_every=2)
+    history = train(mlp(small), small, cfg).history
+    assert [h["epoch"] for h in history if h["test_loss"] is not None] == [1, 3]
+    assert all(h["test_acc"] is None for h in history if h["epoch"] in (0, 2))
+    two = train(mlp(small), small, TrainConfig(epochs=2, batch_size=100, lr=0.05, eval_every=100)).model
+    # epochs=2 changes nothing of the first two epochs (constant schedule): the same weights as history[1]
+    loss, acc = evaluate(two, small.test_x, small.test_y)
+    assert history[1]["test_loss"] == pytest.approx(loss, rel=1e-12) and history[1]["test_acc"] == acc
+
+
+def test_evaluating_during_training_leaves_the_weights_identical(small):
+    """eval_every is left out of the config hash because evaluating does not change training: the weights and
+    BatchNorm statistics after training with an evaluation every epoch equal those with one at the end."""
+    every = train(cnn_bn(small), small, TrainConfig(epochs=3, batch_size=100, lr=0.05, eval_every=1))
+    once = train(cnn_bn(small), small, TrainConfig(epochs=3, batch_size=100, lr=0.05, eval_every=1000))
+    assert sum(h["test_loss"] is not None for h in every.history) == 3
+    assert sum(h["test_loss"] is not None for h in once.history) == 1
+    for (name, a), (_, b) in zip(every.model.state_dict().items(), once.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert [h["train_loss"] for h in every.history] == [h["train_loss"] for h in once.history]
+
+
+def test_epoch_fn_sees_every_epoch_as_it_ends(small):
+    seen = []
+    result = train(mlp(small), small, TrainConfig(epochs=3, batch_size=100, lr=0.05), epoch_fn=seen.append)
+    assert seen == result.history and seen[0] is not result.history[0]  # copies: a caller cannot alter it
+
+
 # ------------------------------------------------------------------------------------------------------
 # Reproducibility
 
@@ -157,7 +202,7 @@ def test_divergence_in_a_later_epoch_keeps_earlier_history(small):
             out = self.inner(x)
             return out * float("nan") if self.calls > 24 else out
 
-    cfg = TrainConfig(epochs=5, batch_size=100, lr=0.01)
+    cfg = TrainConfig(epochs=5, batch_size=100, lr=0.01, eval_every=5)  # no test pass before the last epoch's
     result = train(Breaks(mlp(small)), small, cfg)
     assert result.status == "diverged" and result.epochs_completed == 2
     assert [h["epoch"] for h in result.history] == [0, 1]

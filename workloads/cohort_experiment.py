@@ -36,6 +36,7 @@ from workloads.experiment import (
     ModelSpec,
     PairOutcome,
     PairSpec,
+    curve_history_rows,
     _now,
     add_measurements,
     hessian_points,
@@ -330,4 +331,5 @@ def _pair_outcome(spec, cell, curve, seed_a, seed_b, cka_result, l2, config, sta
     row, curve_rows = pair_rows(cell, seed_a, seed_b, curve, cka_result, l2, config, spec.device, started_at)
     row["wall_seconds"] = share
     row["finished_at"] = _now()
-    return CohortPairOutcome(row=row, curve_rows=curve_rows, cohort=info)
+    return CohortPairOutcome(row=row, curve_rows=curve_rows, cohort=info,
+                             history_rows=curve_history_rows(cell.keys(), seed_a, seed_b, curve.history))

@@ -157,10 +157,12 @@ class ModelOutcome:
 
 @dataclass
 class PairOutcome:
-    """row: the ``pairs`` columns this module knows; curve_rows: one ``curves`` row per t."""
+    """row: the ``pairs`` columns this module knows; curve_rows: one ``curves`` row per t; history_rows: one
+    ``curve_history`` row per epoch of the curve's training."""
 
     row: dict
     curve_rows: list[dict]
+    history_rows: list[dict] = field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -262,10 +264,12 @@ def add_measurements(row: dict, train: tuple[float, float], test: tuple[float, f
     return True
 
 
-def train_and_measure(spec: ModelSpec, *, checkpoint_fn=None, resume_state: dict | None = None) -> ModelOutcome:
+def train_and_measure(spec: ModelSpec, *, checkpoint_fn=None, resume_state: dict | None = None,
+                      epoch_fn=None) -> ModelOutcome:
     """Train one model of a cell and measure it.
 
-    checkpoint_fn / resume_state: passed to workloads.train.train (periodic checkpoints, exact resume).
+    checkpoint_fn / resume_state / epoch_fn: passed to workloads.train.train (periodic checkpoints, exact
+    resume, a call per epoch with its history entry).
     A diverged training gives status "diverged" with metrics left null and the reason in ``error``.
     Exceptions (bad settings, out of memory) propagate: the caller decides about retries.
     """
@@ -276,7 +280,7 @@ def train_and_measure(spec: ModelSpec, *, checkpoint_fn=None, resume_state: dict
     model = cell.build_model(spec.seed, data)
     config = cell.train_config(spec.seed, device)
     data_dev = data.to(device)
-    result = train(model, data_dev, config, checkpoint_fn=checkpoint_fn, resume_state=resume_state)
+    result = train(model, data_dev, config, checkpoint_fn=checkpoint_fn, resume_state=resume_state, epoch_fn=epoch_fn)
     train_seconds = time.perf_counter() - started
     model = result.model
     # Measured below for a model that trained; null (with the reason in ``error``) otherwise.
@@ -301,6 +305,31 @@ def train_and_measure(spec: ModelSpec, *, checkpoint_fn=None, resume_state: dict
     row["wall_seconds"] = time.perf_counter() - started
     row["finished_at"] = _now()
     return ModelOutcome(row=row, state_dict=state, history=result.history)
+
+
+HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds")
+
+
+def history_rows(keys: dict, seed: int, history: list[dict]) -> list[dict]:
+    """The ``history`` rows of one model (no provenance): its cell keys (CellSpec.keys()) and seed, then per
+    epoch of ``history`` (TrainResult.history, or a cohort member's) the columns of HISTORY_COLUMNS; a
+    column an entry lacks (test_* between evaluations, a cohort's history without them) is null."""
+    return [{**keys, "seed": int(seed), **{c: entry.get(c) for c in HISTORY_COLUMNS}} for entry in history]
+
+
+CURVE_HISTORY_COLUMNS = ("lr", "train_loss", "train_error", "objective")
+
+
+def curve_history_rows(keys: dict, seed_a: int, seed_b: int, history: list[dict]) -> list[dict]:
+    """The ``curve_history`` rows of one pair (no provenance) from CurveResult.history (epochs counted from 1,
+    cumulative seconds): epoch 0-based and seconds per epoch, as in the models' history table."""
+    rows, before = [], 0.0
+    for entry in history:
+        seconds = float(entry["seconds"])
+        rows.append({**keys, "seed_a": int(seed_a), "seed_b": int(seed_b), "epoch": int(entry["epoch"]) - 1,
+                     **{c: entry.get(c) for c in CURVE_HISTORY_COLUMNS}, "seconds": seconds - before})
+        before = seconds
+    return rows
 
 
 def load_trained(cell: CellSpec, seed: int, state_dict: dict, data: Dataset, device: str) -> nn.Module:
@@ -361,4 +390,5 @@ def measure_pair(spec: PairSpec, state_a: dict, state_b: dict) -> PairOutcome:
                                 started_at)
     row["wall_seconds"] = time.perf_counter() - started
     row["finished_at"] = _now()
-    return PairOutcome(row=row, curve_rows=curve_rows)
+    return PairOutcome(row=row, curve_rows=curve_rows,
+                       history_rows=curve_history_rows(cell.keys(), seed_a, seed_b, curve.history))

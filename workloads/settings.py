@@ -175,6 +175,26 @@ HESSIAN_BACKENDS = ("lanczos", "pyhessian")
 #                   at the full lr and 6 at 1%
 #   garipov-epoch0  0: what this package did before the setting existed (26 full, 5 at 1%)
 CURVE_LR_SCHEDULES = {"garipov": 1, "garipov-epoch0": 0}
+# training.eval_every: "auto" evaluates the test set at about AUTO_EVALUATIONS evenly spaced epochs (and at the last
+# one): a handful of points of the test curve at ~1% of the training cost for the demo's models.
+EVAL_AUTO = "auto"
+AUTO_EVALUATIONS = 5
+
+
+def eval_every_check(value) -> str | None:
+    if value == EVAL_AUTO or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return None
+    return (f"must be {EVAL_AUTO} (about {AUTO_EVALUATIONS} evaluations and the last epoch) or a whole number of "
+            f"epochs >= 1, got {value!r}")
+
+
+def eval_epochs(epochs: int, eval_every) -> frozenset[int]:
+    """The 0-based epochs after which the test set is evaluated: every ``eval_every``-th epoch (epoch + 1 a
+    multiple of it) and the last one; ``auto`` = every max(1, epochs // AUTO_EVALUATIONS) epochs."""
+    every = max(1, epochs // AUTO_EVALUATIONS) if eval_every == EVAL_AUTO else int(eval_every)
+    return frozenset(e for e in range(epochs) if (e + 1) % every == 0 or e == epochs - 1)
+
+
 # What mode connectivity is measured on (paper App. D.4: the loss for translation): its unit follows.
 MC_ON = {"error": "percentage points", "loss": "nats"}
 
@@ -204,6 +224,10 @@ class TrainConfig:
     checkpoint_every: int = setting(0, doc="epochs between training checkpoints (resume mid-training); 0 = never. "
                                            "Resume is bit-exact, so it does not change results", unit="epochs",
                                     check=at_least(0, "(0 = never)"), hashed=False)
+    eval_every: Any = setting(EVAL_AUTO, doc="epochs between evaluations of the test set during training (the "
+                                             "history table's test_loss/test_acc); auto = about 5 and the last "
+                                             "epoch. Evaluating does not change training, so it is not hashed",
+                              unit="epochs", check=eval_every_check, hashed=False)
 
     def __post_init__(self):
         check_fields(self)

@@ -28,7 +28,7 @@ from workloads import objective
 from workloads.data import Dataset
 from workloads.models import seeded_model  # noqa: F401  (re-exported: build the model under a seed)
 from workloads.objective import evaluate_model
-from workloads.settings import LR_SCALINGS, SCHEDULES, TrainConfig  # noqa: F401  (re-exported: declared there)
+from workloads.settings import LR_SCALINGS, SCHEDULES, TrainConfig, eval_epochs  # noqa: F401  (re-exported)
 
 STEP_AT_FRACTION = 0.75  # "step" schedule: lr x STEP_FACTOR from epoch int(0.75 * epochs) on (authors' code)
 STEP_FACTOR = 0.1
@@ -36,14 +36,15 @@ STEP_FACTOR = 0.1
 # 32 steps instead of one per step, while the first bad step is still reported exactly.
 DIVERGENCE_CHECK_STEPS = 32
 # Config fields that may differ between a checkpointed run and its resumption (they do not change the math).
-RESUME_MAY_DIFFER = ("device", "checkpoint_every")
+RESUME_MAY_DIFFER = ("device", "checkpoint_every", "eval_every")
 
 
 @dataclass
 class TrainResult:
     """model: the trained module (the one passed in, now on config.device).
     history: one dict per completed epoch: epoch (0-based), lr, train_loss (mean over the epoch's batches,
-    train mode), train_acc (fraction, same batches), seconds (wall time).
+    train mode), train_acc (fraction, same batches), seconds (wall time of the epoch's steps), and test_loss /
+    test_acc (full test set, eval mode) after the epochs of ``config.eval_every`` (None at the others).
     status: "ok" or "diverged"; error: why it diverged, else None; epochs_completed: len(history).
     """
 
@@ -94,7 +95,8 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
 # Training
 
 def train(model: nn.Module, data: Dataset, config: TrainConfig, *,
-          checkpoint_fn: Callable[[dict], None] | None = None, resume_state: dict | None = None) -> TrainResult:
+          checkpoint_fn: Callable[[dict], None] | None = None, resume_state: dict | None = None,
+          epoch_fn: Callable[[dict], None] | None = None) -> TrainResult:
     """Train ``model`` in place on ``data.train_*`` and return it with its per-epoch history.
 
     checkpoint_fn(state) is called after every ``config.checkpoint_every``-th epoch with a self-contained
@@ -106,6 +108,11 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig, *,
 
     A non-finite batch loss ends training with status "diverged" (no exception); running out of device
     memory raises TrainingOOMError; batch_size > training-set size raises ValueError.
+
+    epoch_fn(entry) is called after every epoch with its history entry (a live view: the sweep reports it
+    to Tune). The test set is evaluated after the epochs ``eval_epochs(config.epochs, config.eval_every)``
+    names, in eval mode without gradients and without drawing random numbers, so the weights are the same
+    whatever ``eval_every`` is.
     """
     n = data.train_size
     if config.batch_size > n:
@@ -114,12 +121,12 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig, *,
             f"{data.name!r}; it is never shrunk: the batch size is the experiment"
         )
     try:
-        return _train(model, data, config, checkpoint_fn, resume_state)
+        return _train(model, data, config, checkpoint_fn, resume_state, epoch_fn)
     except torch.cuda.OutOfMemoryError as err:
         raise _oom_error(model, config, n) from err
 
 
-def _train(model: nn.Module, data: Dataset, config: TrainConfig, checkpoint_fn, resume_state) -> TrainResult:
+def _train(model: nn.Module, data: Dataset, config: TrainConfig, checkpoint_fn, resume_state, epoch_fn) -> TrainResult:
     """The body of train() after argument checks (see there)."""
     n = data.train_size
     device = torch.device(config.device)
@@ -133,6 +140,7 @@ def _train(model: nn.Module, data: Dataset, config: TrainConfig, checkpoint_fn, 
     if resume_state is not None:
         start, history = _restore(resume_state, model, optimizer, order, config)
 
+    evaluated = eval_epochs(config.epochs, config.eval_every)
     model.train()
     for epoch in range(start, config.epochs):
         lr = learning_rate(config, epoch)
@@ -145,8 +153,13 @@ def _train(model: nn.Module, data: Dataset, config: TrainConfig, checkpoint_fn, 
             error = (f"diverged: non-finite batch loss {d.loss} at epoch {epoch} (0-based), step {d.step} of "
                      f"{n // config.batch_size}; lr={lr}, batch_size={config.batch_size}")
             return TrainResult(model, history, "diverged", error, len(history))
-        history.append({"epoch": epoch, "lr": lr, "train_loss": loss, "train_acc": acc,
-                        "seconds": time.perf_counter() - began})
+        entry = {"epoch": epoch, "lr": lr, "train_loss": loss, "train_acc": acc,
+                 "seconds": time.perf_counter() - began, "test_loss": None, "test_acc": None}
+        if epoch in evaluated and data.test_y.shape[0]:
+            entry["test_loss"], entry["test_acc"] = evaluate(model, data.test_x, data.test_y)
+        history.append(entry)
+        if epoch_fn is not None:
+            epoch_fn(dict(entry))
         if checkpoint_fn is not None and config.checkpoint_every and (epoch + 1) % config.checkpoint_every == 0:
             checkpoint_fn(_checkpoint_state(epoch + 1, model, optimizer, history, order, config))
     return TrainResult(model, history, "ok", None, len(history))

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from orchestrator.loggers import loggers_check
 from orchestrator.config.build import ConfigError, as_number, hashed, int_list, number_list, plain, show, string_list
 from workloads.settings import (
     CURVE_LR_SCHEDULES,
@@ -141,6 +142,10 @@ class SweepConfig:
     metrics: MetricsConfig = setting(factory=MetricsConfig)
     resources: ResourcesConfig = setting(factory=ResourcesConfig)
     run: RunSettings = setting(factory=RunSettings)
+    # Where Tune sends every job's epochs and results besides the tables (orchestrator/loggers.py); how a run
+    # is watched does not change a result, and science_dict leaves it out.
+    logging: tuple = setting((), doc="Tune logger callbacks: tensorboard | wandb | mlflow", parse=string_list,
+                             check=loggers_check, legacy=())
 
     # -- derived views -------------------------------------------------------------------------------
 

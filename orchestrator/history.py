@@ -1,0 +1,73 @@
+"""A model's training as it happens and afterwards: its epochs reported to Tune (the live view) and its
+``history`` table part (the record). Every job that trains models calls these two, whatever trained them:
+a model job its one model's history, a cohort job each member's.
+
+    epoch_reporter(key)            -> a function of one epoch's entries (one per model trained together) that
+                                      reports their mean to Tune: Ray's dashboard and the logger callbacks
+                                      (orchestrator/loggers.py) see every epoch
+    write_history(tables, ...)     the history part of one model, written before its models row
+    write_curve_history(tables, ...)   the curve_history part of one pair, written before its pairs row
+
+The last report of a job stays its final one (status, key, ...): the searcher and the recorder read a trial's
+last result, so the per-epoch reports carry no ``status``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from analysis.tables import RunTables
+from orchestrator.faults import writing
+
+# The Tune result keys of an epoch report, from the history entries' columns. Prefixed with epoch_ so that
+# they never mean the same as the final report's train_loss / test_acc (the full-set measurements).
+EPOCH_RESULT_KEYS = {"train_loss": "epoch_train_loss", "train_acc": "epoch_train_acc", "test_loss": "epoch_test_loss",
+                     "test_acc": "epoch_test_acc", "lr": "epoch_lr", "seconds": "epoch_seconds"}
+
+
+def epoch_result(key: str, entries: list[dict]) -> dict:
+    """The Tune result of one epoch of the models trained together in one job (a model job: one entry; a cohort
+    job: one per member still training): ``epoch`` (1-based: epochs done) and the mean over the entries of
+    every column of EPOCH_RESULT_KEYS that is a finite number in each of them (test_* only after an
+    evaluation); ``models`` = how many entries the means are over."""
+    result = {"kind": "model", "key": key, "epoch": int(entries[0]["epoch"]) + 1, "models": len(entries)}
+    for column, name in EPOCH_RESULT_KEYS.items():
+        values = [e.get(column) for e in entries]
+        if values and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+            result[name] = float(sum(values) / len(values))
+    return result
+
+
+def epoch_reporter(key: str):
+    """A function (entries: list[dict]) -> None that reports ``epoch_result(key, entries)`` to Tune."""
+    from ray import tune
+
+    def report(entries: list[dict]) -> None:
+        tune.report(epoch_result(key, entries))
+
+    return report
+
+
+def write_history(tables: RunTables, key: str, prov: dict, keys: dict, seed: int, history: list[dict],
+                  faults: dict | None = None) -> None:
+    """Write (or replace) the ``history`` part of model ``key``: prov (orchestrator.provenance) and the model's
+    cell keys (CellSpec.keys()) and seed on every row, one row per entry of ``history`` (TrainResult.history or
+    a cohort member's). A model without a completed epoch has no part (an older one is removed)."""
+    from workloads.experiment import history_rows
+
+    rows = [{**prov, **row} for row in history_rows(keys, seed, history)]
+    with writing(tables.part_uri("history", key), faults, key):
+        if rows:
+            tables.write_part("history", key, rows)
+        else:
+            tables.delete_part("history", key)
+
+
+def write_curve_history(tables: RunTables, key: str, prov: dict, rows: list[dict], faults: dict | None = None) -> None:
+    """Write (or replace) the ``curve_history`` part of pair ``key`` (PairOutcome.history_rows, prov added); a pair
+    without a completed curve epoch has none (an older one is removed)."""
+    with writing(tables.part_uri("curve_history", key), faults, key):
+        if rows:
+            tables.write_part("curve_history", key, [{**prov, **row} for row in rows])
+        else:
+            tables.delete_part("curve_history", key)

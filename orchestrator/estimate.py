@@ -28,7 +28,7 @@ import functools
 from dataclasses import dataclass
 
 from orchestrator.cells import cell_quantities
-from orchestrator.config import SweepConfig, dataset_facts
+from orchestrator.config import SweepConfig, workload_facts
 from workloads.dataset_facts import DATASET_FACTS
 
 DEFAULT_TEST_SIZE = 10000  # examples, for a dataset whose test size is not known without loading it
@@ -80,7 +80,7 @@ def forward_flops(model: str, width: int, input_shape: tuple, num_classes: int, 
 def estimate_gpu_hours(cfg: SweepConfig, basis: GpuBasis = DEFAULT_GPU) -> Estimate:
     """GPU-hours of the whole grid of ``cfg`` (every model and every pair, none done yet), run on GPUs."""
     cfg = cfg.with_gpus_available(True)  # resources.gpu: auto -> its GPU share
-    _, shape, classes = dataset_facts(cfg.workload.dataset, cfg.workload.data_root)
+    _, shape, classes = workload_facts(cfg.workload)
     facts = DATASET_FACTS.get(cfg.workload.dataset)
     test = facts.test_size if facts else DEFAULT_TEST_SIZE
     args = tuple(sorted(cfg.workload.model_args.items()))

@@ -114,7 +114,7 @@ def _sweep(cfg, run_dir: str, plan, info: dict, address, install_handlers):
     """Start (or join) Ray and run the sweep's missing jobs. Returns (SweepSummary, or None when nothing was
     to do; why the sweep had to stop, or None; whether the local Ray died under it). KeyboardInterrupt
     (Ctrl-C, SIGTERM) propagates."""
-    from orchestrator import ray_env, ray_leftovers, storage
+    from orchestrator import ray_env, ray_leftovers, shipping, storage
     from orchestrator.resources import autoscaler_node_types, check_resources
 
     if plan.complete:
@@ -124,7 +124,8 @@ def _sweep(cfg, run_dir: str, plan, info: dict, address, install_handlers):
     local_ray = note = watch = None
     try:
         try:
-            local_ray = ray_env.init_ray(address, object_store_mb=cfg.run.object_store_mb)
+            local_ray = ray_env.init_ray(address, object_store_mb=cfg.run.object_store_mb,
+                                         runtime_env=shipping.runtime_env(cfg))  # the user's modules
             install_handlers()  # ray.init installed its own SIGTERM handler (it ends in "*** SIGTERM received ***")
             if local_ray is not None and not joins_cluster(address):
                 note = ray_leftovers.remember_local_ray(run_dir, local_ray)  # for stop_leftover_ray if we are killed

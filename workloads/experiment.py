@@ -101,7 +101,7 @@ class CellSpec:
     def data(self) -> Dataset:
         """The cell's dataset (CPU) with the data knobs applied in their declaration order (a training subset is
         drawn first, then its labels corrupted), each with the cell's ``data_seed``."""
-        ds = load_dataset(self.dataset, self.data_root)
+        ds = load_dataset(self.dataset, self.data_root, seed=self.data_seed, args=self.workload.dataset_args)
         for knob_name, value in self.knob_values().items():
             spec = knobs.knob(knob_name)
             if value is not None and spec.target[0] == "data":

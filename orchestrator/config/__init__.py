@@ -25,6 +25,7 @@ from orchestrator.config.checks import (
     missing_data_root,
     transformed_train_size,
     validate,
+    workload_facts,
 )
 from orchestrator.config.loading import (
     apply_overrides,
@@ -54,5 +55,5 @@ __all__ = [
     "RunSettings", "SweepConfig", "apply_overrides", "build", "builtin_names", "builtin_path", "cell_knob_values",
     "config_warnings", "dataset_facts", "describe_builtin", "expand_data_root", "is_saved_form", "load_config",
     "missing_data_root", "pairs_per_cell", "parse_config", "parse_yaml", "read_raw", "seed_pairs",
-    "transformed_train_size", "validate",
+    "transformed_train_size", "validate", "workload_facts",
 ]

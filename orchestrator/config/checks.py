@@ -20,15 +20,23 @@ from workloads.dataset_facts import DATASET_FACTS, DatasetFacts
 from workloads.settings import MAX_SEED, choice_problem
 
 
-def dataset_facts(name: str, root: Optional[str]) -> tuple[int, tuple, int]:
-    """(training-set size, input shape, classes) of a dataset, without loading it when it is known."""
+def dataset_facts(name: str, root: Optional[str], seed: int = 0, args: Optional[dict] = None) -> tuple[int, tuple, int]:
+    """(training-set size, input shape, classes) of a dataset, without loading it when it is known.
+
+    A user's dataset function (``module:function`` or an entry point) is called once per process to learn them
+    (workloads.data.load_dataset caches it), with the workload's root, data_seed and dataset_args."""
     if name in DATASET_FACTS:
         facts = DATASET_FACTS[name]
         return facts.train_size, facts.input_shape, facts.num_classes
     from workloads.data import load_dataset
 
-    ds = load_dataset(name, root)
+    ds = load_dataset(name, root, seed=seed, args=args)
     return ds.train_size, tuple(ds.input_shape), int(ds.num_classes)
+
+
+def workload_facts(workload) -> tuple[int, tuple, int]:
+    """dataset_facts of a config's workload section."""
+    return dataset_facts(workload.dataset, workload.data_root, workload.data_seed, workload.dataset_args)
 
 
 def cell_knob_values(cfg: SweepConfig, load_value: float, temperature_value: float | None = None) -> dict:
@@ -118,17 +126,26 @@ def _check_workload(cfg: SweepConfig, check_data: bool) -> int:
     w = cfg.workload
     from workloads.data import DATASETS
     from workloads.models import MODELS
+    from workloads.plugins import PluginError, check_call, unknown_name_hint, user_callable
 
-    if w.dataset not in DATASETS:
-        try:
-            DATASETS.get(w.dataset)
+    user_fns = {}
+    for kind, registry in (("dataset", DATASETS), ("model", MODELS)):
+        try:  # a built-in, the user's module:function or an installed entry point (typo: did-you-mean)
+            user_fns[kind] = user_callable(kind, getattr(w, kind), registry)
+        except PluginError as exc:
+            fail(f"workload.{kind}", one_line(exc))
         except LookupError as exc:
-            fail("workload.dataset", str(exc))
-    if w.model not in MODELS:
-        try:
-            MODELS.get(w.model)
-        except LookupError as exc:
-            fail("workload.model", str(exc))
+            fail(f"workload.{kind}", one_line(exc) + unknown_name_hint(kind))
+    if user_fns["dataset"] is None and w.dataset_args:
+        fail("workload.dataset_args", f"the built-in dataset {w.dataset!r} takes no options; dataset_args are for a "
+                                      f"plug-in dataset function ('module:function')")
+    for kind, required in (("dataset", ("root", "seed")), ("model", ("width", "num_classes", "input_shape"))):
+        if user_fns[kind] is not None:
+            try:
+                check_call(kind, getattr(w, kind), user_fns[kind], required, getattr(w, f"{kind}_args"))
+            except PluginError as exc:
+                path = f"workload.{kind}_args" if "takes no option" in str(exc) else f"workload.{kind}"
+                fail(path, one_line(exc).removeprefix(f"{path}: "))
     for name in knobs.fixed_knobs(w):
         if name == cfg.load.name and getattr(w, name) is not None and knobs.knob(name).optional_fixed:
             fail(f"workload.{name}", f"the load axis is {name} already: remove this fixed value")
@@ -141,7 +158,10 @@ def _check_workload(cfg: SweepConfig, check_data: bool) -> int:
         problem = missing_data_root(cfg) if check_data else None
         if problem:
             fail("workload.data_root", f"{problem}; point it at the dataset's folder")
-    full_size, input_shape, num_classes = dataset_facts(w.dataset, w.data_root)
+    try:
+        full_size, input_shape, num_classes = workload_facts(w)
+    except (PluginError, TypeError, ValueError) as exc:  # the user's dataset function raised or returned bad data
+        fail("workload.dataset", one_line(exc))
     widths = cfg.load.values if cfg.load.name == "width" else (w.width,)
     _check_model_builds(cfg, int(min(widths)), input_shape, num_classes, max_width=int(max(widths)))
     return full_size
@@ -228,9 +248,8 @@ def _check_model_builds(cfg: SweepConfig, width: int, input_shape: tuple, num_cl
     Built on the meta device (shapes only). Huge options are refused before building: building a depth of
     10^9 layers takes forever even without weights, and a huge width overflows torch's size arithmetic.
     """
-    import torch
-
-    from workloads.models import build_model, count_parameters
+    from workloads.models import count_parameters, shape_model
+    from workloads.plugins import PluginError
 
     for name, value in cfg.workload.model_args.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_MODEL_OPTION:
@@ -238,10 +257,12 @@ def _check_model_builds(cfg: SweepConfig, width: int, input_shape: tuple, num_cl
                                                 f"(at most {MAX_MODEL_OPTION})")
     for w in sorted({width, max_width or width}):
         try:
-            with torch.device("meta"):  # checks options and shapes without allocating (or initialising) weights
-                model = build_model(cfg.workload.model, width=w, num_classes=num_classes, input_shape=input_shape,
-                                    **cfg.workload.model_args)
-                params = count_parameters(model)
+            # Checks options and shapes without allocating (or initialising) weights: torch's meta device.
+            model = shape_model(cfg.workload.model, width=w, num_classes=num_classes, input_shape=input_shape,
+                                **cfg.workload.model_args)
+            params = count_parameters(model)
+        except PluginError as exc:  # the user's function raised, or returned no nn.Module
+            fail("workload.model", f"{one_line(exc)} (while building it at width {w})")
         except (TypeError, ValueError) as exc:
             fail("workload.model_args", one_line(exc))
         except (RuntimeError, OverflowError, MemoryError) as exc:  # torch's size arithmetic overflowed

@@ -230,3 +230,17 @@ def test_the_users_module_reaches_cluster_workers_only_through_the_runtime_envir
         assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
     models = RunTables(str(tmp_path / "run")).read("models")
     assert len(models) == 4 and (models.status == "ok").all(), models[["status", "error"]]
+
+
+def test_a_worker_that_lacks_an_installed_plugin_says_to_install_it_on_every_node():
+    from orchestrator.worker import _reraise_missing_plugin
+    from workloads.models import MODELS
+    from workloads.plugins import PluginError
+
+    try:
+        MODELS.get("fancy-cnn")
+    except LookupError as exc:
+        with pytest.raises(PluginError, match="entry point of landscape.models must be installed on every node"):
+            _reraise_missing_plugin(exc)
+    with pytest.raises(KeyError, match="other"):
+        _reraise_missing_plugin(KeyError("other"))

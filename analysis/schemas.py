@@ -86,7 +86,8 @@ PAIRS_SCHEMA = pa.schema(
     + [_f("seed_a", pa.int64()), _f("seed_b", pa.int64())]
     + _STATUS
     + [
-        _f("mode_connectivity", pa.float64(), "percentage points", "mc = mean endpoint error - e(t*)"),
+        _f("mode_connectivity", pa.float64(), "percentage points", "mc = mean endpoint error - e(t*) (or of the "
+           "train loss, in nats: see mc_unit)"),
         _f("t_star", pa.float64()),
         _f("cka", pa.float64(), "", "linear CKA of softmax outputs on the cell's mixup probes"),
         _f("cka_status", pa.string(), doc="ok, or why CKA is undefined (e.g. constant output)"),
@@ -96,6 +97,9 @@ PAIRS_SCHEMA = pa.schema(
         _f("curve_points", pa.int64(), doc="size of the t-grid"),
         _f("cka_probe_size", pa.int64(), "examples"),
         _f("cka_probe_seed", pa.int64()),
+        _f("cka_probe_maker", pa.string(), doc="the hook that made the CKA probes (null in older runs: mixup)"),
+        _f("mc_unit", pa.string(), doc="unit of mode_connectivity: percentage points (of train error) or nats (of "
+                                      "train loss, metrics.curve.mc_on: loss); null in older runs: percentage points"),
         _f("wall_seconds", pa.float64(), "s"),
         _f("started_at", pa.timestamp("us", tz="UTC")),
         _f("finished_at", pa.timestamp("us", tz="UTC")),

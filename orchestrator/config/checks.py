@@ -162,9 +162,39 @@ def _check_workload(cfg: SweepConfig, check_data: bool) -> int:
         full_size, input_shape, num_classes = workload_facts(w)
     except (PluginError, TypeError, ValueError) as exc:  # the user's dataset function raised or returned bad data
         fail("workload.dataset", one_line(exc))
+    _check_probe_maker(cfg, token_inputs=user_fns["dataset"] is not None and token_inputs(w))
     widths = cfg.load.values if cfg.load.name == "width" else (w.width,)
     _check_model_builds(cfg, int(min(widths)), input_shape, num_classes, max_width=int(max(widths)))
     return full_size
+
+
+def token_inputs(workload) -> bool:
+    """Whether the workload's inputs are integer tokens (built-ins: never; a plug-in: its cached load, see
+    dataset_facts)."""
+    if workload.dataset in DATASET_FACTS:
+        return False
+    from workloads.data import load_dataset
+
+    return load_dataset(workload.dataset, workload.data_root, seed=workload.data_seed,
+                        args=workload.dataset_args).tokens
+
+
+def _check_probe_maker(cfg: SweepConfig, token_inputs: bool) -> None:
+    """metrics.cka_probe_maker names a built-in, the user's module:function or an entry point of landscape.probes,
+    and can make probes of these inputs (mixup cannot average tokens)."""
+    from workloads.metrics.probes import PROBE_MAKERS, maker_problem
+    from workloads.plugins import PluginError, unknown_name_hint, user_callable
+
+    maker = cfg.metrics.cka.probe_maker
+    try:
+        fn = user_callable("probes", maker, PROBE_MAKERS)
+    except PluginError as exc:
+        fail("metrics.cka_probe_maker", one_line(exc))
+    except LookupError as exc:
+        fail("metrics.cka_probe_maker", one_line(exc) + unknown_name_hint("probes"))
+    problem = None if fn is not None else maker_problem(maker, token_inputs)
+    if problem:
+        fail("metrics.cka_probe_maker", problem)
 
 
 def _check_per_load_resources(cfg: SweepConfig) -> None:

@@ -244,3 +244,32 @@ def test_a_worker_that_lacks_an_installed_plugin_says_to_install_it_on_every_nod
             _reraise_missing_plugin(exc)
     with pytest.raises(KeyError, match="other"):
         _reraise_missing_plugin(KeyError("other"))
+
+
+@pytest.mark.ray
+def test_the_translation_example_is_swept_through_the_cli_with_mc_on_the_loss(tmp_path, ray_tmpdir):
+    """examples/translation/translate.yaml, reduced for CI (2 widths, 1 batch size, 2 seeds, a few epochs on 256
+    sentences), run from its folder: integer tokens, the crossover probes and mc in nats reach the tables and
+    the analysis."""
+    example = os.path.join(ROOT, "examples", "translation")
+    reduced = ["--set", "load.values=[8,16]", "--set", "temperature.values=[64]", "--set", "seeds=[0,1]",
+               "--set", "training.epochs=3", "--set", "workload.dataset_args.train_size=256",
+               "--set", "workload.dataset_args.test_size=64", "--set", "metrics.curve.epochs=2",
+               "--set", "metrics.curve.points=5", "--set", "metrics.hessian_samples=64", "--set",
+               "metrics.cka_probes=64"]
+    run_dir = str(tmp_path / "run")
+    proc = _run(["run", "translate.yaml", "--out", run_dir, *reduced], example, hygienic_env(ray_tmpdir))
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    tables = RunTables(run_dir)
+    models, pairs = tables.read("models"), tables.read("pairs")
+    assert len(models) == 4 and (models.status == "ok").all(), models[["status", "error"]]
+    assert len(pairs) == 2 and (pairs.status == "ok").all(), pairs[["status", "error"]]
+    assert set(pairs.mc_unit) == {"nats"} and set(pairs.cka_probe_maker) == {"crossover"}
+    assert pairs.cka.notna().all() and pairs.mode_connectivity.notna().all()
+    # mc on the loss is the curve's train loss: the mean of the endpoints' losses minus the loss at t*.
+    curves = tables.read("curves")
+    for row in pairs.itertuples():
+        c = curves[(curves.load_value == row.load_value) & (curves.seed_a == row.seed_a)].sort_values("t")
+        ends = (c.train_loss.iloc[0] + c.train_loss.iloc[-1]) / 2
+        assert row.mode_connectivity == pytest.approx(ends - c.train_loss[c.t == row.t_star].iloc[0], abs=1e-9)
+    assert os.path.exists(os.path.join(run_dir, "analysis", "report.html"))

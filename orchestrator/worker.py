@@ -97,9 +97,9 @@ def _reraise_missing_plugin(exc: LookupError):
     if isinstance(exc, UnknownNameError) and exc.kind in ("model", "dataset"):
         from workloads.plugins import ENTRY_POINT_GROUPS, PluginError
 
-        raise PluginError(f"{exc.kind} {exc.name!r} is not known on this Ray worker (node {_node_id()}): an "
-                          f"entry point of {ENTRY_POINT_GROUPS[exc.kind]} must be installed on every node (the "
-                          f"package that declares it), or name the code as 'module:function' to ship it") from None
+        raise PluginError(f"{exc} (on the Ray worker of node {_node_id()}: an entry point of "
+                          f"{ENTRY_POINT_GROUPS[exc.kind]} must be installed on every node, or name the code as "
+                          f"'module:function' to ship it)") from None
     raise exc
 
 

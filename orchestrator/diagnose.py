@@ -242,8 +242,9 @@ def run_diagnosis(request: DiagnoseRequest, progress: Callable[[str], None] | No
 
 
 def _diagnose(request: DiagnoseRequest, progress: Callable[[str], None] | None) -> dict:
-    from analysis.phases import PhaseRules
+    from analysis.phases import PhaseRules, rules_for_mc_unit
     from analysis.placement import json_ready, place_group
+    from workloads.settings import MC_ON
 
     started = time.perf_counter()
     say = progress or (lambda text: None)
@@ -299,7 +300,8 @@ def _diagnose(request: DiagnoseRequest, progress: Callable[[str], None] | None) 
         pair_rows.append({"seed_a": a, "seed_b": b, "checkpoint_a": paths[a], "checkpoint_b": paths[b],
                           **measure_pair(models[a], models[b], data_dev, probes, curve)})
 
-    placement = place_group(model_rows, pair_rows, rules)
+    # mc measured on the loss (metrics.curve.mc_on: loss) is in nats: judged against the threshold in nats.
+    placement = place_group(model_rows, pair_rows, rules_for_mc_unit(rules, MC_ON[settings.curve.mc_on]))
     out = placement.to_dict()
     out.update(
         schema=DIAGNOSIS_SCHEMA,

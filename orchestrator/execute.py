@@ -221,7 +221,7 @@ def _check_out_dir(cfg, run_dir: str) -> None:
         raise ConfigError(f"--out {run_dir} is not empty ({what}) and is not a landscape run; {advice}")
     try:
         saved = parse_config(parse_yaml(storage.read_bytes(storage.config_uri(run_dir)), "config.yaml") or {},
-                             check_data=False)
+                             check_data=False, user_code=False)
     except (ConfigError, OSError) as exc:
         raise ConfigError(f"--out {run_dir} holds a config.yaml that is not a readable sweep config "
                           f"({' '.join(str(exc).split())[:160]}); {advice}") from None
@@ -249,7 +249,7 @@ def _check_saved_config(cfg, run_dir: str, resuming: bool) -> None:
     except (FileNotFoundError, OSError):
         return
     try:
-        saved = parse_config(parse_yaml(data, config_uri(run_dir)) or {}, check_data=False)
+        saved = parse_config(parse_yaml(data, config_uri(run_dir)) or {}, check_data=False, user_code=False)
     except ConfigError:
         return  # the tables' config hashes still guard the results
     if saved.config_hash() != cfg.config_hash():

@@ -273,3 +273,20 @@ def test_the_translation_example_is_swept_through_the_cli_with_mc_on_the_loss(tm
         ends = (c.train_loss.iloc[0] + c.train_loss.iloc[-1]) / 2
         assert row.mode_connectivity == pytest.approx(ends - c.train_loss[c.t == row.t_star].iloc[0], abs=1e-9)
     assert os.path.exists(os.path.join(run_dir, "analysis", "report.html"))
+
+
+def test_a_config_read_from_a_run_directory_executes_none_of_the_code_it_names(user_folder):
+    """status and the --out checks read RUN_DIR/config.yaml with user_code=False: the module is not imported
+    (here it would leave a marker file), while run and validate (the user's own config) import it."""
+    (user_folder / "evil.py").write_text("open('imported', 'w').close()\n"
+                                         "def build(*, width, num_classes, input_shape):\n    raise SystemExit\n")
+    sys.modules.pop("evil", None)
+    try:
+        raw = example_raw(model="evil:build")
+        cfg = parse_config(raw, check_data=False, user_code=False)
+        assert cfg.workload.model == "evil:build" and not (user_folder / "imported").exists()
+        with pytest.raises(ConfigError, match="workload.model"):
+            parse_config(raw)
+        assert (user_folder / "imported").exists()
+    finally:
+        sys.modules.pop("evil", None)

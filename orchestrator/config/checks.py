@@ -73,8 +73,26 @@ def missing_data_root(cfg: SweepConfig) -> Optional[str]:
     return None
 
 
-def validate(cfg: SweepConfig, *, check_data: bool = True) -> None:
-    """Raise ConfigError on the first problem; ``check_data`` also checks the data folder exists here."""
+def names_user_code(cfg: SweepConfig) -> bool:
+    """Whether the config names code that is not built in (a module:function reference or an entry point)."""
+    from workloads.data import DATASETS
+    from workloads.metrics.probes import PROBE_MAKERS
+    from workloads.models import MODELS
+
+    return (cfg.workload.model not in MODELS or cfg.workload.dataset not in DATASETS
+            or cfg.metrics.cka.probe_maker not in PROBE_MAKERS)
+
+
+def validate(cfg: SweepConfig, *, check_data: bool = True, user_code: bool = True) -> None:
+    """Raise ConfigError on the first problem; ``check_data`` also checks the data folder exists here.
+
+    ``user_code=False``: a config read from a run directory (status, the --out checks) is checked without
+    importing or calling the code it names (nothing read from a run directory is executed): the workload and
+    the batch sizes against its data are then not checked (they were when the run started)."""
+    if not user_code and names_user_code(cfg):
+        _check_axes(cfg)
+        _validate_pairs(cfg.metrics.pairs, cfg.seeds)
+        return
     _check_axes(cfg)
     if not cfg.seeds:
         fail("seeds", "no seeds: list at least one, e.g. seeds: [0, 1, 2]")

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from analysis.aggregate import aggregate_cells
 from analysis.claims import RunFacts, evaluate_claims
 from analysis.guidance import Finding, practitioner_guidance
-from analysis.phases import PhaseRules, label_phases
+from analysis.phases import PhaseRules, label_phases, mc_unit, rules_for_mc_unit
 from analysis.curve_data import curve_data, representative_cells
 from analysis.plot_data import phase_map_data
 from analysis.history_data import cell_history
@@ -221,8 +221,10 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
         def pick(df):
             return df[(df["load_name"] == load) & (df["temperature_name"] == temp)]
 
+        # mc in nats (metrics.curve.mc_on: loss) is judged against the rules' threshold in nats.
+        unit_rules = rules_for_mc_unit(phase_rules, mc_unit(pick(pairs)))
         cells = label_phases(aggregate_cells(pick(models), pick(pairs), expected_seeds=seeds, metrics=metrics),
-                             phase_rules)
+                             unit_rules)
         suffix = _diagram_name(load, temp, several)
         stem = lambda base: os.path.join(out_dir, f"{base}__{suffix}" if suffix else base)
         # The numbers behind the panels, once: the PNG/PDF figures and the report's SVG draw the same objects.

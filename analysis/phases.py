@@ -30,7 +30,9 @@ over the cell's connected pairs (std / sqrt(n); zero with a single pair). ``mc_t
 smaller than 1 % of the training set is not "clearly negative" (method.md section 5); in the released results
 well-connected flat cells have |mc| <= 0.1 pp and poorly connected ones reach -30 pp. The noise term (z = 2)
 keeps a cell whose pairs disagree from being called poorly connected on one bad pair. mc > 0 (the curve
-beats under-trained endpoints) counts as well connected, as in the paper.
+beats under-trained endpoints) counts as well connected, as in the paper. A run whose mc is measured on the train
+loss (``metrics.curve.mc_on: loss``; the pairs' ``mc_unit`` is "nats") is judged against ``mc_loss_threshold``
+(nats) instead: ``rules_for_mc_unit`` puts it in place of ``mc_threshold``.
 
 **IV-A vs IV-B, by mean CKA among the phase-IV cells.** The paper calls it a smooth crossover, not a sharp
 transition, so no absolute threshold is universal: the split is the ``cka_split_quantile`` (median) of the CKA
@@ -91,6 +93,12 @@ class PhaseRules:
         "poorly connected when mode connectivity < -max(this, mc_noise_z x standard error over pairs)",
         "percentage points",
     )
+    # A run with metrics.curve.mc_on: loss measures mc in nats of train loss (pairs.mc_unit); its barrier threshold
+    # is this one. 0.01 nats is the loss resolution the sharpness rule already uses (sharp_loss_ratio x
+    # loss_floor_min: a train loss below it counts as converged), so a smaller barrier is not "clearly negative".
+    mc_loss_threshold: float = _rule(
+        0.01, "as mc_threshold, for runs whose mode connectivity is measured on the train loss (mc_on: loss)", "nats"
+    )
     mc_noise_z: float = _rule(2.0, "standard errors of mean mc (over a cell's pairs) a barrier must exceed", "")
     cka_split_quantile: float = _rule(0.5, "IV-B when CKA >= this quantile of the phase-IV cells' CKA", "fraction")
     cka_threshold: float | None = _rule(
@@ -116,6 +124,7 @@ class PhaseRules:
             ("loss_floor_min", self.loss_floor_min >= 0, ">= 0"),
             ("loss_threshold", self.loss_threshold is None or self.loss_threshold >= 0, ">= 0 or unset"),
             ("mc_threshold", self.mc_threshold >= 0, ">= 0 (it is a barrier height; the sign is applied for you)"),
+            ("mc_loss_threshold", self.mc_loss_threshold >= 0, ">= 0 (a barrier height in nats)"),
             ("mc_noise_z", self.mc_noise_z >= 0, ">= 0"),
             ("cka_split_quantile", 0 <= self.cka_split_quantile <= 1, "in [0, 1]"),
             ("cka_min_range", self.cka_min_range >= 0, ">= 0"),
@@ -171,6 +180,24 @@ def _convert(name: str, raw, f: dataclasses.Field):
 
 # ---------------------------------------------------------------------------------------------
 # Labelling
+
+
+MC_UNIT_DEFAULT = "percentage points"  # pairs written before mc_unit existed measured mc on the train error
+
+
+def mc_unit(pairs: pd.DataFrame) -> str:
+    """The unit of the pairs' mode connectivity ("percentage points" or "nats", the pairs' ``mc_unit`` column;
+    null in older runs: percentage points). ValueError when the pairs mix units (rows of two configs)."""
+    units = set(pairs["mc_unit"].dropna()) if "mc_unit" in pairs.columns else set()
+    if len(units) > 1:
+        raise ValueError(f"the pairs measure mode connectivity in several units ({sorted(units)}); analyse the rows "
+                         f"of one metrics.curve.mc_on setting")
+    return units.pop() if units else MC_UNIT_DEFAULT
+
+
+def rules_for_mc_unit(rules: PhaseRules, unit: str) -> PhaseRules:
+    """The rules with the barrier threshold in ``unit``: mc_loss_threshold replaces mc_threshold for nats."""
+    return dataclasses.replace(rules, mc_threshold=rules.mc_loss_threshold) if unit == "nats" else rules
 
 
 def label_phases(cells: pd.DataFrame, rules: PhaseRules | Mapping | None = None, **overrides) -> pd.DataFrame:

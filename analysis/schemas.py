@@ -132,6 +132,9 @@ PAIRS_SCHEMA = pa.schema(
         _f("curve_points", pa.int64(), doc="size of the t-grid"),
         _f("cka_probe_size", pa.int64(), "examples"),
         _f("cka_probe_seed", pa.int64()),
+        _f("cka_probe_maker", pa.string(), doc="the hook that made the CKA probes (null in older runs: mixup)"),
+        _f("mc_unit", pa.string(), doc="unit of mode_connectivity: percentage points (of train error) or nats (of "
+                                      "train loss, metrics.curve.mc_on: loss); null in older runs: percentage points"),
         _f("wall_seconds", pa.float64(), "s"),
         _f("started_at", pa.timestamp("us", tz="UTC")),
         _f("finished_at", pa.timestamp("us", tz="UTC")),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from orchestrator.config import SweepConfig, cell_knob_values, dataset_facts, expand_data_root
+from orchestrator.config import SweepConfig, cell_knob_values, expand_data_root, workload_facts
 from workloads import knobs
 from workloads.metric_discovery import run_metrics
 
@@ -24,7 +24,7 @@ def cell_spec(cfg: SweepConfig, load_value: float, temperature_value: float):
 
 def cell_quantities(cfg: SweepConfig, load_value: float, temperature_value: float) -> tuple[int, int, int]:
     """(model width, batch size, training-set size) of a cell, from its knobs (what the cost model counts)."""
-    full, _, _ = dataset_facts(cfg.workload.dataset, cfg.workload.data_root)
+    full, _, _ = workload_facts(cfg.workload)
     applied = knobs.applied(cell_knob_values(cfg, load_value, temperature_value))
     batch = int(applied.get("training.batch_size", cfg.training.batch_size))
     return int(applied["model.width"]), batch, knobs.train_size(applied, full)

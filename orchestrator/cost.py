@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 
 from orchestrator.cells import cell_quantities
-from orchestrator.config import SweepConfig, dataset_facts
+from orchestrator.config import SweepConfig, workload_facts
 from orchestrator.jobs import mkey, pkey
 
 
@@ -48,18 +48,16 @@ HESSIAN_PRODUCTS = 50  # Hessian-vector products per model, typical (Lanczos + H
 
 def _cost_model(cfg: SweepConfig):
     """(model_cost(lv, tv), pair_cost(lv, tv)) for the cells of ``cfg``, in estimated seconds."""
-    from workloads.models import build_model, count_parameters
+    from workloads.models import count_parameters, shape_model
 
-    _, shape, classes = dataset_facts(cfg.workload.dataset, cfg.workload.data_root)
+    _, shape, classes = workload_facts(cfg.workload)
     m, c = cfg.metrics, cfg.metrics.curve
 
     @functools.lru_cache(maxsize=None)
     def params(width: int) -> int:
-        import torch
-
-        with torch.device("meta"):  # shapes only: no memory, no initialisation (ResNet18 k=128 is 45M params)
-            return count_parameters(build_model(cfg.workload.model, width=width, num_classes=classes,
-                                                input_shape=shape, **cfg.workload.model_args))
+        # shapes only: no memory, no initialisation (ResNet18 k=128 is 45M params)
+        return count_parameters(shape_model(cfg.workload.model, width=width, num_classes=classes,
+                                            input_shape=shape, **cfg.workload.model_args))
 
     def cell(lv, tv):
         width, batch, n = cell_quantities(cfg, lv, tv)  # what the knobs set in the cell

@@ -96,6 +96,7 @@ class MetricSettings:
     pairs: tuple  # ((a, b), ...) checkpoint indices
     source: str  # where they came from, for the report
     section: dict  # the resolved metrics section (config.yaml's form)
+    cka_probe_maker: str = "mixup"  # workloads/metrics/probes.py
 
 
 def metric_settings(config: str | None, overrides, n_checkpoints: int) -> MetricSettings:
@@ -122,7 +123,7 @@ def metric_settings(config: str | None, overrides, n_checkpoints: int) -> Metric
     if overrides:
         described += " with " + ", ".join(overrides)
     return MetricSettings(cell.hessian, cell.curve, cell.cka.probes, cell.cka.probe_seed, tuple(cfg.seed_pairs()),
-                          described, cfg.to_dict()["metrics"])
+                          described, cfg.to_dict()["metrics"], cell.cka.probe_maker)
 
 
 def check_fits(settings: MetricSettings, data) -> None:
@@ -241,8 +242,9 @@ def run_diagnosis(request: DiagnoseRequest, progress: Callable[[str], None] | No
 
 
 def _diagnose(request: DiagnoseRequest, progress: Callable[[str], None] | None) -> dict:
-    from analysis.phases import PhaseRules
+    from analysis.phases import PhaseRules, rules_for_mc_unit
     from analysis.placement import json_ready, place_group
+    from workloads.settings import MC_ON
 
     started = time.perf_counter()
     say = progress or (lambda text: None)
@@ -259,7 +261,7 @@ def _diagnose(request: DiagnoseRequest, progress: Callable[[str], None] | None) 
     _check_distinct(paths)
 
     from workloads.diagnosis import build_named_model, load_named_dataset, measure_model, measure_pair, resolve_device
-    from workloads.metrics.cka import mixup_probes
+    from workloads.metrics.probes import make_probes
 
     try:
         device = resolve_device(request.device)
@@ -285,7 +287,10 @@ def _diagnose(request: DiagnoseRequest, progress: Callable[[str], None] | None) 
     for i, (path, model) in enumerate(zip(paths, models)):
         say(f"model {i + 1}/{len(models)}: {path}")
         model_rows.append({"checkpoint": path, **measure_model(model, data_dev, settings.hessian)})
-    probes = mixup_probes(data_dev.train_x, settings.cka_probes, settings.cka_probe_seed)
+    try:
+        probes = make_probes(settings.cka_probe_maker, data_dev.train_x, settings.cka_probes, settings.cka_probe_seed)
+    except (LookupError, ValueError) as exc:
+        raise DiagnoseError(_one_line(exc)) from None
     curve = _on_device(settings.curve, device)
     pair_rows = []
     for a, b in settings.pairs:
@@ -295,7 +300,8 @@ def _diagnose(request: DiagnoseRequest, progress: Callable[[str], None] | None) 
         pair_rows.append({"seed_a": a, "seed_b": b, "checkpoint_a": paths[a], "checkpoint_b": paths[b],
                           **measure_pair(models[a], models[b], data_dev, probes, curve)})
 
-    placement = place_group(model_rows, pair_rows, rules)
+    # mc measured on the loss (metrics.curve.mc_on: loss) is in nats: judged against the threshold in nats.
+    placement = place_group(model_rows, pair_rows, rules_for_mc_unit(rules, MC_ON[settings.curve.mc_on]))
     out = placement.to_dict()
     out.update(
         schema=DIAGNOSIS_SCHEMA,

@@ -28,7 +28,7 @@ import functools
 from dataclasses import dataclass
 
 from orchestrator.cells import cell_quantities
-from orchestrator.config import SweepConfig, dataset_facts
+from orchestrator.config import SweepConfig, token_inputs, workload_facts
 from workloads.dataset_facts import DATASET_FACTS
 
 DEFAULT_TEST_SIZE = 10000  # examples, for a dataset whose test size is not known without loading it
@@ -61,26 +61,37 @@ class Estimate:
 
 
 @functools.lru_cache(maxsize=256)
-def forward_flops(model: str, width: int, input_shape: tuple, num_classes: int, model_args: tuple) -> float:
-    """FLOPs of one example's forward pass (2 per multiply-add), counted on the meta device."""
+def forward_flops(model: str, width: int, input_shape: tuple, num_classes: int, model_args: tuple,
+                  tokens: bool = False) -> float:
+    """FLOPs of one example's forward pass (2 per multiply-add), counted on the meta device (``tokens``: the
+    input is integer tokens). A user's model whose forward cannot run there (it reads tensor values) is counted
+    as 2 FLOPs per parameter, a dense network's forward cost per example."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from workloads.models import build_model
+    from workloads.models import count_parameters, shape_model
 
-    with torch.device("meta"):
-        net = build_model(model, width=width, num_classes=num_classes, input_shape=input_shape, **dict(model_args))
-        x = torch.empty(1, *input_shape)
+    net = shape_model(model, width=width, num_classes=num_classes, input_shape=input_shape, **dict(model_args))
+    device = next(iter(net.parameters()), torch.empty(0, device="meta")).device
+    x = torch.zeros(1, *input_shape, dtype=torch.int64 if tokens else torch.float32, device=device)
     net.eval()
-    with FlopCounterMode(display=False) as counter:
-        net(x)
+    try:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            net(x)
+    except Exception:
+        from workloads.models import MODELS
+
+        if model in MODELS:
+            raise
+        return 2.0 * count_parameters(net)
     return float(counter.get_total_flops())
 
 
 def estimate_gpu_hours(cfg: SweepConfig, basis: GpuBasis = DEFAULT_GPU) -> Estimate:
     """GPU-hours of the whole grid of ``cfg`` (every model and every pair, none done yet), run on GPUs."""
     cfg = cfg.with_gpus_available(True)  # resources.gpu: auto -> its GPU share
-    _, shape, classes = dataset_facts(cfg.workload.dataset, cfg.workload.data_root)
+    _, shape, classes = workload_facts(cfg.workload)
+    tokens = token_inputs(cfg.workload)
     facts = DATASET_FACTS.get(cfg.workload.dataset)
     test = facts.test_size if facts else DEFAULT_TEST_SIZE
     args = tuple(sorted(cfg.workload.model_args.items()))
@@ -92,7 +103,7 @@ def estimate_gpu_hours(cfg: SweepConfig, basis: GpuBasis = DEFAULT_GPU) -> Estim
         share_pair = cfg.pair_resources(lv)["gpu"] or 1.0
         for tv in cfg.temperature.values:
             width, batch, n = cell_quantities(cfg, lv, tv)
-            fwd = forward_flops(cfg.workload.model, width, tuple(shape), classes, args)
+            fwd = forward_flops(cfg.workload.model, width, tuple(shape), classes, args, tokens)
             steps = cfg.training.epochs * (n // batch)
             flops = 3 * fwd * batch * steps + fwd * (n + test)
             flops += 6 * fwd * min(m.hessian.samples, n) * (m.hessian.eigen_max_iter + m.hessian.trace_max_probes)

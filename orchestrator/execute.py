@@ -116,7 +116,7 @@ def _sweep(cfg, run_dir: str, plan, info: dict, address, install_handlers):
     """Start (or join) Ray and run the sweep's missing jobs. Returns (SweepSummary, or None when nothing was
     to do; why the sweep had to stop, or None; whether the local Ray died under it). KeyboardInterrupt
     (Ctrl-C, SIGTERM) propagates."""
-    from orchestrator import ray_env, ray_leftovers, storage
+    from orchestrator import ray_env, ray_leftovers, shipping, storage
     from orchestrator.resources import autoscaler_node_types, check_resources
 
     if plan.complete:
@@ -126,7 +126,8 @@ def _sweep(cfg, run_dir: str, plan, info: dict, address, install_handlers):
     local_ray = note = watch = None
     try:
         try:
-            local_ray = ray_env.init_ray(address, object_store_mb=cfg.run.object_store_mb)
+            local_ray = ray_env.init_ray(address, object_store_mb=cfg.run.object_store_mb,
+                                         runtime_env=shipping.runtime_env(cfg))  # the user's modules
             install_handlers()  # ray.init installed its own SIGTERM handler (it ends in "*** SIGTERM received ***")
             if local_ray is not None and not joins_cluster(address):
                 note = ray_leftovers.remember_local_ray(run_dir, local_ray)  # for stop_leftover_ray if we are killed
@@ -224,7 +225,7 @@ def _check_out_dir(cfg, run_dir: str) -> None:
         raise ConfigError(f"--out {run_dir} is not empty ({what}) and is not a landscape run; {advice}")
     try:
         saved = parse_config(parse_yaml(storage.read_bytes(storage.config_uri(run_dir)), "config.yaml") or {},
-                             check_data=False)
+                             check_data=False, user_code=False)
     except (ConfigError, OSError) as exc:
         raise ConfigError(f"--out {run_dir} holds a config.yaml that is not a readable sweep config "
                           f"({' '.join(str(exc).split())[:160]}); {advice}") from None
@@ -252,7 +253,7 @@ def _check_saved_config(cfg, run_dir: str, resuming: bool) -> None:
     except (FileNotFoundError, OSError):
         return
     try:
-        saved = parse_config(parse_yaml(data, config_uri(run_dir)) or {}, check_data=False)
+        saved = parse_config(parse_yaml(data, config_uri(run_dir)) or {}, check_data=False, user_code=False)
     except ConfigError:
         return  # the tables' config hashes still guard the results
     if saved.config_hash() != cfg.config_hash():

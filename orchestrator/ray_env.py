@@ -53,8 +53,11 @@ def quiet_ray_loggers() -> None:
 
 
 def init_ray(address: str | None = None, *, object_store_mb: int = 256, num_cpus: int | None = None,
-             num_gpus: int | None = None):
-    """Start a local Ray (default) or join the cluster at ``address`` / ``RAY_ADDRESS``; returns the context."""
+             num_gpus: int | None = None, runtime_env: dict | None = None):
+    """Start a local Ray (default) or join the cluster at ``address`` / ``RAY_ADDRESS``; returns the context.
+
+    runtime_env: the job's Ray runtime environment (orchestrator/shipping.py: the user's modules), the same
+    for a local Ray and a cluster."""
     apply_hygiene_env()
     import ray
 
@@ -64,6 +67,8 @@ def init_ray(address: str | None = None, *, object_store_mb: int = 256, num_cpus
     address = address or os.environ.get("RAY_ADDRESS") or None
     common = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=_log_to_driver(),
                   configure_logging=True)
+    if runtime_env:
+        common["runtime_env"] = runtime_env
     if address:
         if address == "auto":
             raise ConfigError(

@@ -10,6 +10,7 @@ from analysis.tables import RunTables
 from orchestrator.faults import writing
 from orchestrator.jobs import mkey, pkey
 from orchestrator.provenance import provenance
+from workloads.settings import MC_ON
 
 
 def _utcnow():
@@ -38,7 +39,8 @@ def write_unmeasured_pair(cfg, run_dir, run_id, job, status: str, error: str, *,
            "temperature_name": cfg.temperature.name, "temperature_value": float(tv), "seed_a": int(a),
            "seed_b": int(b), "status": status, "error": error, "curve_epochs": c.epochs, "curve_lr": c.lr,
            "curve_points": c.points, "cka_probe_size": cfg.metrics.cka.probes,
-           "cka_probe_seed": cfg.metrics.cka.probe_seed, "started_at": now, "finished_at": now}
+           "cka_probe_seed": cfg.metrics.cka.probe_seed, "cka_probe_maker": cfg.metrics.cka.probe_maker,
+           "mc_unit": MC_ON[c.mc_on], "started_at": now, "finished_at": now}
     tables = RunTables(run_dir)
     key = pkey(cfg, lv, tv, a, b)
     with writing(tables.part_uri("pairs", key), faults, key):

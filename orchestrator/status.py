@@ -24,7 +24,7 @@ def load_run_config(run_dir: str):
     if raw is None:
         raise ConfigError(f"{storage.config_uri(run_dir)} is empty; {RUN_CONFIG_FIX}")
     try:
-        return parse_config(raw, check_data=False)
+        return parse_config(raw, check_data=False, user_code=False)  # a run dir's config: nothing executed
     except ConfigError as exc:
         raise ConfigError(f"{storage.config_uri(run_dir)}: {exc}") from None
 

@@ -84,11 +84,27 @@ def run_job(config: dict, context: JobContext) -> None:
             result = _pair_job(cfg, context, config)
         else:
             raise ValueError(f"unknown job kind {config['kind']!r}")
+    except LookupError as exc:
+        _reraise_missing_plugin(exc)
     except storage.StorageFullError as exc:
         # Not this job's fault and not worth a retry: the driver stops the sweep (SweepState.fatal).
         result = {"kind": config["kind"], "key": job_key(cfg, config), "status": STORAGE_ERROR, "skipped": False,
                   "error": str(exc), "wall_seconds": time.perf_counter() - started}
     tune.report(result)
+
+
+def _reraise_missing_plugin(exc: LookupError):
+    """A name the driver resolved but this worker does not know is an entry point of a package installed on the
+    driver only (``module:function`` code is shipped, orchestrator/shipping.py): say so, as the user's error."""
+    from workloads.registry import UnknownNameError
+
+    if isinstance(exc, UnknownNameError) and exc.kind in ("model", "dataset"):
+        from workloads.plugins import ENTRY_POINT_GROUPS, PluginError
+
+        raise PluginError(f"{exc} (on the Ray worker of node {_node_id()}: an entry point of "
+                          f"{ENTRY_POINT_GROUPS[exc.kind]} must be installed on every node, or name the code as "
+                          f"'module:function' to ship it)") from None
+    raise exc
 
 
 def _model_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:

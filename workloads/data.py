@@ -25,12 +25,14 @@ what to put where; a present but different file raises DatasetCorruptedError.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from dataclasses import dataclass, field
 
 import torch
 
+from workloads import plugins
 from workloads.registry import Registry
 
 DEFAULT_DATASET = "mnist1d"
@@ -48,8 +50,9 @@ class DatasetCorruptedError(ValueError):
 class Dataset:
     """A classification dataset held in memory; all four tensors on one device.
 
-    train_x: (n, *input_shape) float32      train_y: (n,) int64 in [0, num_classes)
-    test_x:  (m, *input_shape) float32      test_y:  (m,) int64
+    train_x: (n, *input_shape) float32, or int64 tokens      train_y: (n,) or (n, T) int64 in [0, num_classes)
+    test_x:  (m, *input_shape) same dtype as train_x         test_y:  (m,) or (m, T) int64
+    Targets (n, T): every target token is one classification (workloads/objective.py).
     info: provenance (generator seed, split seed, fraction and its seed, label noise and its seed, sizes).
     """
 
@@ -64,6 +67,9 @@ class Dataset:
     def __post_init__(self):
         _check_split("train", self.train_x, self.train_y, self.num_classes)
         _check_split("test", self.test_x, self.test_y, self.num_classes)
+        if self.train_x.dtype != self.test_x.dtype or self.train_y.shape[1:] != self.test_y.shape[1:]:
+            raise ValueError(f"{self.name}: train and test differ: inputs {self.train_x.dtype} / {self.test_x.dtype}, "
+                             f"targets per example {tuple(self.train_y.shape[1:])} / {tuple(self.test_y.shape[1:])}")
         if self.train_x.shape[1:] != self.test_x.shape[1:]:
             raise ValueError(
                 f"{self.name}: train inputs have shape {tuple(self.train_x.shape[1:])} but test inputs "
@@ -74,6 +80,11 @@ class Dataset:
     def input_shape(self) -> tuple:
         """Shape of one input, e.g. (40,) or (3, 32, 32)."""
         return tuple(self.train_x.shape[1:])
+
+    @property
+    def tokens(self) -> bool:
+        """Whether the inputs are integer tokens (no mixup, no float arithmetic on them)."""
+        return not self.train_x.is_floating_point()
 
     @property
     def train_size(self) -> int:
@@ -97,12 +108,13 @@ class Dataset:
 
 def _check_split(split: str, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> None:
     """Fail early on dtype/length/label-range mistakes instead of deep inside training."""
-    if x.dtype != torch.float32:
-        raise TypeError(f"{split}_x must be float32, got {x.dtype}")
+    if x.dtype not in (torch.float32, torch.int64):
+        raise TypeError(f"{split}_x must be float32 (features) or int64 (tokens), got {x.dtype}")
     if y.dtype != torch.int64:
         raise TypeError(f"{split}_y must be int64, got {y.dtype}")
-    if y.ndim != 1 or x.shape[0] != y.shape[0]:
-        raise ValueError(f"{split}_x has {x.shape[0]} rows but {split}_y has shape {tuple(y.shape)}")
+    if y.ndim not in (1, 2) or x.ndim < 2 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"{split}_x has {x.shape[0] if x.ndim else 0} rows (shape {tuple(x.shape)}) but {split}_y "
+                         f"has shape {tuple(y.shape)}: one row per example in both; targets are (n,) or (n, T)")
     if x.device != y.device:
         raise ValueError(f"{split}_x is on {x.device} but {split}_y on {y.device}")
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
@@ -115,15 +127,64 @@ def _check_split(split: str, x: torch.Tensor, y: torch.Tensor, num_classes: int)
 DATASETS = Registry("dataset")
 
 
-def load_dataset(name: str = DEFAULT_DATASET, root: str | os.PathLike | None = None) -> Dataset:
-    """Load dataset ``name`` (see the module table) as CPU tensors.
+def load_dataset(name: str = DEFAULT_DATASET, root: str | os.PathLike | None = None, *, seed: int = 0,
+                 args: dict | None = None) -> Dataset:
+    """Load dataset ``name`` as CPU tensors: a built-in of the module table, a ``module:function`` reference or
+    an entry point of ``landscape.datasets`` (workloads/plugins.py).
 
-    root: folder holding the image datasets' files (ignored by mnist1d and digits, which need no files).
-    Raw arrays are cached per process, so calling this once per trial costs one tensor copy, and each call
-    returns fresh tensors that the caller may modify freely.
+    root: folder holding the image datasets' files (ignored by mnist1d and digits, which need no files); a
+    user's function is called as fn(root=root, seed=seed, **args) (built-ins take no ``args``).
+    Arrays are cached per process (a user's function is called once per (name, root, seed, args)), so calling
+    this once per trial costs one tensor copy, and each call returns fresh tensors the caller may modify freely.
     """
-    loader = DATASETS.get(name)
-    return loader(root)
+    args = dict(args or {})
+    fn = plugins.user_callable("dataset", name, DATASETS)
+    if fn is None:
+        if args:
+            raise plugins.PluginError(f"the built-in dataset {name!r} takes no options (got {sorted(args)}); "
+                                      f"dataset_args are for a plug-in dataset function")
+        return DATASETS.get(name)(root)
+    plugins.check_call("dataset", name, fn, ("root", "seed"), args)
+    key = (name, None if root is None else str(root), int(seed), json.dumps(args, sort_keys=True, default=str))
+    if key not in _USER_DATA:
+        _USER_DATA.clear()  # one user dataset per process at a time (a worker runs one sweep)
+        _USER_DATA[key] = user_dataset(name, plugins.call_user("dataset", name, fn, root=root, seed=int(seed), **args),
+                                       {"source": name, "seed": int(seed), "args": args})
+    ds = _USER_DATA[key]
+    return dataclasses.replace(ds, train_x=ds.train_x.clone(), train_y=ds.train_y.clone(), test_x=ds.test_x.clone(),
+                               test_y=ds.test_y.clone(), info=dict(ds.info))
+
+
+_USER_DATA: dict[tuple, Dataset] = {}  # load_dataset's cache of a user's dataset (CPU tensors)
+
+
+def user_dataset(name: str, out, info: dict) -> Dataset:
+    """A Dataset from what a user's dataset function returned: a Dataset, or (train_x, train_y, test_x, test_y)
+    tensors or arrays. Float inputs become float32, integer inputs int64 tokens; targets int64 of shape (n,) or
+    (n, T); the number of classes is the largest target + 1. PluginError naming what is wrong."""
+    if isinstance(out, Dataset):
+        return dataclasses.replace(out, info={**out.info, **info})
+    if not isinstance(out, (tuple, list)) or len(out) != 4:
+        raise plugins.PluginError(f"dataset {name!r} returned a {type(out).__name__}; it must return a "
+                                  f"workloads.data.Dataset or (train_x, train_y, test_x, test_y)")
+    try:
+        train_x, train_y, test_x, test_y = [torch.as_tensor(a).cpu() for a in out]
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise plugins.PluginError(f"dataset {name!r}: its four arrays are not tensors ({exc})") from None
+    for split, x, y in (("train", train_x, train_y), ("test", test_x, test_y)):
+        if x.is_complex() or x.dtype == torch.bool:
+            raise plugins.PluginError(f"dataset {name!r}: {split}_x is {x.dtype}; inputs are float features or "
+                                      f"integer tokens")
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool or y.ndim not in (1, 2):
+            raise plugins.PluginError(f"dataset {name!r}: {split}_y must be integer class indices of shape (n,) or "
+                                      f"(n, T) (got {y.dtype} of shape {tuple(y.shape)})")
+    num_classes = max(int(train_y.max()) if train_y.numel() else 0, int(test_y.max()) if test_y.numel() else 0) + 1
+    as_input = (lambda x: x.float().contiguous()) if train_x.is_floating_point() else (lambda x: x.long().contiguous())
+    try:
+        return Dataset(name, as_input(train_x), train_y.long().contiguous(), as_input(test_x),
+                       test_y.long().contiguous(), max(num_classes, 2), info)
+    except (TypeError, ValueError) as exc:
+        raise plugins.PluginError(f"dataset {name!r}: {exc}") from None
 
 
 
@@ -143,16 +204,19 @@ def _generator(seed: int) -> torch.Generator:
 def subsample_train(ds: Dataset, fraction: float, seed: int) -> Dataset:
     """Keep round(fraction * count_c) training points of every class c, drawn at random with ``seed``.
 
-    Class balance is preserved exactly (up to rounding); the test split is untouched. Kept points stay in
-    their original order. info gains fraction, fraction_seed, train_size.
+    Class balance is preserved exactly (up to rounding); sequence targets (n, T) have no class per example, so
+    round(fraction * n) examples are drawn uniformly. The test split is untouched. Kept points stay in their
+    original order. info gains fraction, fraction_seed, train_size.
     """
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     gen = _generator(seed)
     labels = ds.train_y.cpu()
     kept = []
-    for c in range(ds.num_classes):
-        members = torch.nonzero(labels == c).flatten()  # (count_c,)
+    # Sequence targets (n, T) have no class per example: round(fraction * n) examples drawn uniformly.
+    groups = range(ds.num_classes) if labels.ndim == 1 else [None]
+    for c in groups:
+        members = torch.nonzero(labels == c).flatten() if c is not None else torch.arange(len(labels))  # (count_c,)
         take = round_half_up(fraction * len(members))
         kept.append(members[torch.randperm(len(members), generator=gen)[:take]])
     index = torch.sort(torch.cat(kept)).values
@@ -175,6 +239,9 @@ def corrupt_labels(ds: Dataset, alpha: float, seed: int) -> Dataset:
         raise ValueError(f"label-noise fraction alpha must be in [0, 1], got {alpha}")
     if ds.num_classes < 2:
         raise ValueError("label noise needs at least 2 classes")
+    if ds.train_y.ndim != 1:
+        raise ValueError(f"{ds.name}: label noise replaces one label per example; its targets are sequences "
+                         f"{tuple(ds.train_y.shape[1:])}: sweep width, train_fraction or a temperature instead")
     n = ds.train_size
     count = round_half_up(alpha * n)
     gen = _generator(seed)

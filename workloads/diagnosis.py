@@ -21,21 +21,19 @@ Pure PyTorch: no Ray, no storage; usable from a notebook.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 
 import torch
 from torch import nn
 
-from workloads.data import DATASETS, Dataset, load_dataset
+from workloads.data import Dataset, load_dataset
 from workloads.experiment import EVAL_BATCH_SIZE, HessianSettings, hessian_points
 from workloads.metrics.cka import cka_or_reason, softmax_outputs
 from workloads.metrics.connectivity import CurveConfig, connect_models
 from workloads.metrics.distance import l2_distance
 from workloads.metrics.hessian import estimate_hessian
-from workloads.models import MODELS, build_model, count_parameters
-from workloads.plugins import PluginError, check_call, entry_point, is_reference, load_reference
+from workloads.models import count_parameters, seeded_model
 from workloads.train import evaluate
 
 MODEL_ARGUMENTS = ("width", "num_classes", "input_shape")  # what every model builder is called with
@@ -119,85 +117,21 @@ def measure_pair(model_a: nn.Module, model_b: nn.Module, data: Dataset, probes: 
 # Models and data sets named by the user
 
 
-def _call_user(kind: str, name: str, fn, **kwargs):
-    """fn(**kwargs); an exception inside the user's code becomes a PluginError naming it (one line)."""
-    try:
-        return fn(**kwargs)
-    except PluginError:
-        raise
-    except Exception as exc:
-        raise PluginError(f"{kind} {name!r} raised {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
-
-
-def _user_callable(kind: str, name: str, registry) -> object | None:
-    """The user's function for ``name`` (a module:function reference or an installed entry point), or None when
-    ``name`` is a built-in of ``registry``; UnknownNameError (did-you-mean) when it is none of them."""
-    if is_reference(name):
-        return load_reference(name, kind)
-    if name in registry:
-        return None
-    fn = entry_point(kind, name)
-    if fn is None:
-        registry.get(name)  # raises UnknownNameError with the close built-in names
-    return fn
-
-
 def build_named_model(name: str, *, width: int, num_classes: int, input_shape: tuple,
                       model_args: dict | None = None) -> nn.Module:
-    """The model ``name`` (built-in, ``module:function`` or entry point) under a fixed seed, on the CPU.
-
-    Built-ins check their options (TypeError listing them); a user's function is called as
-    fn(width=, num_classes=, input_shape=, **model_args) and must return a torch.nn.Module (PluginError).
-    """
-    model_args = dict(model_args or {})
-    fn = _user_callable("model", name, MODELS)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(MODEL_INIT_SEED)
-        if fn is None:
-            return build_model(name, width=width, num_classes=num_classes, input_shape=input_shape, **model_args)
-        check_call("model", name, fn, MODEL_ARGUMENTS, model_args)
-        model = _call_user("model", name, fn, width=int(width), num_classes=int(num_classes),
-                           input_shape=tuple(input_shape), **model_args)
-    if not isinstance(model, nn.Module):
-        raise PluginError(f"model {name!r} returned a {type(model).__name__}, not a torch.nn.Module")
-    return model
+    """The model ``name`` (built-in, ``module:function`` or entry point) under a fixed seed, on the CPU: the
+    sweep's own workloads.models.build_model (a user's function is called as fn(width=, num_classes=,
+    input_shape=, **model_args) and must return a torch.nn.Module; PluginError otherwise)."""
+    return seeded_model(name, MODEL_INIT_SEED, width=int(width), num_classes=int(num_classes),
+                        input_shape=tuple(input_shape), **dict(model_args or {}))
 
 
 def load_named_dataset(name: str, *, root: str | None = None, seed: int = 0,
                        dataset_args: dict | None = None) -> Dataset:
-    """The data set ``name`` (built-in, ``module:function`` or entry point) as CPU tensors.
-
-    A user's function is called as fn(root=, seed=, **dataset_args) and returns a workloads.data.Dataset or
-    (train_x, train_y, test_x, test_y) tensors or arrays: inputs become float32, labels int64 (class indices,
-    one per example), the number of classes is the largest label + 1. Dataset's own checks name what is wrong.
-    """
-    dataset_args = dict(dataset_args or {})
-    fn = _user_callable("dataset", name, DATASETS)
-    if fn is None:
-        if dataset_args:
-            raise PluginError(f"the built-in dataset {name!r} takes no options (got {sorted(dataset_args)})")
-        return load_dataset(name, root)
-    check_call("dataset", name, fn, DATASET_ARGUMENTS, dataset_args)
-    out = _call_user("dataset", name, fn, root=root, seed=int(seed), **dataset_args)
-    if isinstance(out, Dataset):
-        return dataclasses.replace(out, info={**out.info, "source": name})
-    if not isinstance(out, (tuple, list)) or len(out) != 4:
-        raise PluginError(f"dataset {name!r} returned a {type(out).__name__}; it must return a workloads.data.Dataset "
-                          f"or (train_x, train_y, test_x, test_y)")
-    try:
-        tensors = [torch.as_tensor(a) for a in out]
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise PluginError(f"dataset {name!r}: its four arrays are not tensors ({exc})") from None
-    train_x, train_y, test_x, test_y = tensors
-    for split, x, y in (("train", train_x, train_y), ("test", test_x, test_y)):
-        if not x.is_floating_point():
-            raise PluginError(f"dataset {name!r}: {split}_x is {x.dtype}; diagnose takes float inputs")
-        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool or y.ndim != 1:
-            raise PluginError(f"dataset {name!r}: {split}_y must be integer class indices, one per example "
-                              f"(got {y.dtype} of shape {tuple(y.shape)})")
-    num_classes = max(int(train_y.max()) if train_y.numel() else 0, int(test_y.max()) if test_y.numel() else 0) + 1
-    return Dataset(name, train_x.float().contiguous(), train_y.long(), test_x.float().contiguous(), test_y.long(),
-                   max(num_classes, 2), {"source": name, "seed": int(seed), "args": dataset_args})
+    """The data set ``name`` (built-in, ``module:function`` or entry point) as CPU tensors: the sweep's own
+    workloads.data.load_dataset (a user's function is called as fn(root=, seed=, **dataset_args) and returns a
+    Dataset or (train_x, train_y, test_x, test_y); see workloads.data.user_dataset)."""
+    return load_dataset(name, root, seed=int(seed), args=dataset_args)
 
 
 def resolve_device(device: str) -> str:

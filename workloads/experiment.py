@@ -31,12 +31,13 @@ from workloads import knobs
 from workloads.data import Dataset, load_dataset
 from workloads.metric_discovery import measure_added
 from workloads.metric_specs import BUILTINS, MetricSpec
-from workloads.metrics.cka import cka_or_reason, mixup_probes, softmax_outputs
+from workloads.metrics.cka import cka_or_reason, softmax_outputs
 from workloads.metrics.connectivity import CurveConfig, connect_models
 from workloads.metrics.distance import l2_distance
 from workloads.metrics.hessian import estimate_hessian
+from workloads.metrics.probes import make_probes
 from workloads.models import count_parameters, seeded_model
-from workloads.settings import CkaSettings, HessianSettings, TrainConfig, Workload
+from workloads.settings import MC_ON, CkaSettings, HessianSettings, TrainConfig, Workload
 from workloads.train import evaluate, train
 
 EVAL_BATCH_SIZE = 1000  # examples per forward pass in evaluation (memory only; no effect on values)
@@ -106,7 +107,7 @@ class CellSpec:
     def data(self) -> Dataset:
         """The cell's dataset (CPU) with the data knobs applied in their declaration order (a training subset is
         drawn first, then its labels corrupted), each with the cell's ``data_seed``."""
-        ds = load_dataset(self.dataset, self.data_root)
+        ds = load_dataset(self.dataset, self.data_root, seed=self.data_seed, args=self.workload.dataset_args)
         for knob_name, value in self.knob_values().items():
             spec = knobs.knob(knob_name)
             if value is not None and spec.target[0] == "data":
@@ -339,6 +340,13 @@ def load_trained(cell: CellSpec, seed: int, state_dict: dict, data: Dataset, dev
     return model.to(device).eval()
 
 
+def measured_on(cell: CellSpec) -> dict:
+    """The pairs columns saying what a pair's numbers are measured on: mc_unit (the unit of mode_connectivity:
+    "percentage points" of train error, or "nats" of train loss with metrics.curve.mc_on: loss) and
+    cka_probe_maker (the hook that made the CKA probes)."""
+    return {"mc_unit": MC_ON[cell.curve.mc_on], "cka_probe_maker": cell.cka.probe_maker}
+
+
 def pair_rows(cell: CellSpec, seed_a: int, seed_b: int, curve, cka: tuple, l2: float | None, curve_config,
               device: str, started_at: datetime) -> tuple[dict, list[dict]]:
     """The ``pairs`` row (without times) and the ``curves`` rows of one connected pair: curve a CurveResult,
@@ -352,6 +360,7 @@ def pair_rows(cell: CellSpec, seed_a: int, seed_b: int, curve, cka: tuple, l2: f
         "curve_epochs": int(curve_config.epochs), "curve_lr": float(curve_config.lr),
         "curve_points": int(curve_config.points), "cka_probe_size": int(cell.cka.probes),
         "cka_probe_seed": int(cell.cka.probe_seed), "device": device, "started_at": started_at,
+        **measured_on(cell),
     }
     curve_rows = [
         {**keys, "seed_a": seed_a, "seed_b": seed_b, "t": float(t), "train_error": float(e),
@@ -380,7 +389,7 @@ def measure_pair(spec: PairSpec, state_a: dict, state_b: dict) -> PairOutcome:
     model_a = load_trained(cell, seed_a, state_a, data, spec.device)
     model_b = load_trained(cell, seed_b, state_b, data, spec.device)
 
-    probes = mixup_probes(data_dev.train_x, cell.cka.probes, cell.cka.probe_seed)
+    probes = make_probes(cell.cka.probe_maker, data_dev.train_x, cell.cka.probes, cell.cka.probe_seed)
     cka, cka_status = cka_or_reason(softmax_outputs(model_a, probes), softmax_outputs(model_b, probes))
     l2 = l2_distance(model_a, model_b)
 

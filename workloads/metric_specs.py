@@ -138,7 +138,8 @@ BUILTIN_METRICS: tuple[MetricSpec, ...] = (
                "1 - mean train loss of the last tenth of the epochs / that of the tenth before (per-epoch mean batch "
                "loss, train mode): ~0 = the loss had stopped falling (plateau), clearly > 0 = still falling "
                "(under-trained)", required=False),
-    MetricSpec("mode_connectivity", "pair", "percentage points", "mc = mean endpoint error - e(t*)",
+    MetricSpec("mode_connectivity", "pair", "percentage points",
+               "mc = mean endpoint error - e(t*) (or of the train loss, in nats: see mc_unit)",
                panel=Panel("mode connectivity (pp)", "RdBu_r", diverging=True, paper_range=(-30.0, 30.0), fmt=".1f"),
                report=ReportColumn("mc (pp)", ".2f"), expected_for_all=False),
     MetricSpec("cka", "pair", "", "linear CKA of softmax outputs on the cell's mixup probes",

@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from workloads import plugins
 from workloads.registry import Registry
 
 MODELS = Registry("model")
@@ -36,11 +37,21 @@ RESNET18_BLOCKS = (2, 2, 2, 2)  # BasicBlocks per stage; stage channels are widt
 def build_model(name: str, *, width: int, num_classes: int, input_shape: tuple, **kwargs) -> nn.Module:
     """Build model ``name`` for inputs of shape ``input_shape`` (one example, no batch dim).
 
-    kwargs are model-specific options (see the module table); an option the model does not take is a
-    TypeError listing the ones it does.
+    ``name``: a built-in of the module table, a ``module:function`` reference or an entry point of
+    ``landscape.models`` (workloads/plugins.py). kwargs are model-specific options (see the module table); an
+    option a built-in does not take is a TypeError listing the ones it does; a user's function is called as
+    fn(width=, num_classes=, input_shape=, **kwargs) and must return an nn.Module (PluginError otherwise).
     """
-    builder = MODELS.get(name)
+    user_fn = plugins.user_callable("model", name, MODELS)
     _check_common(name, width, num_classes, input_shape)
+    if user_fn is not None:  # the user's own code (workloads/plugins.py): its signature, its errors as its own
+        plugins.check_call("model", name, user_fn, ("width", "num_classes", "input_shape"), kwargs)
+        model = plugins.call_user("model", name, user_fn, width=int(width), num_classes=int(num_classes),
+                                  input_shape=tuple(input_shape), **kwargs)
+        if not isinstance(model, nn.Module):
+            raise plugins.PluginError(f"model {name!r} returned a {type(model).__name__}, not a torch.nn.Module")
+        return model
+    builder = MODELS.get(name)
     _check_options(name, builder, kwargs)
     return builder(width=int(width), num_classes=int(num_classes), input_shape=tuple(input_shape), **kwargs)
 
@@ -53,6 +64,21 @@ def seeded_model(name: str, seed: int, **kwargs) -> nn.Module:
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
+        return build_model(name, **kwargs)
+
+
+def shape_model(name: str, **kwargs) -> nn.Module:
+    """``build_model(name, **kwargs)`` on torch's meta device (shapes only: no memory, no initialisation), for
+    counting parameters and checking options. A user's model that cannot be built there (its constructor reads
+    a tensor's values, e.g. ``.item()``) is built on the CPU instead; an error that happens there too is the
+    user's own and propagates."""
+    try:
+        with torch.device("meta"):
+            return build_model(name, **kwargs)
+    except plugins.PluginError:
+        if not plugins.is_reference(name) and name in MODELS:
+            raise
+    with torch.random.fork_rng(devices=[]):  # the meta build failed: the real one, without shifting any stream
         return build_model(name, **kwargs)
 
 

@@ -184,3 +184,36 @@ def check_call(kind: str, reference: str, fn: Callable, required: tuple[str, ...
         own = sorted(names - set(required))
         raise PluginError(f"workload.{kind}_args: {reference!r} takes no option(s) {unknown}; its options: "
                           f"{', '.join(own) or 'none'}")
+
+
+def user_callable(kind: str, name: str, registry) -> Callable | None:
+    """The user's function for ``name`` (a ``module:function`` reference or an installed entry point), or None
+    when ``name`` is a built-in of ``registry``; PluginError / the registry's UnknownNameError (did-you-mean
+    among the built-ins and the installed entry points) when it is none of them."""
+    if is_reference(name):
+        return load_reference(name, kind)
+    if name in registry:
+        return None
+    fn = entry_point(kind, name)
+    if fn is None:
+        registry.get(name)  # raises UnknownNameError with the close built-in names (see unknown_name_hint)
+    return fn
+
+
+def unknown_name_hint(kind: str) -> str:
+    """What else a name of ``kind`` may be, for an UnknownNameError's message: the installed entry points and
+    the user's own code."""
+    installed = entry_point_names(kind)
+    extra = f"; installed {ENTRY_POINT_GROUPS[kind]} entry points: {', '.join(installed)}" if installed else ""
+    return f"{extra}; or name your own code as 'module:function' (e.g. 'mynets:build')"
+
+
+def call_user(kind: str, name: str, fn: Callable, **kwargs):
+    """fn(**kwargs); an exception inside the user's code becomes a PluginError that carries its own type and
+    message (one line), so it survives any process boundary and reads as the user's error."""
+    try:
+        return fn(**kwargs)
+    except PluginError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"{kind} {name!r} raised {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None

@@ -24,7 +24,9 @@ from orchestrator.config.checks import (
     expand_data_root,
     missing_data_root,
     transformed_train_size,
+    token_inputs,
     validate,
+    workload_facts,
 )
 from orchestrator.config.loading import (
     apply_overrides,
@@ -54,5 +56,5 @@ __all__ = [
     "RunSettings", "SweepConfig", "apply_overrides", "build", "builtin_names", "builtin_path", "cell_knob_values",
     "config_warnings", "dataset_facts", "describe_builtin", "expand_data_root", "is_saved_form", "load_config",
     "missing_data_root", "pairs_per_cell", "parse_config", "parse_yaml", "read_raw", "seed_pairs",
-    "transformed_train_size", "validate",
+    "token_inputs", "transformed_train_size", "validate", "workload_facts",
 ]

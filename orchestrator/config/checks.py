@@ -20,15 +20,23 @@ from workloads.dataset_facts import DATASET_FACTS, DatasetFacts
 from workloads.settings import MAX_SEED, choice_problem
 
 
-def dataset_facts(name: str, root: Optional[str]) -> tuple[int, tuple, int]:
-    """(training-set size, input shape, classes) of a dataset, without loading it when it is known."""
+def dataset_facts(name: str, root: Optional[str], seed: int = 0, args: Optional[dict] = None) -> tuple[int, tuple, int]:
+    """(training-set size, input shape, classes) of a dataset, without loading it when it is known.
+
+    A user's dataset function (``module:function`` or an entry point) is called once per process to learn them
+    (workloads.data.load_dataset caches it), with the workload's root, data_seed and dataset_args."""
     if name in DATASET_FACTS:
         facts = DATASET_FACTS[name]
         return facts.train_size, facts.input_shape, facts.num_classes
     from workloads.data import load_dataset
 
-    ds = load_dataset(name, root)
+    ds = load_dataset(name, root, seed=seed, args=args)
     return ds.train_size, tuple(ds.input_shape), int(ds.num_classes)
+
+
+def workload_facts(workload) -> tuple[int, tuple, int]:
+    """dataset_facts of a config's workload section."""
+    return dataset_facts(workload.dataset, workload.data_root, workload.data_seed, workload.dataset_args)
 
 
 def cell_knob_values(cfg: SweepConfig, load_value: float, temperature_value: float | None = None) -> dict:
@@ -65,8 +73,26 @@ def missing_data_root(cfg: SweepConfig) -> Optional[str]:
     return None
 
 
-def validate(cfg: SweepConfig, *, check_data: bool = True) -> None:
-    """Raise ConfigError on the first problem; ``check_data`` also checks the data folder exists here."""
+def names_user_code(cfg: SweepConfig) -> bool:
+    """Whether the config names code that is not built in (a module:function reference or an entry point)."""
+    from workloads.data import DATASETS
+    from workloads.metrics.probes import PROBE_MAKERS
+    from workloads.models import MODELS
+
+    return (cfg.workload.model not in MODELS or cfg.workload.dataset not in DATASETS
+            or cfg.metrics.cka.probe_maker not in PROBE_MAKERS)
+
+
+def validate(cfg: SweepConfig, *, check_data: bool = True, user_code: bool = True) -> None:
+    """Raise ConfigError on the first problem; ``check_data`` also checks the data folder exists here.
+
+    ``user_code=False``: a config read from a run directory (status, the --out checks) is checked without
+    importing or calling the code it names (nothing read from a run directory is executed): the workload and
+    the batch sizes against its data are then not checked (they were when the run started)."""
+    if not user_code and names_user_code(cfg):
+        _check_axes(cfg)
+        _validate_pairs(cfg.metrics.pairs, cfg.seeds)
+        return
     _check_axes(cfg)
     if not cfg.seeds:
         fail("seeds", "no seeds: list at least one, e.g. seeds: [0, 1, 2]")
@@ -131,17 +157,26 @@ def _check_workload(cfg: SweepConfig, check_data: bool) -> int:
     w = cfg.workload
     from workloads.data import DATASETS
     from workloads.models import MODELS
+    from workloads.plugins import PluginError, check_call, unknown_name_hint, user_callable
 
-    if w.dataset not in DATASETS:
-        try:
-            DATASETS.get(w.dataset)
+    user_fns = {}
+    for kind, registry in (("dataset", DATASETS), ("model", MODELS)):
+        try:  # a built-in, the user's module:function or an installed entry point (typo: did-you-mean)
+            user_fns[kind] = user_callable(kind, getattr(w, kind), registry)
+        except PluginError as exc:
+            fail(f"workload.{kind}", one_line(exc))
         except LookupError as exc:
-            fail("workload.dataset", str(exc))
-    if w.model not in MODELS:
-        try:
-            MODELS.get(w.model)
-        except LookupError as exc:
-            fail("workload.model", str(exc))
+            fail(f"workload.{kind}", one_line(exc) + unknown_name_hint(kind))
+    if user_fns["dataset"] is None and w.dataset_args:
+        fail("workload.dataset_args", f"the built-in dataset {w.dataset!r} takes no options; dataset_args are for a "
+                                      f"plug-in dataset function ('module:function')")
+    for kind, required in (("dataset", ("root", "seed")), ("model", ("width", "num_classes", "input_shape"))):
+        if user_fns[kind] is not None:
+            try:
+                check_call(kind, getattr(w, kind), user_fns[kind], required, getattr(w, f"{kind}_args"))
+            except PluginError as exc:
+                path = f"workload.{kind}_args" if "takes no option" in str(exc) else f"workload.{kind}"
+                fail(path, one_line(exc).removeprefix(f"{path}: "))
     for name in knobs.fixed_knobs(w):
         if name == cfg.load.name and getattr(w, name) is not None and knobs.knob(name).optional_fixed:
             fail(f"workload.{name}", f"the load axis is {name} already: remove this fixed value")
@@ -154,10 +189,43 @@ def _check_workload(cfg: SweepConfig, check_data: bool) -> int:
         problem = missing_data_root(cfg) if check_data else None
         if problem:
             fail("workload.data_root", f"{problem}; point it at the dataset's folder")
-    full_size, input_shape, num_classes = dataset_facts(w.dataset, w.data_root)
+    try:
+        full_size, input_shape, num_classes = workload_facts(w)
+    except (PluginError, TypeError, ValueError) as exc:  # the user's dataset function raised or returned bad data
+        fail("workload.dataset", one_line(exc))
+    _check_probe_maker(cfg, token_inputs=user_fns["dataset"] is not None and token_inputs(w))
     widths = cfg.load.values if cfg.load.name == "width" else (w.width,)
     _check_model_builds(cfg, int(min(widths)), input_shape, num_classes, max_width=int(max(widths)))
     return full_size
+
+
+def token_inputs(workload) -> bool:
+    """Whether the workload's inputs are integer tokens (built-ins: never; a plug-in: its cached load, see
+    dataset_facts)."""
+    if workload.dataset in DATASET_FACTS:
+        return False
+    from workloads.data import load_dataset
+
+    return load_dataset(workload.dataset, workload.data_root, seed=workload.data_seed,
+                        args=workload.dataset_args).tokens
+
+
+def _check_probe_maker(cfg: SweepConfig, token_inputs: bool) -> None:
+    """metrics.cka_probe_maker names a built-in, the user's module:function or an entry point of landscape.probes,
+    and can make probes of these inputs (mixup cannot average tokens)."""
+    from workloads.metrics.probes import PROBE_MAKERS, maker_problem
+    from workloads.plugins import PluginError, unknown_name_hint, user_callable
+
+    maker = cfg.metrics.cka.probe_maker
+    try:
+        fn = user_callable("probes", maker, PROBE_MAKERS)
+    except PluginError as exc:
+        fail("metrics.cka_probe_maker", one_line(exc))
+    except LookupError as exc:
+        fail("metrics.cka_probe_maker", one_line(exc) + unknown_name_hint("probes"))
+    problem = None if fn is not None else maker_problem(maker, token_inputs)
+    if problem:
+        fail("metrics.cka_probe_maker", problem)
 
 
 def _check_per_load_resources(cfg: SweepConfig) -> None:
@@ -241,9 +309,8 @@ def _check_model_builds(cfg: SweepConfig, width: int, input_shape: tuple, num_cl
     Built on the meta device (shapes only). Huge options are refused before building: building a depth of
     10^9 layers takes forever even without weights, and a huge width overflows torch's size arithmetic.
     """
-    import torch
-
-    from workloads.models import build_model, count_parameters
+    from workloads.models import count_parameters, shape_model
+    from workloads.plugins import PluginError
 
     for name, value in cfg.workload.model_args.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_MODEL_OPTION:
@@ -251,10 +318,12 @@ def _check_model_builds(cfg: SweepConfig, width: int, input_shape: tuple, num_cl
                                                 f"(at most {MAX_MODEL_OPTION})")
     for w in sorted({width, max_width or width}):
         try:
-            with torch.device("meta"):  # checks options and shapes without allocating (or initialising) weights
-                model = build_model(cfg.workload.model, width=w, num_classes=num_classes, input_shape=input_shape,
-                                    **cfg.workload.model_args)
-                params = count_parameters(model)
+            # Checks options and shapes without allocating (or initialising) weights: torch's meta device.
+            model = shape_model(cfg.workload.model, width=w, num_classes=num_classes, input_shape=input_shape,
+                                **cfg.workload.model_args)
+            params = count_parameters(model)
+        except PluginError as exc:  # the user's function raised, or returned no nn.Module
+            fail("workload.model", f"{one_line(exc)} (while building it at width {w})")
         except (TypeError, ValueError) as exc:
             fail("workload.model_args", one_line(exc))
         except (RuntimeError, OverflowError, MemoryError) as exc:  # torch's size arithmetic overflowed

@@ -192,7 +192,7 @@ def load_config(source: str, overrides: list[str] | tuple = (), *, check_data: b
     return parse_config(raw, check_data=check_data)
 
 
-def parse_config(raw: dict, *, check_data: bool = True) -> SweepConfig:
+def parse_config(raw: dict, *, check_data: bool = True, user_code: bool = True) -> SweepConfig:
     """A validated SweepConfig from a plain dict (ConfigError on the first problem).
 
     A saved config (see ``is_saved_form``) lacking a field of LEGACY_VALUES gets the value runs used before it.
@@ -200,7 +200,7 @@ def parse_config(raw: dict, *, check_data: bool = True) -> SweepConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"a sweep config is a mapping, got {type(raw).__name__}")
     cfg = build(SweepConfig, with_legacy_values(raw), "")
-    validate(cfg, check_data=check_data)
+    validate(cfg, check_data=check_data, user_code=user_code)  # user_code=False: see validate
     return cfg
 
 

@@ -25,6 +25,9 @@ def _f(name: str, type_: pa.DataType, unit: str = "", doc: str = "") -> pa.Field
     return pa.field(name, type_, metadata=meta or None)
 
 
+COHORT_DOC = ("the cohort the row was computed in (models-<hash> / pairs-<hash> of its members' keys); null when "
+              "it was computed alone (execution.cohort: off, or rows written before cohorts)")
+
 _PROVENANCE = [
     _f("run_id", pa.string(), doc="identifier of the run directory's sweep"),
     _f("config_hash", pa.string(), doc="sha256 prefix of the resolved sweep config"),
@@ -77,6 +80,7 @@ MODELS_SCHEMA = pa.schema(
         _f("weights_sha256", pa.string(), doc="sha256 of the weights file's bytes, checked whenever it is loaded "
                                               "(null in rows written before it existed: not checked)"),
         _f("finished_at", pa.timestamp("us", tz="UTC")),
+        _f("cohort", pa.string(), doc=COHORT_DOC),
     ]
 )
 
@@ -101,6 +105,7 @@ PAIRS_SCHEMA = pa.schema(
         _f("finished_at", pa.timestamp("us", tz="UTC")),
         _f("device", pa.string()),
         _f("node_id", pa.string()),
+        _f("cohort", pa.string(), doc=COHORT_DOC),
     ]
 )
 

@@ -33,10 +33,9 @@ import torch
 from workloads import objective
 from workloads.cohort_checkpoint import checkpoint_state, restore_checkpoint
 from workloads.cohort_net import CohortNet
+from workloads.settings import COMPILE_MODES, PRECISIONS  # declared once, with the sweep's execution settings
 from workloads.train import DIVERGENCE_CHECK_STEPS, TrainConfig, TrainingOOMError, learning_rate
 
-COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
-PRECISIONS = ("fp32", "bf16")
 EVAL_BATCH_SIZE = 1000  # examples per forward pass in evaluation (memory only)
 # An epoch's batches are gathered once per epoch (a step then only slices a view) when the M permuted copies
 # of the training inputs take at most this many bytes; otherwise each step gathers its own batch.

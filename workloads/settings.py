@@ -175,6 +175,11 @@ HESSIAN_BACKENDS = ("lanczos", "pyhessian")
 #                   at the full lr and 6 at 1%
 #   garipov-epoch0  0: what this package did before the setting existed (26 full, 5 at 1%)
 CURVE_LR_SCHEDULES = {"garipov": 1, "garipov-epoch0": 0}
+# How a cohort's training runs (workloads/cohort_train.py Execution; the sweep's execution section):
+#   compile    off | default | reduce-overhead (CUDA graphs) | max-autotune: torch.compile of the training forward
+#   precision  fp32 | bf16 (autocast of the training forward pass only; every metric is taken in fp32)
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+PRECISIONS = ("fp32", "bf16")
 # What mode connectivity is measured on (paper App. D.4: the loss for translation): its unit follows.
 MC_ON = {"error": "percentage points", "loss": "nats"}
 

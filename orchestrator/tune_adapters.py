@@ -82,7 +82,12 @@ def make_searcher_class():
                 return
             if not error and (result or {}).get("status") == STORAGE_ERROR:
                 return  # the sweep stops; its pairs stay to do (a resume measures them)
-            reported = {} if error else {r.get("key"): r.get("status") for r in member_results(result)}
+            if error:
+                reported = {}
+            elif "members" in (result or {}):
+                reported = {r.get("key"): r.get("status") for r in result["members"]}
+            else:
+                reported = {job_key(self.cfg, job): (result or {}).get("status")}
             for key in job_keys(self.cfg, job):
                 self.model_status[key] = reported.get(key) or "failed"
             self._release_pairs()

@@ -227,3 +227,41 @@ def test_a_resume_with_one_member_missing_trains_only_that_member(ray_local, tmp
     # Alone or in its cohort, the member's numbers are the same (MLPs: bit for bit up to float rounding).
     for col in ("train_loss", "test_acc", "hessian_top_eigenvalue"):
         assert after.loc[(0.1, 0), col] == pytest.approx(before.loc[(0.1, 0), col], rel=1e-6), col
+
+
+def test_the_searcher_releases_a_pair_cohort_as_soon_as_its_models_exist():
+    """Batch size as the temperature: a model cohort per cell, a pair cohort per width (curves share); a width's
+    pair cohort is handed out as soon as both its cells are trained, ahead of the model cohorts left."""
+    from ray.tune.search import Searcher
+
+    from orchestrator.plan import Plan
+    from orchestrator.state import SweepState
+    from orchestrator.tune_adapters import make_searcher_class
+
+    cfg = parse_config(raw_config(**{"load.values": "[8, 16]", "temperature.name": "batch_size",
+                                     "temperature.values": "[32, 64]"}))
+    s = make_searcher_class()(cfg, Plan(models_todo=cfg.model_keys(), pairs_todo=cfg.pair_keys()), SweepState(),
+                              lambda job, st, err: None)
+    first = s.suggest("t0")
+    assert first["kind"] == "model_cohort" and len(first["members"]) == 2
+    width = first["members"][0][0]
+
+    def done(trial, job):
+        s.on_trial_complete(trial, {"status": "ok", "members": [
+            {"key": mkey(cfg, *m), "status": "ok"} for m in job["members"]]})
+
+    done("t0", first)
+    jobs = [s.suggest(f"t{i}") for i in range(1, 4)]  # no pair is ready: the three other cells
+    assert [j["kind"] for j in jobs] == ["model_cohort"] * 3
+    other = next(j for j in jobs if j["members"][0][0] == width)
+    done(f"t{1 + jobs.index(other)}", other)
+    pair = s.suggest("t4")  # ahead of nothing else waiting, but before any model finishes
+    assert pair["kind"] == "pair_cohort" and {m[0] for m in pair["members"]} == {width}
+    assert sorted(m[1] for m in pair["members"]) == [32, 64]
+    for i, job in enumerate(jobs):
+        if job is not other:
+            done(f"t{1 + i}", job)
+    assert s.suggest("t5")["kind"] == "pair_cohort"
+    s.on_trial_complete("t4", {"status": "ok"})
+    s.on_trial_complete("t5", {"status": "ok"})
+    assert s.suggest("t6") == Searcher.FINISHED

@@ -93,6 +93,23 @@ def pair_cohorts(cfg: SweepConfig, todo: list) -> list[list[tuple]]:
     return _grouped(cfg, list(todo), spec_of, plan_pair_cohorts)
 
 
+def order_for_pairs(model_groups: list[list[tuple]], pair_groups: list[list[tuple]]) -> list[list[tuple]]:
+    """The model cohorts reordered so that those a pair cohort needs run one after the other, the pair cohorts
+    in the order of their first model cohort (the cost order otherwise kept): a pair cohort then becomes ready
+    while the other models still train (with batch size as the temperature a width's curves share a cohort,
+    its cells' trainings do not, and in cost order they are spread over the whole sweep)."""
+    where = {key: i for i, group in enumerate(model_groups) for key in group}
+    rank = list(range(len(model_groups)))
+    for pairs in pair_groups:
+        needs = {where[(lv, tv, s)] for lv, tv, a, b in pairs for s in (a, b) if (lv, tv, s) in where}
+        if needs:
+            first = min(needs)
+            for i in needs:
+                rank[i] = min(rank[i], first)
+    order = sorted(range(len(model_groups)), key=lambda i: (rank[i], i))
+    return [model_groups[i] for i in order]
+
+
 def model_jobs(cfg: SweepConfig, cohorts: list[list[tuple]]) -> list[dict]:
     """One job per cohort: a plain model job when cohorts are off, else a model_cohort job (of any size)."""
     if not cfg.execution.cohorts:
@@ -116,3 +133,25 @@ def cohort_request(request: dict, members: int) -> dict:
     if 0 < gpu < 1:
         gpu = min(1.0, gpu * max(1, int(members)))
     return {"cpu": float(request["cpu"]), "gpu": gpu}
+
+
+def _sizes(groups: list[list]) -> str:
+    sizes = sorted({len(g) for g in groups})
+    return str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+
+
+def describe_cohorts(cfg: SweepConfig, models_todo: list, pairs_todo: list) -> str:
+    """One line for `validate` and `run`: how many trials train the models and measure the pairs, and how many
+    members each has, e.g. "cohorts (execution.cohort: auto): 4 training trials of 21 models each, 4 pair trials
+    of 21 pairs each"."""
+    if not cfg.execution.cohorts:
+        return (f"cohorts: off (execution.cohort): {len(models_todo)} training trials and {len(pairs_todo)} pair "
+                f"trials of one model or pair each")
+    parts = []
+    for groups, noun, what in ((model_cohorts(cfg, models_todo), "training", "models"),
+                               (pair_cohorts(cfg, pairs_todo), "pair", "pairs")):
+        if groups:
+            parts.append(f"{len(groups)} {noun} trial{'s' if len(groups) != 1 else ''} of {_sizes(groups)} {what} each")
+    gpu = " (each asks for its GPU share once per member, up to one GPU)" if not cfg.gpu_is_auto and any(
+        0 < cfg.trial_gpu(lv) < 1 for lv in cfg.load.values) else ""
+    return f"cohorts (execution.cohort: {cfg.execution.cohort}): {', '.join(parts) or 'nothing to do'}{gpu}"

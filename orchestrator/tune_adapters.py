@@ -8,7 +8,8 @@ import os
 
 from analysis.tables import RunTables
 from orchestrator import storage
-from orchestrator.cohorts import cohort_request, model_cohorts, model_jobs, pair_cohorts, pair_jobs_of
+from orchestrator.cohorts import (cohort_request, model_cohorts, model_jobs, order_for_pairs, pair_cohorts,
+                                  pair_jobs_of)
 from orchestrator.config import SweepConfig
 from orchestrator.jobs import (DONE_MODEL, DONE_PAIR, STORAGE_ERROR, job_key, job_keys, member_jobs, mkey, pair_job,
                                stage)
@@ -39,9 +40,10 @@ def make_searcher_class():
             self.cfg = cfg
             self.state = state
             self.on_unmeasured = on_unmeasured  # (job, status, error) -> None
-            self.models = model_jobs(cfg, model_cohorts(cfg, plan.models_todo))
-            self.model_status = dict(plan.models_done)  # key -> ok | diverged | failed
             self.waiting = pair_cohorts(cfg, plan.pairs_todo)  # pair groups whose models are not all known yet
+            groups = model_cohorts(cfg, plan.models_todo)
+            self.models = model_jobs(cfg, order_for_pairs(groups, self.waiting) if cfg.execution.cohorts else groups)
+            self.model_status = dict(plan.models_done)  # key -> ok | diverged | failed
             self.ready: list = []  # pair jobs to hand out first
             self.live: dict = {}  # trial id -> job
             # A pair whose model is neither done nor to be trained in this round (it failed earlier in this

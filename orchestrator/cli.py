@@ -96,7 +96,10 @@ def validate(config, overrides, address):
     if any(on_gpus.trial_gpu(lv) for lv in cfg.load.values):
         from orchestrator.estimate import estimate_gpu_hours
 
-        estimate = estimate_gpu_hours(cfg)
+        try:
+            estimate = estimate_gpu_hours(cfg)
+        except ConfigError as exc:  # a measurement file that cannot be used (estimate.RatesFileError)
+            _fail(exc)
         if not cfg.gpu_is_auto:
             click.echo(f"  cost: {estimate.summary()} (orchestrator/estimate.py)")
         elif estimate.gpu_hours >= 1:  # a small auto sweep (demo, smoke) is not worth a cost line

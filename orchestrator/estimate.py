@@ -39,7 +39,7 @@ import os
 from dataclasses import dataclass
 
 from orchestrator.cells import cell_quantities
-from orchestrator.config import SweepConfig, dataset_facts
+from orchestrator.config import ConfigError, SweepConfig, dataset_facts
 from workloads.dataset_facts import DATASET_FACTS
 
 DEFAULT_TEST_SIZE = 10000  # examples, for a dataset whose test size is not known without loading it
@@ -60,7 +60,7 @@ MEASURED_RATES_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspa
                                    "gpu_rates.json")
 
 
-class RatesFileError(ValueError):
+class RatesFileError(ConfigError):
     """A measurement file that cannot be used; the message names it and the fix."""
 
 

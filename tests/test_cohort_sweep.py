@@ -265,3 +265,47 @@ def test_the_searcher_releases_a_pair_cohort_as_soon_as_its_models_exist():
     s.on_trial_complete("t4", {"status": "ok"})
     s.on_trial_complete("t5", {"status": "ok"})
     assert s.suggest("t6") == Searcher.FINISHED
+
+
+def test_the_estimate_uses_measured_rates_when_a_file_exists_and_cohorts_share_the_step_overhead(tmp_path,
+                                                                                                  monkeypatch):
+    from orchestrator import estimate
+
+    monkeypatch.setenv(estimate.MEASURED_RATES_ENV, str(tmp_path / "none.json"))
+    cfg = load_config("paper-width-batch", check_data=False)
+    assumed = estimate.estimate_gpu_hours(cfg)
+    assert assumed.basis == estimate.DEFAULT_GPU and "assumed" in assumed.summary()
+    # One step serves a cohort's 5 seeds, which hold 5 x 0.25 GPU (capped at one): less fixed cost, same FLOPs.
+    off = estimate.estimate_gpu_hours(load_config("paper-width-batch", ["execution.cohort=off"], check_data=False))
+    assert assumed.gpu_hours < off.gpu_hours
+    one = parse_config({"name": "e", "workload": {"dataset": "cifar10", "data_root": "/nonexistent",
+                                                  "model": "resnet18"},
+                        "load": {"name": "width", "values": [4]}, "temperature": {"name": "batch_size",
+                                                                                  "values": [100]},
+                        "seeds": [0, 1, 2, 3], "training": {"epochs": 1}, "metrics": {"pairs": []},
+                        "resources": {"gpu": 0.25}}, check_data=False)
+    flat = estimate.GpuBasis(name="t", sustained_flops=1e30, step_overhead_s=1.0)  # overhead only
+    steps = 50000 // 100
+    assert estimate.estimate_gpu_hours(one, flat).gpu_hours * 3600 == pytest.approx(4 * steps * 1.0 / 4)
+    off_one = dataclasses_replace_cohort(one, "off")
+    assert estimate.estimate_gpu_hours(off_one, flat).gpu_hours * 3600 == pytest.approx(4 * steps * 0.25)
+
+    path = tmp_path / "rates.json"
+    estimate.write_measured_rates(str(path), "NVIDIA H200", 2.0e14, 1e-3, "2026-12-01")
+    monkeypatch.setenv(estimate.MEASURED_RATES_ENV, str(path))
+    measured = estimate.estimate_gpu_hours(cfg)
+    assert "measured 2026-12-01" in measured.summary() and "assumed" not in measured.summary()
+    assert measured.basis.sustained_flops == 2.0e14 and measured.gpu_hours < assumed.gpu_hours
+    for text, words in (("{not json", "not readable JSON"), ('{"format": "x"}', "not a landscape-gpu-rates"),
+                        (json.dumps({"format": "landscape-gpu-rates", "version": 1, "sustained_flops": -1,
+                                     "step_overhead_s": 1e-3}), "sustained_flops must be a positive number")):
+        path.write_text(text)
+        with pytest.raises(estimate.RatesFileError, match=words) as info:
+            estimate.estimate_gpu_hours(cfg)
+        assert "benchmarks/gpu.py" in str(info.value) and str(path) in str(info.value)
+
+
+def dataclasses_replace_cohort(cfg, cohort):
+    import dataclasses
+
+    return dataclasses.replace(cfg, execution=dataclasses.replace(cfg.execution, cohort=cohort))

@@ -14,6 +14,10 @@ A cohort's id names its members (a hash of their keys): the ``cohort`` column of
 its training checkpoint, so a resume whose cohort has other members never continues another cohort's
 checkpoint (it starts that cohort over).
 
+On GPUs a cohort has at most 1 / (its trial's GPU share) members (``member_cap``): it then holds at most the
+one GPU that many packed trials would have shared, and about their memory (a load whose trials need a whole
+GPU, such as the paper's widest ResNets at batch 1024, trains one model per trial).
+
 Resources of a cohort trial: the CPUs of one trial of its load (a cohort's gain is that one step serves M
 members; its per-step work is serial Python and small kernels, so two one-thread cohorts on two cores beat
 one two-thread cohort, and the node caps a trial anyway); GPUs: the trial's share once per member, up to
@@ -42,9 +46,21 @@ def _resource_group(cfg: SweepConfig, load_value) -> tuple:
     return by_cpu.get(float(load_value)), by_gpu.get(float(load_value))
 
 
-def _grouped(cfg: SweepConfig, todo: list, spec_of, plan) -> list[list]:
-    """``todo`` split into cohorts by ``plan`` (the engine's planner) within each resource group, in the order
-    of first appearance (the cost order of the plan: longest cells first)."""
+def member_cap(cfg: SweepConfig, gpu_share: float | None) -> int | None:
+    """Members per cohort at most: execution.cohort's cap, and on GPUs 1 / the trial's share (a cohort holds at
+    most the one GPU that many packed trials would have shared, so its memory is about theirs: a load whose
+    trials need a whole GPU gets no cohorts). ``gpu_share`` None: not decided yet (resources.gpu: auto)."""
+    cap = cfg.execution.cohort_cap
+    if gpu_share is not None and gpu_share > 0:
+        by_gpu = max(1, int(1.0 / gpu_share + 1e-9))
+        cap = by_gpu if cap is None else min(cap, by_gpu)
+    return cap
+
+
+def _grouped(cfg: SweepConfig, todo: list, spec_of, plan, gpu_of) -> list[list]:
+    """``todo`` split into cohorts by ``plan`` (the engine's planner) within each resource group, at most
+    ``member_cap`` members each, in the order of first appearance (the plan's cost order: longest cells first).
+    gpu_of(load value): the GPUs of one job there, or None while resources.gpu is auto."""
     groups: dict[tuple, list] = {}
     for key in todo:
         groups.setdefault(_resource_group(cfg, key[0]), []).append(key)
@@ -52,7 +68,8 @@ def _grouped(cfg: SweepConfig, todo: list, spec_of, plan) -> list[list]:
     for keys in groups.values():
         specs = [spec_of(k) for k in keys]
         by_spec = {id(s): k for s, k in zip(specs, keys)}
-        cohorts += [[by_spec[id(s)] for s in group] for group in plan(specs, cfg.execution.cohort_cap)]
+        cap = member_cap(cfg, gpu_of(keys[0][0]))
+        cohorts += [[by_spec[id(s)] for s in group] for group in plan(specs, cap)]
     order = {k: i for i, k in enumerate(todo)}
     return sorted(cohorts, key=lambda group: order[group[0]])
 
@@ -72,7 +89,8 @@ def model_cohorts(cfg: SweepConfig, todo: list) -> list[list[tuple]]:
             cells[(key[0], key[1])] = cell_spec(cfg, key[0], key[1])
         return ModelSpec(cells[(key[0], key[1])], int(key[2]))
 
-    return _grouped(cfg, list(todo), spec_of, plan_model_cohorts)
+    return _grouped(cfg, list(todo), spec_of, plan_model_cohorts,
+                    lambda lv: None if cfg.gpu_is_auto else cfg.trial_gpu(lv))
 
 
 def pair_cohorts(cfg: SweepConfig, todo: list) -> list[list[tuple]]:
@@ -90,7 +108,8 @@ def pair_cohorts(cfg: SweepConfig, todo: list) -> list[list[tuple]]:
             cells[(key[0], key[1])] = cell_spec(cfg, key[0], key[1])
         return PairSpec(cells[(key[0], key[1])], int(key[2]), int(key[3]))
 
-    return _grouped(cfg, list(todo), spec_of, plan_pair_cohorts)
+    return _grouped(cfg, list(todo), spec_of, plan_pair_cohorts,
+                    lambda lv: None if cfg.gpu_is_auto else cfg.pair_resources(lv)["gpu"])
 
 
 def order_for_pairs(model_groups: list[list[tuple]], pair_groups: list[list[tuple]]) -> list[list[tuple]]:

@@ -18,7 +18,11 @@ that packed trials overlap, so a trial holding a quarter GPU is charged a quarte
 
 Cohorts (execution.cohort, orchestrator/cohorts.py) change the fixed-cost term: one step serves the M members
 of a cohort, and a cohort trial holds its trial's GPU share once per member (up to one GPU), so each member is
-charged  steps * step overhead * min(1, share * M) / M.  Their FLOPs are the same.
+charged  steps * step overhead * min(1, share * M) / M.  Their FLOPs are the same. On GPUs a cohort has at
+most 1 / share members (orchestrator/cohorts.py member_cap), so this equals a packed trial's charge: the
+estimate already assumes that packed trials overlap their launch latency, which a cohort makes true (packed
+trials only time-slice their CUDA contexts); until benchmarks/gpu.py has measured both, the estimate does not
+credit cohorts with more.
 
 The rates: measured ones when a measurement file exists (MEASURED_RATES_PATH, or the file that
 $LANDSCAPE_GPU_RATES names), written by ``benchmarks/gpu.py`` step 2 on a GPU machine; else DEFAULT_GPU, an

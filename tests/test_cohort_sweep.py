@@ -90,6 +90,13 @@ def test_cohort_resources_scale_the_gpu_share_per_member_up_to_one_gpu():
     assert cohort_request({"cpu": 2.0, "gpu": 0.25}, 21) == {"cpu": 2.0, "gpu": 1.0}
     assert cohort_request({"cpu": 1.0, "gpu": 2.0}, 5) == {"cpu": 1.0, "gpu": 2.0}
     assert cohort_request({"cpu": 1.0, "gpu": 0.0}, 5) == {"cpu": 1.0, "gpu": 0.0}
+    # On GPUs a cohort has at most 1 / share members: it holds at most the GPU that many packed trials shared.
+    wide = load_config("paper-width-batch", check_data=False)  # 5 seeds; gpu 0.25 at k <= 16, 0.5, 1 above
+    sizes = {lv: {len(c) for c in model_cohorts(wide, [k for k in wide.model_keys() if k[0] == lv])}
+             for lv in (4, 32, 128)}
+    assert sizes == {4: {4, 1}, 32: {2, 1}, 128: {1}}
+    cpus = load_config("paper-width-batch", ["resources.gpu=0", "resources.gpu_by_load={}"], check_data=False)
+    assert {len(c) for c in model_cohorts(cpus, cpus.model_keys())} == {5}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -275,9 +282,10 @@ def test_the_estimate_uses_measured_rates_when_a_file_exists_and_cohorts_share_t
     cfg = load_config("paper-width-batch", check_data=False)
     assumed = estimate.estimate_gpu_hours(cfg)
     assert assumed.basis == estimate.DEFAULT_GPU and "assumed" in assumed.summary()
-    # One step serves a cohort's 5 seeds, which hold 5 x 0.25 GPU (capped at one): less fixed cost, same FLOPs.
+    # A cohort of M members holds M GPU shares (at most one GPU) and one step serves all M: the fixed cost per
+    # member is what packed trials are charged, min(1, share * M) / M = share (estimate.py's module doc).
     off = estimate.estimate_gpu_hours(load_config("paper-width-batch", ["execution.cohort=off"], check_data=False))
-    assert assumed.gpu_hours < off.gpu_hours
+    assert assumed.gpu_hours == pytest.approx(off.gpu_hours)
     one = parse_config({"name": "e", "workload": {"dataset": "cifar10", "data_root": "/nonexistent",
                                                   "model": "resnet18"},
                         "load": {"name": "width", "values": [4]}, "temperature": {"name": "batch_size",

@@ -63,6 +63,9 @@ def spec_of_field(field: pa.Field) -> MetricSpec | None:
     return spec if spec.name == field.name else None
 
 
+COHORT_DOC = ("the cohort the row was computed in (models-<hash> / pairs-<hash> of its members' keys); null when "
+              "it was computed alone (execution.cohort: off, or rows written before cohorts)")
+
 _PROVENANCE = [
     _f("run_id", pa.string(), doc="identifier of the run directory's sweep"),
     _f("config_hash", pa.string(), doc="sha256 prefix of the resolved sweep config"),
@@ -113,6 +116,7 @@ MODELS_SCHEMA = pa.schema(
         _f("weights_sha256", pa.string(), doc="sha256 of the weights file's bytes, checked whenever it is loaded "
                                               "(null in rows written before it existed: not checked)"),
         _f("finished_at", pa.timestamp("us", tz="UTC")),
+        _f("cohort", pa.string(), doc=COHORT_DOC),
     ]
 )
 
@@ -140,6 +144,7 @@ PAIRS_SCHEMA = pa.schema(
         _f("finished_at", pa.timestamp("us", tz="UTC")),
         _f("device", pa.string()),
         _f("node_id", pa.string()),
+        _f("cohort", pa.string(), doc=COHORT_DOC),
     ]
 )
 

@@ -8,9 +8,10 @@ shapes and sizes, NOT real data: workloads/data.py). On a machine without CUDA i
   1. CUDA path: one ResNet18 (k=16) trained, evaluated and its Hessian measured with
      workloads.experiment.train_and_measure on cuda, then a pair (Bezier curve, CKA, L2) with measure_pair;
      every number must be finite and the work must have allocated GPU memory.
-  2. Calibration of orchestrator/estimate.py (DEFAULT_GPU): the sustained FLOP/s of training ResNet18 k=64
-     at batch 128 (compute-bound), and the fixed cost per SGD step from k=1 at batch 16 (launch-bound), both
-     through workloads.train.train, the loop the sweeps use.
+  2. Calibration of orchestrator/estimate.py: the sustained FLOP/s of training ResNet18 k=64 at batch 128
+     (compute-bound), and the fixed cost per SGD step from k=1 at batch 16 (launch-bound), both through
+     workloads.train.train, the loop the sweeps use; written to benchmarks/gpu_rates.json (--rates-out), which
+     estimate.py then uses instead of its assumed A10G figures.
   3. Memory: peak GPU memory of training steps at the largest batch for the widest width of each GPU share
      that paper-width-batch requests, against a 24 GB A10G's share (cluster.yaml's small workers).
   4. Cohorts (workloads/cohort_train.py): images/s and model FLOP utilisation (MFU: 3 x forward FLOPs per
@@ -496,6 +497,9 @@ def main(argv=None) -> int:
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="dense bf16 peak of this GPU for the utilisation (default: datasheet table)")
     parser.add_argument("--skip-sweep", action="store_true", help="leave out step 5 (the packed sweep on Ray)")
+    parser.add_argument("--rates-out", default=None, metavar="PATH",
+                        help="where step 2's rates are written for orchestrator/estimate.py (default on a GPU: "
+                             "benchmarks/gpu_rates.json; the dry run writes only when given)")
     parser.add_argument("--cpu-dry-run", action="store_true",
                         help="test the script on the CPU with tiny sizes and a fake GPU (figures mean nothing)")
     args = parser.parse_args(argv)
@@ -523,6 +527,14 @@ def main(argv=None) -> int:
     path = cuda_path(sizes)
     section("2. Calibration of orchestrator/estimate.py")
     calib = calibration(sizes)
+    from orchestrator.estimate import MEASURED_RATES_PATH, write_measured_rates
+
+    rates_out = args.rates_out or (MEASURED_RATES_PATH if sizes.device == "cuda" else None)
+    if rates_out:
+        name = torch.cuda.get_device_name(0) if sizes.device == "cuda" else "CPU dry run (figures mean nothing)"
+        write_measured_rates(rates_out, name, calib["sustained_flops"], calib["step_overhead_s"],
+                             time.strftime("%Y-%m-%d", time.gmtime()))
+        print(f"  rates written to {rates_out}: `landscape validate` estimates from them from now on")
     mem = []
     if sizes.memory_cases:
         section("3. Memory of the largest requests (paper-width-batch)")

@@ -90,11 +90,17 @@ def validate(config, overrides, address):
     problem = missing_data_root(cfg)
     if problem:
         click.echo(f"  note: workload.data_root: {problem}; a local run needs it here, a cluster on its nodes")
+    from orchestrator.cohorts import describe_cohorts
+
+    click.echo(f"  {describe_cohorts(cfg, cfg.model_keys(), cfg.pair_keys())}")
     on_gpus = cfg.with_gpus_available(True)  # resources.gpu: auto, on a cluster with GPUs
     if any(on_gpus.trial_gpu(lv) for lv in cfg.load.values):
         from orchestrator.estimate import estimate_gpu_hours
 
-        estimate = estimate_gpu_hours(cfg)
+        try:
+            estimate = estimate_gpu_hours(cfg)
+        except ConfigError as exc:  # a measurement file that cannot be used (estimate.RatesFileError)
+            _fail(exc)
         if not cfg.gpu_is_auto:
             click.echo(f"  cost: {estimate.summary()} (orchestrator/estimate.py)")
         elif estimate.gpu_hours >= 1:  # a small auto sweep (demo, smoke) is not worth a cost line

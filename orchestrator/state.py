@@ -14,7 +14,7 @@ class KindCounts:
     keys: list = field(default_factory=list)  # every job key of this kind in the grid
     before: set = field(default_factory=set)  # keys found done (in the tables, or by the job itself)
     outcome: dict = field(default_factory=dict)  # key -> ok | diverged | failed, last outcome in this run
-    live: dict = field(default_factory=dict)  # trial id -> key of the jobs running now
+    live: dict = field(default_factory=dict)  # trial id (a cohort's: (trial id, i)) -> key of the jobs running now
     seconds: dict = field(default_factory=dict)  # key -> wall seconds of its last job that did work
 
     @property
@@ -71,7 +71,8 @@ class SweepState:
     fatal: str | None = None  # why the sweep must stop now (the run directory cannot be written)
 
     def counts(self, kind: str) -> KindCounts:
-        return self.models if kind == "model" else self.pairs
+        """"model" or "model_cohort": the models; "pair" or "pair_cohort": the pairs."""
+        return self.models if kind in ("model", "model_cohort") else self.pairs
 
     def eta_seconds(self) -> float | None:
         """Seconds until the sweep ends: the estimated cost of what is left (a running job counts half) times

@@ -6,22 +6,33 @@ from __future__ import annotations
 import contextlib
 import os
 
+from analysis.tables import RunTables
 from orchestrator import storage
+from orchestrator.cohorts import (cohort_request, model_cohorts, model_jobs, order_for_pairs, pair_cohorts,
+                                  pair_jobs_of)
 from orchestrator.config import SweepConfig
-from orchestrator.jobs import STORAGE_ERROR, job_key, mkey, model_job, pair_job
+from orchestrator.jobs import (DONE_MODEL, DONE_PAIR, STORAGE_ERROR, job_key, job_keys, member_jobs, mkey, model_job,
+                               pair_job, stage)
 from orchestrator.plan import Plan
 from orchestrator.records import trial_error_text, write_failed_model, write_unmeasured_pair
 from orchestrator.state import SweepState
+
+
+def member_results(result: dict | None) -> list[dict]:
+    """Per computed key, what its job reported: a plain job's result, or each member's of a cohort's."""
+    result = result or {}
+    return list(result["members"]) if "members" in result else [result]
 
 
 def make_searcher_class():
     from ray.tune.search import Searcher
 
     class SweepSearcher(Searcher):
-        """Hands Tune the model jobs of the plan and each pair job as soon as both its models are ok.
+        """Hands Tune the model jobs of the plan (one per cohort, orchestrator/cohorts.py) and each pair job (or
+        pair cohort) as soon as the models of all its pairs are known, ahead of the model jobs left.
 
-        Pairs whose models diverged or failed are resolved on the driver (a row saying why), without a job.
-        Runs in the driver only.
+        Pairs whose models diverged or failed are resolved on the driver (a row saying why), without a job; a
+        pair cohort's other pairs go on as one job. Runs in the driver only.
         """
 
         def __init__(self, cfg: SweepConfig, plan: Plan, state: SweepState, on_unmeasured):
@@ -29,16 +40,18 @@ def make_searcher_class():
             self.cfg = cfg
             self.state = state
             self.on_unmeasured = on_unmeasured  # (job, status, error) -> None
-            # Model jobs: trainings, then finished models that only need an added metric measured (no training).
-            self.models = list(plan.models_todo) + list(plan.models_to_measure)
+            self.waiting = pair_cohorts(cfg, plan.pairs_todo)  # pair groups whose models are not all known yet
+            groups = model_cohorts(cfg, plan.models_todo)
+            self.models = model_jobs(cfg, order_for_pairs(groups, self.waiting) if cfg.execution.cohorts else groups)
+            # Finished models that only need an added metric measured: plain model jobs that do not train.
+            self.models += [model_job(*k) for k in plan.models_to_measure]
             self.model_status = dict(plan.models_done)  # key -> ok | diverged | failed
-            self.waiting = list(plan.pairs_todo)  # pairs whose models are not both known yet
-            self.ready: list = []
+            self.ready: list = []  # pair jobs to hand out first
             self.live: dict = {}  # trial id -> job
             # A pair whose model is neither done nor to be trained in this round (it failed earlier in this
             # run) cannot be measured now: resolve it instead of waiting for a model that never comes.
-            todo = {mkey(cfg, *k) for k in plan.models_todo}
-            for lv, tv, a, b in self.waiting:
+            todo = {key for job in self.models for key in job_keys(cfg, job)}
+            for lv, tv, a, b in plan.pairs_todo:
                 for seed in (a, b):
                     key = mkey(cfg, lv, tv, seed)
                     if key not in todo and key not in self.model_status:
@@ -56,42 +69,54 @@ def make_searcher_class():
             if self.state.fatal:
                 return Searcher.FINISHED  # the run directory cannot be written: no job could record itself
             if self.ready:
-                job = pair_job(*self.ready.pop(0))
+                job = self.ready.pop(0)
             elif self.models:
-                job = model_job(*self.models.pop(0))
+                job = self.models.pop(0)
             elif self.live:
                 return None  # a pair may still become ready when a running model finishes
             else:
                 return Searcher.FINISHED
             self.live[trial_id] = job
-            self.state.attempted.add(job_key(self.cfg, job))
+            self.state.attempted.update(job_keys(self.cfg, job))
             return dict(job)
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
             job = self.live.pop(trial_id, None)
-            if job is None or job["kind"] != "model":
+            if job is None or stage(job) != "model":
                 return
-            key = job_key(self.cfg, job)
-            status = "failed" if error else (result or {}).get("status", "failed")
-            if status == STORAGE_ERROR:
+            if not error and (result or {}).get("status") == STORAGE_ERROR:
                 return  # the sweep stops; its pairs stay to do (a resume measures them)
-            self.model_status[key] = status
+            if error:
+                reported = {}
+            elif "members" in (result or {}):
+                reported = {r.get("key"): r.get("status") for r in result["members"]}
+            else:
+                reported = {job_key(self.cfg, job): (result or {}).get("status")}
+            for key in job_keys(self.cfg, job):
+                self.model_status[key] = reported.get(key) or "failed"
             self._release_pairs()
 
         def _release_pairs(self) -> None:
             still = []
-            for lv, tv, a, b in self.waiting:
-                sa = self.model_status.get(mkey(self.cfg, lv, tv, a))
-                sb = self.model_status.get(mkey(self.cfg, lv, tv, b))
-                if sa is None or sb is None:
-                    still.append((lv, tv, a, b))
-                elif sa == "ok" and sb == "ok":
-                    self.ready.append((lv, tv, a, b))
-                else:
+            for group in self.waiting:
+                known = []
+                for lv, tv, a, b in group:
+                    sa = self.model_status.get(mkey(self.cfg, lv, tv, a))
+                    sb = self.model_status.get(mkey(self.cfg, lv, tv, b))
+                    known.append((sa, sb))
+                if any(sa is None or sb is None for sa, sb in known):
+                    still.append(group)
+                    continue
+                measurable = []
+                for (lv, tv, a, b), (sa, sb) in zip(group, known):
+                    if sa == "ok" and sb == "ok":
+                        measurable.append((lv, tv, a, b))
+                        continue
                     bad = [(s, st) for s, st in ((a, sa), (b, sb)) if st != "ok"]
                     status = "failed" if any(st == "failed" for _, st in bad) else "diverged"
                     why = ", ".join(f"model seed={s} {st}" for s, st in bad)
                     self.on_unmeasured(pair_job(lv, tv, a, b), status, f"not measured: {why}")
+                self.ready += pair_jobs_of(self.cfg, measurable)
             self.waiting = still
 
     return SweepSearcher
@@ -113,45 +138,74 @@ def make_recorder_class():
             self.faults = faults
             self.events: list = []  # (kind, key, status, result) for line-oriented logs
 
+        def _start(self, trial) -> None:
+            """Every key the trial computes counts as running (a cohort's members: (trial id, i) entries)."""
+            live = self.state.counts(stage(trial.config)).live
+            keys = job_keys(self.cfg, trial.config)
+            if trial.config["kind"] in ("model", "pair"):
+                live[trial.trial_id] = keys[0]
+            else:
+                live.update({(trial.trial_id, i): key for i, key in enumerate(keys)})
+
+        def _stop(self, trial) -> None:
+            live = self.state.counts(stage(trial.config)).live
+            for entry in [e for e in live if e == trial.trial_id or (isinstance(e, tuple) and e[0] == trial.trial_id)]:
+                live.pop(entry, None)
+
         def on_trial_start(self, iteration, trials, trial, **info):
-            self.state.counts(trial.config["kind"]).live[trial.trial_id] = job_key(self.cfg, trial.config)
+            self._start(trial)
 
         def on_trial_recover(self, iteration, trials, trial, **info):  # failed; Tune starts it again
-            self.state.counts(trial.config["kind"]).live.pop(trial.trial_id, None)
+            self._stop(trial)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             job = trial.config
-            counts = self.state.counts(job["kind"])
-            counts.live.pop(trial.trial_id, None)
+            kind = stage(job)
+            counts = self.state.counts(kind)
+            self._stop(trial)
             result = trial.last_result or {}
-            status = result.get("status", "failed")
-            key = job_key(self.cfg, job)
-            if status == STORAGE_ERROR:
+            if result.get("status", "failed") == STORAGE_ERROR:
                 self.state.fatal = self.state.fatal or result.get("error") or "the run directory cannot be written"
                 return
-            if result.get("skipped"):
-                counts.before.add(key)
-            else:
-                counts.outcome[key] = status
-                counts.seconds[key] = float(result.get("wall_seconds") or 0.0)
-            self.events.append((job["kind"], key, status, result))
+            for member in member_results(result):
+                key = member.get("key") or job_key(self.cfg, job)
+                status = member.get("status", "failed")
+                if member.get("skipped"):
+                    counts.before.add(key)
+                else:
+                    counts.outcome[key] = status
+                    counts.seconds[key] = float(member.get("wall_seconds") or 0.0)
+                self.events.append((kind, key, status, member))
 
         def on_trial_error(self, iteration, trials, trial, **info):
             job = trial.config
-            counts = self.state.counts(job["kind"])
-            counts.live.pop(trial.trial_id, None)
+            kind = stage(job)
+            counts = self.state.counts(kind)
+            self._stop(trial)
             error = trial_error_text(trial)
-            key = job_key(self.cfg, job)
-            counts.outcome[key] = "failed"
-            self.state.failed_keys[key] = error
-            self.events.append((job["kind"], key, "failed", {"error": error}))
-            try:
-                if job["kind"] == "model":
-                    write_failed_model(self.cfg, self.run_dir, self.run_id, job, error, faults=self.faults)
-                else:
-                    write_unmeasured_pair(self.cfg, self.run_dir, self.run_id, job, "failed", error, faults=self.faults)
-            except storage.StorageFullError as exc:
-                self.state.fatal = self.state.fatal or str(exc)
+            tables = RunTables(self.run_dir)
+            for member in member_jobs(job):
+                key = job_key(self.cfg, member)
+                # A cohort that died while writing its members' rows: the rows written are kept.
+                row = storage.read_part_row(tables, "models" if kind == "model" else "pairs", key) \
+                    if member is not job else None
+                if row and row.get("config_hash") == self.cfg.config_hash() and \
+                        row.get("status") in (DONE_MODEL if kind == "model" else DONE_PAIR):
+                    counts.outcome[key] = row["status"]
+                    self.events.append((kind, key, row["status"], {}))
+                    continue
+                counts.outcome[key] = "failed"
+                self.state.failed_keys[key] = error
+                self.events.append((kind, key, "failed", {"error": error}))
+                try:
+                    if kind == "model":
+                        write_failed_model(self.cfg, self.run_dir, self.run_id, member, error, faults=self.faults)
+                    else:
+                        write_unmeasured_pair(self.cfg, self.run_dir, self.run_id, member, "failed", error,
+                                              faults=self.faults)
+                except storage.StorageFullError as exc:
+                    self.state.fatal = self.state.fatal or str(exc)
+                    return
 
         def on_experiment_end(self, trials, **info):
             for counts in (self.state.models, self.state.pairs):
@@ -182,7 +236,11 @@ def job_resources(cfg: SweepConfig):
     from ray.tune.execution.placement_groups import PlacementGroupFactory
 
     def resources(job: dict):
-        r = cfg.trial_resources(job["load"]) if job["kind"] == "model" else cfg.pair_resources(job["load"])
+        members = member_jobs(job)
+        first = members[0]
+        r = cfg.trial_resources(first["load"]) if stage(job) == "model" else cfg.pair_resources(first["load"])
+        if job["kind"] not in ("model", "pair"):
+            r = cohort_request(r, len(members))
         bundle = {"CPU": r["cpu"]}
         if r["gpu"] > 0:
             bundle["GPU"] = r["gpu"]

@@ -1,6 +1,7 @@
 """What a job does in a Tune worker: ``run_job`` is the trainable of the sweep (see orchestrator/sweep.py).
 
-It trains and measures one model, or connects one pair, through workloads/experiment.py; reads and writes
+It trains and measures one model, or connects one pair, through workloads/experiment.py (a cohort of them:
+orchestrator/cohort_jobs.py); reads and writes
 go through the run directory (storage), so any worker on any node can run any job.
 """
 
@@ -82,6 +83,14 @@ def run_job(config: dict, context: JobContext) -> None:
             result = _model_job(cfg, context, config)
         elif config["kind"] == "pair":
             result = _pair_job(cfg, context, config)
+        elif config["kind"] == "model_cohort":
+            from orchestrator.cohort_jobs import run_model_cohort
+
+            result = run_model_cohort(cfg, context, config)
+        elif config["kind"] == "pair_cohort":
+            from orchestrator.cohort_jobs import run_pair_cohort
+
+            result = run_pair_cohort(cfg, context, config)
         else:
             raise ValueError(f"unknown job kind {config['kind']!r}")
     except LookupError as exc:

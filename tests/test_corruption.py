@@ -409,8 +409,9 @@ def test_a_sweep_that_ends_incomplete_exits_1_and_says_what_is_missing(cli, tmp_
     faults.write_text(json.dumps({"crash": [{"key": failing, "mode": "raise"}]}))
     monkeypatch.setenv(FAULT_INJECT_ENV, str(faults))
     run_dir = str(tmp_path / "run")
+    # One model per trial: in a cohort the failing model's trial would take its cohort's other members with it.
     result = cli("run", config, "--out", run_dir, "--no-analysis", "--set", "temperature.values=[0.01, 0.02]",
-                 "--set", "run.max_failures=0")
+                 "--set", "run.max_failures=0", "--set", "execution.cohort=off")
     assert result.exit_code == 1, result.output
     assert "3/4 models, 1/2 pairs done" in result.output
     assert f"injected fault in {failing}" in result.stderr

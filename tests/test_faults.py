@@ -34,7 +34,8 @@ pytestmark = pytest.mark.ray
 
 
 def raw_config(**changes) -> dict:
-    """digits, MLP width 8, 1 epoch, learning rates 0.05 / 0.1 / 1e6 (diverges), seeds 0 and 1, one retry."""
+    """digits, MLP width 8, 1 epoch, learning rates 0.05 / 0.1 / 1e6 (diverges), seeds 0 and 1, one retry, no
+    cohorts."""
     raw = {
         "name": "faults",
         "workload": {"dataset": "digits", "model": "mlp"},
@@ -45,6 +46,8 @@ def raw_config(**changes) -> dict:
         "metrics": {"hessian_samples": 100, "hessian_eigen_max_iter": 10, "hessian_trace_max_probes": 5,
                     "cka_probes": 64, "curve": {"epochs": 1, "batch_size": 64, "points": 3}},
         "run": {"max_failures": 1},
+        # One model per trial: these are the faults of single jobs (tests/test_cohort_sweep.py: of cohorts).
+        "execution": {"cohort": "off"},
     }
     return apply_overrides(raw, [f"{k}={v}" for k, v in changes.items()])
 

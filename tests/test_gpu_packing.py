@@ -39,6 +39,7 @@ PACKING = {
                 "cka_probes": 64, "pairs": []},
     "resources": {"cpu": 0.5},
     "run": {"max_failures": 0},
+    "execution": {"cohort": "off"},  # packing of single trials (a cohort of them would hold one GPU: 1 trial)
 }
 
 

@@ -165,7 +165,9 @@ def test_resource_check_against_the_running_cluster(ray_local):
 def test_searcher_hands_out_pairs_as_soon_as_their_models_exist():
     from orchestrator.tune_adapters import make_searcher_class
 
-    cfg = parse_config(tiny_raw(**{"temperature.values": "[0.05, 0.1]", "seeds": "[0, 1, 2]"}))
+    # One model per trial (tests/test_cohort_sweep.py has the same property for cohorts).
+    cfg = parse_config(tiny_raw(**{"temperature.values": "[0.05, 0.1]", "seeds": "[0, 1, 2]",
+                                   "execution.cohort": "off"}))
     plan = Plan(models_todo=[(8, 0.05, 0), (8, 0.05, 1), (8, 0.1, 0), (8, 0.1, 1), (8, 0.05, 2), (8, 0.1, 2)],
                 pairs_todo=cfg.pair_keys())
     unmeasured = []

@@ -44,6 +44,7 @@ from workloads.experiment import (
     model_row,
     pair_rows,
 )
+from workloads.metric_discovery import measure_added
 from workloads.metrics.cka import cka_or_reason, softmax_outputs
 from workloads.metrics.probes import make_probes
 from workloads.metrics.cohort_curves import connect_cohort
@@ -182,7 +183,7 @@ def _use_cohort_hessian(settings, device: str, params: int, samples: int) -> boo
 
 
 def train_and_measure_cohort(specs: list[ModelSpec], *, execution: Execution = Execution(), checkpoint_fn=None,
-                             resume_state: dict | None = None) -> list[CohortModelOutcome]:
+                             resume_state: dict | None = None, epoch_fn=None) -> list[CohortModelOutcome]:
     """``train_and_measure`` for every spec, trained as one cohort; outcomes in the order of ``specs``.
 
     checkpoint_fn / resume_state: one checkpoint for the whole cohort (workloads/cohort_checkpoint.py), naming
@@ -205,7 +206,8 @@ def train_and_measure_cohort(specs: list[ModelSpec], *, execution: Execution = E
     train_y = torch.stack([ds.train_y for ds in datasets]).to(device)
     test_y = torch.stack([ds.test_y for ds in datasets]).to(device)
     result = train_cohort(net, base.train_x, train_y, configs, execution=execution, checkpoint_fn=checkpoint_fn,
-                          resume_state=resume_state, members=[member_key(s) for s in specs])
+                          resume_state=resume_state, members=[member_key(s) for s in specs],
+                          test_set=(base.test_x, test_y) if base.test_y.shape[0] else None, epoch_fn=epoch_fn)
     trained = time.perf_counter()
 
     ok = [i for i, status in enumerate(result.statuses) if status == "ok"]
@@ -265,7 +267,11 @@ def _model_row(spec, cell, ds, model, result, i: int, measured, stacked) -> tupl
     train_loss, train_acc, test_loss, test_acc, est = measured
     if not add_measurements(row, (train_loss, train_acc), (test_loss, test_acc), est):
         return row, None
-    return row, member_state(stacked, i)
+    state = member_state(stacked, i)
+    if cell.added_metrics:  # the run's added metrics, on the member's trained weights, as train_and_measure does
+        model.load_state_dict(state)
+        row.update(measure_added(model.to(spec.device).eval(), ds.to(spec.device), cell.added_metrics))
+    return row, state
 
 
 # --------------------------------------------------------------------------------------------------------

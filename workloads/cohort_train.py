@@ -33,10 +33,9 @@ import torch
 from workloads import objective
 from workloads.cohort_checkpoint import checkpoint_state, restore_checkpoint
 from workloads.cohort_net import CohortNet
+from workloads.settings import COMPILE_MODES, PRECISIONS, eval_epochs  # declared once, with the sweep's execution settings
 from workloads.train import DIVERGENCE_CHECK_STEPS, TrainConfig, TrainingOOMError, learning_rate
 
-COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
-PRECISIONS = ("fp32", "bf16")
 EVAL_BATCH_SIZE = 1000  # examples per forward pass in evaluation (memory only)
 # An epoch's batches are gathered once per epoch (a step then only slices a view) when the M permuted copies
 # of the training inputs take at most this many bytes; otherwise each step gathers its own batch.
@@ -218,7 +217,7 @@ def check_cohort_configs(configs: list[TrainConfig], n: int) -> None:
     """ValueError unless the members can share a cohort: same epochs, batch size and device, B <= n."""
     if not configs:
         raise ValueError("a cohort needs at least one member")
-    for key in ("epochs", "batch_size", "device", "checkpoint_every"):
+    for key in ("epochs", "batch_size", "device", "checkpoint_every", "eval_every"):
         values = sorted({str(getattr(c, key)) for c in configs})
         if len(values) > 1:
             raise ValueError(f"cohort members must share {key} (step counts and device agree); got {values}")
@@ -230,8 +229,15 @@ def check_cohort_configs(configs: list[TrainConfig], n: int) -> None:
 
 def train_cohort(net: CohortNet, train_x: torch.Tensor, train_y: torch.Tensor, configs: list[TrainConfig], *,
                  execution: Execution = Execution(), checkpoint_fn: Callable[[dict], None] | None = None,
-                 resume_state: dict | None = None, members: list[str] | None = None) -> CohortTrainResult:
+                 resume_state: dict | None = None, members: list[str] | None = None,
+                 test_set: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 epoch_fn: Callable[[list[dict]], None] | None = None) -> CohortTrainResult:
     """Train the M members of ``net`` in place; train_x (n, *input_shape) shared, train_y (M, n) or (n,).
+
+    test_set: (test_x, test_y (M, n_test) or (n_test,)); with it the test loss and accuracy of every active
+    member are added to its history after the epochs ``eval_epochs(epochs, eval_every)`` (eval mode: the
+    weights and BatchNorm statistics of training are not changed), as workloads.train does. epoch_fn(entries)
+    is called after every epoch with the history entries of the members still active (for live progress).
 
     configs: one TrainConfig per member (same epochs, batch_size, device; any lr, momentum, weight decay,
     schedule, seed). checkpoint_fn(state) is called after every ``checkpoint_every``-th epoch with a CPU copy
@@ -246,7 +252,8 @@ def train_cohort(net: CohortNet, train_x: torch.Tensor, train_y: torch.Tensor, c
         raise ValueError(f"{len(configs)} configs for a cohort of {net.members} members")
     device = torch.device(configs[0].device)
     try:
-        return _train(net, train_x, train_y, configs, execution, device, checkpoint_fn, resume_state, members)
+        return _train(net, train_x, train_y, configs, execution, device, checkpoint_fn, resume_state, members,
+                      test_set, epoch_fn)
     except torch.cuda.OutOfMemoryError as err:
         params = sum(p[0].numel() for p in net.params().values())
         raise TrainingOOMError(
@@ -256,7 +263,7 @@ def train_cohort(net: CohortNet, train_x: torch.Tensor, train_y: torch.Tensor, c
 
 
 def _train(net, train_x, train_y, configs, execution, device, checkpoint_fn, resume_state,
-           members) -> CohortTrainResult:
+           members, test_set=None, epoch_fn=None) -> CohortTrainResult:
     m, n = net.members, int(train_x.shape[0])
     batch, epochs, every = configs[0].batch_size, configs[0].epochs, configs[0].checkpoint_every
     steps = n // batch
@@ -277,6 +284,7 @@ def _train(net, train_x, train_y, configs, execution, device, checkpoint_fn, res
     # Frozen members -> their BatchNorm buffers when frozen, put back after every epoch (the forward pass
     # still runs them). After a resume the checkpoint's buffers are those values already.
     frozen = {i: _member_buffers(net, i) for i, e in enumerate(run.errors) if e is not None}
+    evaluated = eval_epochs(epochs, configs[0].eval_every)
     whole_epoch = m * steps * batch * x[0].numel() * x.element_size() <= EPOCH_GATHER_BYTES
     net.train()
     for epoch in range(start, epochs):
@@ -320,7 +328,16 @@ def _train(net, train_x, train_y, configs, execution, device, checkpoint_fn, res
         for member in range(m):
             if run.errors[member] is None:
                 run.histories[member].append({"epoch": epoch, "lr": lrs[member], "train_loss": mean_loss[member],
-                                              "train_acc": accuracy[member], "seconds": seconds})
+                                              "train_acc": accuracy[member], "seconds": seconds,
+                                              "test_loss": None, "test_acc": None})
+        if test_set is not None and epoch in evaluated:
+            test_loss, test_acc = evaluate_cohort(net, *test_set)
+            for member in range(m):
+                if run.errors[member] is None:
+                    run.histories[member][-1].update(test_loss=test_loss[member], test_acc=test_acc[member])
+        entries = [dict(run.histories[k][-1]) for k in range(m) if run.errors[k] is None]
+        if epoch_fn is not None and entries:  # none when the last members diverged in this epoch
+            epoch_fn(entries)
         if checkpoint_fn is not None and every and (epoch + 1) % every == 0:
             checkpoint_fn(checkpoint_state(epoch + 1, net, sgd, orders, run, configs, members))
     statuses = ["ok" if e is None else "diverged" for e in run.errors]

@@ -195,6 +195,11 @@ def eval_epochs(epochs: int, eval_every) -> frozenset[int]:
     return frozenset(e for e in range(epochs) if (e + 1) % every == 0 or e == epochs - 1)
 
 
+# How a cohort's training runs (workloads/cohort_train.py Execution; the sweep's execution section):
+#   compile    off | default | reduce-overhead (CUDA graphs) | max-autotune: torch.compile of the training forward
+#   precision  fp32 | bf16 (autocast of the training forward pass only; every metric is taken in fp32)
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+PRECISIONS = ("fp32", "bf16")
 # What mode connectivity is measured on (paper App. D.4: the loss for translation): its unit follows.
 MC_ON = {"error": "percentage points", "loss": "nats"}
 

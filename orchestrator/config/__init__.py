@@ -43,6 +43,7 @@ from orchestrator.config.schema import (
     AUTO_GPU,
     CURVE_LR_SCHEDULES,
     AxisConfig,
+    ExecutionConfig,
     MetricsConfig,
     ResourcesConfig,
     RunSettings,
@@ -52,7 +53,7 @@ from orchestrator.config.schema import (
 )
 
 __all__ = [
-    "AUTO_GPU", "CURVE_LR_SCHEDULES", "MAX_MODELS", "AxisConfig", "ConfigError", "MetricsConfig", "ResourcesConfig",
+    "AUTO_GPU", "CURVE_LR_SCHEDULES", "MAX_MODELS", "AxisConfig", "ExecutionConfig", "ConfigError", "MetricsConfig", "ResourcesConfig",
     "RunSettings", "SweepConfig", "apply_overrides", "build", "builtin_names", "builtin_path", "cell_knob_values",
     "config_warnings", "dataset_facts", "describe_builtin", "expand_data_root", "is_saved_form", "load_config",
     "missing_data_root", "pairs_per_cell", "parse_config", "parse_yaml", "read_raw", "seed_pairs",

@@ -23,7 +23,9 @@ import yaml
 from orchestrator.loggers import loggers_check
 from orchestrator.config.build import ConfigError, as_number, hashed, int_list, number_list, plain, show, string_list
 from workloads.settings import (
+    COMPILE_MODES,
     CURVE_LR_SCHEDULES,
+    PRECISIONS,
     CkaSettings,
     CurveConfig,
     HessianSettings,
@@ -32,6 +34,7 @@ from workloads.settings import (
     at_least,
     at_most,
     greater_than,
+    one_of,
     optional,
     setting,
 )
@@ -130,6 +133,68 @@ class RunSettings:
                                                                         "run directory, not Ray")))
 
 
+COHORT_AUTO, COHORT_OFF = "auto", "off"
+MAX_COHORT = 10_000  # members of one cohort: far above a cell's seeds times a grid row
+
+
+def cohort_request(value, path: str):
+    """``auto``, ``off`` or a positive number of members (the parse function of execution.cohort). YAML reads
+    a bare ``off`` as false and ``on`` as true: they mean off and auto."""
+    if value is False:
+        return COHORT_OFF
+    if value is True:
+        return COHORT_AUTO
+    if isinstance(value, str) and value.strip().lower() in (COHORT_AUTO, COHORT_OFF):
+        return value.strip().lower()
+    number = as_number(value)
+    if number is None or not math.isfinite(number) or number != int(number) or number < 1:
+        close = difflib.get_close_matches(str(value).lower(), [COHORT_AUTO, COHORT_OFF], n=1)
+        hint = f"; did you mean {close[0]!r}?" if isinstance(value, str) and close else ""
+        raise ConfigError(f"{path} must be auto (every model that can share a cohort does), off (one model per "
+                          f"trial) or a number >= 1 of members per cohort, got {show(value)}{hint}")
+    if number > MAX_COHORT:
+        raise ConfigError(f"{path}: {int(number):,} members per cohort is beyond any real sweep (at most "
+                          f"{MAX_COHORT:,}); use auto")
+    return int(number)
+
+
+def off_or_string(value, path: str):
+    """YAML reads a bare ``off`` as false: it means "off" (the parse function of execution.compile)."""
+    if value is False:
+        return "off"
+    if not isinstance(value, str):
+        raise ConfigError(f"{path} must be a string, got {show(value)}")
+    return value.strip()
+
+
+@dataclass(frozen=True)
+class ExecutionConfig:
+    """How the jobs run, not what they compute: left out of the config hash (hashed=False), so a run may be
+    resumed under other execution settings. Cohorts (workloads/cohort_experiment.py) train models as one
+    vectorised model; each member's weights equal its one-at-a-time run's up to float rounding (bit for bit for
+    the demo's MLPs), and they do not change which rows exist. compile and precision apply to cohort training
+    only (the metrics are always fp32); they change float rounding, not the definitions."""
+
+    cohort: Any = setting(COHORT_AUTO, doc="auto (one trial per cohort of every missing model that can share one) "
+                                           "| off (one model per trial) | N (at most N members per cohort)",
+                          parse=cohort_request, hashed=False)
+    compile: str = setting("off", doc="torch.compile of cohort training: off | default | reduce-overhead (CUDA "
+                                      "graphs) | max-autotune", parse=off_or_string, check=one_of(*COMPILE_MODES),
+                           hashed=False)
+    precision: str = setting("fp32", doc="cohort training precision: fp32 | bf16 (autocast of the training forward "
+                                         "pass; metrics always fp32)", check=one_of(*PRECISIONS), hashed=False)
+
+    @property
+    def cohort_cap(self) -> int | None:
+        """Members per cohort at most: None = no cap (auto); 1 for off."""
+        return None if self.cohort == COHORT_AUTO else 1 if self.cohort == COHORT_OFF else int(self.cohort)
+
+    @property
+    def cohorts(self) -> bool:
+        """Whether model and pair jobs go through the cohort engine (anything but off)."""
+        return self.cohort != COHORT_OFF
+
+
 @dataclass(frozen=True)
 class SweepConfig:
     name: str = setting("sweep", doc="names the run directory and the run id", check=name_check)
@@ -141,6 +206,7 @@ class SweepConfig:
     training: TrainConfig = setting(factory=TrainConfig)
     metrics: MetricsConfig = setting(factory=MetricsConfig)
     resources: ResourcesConfig = setting(factory=ResourcesConfig)
+    execution: ExecutionConfig = setting(factory=ExecutionConfig, hashed=False)
     run: RunSettings = setting(factory=RunSettings)
     # Where Tune sends every job's epochs and results besides the tables (orchestrator/loggers.py); how a run
     # is watched does not change a result, and science_dict leaves it out.
@@ -255,5 +321,5 @@ def pairs_per_cell(mode, n_seeds: int) -> int:
     return len({(min(a, b), max(a, b)) for a, b in mode})
 
 
-__all__ = ["AUTO_GPU", "CURVE_LR_SCHEDULES", "PAIR_MODES", "AxisConfig", "MetricsConfig", "ResourcesConfig",
+__all__ = ["AUTO_GPU", "CURVE_LR_SCHEDULES", "PAIR_MODES", "AxisConfig", "ExecutionConfig", "MetricsConfig", "ResourcesConfig",
            "RunSettings", "SweepConfig", "gpu_request", "pairs_per_cell", "seed_pairs"]

@@ -1,0 +1,176 @@
+"""Which missing models train together, and which pairs have their curves trained together: the cohorts of a
+sweep round (``execution.cohort``), their ids, and what a cohort trial asks of the cluster.
+
+A cohort is formed from the keys a round still has to compute (a resume or a grown grid never retrains a done
+model to fill a cohort). Who may share one is the engine's rule (workloads/cohort_experiment.py
+``model_cohort_key`` / ``pair_cohort_key``: one architecture, the same training inputs and step counts), and
+in the sweep also the same resources (members of loads with other ``*_by_load`` requests never share a trial).
+
+    execution.cohort: auto   no cap on the members of a cohort
+                      N      at most N members
+                      off    no cohorts: one plain model or pair job per trial, as before cohorts existed
+
+A cohort's id names its members (a hash of their keys): the ``cohort`` column of their rows, and the name of
+its training checkpoint, so a resume whose cohort has other members never continues another cohort's
+checkpoint (it starts that cohort over).
+
+On GPUs a cohort has at most 1 / (its trial's GPU share) members (``member_cap``): it then holds at most the
+one GPU that many packed trials would have shared, and about their memory (a load whose trials need a whole
+GPU, such as the paper's widest ResNets at batch 1024, trains one model per trial).
+
+Resources of a cohort trial: the CPUs of one trial of its load (a cohort's gain is that one step serves M
+members; its per-step work is serial Python and small kernels, so two one-thread cohorts on two cores beat
+one two-thread cohort, and the node caps a trial anyway); GPUs: the trial's share once per member, up to
+one whole GPU (a request of one GPU or more is kept as it is).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from orchestrator.config import SweepConfig
+from orchestrator.jobs import mkey, model_cohort_job, model_job, pair_cohort_job, pair_job, pkey
+
+
+def cohort_id(stage: str, keys: list[str]) -> str:
+    """``models-<12 hex>`` / ``pairs-<12 hex>``: the sha256 of the sorted member keys."""
+    digest = hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:12]
+    return f"{stage}-{digest}"
+
+
+def _resource_group(cfg: SweepConfig, load_value) -> tuple:
+    """What decides a load's requests, before ``resources.gpu: auto`` is decided: equal groups, equal requests."""
+    r = cfg.resources
+    by_cpu = {float(k): float(v) for k, v in r.cpu_by_load.items()}
+    by_gpu = {float(k): float(v) for k, v in r.gpu_by_load.items()}
+    return by_cpu.get(float(load_value)), by_gpu.get(float(load_value))
+
+
+def member_cap(cfg: SweepConfig, gpu_share: float | None) -> int | None:
+    """Members per cohort at most: execution.cohort's cap, and on GPUs 1 / the trial's share (a cohort holds at
+    most the one GPU that many packed trials would have shared, so its memory is about theirs: a load whose
+    trials need a whole GPU gets no cohorts). ``gpu_share`` None: not decided yet (resources.gpu: auto)."""
+    cap = cfg.execution.cohort_cap
+    if gpu_share is not None and gpu_share > 0:
+        by_gpu = max(1, int(1.0 / gpu_share + 1e-9))
+        cap = by_gpu if cap is None else min(cap, by_gpu)
+    return cap
+
+
+def _grouped(cfg: SweepConfig, todo: list, spec_of, plan, gpu_of) -> list[list]:
+    """``todo`` split into cohorts by ``plan`` (the engine's planner) within each resource group, at most
+    ``member_cap`` members each, in the order of first appearance (the plan's cost order: longest cells first).
+    gpu_of(load value): the GPUs of one job there, or None while resources.gpu is auto."""
+    groups: dict[tuple, list] = {}
+    for key in todo:
+        groups.setdefault(_resource_group(cfg, key[0]), []).append(key)
+    cohorts = []
+    for keys in groups.values():
+        specs = [spec_of(k) for k in keys]
+        by_spec = {id(s): k for s, k in zip(specs, keys)}
+        cap = member_cap(cfg, gpu_of(keys[0][0]))
+        cohorts += [[by_spec[id(s)] for s in group] for group in plan(specs, cap)]
+    order = {k: i for i, k in enumerate(todo)}
+    return sorted(cohorts, key=lambda group: order[group[0]])
+
+
+def model_cohorts(cfg: SweepConfig, todo: list) -> list[list[tuple]]:
+    """The model keys ``todo`` [(load, temperature, seed)] as cohorts (lists of keys); singletons when off."""
+    if not cfg.execution.cohorts:
+        return [[k] for k in todo]
+    from orchestrator.cells import cell_spec
+    from workloads.cohort_experiment import plan_model_cohorts
+    from workloads.experiment import ModelSpec
+
+    cells: dict = {}
+
+    def spec_of(key):
+        if (key[0], key[1]) not in cells:
+            cells[(key[0], key[1])] = cell_spec(cfg, key[0], key[1])
+        return ModelSpec(cells[(key[0], key[1])], int(key[2]))
+
+    return _grouped(cfg, list(todo), spec_of, plan_model_cohorts,
+                    lambda lv: None if cfg.gpu_is_auto else cfg.trial_gpu(lv))
+
+
+def pair_cohorts(cfg: SweepConfig, todo: list) -> list[list[tuple]]:
+    """The pair keys ``todo`` [(load, temperature, seed_a, seed_b)] as cohorts; singletons when off."""
+    if not cfg.execution.cohorts:
+        return [[k] for k in todo]
+    from orchestrator.cells import cell_spec
+    from workloads.cohort_experiment import plan_pair_cohorts
+    from workloads.experiment import PairSpec
+
+    cells: dict = {}
+
+    def spec_of(key):
+        if (key[0], key[1]) not in cells:
+            cells[(key[0], key[1])] = cell_spec(cfg, key[0], key[1])
+        return PairSpec(cells[(key[0], key[1])], int(key[2]), int(key[3]))
+
+    return _grouped(cfg, list(todo), spec_of, plan_pair_cohorts,
+                    lambda lv: None if cfg.gpu_is_auto else cfg.pair_resources(lv)["gpu"])
+
+
+def order_for_pairs(model_groups: list[list[tuple]], pair_groups: list[list[tuple]]) -> list[list[tuple]]:
+    """The model cohorts reordered so that those a pair cohort needs run one after the other, the pair cohorts
+    in the order of their first model cohort (the cost order otherwise kept): a pair cohort then becomes ready
+    while the other models still train (with batch size as the temperature a width's curves share a cohort,
+    its cells' trainings do not, and in cost order they are spread over the whole sweep)."""
+    where = {key: i for i, group in enumerate(model_groups) for key in group}
+    rank = list(range(len(model_groups)))
+    for pairs in pair_groups:
+        needs = {where[(lv, tv, s)] for lv, tv, a, b in pairs for s in (a, b) if (lv, tv, s) in where}
+        if needs:
+            first = min(needs)
+            for i in needs:
+                rank[i] = min(rank[i], first)
+    order = sorted(range(len(model_groups)), key=lambda i: (rank[i], i))
+    return [model_groups[i] for i in order]
+
+
+def model_jobs(cfg: SweepConfig, cohorts: list[list[tuple]]) -> list[dict]:
+    """One job per cohort: a plain model job when cohorts are off, else a model_cohort job (of any size)."""
+    if not cfg.execution.cohorts:
+        return [model_job(*group[0]) for group in cohorts]
+    return [model_cohort_job(cohort_id("models", [mkey(cfg, *k) for k in group]), group) for group in cohorts]
+
+
+def pair_jobs_of(cfg: SweepConfig, pairs: list[tuple]) -> list[dict]:
+    """The jobs of pairs whose models are all ok: one pair job each when cohorts are off, else one
+    pair_cohort job for them all (they were planned as one cohort)."""
+    if not pairs:
+        return []
+    if not cfg.execution.cohorts:
+        return [pair_job(*k) for k in pairs]
+    return [pair_cohort_job(cohort_id("pairs", [pkey(cfg, *k) for k in pairs]), pairs)]
+
+
+def cohort_request(request: dict, members: int) -> dict:
+    """A cohort trial's {"cpu", "gpu"} from one trial's request (see the module doc)."""
+    gpu = float(request["gpu"])
+    if 0 < gpu < 1:
+        gpu = min(1.0, gpu * max(1, int(members)))
+    return {"cpu": float(request["cpu"]), "gpu": gpu}
+
+
+def _sizes(groups: list[list]) -> str:
+    sizes = sorted({len(g) for g in groups})
+    return str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+
+
+def describe_cohorts(cfg: SweepConfig, models_todo: list, pairs_todo: list) -> str:
+    """One line for `validate` and `run`: how many trials train the models and measure the pairs, and how many
+    members each has, e.g. "cohorts (execution.cohort: auto): 4 training trials of 21 models each, 4 pair trials
+    of 21 pairs each"."""
+    if not cfg.execution.cohorts:
+        return (f"cohorts: off (execution.cohort): {len(models_todo)} training trials and {len(pairs_todo)} pair "
+                f"trials of one model or pair each")
+    parts = []
+    for groups, noun, what in ((model_cohorts(cfg, models_todo), "training", "models"),
+                               (pair_cohorts(cfg, pairs_todo), "pair", "pairs")):
+        if groups:
+            parts.append(f"{len(groups)} {noun} trial{'s' if len(groups) != 1 else ''} of {_sizes(groups)} {what} each")
+    gpu = " (each asks for its GPU share once per member, up to one GPU)" if not cfg.gpu_is_auto and any(
+        0 < cfg.trial_gpu(lv) < 1 for lv in cfg.load.values) else ""
+    return f"cohorts (execution.cohort: {cfg.execution.cohort}): {', '.join(parts) or 'nothing to do'}{gpu}"

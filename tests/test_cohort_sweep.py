@@ -1,0 +1,319 @@
+"""Cohorts in the sweep (execution.cohort, orchestrator/cohorts.py and cohort_jobs.py), on a real local Ray.
+
+  * `landscape run smoke` with cohorts (the default) and with `--set execution.cohort=off` give the same keys,
+    the same weights (<= 1e-4 relative), test accuracies within one test example and mc within 0.5 pp;
+  * a member whose training diverges is recorded diverged while the other members of its cohort are ok;
+  * a cohort trial killed after its checkpoint is retried by Tune and continues from the cohort checkpoint,
+    with the numbers of a run that was never killed;
+  * a resume with one member missing trains only that member (a cohort of one);
+and, without Ray, the planning: cohorts formed from the missing keys only, the cap N, off, the config keys.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections import Counter
+
+import pytest
+import torch
+
+from analysis.tables import RunTables
+from orchestrator import storage
+from orchestrator.cohorts import cohort_id, cohort_request, model_cohorts, pair_cohorts
+from orchestrator.config import ConfigError, apply_overrides, load_config, parse_config
+from orchestrator.faults import FAULT_INJECT_ENV
+from orchestrator.jobs import mkey, pkey
+from tests.conftest import hygienic_env, landscape_cmd
+
+
+def raw_config(**changes) -> dict:
+    """digits, MLP width 8, 2 epochs, learning rates 0.05 / 1e6 (the second diverges), seeds 0 and 1."""
+    raw = {
+        "name": "cohorts",
+        "workload": {"dataset": "digits", "model": "mlp"},
+        "load": {"name": "width", "values": [8]},
+        "temperature": {"name": "learning_rate", "values": [0.05, 1.0e6]},
+        "seeds": [0, 1],
+        "training": {"epochs": 2, "batch_size": 64},
+        "metrics": {"hessian_samples": 100, "hessian_eigen_max_iter": 10, "hessian_trace_max_probes": 5,
+                    "cka_probes": 64, "curve": {"epochs": 1, "batch_size": 64, "points": 3}},
+        "run": {"max_failures": 1},
+    }
+    return apply_overrides(raw, [f"{k}={v}" for k, v in changes.items()])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Without Ray: the settings and the planning
+
+
+def test_execution_settings_are_validated_and_left_out_of_the_hash():
+    default = load_config("smoke")
+    assert (default.execution.cohort, default.execution.compile, default.execution.precision) == ("auto", "off", "fp32")
+    for override, value in (("off", "off"), ("auto", "auto"), ("3", 3)):
+        cfg = load_config("smoke", [f"execution.cohort={override}"])
+        assert cfg.execution.cohort == value and cfg.config_hash() == default.config_hash()
+    assert load_config("smoke", ["execution.compile=off"]).execution.compile == "off"  # YAML's bare off
+    cfg = load_config("smoke", ["execution.compile=reduce-overhead", "execution.precision=bf16"])
+    assert cfg.config_hash() == default.config_hash()
+    for override, words in (("execution.cohort=0", "a number >= 1"), ("execution.cohort=aut", "did you mean 'auto'"),
+                            ("execution.compile=fast", "Choose one of: off, default"),
+                            ("execution.precision=fp16", "did you mean 'bf16'"),
+                            ("execution.cohrt=1", "did you mean 'execution.cohort'")):
+        with pytest.raises(ConfigError, match=words.replace("(", r"\(")):
+            load_config("smoke", [override])
+
+
+def test_cohorts_are_formed_from_the_missing_keys_only():
+    cfg = parse_config(raw_config(**{"seeds": "[0, 1, 2]"}))
+    keys = cfg.model_keys()
+    assert model_cohorts(cfg, keys) == [keys]  # lr cells share a cohort: one architecture and step count
+    missing = [keys[1], keys[4]]
+    assert model_cohorts(cfg, missing) == [missing]
+    capped = parse_config(raw_config(**{"seeds": "[0, 1, 2]", "execution.cohort": 4}))
+    assert [len(c) for c in model_cohorts(capped, keys)] == [4, 2]
+    off = parse_config(raw_config(**{"execution.cohort": "off"}))
+    assert model_cohorts(off, off.model_keys()) == [[k] for k in off.model_keys()]
+    # Batch size as the temperature: step counts differ, so cohorts are the cells; curves share per width.
+    smoke = load_config("smoke")
+    cohorts = model_cohorts(smoke, smoke.model_keys())
+    assert sorted(len(c) for c in cohorts) == [2, 2, 2, 2] and all(len({k[:2] for k in c}) == 1 for c in cohorts)
+    pairs = pair_cohorts(smoke, smoke.pair_keys())
+    assert sorted(len(p) for p in pairs) == [2, 2] and all(len({k[0] for k in p}) == 1 for p in pairs)
+    # Ids name the members, whatever their order.
+    assert cohort_id("models", ["a", "b"]) == cohort_id("models", ["b", "a"]) != cohort_id("models", ["a"])
+
+
+def test_cohort_resources_scale_the_gpu_share_per_member_up_to_one_gpu():
+    assert cohort_request({"cpu": 1.0, "gpu": 0.25}, 3) == {"cpu": 1.0, "gpu": 0.75}
+    assert cohort_request({"cpu": 2.0, "gpu": 0.25}, 21) == {"cpu": 2.0, "gpu": 1.0}
+    assert cohort_request({"cpu": 1.0, "gpu": 2.0}, 5) == {"cpu": 1.0, "gpu": 2.0}
+    assert cohort_request({"cpu": 1.0, "gpu": 0.0}, 5) == {"cpu": 1.0, "gpu": 0.0}
+    # On GPUs a cohort has at most 1 / share members: it holds at most the GPU that many packed trials shared.
+    wide = load_config("paper-width-batch", check_data=False)  # 5 seeds; gpu 0.25 at k <= 16, 0.5, 1 above
+    sizes = {lv: {len(c) for c in model_cohorts(wide, [k for k in wide.model_keys() if k[0] == lv])}
+             for lv in (4, 32, 128)}
+    assert sizes == {4: {4, 1}, 32: {2, 1}, 128: {1}}
+    cpus = load_config("paper-width-batch", ["resources.gpu=0", "resources.gpu_by_load={}"], check_data=False)
+    assert {len(c) for c in model_cohorts(cpus, cpus.model_keys())} == {5}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Through the CLI: cohorts off and on give the same results
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_smoke_with_cohorts_equals_smoke_without(short_tmp):
+    runs = {}
+    for mode in ("off", "default"):
+        run_dir = os.path.join(short_tmp, mode)
+        extra = ["--set", "execution.cohort=off"] if mode == "off" else []
+        proc = subprocess.run(landscape_cmd() + ["run", "smoke", "--out", run_dir, "--no-analysis", *extra],
+                              capture_output=True, text=True, timeout=600, env=hygienic_env())
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        runs[mode] = run_dir
+    tables = {mode: RunTables(d) for mode, d in runs.items()}
+    models = {m: t.read("models").set_index(["load_value", "temperature_value", "seed"]).sort_index()
+              for m, t in tables.items()}
+    pairs = {m: t.read("pairs").set_index(["load_value", "temperature_value", "seed_a", "seed_b"]).sort_index()
+             for m, t in tables.items()}
+    assert list(models["off"].index) == list(models["default"].index) and len(models["off"]) == 8
+    assert list(pairs["off"].index) == list(pairs["default"].index) and len(pairs["off"]) == 4
+    assert set(models["off"]["status"]) == set(models["default"]["status"]) == {"ok"}
+    assert set(models["off"]["config_hash"]) == set(models["default"]["config_hash"])
+    # The cohort column: null one model per trial; each cohort of the default run is one cell's two seeds.
+    assert models["off"]["cohort"].isna().all() and pairs["off"]["cohort"].isna().all()
+    cohorts = models["default"].groupby("cohort").size()
+    assert len(cohorts) == 4 and set(cohorts) == {2}
+    assert pairs["default"]["cohort"].notna().all() and pairs["default"]["cohort"].nunique() == 2
+    # Weights equal to 1e-4 relative, test accuracies within one test example, mc within 0.5 pp.
+    for key in models["off"].index:
+        a = storage.load_state(models["off"].loc[key, "model_uri"])
+        b = storage.load_state(models["default"].loc[key, "model_uri"])
+        flat_a = torch.cat([v.flatten().double() for v in a.values()])
+        flat_b = torch.cat([b[k].flatten().double() for k in a])
+        assert (flat_a - flat_b).norm() <= 1e-4 * flat_a.norm(), key
+    test_size = 1000  # mnist1d's test set (workloads/dataset_facts.py)
+    diff = (models["off"]["test_acc"] - models["default"]["test_acc"]).abs().max()
+    assert diff <= 1.0 / test_size + 1e-12, diff
+    mc = (pairs["off"]["mode_connectivity"] - pairs["default"]["mode_connectivity"]).abs().max()
+    assert mc <= 0.5, mc
+
+
+# ---------------------------------------------------------------------------------------------------------
+# In process, on the session's local Ray: divergence, a killed cohort, a resume with one member missing
+
+
+def sweep(cfg, run_dir: str, faults: dict | None, tmp_path, monkeypatch):
+    from orchestrator.resources import check_resources
+    from orchestrator.sweep import run_sweep
+
+    if faults is None:
+        monkeypatch.delenv(FAULT_INJECT_ENV, raising=False)
+    else:
+        path = tmp_path / f"faults-{len(os.listdir(tmp_path))}.json"
+        path.write_text(json.dumps(faults))
+        monkeypatch.setenv(FAULT_INJECT_ENV, str(path))
+    storage.write_bytes(storage.config_uri(run_dir), cfg.to_yaml().encode())
+    return run_sweep(cfg, run_dir, run_id="cohorts", resources=check_resources(cfg))
+
+
+def log_lines(path) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.mark.ray
+def test_a_diverged_member_is_diverged_while_its_cohort_is_ok(ray_local, tmp_path, monkeypatch):
+    cfg = parse_config(raw_config())
+    run_dir = str(tmp_path / "run")
+    log = tmp_path / "attempts.jsonl"
+    summary = sweep(cfg, run_dir, {"log": str(log)}, tmp_path, monkeypatch)
+    models = RunTables(run_dir).read("models").set_index(["temperature_value", "seed"])
+    pairs = RunTables(run_dir).read("pairs").set_index("temperature_value")
+    assert models["cohort"].nunique() == 1 and models["cohort"].notna().all()  # all four in one cohort
+    assert set(models.loc[0.05, "status"]) == {"ok"} and set(models.loc[1e6, "status"]) == {"diverged"}
+    assert all("diverged" in e for e in models.loc[1e6, "error"])
+    assert models.loc[0.05, "test_acc"].notna().all() and models.loc[1e6, "test_acc"].isna().all()
+    assert pairs.loc[0.05, "status"] == "ok" and pairs.loc[1e6, "status"] == "diverged"
+    # Trained once (not retried), one trial; the progress counted four models.
+    assert Counter(e["key"] for e in log_lines(log)) == Counter({mkey(cfg, 8, tv, s): 1 for tv in (0.05, 1e6)
+                                                                 for s in (0, 1)} | {pkey(cfg, 8, 0.05, 0, 1): 1})
+    assert summary.state.models.ok == 2 and summary.state.models.diverged == 2 and summary.state.models.total == 4
+
+
+@pytest.mark.ray
+def test_a_killed_cohort_is_retried_from_its_checkpoint(ray_local, tmp_path, monkeypatch):
+    changes = {"temperature.values": "[0.05, 0.1]", "training.epochs": 3, "training.checkpoint_every": 1,
+               "metrics.pairs": "[]"}
+    cfg = parse_config(raw_config(**changes))
+    victim = mkey(cfg, 8, 0.1, 1)
+    log = tmp_path / "attempts.jsonl"
+    crashed = str(tmp_path / "crashed")
+    faults = {"log": str(log), "crash": [{"key": victim, "mode": "exit", "at_epoch": 2, "marker": crashed}]}
+    killed_dir, clean_dir = str(tmp_path / "killed"), str(tmp_path / "clean")
+    sweep(cfg, killed_dir, faults, tmp_path, monkeypatch)
+    sweep(cfg, clean_dir, None, tmp_path, monkeypatch)
+
+    assert os.path.exists(crashed)
+    lines = log_lines(log)
+    # Every member: first from scratch, then (another worker process) from the cohort's epoch-2 checkpoint.
+    by_key = {k: [e["resumed_from"] for e in lines if e["key"] == k] for k in {e["key"] for e in lines}}
+    assert by_key == {mkey(cfg, 8, tv, s): [None, 2] for tv in (0.05, 0.1) for s in (0, 1)}, lines
+    assert len({e["pid"] for e in lines}) == 2
+    killed = RunTables(killed_dir).read("models").set_index(["temperature_value", "seed"]).sort_index()
+    clean = RunTables(clean_dir).read("models").set_index(["temperature_value", "seed"]).sort_index()
+    assert set(killed["status"]) == {"ok"} and set(killed["epochs_completed"]) == {3}
+    for col in ("train_loss", "train_acc", "test_loss", "test_acc", "hessian_top_eigenvalue", "hessian_trace"):
+        assert (killed[col] == clean[col]).all(), col
+    cohort = killed["cohort"].iloc[0]
+    assert not storage.exists(storage.checkpoint_uri(killed_dir, cohort))  # removed once the cohort is done
+
+
+@pytest.mark.ray
+def test_a_resume_with_one_member_missing_trains_only_that_member(ray_local, tmp_path, monkeypatch):
+    cfg = parse_config(raw_config(**{"temperature.values": "[0.05, 0.1]"}))
+    run_dir = str(tmp_path / "run")
+    sweep(cfg, run_dir, None, tmp_path, monkeypatch)
+    tables = RunTables(run_dir)
+    before = tables.read("models").set_index(["temperature_value", "seed"]).sort_index()
+    assert before["cohort"].nunique() == 1
+    lost = mkey(cfg, 8, 0.1, 0)
+    tables.delete_part("models", lost)
+    storage.delete(storage.model_uri(run_dir, lost))
+    log = tmp_path / "attempts.jsonl"
+    sweep(cfg, run_dir, {"log": str(log)}, tmp_path, monkeypatch)
+    # Only the lost model trained (a cohort of one) and the pair it ends measured again.
+    assert Counter(e["key"] for e in log_lines(log)) == Counter({lost: 1, pkey(cfg, 8, 0.1, 0, 1): 1})
+    after = tables.read("models").set_index(["temperature_value", "seed"]).sort_index()
+    assert after.loc[(0.1, 0), "cohort"] == cohort_id("models", [lost]) != before.loc[(0.1, 0), "cohort"]
+    untouched = [k for k in before.index if k != (0.1, 0)]
+    assert (after.loc[untouched, "finished_at"] == before.loc[untouched, "finished_at"]).all()
+    # Alone or in its cohort, the member's numbers are the same (MLPs: bit for bit up to float rounding).
+    for col in ("train_loss", "test_acc", "hessian_top_eigenvalue"):
+        assert after.loc[(0.1, 0), col] == pytest.approx(before.loc[(0.1, 0), col], rel=1e-6), col
+
+
+def test_the_searcher_releases_a_pair_cohort_as_soon_as_its_models_exist():
+    """Batch size as the temperature: a model cohort per cell, a pair cohort per width (curves share); a width's
+    pair cohort is handed out as soon as both its cells are trained, ahead of the model cohorts left."""
+    from ray.tune.search import Searcher
+
+    from orchestrator.plan import Plan
+    from orchestrator.state import SweepState
+    from orchestrator.tune_adapters import make_searcher_class
+
+    cfg = parse_config(raw_config(**{"load.values": "[8, 16]", "temperature.name": "batch_size",
+                                     "temperature.values": "[32, 64]"}))
+    s = make_searcher_class()(cfg, Plan(models_todo=cfg.model_keys(), pairs_todo=cfg.pair_keys()), SweepState(),
+                              lambda job, st, err: None)
+    first = s.suggest("t0")
+    assert first["kind"] == "model_cohort" and len(first["members"]) == 2
+    width = first["members"][0][0]
+
+    def done(trial, job):
+        s.on_trial_complete(trial, {"status": "ok", "members": [
+            {"key": mkey(cfg, *m), "status": "ok"} for m in job["members"]]})
+
+    done("t0", first)
+    jobs = [s.suggest(f"t{i}") for i in range(1, 4)]  # no pair is ready: the three other cells
+    assert [j["kind"] for j in jobs] == ["model_cohort"] * 3
+    other = next(j for j in jobs if j["members"][0][0] == width)
+    done(f"t{1 + jobs.index(other)}", other)
+    pair = s.suggest("t4")  # ahead of nothing else waiting, but before any model finishes
+    assert pair["kind"] == "pair_cohort" and {m[0] for m in pair["members"]} == {width}
+    assert sorted(m[1] for m in pair["members"]) == [32, 64]
+    for i, job in enumerate(jobs):
+        if job is not other:
+            done(f"t{1 + i}", job)
+    assert s.suggest("t5")["kind"] == "pair_cohort"
+    s.on_trial_complete("t4", {"status": "ok"})
+    s.on_trial_complete("t5", {"status": "ok"})
+    assert s.suggest("t6") == Searcher.FINISHED
+
+
+def test_the_estimate_uses_measured_rates_when_a_file_exists_and_cohorts_share_the_step_overhead(tmp_path,
+                                                                                                  monkeypatch):
+    from orchestrator import estimate
+
+    monkeypatch.setenv(estimate.MEASURED_RATES_ENV, str(tmp_path / "none.json"))
+    cfg = load_config("paper-width-batch", check_data=False)
+    assumed = estimate.estimate_gpu_hours(cfg)
+    assert assumed.basis == estimate.DEFAULT_GPU and "assumed" in assumed.summary()
+    # A cohort of M members holds M GPU shares (at most one GPU) and one step serves all M: the fixed cost per
+    # member is what packed trials are charged, min(1, share * M) / M = share (estimate.py's module doc).
+    off = estimate.estimate_gpu_hours(load_config("paper-width-batch", ["execution.cohort=off"], check_data=False))
+    assert assumed.gpu_hours == pytest.approx(off.gpu_hours)
+    one = parse_config({"name": "e", "workload": {"dataset": "cifar10", "data_root": "/nonexistent",
+                                                  "model": "resnet18"},
+                        "load": {"name": "width", "values": [4]}, "temperature": {"name": "batch_size",
+                                                                                  "values": [100]},
+                        "seeds": [0, 1, 2, 3], "training": {"epochs": 1}, "metrics": {"pairs": []},
+                        "resources": {"gpu": 0.25}}, check_data=False)
+    flat = estimate.GpuBasis(name="t", sustained_flops=1e30, step_overhead_s=1.0)  # overhead only
+    steps = 50000 // 100
+    assert estimate.estimate_gpu_hours(one, flat).gpu_hours * 3600 == pytest.approx(4 * steps * 1.0 / 4)
+    off_one = dataclasses_replace_cohort(one, "off")
+    assert estimate.estimate_gpu_hours(off_one, flat).gpu_hours * 3600 == pytest.approx(4 * steps * 0.25)
+
+    path = tmp_path / "rates.json"
+    estimate.write_measured_rates(str(path), "NVIDIA H200", 2.0e14, 1e-3, "2026-12-01")
+    monkeypatch.setenv(estimate.MEASURED_RATES_ENV, str(path))
+    measured = estimate.estimate_gpu_hours(cfg)
+    assert "measured 2026-12-01" in measured.summary() and "assumed" not in measured.summary()
+    assert measured.basis.sustained_flops == 2.0e14 and measured.gpu_hours < assumed.gpu_hours
+    for text, words in (("{not json", "not readable JSON"), ('{"format": "x"}', "not a landscape-gpu-rates"),
+                        (json.dumps({"format": "landscape-gpu-rates", "version": 1, "sustained_flops": -1,
+                                     "step_overhead_s": 1e-3}), "sustained_flops must be a positive number")):
+        path.write_text(text)
+        with pytest.raises(estimate.RatesFileError, match=words) as info:
+            estimate.estimate_gpu_hours(cfg)
+        assert "benchmarks/gpu.py" in str(info.value) and str(path) in str(info.value)
+
+
+def dataclasses_replace_cohort(cfg, cohort):
+    import dataclasses
+
+    return dataclasses.replace(cfg, execution=dataclasses.replace(cfg.execution, cohort=cohort))

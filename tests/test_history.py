@@ -87,8 +87,10 @@ def test_tensorboard_reads_every_epoch_of_a_smoke_run(short_tmp):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run_dir = os.path.join(short_tmp, "smoke")
+    # One trial per model (execution.cohort: off), so each model's epochs are one event file; the cohort form
+    # (one file per cohort: the mean over its members) is the next test.
     proc = subprocess.run(landscape_cmd() + ["run", "smoke", "--out", run_dir, "--no-analysis", "--log",
-                                             "tensorboard", "--set", "load.values=[8]"],
+                                             "tensorboard", "--set", "load.values=[8]", "--set", "execution.cohort=off"],
                           capture_output=True, text=True, timeout=300, env=hygienic_env())
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     history = RunTables(run_dir).read("history")
@@ -109,6 +111,38 @@ def test_tensorboard_reads_every_epoch_of_a_smoke_run(short_tmp):
         matched += [i for i, losses in enumerate(per_model) if values == pytest.approx(losses, rel=1e-6)]
         assert events.Scalars("ray/tune/test_acc")[-1].step == SMOKE_EPOCHS + 1
     assert sorted(matched) == [0, 1, 2, 3]  # each model's epochs in TensorBoard are its rows of the history table
+
+
+def test_a_cohort_trial_reports_the_mean_of_its_members_and_writes_every_members_history(short_tmp):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = os.path.join(short_tmp, "smoke")
+    proc = subprocess.run(landscape_cmd() + ["run", "smoke", "--out", run_dir, "--no-analysis", "--log",
+                                             "tensorboard", "--set", "load.values=[8]"],
+                          capture_output=True, text=True, timeout=300, env=hygienic_env())
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    tables = RunTables(run_dir)
+    models, history = tables.read("models"), tables.read("history")
+    assert models.cohort.notna().all() and models.cohort.nunique() < len(models)  # trained as cohorts
+    assert len(history) == 4 * SMOKE_EPOCHS
+    # The last epoch's test point is the models row's final evaluation (the same full test set, eval mode).
+    last = history[history.epoch == SMOKE_EPOCHS - 1].merge(models, on=["temperature_value", "seed"],
+                                                             suffixes=("", "_row"))
+    assert last.test_acc.to_numpy() == pytest.approx(last.test_acc_row.to_numpy(), abs=1e-12)
+    folders = sorted(glob.glob(os.path.join(run_dir, "tune", "*", "model_cohort-*")))
+    assert len(folders) == models.cohort.nunique(), folders
+    # Each cohort's curve is the mean over its members' histories (which cohort is which folder: by value).
+    means = [list(history.merge(members[["temperature_value", "seed"]]).groupby("epoch").train_loss.mean())
+             for _, members in models.groupby("cohort")]
+    seen = []
+    for folder in folders:
+        events = EventAccumulator(folder)
+        events.Reload()
+        points = events.Scalars("ray/tune/epoch_train_loss")
+        assert [p.step for p in points] == list(range(1, SMOKE_EPOCHS + 1))
+        values = [p.value for p in points]
+        seen += [i for i, m in enumerate(means) if values == pytest.approx(m, rel=1e-6)]
+    assert sorted(seen) == list(range(len(means)))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -33,6 +33,8 @@ from workloads.train import TrainConfig
 
 PROVENANCE_COLUMNS = {"run_id", "config_hash", "package_version", "library_versions", "schema_version"}
 CALLER_COLUMNS = PROVENANCE_COLUMNS | {"node_id", "model_uri", "weights_sha256"}  # set where the weights are stored
+# Set by the orchestrator: the cohort a row was computed in (null for a model trained alone, as here).
+CALLER_COLUMNS |= {"cohort"}
 
 
 def tiny_cell(**changes) -> CellSpec:

@@ -32,6 +32,17 @@ from orchestrator.config import SweepConfig
 from orchestrator.jobs import mkey, model_cohort_job, model_job, pair_cohort_job, pair_job, pkey
 
 
+def in_cohorts(cfg: SweepConfig) -> bool:
+    """Whether this sweep's jobs go through the cohort engine: execution.cohort is not off, and the model is a
+    family the engine's batched kernels implement (workloads/cohort_net.py BACKEND_BY_FAMILY: the built-ins).
+    A plug-in model (user code: layers the engine does not know) trains one model per trial, as with off."""
+    if not cfg.execution.cohorts:
+        return False
+    from workloads.cohort_net import BACKEND_BY_FAMILY
+
+    return cfg.workload.model in BACKEND_BY_FAMILY
+
+
 def cohort_id(stage: str, keys: list[str]) -> str:
     """``models-<12 hex>`` / ``pairs-<12 hex>``: the sha256 of the sorted member keys."""
     digest = hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:12]
@@ -76,7 +87,7 @@ def _grouped(cfg: SweepConfig, todo: list, spec_of, plan, gpu_of) -> list[list]:
 
 def model_cohorts(cfg: SweepConfig, todo: list) -> list[list[tuple]]:
     """The model keys ``todo`` [(load, temperature, seed)] as cohorts (lists of keys); singletons when off."""
-    if not cfg.execution.cohorts:
+    if not in_cohorts(cfg):
         return [[k] for k in todo]
     from orchestrator.cells import cell_spec
     from workloads.cohort_experiment import plan_model_cohorts
@@ -95,7 +106,7 @@ def model_cohorts(cfg: SweepConfig, todo: list) -> list[list[tuple]]:
 
 def pair_cohorts(cfg: SweepConfig, todo: list) -> list[list[tuple]]:
     """The pair keys ``todo`` [(load, temperature, seed_a, seed_b)] as cohorts; singletons when off."""
-    if not cfg.execution.cohorts:
+    if not in_cohorts(cfg):
         return [[k] for k in todo]
     from orchestrator.cells import cell_spec
     from workloads.cohort_experiment import plan_pair_cohorts
@@ -131,7 +142,7 @@ def order_for_pairs(model_groups: list[list[tuple]], pair_groups: list[list[tupl
 
 def model_jobs(cfg: SweepConfig, cohorts: list[list[tuple]]) -> list[dict]:
     """One job per cohort: a plain model job when cohorts are off, else a model_cohort job (of any size)."""
-    if not cfg.execution.cohorts:
+    if not in_cohorts(cfg):
         return [model_job(*group[0]) for group in cohorts]
     return [model_cohort_job(cohort_id("models", [mkey(cfg, *k) for k in group]), group) for group in cohorts]
 
@@ -141,7 +152,7 @@ def pair_jobs_of(cfg: SweepConfig, pairs: list[tuple]) -> list[dict]:
     pair_cohort job for them all (they were planned as one cohort)."""
     if not pairs:
         return []
-    if not cfg.execution.cohorts:
+    if not in_cohorts(cfg):
         return [pair_job(*k) for k in pairs]
     return [pair_cohort_job(cohort_id("pairs", [pkey(cfg, *k) for k in pairs]), pairs)]
 
@@ -163,8 +174,10 @@ def describe_cohorts(cfg: SweepConfig, models_todo: list, pairs_todo: list) -> s
     """One line for `validate` and `run`: how many trials train the models and measure the pairs, and how many
     members each has, e.g. "cohorts (execution.cohort: auto): 4 training trials of 21 models each, 4 pair trials
     of 21 pairs each"."""
-    if not cfg.execution.cohorts:
-        return (f"cohorts: off (execution.cohort): {len(models_todo)} training trials and {len(pairs_todo)} pair "
+    if not in_cohorts(cfg):
+        why = ("off (execution.cohort)" if not cfg.execution.cohorts
+               else f"none for a plug-in model ({cfg.workload.model})")
+        return (f"cohorts: {why}: {len(models_todo)} training trials and {len(pairs_todo)} pair "
                 f"trials of one model or pair each")
     parts = []
     for groups, noun, what in ((model_cohorts(cfg, models_todo), "training", "models"),

@@ -8,8 +8,8 @@ import os
 
 from analysis.tables import RunTables
 from orchestrator import storage
-from orchestrator.cohorts import (cohort_request, model_cohorts, model_jobs, order_for_pairs, pair_cohorts,
-                                  pair_jobs_of)
+from orchestrator.cohorts import (cohort_request, in_cohorts, model_cohorts, model_jobs, order_for_pairs,
+                                  pair_cohorts, pair_jobs_of)
 from orchestrator.config import SweepConfig
 from orchestrator.jobs import (DONE_MODEL, DONE_PAIR, STORAGE_ERROR, job_key, job_keys, member_jobs, mkey, model_job,
                                pair_job, stage)
@@ -42,7 +42,7 @@ def make_searcher_class():
             self.on_unmeasured = on_unmeasured  # (job, status, error) -> None
             self.waiting = pair_cohorts(cfg, plan.pairs_todo)  # pair groups whose models are not all known yet
             groups = model_cohorts(cfg, plan.models_todo)
-            self.models = model_jobs(cfg, order_for_pairs(groups, self.waiting) if cfg.execution.cohorts else groups)
+            self.models = model_jobs(cfg, order_for_pairs(groups, self.waiting) if in_cohorts(cfg) else groups)
             # Finished models that only need an added metric measured: plain model jobs that do not train.
             self.models += [model_job(*k) for k in plan.models_to_measure]
             self.model_status = dict(plan.models_done)  # key -> ok | diverged | failed

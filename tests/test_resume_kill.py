@@ -238,10 +238,21 @@ def test_the_checks_accept_a_real_ray_session_of_a_killed_driver(short_tmp, ray_
         os.environ["RAY_TMPDIR"], before = ray_tmpdir, os.environ.get("RAY_TMPDIR")
         real_kill, victims = os.kill, {}
 
-        def kill(pid, sig):  # what each process was, independently of the checks, the moment it is killed
-            if sig == signal.SIGKILL:
+        real_tmp = os.path.realpath(ray_tmpdir)
+
+        def kill(pid, sig):  # what each process was, independently of the checks, the moment it is killed:
+            if sig == signal.SIGKILL:  # as conftest.ray_processes_of, daemons name the tmpdir on their command
+                with open(f"/proc/{pid}/cmdline", "rb") as f:  # line, workers inherit it in their environment
+                    named = ray_tmpdir.encode() in f.read().replace(b"\0", b" ")
                 with open(f"/proc/{pid}/environ", "rb") as f:
-                    victims[pid] = f"RAY_TMPDIR={ray_tmpdir}".encode() in f.read().split(b"\0")
+                    inherited = f"RAY_TMPDIR={ray_tmpdir}".encode() in f.read().split(b"\0")
+                # Ray's agents retitle themselves ("ray::DashboardAgent"), which overwrites both, but they hold
+                # their logs open in the session folder. Under load they are often still alive when the leftovers
+                # are stopped; idle, fate-sharing has usually ended them already.
+                fds = f"/proc/{pid}/fd"
+                logs = any(os.path.realpath(os.path.join(fds, fd)).startswith(real_tmp + os.sep)
+                           for fd in os.listdir(fds))
+                victims[pid] = named or inherited or logs
             return real_kill(pid, sig)
 
         try:

@@ -1,4 +1,5 @@
 """Cohort training: M members of one architecture and step count trained as one model (workloads/cohort_net.py).
+(Over ~400 lines: the training loop, its optimizer, its checkpoint hooks and its evaluation are one method.)
 
 Each member gets exactly what ``workloads.train.train`` would give it alone:
 - its batch order: a CPU ``torch.Generator`` seeded with its TrainConfig.seed draws one ``randperm(n)`` per

@@ -1,4 +1,5 @@
 """One model, or one pair of models, from settings to table rows: the framework-free glue of a sweep.
+(About 400 lines: the specs, both jobs and the row builders they share with the cohort engine.)
 
 The orchestrator calls these two functions inside Ray workers; benchmarks and tests call them directly in
 one process. Nothing here knows about Ray, storage or provenance: the functions take plain dataclasses,

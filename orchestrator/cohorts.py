@@ -85,42 +85,41 @@ def _grouped(cfg: SweepConfig, todo: list, spec_of, plan, gpu_of) -> list[list]:
     return sorted(cohorts, key=lambda group: order[group[0]])
 
 
-def model_cohorts(cfg: SweepConfig, todo: list) -> list[list[tuple]]:
-    """The model keys ``todo`` [(load, temperature, seed)] as cohorts (lists of keys); singletons when off."""
-    if not in_cohorts(cfg):
-        return [[k] for k in todo]
+def _cohorts_of(cfg: SweepConfig, todo: list, spec_class, plan, gpu_of) -> list[list[tuple]]:
+    """``todo`` keys (load, temperature, *seeds) as cohorts by ``plan``; each key's spec is spec_class(cell,
+    *seeds), with one CellSpec per cell."""
     from orchestrator.cells import cell_spec
-    from workloads.cohort_experiment import plan_model_cohorts
-    from workloads.experiment import ModelSpec
 
     cells: dict = {}
 
     def spec_of(key):
         if (key[0], key[1]) not in cells:
             cells[(key[0], key[1])] = cell_spec(cfg, key[0], key[1])
-        return ModelSpec(cells[(key[0], key[1])], int(key[2]))
+        return spec_class(cells[(key[0], key[1])], *(int(s) for s in key[2:]))
 
-    return _grouped(cfg, list(todo), spec_of, plan_model_cohorts,
-                    lambda lv: None if cfg.gpu_is_auto else cfg.trial_gpu(lv))
+    return _grouped(cfg, list(todo), spec_of, plan, gpu_of)
+
+
+def model_cohorts(cfg: SweepConfig, todo: list) -> list[list[tuple]]:
+    """The model keys ``todo`` [(load, temperature, seed)] as cohorts (lists of keys); singletons when off."""
+    if not in_cohorts(cfg):  # before importing torch: one model per trial needs no planning
+        return [[k] for k in todo]
+    from workloads.cohort_experiment import plan_model_cohorts
+    from workloads.experiment import ModelSpec
+
+    return _cohorts_of(cfg, todo, ModelSpec, plan_model_cohorts,
+                       lambda lv: None if cfg.gpu_is_auto else cfg.trial_gpu(lv))
 
 
 def pair_cohorts(cfg: SweepConfig, todo: list) -> list[list[tuple]]:
     """The pair keys ``todo`` [(load, temperature, seed_a, seed_b)] as cohorts; singletons when off."""
-    if not in_cohorts(cfg):
+    if not in_cohorts(cfg):  # before importing torch: one model per trial needs no planning
         return [[k] for k in todo]
-    from orchestrator.cells import cell_spec
     from workloads.cohort_experiment import plan_pair_cohorts
     from workloads.experiment import PairSpec
 
-    cells: dict = {}
-
-    def spec_of(key):
-        if (key[0], key[1]) not in cells:
-            cells[(key[0], key[1])] = cell_spec(cfg, key[0], key[1])
-        return PairSpec(cells[(key[0], key[1])], int(key[2]), int(key[3]))
-
-    return _grouped(cfg, list(todo), spec_of, plan_pair_cohorts,
-                    lambda lv: None if cfg.gpu_is_auto else cfg.pair_resources(lv)["gpu"])
+    return _cohorts_of(cfg, todo, PairSpec, plan_pair_cohorts,
+                       lambda lv: None if cfg.gpu_is_auto else cfg.pair_resources(lv)["gpu"])
 
 
 def order_for_pairs(model_groups: list[list[tuple]], pair_groups: list[list[tuple]]) -> list[list[tuple]]:

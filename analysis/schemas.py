@@ -137,6 +137,8 @@ PAIRS_SCHEMA = pa.schema(
         _f("cka_probe_size", pa.int64(), "examples"),
         _f("cka_probe_seed", pa.int64()),
         _f("cka_probe_maker", pa.string(), doc="the hook that made the CKA probes (null in older runs: mixup)"),
+        _f("cka_probe_pool", pa.string(), doc="the inputs the CKA probes were made from: train or test (null in "
+                                             "older runs: train)"),
         _f("mc_unit", pa.string(), doc="unit of mode_connectivity: percentage points (of train error) or nats (of "
                                       "train loss, metrics.curve.mc_on: loss); null in older runs: percentage points"),
         _f("wall_seconds", pa.float64(), "s"),

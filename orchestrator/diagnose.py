@@ -97,6 +97,7 @@ class MetricSettings:
     source: str  # where they came from, for the report
     section: dict  # the resolved metrics section (config.yaml's form)
     cka_probe_maker: str = "mixup"  # workloads/metrics/probes.py
+    cka_probe_pool: str = "train"
 
 
 def metric_settings(config: str | None, overrides, n_checkpoints: int) -> MetricSettings:
@@ -123,7 +124,7 @@ def metric_settings(config: str | None, overrides, n_checkpoints: int) -> Metric
     if overrides:
         described += " with " + ", ".join(overrides)
     return MetricSettings(cell.hessian, cell.curve, cell.cka.probes, cell.cka.probe_seed, tuple(cfg.seed_pairs()),
-                          described, cfg.to_dict()["metrics"], cell.cka.probe_maker)
+                          described, cfg.to_dict()["metrics"], cell.cka.probe_maker, cell.cka.probe_pool)
 
 
 def check_fits(settings: MetricSettings, data) -> None:
@@ -261,7 +262,7 @@ def _diagnose(request: DiagnoseRequest, progress: Callable[[str], None] | None) 
     _check_distinct(paths)
 
     from workloads.diagnosis import build_named_model, load_named_dataset, measure_model, measure_pair, resolve_device
-    from workloads.metrics.probes import make_probes
+    from workloads.metrics.probes import make_probes, probe_pool
 
     try:
         device = resolve_device(request.device)
@@ -288,7 +289,8 @@ def _diagnose(request: DiagnoseRequest, progress: Callable[[str], None] | None) 
         say(f"model {i + 1}/{len(models)}: {path}")
         model_rows.append({"checkpoint": path, **measure_model(model, data_dev, settings.hessian)})
     try:
-        probes = make_probes(settings.cka_probe_maker, data_dev.train_x, settings.cka_probes, settings.cka_probe_seed)
+        probes = make_probes(settings.cka_probe_maker, probe_pool(data_dev, settings.cka_probe_pool),
+                             settings.cka_probes, settings.cka_probe_seed)
     except (LookupError, ValueError) as exc:
         raise DiagnoseError(_one_line(exc)) from None
     curve = _on_device(settings.curve, device)

@@ -40,6 +40,7 @@ def write_unmeasured_pair(cfg, run_dir, run_id, job, status: str, error: str, *,
            "seed_b": int(b), "status": status, "error": error, "curve_epochs": c.epochs, "curve_lr": c.lr,
            "curve_points": c.points, "cka_probe_size": cfg.metrics.cka.probes,
            "cka_probe_seed": cfg.metrics.cka.probe_seed, "cka_probe_maker": cfg.metrics.cka.probe_maker,
+           "cka_probe_pool": cfg.metrics.cka.probe_pool,
            "mc_unit": MC_ON[c.mc_on], "started_at": now, "finished_at": now}
     tables = RunTables(run_dir)
     key = pkey(cfg, lv, tv, a, b)

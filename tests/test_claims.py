@@ -21,8 +21,8 @@ from tests.analysis_synthetic import (
 )
 
 WIDTH_CLAIMS = ["sharp-phases-hot", "poor-phases-narrow", "iv-b-hotter-than-iv-a", "all-phases-present",
-                "tenfold-loss-drop", "hessian-larger-when-sharp", "best-in-iv-b", "cka-tracks-accuracy",
-                "iii-flat-but-worse"]
+                "tenfold-loss-drop", "hessian-larger-when-sharp", "best-in-iv-b", "best-in-phase-iv",
+                "cka-tracks-accuracy", "iii-flat-but-worse"]
 CLEAN = RunFacts("width", "batch_size", 0.0)
 NOISY = RunFacts("width", "batch_size", 0.1)
 
@@ -97,6 +97,7 @@ BROKEN = {
     "hessian-larger-when-sharp": lambda: labelled_cells(FIG2_LAYOUT, FIG2_WIDTHS, FIG2_BATCHES,
                                                         _values(I={"log_lambda": 0.5}, II={"log_lambda": 0.5})),
     "best-in-iv-b": lambda: labelled_cells(FIG2_LAYOUT, FIG2_WIDTHS, FIG2_BATCHES, _values(II={"test_acc": 0.95})),
+    "best-in-phase-iv": lambda: labelled_cells(FIG2_LAYOUT, FIG2_WIDTHS, FIG2_BATCHES, _values(III={"test_acc": 0.95})),
     "cka-tracks-accuracy": lambda: labelled_cells(FIG2_LAYOUT, FIG2_WIDTHS, FIG2_BATCHES,
                                                   _values(IV_A={"cka": 0.9}, IV_B={"cka": 0.5})),
     "iii-flat-but-worse": lambda: labelled_cells(FIG2_LAYOUT, FIG2_WIDTHS, FIG2_BATCHES, _values(III={"test_acc": 0.75})),
@@ -108,6 +109,12 @@ def test_each_width_claim_fails_on_a_grid_built_to_break_it(claim_id):
     r = verdicts(BROKEN[claim_id]())[claim_id]
     assert r["applies"] and r["holds"] is False, r["summary"]
     assert r["summary"].startswith("does not hold:") and r["evidence"]
+
+
+def test_best_in_phase_iv_accepts_iv_a_where_best_in_iv_b_does_not():
+    v = verdicts(labelled_cells(FIG2_LAYOUT, FIG2_WIDTHS, FIG2_BATCHES, _values(IV_A={"test_acc": 0.95})))
+    assert v["best-in-iv-b"]["holds"] is False and v["best-in-phase-iv"]["holds"] is True
+    assert v["best-in-phase-iv"]["evidence"]["phase"] == "IV-A"
 
 
 def test_a_claim_without_cells_to_measure_is_null_and_says_why():

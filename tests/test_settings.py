@@ -21,7 +21,7 @@ HASHES_BEFORE = {
     "demo": "eaaac0700c0881a7", "paper-data-batch": "6bd1a555392fc00f", "paper-noise-batch": "f8fc35c045370fd2",
     "paper-width-batch": "4893dabf170e2737", "paper-width-batch-lr-decay": "26c9369b34e86eb1",
     "paper-width-batch-noisy": "f4958fdfb235d91b", "paper-width-wd": "d0c39a20b030c1ad", "smoke": "c78383e05e43e469",
-    "cpu-data-size": "8b35e63a5803a959", "cpu-label-noise": "21c7265dd7c03e7c", "cpu-learning-rate": "99992ec961b8606e",
+    "cpu-data-size": "8fc8b53db4225b18", "cpu-label-noise": "21c7265dd7c03e7c", "cpu-learning-rate": "99992ec961b8606e",
     "cpu-lr-decay": "97e47fb7cb32d873", "cpu-noisy-labels": "2bce66412dd2be7f", "cpu-weight-decay": "2b1d728e1a732ccc",
 }
 V010_HASH = "5b25ff08a62ba453"

@@ -115,7 +115,7 @@ def test_the_config_checks_the_probe_maker_against_the_inputs(translation_on_pat
     from orchestrator.cells import cell_spec
     from workloads.experiment import measured_on
 
-    assert measured_on(cell_spec(cfg, 8, 32)) == {"mc_unit": "nats", "cka_probe_maker": "crossover"}
+    assert measured_on(cell_spec(cfg, 8, 32)) == {"mc_unit": "nats", "cka_probe_maker": "crossover", "cka_probe_pool": "train"}
 
 
 def test_mode_connectivity_in_nats_is_judged_against_the_threshold_in_nats():

@@ -46,7 +46,7 @@ from workloads.experiment import (
 )
 from workloads.metric_discovery import measure_added
 from workloads.metrics.cka import cka_or_reason, softmax_outputs
-from workloads.metrics.probes import make_probes
+from workloads.metrics.probes import make_probes, probe_pool
 from workloads.metrics.cohort_curves import connect_cohort
 from workloads.metrics.cohort_hessian import estimate_hessian_cohort
 from workloads.metrics.distance import l2_distance
@@ -303,9 +303,9 @@ def measure_pairs_cohort(specs: list[PairSpec], states: list[tuple[dict, dict]],
         seeds.append((seed_a, seed_b))
         model_a = load_trained(cell, seed_a, state_a, ds, device)
         model_b = load_trained(cell, seed_b, state_b, ds, device)
-        probe_key = (cell.cka.probe_maker, int(cell.cka.probes), int(cell.cka.probe_seed))
+        probe_key = (cell.cka.probe_maker, cell.cka.probe_pool, int(cell.cka.probes), int(cell.cka.probe_seed))
         if probe_key not in probe_sets:  # drawn from the shared inputs, once per setting
-            probe_sets[probe_key] = make_probes(probe_key[0], base.train_x, *probe_key[1:])
+            probe_sets[probe_key] = make_probes(probe_key[0], probe_pool(base, probe_key[1]), *probe_key[2:])
         probes = probe_sets[probe_key]
         cka.append(cka_or_reason(softmax_outputs(model_a, probes), softmax_outputs(model_b, probes)))
         l2.append(l2_distance(model_a, model_b))

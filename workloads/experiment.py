@@ -36,7 +36,7 @@ from workloads.metrics.cka import cka_or_reason, softmax_outputs
 from workloads.metrics.connectivity import CurveConfig, connect_models
 from workloads.metrics.distance import l2_distance
 from workloads.metrics.hessian import estimate_hessian
-from workloads.metrics.probes import make_probes
+from workloads.metrics.probes import make_probes, probe_pool
 from workloads.models import count_parameters, seeded_model
 from workloads.settings import MC_ON, CkaSettings, HessianSettings, TrainConfig, Workload
 from workloads.train import evaluate, train
@@ -344,8 +344,9 @@ def load_trained(cell: CellSpec, seed: int, state_dict: dict, data: Dataset, dev
 def measured_on(cell: CellSpec) -> dict:
     """The pairs columns saying what a pair's numbers are measured on: mc_unit (the unit of mode_connectivity:
     "percentage points" of train error, or "nats" of train loss with metrics.curve.mc_on: loss) and
-    cka_probe_maker (the hook that made the CKA probes)."""
-    return {"mc_unit": MC_ON[cell.curve.mc_on], "cka_probe_maker": cell.cka.probe_maker}
+    cka_probe_maker and cka_probe_pool (the hook that made the CKA probes, and from which inputs)."""
+    return {"mc_unit": MC_ON[cell.curve.mc_on], "cka_probe_maker": cell.cka.probe_maker,
+            "cka_probe_pool": cell.cka.probe_pool}
 
 
 def pair_rows(cell: CellSpec, seed_a: int, seed_b: int, curve, cka: tuple, l2: float | None, curve_config,
@@ -390,7 +391,8 @@ def measure_pair(spec: PairSpec, state_a: dict, state_b: dict) -> PairOutcome:
     model_a = load_trained(cell, seed_a, state_a, data, spec.device)
     model_b = load_trained(cell, seed_b, state_b, data, spec.device)
 
-    probes = make_probes(cell.cka.probe_maker, data_dev.train_x, cell.cka.probes, cell.cka.probe_seed)
+    probes = make_probes(cell.cka.probe_maker, probe_pool(data_dev, cell.cka.probe_pool), cell.cka.probes,
+                         cell.cka.probe_seed)
     cka, cka_status = cka_or_reason(softmax_outputs(model_a, probes), softmax_outputs(model_b, probes))
     l2 = l2_distance(model_a, model_b)
 

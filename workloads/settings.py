@@ -263,6 +263,10 @@ class HessianSettings:
         check_fields(self)
 
 
+# Where CKA probes are drawn from (workloads/metrics/probes.py: probe_pool).
+CKA_PROBE_POOLS = ("train", "test")
+
+
 @dataclass(frozen=True)
 class CkaSettings:
     """The probe inputs on which CKA compares two models of a cell (workloads/metrics/cka.py)."""
@@ -274,7 +278,12 @@ class CkaSettings:
     probe_seed: int = setting(0, doc="seed of the probe set (shared by every pair of a cell)", check=seed())
     probe_maker: str = setting("mixup", doc="mixup (float inputs: lam x_a + (1 - lam) x_b, lam ~ Beta(16, 16)) | "
                                             "crossover (token inputs: each position from x_a with probability lam) "
+                                            "| points (distinct inputs of the pool, unmixed) "
                                             "| module:function called as fn(train_x, num=, seed=)", legacy="mixup")
+    probe_pool: str = setting("train", doc="the inputs the probes are made from: train (the cell's training inputs, "
+                                           "as the authors) | test (the test inputs: the same held-out inputs for "
+                                           "every cell, also across training-set sizes)",
+                              check=one_of(*CKA_PROBE_POOLS), legacy="train")
 
     def __post_init__(self):
         check_fields(self)

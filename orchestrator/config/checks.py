@@ -194,6 +194,7 @@ def _check_workload(cfg: SweepConfig, check_data: bool) -> int:
     except (PluginError, TypeError, ValueError) as exc:  # the user's dataset function raised or returned bad data
         fail("workload.dataset", one_line(exc))
     _check_probe_maker(cfg, token_inputs=user_fns["dataset"] is not None and token_inputs(w))
+    _check_probe_pool_size(cfg, full_size)
     widths = cfg.load.values if cfg.load.name == "width" else (w.width,)
     _check_model_builds(cfg, int(min(widths)), input_shape, num_classes, max_width=int(max(widths)))
     return full_size
@@ -226,6 +227,29 @@ def _check_probe_maker(cfg: SweepConfig, token_inputs: bool) -> None:
     problem = None if fn is not None else maker_problem(maker, token_inputs)
     if problem:
         fail("metrics.cka_probe_maker", problem)
+
+
+def _check_probe_pool_size(cfg: SweepConfig, full_size: int) -> None:
+    """The points maker draws distinct inputs: the smallest probe pool of the sweep must hold cka_probes of them."""
+    cka = cfg.metrics.cka
+    if cka.probe_maker != "points":
+        return
+    if cka.probe_pool == "train":
+        pool = min(transformed_train_size(cfg, v, full_size) for v in cfg.load.values)
+        what = "the smallest training set of the sweep"
+    else:
+        w = cfg.workload
+        facts = DATASET_FACTS.get(w.dataset)
+        if facts is None:
+            from workloads.data import load_dataset
+
+            pool = int(load_dataset(w.dataset, w.data_root, seed=w.data_seed, args=w.dataset_args).test_x.shape[0])
+        else:
+            pool = facts.test_size
+        what = "the test set"
+    if cka.probes > pool:
+        fail("metrics.cka_probes", f"{cka.probes} distinct probe inputs, but {what} has {pool}; the points maker "
+                                   f"draws without replacement: set metrics.cka_probes to at most {pool}")
 
 
 def _check_per_load_resources(cfg: SweepConfig) -> None:

@@ -1,6 +1,14 @@
 """The probe inputs on which CKA compares two models of a cell, made by a named hook (``metrics.cka_probe_maker``).
 
-    make_probes(maker, train_x, num, seed) -> (num, *input_shape) tensor, train_x's dtype and device
+    make_probes(maker, pool_x, num, seed) -> (num, *input_shape) tensor, pool_x's dtype and device
+    probe_pool(data, pool) -> pool_x   the inputs the probes are made from (``metrics.cka_probe_pool``)
+
+Pools (``metrics.cka_probe_pool``):
+
+    train        the training inputs the cell's models saw (the default, as the authors' code). With the
+                 training-set size as the load, each column then draws its probes from its own subset.
+    test         the test inputs, which no knob changes: every cell of a sweep is compared on the same held-out
+                 inputs (with ``points``, the models' agreement on real unseen examples).
 
 Makers (every one deterministic in (train_x, num, seed); the same probes for every pair of a cell):
 
@@ -11,6 +19,8 @@ Makers (every one deterministic in (train_x, num, seed); the same probes for eve
                  x[b] (independent Bernoulli(lam) per position, from a second seeded stream). A probe is thus a
                  real-token sequence mixing two training sequences in about lam : 1 - lam, the token analogue of
                  mixup (lam ~ Beta(16, 16) keeps it near half and half).
+    points       the pool's own inputs, unmixed: ``num`` distinct inputs drawn without replacement (a seeded
+                 permutation; the pool must hold at least ``num``).
     module:function / an entry point of ``landscape.probes``: the user's fn(train_x, num=, seed=), returning
                  (num, *input_shape) of train_x's dtype (checked).
 """
@@ -23,6 +33,7 @@ import torch
 from workloads import plugins
 from workloads.metrics.cka import mixup_plan, mixup_probes
 from workloads.registry import Registry
+from workloads.settings import CKA_PROBE_POOLS
 
 CROSSOVER_MASK_STREAM = 1  # the Bernoulli draws come from PCG64([seed, 1]); mixup_plan's from PCG64(seed)
 
@@ -38,9 +49,29 @@ def crossover_probes(x: torch.Tensor, num: int, seed: int, alpha: float = 16.0) 
     return torch.where(mask, x[ia], x[ib])
 
 
+def sample_points(x: torch.Tensor, num: int, seed: int) -> torch.Tensor:
+    """``num`` distinct inputs of ``x``, unmixed: (n, *shape) -> (num, *shape), the first ``num`` of a
+    PCG64(seed) permutation of the n inputs. ValueError when n < num."""
+    n = int(x.shape[0])
+    if num > n:
+        raise ValueError(f"the points probe maker draws {num} distinct inputs but the probe pool has only {n}; "
+                         f"lower metrics.cka_probes to at most {n} or use metrics.cka_probe_maker: mixup")
+    order = np.random.Generator(np.random.PCG64(int(seed))).permutation(n)[:num]
+    return x[torch.as_tensor(order, device=x.device)]
+
+
+def probe_pool(data, pool: str) -> torch.Tensor:
+    """The inputs of ``data`` (a workloads.data.Dataset) that CKA probes are made from: its training or its test
+    inputs (see the module doc)."""
+    if pool not in CKA_PROBE_POOLS:
+        raise ValueError(f"metrics.cka_probe_pool: unknown pool {pool!r}; choose one of {', '.join(CKA_PROBE_POOLS)}")
+    return data.train_x if pool == "train" else data.test_x
+
+
 PROBE_MAKERS = Registry("CKA probe maker")  # the built-ins (did-you-mean for typos)
 PROBE_MAKERS.register("mixup")(mixup_probes)
 PROBE_MAKERS.register("crossover")(crossover_probes)
+PROBE_MAKERS.register("points")(sample_points)
 
 
 def maker_problem(maker: str, token_inputs: bool) -> str | None:

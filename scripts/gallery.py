@@ -21,16 +21,43 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
-# (built-in config, the paper's figure it corresponds to), in the order of the paper.
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A gallery config, the paper's figure it corresponds to, and that figure's headline: the claims (ids of
+    analysis/claims.py) that the paper's own sentence about the figure makes, quoted in ``words``. The headline
+    holds when every one of its claims holds."""
+
+    config: str
+    figure: str
+    headline: tuple[str, ...]
+    words: str
+
+
+# In the order of the paper. The words are the paper's (paper.md, sections 3.1-3.3).
 GALLERY = [
-    ("demo", "Fig. 2"),
-    ("cpu-lr-decay", "Fig. 3"),
-    ("cpu-noisy-labels", "Fig. 4"),
-    ("cpu-weight-decay", "Fig. 5"),
-    ("cpu-data-size", "Fig. 6"),
-    ("cpu-label-noise", "Fig. 7"),
-    ("cpu-learning-rate", "App. D.5"),
+    Entry("demo", "Fig. 2", ("sharp-phases-hot", "poor-phases-narrow", "iv-b-hotter-than-iv-a", "best-in-iv-b"),
+          "the five phases, sharp ones at high temperature, poorly connected ones at small width; the best test "
+          "accuracy in Phase IV-B"),
+    Entry("cpu-lr-decay", "Fig. 3", ("sharp-phases-hot", "poor-phases-narrow", "best-in-phase-iv"),
+          "the four phases are still present, and the test accuracy is maximized when the loss landscape is "
+          "globally nice and locally flat"),
+    Entry("cpu-noisy-labels", "Fig. 4", ("dark-band-at-boundary",),
+          "a \u201cdark band\u201d arises between different learning phases ... test accuracy exhibits both "
+          "width-wise and temperature-wise double descent"),
+    Entry("cpu-weight-decay", "Fig. 5", ("best-in-phase-iv",),
+          "the best test accuracy is obtained when the loss landscape is both globally nice and locally flat"),
+    Entry("cpu-data-size", "Fig. 6", ("cka-rises-with-data",),
+          "CKA precisely captures the relationship of increasing test accuracy with additional data"),
+    Entry("cpu-label-noise", "Fig. 7", ("mc-falls-with-label-noise", "cka-falls-with-label-noise",
+                                         "trace-insensitive-to-label-noise"),
+          "training with a large amount of noise does not significantly affect the Hessian ... training with more "
+          "noisy labels leads to more poorly-connected loss landscapes"),
+    Entry("cpu-learning-rate", "App. D.5", ("sharp-phases-hot", "poor-phases-narrow", "best-in-phase-iv"),
+          "learning rate as an alternative temperature parameter, which produces analogous results to Figure 2"),
 ]
 VERDICT = {True: "holds", False: "**does not hold**", None: "n/a"}
 
@@ -106,8 +133,19 @@ def claims_table(claims: list[dict]) -> str:
     return "\n".join(rows)
 
 
-def section(info: dict, figure: str, docs_dir: str) -> str:
-    """The Markdown of one config: how it ran, its phase map (text and picture), panels, claims."""
+def headline_verdict(entry: Entry, claims: list[dict]) -> tuple[bool | None, str]:
+    """(holds, the headline claims' verdicts in words): True when every headline claim holds, False when one does
+    not, None when one could not be measured (and none failed)."""
+    by_id = {c["id"]: c for c in claims}
+    verdicts = [by_id[cid]["holds"] if cid in by_id and by_id[cid]["applies"] else None for cid in entry.headline]
+    holds = False if False in verdicts else (None if None in verdicts else True)
+    words = ", ".join(f"{cid} {VERDICT[v] if v is not None else 'not measured'}"
+                      for cid, v in zip(entry.headline, verdicts))
+    return holds, words
+
+
+def section(info: dict, entry: Entry, claims: list[dict], docs_dir: str) -> str:
+    """The Markdown of one config: how it ran, its headline, its phase map (text and picture), panels, claims."""
     import pandas as pd
 
     from analysis.plot_data import text_grid
@@ -116,8 +154,6 @@ def section(info: dict, figure: str, docs_dir: str) -> str:
     cfg = load_run_config(info["run_dir"])  # as run: with the overrides, if any
     analysis = os.path.join(info["run_dir"], "analysis")
     cells = pd.read_parquet(os.path.join(analysis, "cells.parquet"))
-    with open(os.path.join(analysis, "claims.json"), encoding="utf-8") as fh:
-        claims = json.load(fh)
     images = os.path.join(docs_dir, "gallery")
     os.makedirs(images, exist_ok=True)
     pictures = {}
@@ -128,10 +164,14 @@ def section(info: dict, figure: str, docs_dir: str) -> str:
     applies = [c for c in claims if c["applies"]]
     held = sum(1 for c in applies if c["holds"] is True)
     how = "`landscape " + " ".join(info["command"]) + "`" + (", re-analysed later" if info["reused"] else "")
+    holds, words = headline_verdict(entry, claims)
     return "\n".join([
-        f"## {info['name']} ({figure})",
+        f"## {info['name']} ({entry.figure})",
         "",
         cfg.description.strip(),
+        "",
+        f"The figure's headline, in the paper's words: \u201c{entry.words}\u201d. Checked as {words}: the headline "
+        f"**{VERDICT[holds] if holds is not None else 'is not measured'}**.",
         "",
         f"Run {info['finished']:%Y-%m-%d %H:%M} UTC: {len(cfg.model_keys())} models, {len(cfg.pair_keys())} pairs, "
         f"**{info['wall_seconds'] / 60:.1f} min** wall ({how}); {load_note(info)}. "
@@ -159,16 +199,22 @@ def main(argv=None) -> int:
     parser.add_argument("--reduced", action="store_true", help="2 x 2 cells, 2 seeds, 2 epochs: a pipeline check")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    chosen = [(n, f) for n, f in GALLERY if not args.only or n in args.only]
-    unknown = set(args.only or ()) - {n for n, _ in GALLERY}
+    chosen = [e for e in GALLERY if not args.only or e.config in args.only]
+    unknown = set(args.only or ()) - {e.config for e in GALLERY}
     if unknown:
-        parser.error(f"not gallery configs: {sorted(unknown)}; choose from {[n for n, _ in GALLERY]}")
-    parts = []
-    for name, figure in chosen:
-        overrides = (reduced_overrides(name) if args.reduced else []) + args.overrides
-        info = run_config(name, os.path.join(args.runs, name), overrides, args.reuse)
-        print(f"{name}: {info['wall_seconds']:.0f} s", flush=True)
-        parts.append(section(info, figure, args.docs))
+        parser.error(f"not gallery configs: {sorted(unknown)}; choose from {[e.config for e in GALLERY]}")
+    parts, summary = [], ["| config | figure | headline claims | headline | wall |", "|---|---|---|---|---|"]
+    for entry in chosen:
+        overrides = (reduced_overrides(entry.config) if args.reduced else []) + args.overrides
+        info = run_config(entry.config, os.path.join(args.runs, entry.config), overrides, args.reuse)
+        with open(os.path.join(info["run_dir"], "analysis", "claims.json"), encoding="utf-8") as fh:
+            claims = json.load(fh)
+        holds, _ = headline_verdict(entry, claims)
+        print(f"{entry.config}: {info['wall_seconds']:.0f} s, headline {VERDICT[holds]}", flush=True)
+        summary.append(f"| {entry.config} | {entry.figure} | {', '.join(entry.headline)} | "
+                       f"{VERDICT[holds] if holds is not None else 'not measured'} | "
+                       f"{info['wall_seconds'] / 60:.1f} min |")
+        parts.append(section(info, entry, claims, args.docs))
     today = dt.date.today().isoformat()
     head = [
         "# The CPU gallery",
@@ -181,6 +227,8 @@ def main(argv=None) -> int:
         "docs/science.md.",
         "",
     ]
+    head += ["Each figure's headline (the claims the paper's own sentence about it makes; scripts/gallery.py, GALLERY):",
+             "", *summary, ""]
     if args.reduced:
         head += ["**Reduced runs** (--reduced: 2 x 2 cells, 2 seeds, 2 epochs): a pipeline check, not the science.", ""]
     if args.overrides:

@@ -22,6 +22,7 @@ PACKAGED_DATA = {"mnist1d", "digits"}  # generated or shipped by an installed pa
 def _gallery_module():
     spec = importlib.util.spec_from_file_location("gallery", ROOT / "scripts" / "gallery.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -30,14 +31,22 @@ GALLERY = _gallery_module().GALLERY
 
 
 def test_the_gallery_holds_the_demo_and_every_cpu_config():
-    names = [n for n, _ in GALLERY]
+    names = [e.config for e in GALLERY]
     assert names[0] == "demo"
     assert set(names) == {"demo"} | {n for n in builtin_names() if n.startswith("cpu-")}
     assert {"cpu-lr-decay", "cpu-noisy-labels", "cpu-weight-decay", "cpu-data-size", "cpu-label-noise",
             "cpu-learning-rate"} <= set(names)
 
 
-@pytest.mark.parametrize("name", [n for n, _ in GALLERY])
+def test_every_headline_names_declared_claims():
+    from analysis.claims import CLAIM_BY_ID
+
+    for e in GALLERY:
+        assert e.headline and set(e.headline) <= set(CLAIM_BY_ID), e.config
+        assert e.words and e.figure
+
+
+@pytest.mark.parametrize("name", [e.config for e in GALLERY])
 def test_gallery_config_is_honest_about_its_figure(name):
     cfg = load_config(name)
     assert cfg.workload.dataset in PACKAGED_DATA and cfg.workload.data_root is None
@@ -56,7 +65,8 @@ def test_reduced_gallery_runs_through_the_cli_and_writes_the_gallery(tmp_path, r
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
     page = (docs / "gallery.md").read_text(encoding="utf-8")
     assert "Reduced runs" in page
-    for name, figure in GALLERY:
+    assert "| config | figure | headline claims | headline | wall |" in page
+    for name, figure in ((e.config, e.figure) for e in GALLERY):
         assert f"## {name} ({figure})" in page
         claims = json.loads((runs / name / "analysis" / "claims.json").read_text(encoding="utf-8"))
         assert claims and all(c["holds"] in (True, False, None) for c in claims)

@@ -222,13 +222,14 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
             return df[(df["load_name"] == load) & (df["temperature_name"] == temp)]
 
         # mc in nats (metrics.curve.mc_on: loss) is judged against the rules' threshold in nats.
-        unit_rules = rules_for_mc_unit(phase_rules, mc_unit(pick(pairs)))
+        unit = mc_unit(pick(pairs))
+        unit_rules = rules_for_mc_unit(phase_rules, unit)
         cells = label_phases(aggregate_cells(pick(models), pick(pairs), expected_seeds=seeds, metrics=metrics),
                              unit_rules)
         suffix = _diagram_name(load, temp, several)
         stem = lambda base: os.path.join(out_dir, f"{base}__{suffix}" if suffix else base)
         # The numbers behind the panels, once: the PNG/PDF figures and the report's SVG draw the same objects.
-        heatmaps, phase_map = panel_set(cells, color_ranges, metrics), phase_map_data(cells)
+        heatmaps, phase_map = panel_set(cells, color_ranges, metrics, unit), phase_map_data(cells)
         figs = {
             "phase_map": save_phase_map(cells, stem("phase_map"), data=phase_map),
             "panels": save_panels(cells, stem("panels"), heatmaps=heatmaps, phase_map=phase_map),

@@ -18,13 +18,15 @@ A little over ~400 lines: the text grids at the end share the Grid with the figu
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from analysis.phases import PHASES
+from analysis.phases import MC_UNIT_DEFAULT, PHASES
 from analysis.tables import format_value
 from workloads import knobs
 from workloads.metric_specs import BUILTINS, MetricSet
@@ -44,6 +46,20 @@ def panel_specs(metrics: MetricSet = BUILTINS) -> list[PanelSpec]:
     """The panels of ``metrics`` (workloads/metric_specs.py declares each metric's panel), in their order."""
     return [PanelSpec(s.shown, s.panel.title, s.panel.cmap, s.panel.diverging, s.panel.log_scale, s.panel.fmt,
                       s.panel.paper_range) for s in metrics.panels()]
+
+
+# Short forms of the pairs' mc_unit, for a panel's title.
+MC_UNIT_ABBREVIATION = {"percentage points": "pp", "nats": "nats"}
+
+
+def panel_for_unit(spec: PanelSpec, mc_unit: str = MC_UNIT_DEFAULT) -> PanelSpec:
+    """The mode-connectivity panel of a run whose mc is not in percentage points (metrics.curve.mc_on: loss gives
+    nats): its title names the unit, and it has no paper range (the authors' -30..30 is in percentage points, and
+    would draw every nats value as 0). Other panels, and mc in percentage points, are returned as they are."""
+    if spec.metric != "mode_connectivity" or mc_unit == MC_UNIT_DEFAULT:
+        return spec
+    return dataclasses.replace(spec, title=f"mode connectivity ({MC_UNIT_ABBREVIATION.get(mc_unit, mc_unit)})",
+                               paper_range=None)
 
 
 # The paper's panel set, in its order (the built-in metrics' panels).
@@ -282,14 +298,15 @@ def range_label(source: str, vmin: float, vmax: float) -> str:
 
 
 def heatmap_data(cells: pd.DataFrame, metric: str, *, color_range=None, grid: Grid | None = None,
-                 metrics: MetricSet = BUILTINS) -> HeatmapData:
+                 metrics: MetricSet = BUILTINS, mc_unit: str = MC_UNIT_DEFAULT) -> HeatmapData:
     """Panel data of ``metric`` (a column of the cells table); phase boundaries included when labelled.
-    metrics: where the panel of ``metric`` is declared (the built-ins plus the run's added metrics)."""
+    metrics: where the panel of ``metric`` is declared (the built-ins plus the run's added metrics); mc_unit: the
+    unit of the run's mode connectivity (the pairs' mc_unit; see panel_for_unit)."""
     panels = {p.metric: p for p in panel_specs(metrics)}
     if metric not in cells.columns:
         raise ValueError(f"cells have no column {metric!r}; panels: {list(panels)}")
     grid = grid or cell_grid(cells)
-    spec = panels.get(metric, PanelSpec(metric, metric, "viridis"))
+    spec = panel_for_unit(panels.get(metric, PanelSpec(metric, metric, "viridis")), mc_unit)
     values = grid.to_matrix(cells.assign(_v=pd.to_numeric(cells[metric], errors="coerce")), "_v")
     vmin, vmax, source = choose_color_range(metric, values, color_range, spec)
     bounds = phase_boundaries(grid.to_matrix(cells, "phase", fill=None, dtype=object)) if "phase" in cells else []

@@ -15,6 +15,7 @@ import pandas as pd
 
 from analysis.curve_data import CurveData
 from analysis.history_data import CellHistory
+from analysis.phases import MC_UNIT_DEFAULT
 from analysis.plot_data import (
     MAX_PRINTED_CELLS,
     MISSING_COLOR,
@@ -181,10 +182,10 @@ def save_phase_map(cells: pd.DataFrame, stem: str, *, data: PhaseMapData | None 
     return _save(fig, stem)
 
 
-def panel_set(cells: pd.DataFrame, color_ranges: dict | None = None, metrics: MetricSet = BUILTINS
-              ) -> list[HeatmapData]:
+def panel_set(cells: pd.DataFrame, color_ranges: dict | None = None, metrics: MetricSet = BUILTINS,
+              mc_unit: str = MC_UNIT_DEFAULT) -> list[HeatmapData]:
     """HeatmapData of every panel of ``metrics`` (the built-ins: plot_data.PANELS), in order; ``color_ranges``:
-    per metric, see plot_data."""
+    per metric, see plot_data; ``mc_unit``: the pairs' unit of mode connectivity (plot_data.panel_for_unit)."""
     color_ranges = color_ranges or {}
     panels = panel_specs(metrics)
     unknown = set(color_ranges) - {p.metric for p in panels}
@@ -192,8 +193,8 @@ def panel_set(cells: pd.DataFrame, color_ranges: dict | None = None, metrics: Me
         raise ValueError(
             f"colour ranges given for {sorted(unknown)}, which are not panels: {[p.metric for p in panels]}"
         )
-    return [heatmap_data(cells, spec.metric, color_range=color_ranges.get(spec.metric), metrics=metrics)
-            for spec in panels]
+    return [heatmap_data(cells, spec.metric, color_range=color_ranges.get(spec.metric), metrics=metrics,
+                         mc_unit=mc_unit) for spec in panels]
 
 
 def save_panels(

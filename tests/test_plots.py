@@ -205,3 +205,14 @@ def test_phase_map_key_explains_every_phase(labelled, tmp_path):
     draw_phase_map(ax, phase_map_data(labelled[0]))
     texts = [t.get_text() for t in ax.get_legend().get_texts()]
     assert texts[0] == "I: sharp, poorly connected (3)" and texts[4] == "IV-B: flat, well connected, higher CKA (3)"
+
+
+def test_mode_connectivity_in_nats_is_titled_so_and_drawn_on_its_own_range():
+    # mc on the train loss (metrics.curve.mc_on: loss): a few hundredths of a nat, all inside the authors' -30..30 pp.
+    cells = grid_cells().assign(mode_connectivity=[-0.08, -0.02, 0.0, -0.05, 0.01, -0.03])
+    in_pp = heatmap_data(cells, "mode_connectivity")
+    assert in_pp.title == "mode connectivity (pp)" and (in_pp.vmin, in_pp.vmax, in_pp.range_source) == (-30, 30, "paper")
+    in_nats = heatmap_data(cells, "mode_connectivity", mc_unit="nats")
+    assert in_nats.title == "mode connectivity (nats)" and in_nats.range_source == "data"
+    assert in_nats.vmax - in_nats.vmin < 1  # the data's range, not one that would draw every cell as 0
+    assert heatmap_data(cells, "test_acc", mc_unit="nats").title == heatmap_data(cells, "test_acc").title

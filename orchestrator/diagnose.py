@@ -300,7 +300,9 @@ def _diagnose(request: DiagnoseRequest, progress: Callable[[str], None] | None) 
             continue  # a model with non-finite weights has no curve; the members line says it is missing
         say(f"pair {a}-{b}: curve ({curve.epochs} epochs), CKA, L2")
         pair_rows.append({"seed_a": a, "seed_b": b, "checkpoint_a": paths[a], "checkpoint_b": paths[b],
-                          **measure_pair(models[a], models[b], data_dev, probes, curve)})
+                          **measure_pair(models[a], models[b], data_dev, probes, curve),
+                          "mc_unit": MC_ON[settings.curve.mc_on], "cka_probe_maker": settings.cka_probe_maker,
+                          "cka_probe_pool": settings.cka_probe_pool})
 
     # mc measured on the loss (metrics.curve.mc_on: loss) is in nats: judged against the threshold in nats.
     placement = place_group(model_rows, pair_rows, rules_for_mc_unit(rules, MC_ON[settings.curve.mc_on]))

@@ -127,6 +127,8 @@ def test_the_numbers_are_the_sweeps(tmp_path):
     (pair,) = result["pairs"]
     for metric in ("mode_connectivity", "cka", "l2_distance", "t_star"):
         assert pair[metric] == pytest.approx(sweep_pair[metric], rel=1e-9, abs=1e-12), metric
+    for said in ("mc_unit", "cka_probe_maker", "cka_probe_pool"):  # what the numbers are measured on, as the sweep's
+        assert pair[said] == sweep_pair[said], said
     assert result["settings"]["metrics"]["curve"]["epochs"] == 2 and result["settings"]["source"].endswith("smoke")
 
 

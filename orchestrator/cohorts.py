@@ -6,7 +6,11 @@ model to fill a cohort). Who may share one is the engine's rule (workloads/cohor
 ``model_cohort_key`` / ``pair_cohort_key``: one architecture, the same training inputs and step counts), and
 in the sweep also the same resources (members of loads with other ``*_by_load`` requests never share a trial).
 
-    execution.cohort: auto   no cap on the members of a cohort
+    execution.cohort: auto   as few cohorts as fill the trials that run at once: with S of them (``slots``,
+                             the cluster's trials at once, known when the run starts) a resource group of n
+                             keys gets cohorts of at most ceil(n / S) members, so every slot has a cohort
+                             (one 90-model cohort would train on one of two CPUs while the other idles);
+                             without slots (validate, estimate) no cap
                       N      at most N members
                       off    no cohorts: one plain model or pair job per trial, as before cohorts existed
 
@@ -27,6 +31,7 @@ one whole GPU (a request of one GPU or more is kept as it is).
 from __future__ import annotations
 
 import hashlib
+import math
 
 from orchestrator.config import SweepConfig
 from orchestrator.jobs import mkey, model_cohort_job, model_job, pair_cohort_job, pair_job, pkey
@@ -68,10 +73,19 @@ def member_cap(cfg: SweepConfig, gpu_share: float | None) -> int | None:
     return cap
 
 
-def _grouped(cfg: SweepConfig, todo: list, spec_of, plan, gpu_of) -> list[list]:
+def balanced_cap(cfg: SweepConfig, cap: int | None, members: int, slots: int | None) -> int | None:
+    """``cap`` lowered, for execution.cohort: auto, to ceil(members / slots): enough cohorts for every slot."""
+    if cfg.execution.cohort_cap is not None or not slots or members <= 0:
+        return cap
+    fill = max(1, math.ceil(members / int(slots)))
+    return fill if cap is None else min(cap, fill)
+
+
+def _grouped(cfg: SweepConfig, todo: list, spec_of, plan, gpu_of, slots: int | None = None) -> list[list]:
     """``todo`` split into cohorts by ``plan`` (the engine's planner) within each resource group, at most
-    ``member_cap`` members each, in the order of first appearance (the plan's cost order: longest cells first).
-    gpu_of(load value): the GPUs of one job there, or None while resources.gpu is auto."""
+    ``member_cap`` members each (with auto and ``slots``, also balanced_cap), in the order of first appearance
+    (the plan's cost order: longest cells first). gpu_of(load value): the GPUs of one job there, or None while
+    resources.gpu is auto."""
     groups: dict[tuple, list] = {}
     for key in todo:
         groups.setdefault(_resource_group(cfg, key[0]), []).append(key)
@@ -79,13 +93,13 @@ def _grouped(cfg: SweepConfig, todo: list, spec_of, plan, gpu_of) -> list[list]:
     for keys in groups.values():
         specs = [spec_of(k) for k in keys]
         by_spec = {id(s): k for s, k in zip(specs, keys)}
-        cap = member_cap(cfg, gpu_of(keys[0][0]))
+        cap = balanced_cap(cfg, member_cap(cfg, gpu_of(keys[0][0])), len(keys), slots)
         cohorts += [[by_spec[id(s)] for s in group] for group in plan(specs, cap)]
     order = {k: i for i, k in enumerate(todo)}
     return sorted(cohorts, key=lambda group: order[group[0]])
 
 
-def _cohorts_of(cfg: SweepConfig, todo: list, spec_class, plan, gpu_of) -> list[list[tuple]]:
+def _cohorts_of(cfg: SweepConfig, todo: list, spec_class, plan, gpu_of, slots: int | None) -> list[list[tuple]]:
     """``todo`` keys (load, temperature, *seeds) as cohorts by ``plan``; each key's spec is spec_class(cell,
     *seeds), with one CellSpec per cell."""
     from orchestrator.cells import cell_spec
@@ -97,21 +111,22 @@ def _cohorts_of(cfg: SweepConfig, todo: list, spec_class, plan, gpu_of) -> list[
             cells[(key[0], key[1])] = cell_spec(cfg, key[0], key[1])
         return spec_class(cells[(key[0], key[1])], *(int(s) for s in key[2:]))
 
-    return _grouped(cfg, list(todo), spec_of, plan, gpu_of)
+    return _grouped(cfg, list(todo), spec_of, plan, gpu_of, slots)
 
 
-def model_cohorts(cfg: SweepConfig, todo: list) -> list[list[tuple]]:
-    """The model keys ``todo`` [(load, temperature, seed)] as cohorts (lists of keys); singletons when off."""
+def model_cohorts(cfg: SweepConfig, todo: list, slots: int | None = None) -> list[list[tuple]]:
+    """The model keys ``todo`` [(load, temperature, seed)] as cohorts (lists of keys); singletons when off.
+    slots: trials that run at once (auto fills them, see the module doc); None: unknown."""
     if not in_cohorts(cfg):  # before importing torch: one model per trial needs no planning
         return [[k] for k in todo]
     from workloads.cohort_experiment import plan_model_cohorts
     from workloads.experiment import ModelSpec
 
     return _cohorts_of(cfg, todo, ModelSpec, plan_model_cohorts,
-                       lambda lv: None if cfg.gpu_is_auto else cfg.trial_gpu(lv))
+                       lambda lv: None if cfg.gpu_is_auto else cfg.trial_gpu(lv), slots)
 
 
-def pair_cohorts(cfg: SweepConfig, todo: list) -> list[list[tuple]]:
+def pair_cohorts(cfg: SweepConfig, todo: list, slots: int | None = None) -> list[list[tuple]]:
     """The pair keys ``todo`` [(load, temperature, seed_a, seed_b)] as cohorts; singletons when off."""
     if not in_cohorts(cfg):  # before importing torch: one model per trial needs no planning
         return [[k] for k in todo]
@@ -119,7 +134,7 @@ def pair_cohorts(cfg: SweepConfig, todo: list) -> list[list[tuple]]:
     from workloads.experiment import PairSpec
 
     return _cohorts_of(cfg, todo, PairSpec, plan_pair_cohorts,
-                       lambda lv: None if cfg.gpu_is_auto else cfg.pair_resources(lv)["gpu"])
+                       lambda lv: None if cfg.gpu_is_auto else cfg.pair_resources(lv)["gpu"], slots)
 
 
 def order_for_pairs(model_groups: list[list[tuple]], pair_groups: list[list[tuple]]) -> list[list[tuple]]:
@@ -169,20 +184,23 @@ def _sizes(groups: list[list]) -> str:
     return str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
 
 
-def describe_cohorts(cfg: SweepConfig, models_todo: list, pairs_todo: list) -> str:
+def describe_cohorts(cfg: SweepConfig, models_todo: list, pairs_todo: list, slots: int | None = None) -> str:
     """One line for `validate` and `run`: how many trials train the models and measure the pairs, and how many
     members each has, e.g. "cohorts (execution.cohort: auto): 4 training trials of 21 models each, 4 pair trials
-    of 21 pairs each"."""
+    of 21 pairs each". slots: the trials at once (run); None (validate): auto is described unsplit."""
     if not in_cohorts(cfg):
         why = ("off (execution.cohort)" if not cfg.execution.cohorts
                else f"none for a plug-in model ({cfg.workload.model})")
         return (f"cohorts: {why}: {len(models_todo)} training trials and {len(pairs_todo)} pair "
                 f"trials of one model or pair each")
     parts = []
-    for groups, noun, what in ((model_cohorts(cfg, models_todo), "training", "models"),
-                               (pair_cohorts(cfg, pairs_todo), "pair", "pairs")):
+    for groups, noun, what in ((model_cohorts(cfg, models_todo, slots), "training", "models"),
+                               (pair_cohorts(cfg, pairs_todo, slots), "pair", "pairs")):
         if groups:
             parts.append(f"{len(groups)} {noun} trial{'s' if len(groups) != 1 else ''} of {_sizes(groups)} {what} each")
     gpu = " (each asks for its GPU share once per member, up to one GPU)" if not cfg.gpu_is_auto and any(
         0 < cfg.trial_gpu(lv) < 1 for lv in cfg.load.values) else ""
-    return f"cohorts (execution.cohort: {cfg.execution.cohort}): {', '.join(parts) or 'nothing to do'}{gpu}"
+    split = (" before auto splits them to fill the trials that run at once" if slots is None
+             and cfg.execution.cohort_cap is None else "")
+    return (f"cohorts (execution.cohort: {cfg.execution.cohort}): {', '.join(parts) or 'nothing to do'}{split}"
+            f"{gpu}")

@@ -140,7 +140,10 @@ def _sweep(cfg, run_dir: str, plan, info: dict, address, install_handlers):
         echo_resources(cfg, resources)
         from orchestrator.cohorts import describe_cohorts
 
-        click.echo(f"  {describe_cohorts(cfg, plan.models_todo, plan.pairs_todo)}")
+        from orchestrator.tune_adapters import concurrent_slots
+
+        slots = concurrent_slots(cfg, resources)
+        click.echo(f"  {describe_cohorts(cfg, plan.models_todo, plan.pairs_todo, slots)}")
         if resources["cluster"]["nodes"] + len(node_types) > 1 and not storage.is_uri(run_dir):
             click.echo(f"  note: {run_dir} is a local path on a multi-node cluster: every node must see it "
                        f"(a shared mount), else use a URI such as s3://BUCKET/PATH")

@@ -40,8 +40,9 @@ def make_searcher_class():
             self.cfg = cfg
             self.state = state
             self.on_unmeasured = on_unmeasured  # (job, status, error) -> None
-            self.waiting = pair_cohorts(cfg, plan.pairs_todo)  # pair groups whose models are not all known yet
-            groups = model_cohorts(cfg, plan.models_todo)
+            # Pair groups whose models are not all known yet; with auto, as many cohorts as trials run at once.
+            self.waiting = pair_cohorts(cfg, plan.pairs_todo, state.slots)
+            groups = model_cohorts(cfg, plan.models_todo, state.slots)
             self.models = model_jobs(cfg, order_for_pairs(groups, self.waiting) if in_cohorts(cfg) else groups)
             # Finished models that only need an added metric measured: plain model jobs that do not train.
             self.models += [model_job(*k) for k in plan.models_to_measure]

@@ -21,7 +21,7 @@ import torch
 
 from analysis.tables import RunTables
 from orchestrator import storage
-from orchestrator.cohorts import cohort_id, cohort_request, model_cohorts, pair_cohorts
+from orchestrator.cohorts import cohort_id, cohort_request, describe_cohorts, model_cohorts, pair_cohorts
 from orchestrator.config import ConfigError, apply_overrides, load_config, parse_config
 from orchestrator.faults import FAULT_INJECT_ENV
 from orchestrator.jobs import mkey, pkey
@@ -42,6 +42,10 @@ def raw_config(**changes) -> dict:
         "run": {"max_failures": 1},
     }
     return apply_overrides(raw, [f"{k}={v}" for k, v in changes.items()])
+
+
+# The four models of raw_config in one cohort (auto would split them over the 2 CPUs of the Ray fixture).
+ONE_COHORT = {"execution.cohort": 4}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -83,6 +87,19 @@ def test_cohorts_are_formed_from_the_missing_keys_only():
     assert sorted(len(p) for p in pairs) == [2, 2] and all(len({k[0] for k in p}) == 1 for p in pairs)
     # Ids name the members, whatever their order.
     assert cohort_id("models", ["a", "b"]) == cohort_id("models", ["b", "a"]) != cohort_id("models", ["a"])
+
+
+def test_auto_makes_a_cohort_for_every_trial_that_runs_at_once():
+    cfg = parse_config(raw_config(**{"seeds": "[0, 1, 2]"}))  # one group of 6 models (lr cells share a cohort)
+    keys = cfg.model_keys()
+    assert [len(c) for c in model_cohorts(cfg, keys, slots=2)] == [3, 3]  # both CPUs busy, not one 6-model cohort
+    assert [len(c) for c in model_cohorts(cfg, keys, slots=4)] == [2, 2, 2]
+    assert [len(c) for c in model_cohorts(cfg, keys, slots=1)] == [6]
+    assert sorted(k for c in model_cohorts(cfg, keys, slots=4) for k in c) == sorted(keys)  # each key once
+    capped = parse_config(raw_config(**{"seeds": "[0, 1, 2]", "execution.cohort": 4}))
+    assert [len(c) for c in model_cohorts(capped, keys, slots=6)] == [4, 2]  # an explicit N is the user's choice
+    assert "3 training trials of 2 models each" in describe_cohorts(cfg, keys, cfg.pair_keys(), slots=4)
+    assert "before auto splits them" in describe_cohorts(cfg, keys, cfg.pair_keys())
 
 
 def test_cohort_resources_scale_the_gpu_share_per_member_up_to_one_gpu():
@@ -167,7 +184,7 @@ def log_lines(path) -> list[dict]:
 
 @pytest.mark.ray
 def test_a_diverged_member_is_diverged_while_its_cohort_is_ok(ray_local, tmp_path, monkeypatch):
-    cfg = parse_config(raw_config())
+    cfg = parse_config(raw_config(**ONE_COHORT))
     run_dir = str(tmp_path / "run")
     log = tmp_path / "attempts.jsonl"
     summary = sweep(cfg, run_dir, {"log": str(log)}, tmp_path, monkeypatch)
@@ -187,7 +204,7 @@ def test_a_diverged_member_is_diverged_while_its_cohort_is_ok(ray_local, tmp_pat
 @pytest.mark.ray
 def test_a_killed_cohort_is_retried_from_its_checkpoint(ray_local, tmp_path, monkeypatch):
     changes = {"temperature.values": "[0.05, 0.1]", "training.epochs": 3, "training.checkpoint_every": 1,
-               "metrics.pairs": "[]"}
+               "metrics.pairs": "[]", **ONE_COHORT}
     cfg = parse_config(raw_config(**changes))
     victim = mkey(cfg, 8, 0.1, 1)
     log = tmp_path / "attempts.jsonl"
@@ -214,7 +231,7 @@ def test_a_killed_cohort_is_retried_from_its_checkpoint(ray_local, tmp_path, mon
 
 @pytest.mark.ray
 def test_a_resume_with_one_member_missing_trains_only_that_member(ray_local, tmp_path, monkeypatch):
-    cfg = parse_config(raw_config(**{"temperature.values": "[0.05, 0.1]"}))
+    cfg = parse_config(raw_config(**{"temperature.values": "[0.05, 0.1]", **ONE_COHORT}))
     run_dir = str(tmp_path / "run")
     sweep(cfg, run_dir, None, tmp_path, monkeypatch)
     tables = RunTables(run_dir)

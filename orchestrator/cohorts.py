@@ -6,11 +6,13 @@ model to fill a cohort). Who may share one is the engine's rule (workloads/cohor
 ``model_cohort_key`` / ``pair_cohort_key``: one architecture, the same training inputs and step counts), and
 in the sweep also the same resources (members of loads with other ``*_by_load`` requests never share a trial).
 
-    execution.cohort: auto   as few cohorts as fill the trials that run at once: with S of them (``slots``,
-                             the cluster's trials at once, known when the run starts) a resource group of n
-                             keys gets cohorts of at most ceil(n / S) members, so every slot has a cohort
-                             (one 90-model cohort would train on one of two CPUs while the other idles);
-                             without slots (validate, estimate) no cap
+    execution.cohort: auto   every cohort that can share one, then, with S trials running at once (``slots``,
+                             known when the run starts), each cohort that would cost more than 1/S of the
+                             whole stage split into equal parts until none does (orchestrator/cost.py's
+                             cohort_cost: the per-step overhead once, the arithmetic per member). One
+                             90-model cohort would train on one of two CPUs while the other idles; the
+                             demo's width-256 cohort alone was the critical path. Without slots (validate,
+                             estimate) nothing is split
                       N      at most N members
                       off    no cohorts: one plain model or pair job per trial, as before cohorts existed
 
@@ -73,19 +75,49 @@ def member_cap(cfg: SweepConfig, gpu_share: float | None) -> int | None:
     return cap
 
 
-def balanced_cap(cfg: SweepConfig, cap: int | None, members: int, slots: int | None) -> int | None:
-    """``cap`` lowered, for execution.cohort: auto, to ceil(members / slots): enough cohorts for every slot."""
-    if cfg.execution.cohort_cap is not None or not slots or members <= 0:
-        return cap
-    fill = max(1, math.ceil(members / int(slots)))
-    return fill if cap is None else min(cap, fill)
+def fill_slots(cfg: SweepConfig, cohorts: list[list[tuple]], stage: str, slots: int | None) -> list[list[tuple]]:
+    """Auto's ``cohorts`` (keys (load, temperature, ...) of one cell shape each) split into equal parts while that
+    shortens the stage's estimated wall time on ``slots`` trials at once: the longer of its longest cohort and its
+    total cost over the slots (each part pays the per-step overhead again). Unchanged for an explicit N, or
+    without slots."""
+    if cfg.execution.cohort_cap is not None or not slots or slots <= 1 or not cohorts:
+        return cohorts
+    from orchestrator.cost import cohort_cost
+
+    price = cohort_cost(cfg, stage) or (lambda lv, tv, members: float(members))  # unknown: count members
+    parts = [1] * len(cohorts)
+
+    def part_cost(i: int, n_parts: int) -> float:
+        group = cohorts[i]
+        return price(group[0][0], group[0][1], math.ceil(len(group) / n_parts))
+
+    def wall(split: list[int]) -> float:
+        costs = [part_cost(i, k) for i, k in enumerate(split)]
+        return max(max(costs), sum(c * k for c, k in zip(costs, split)) / int(slots))
+
+    while True:
+        splittable = [i for i, g in enumerate(cohorts) if math.ceil(len(g) / parts[i]) > 1]
+        if not splittable:
+            break
+        i = max(splittable, key=lambda i: part_cost(i, parts[i]))
+        more = parts[:i] + [parts[i] + 1] + parts[i + 1:]
+        while more[i] < len(cohorts[i]) and math.ceil(len(cohorts[i]) / more[i]) == math.ceil(
+                len(cohorts[i]) / parts[i]):
+            more[i] += 1  # the next count that changes the part size
+        if not wall(more) < wall(parts):
+            break
+        parts = more
+    out = []
+    for group, k in zip(cohorts, parts):
+        size = math.ceil(len(group) / k)
+        out += [group[n:n + size] for n in range(0, len(group), size)]
+    return out
 
 
-def _grouped(cfg: SweepConfig, todo: list, spec_of, plan, gpu_of, slots: int | None = None) -> list[list]:
+def _grouped(cfg: SweepConfig, todo: list, spec_of, plan, gpu_of) -> list[list]:
     """``todo`` split into cohorts by ``plan`` (the engine's planner) within each resource group, at most
-    ``member_cap`` members each (with auto and ``slots``, also balanced_cap), in the order of first appearance
-    (the plan's cost order: longest cells first). gpu_of(load value): the GPUs of one job there, or None while
-    resources.gpu is auto."""
+    ``member_cap`` members each, in the order of first appearance (the plan's cost order: longest cells first).
+    gpu_of(load value): the GPUs of one job there, or None while resources.gpu is auto."""
     groups: dict[tuple, list] = {}
     for key in todo:
         groups.setdefault(_resource_group(cfg, key[0]), []).append(key)
@@ -93,13 +125,14 @@ def _grouped(cfg: SweepConfig, todo: list, spec_of, plan, gpu_of, slots: int | N
     for keys in groups.values():
         specs = [spec_of(k) for k in keys]
         by_spec = {id(s): k for s, k in zip(specs, keys)}
-        cap = balanced_cap(cfg, member_cap(cfg, gpu_of(keys[0][0])), len(keys), slots)
+        cap = member_cap(cfg, gpu_of(keys[0][0]))
         cohorts += [[by_spec[id(s)] for s in group] for group in plan(specs, cap)]
     order = {k: i for i, k in enumerate(todo)}
     return sorted(cohorts, key=lambda group: order[group[0]])
 
 
-def _cohorts_of(cfg: SweepConfig, todo: list, spec_class, plan, gpu_of, slots: int | None) -> list[list[tuple]]:
+def _cohorts_of(cfg: SweepConfig, todo: list, stage: str, spec_class, plan, gpu_of, slots: int | None
+                ) -> list[list[tuple]]:
     """``todo`` keys (load, temperature, *seeds) as cohorts by ``plan``; each key's spec is spec_class(cell,
     *seeds), with one CellSpec per cell."""
     from orchestrator.cells import cell_spec
@@ -111,7 +144,7 @@ def _cohorts_of(cfg: SweepConfig, todo: list, spec_class, plan, gpu_of, slots: i
             cells[(key[0], key[1])] = cell_spec(cfg, key[0], key[1])
         return spec_class(cells[(key[0], key[1])], *(int(s) for s in key[2:]))
 
-    return _grouped(cfg, list(todo), spec_of, plan, gpu_of, slots)
+    return fill_slots(cfg, _grouped(cfg, list(todo), spec_of, plan, gpu_of), stage, slots)
 
 
 def model_cohorts(cfg: SweepConfig, todo: list, slots: int | None = None) -> list[list[tuple]]:
@@ -122,7 +155,7 @@ def model_cohorts(cfg: SweepConfig, todo: list, slots: int | None = None) -> lis
     from workloads.cohort_experiment import plan_model_cohorts
     from workloads.experiment import ModelSpec
 
-    return _cohorts_of(cfg, todo, ModelSpec, plan_model_cohorts,
+    return _cohorts_of(cfg, todo, "models", ModelSpec, plan_model_cohorts,
                        lambda lv: None if cfg.gpu_is_auto else cfg.trial_gpu(lv), slots)
 
 
@@ -133,7 +166,7 @@ def pair_cohorts(cfg: SweepConfig, todo: list, slots: int | None = None) -> list
     from workloads.cohort_experiment import plan_pair_cohorts
     from workloads.experiment import PairSpec
 
-    return _cohorts_of(cfg, todo, PairSpec, plan_pair_cohorts,
+    return _cohorts_of(cfg, todo, "pairs", PairSpec, plan_pair_cohorts,
                        lambda lv: None if cfg.gpu_is_auto else cfg.pair_resources(lv)["gpu"], slots)
 
 

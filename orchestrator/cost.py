@@ -46,8 +46,20 @@ JOB_OVERHEAD_S = 0.7  # per job: data, model build, writing the weights and part
 HESSIAN_PRODUCTS = 50  # Hessian-vector products per model, typical (Lanczos + Hutchinson; capped at 100 + 100)
 
 
+def cohort_cost(cfg: SweepConfig, stage: str):
+    """cost(lv, tv, members): the estimated seconds of one cohort trial of ``stage`` ("models" or "pairs") with
+    that many members of the cell: the per-step overhead once, the arithmetic once per member (one cohort step
+    serves every member). None when the model cannot be sized."""
+    try:
+        model_cost, pair_cost = _cost_model(cfg)
+    except Exception:  # an estimate: never fail a sweep over it
+        return None
+    return model_cost if stage == "models" else pair_cost
+
+
 def _cost_model(cfg: SweepConfig):
-    """(model_cost(lv, tv), pair_cost(lv, tv)) for the cells of ``cfg``, in estimated seconds."""
+    """(model_cost(lv, tv, members=1), pair_cost(lv, tv, members=1)) for the cells of ``cfg``, in estimated
+    seconds; members > 1: a cohort of that many members of the cell (the per-step overhead counted once)."""
     from workloads.models import count_parameters, shape_model
 
     _, shape, classes = workload_facts(cfg.workload)
@@ -63,22 +75,24 @@ def _cost_model(cfg: SweepConfig):
         width, batch, n = cell_quantities(cfg, lv, tv)  # what the knobs set in the cell
         return n, batch, params(width)
 
-    def sgd(epochs: int, n: int, batch: int, p: int, step_factor: float = 1.0) -> float:
+    def sgd(epochs: int, n: int, batch: int, p: int, step_factor: float = 1.0, members: int = 1) -> float:
         # ~6 flops per parameter and example for a forward and backward pass.
-        return epochs * max(1, n // batch) * (step_factor * STEP_OVERHEAD_S + 6.0 * batch * p / FLOPS_PER_SECOND)
+        return epochs * max(1, n // batch) * (step_factor * STEP_OVERHEAD_S
+                                              + members * 6.0 * batch * p / FLOPS_PER_SECOND)
 
     def evaluation(n: int, p: int) -> float:  # train and test set (~1.25 n), forward only
         return 2.0 * 1.25 * n * p / FLOPS_PER_SECOND
 
-    def model_cost(lv, tv):
+    def model_cost(lv, tv, members: int = 1):
         n, batch, p = cell(lv, tv)
         hessian = HESSIAN_PRODUCTS * 12.0 * min(m.hessian.samples, n) * p / FLOPS_PER_SECOND
-        return JOB_OVERHEAD_S + sgd(cfg.training.epochs, n, batch, p) + evaluation(n, p) + hessian
+        return (JOB_OVERHEAD_S + sgd(cfg.training.epochs, n, batch, p, members=members)
+                + members * (evaluation(n, p) + hessian))
 
-    def pair_cost(lv, tv):
+    def pair_cost(lv, tv, members: int = 1):
         n, _, p = cell(lv, tv)
         # Each t of the grid: BatchNorm statistics recomputed (a pass over the training set) and an evaluation.
-        return (JOB_OVERHEAD_S + sgd(c.epochs, n, c.batch_size, p, CURVE_STEP_FACTOR)
-                + c.points * (evaluation(n, p) + 2.0 * n * p / FLOPS_PER_SECOND))
+        return (JOB_OVERHEAD_S + sgd(c.epochs, n, c.batch_size, p, CURVE_STEP_FACTOR, members)
+                + members * c.points * (evaluation(n, p) + 2.0 * n * p / FLOPS_PER_SECOND))
 
     return model_cost, pair_cost

@@ -99,6 +99,16 @@ def test_auto_makes_a_cohort_for_every_trial_that_runs_at_once():
     capped = parse_config(raw_config(**{"seeds": "[0, 1, 2]", "execution.cohort": 4}))
     assert [len(c) for c in model_cohorts(capped, keys, slots=6)] == [4, 2]  # an explicit N is the user's choice
     assert "3 training trials of 2 models each" in describe_cohorts(cfg, keys, cfg.pair_keys(), slots=4)
+    # By cost, not count: the demo's width-256 cohort (its arithmetic dominates) is split, the narrow ones whose
+    # cost is the per-step overhead are not; one 90-model cohort of label-noise cells is halved on 2 slots.
+    demo = load_config("demo", ["execution.cohort=auto"])
+    sizes = {}
+    for c in model_cohorts(demo, demo.model_keys(), slots=2):
+        sizes.setdefault(c[0][0], []).append(len(c))
+    assert sizes[32] == sizes[64] == sizes[128] == [21] and len(sizes[256]) > 1 and sum(sizes[256]) == 21
+    noisy = load_config("cpu-label-noise", ["execution.cohort=auto"])
+    assert [len(c) for c in model_cohorts(noisy, noisy.model_keys())] == [90]
+    assert [len(c) for c in model_cohorts(noisy, noisy.model_keys(), slots=2)] == [45, 45]
     assert "before auto splits them" in describe_cohorts(cfg, keys, cfg.pair_keys())
 
 

@@ -265,6 +265,7 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
                 training_png=figs.get("training", {}).get("png"),
                 figure_files=figs,
                 metrics=metrics,
+                mc_unit=unit,
             )
         )
         all_cells.append(cells)

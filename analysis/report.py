@@ -27,19 +27,25 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from analysis.guidance import Finding
-from analysis.phases import PhaseRules
-from analysis.plot_data import MISSING_COLOR, PHASE_COLORS, Grid, HeatmapData, PhaseMapData
+from analysis.phases import MC_UNIT_DEFAULT, PhaseRules
+from analysis.plot_data import MC_UNIT_ABBREVIATION, MISSING_COLOR, PHASE_COLORS, Grid, HeatmapData, PhaseMapData
 from analysis.report_panels import cell_id, heatmap_svg, phase_key_html, phase_map_svg
 from analysis.tables import format_value
 from workloads.metric_specs import BUILTINS, MetricSet
 
 
 
-def table_columns(metrics: MetricSet = BUILTINS) -> list[tuple[str, str, str]]:
+def table_columns(metrics: MetricSet = BUILTINS, mc_unit: str = MC_UNIT_DEFAULT) -> list[tuple[str, str, str]]:
     """Columns of the cells table shown in the report: (column, header, format): the phase, then every metric
-    with a report column (workloads/metric_specs.py), models' first."""
+    with a report column (workloads/metric_specs.py), models' first; mode connectivity headed in ``mc_unit``."""
     specs = [s for s in metrics.per("model") + metrics.per("pair") if s.report is not None]
-    return [("phase", "phase", "s")] + [(s.shown, s.report.header, s.report.fmt) for s in specs]
+
+    def header(s) -> str:
+        if s.shown != "mode_connectivity" or mc_unit == MC_UNIT_DEFAULT:
+            return s.report.header
+        return f"mc ({MC_UNIT_ABBREVIATION.get(mc_unit, mc_unit)})"
+
+    return [("phase", "phase", "s")] + [(s.shown, header(s), s.report.fmt) for s in specs]
 
 
 # The built-in metrics' columns.
@@ -68,6 +74,7 @@ class DiagramSection:
     claims: list[dict] = field(default_factory=list)  # analysis.claims.evaluate_claims records
     figure_files: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> {fmt: path}
     metrics: MetricSet = BUILTINS  # the metrics of the run (its table lists those with a report column)
+    mc_unit: str = MC_UNIT_DEFAULT  # the pairs' unit of mode connectivity (metrics.curve.mc_on)
 
 
 def _asset(kind: str) -> str:
@@ -108,11 +115,12 @@ def _th(key: str, header: str, kind: str) -> str:
             f'title="sort by {html.escape(header, quote=True)}">{html.escape(header)}</button></th>')
 
 
-def cells_table(cells: pd.DataFrame, grid: Grid, section: str, metrics: MetricSet = BUILTINS) -> str:
+def cells_table(cells: pd.DataFrame, grid: Grid, section: str, metrics: MetricSet = BUILTINS,
+                mc_unit: str = MC_UNIT_DEFAULT) -> str:
     """The cells as a sortable, filterable table: keys, phase, metric means (± std where there is one),
     members, reason. Each row's data-cell links it to its panel cells; each number's data-v is its raw value."""
     load, temp = cells["load_name"].iloc[0], cells["temperature_name"].iloc[0]
-    columns = table_columns(metrics)
+    columns = table_columns(metrics, mc_unit)
     head = (
         [_th(load, load, "num"), _th(temp, temp, "num")]
         + [_th(col, h, "text" if fmt == "s" else "num") for col, h, fmt in columns]
@@ -297,7 +305,7 @@ def diagram_html(section: DiagramSection, section_id: str, report_dir: str) -> s
         "<p>Thresholds this run produced: " + "; ".join(html.escape(d) for d in derived) + ".</p>" if derived else "",
         f"<details><summary>The rules and their settings</summary>{rules_table(section.rules)}</details>",
         "<h3>Cells</h3>",
-        cells_table(section.cells, grid, section_id, section.metrics),
+        cells_table(section.cells, grid, section_id, section.metrics, section.mc_unit),
     ]
     return "\n".join(parts)
 

@@ -216,3 +216,11 @@ def test_mode_connectivity_in_nats_is_titled_so_and_drawn_on_its_own_range():
     assert in_nats.title == "mode connectivity (nats)" and in_nats.range_source == "data"
     assert in_nats.vmax - in_nats.vmin < 1  # the data's range, not one that would draw every cell as 0
     assert heatmap_data(cells, "test_acc", mc_unit="nats").title == heatmap_data(cells, "test_acc").title
+
+
+def test_the_report_table_heads_mode_connectivity_in_the_runs_unit():
+    from analysis.report import table_columns
+
+    headers = {col: header for col, header, _ in table_columns()}
+    assert headers["mode_connectivity"] == "mc (pp)"
+    assert {col: h for col, h, _ in table_columns(mc_unit="nats")}["mode_connectivity"] == "mc (nats)"

@@ -17,8 +17,10 @@ process is stopped only when all of this holds:
     per-node files named with the noted node id;
   * the process is this user's, is one of Ray's (its executable or script lies in the ray package, or its
     command line is a Ray worker's "ray::..."), and belongs to that session: its command line names the
-    session folder (daemons), its environment carries RAY_NODE_ID=<node id> (agents), or it is a worker
-    that the session's logs name (worker-*-<pid>.out) whose RAY_RAYLET_PID is the noted raylet.
+    session folder (daemons), its environment carries RAY_NODE_ID=<node id> (agents), it is a retitled
+    "ray::..." process holding files of the session folder open (agents overwrite their command line and
+    environment with their title, but keep their logs there open), or it is a worker that the session's logs
+    name (worker-*-<pid>.out) whose RAY_RAYLET_PID is the noted raylet.
 """
 
 from __future__ import annotations
@@ -127,8 +129,10 @@ def kill_session_processes(session: str, node_id: str, raylet_pid) -> list[int]:
     for pid, argv, env in _processes(with_env=True):
         if not _is_ray_process(argv):
             continue
-        worker = argv[0].startswith("ray::") and pid in logged and raylet_mark is not None and raylet_mark in env
-        if _names(argv, session) or node_mark in env or worker:
+        titled = argv[0].startswith("ray::")
+        worker = titled and pid in logged and raylet_mark is not None and raylet_mark in env
+        agent = titled and _holds_open_inside(pid, session)
+        if _names(argv, session) or node_mark in env or worker or agent:
             try:
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
@@ -138,6 +142,17 @@ def kill_session_processes(session: str, node_id: str, raylet_pid) -> list[int]:
 
 
 _WORKER_LOG = re.compile(r"^(?:worker-[0-9a-f]+-[0-9a-f]+-|python-core-worker-[0-9a-f]+_)(\d+)\.(?:out|err|log)$")
+
+
+def _holds_open_inside(pid: int, folder: str) -> bool:
+    """Whether process ``pid`` has a file inside ``folder`` open (its /proc/<pid>/fd links); False when that
+    cannot be read."""
+    inside = os.path.realpath(folder) + os.sep
+    fds = f"/proc/{pid}/fd"
+    try:
+        return any(os.path.realpath(os.path.join(fds, fd)).startswith(inside) for fd in os.listdir(fds))
+    except OSError:
+        return False
 
 
 def _logged_worker_pids(session: str) -> set[int]:

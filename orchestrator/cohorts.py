@@ -7,12 +7,13 @@ model to fill a cohort). Who may share one is the engine's rule (workloads/cohor
 in the sweep also the same resources (members of loads with other ``*_by_load`` requests never share a trial).
 
     execution.cohort: auto   every cohort that can share one, then, with S trials running at once (``slots``,
-                             known when the run starts), each cohort that would cost more than 1/S of the
-                             whole stage split into equal parts until none does (orchestrator/cost.py's
-                             cohort_cost: the per-step overhead once, the arithmetic per member). One
-                             90-model cohort would train on one of two CPUs while the other idles; the
-                             demo's width-256 cohort alone was the critical path. Without slots (validate,
-                             estimate) nothing is split
+                             known when the run starts), the costliest cohort split into equal parts while
+                             that shortens the stage's estimated wall time: the longer of its longest cohort
+                             and its total cost over S (orchestrator/cost.py's cohort_cost: the per-step
+                             overhead once per cohort, the arithmetic per member). One 90-model cohort would
+                             train on one of two CPUs while the other idles; the demo's width-256 cohort
+                             alone was the critical path. Without slots (validate, estimate) nothing is
+                             split. Not modelled: smaller cohorts let pair cohorts start sooner
                       N      at most N members
                       off    no cohorts: one plain model or pair job per trial, as before cohorts existed
 

@@ -52,13 +52,18 @@ def panel_specs(metrics: MetricSet = BUILTINS) -> list[PanelSpec]:
 MC_UNIT_ABBREVIATION = {"percentage points": "pp", "nats": "nats"}
 
 
+def mc_unit_short(mc_unit: str) -> str:
+    """"pp" or "nats": the pairs' mc_unit as a panel title or table header writes it."""
+    return MC_UNIT_ABBREVIATION.get(mc_unit, mc_unit)
+
+
 def panel_for_unit(spec: PanelSpec, mc_unit: str = MC_UNIT_DEFAULT) -> PanelSpec:
     """The mode-connectivity panel of a run whose mc is not in percentage points (metrics.curve.mc_on: loss gives
     nats): its title names the unit, and it has no paper range (the authors' -30..30 is in percentage points, and
     would draw every nats value as 0). Other panels, and mc in percentage points, are returned as they are."""
     if spec.metric != "mode_connectivity" or mc_unit == MC_UNIT_DEFAULT:
         return spec
-    return dataclasses.replace(spec, title=f"mode connectivity ({MC_UNIT_ABBREVIATION.get(mc_unit, mc_unit)})",
+    return dataclasses.replace(spec, title=f"mode connectivity ({mc_unit_short(mc_unit)})",
                                paper_range=None)
 
 

@@ -28,7 +28,7 @@ import pandas as pd
 
 from analysis.guidance import Finding
 from analysis.phases import MC_UNIT_DEFAULT, PhaseRules
-from analysis.plot_data import MC_UNIT_ABBREVIATION, MISSING_COLOR, PHASE_COLORS, Grid, HeatmapData, PhaseMapData
+from analysis.plot_data import MISSING_COLOR, PHASE_COLORS, Grid, HeatmapData, PhaseMapData, mc_unit_short
 from analysis.report_panels import cell_id, heatmap_svg, phase_key_html, phase_map_svg
 from analysis.tables import format_value
 from workloads.metric_specs import BUILTINS, MetricSet
@@ -43,7 +43,7 @@ def table_columns(metrics: MetricSet = BUILTINS, mc_unit: str = MC_UNIT_DEFAULT)
     def header(s) -> str:
         if s.shown != "mode_connectivity" or mc_unit == MC_UNIT_DEFAULT:
             return s.report.header
-        return f"mc ({MC_UNIT_ABBREVIATION.get(mc_unit, mc_unit)})"
+        return f"mc ({mc_unit_short(mc_unit)})"
 
     return [("phase", "phase", "s")] + [(s.shown, header(s), s.report.fmt) for s in specs]
 

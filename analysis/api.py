@@ -2,6 +2,7 @@
 import-reference``.
 
     analyze_run(run_dir, *, rules=None, out_dir=None, color_ranges=None, ...) -> AnalysisResult
+    label_run(run_dir, *, rules=None) -> LabelledRun       its cells and claims in memory, nothing written
     plot_cell(run_dir, cell, *, out_dir=None) -> str      one cell's training curves (PNG): analysis/cell_plot.py
     import_reference(archive, out, *, schedule=None) -> ReferenceImportSummary
 
@@ -182,7 +183,7 @@ def label_run(run_dir: str, *, rules: dict | PhaseRules | None = None, expected_
     """The cells and claims ``analyze_run`` would write for ``run_dir`` with ``rules``, computed without writing
     anything (what `landscape compare` and `analyze --rule`'s change summary compare)."""
     phase_rules = rules if isinstance(rules, PhaseRules) else PhaseRules.from_mapping(rules)
-    models, pairs, _, _, metrics, warnings = _read_inputs(run_dir, None, pairs_expected)
+    models, pairs, _, _, metrics, warnings = _read_inputs(run_dir, None, pairs_expected, labels_only=True)
     seeds = expected_seeds if expected_seeds is not None else sorted({int(s) for s in models["seed"].dropna()})
     all_cells, claims = [], []
     for load, temp in _diagrams(models, pairs):
@@ -215,13 +216,14 @@ def _diagram_claims(cells: pd.DataFrame, models: pd.DataFrame, load: str, temp: 
     return evaluate_claims(cells, RunFacts.of(cells, _of_diagram(models, load, temp)))
 
 
-def _read_inputs(run_dir, scans, pairs_expected):
+def _read_inputs(run_dir, scans, pairs_expected, *, labels_only: bool = False):
     """(models, pairs, curves, history, metrics, warnings) of the run, unreadable and duplicated parts left out
-    with a warning; ValueError when there is nothing to analyse."""
+    with a warning; ValueError when there is nothing to analyse. ``labels_only``: curves and history, which
+    only the figures need, are not read (empty)."""
     tables = RunTables(run_dir)
     warnings: list[str] = []
-    frames, unreadable, added = {}, {}, []
-    for name in ("models", "pairs", "curves"):
+    frames, unreadable, added = {"curves": pd.DataFrame()}, {}, []
+    for name in ("models", "pairs") if labels_only else ("models", "pairs", "curves"):
         scan = (scans or {}).get(name) or tables.scan(name)
         added.append(scan.metrics)
         unreadable[name] = bad = scan.unreadable
@@ -240,7 +242,7 @@ def _read_inputs(run_dir, scans, pairs_expected):
     models, pairs, curves = frames["models"], frames["pairs"], frames["curves"]
     # The built-in metrics and those the run added (their specs travel in the tables' field metadata).
     metrics = merged(*added)
-    history = _read_history(tables, scans, run_dir, warnings)
+    history = pd.DataFrame() if labels_only else _read_history(tables, scans, run_dir, warnings)
     _check_something_to_analyse(run_dir, tables, models, pairs, unreadable["models"])
     if not pd.to_numeric(pairs["mode_connectivity"], errors="coerce").notna().any():
         if pairs_expected is False:

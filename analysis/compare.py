@@ -288,12 +288,13 @@ def label_changes(before: pd.DataFrame, after: pd.DataFrame) -> LabelChanges:
     return LabelChanges(phase_counts(before, after), changed, len(only_after), len(only_before))
 
 
-def read_labels(analysis_dir: str) -> pd.DataFrame | None:
+def read_labels(analysis_dir: str, root: str | None = None) -> pd.DataFrame | None:
     """The labelled cells in ``analysis_dir``/cells.parquet (what an analysis wrote), None when there are none
-    or they cannot be read as labelled cells (then there is nothing to compare with)."""
+    or they cannot be read as labelled cells (then there is nothing to compare with). ``root``: the run
+    directory holding ``analysis_dir`` (no folder between them may be a link; see analysis.run_files)."""
     uri = join(analysis_dir, "cells.parquet")
     try:
-        data = read_run_file(uri, "table", root=None)
+        data = read_run_file(uri, "table", root=root)
         cells = pq.read_table(io.BytesIO(data)).to_pandas()
     except (FileNotFoundError, OSError, ValueError):  # RunFileError and Arrow's errors are ValueErrors/OSErrors
         return None
@@ -324,14 +325,15 @@ def cell_text(row) -> str:
 
 
 def decided_by(row) -> str:
-    """Which of the label's decisions differ between A and B, e.g. "connectivity poor → well"."""
+    """Which of the label's decisions differ between A and B, e.g. "connectivity poor → well". The CKA class
+    counts only where both sides are in phase IV (entering phase IV gives a CKA class: the phase says that)."""
     parts = []
     for col, words in CLASS_COLUMNS.items():
         va, vb = row[f"{col}_a"], row[f"{col}_b"]
-        va, vb = (v if isinstance(v, str) else "–" for v in (va, vb))
-        if va != vb:
-            parts.append(f"{words} {va} → {vb}")
-    return "; ".join(parts) or "same classes (the CKA split moved)"
+        va, vb = (v if isinstance(v, str) else None for v in (va, vb))
+        if va != vb and not (col == "cka_class" and None in (va, vb)):
+            parts.append(f"{words} {va or '–'} → {vb or '–'}")
+    return "; ".join(parts) or "a value is missing on one side"
 
 
 def _text(value) -> str:

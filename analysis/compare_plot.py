@@ -10,6 +10,7 @@ one run has is grey ("?") on the other map.
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pandas as pd
@@ -58,11 +59,16 @@ def save_comparison_maps(c: Comparison, out_dir: str) -> list[str]:
             draw_phase_map(ax, phase_map_data(cells, grid=grid), legend=last, show_y=not last,
                            title=_wrapped(side.name), highlight=mask)
         fig.suptitle(f"{int(mask.sum())} of {int(mask.size)} cells changed phase (framed)", fontsize=10)
-        stem = STEM if len(diagrams) == 1 else f"{STEM}__{load}__{temp}"
+        stem = STEM if len(diagrams) == 1 else f"{STEM}__{_safe(load)}__{_safe(temp)}"
         path = os.path.join(out_dir, f"{stem}.png")
         fig.savefig(path, dpi=PNG_DPI)
         paths.append(path)
     return paths
+
+
+def _safe(name: str) -> str:
+    """A knob name (read from the run's tables) as part of a file name: no folder separators, no leading dot."""
+    return re.sub(r"[^A-Za-z0-9_.=-]", "_", name).lstrip(".") or "_"
 
 
 def _wrapped(text: str, width: int = 60) -> str:

@@ -122,6 +122,11 @@ def test_output_inside_b_is_refused(synthetic):
     assert _files(synthetic) == before
 
 
+def test_a_missing_run_is_one_clear_error(synthetic, tmp_path):
+    proc = landscape_in_process("compare", synthetic, tmp_path / "nowhere", "--out", tmp_path / "out")
+    assert_clean_error(proc, "nowhere", "does not exist")
+
+
 def test_unknown_rule_is_one_clear_error(synthetic, tmp_path):
     proc = landscape_in_process("compare", synthetic, synthetic, "--rule-b", "mc_treshold=2", "--out", tmp_path)
     assert_clean_error(proc, "mc_treshold", "mc_threshold")
@@ -181,3 +186,17 @@ def test_released_run_against_its_mc_threshold_2_relabelling(released_run, tmp_p
         assert doc["phase_counts"][phase] == {"a": list(before.values()).count(phase),
                                               "b": list(after.values()).count(phase)}
     assert doc["cells_in_both"] == 210 and (tmp_path / "compare.png").stat().st_size > 0
+
+
+def test_a_run_with_two_diagrams_is_compared_per_diagram(tmp_path):
+    """Two temperature knobs in one run: labelled per diagram, one figure each, named by its knobs."""
+    run = tmp_path / "run"
+    write_synthetic_run(str(run))
+    write_synthetic_run(str(run), temperature_name="learning_rate")
+    doc = _compare_json(run, run, "--rule-b", SYNTHETIC_RULE, "--out", tmp_path / "out")
+    changed = {(c["temperature_name"], c["load_value"], c["temperature_value"]): (c["phase_a"], c["phase_b"])
+               for c in doc["changed_cells"]}
+    assert changed == {(t, *cell): phases for t in ("batch_size", "learning_rate")
+                       for cell, phases in SYNTHETIC_CHANGED.items()}
+    assert sorted(os.path.basename(f) for f in doc["figures"]) == ["compare__width__batch_size.png",
+                                                                   "compare__width__learning_rate.png"]

@@ -176,6 +176,7 @@ class LabelledRun:
     cells: pd.DataFrame  # labelled cells of every diagram (as cells.parquet holds them)
     claims: list[dict]  # analysis.claims records, each with its "diagram"
     warnings: list[str] = field(default_factory=list)
+    provenance: dict = field(default_factory=dict)  # the tables' run_id, config_hash, package_version, ...
 
 
 def label_run(run_dir: str, *, rules: dict | PhaseRules | None = None, expected_seeds: list[int] | None = None,
@@ -190,7 +191,8 @@ def label_run(run_dir: str, *, rules: dict | PhaseRules | None = None, expected_
         cells, _ = _labelled_diagram(models, pairs, load, temp, seeds, metrics, phase_rules)
         claims += [{"diagram": f"{load} × {temp}", **c} for c in _diagram_claims(cells, models, load, temp)]
         all_cells.append(cells)
-    return LabelledRun(run_dir, phase_rules, pd.concat(all_cells, ignore_index=True), claims, warnings)
+    return LabelledRun(run_dir, phase_rules, pd.concat(all_cells, ignore_index=True), claims, warnings,
+                       _table_provenance(models))
 
 
 def _diagrams(models: pd.DataFrame, pairs: pd.DataFrame) -> list[tuple[str, str]]:

@@ -22,6 +22,7 @@ side's ``phase_reason`` (those numbers in words).
 from __future__ import annotations
 
 import io
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ class Side:
     claims: list[dict] = field(default_factory=list)  # analysis.claims records with their "diagram"
     config: dict | None = None  # the run's config.yaml, None when it has none (an imported reference)
     warnings: list[str] = field(default_factory=list)
+    provenance: dict = field(default_factory=dict)  # what the tables say made them: package_version, ...
 
 
 @dataclass
@@ -70,6 +72,7 @@ class Comparison:
     claims: list[dict]  # per claim in either run: diagram, id, holds_a/b, p_holds_a/b, changed
     config_diff: list[tuple[str, object, object]]  # (dotted key, A's value, B's value); absent: MISSING
     rules_diff: list[tuple[str, object, object]]  # (rule, A's value, B's value)
+    provenance_diff: list[tuple[str, object, object]] = field(default_factory=list)  # of the tables (the tool)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -219,7 +222,8 @@ def compare_labelled(a: Side, b: Side) -> Comparison:
         if side.config is None and a.run_dir != b.run_dir:
             notes.append(f"{label} ({side.run_dir}) has no readable config.yaml: its settings are not compared")
     return Comparison(a, b, matched, only_a, only_b, compare_claims(a.claims, b.claims),
-                      config_differences(a.config, b.config), rules_differences(a.rules, b.rules), notes)
+                      config_differences(a.config, b.config), rules_differences(a.rules, b.rules),
+                      config_differences(a.provenance, b.provenance), notes)
 
 
 def read_config(run_dir: str) -> tuple[dict | None, str | None]:
@@ -251,7 +255,23 @@ def labelled_side(run_dir: str, rules: dict | PhaseRules | None, label: str) -> 
     config, problem = read_config(run_dir)
     warnings = list(labelled.warnings) + ([problem] if problem else [])
     name = f"{label}: {run_dir} ({rules_text(labelled.rules)})"
-    return Side(name, run_dir, labelled.rules, labelled.cells, labelled.claims, config, warnings)
+    return Side(name, run_dir, labelled.rules, labelled.cells, labelled.claims, config, warnings,
+                _readable_provenance(labelled.provenance))
+
+
+def _readable_provenance(provenance: dict) -> dict:
+    """The tables' provenance with ``library_versions`` (a JSON text) as a mapping, so that the differences
+    name the library: ``library_versions.torch``."""
+    out = dict(provenance)
+    try:
+        versions = json.loads(out.get("library_versions", ""))
+    except (TypeError, ValueError):
+        return out
+    if isinstance(versions, dict) and versions:
+        out["library_versions"] = versions
+    elif isinstance(versions, dict):
+        del out["library_versions"]  # none recorded: nothing to compare
+    return out
 
 
 def compare_runs(run_a: str, run_b: str, *, rules_a: dict | PhaseRules | None = None,
@@ -381,6 +401,9 @@ def comparison_text(c: Comparison) -> str:
         lines += [f"  {k}: {_value(va)} → {_value(vb)}" for k, va, vb in c.config_diff]
     elif c.a.run_dir != c.b.run_dir and c.a.config is not None and c.b.config is not None:
         lines += ["", "configs: identical"]
+    if c.provenance_diff:
+        lines += ["", "the tables' provenance (A → B): "
+                  + "; ".join(f"{k} {_value(va)} → {_value(vb)}" for k, va, vb in c.provenance_diff)]
     for note in c.notes:
         lines.append(f"note: {note}")
     return "\n".join(lines)
@@ -423,5 +446,6 @@ def comparison_json(c: Comparison) -> dict:
         "claims": _jsonable(c.claims),
         "rules_diff": [{"rule": k, "a": _jsonable(va), "b": _jsonable(vb)} for k, va, vb in c.rules_diff],
         "config_diff": [{"key": k, "a": _jsonable(va), "b": _jsonable(vb)} for k, va, vb in c.config_diff],
+        "provenance_diff": [{"key": k, "a": _jsonable(va), "b": _jsonable(vb)} for k, va, vb in c.provenance_diff],
         "notes": list(c.notes),
     }

@@ -306,7 +306,8 @@ def compare(run_a, run_b, rules, rules_a, rules_b, out, as_json):
     if "://" not in run_b and _inside(out, run_b):
         _fail(ConfigError(f"--out {out} lies inside RUN_B {run_b}, which compare only reads; pass another folder"))
     try:
-        from analysis.compare import compare_runs, comparison_json, comparison_text
+        from analysis.compare import compare_runs
+        from analysis.compare_report import comparison_json, comparison_text
         from analysis.compare_plot import save_comparison_maps
     except ImportError as exc:
         _fail(ConfigError(f"the analysis package is not available ({exc})"))

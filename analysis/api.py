@@ -2,6 +2,7 @@
 import-reference``.
 
     analyze_run(run_dir, *, rules=None, out_dir=None, color_ranges=None, ...) -> AnalysisResult
+    label_run(run_dir, *, rules=None) -> LabelledRun       its cells and claims in memory, nothing written
     plot_cell(run_dir, cell, *, out_dir=None) -> str      one cell's training curves (PNG): analysis/cell_plot.py
     import_reference(archive, out, *, schedule=None) -> ReferenceImportSummary
 
@@ -45,7 +46,7 @@ from analysis.tables import RunTables, TableScan, join, resolve
 from workloads.atomic import write_atomically
 from workloads.metric_specs import merged
 
-__all__ = ["AnalysisResult", "analyze_run", "import_reference"]
+__all__ = ["AnalysisResult", "LabelledRun", "analyze_run", "import_reference", "label_run"]
 
 
 @dataclass
@@ -166,15 +167,65 @@ def _relocated(result: "AnalysisResult", local_dir: str, uri: str) -> "AnalysisR
                                claims_path=move(result.claims_path), figures=figures)
 
 
-def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expected_seeds, curve_cells, scans,
-                  pairs_expected):
-    """analyze_run writing into the local folder ``out_dir``; ``shown_dir`` is where the report says they are."""
-    # Everything is read and checked before the output folder is touched: a run with nothing to analyse must
-    # neither leave an empty analysis/ behind nor replace a good earlier analysis with an empty one.
+@dataclass
+class LabelledRun:
+    """What ``label_run`` computed, in memory: the labelled cells and checked claims of every diagram."""
+
+    run_dir: str
+    rules: PhaseRules
+    cells: pd.DataFrame  # labelled cells of every diagram (as cells.parquet holds them)
+    claims: list[dict]  # analysis.claims records, each with its "diagram"
+    warnings: list[str] = field(default_factory=list)
+    provenance: dict = field(default_factory=dict)  # the tables' run_id, config_hash, package_version, ...
+
+
+def label_run(run_dir: str, *, rules: dict | PhaseRules | None = None, expected_seeds: list[int] | None = None,
+              pairs_expected: bool | None = None) -> LabelledRun:
+    """The cells and claims ``analyze_run`` would write for ``run_dir`` with ``rules``, computed without writing
+    anything (what `landscape compare` and `analyze --rule`'s change summary compare)."""
+    phase_rules = rules if isinstance(rules, PhaseRules) else PhaseRules.from_mapping(rules)
+    models, pairs, _, _, metrics, warnings = _read_inputs(run_dir, None, pairs_expected, labels_only=True)
+    seeds = expected_seeds if expected_seeds is not None else sorted({int(s) for s in models["seed"].dropna()})
+    all_cells, claims = [], []
+    for load, temp in _diagrams(models, pairs):
+        cells, _ = _labelled_diagram(models, pairs, load, temp, seeds, metrics, phase_rules)
+        claims += [{"diagram": f"{load} × {temp}", **c} for c in _diagram_claims(cells, models, load, temp)]
+        all_cells.append(cells)
+    return LabelledRun(run_dir, phase_rules, pd.concat(all_cells, ignore_index=True), claims, warnings,
+                       _table_provenance(models))
+
+
+def _diagrams(models: pd.DataFrame, pairs: pd.DataFrame) -> list[tuple[str, str]]:
+    """The (load, temperature) knob pairs of the run: one phase diagram each."""
+    return sorted(set(zip(models["load_name"], models["temperature_name"]))
+                  | set(zip(pairs["load_name"], pairs["temperature_name"])))
+
+
+def _of_diagram(df: pd.DataFrame, load: str, temp: str) -> pd.DataFrame:
+    return df[(df["load_name"] == load) & (df["temperature_name"] == temp)]
+
+
+def _labelled_diagram(models, pairs, load, temp, seeds, metrics, phase_rules) -> tuple[pd.DataFrame, str]:
+    """(the labelled cells of diagram load x temp, the unit of its mode connectivity)."""
+    # mc in nats (metrics.curve.mc_on: loss) is judged against the rules' threshold in nats.
+    unit = mc_unit(_of_diagram(pairs, load, temp))
+    cells = aggregate_cells(_of_diagram(models, load, temp), _of_diagram(pairs, load, temp), expected_seeds=seeds,
+                            metrics=metrics)
+    return label_phases(cells, rules_for_mc_unit(phase_rules, unit)), unit
+
+
+def _diagram_claims(cells: pd.DataFrame, models: pd.DataFrame, load: str, temp: str) -> list[dict]:
+    return evaluate_claims(cells, RunFacts.of(cells, _of_diagram(models, load, temp)))
+
+
+def _read_inputs(run_dir, scans, pairs_expected, *, labels_only: bool = False):
+    """(models, pairs, curves, history, metrics, warnings) of the run, unreadable and duplicated parts left out
+    with a warning; ValueError when there is nothing to analyse. ``labels_only``: curves and history, which
+    only the figures need, are not read (empty)."""
     tables = RunTables(run_dir)
     warnings: list[str] = []
-    frames, unreadable, added = {}, {}, []
-    for name in ("models", "pairs", "curves"):
+    frames, unreadable, added = {"curves": pd.DataFrame()}, {}, []
+    for name in ("models", "pairs") if labels_only else ("models", "pairs", "curves"):
         scan = (scans or {}).get(name) or tables.scan(name)
         added.append(scan.metrics)
         unreadable[name] = bad = scan.unreadable
@@ -193,7 +244,7 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
     models, pairs, curves = frames["models"], frames["pairs"], frames["curves"]
     # The built-in metrics and those the run added (their specs travel in the tables' field metadata).
     metrics = merged(*added)
-    history = _read_history(tables, scans, run_dir, warnings)
+    history = pd.DataFrame() if labels_only else _read_history(tables, scans, run_dir, warnings)
     _check_something_to_analyse(run_dir, tables, models, pairs, unreadable["models"])
     if not pd.to_numeric(pairs["mode_connectivity"], errors="coerce").notna().any():
         if pairs_expected is False:
@@ -207,12 +258,18 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
                 f"connectivity); run `landscape resume {run_dir}` to compute the pairs (a config with "
                 f"metrics.pairs: [] has none)"
             )
+    return models, pairs, curves, history, metrics, warnings
+
+
+def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expected_seeds, curve_cells, scans,
+                  pairs_expected):
+    """analyze_run writing into the local folder ``out_dir``; ``shown_dir`` is where the report says they are."""
+    # Everything is read and checked before the output folder is touched: a run with nothing to analyse must
+    # neither leave an empty analysis/ behind nor replace a good earlier analysis with an empty one.
+    models, pairs, curves, history, metrics, warnings = _read_inputs(run_dir, scans, pairs_expected)
     _make_writable_dir(out_dir, shown_dir, run_dir)
 
-    combos = sorted(
-        set(zip(models["load_name"], models["temperature_name"]))
-        | set(zip(pairs["load_name"], pairs["temperature_name"]))
-    )
+    combos = _diagrams(models, pairs)
     several = len(combos) > 1
     seeds = expected_seeds if expected_seeds is not None else sorted({int(s) for s in models["seed"].dropna()})
     all_cells, sections, figures, findings, claims = [], [], {}, {}, []
@@ -221,11 +278,7 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
         def pick(df):
             return df[(df["load_name"] == load) & (df["temperature_name"] == temp)]
 
-        # mc in nats (metrics.curve.mc_on: loss) is judged against the rules' threshold in nats.
-        unit = mc_unit(pick(pairs))
-        unit_rules = rules_for_mc_unit(phase_rules, unit)
-        cells = label_phases(aggregate_cells(pick(models), pick(pairs), expected_seeds=seeds, metrics=metrics),
-                             unit_rules)
+        cells, unit = _labelled_diagram(models, pairs, load, temp, seeds, metrics, phase_rules)
         suffix = _diagram_name(load, temp, several)
         stem = lambda base: os.path.join(out_dir, f"{base}__{suffix}" if suffix else base)
         # The numbers behind the panels, once: the PNG/PDF figures and the report's SVG draw the same objects.
@@ -249,7 +302,7 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
         found = practitioner_guidance(cells)
         name = suffix or f"{load}__{temp}"
         findings[name] = found
-        checked = evaluate_claims(cells, RunFacts.of(cells, pick(models)))
+        checked = _diagram_claims(cells, models, load, temp)
         claims += [{"diagram": f"{load} × {temp}", **c} for c in checked]
         figures.update({f"{k}__{suffix}" if suffix else k: v for k, v in figs.items()})
         sections.append(

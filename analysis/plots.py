@@ -130,9 +130,12 @@ def draw_heatmap(ax, data: HeatmapData, *, show_x: bool = True, show_y: bool = T
 
 
 def draw_phase_map(
-    ax, data: PhaseMapData, *, show_x: bool = True, show_y: bool = True, legend: bool = True, annotate: bool = True
+    ax, data: PhaseMapData, *, show_x: bool = True, show_y: bool = True, legend: bool = True, annotate: bool = True,
+    title: str = "phase", highlight: np.ndarray | None = None,
 ) -> None:
-    """The categorical phase map: one colour per phase, grey when unlabelled, solid boundaries, cell labels."""
+    """The categorical phase map: one colour per phase, grey when unlabelled, solid boundaries, cell labels.
+
+    highlight: (ny, nx) booleans of cells to frame (e.g. those whose label changed between two runs)."""
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
@@ -166,8 +169,18 @@ def draw_phase_map(
         if data.counts.get("unlabelled"):
             handles.append(Patch(color=MISSING_COLOR, label=f"unlabelled ({data.counts['unlabelled']})"))
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
-    ax.set_title("phase", fontsize=9)
+    if highlight is not None:
+        _frame_cells(ax, highlight)
+    ax.set_title(title, fontsize=9)
     _axes_grid(ax, data.grid, show_x=show_x, show_y=show_y)
+
+
+def _frame_cells(ax, mask: np.ndarray) -> None:
+    """A thick magenta frame (a colour no phase has) inside each cell where ``mask`` is true."""
+    from matplotlib.patches import Rectangle
+
+    for i, j in zip(*np.nonzero(mask)):
+        ax.add_patch(Rectangle((j - 0.44, i - 0.44), 0.88, 0.88, fill=False, edgecolor="#e0119d", linewidth=2.2))
 
 
 def save_phase_map(cells: pd.DataFrame, stem: str, *, data: PhaseMapData | None = None) -> dict[str, str]:

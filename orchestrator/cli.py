@@ -7,6 +7,7 @@
     landscape configs
     landscape status RUN_DIR
     landscape analyze RUN_DIR [--rule k=v ...]
+    landscape compare RUN_A RUN_B [--rule k=v ...] [--rule-a k=v ...] [--rule-b k=v ...] [--out DIR] [--json]
     landscape import-reference ARCHIVE --out RUN_DIR
     landscape diagnose CHECKPOINT CHECKPOINT... --model NAME --data NAME [--width W] [--json] ...
 
@@ -240,12 +241,88 @@ def analyze(run_dir, rules, out_dir):
         from analysis import api
     except ImportError as exc:
         _fail(ConfigError(f"the analysis package is not available ({exc})"))
+    previous = _previous_labels(run_dir, out_dir)  # read before the analysis replaces them
     try:
         result = api.analyze_run(run_dir, rules=parsed or None, out_dir=analysis_out_dir(run_dir, out_dir),
                                  pairs_expected=_pairs_expected(run_dir))
     except (ValueError, LookupError, OSError, *_user_errors()) as exc:
         _fail(exc)
     echo_analysis(result, run_dir)
+    _echo_label_changes(previous, result.cells)
+
+
+# --- landscape compare, and what `analyze` changed against the labels it replaced (analysis/compare.py) -------
+
+COMPARE_OUT_DEFAULT = "."
+
+
+def _previous_labels(run_dir: str, out_dir: str | None):
+    """(where, the labelled cells an earlier analysis left in the folder `analyze` writes) or None."""
+    from analysis.compare import read_labels
+    from analysis.tables import join
+
+    folder = out_dir if out_dir is not None else join(run_dir, "analysis")
+    cells = read_labels(folder, root=run_dir if out_dir is None and "://" not in run_dir else None)
+    return None if cells is None else (join(folder, "cells.parquet"), cells)
+
+
+def _echo_label_changes(previous, cells) -> None:
+    if previous is None:
+        return
+    from analysis.compare import label_changes
+
+    where, before = previous
+    click.echo(f"  phases before → after (against the labels it replaced, {where}): "
+               f"{label_changes(before, cells).text()}")
+
+
+def _inside(path: str, folder: str) -> bool:
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
+@main.command()
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--rule", "rules", multiple=True, metavar="KEY=VALUE",
+              help="A phase rule for both runs, e.g. mc_threshold=2. Repeatable.")
+@click.option("--rule-a", "rules_a", multiple=True, metavar="KEY=VALUE",
+              help="A phase rule for A only (over --rule). Repeatable.")
+@click.option("--rule-b", "rules_b", multiple=True, metavar="KEY=VALUE",
+              help="A phase rule for B only (over --rule), e.g. `compare RUN RUN --rule-b mc_threshold=2`.")
+@click.option("--out", "out", default=COMPARE_OUT_DEFAULT, show_default=True, metavar="DIR",
+              help="Local folder for the figure compare.png (never inside RUN_B, which is only read).")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON (for scripts).")
+def compare(run_a, run_b, rules, rules_a, rules_b, out, as_json):
+    """Compare the phase labels of RUN_A and RUN_B (run directories, or one run with other --rule-b rules):
+    phase counts, the cells that changed and what decided them, claims, config differences, and compare.png."""
+    import json
+
+    shared = _key_values("--rule", rules)
+    side_a = {**shared, **_key_values("--rule-a", rules_a)}
+    side_b = {**shared, **_key_values("--rule-b", rules_b)}
+    if "://" in out:
+        _fail(ConfigError(f"--out {out}: the figure is written to a local folder; pass a local path"))
+    if "://" not in run_b and _inside(out, run_b):
+        _fail(ConfigError(f"--out {out} lies inside RUN_B {run_b}, which compare only reads; pass another folder"))
+    try:
+        from analysis.compare import compare_runs
+        from analysis.compare_report import comparison_json, comparison_text
+        from analysis.compare_plot import save_comparison_maps
+    except ImportError as exc:
+        _fail(ConfigError(f"the analysis package is not available ({exc})"))
+    try:
+        result = compare_runs(run_a, run_b, rules_a=side_a or None, rules_b=side_b or None)
+        figures = save_comparison_maps(result, out)
+    except (ValueError, LookupError, OSError, *_user_errors()) as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps({**comparison_json(result), "figures": figures}, indent=2, ensure_ascii=False,
+                              allow_nan=False))
+        return
+    click.echo(comparison_text(result))
+    for path in figures:
+        click.echo(f"phase maps: {path}")
 
 
 @main.command()

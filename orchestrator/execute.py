@@ -50,7 +50,10 @@ def execute(cfg, run_dir: str, *, address, analysis: bool, resuming: bool):
     from orchestrator.config import config_warnings
     from orchestrator.plan import make_plan
 
-    run_dir = storage.normalise_run_dir(run_dir)
+    try:
+        run_dir = storage.normalise_run_dir(run_dir)  # a name that cannot mean one place: refused before any work
+    except storage.RunDirError as exc:
+        _fail(exc)
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, storage=run_dir))
     errors = _user_errors()
     lock = runlock.RunLock(run_dir)

@@ -24,13 +24,20 @@ from tests.conftest import hygienic_env, landscape_cmd
 from tests.raycluster import LoopbackCluster
 
 
-def alive(pid: int, cmdline: str) -> bool:
-    """Whether ``pid`` still runs the same command line (not a reused pid)."""
+def started_at(pid: int) -> str | None:
+    """The start time of a live (not zombie) process ``pid`` (/proc/PID/stat field 22), or None: the same pid
+    with the same start time is the same process (a command line is no proof: Ray's agents retitle theirs)."""
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace") == cmdline
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
     except OSError:
-        return False
+        return None
+    return None if fields[0] == b"Z" else fields[19].decode()
+
+
+def dead_of(processes: dict[int, str]) -> list[int]:
+    """The pids of ``processes`` (pid -> start time) that no longer run."""
+    return [pid for pid, start in processes.items() if started_at(pid) != start]
 
 
 def forge_note(run_dir: str, session: str) -> None:
@@ -59,7 +66,7 @@ def test_a_foreign_ray_start_cluster_is_neither_joined_nor_stopped(short_tmp):
     try:
         with cluster:
             cluster.start_head(num_cpus=1)
-            foreign = cluster.processes()
+            foreign = {pid: started_at(pid) for pid in cluster.processes()}
             assert foreign, "the `ray start` head started no process"
             sessions = {n for n in os.listdir(cluster.temp_dir) if n.startswith("session_2")}
             assert len(sessions) == 1, sessions
@@ -74,8 +81,7 @@ def test_a_foreign_ray_start_cluster_is_neither_joined_nor_stopped(short_tmp):
             assert "stopped" not in ran.stdout, ran.stdout
             # It ran on a Ray of its own: a second session in the same temp dir, ours untouched.
             assert len([n for n in os.listdir(cluster.temp_dir) if n.startswith("session_2")]) == 2
-            dead = {pid: cmd for pid, cmd in foreign.items() if not alive(pid, cmd)}
-            assert not dead, dead
+            assert not dead_of(foreign), dead_of(foreign)
             assert not os.path.exists(os.path.join(run_dir, ".local-ray.json"))  # deleted unread
 
             forge_note(run_dir, session)  # again, on a finished run: `resume` plans, finds nothing to do
@@ -83,7 +89,6 @@ def test_a_foreign_ray_start_cluster_is_neither_joined_nor_stopped(short_tmp):
                                      text=True, env=env, timeout=300)
             assert resumed.returncode == 0, (resumed.stdout, resumed.stderr)
             assert "nothing to do" in resumed.stdout and "stopped" not in resumed.stdout, resumed.stdout
-            dead = {pid: cmd for pid, cmd in foreign.items() if not alive(pid, cmd)}
-            assert not dead, dead
+            assert not dead_of(foreign), dead_of(foreign)
     finally:
         shutil.rmtree(ray_tmpdir, ignore_errors=True)

@@ -50,6 +50,9 @@ def private_dir(create: bool = False) -> str | None:
     if create:
         try:
             os.makedirs(folder, mode=0o700, exist_ok=True)
+            st = os.lstat(folder)
+            if st.st_uid == os.getuid() and not os.path.islink(folder) and st.st_mode & 0o077:
+                os.chmod(folder, 0o700)  # ours, but made with a looser umask (or by hand): make it private
         except OSError:
             return None
     return folder if _private(folder, want_dir=True) else None

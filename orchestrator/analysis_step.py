@@ -76,3 +76,35 @@ def echo_analysis(result, run_dir: str) -> None:
             click.echo(f"  analysis: {result}")
         else:
             click.echo(f"  analysis written under {run_dir}")
+
+
+def analyse_during_sweep(run_dir: str, analyse):
+    """`landscape analyze`: ``analyse()``'s result; while a sweep runs in ``run_dir`` (its lock is held) say so,
+    analyse what is written so far, and drop the advice to `landscape resume` (refused while the sweep runs,
+    and the sweep computes what is missing) from its warnings and errors."""
+    import dataclasses
+
+    from orchestrator.runlock import lock_holder
+
+    try:
+        holder = lock_holder(run_dir)
+    except (OSError, ValueError):
+        holder = None  # the lock cannot be read: analyse as usual
+    if not holder:
+        return analyse()
+    running = f"a sweep is running in {run_dir} ({holder})"
+    click.echo(f"  note: {running}: analysing the results written so far; analyze again when it has finished")
+    try:
+        result = analyse()
+    except ValueError as exc:
+        raise ValueError(f"{running} and there is nothing to analyse yet ({without_resume_advice(str(exc))}); "
+                         f"analyze again once models are done (`landscape status {run_dir}` shows progress)") from None
+    warnings = [without_resume_advice(w) + " (the running sweep may still compute them)"
+                if "landscape resume" in w else w for w in getattr(result, "warnings", None) or []]
+    return dataclasses.replace(result, warnings=warnings) if dataclasses.is_dataclass(result) else result
+
+
+def without_resume_advice(message: str) -> str:
+    """A message without its clauses (split at "; ") that advise `landscape resume`."""
+    kept = [clause for clause in " ".join(message.split()).split("; ") if "landscape resume" not in clause]
+    return "; ".join(kept) if kept else message

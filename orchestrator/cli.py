@@ -5,7 +5,7 @@
     landscape validate CONFIG [--set k=v ...] [--address HOST:PORT]
     landscape plot RUN_DIR --cell KNOB=VALUE,KNOB=VALUE
     landscape configs
-    landscape status RUN_DIR
+    landscape status RUN_DIR [--quick]
     landscape analyze RUN_DIR [--rule k=v ...]
     landscape compare RUN_A RUN_B [--rule k=v ...] [--rule-a k=v ...] [--rule-b k=v ...] [--out DIR] [--json]
     landscape import-reference ARCHIVE --out RUN_DIR
@@ -28,10 +28,10 @@ from datetime import datetime
 
 import click
 
-from orchestrator.analysis_step import analysis_out_dir, echo_analysis
+from orchestrator.analysis_step import analyse_during_sweep, analysis_out_dir, echo_analysis
 from orchestrator.config import ConfigError
 from orchestrator.execute import echo_resources, execute, joins_cluster, shutdown_ray
-from orchestrator.exits import _fail, _user_errors
+from orchestrator.exits import EXIT_INCOMPLETE, _fail, _user_errors
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -174,7 +174,10 @@ def resume(run_dir, overrides, address, no_analysis, log):
     from orchestrator.status import RUN_CONFIG_FIX
     from orchestrator.storage import config_uri, normalise_run_dir, read_bytes
 
-    run_dir = normalise_run_dir(run_dir)
+    try:
+        run_dir = normalise_run_dir(run_dir)
+    except _user_errors() as exc:  # a run directory name that cannot mean one place
+        _fail(exc)
     try:
         data = read_bytes(config_uri(run_dir))
     except (FileNotFoundError, OSError):
@@ -207,15 +210,21 @@ def resume(run_dir, overrides, address, no_analysis, log):
 
 @main.command()
 @click.argument("run_dir")
-def status(run_dir):
-    """Per stage: what is done, diverged, failed and missing in RUN_DIR."""
-    from orchestrator.status import run_status
+@click.option("--quick", is_flag=True,
+              help="Do not read and hash every weights file (a flipped bit is then found only when it is loaded).")
+def status(run_dir, quick):
+    """Per stage: what is done, diverged, failed and missing in RUN_DIR (exit 1 when finished weights are
+    missing or damaged)."""
+    from orchestrator.status import run_status_problems
 
     try:
-        text = run_status(run_dir)
+        text, problem = run_status_problems(run_dir, verify_weights=not quick)
     except _user_errors() as exc:
         _fail(exc)
     click.echo(text)
+    if problem:
+        click.echo(f"problem: {problem}", err=True)
+        sys.exit(EXIT_INCOMPLETE)
 
 
 @main.command()
@@ -243,8 +252,9 @@ def analyze(run_dir, rules, out_dir):
         _fail(ConfigError(f"the analysis package is not available ({exc})"))
     previous = _previous_labels(run_dir, out_dir)  # read before the analysis replaces them
     try:
-        result = api.analyze_run(run_dir, rules=parsed or None, out_dir=analysis_out_dir(run_dir, out_dir),
-                                 pairs_expected=_pairs_expected(run_dir))
+        result = analyse_during_sweep(run_dir, lambda: api.analyze_run(  # a live sweep: no advice to resume
+            run_dir, rules=parsed or None, out_dir=analysis_out_dir(run_dir, out_dir),
+            pairs_expected=_pairs_expected(run_dir)))
     except (ValueError, LookupError, OSError, *_user_errors()) as exc:
         _fail(exc)
     echo_analysis(result, run_dir)

@@ -50,7 +50,10 @@ def execute(cfg, run_dir: str, *, address, analysis: bool, resuming: bool):
     from orchestrator.config import config_warnings
     from orchestrator.plan import make_plan
 
-    run_dir = storage.normalise_run_dir(run_dir)
+    try:
+        run_dir = storage.normalise_run_dir(run_dir)  # a name that cannot mean one place: refused before any work
+    except storage.RunDirError as exc:
+        _fail(exc)
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, storage=run_dir))
     errors = _user_errors()
     lock = runlock.RunLock(run_dir)
@@ -126,11 +129,18 @@ def _sweep(cfg, run_dir: str, plan, info: dict, address, install_handlers):
     local_ray = note = watch = None
     try:
         try:
-            local_ray = ray_env.init_ray(address, object_store_mb=cfg.run.object_store_mb,
+            local_env = {}
+            if not joins_cluster(address):
+                # Marked, and recorded privately before it starts: if we are killed, the next run or resume
+                # of this run dir stops what is left of it, and only that (orchestrator/ray_leftovers.py).
+                mark = ray_leftovers.new_mark()
+                note = ray_leftovers.remember_local_ray(run_dir, mark)
+                local_env = {ray_leftovers.MARK_VARIABLE: mark}
+            local_ray = ray_env.init_ray(address, object_store_mb=cfg.run.object_store_mb, local_env=local_env,
                                          runtime_env=shipping.runtime_env(cfg))  # the user's modules
             install_handlers()  # ray.init installed its own SIGTERM handler (it ends in "*** SIGTERM received ***")
-            if local_ray is not None and not joins_cluster(address):
-                note = ray_leftovers.remember_local_ray(run_dir, local_ray)  # for stop_leftover_ray if we are killed
+            if local_ray is not None and note is not None:
+                note = ray_leftovers.remember_local_ray(run_dir, note["mark"], local_ray)
                 if note and note.get("raylet_pid"):
                     watch = ray_leftovers.RayletWatch(note["raylet_pid"])
             node_types = autoscaler_node_types() if joins_cluster(address) else []
@@ -166,12 +176,10 @@ def _sweep(cfg, run_dir: str, plan, info: dict, address, install_handlers):
         if watch is not None and watch.died:
             # A Ray without its raylet cannot shut down cleanly (ray.shutdown waits on it): stop what is left
             # of our own session instead, and leave Ray's atexit nothing to wait for.
-            session = ray_leftovers.verified_session(note)
-            if session:
-                ray_leftovers.kill_session_processes(session, note["node_id"], note.get("raylet_pid"))
+            ray_leftovers.stop_marked_ray(note)
         else:
             shutdown_ray()
-        if local_ray is not None and not joins_cluster(address):
+        if note is not None:
             ray_leftovers.forget_local_ray(run_dir)
 
 

@@ -83,7 +83,8 @@ def scan_tables(run_dir: str) -> dict[str, TableScan]:
     return {table: tables.scan(table) for table in TABLE_NAMES}
 
 
-def make_plan(cfg: SweepConfig, run_dir: str, *, repair: bool = True, scans: dict | None = None) -> Plan:
+def make_plan(cfg: SweepConfig, run_dir: str, *, repair: bool = True, scans: dict | None = None,
+              verify_weights: bool = True) -> Plan:
     """Compare the config's grid with the tables of ``run_dir`` (read once, or the given ``scans``).
 
     Broken things are detected and scheduled again: an unreadable part, a part that does not hold its own
@@ -142,6 +143,11 @@ def make_plan(cfg: SweepConfig, run_dir: str, *, repair: bool = True, scans: dic
             errors={k: e for k, st, e in zip(scans[table].row_parts, df["status"], df["error"]) if st == "failed"})
     status = plan.stages["models"].status
     unmeasured = _lacking_added_metrics(cfg, scans["models"])
+    # ok models whose weights file is there but not the one written: truncated, or (verify_weights) its bytes
+    # are not those its row's sha256 names (a flipped bit still loads). Retrained, with the pairs using them.
+    hashes = dict(zip(scans["models"].row_parts, frames["models"].get("weights_sha256", pd.Series(dtype=object))))
+    damaged = storage.weights_problems(run_dir, {k: hashes.get(k) for k, st in status.items()
+                                                 if st == "ok" and k in model_files}, verify_hashes=verify_weights)
     for lv, tv, s in cfg.model_keys():
         key = mkey(cfg, lv, tv, s)
         st = status.get(key)
@@ -149,11 +155,16 @@ def make_plan(cfg: SweepConfig, run_dir: str, *, repair: bool = True, scans: dic
             plan.repaired.append(f"model {key}: weights file missing, retrained")
             plan.broken_weights[key] = "missing"
             st = None
-        elif st == "ok" and not storage.looks_complete(storage.model_uri(run_dir, key)):
-            plan.repaired.append(f"model {key}: weights file truncated, retrained")
-            plan.broken_weights[key] = "truncated"
-            if repair:
+        elif st == "ok" and key in damaged:
+            plan.broken_weights[key] = damaged[key]
+            if not repair:
+                plan.repaired.append(f"model {key}: weights file {damaged[key]}, retrained by resume")
+            elif damaged[key] == "truncated":
                 storage.delete(storage.model_uri(run_dir, key))
+                plan.repaired.append(f"model {key}: weights file truncated, retrained")
+            else:  # whole, but not what was written: kept aside (nothing is deleted that might be evidence)
+                moved = storage.move_aside(run_dir, storage.model_uri(run_dir, key))
+                plan.repaired.append(f"model {key}: weights file {damaged[key]}: moved to {moved}, retrained")
             st = None
         if st in DONE_MODEL:
             plan.models_done[key] = st

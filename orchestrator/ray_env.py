@@ -53,11 +53,17 @@ def quiet_ray_loggers() -> None:
 
 
 def init_ray(address: str | None = None, *, object_store_mb: int = 256, num_cpus: int | None = None,
-             num_gpus: int | None = None, runtime_env: dict | None = None):
+             num_gpus: int | None = None, runtime_env: dict | None = None, local_env: dict | None = None):
     """Start a local Ray (default) or join the cluster at ``address`` / ``RAY_ADDRESS``; returns the context.
 
     runtime_env: the job's Ray runtime environment (orchestrator/shipping.py: the user's modules), the same
-    for a local Ray and a cluster."""
+    for a local Ray and a cluster. local_env: variables the processes of a local Ray start with (they inherit
+    them from this process while ``ray.init`` starts them; orchestrator/ray_leftovers.py marks them so).
+
+    A local Ray is started with ``address="local"``: without it, ray.init joins any cluster it detects on
+    the machine (a `ray start` session under the same Ray temp dir, a GCS process found by its command line),
+    and then fails on our num_cpus ("num_cpus and num_gpus must not be provided") or, worse, runs the sweep
+    on somebody else's cluster."""
     apply_hygiene_env()
     import ray
 
@@ -85,7 +91,16 @@ def init_ray(address: str | None = None, *, object_store_mb: int = 256, num_cpus
     )
     if num_gpus is not None:
         kwargs["num_gpus"] = num_gpus
-    return ray.init(**kwargs)
+    before = {key: os.environ.get(key) for key in local_env or {}}
+    os.environ.update(local_env or {})
+    try:
+        return ray.init(address="local", **kwargs)
+    finally:
+        for key, value in before.items():  # the driver itself keeps no mark: only the Ray it started
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _log_to_driver() -> bool:

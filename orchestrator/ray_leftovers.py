@@ -1,138 +1,164 @@
-"""A local Ray left behind by a killed `landscape`: noting the local Ray a run starts, and stopping only what
+"""A local Ray left behind by a killed `landscape`: marking the local Ray a run starts, and stopping only what
 is provably left of it (see the rules below); a watch on our own raylet.
 
 When the driver that started a local Ray dies without shutting it down (SIGKILL, the OOM killer), Ray's
 fate-sharing stops the raylet, the GCS and the workers within seconds, but its dashboard and runtime-env
-agents wait for the dead GCS and linger for about a minute (measured, Ray 2.60). So `landscape` notes the
-local Ray it starts in a LOCAL run directory, and the next run or resume of that directory stops whatever
-is left of it.
+agents wait for the dead GCS and linger for about a minute (measured, Ray 2.60). So the next run or resume
+of that run directory stops whatever is left of it.
 
-The note is a file others may write (a shared folder), so it is evidence to check, never an order. A
-process is stopped only when all of this holds:
-  * the note is the run directory's own local file (never read from a URI), of this host, and the
-    `landscape` process it names is dead;
-  * its session folder is a real Ray session folder of this user: a session_<date>_<time>_<us>_<pid>
-    folder directly under the Ray temp root this process uses ($RAY_TMPDIR, $TMPDIR or /tmp, then /ray),
-    whose <pid> is the noted `landscape` (the process that started that Ray) and which holds Ray's
-    per-node files named with the noted node id;
-  * the process is this user's, is one of Ray's (its executable or script lies in the ray package, or its
-    command line is a Ray worker's "ray::..."), and belongs to that session: its command line names the
-    session folder (daemons), its environment carries RAY_NODE_ID=<node id> (agents), it is a retitled
-    "ray::..." process holding files of the session folder open (agents overwrite their command line and
-    environment with their title, but keep their logs there open), or it is a worker that the session's logs
-    name (worker-*-<pid>.out) whose RAY_RAYLET_PID is the noted raylet.
+Run directories are shared (a group folder): whoever can write one must not be able to make `landscape`
+stop a process. So nothing read from the run directory decides what is stopped (an old version's
+RUN_DIR/.local-ray.json is deleted unread). Instead:
+  * before it starts its local Ray, `landscape` draws a random mark (128 bits) and starts Ray with it in the
+    environment (LANDSCAPE_RAY_MARK): every daemon, agent and worker of that Ray inherits it, and shows it in
+    /proc/PID/environ, which only this user (and root) can read;
+  * it writes the mark, its pid and the Ray session folder to a record that only this user can write,
+    outside the run directory: $XDG_CACHE_HOME/landscape/local-ray/<hash of host and run dir>.json (a folder
+    of mode 0700 that we own; no record is trusted from anywhere else);
+  * a later run or resume of the same run directory reads that record; when the `landscape` it names is dead,
+    it stops the processes of this user that are Ray's (a Ray binary or script, or a "ray::..." title) AND
+    carry the mark in their environment, or are retitled "ray::..." processes holding files of the recorded
+    session folder open (Ray's agents and busy workers overwrite their command line and environment with
+    their title, but keep their logs there open). A Ray started by anyone else carries no such mark and keeps
+    no file of that session open: it is never touched.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import sys
 
-LOCAL_RAY_NOTE = ".local-ray.json"
-MAX_NOTE_BYTES = 64 * 1024  # a note is ~300 bytes
+MARK_VARIABLE = "LANDSCAPE_RAY_MARK"
+LOCAL_RAY_NOTE = ".local-ray.json"  # what older versions wrote into the run dir: deleted, never read
+MAX_RECORD_BYTES = 64 * 1024  # a record is ~400 bytes
 _SESSION_NAME = re.compile(r"^session_\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}_\d+_(\d+)$")
-_NODE_ID = re.compile(r"^[0-9a-f]{56}$")  # Ray's node ids: 28 bytes in hex
+_MARK = re.compile(r"^[0-9a-f]{32}$")
 
 
-def remember_local_ray(run_dir: str, context) -> dict | None:
-    """Note the local Ray just started by ``ray.init`` (its RayContext) in a local ``run_dir``; returns the note
-    (None for a URI run dir: the note is read only from local run dirs)."""
+def new_mark() -> str:
+    """A fresh random mark for the local Ray about to be started (see the module docstring)."""
+    import secrets
+
+    return secrets.token_hex(16)
+
+
+def private_dir(create: bool = False) -> str | None:
+    """This user's folder for the records ($XDG_CACHE_HOME or ~/.cache, then landscape/local-ray), or None when
+    it is missing (and not ``create``d) or anyone else could write it."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    folder = os.path.join(base, "landscape", "local-ray")
+    if create:
+        try:
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            st = os.lstat(folder)
+            if st.st_uid == os.getuid() and not os.path.islink(folder) and st.st_mode & 0o077:
+                os.chmod(folder, 0o700)  # ours, but made with a looser umask (or by hand): make it private
+        except OSError:
+            return None
+    return folder if _private(folder, want_dir=True) else None
+
+
+def record_path(run_dir: str, create_dir: bool = False) -> str | None:
+    """Where the record of ``run_dir``'s local Ray is kept (None: no private folder)."""
+    import hashlib
+    import socket
+
+    folder = private_dir(create=create_dir)
+    if folder is None:
+        return None
+    name = hashlib.sha256(f"{socket.gethostname()}\n{_run_dir_key(run_dir)}".encode()).hexdigest()[:40]
+    return os.path.join(folder, f"{name}.json")
+
+
+def remember_local_ray(run_dir: str, mark: str, context=None) -> dict | None:
+    """Record the local Ray of ``run_dir`` marked ``mark``: before ``ray.init`` (``context`` None: only the mark
+    and this process are known yet, which is enough to stop its marked processes), and again with what the
+    RayContext says (session folder, raylet pid). Returns the record (None when it could not be written: the
+    leftovers of a killed run then stay until Ray's agents give up on their own)."""
     import json
     import socket
 
-    from orchestrator import storage
-
     info = getattr(context, "address_info", None) or {}
-    session_dir, node_id = info.get("session_dir"), info.get("node_id")
-    if not session_dir or not node_id:
-        return None
-    raylet = [pid for pid, argv, _ in _processes() if argv[0].endswith("/raylet") and _names(argv, session_dir)]
-    note = {"host": socket.gethostname(), "pid": os.getpid(), "session_dir": session_dir, "node_id": node_id,
-            "raylet_pid": raylet[0] if raylet else None}
-    if storage.is_uri(run_dir):
-        return note
+    session_dir = info.get("session_dir")
+    raylet = None
+    if session_dir:
+        found = [pid for pid, argv, _ in _processes() if argv[0].endswith("/raylet") and _names(argv, session_dir)]
+        raylet = found[0] if found else None
+    record = {"host": socket.gethostname(), "run_dir": _run_dir_key(run_dir), "pid": os.getpid(), "mark": mark,
+              "session_dir": session_dir, "raylet_pid": raylet}
+    path = record_path(run_dir, create_dir=True)
+    if path is None:
+        return record
     try:
-        storage.write_bytes(storage.join(run_dir, LOCAL_RAY_NOTE), json.dumps(note).encode())
+        from workloads.atomic import write_bytes_atomically
+
+        write_bytes_atomically(path, json.dumps(record).encode())
+        os.chmod(path, 0o600)
     except OSError:
         pass  # only a convenience for after a crash: never a reason to stop a sweep
-    return note
+    return record
 
 
 def forget_local_ray(run_dir: str) -> None:
-    from orchestrator import storage
+    path = record_path(run_dir)
+    if path is not None:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
 
-    if not storage.is_uri(run_dir):
-        storage.delete(storage.join(run_dir, LOCAL_RAY_NOTE))
 
-
-def stop_leftover_ray(run_dir: str) -> list[int]:
-    """Kill what is left of a local Ray noted in ``run_dir`` by a `landscape` process that has died (see the
-    rules above); returns the pids killed. Call it holding the run directory's lock (so that process is not
-    running a sweep)."""
+def read_record(run_dir: str) -> dict | None:
+    """The record of ``run_dir``'s local Ray (this host's, this user's private file), or None."""
     import json
     import socket
 
-    from orchestrator import storage
-
-    if storage.is_uri(run_dir):
-        return []  # never acted on from a bucket: a note there could come from anywhere
-    path = os.path.join(run_dir, LOCAL_RAY_NOTE)
+    path = record_path(run_dir)
+    if path is None or not _private(path, want_dir=False):
+        return None
     try:
         with open(path, "rb") as f:
-            note = json.loads(f.read(MAX_NOTE_BYTES + 1)[:MAX_NOTE_BYTES].decode())
+            record = json.loads(f.read(MAX_RECORD_BYTES + 1)[:MAX_RECORD_BYTES].decode())
     except (OSError, ValueError):
+        return None
+    ok = (isinstance(record, dict) and record.get("host") == socket.gethostname()
+          and record.get("run_dir") == _run_dir_key(run_dir) and isinstance(record.get("mark"), str)
+          and _MARK.match(record["mark"]) and _is_pid(record.get("pid")))
+    return record if ok else None
+
+
+def stop_leftover_ray(run_dir: str) -> list[int]:
+    """Kill what is left of the local Ray that a `landscape` of ``run_dir`` started and that has died (see the
+    rules above); returns the pids killed. Call it holding the run directory's lock (so no `landscape` is
+    running a sweep there)."""
+    from orchestrator import storage
+
+    if not storage.is_uri(run_dir):
+        storage.delete(storage.join(run_dir, LOCAL_RAY_NOTE))  # an old version's note: anyone could have written it
+    record = read_record(run_dir)
+    if record is None:
         return []
-    if not isinstance(note, dict) or note.get("host") != socket.gethostname():
-        return []  # another machine's Ray: not ours to see (its own next run there cleans it)
-    if note.get("pid") != os.getpid() and _alive(note.get("pid")):
+    if record["pid"] != os.getpid() and _alive(record["pid"]):
         return []  # its `landscape` still lives (shutting down): it stops its own Ray
-    session = verified_session(note)
-    killed = [] if session is None else kill_session_processes(session, note["node_id"], note.get("raylet_pid"))
-    storage.delete(path)  # acted on, or not a note to act on: either way it is done
+    killed = stop_marked_ray(record)
+    forget_local_ray(run_dir)
     return killed
 
 
-def ray_temp_root() -> str:
-    """Where this process's Ray keeps its sessions (as ray._common.utils.get_default_ray_temp_dir)."""
-    base = os.environ.get("RAY_TMPDIR") or (os.environ.get("TMPDIR") if sys.platform.startswith("linux") else None)
-    return os.path.join(base or "/tmp", "ray")
-
-
-def verified_session(note: dict) -> str | None:
-    """The real path of the note's Ray session folder when it passes the checks above, else None."""
-    session, node_id, pid = note.get("session_dir"), note.get("node_id"), note.get("pid")
-    if not (isinstance(session, str) and isinstance(node_id, str) and _NODE_ID.match(node_id)
-            and isinstance(pid, int) and not isinstance(pid, bool)):
-        return None
-    real = os.path.realpath(session)
-    name = _SESSION_NAME.match(os.path.basename(real))
-    if os.path.dirname(real) != os.path.realpath(ray_temp_root()) or not name or int(name.group(1)) != pid:
-        return None
-    try:
-        if os.stat(real).st_uid != os.getuid() or not any(e.endswith(f"_{node_id}") for e in os.listdir(real)):
-            return None
-    except OSError:
-        return None
-    return real
-
-
-def kill_session_processes(session: str, node_id: str, raylet_pid) -> list[int]:
-    """SIGKILL every live process of this user that is one of Ray's and belongs to the Ray session in the
-    folder ``session`` (a verified_session); returns their pids."""
+def stop_marked_ray(record: dict) -> list[int]:
+    """SIGKILL every live process of this user that is one of Ray's and belongs to the recorded local Ray: it
+    carries the record's mark in its environment, or it is a retitled "ray::..." process holding files of the
+    recorded session folder open. Returns their pids."""
     import signal
 
-    logged = _logged_worker_pids(session)
-    node_mark = f"RAY_NODE_ID={node_id}".encode()
-    raylet_mark = f"RAY_RAYLET_PID={raylet_pid}".encode() if isinstance(raylet_pid, int) else None
+    mark = f"{MARK_VARIABLE}={record['mark']}".encode()
+    session = own_session(record)
     killed = []
     for pid, argv, env in _processes(with_env=True):
         if not _is_ray_process(argv):
             continue
-        titled = argv[0].startswith("ray::")
-        worker = titled and pid in logged and raylet_mark is not None and raylet_mark in env
-        agent = titled and _holds_open_inside(pid, session)
-        if _names(argv, session) or node_mark in env or worker or agent:
+        retitled = argv[0].startswith("ray::") and session is not None and _holds_open_inside(pid, session)
+        if mark in env or retitled:
             try:
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
@@ -141,7 +167,43 @@ def kill_session_processes(session: str, node_id: str, raylet_pid) -> list[int]:
     return killed
 
 
-_WORKER_LOG = re.compile(r"^(?:worker-[0-9a-f]+-[0-9a-f]+-|python-core-worker-[0-9a-f]+_)(\d+)\.(?:out|err|log)$")
+def own_session(record: dict) -> str | None:
+    """The real path of the record's Ray session folder when it is one: a session_<date>_<time>_<us>_<pid>
+    folder of this user whose <pid> is the recorded `landscape` (which started that Ray); else None."""
+    session = record.get("session_dir")
+    if not isinstance(session, str):
+        return None
+    real = os.path.realpath(session)
+    name = _SESSION_NAME.match(os.path.basename(real))
+    if not name or int(name.group(1)) != record.get("pid"):
+        return None
+    try:
+        return real if os.stat(real).st_uid == os.getuid() else None
+    except OSError:
+        return None
+
+
+def _run_dir_key(run_dir: str) -> str:
+    """One name per run directory: the real path of a local one, a URI as given (normalised by the caller)."""
+    from orchestrator import storage
+
+    return str(run_dir) if storage.is_uri(run_dir) else os.path.realpath(run_dir)
+
+
+def _private(path: str, want_dir: bool) -> bool:
+    """Whether ``path`` (not a link) is a folder / regular file of this user that nobody else may write."""
+    import stat
+
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    kind_ok = stat.S_ISDIR(st.st_mode) if want_dir else stat.S_ISREG(st.st_mode)
+    return kind_ok and st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
+def _is_pid(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _holds_open_inside(pid: int, folder: str) -> bool:
@@ -153,15 +215,6 @@ def _holds_open_inside(pid: int, folder: str) -> bool:
         return any(os.path.realpath(os.path.join(fds, fd)).startswith(inside) for fd in os.listdir(fds))
     except OSError:
         return False
-
-
-def _logged_worker_pids(session: str) -> set[int]:
-    """Pids of the workers a session's logs name (Ray logs each worker as worker-<id>-<job>-<pid>.out)."""
-    try:
-        names = os.listdir(os.path.join(session, "logs"))
-    except OSError:
-        return set()
-    return {int(m.group(1)) for m in map(_WORKER_LOG.match, names) if m}
 
 
 def _ray_package_dir() -> str | None:

@@ -40,10 +40,18 @@ def tables_only_status(run_dir: str, scans: dict) -> str:
     return "\n".join(lines)
 
 
-def run_status(run_dir: str) -> str:
+def run_status(run_dir: str, *, verify_weights: bool = True) -> str:
+    return run_status_problems(run_dir, verify_weights=verify_weights)[0]
+
+
+def run_status_problems(run_dir: str, *, verify_weights: bool = True) -> tuple[str, str | None]:
+    """(the text of `landscape status`, a one-line problem that makes it exit non-zero, or None).
+
+    The problem: ok models whose weights are not usable (missing, truncated, or not the bytes their row's
+    sha256 names; ``verify_weights`` False skips reading and hashing every weights file)."""
     run_dir = storage.normalise_run_dir(run_dir)
     try:
-        return _run_status(run_dir)
+        return _run_status(run_dir, verify_weights)
     except OSError as exc:  # e.g. tables/models is a file, or a folder we may not read
         raise ConfigError(f"cannot read the run directory {run_dir}: {exc.strerror or exc} "
                           f"({getattr(exc, 'filename', None) or 'a table folder'}); a run directory holds "
@@ -53,7 +61,7 @@ def run_status(run_dir: str) -> str:
 STAGE_NAMES = {"models": "stage 1 models", "pairs": "stage 2 pairs "}
 
 
-def _run_status(run_dir: str) -> str:
+def _run_status(run_dir: str, verify_weights: bool = True) -> tuple[str, str | None]:
     from orchestrator.plan import make_plan, scan_tables
 
     has_config = storage.exists(storage.config_uri(run_dir))
@@ -62,11 +70,17 @@ def _run_status(run_dir: str) -> str:
         load_run_config(run_dir)  # the clear error: not a run directory
     scans = scan_tables(run_dir)  # every part read once; the plan below shares the read
     if not has_config:
-        return tables_only_status(run_dir, scans)
+        return tables_only_status(run_dir, scans), None
     cfg = load_run_config(run_dir)
     info = storage.read_run_info(run_dir) or {}
-    plan = make_plan(cfg, run_dir, repair=False, scans=scans)
-    return "\n".join(format_plan(plan, run_dir, cfg.name, info.get("run_id", "?"), runlock.lock_holder(run_dir)))
+    plan = make_plan(cfg, run_dir, repair=False, scans=scans, verify_weights=verify_weights)
+    text = "\n".join(format_plan(plan, run_dir, cfg.name, info.get("run_id", "?"), runlock.lock_holder(run_dir)))
+    problem = None
+    if plan.broken_weights:
+        problem = (f"{len(plan.broken_weights)} finished model(s) without usable weights (e.g. model "
+                   f"{next(iter(plan.broken_weights))}: {next(iter(plan.broken_weights.values()))}); "
+                   f"`landscape resume {run_dir}` retrains them and the pairs that use them")
+    return text, problem
 
 
 def format_plan(plan, run_dir: str, name: str, run_id: str, holder: str | None) -> list[str]:

@@ -10,14 +10,14 @@ systems so that every node of a cluster reaches the same files.
     RUN_DIR/analysis/                what `landscape analyze` writes (phase_rules.json is read back by resume)
     RUN_DIR/quarantine/...           parts and files that a repair moved aside instead of deleting
     RUN_DIR/.lock                    held by the process running the sweep (an flock locally, a lease on URIs)
-    RUN_DIR/.local-ray.json          the local Ray that process started (a later run/resume stops its leftovers
-                                     if the process was killed: orchestrator/ray_leftovers.py; local run dirs only)
+    RUN_DIR/.local-ray.json          written by older versions; deleted unread (the local Ray a run starts is
+                                     recorded outside the run dir: orchestrator/ray_leftovers.py)
 
 The rule: every file read from a run directory is loaded without executing code. Run directories are shared
 (buckets, group folders), so anyone who can write one must not be able to run code in the process that
 reads it. Each reader, and why it cannot execute anything:
     config.yaml          yaml.SafeLoader (orchestrator/config.py parse_yaml): plain YAML types only, no tags
-    run.json, .lock, .local-ray.json, analysis/phase_rules.json, provenance.json    json.loads
+    run.json, .lock, analysis/phase_rules.json, provenance.json    json.loads
     tables/*.parquet     pyarrow (analysis/tables.py): columns cast to our schema; no pandas metadata and no
                          Python extension types are used (pyarrow >= 14.0.1 never unpickles them)
     models/*.pt, checkpoints/*.pt    torch.load(..., weights_only=True): tensors, containers and primitives
@@ -31,7 +31,9 @@ tensors through torch.load(weights_only=True), everything else through JSON, YAM
 Never pickle, never torch.load with weights_only=False, never numpy.load with allow_pickle=True.
 
 Weights are checked against the sha256 their models row records (``weights_sha256``) whenever they are
-loaded; rows written before that column existed have no hash, and their weights are accepted as they are.
+loaded, and whenever a plan is made (`run`, `resume`, `status` unless --quick: weights_problems), so a flipped
+bit in finished weights is retrained with the pairs that used them; rows written before that column existed
+have no hash, and their weights are accepted as they are.
 """
 
 from __future__ import annotations
@@ -89,10 +91,47 @@ def is_uri(path: str) -> bool:
 
 
 def normalise_run_dir(path: str) -> str:
-    """Absolute local path, or the URI unchanged (Tune needs an absolute path or a URI)."""
+    """Absolute local path, or the URI without a trailing slash (Tune needs an absolute path or a URI);
+    RunDirError when it is not a usable run directory name (see check_run_dir_name)."""
+    check_run_dir_name(str(path))
     if is_uri(path):
         return str(path).rstrip("/")
     return os.path.abspath(os.path.expanduser(str(path)))
+
+
+_URI = re.compile(r"^([a-z][a-z0-9+.-]*)://(.*)$")
+# Characters of a URI's bucket and path segments. Object stores take almost any key, but what a run writes is
+# joined, listed and handed to Tune and pyarrow as text: a "?" or "#" starts a query or fragment, a "\" or a
+# space is read differently by different clients.
+_URI_SEGMENT = re.compile(r"^[A-Za-z0-9._~+=@,%:-]+$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_run_dir_name(path: str) -> None:
+    """RunDirError, before any work, for a run directory whose name cannot mean one place: a URI with an empty,
+    "." or ".." path segment (object stores keep them literally: `s3://b/a/../run` is not `s3://b/run`, and
+    Tune's own storage rejects it only after the sweep), or a character outside letters, digits and
+    ``._~+=@,%:-``; a local path with a control character (it would break every one-line message naming it)."""
+    text = str(path)
+    if _CONTROL.search(text):
+        raise RunDirError(f"run directory {text!r} holds a control character; choose a name without one")
+    match = _URI.match(text)
+    if not match:
+        return
+    scheme, rest = match.groups()
+    segments = rest.rstrip("/").split("/")
+    if scheme == "file" and segments[:1] == [""]:
+        segments = segments[1:]  # file:///abs/path: no host
+    fix = f"write it as {scheme}://BUCKET/PATH with plain names between the slashes"
+    for segment in segments:
+        if segment in ("", ".", ".."):
+            what = "an empty" if not segment else f"a {segment!r}"
+            raise RunDirError(f"run directory {text}: {what} path segment (object stores do not resolve them: "
+                              f"it would name another place than it seems); {fix}")
+        if not _URI_SEGMENT.match(segment):
+            odd = next(c for c in segment if not _URI_SEGMENT.match(c))
+            raise RunDirError(f"run directory {text}: the character {odd!r} is not allowed in a run directory URI; "
+                              f"{fix} (letters, digits and ._~+=@,%:-)")
 
 
 def config_uri(run_dir: str) -> str:
@@ -251,6 +290,43 @@ def looks_complete(uri: str) -> bool:
             return f.read(4) == _ZIP_END
     except OSError:
         return False
+
+
+WEIGHTS_DAMAGED = "damaged (its sha256 differs from the one its models row records)"
+HASH_THREADS = 4  # hashlib releases the GIL: reading and hashing files overlap
+
+
+def weights_problems(run_dir: str, expected: dict, *, verify_hashes: bool = True) -> dict:
+    """model key -> "truncated" | WEIGHTS_DAMAGED for the weights files of ``expected`` (model key -> the sha256
+    its models row records, or None for rows written before hashes) that are present but not the file that
+    was written; keys whose file is fine are left out. ``verify_hashes`` False (`status --quick`) only looks
+    for a visibly truncated local file: a flipped bit inside a tensor is then found only when a job loads it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def problem(item):
+        key, sha256 = item
+        uri = model_uri(run_dir, key)
+        if not looks_complete(uri):
+            return key, "truncated"
+        if verify_hashes and isinstance(sha256, str) and sha256 and file_sha256(uri) not in (sha256, None):
+            return key, WEIGHTS_DAMAGED
+        return key, None
+
+    with ThreadPoolExecutor(HASH_THREADS) as pool:
+        return {key: why for key, why in pool.map(problem, expected.items()) if why}
+
+
+def file_sha256(uri: str) -> str | None:
+    """The sha256 of a file's bytes, read in chunks; None when it cannot be read now (not a verdict on it)."""
+    digest = hashlib.sha256()
+    try:
+        fs, path = resolve(uri)
+        with fs.open_input_stream(path) as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except (FileNotFoundError, OSError):
+        return None
+    return digest.hexdigest()
 
 
 def load_checkpoint(uri: str) -> tuple[dict | None, str | None]:

@@ -63,6 +63,7 @@ from orchestrator.tune_adapters import (
     make_stopper_class,
     concurrent_slots,
     tune_settings,
+    tune_state_write_failures,
 )
 from orchestrator.worker import run_job
 
@@ -163,7 +164,7 @@ def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, p
                 ),
             )
             if not state.fatal:
-                with tune_settings(state.slots):
+                with tune_settings(state.slots), tune_state_write_failures(state, run_dir):
                     tuner.fit()
         except Exception as exc:  # Tune's own writes into RUN_DIR/tune fail the same way on a full disk
             problem = storage.storage_problem(exc)

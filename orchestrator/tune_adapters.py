@@ -283,3 +283,36 @@ def tune_settings(slots: int):
     finally:
         for key in added:
             os.environ.pop(key, None)
+
+
+# Tune saves its experiment state (RUN_DIR/tune, never read by us) and, when that write fails, logs the failure
+# with its traceback at ERROR level and goes on: on a full disk a page of traceback came before our one
+# `error:` line. Such a failure is what stops the sweep anyway (every write would fail the same way).
+TUNE_STATE_LOGGER = "ray.tune.execution.experiment_state"
+
+
+@contextlib.contextmanager
+def tune_state_write_failures(state: SweepState, run_dir: str):
+    """While a sweep runs: a failed save of Tune's experiment state that is a storage problem (full, read-only,
+    no permission: storage.storage_problem) sets ``state.fatal`` (the stopper then ends the experiment, and the
+    command prints one `error:` line) instead of printing Tune's traceback; other failures are logged as Tune
+    logs them."""
+    import logging
+
+    tune_dir = storage.join(run_dir, "tune")
+
+    class StorageProblems(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            error = record.exc_info[1] if record.exc_info else None
+            problem = storage.storage_problem(error) if error is not None else None
+            if problem is None:
+                return True
+            state.fatal = state.fatal or f"cannot write {tune_dir}: {problem}"
+            return False
+
+    logger, only_storage = logging.getLogger(TUNE_STATE_LOGGER), StorageProblems()
+    logger.addFilter(only_storage)
+    try:
+        yield
+    finally:
+        logger.removeFilter(only_storage)

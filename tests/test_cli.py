@@ -317,15 +317,15 @@ def test_sigterm_and_a_second_ctrl_c_stop_like_one_ctrl_c(short_tmp, ray_tmpdir,
 def test_a_dead_raylet_ends_the_run_with_one_error_line(short_tmp, ray_tmpdir):
     """The local Ray's raylet killed under a running sweep (the OOM killer, a stray kill): one `error:` line
     naming it, exit 1, the resume hint, the lock released, nothing of that Ray left, no temporary parts."""
-    from orchestrator.ray_leftovers import LOCAL_RAY_NOTE
+    from orchestrator.ray_leftovers import read_record
     from orchestrator.runlock import lock_holder
 
     proc, run_dir, started = start_blocked_run(short_tmp, ray_tmpdir)
-    note = os.path.join(run_dir, LOCAL_RAY_NOTE)
     try:
-        wait_for(proc, lambda: os.path.exists(started) and os.path.exists(note), "the blocked job starting")
-        with open(note) as f:
-            raylet = json.load(f)["raylet_pid"]
+        # The run's private record of its local Ray (same user, same environment as this test) names its raylet.
+        wait_for(proc, lambda: os.path.exists(started) and (read_record(run_dir) or {}).get("raylet_pid"),
+                 "the blocked job starting")
+        raylet = read_record(run_dir)["raylet_pid"]
         os.kill(raylet, signal.SIGKILL)
         out, err = proc.communicate(timeout=120)
     finally:
@@ -335,7 +335,7 @@ def test_a_dead_raylet_ends_the_run_with_one_error_line(short_tmp, ray_tmpdir):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in out + err, err
     assert f"raylet (pid {raylet}) died" in lines[0] and f"landscape resume {run_dir}" in lines[0]
-    assert lock_holder(run_dir) is None and not os.path.exists(note)
+    assert lock_holder(run_dir) is None and read_record(run_dir) is None
     assert not [n for _, _, names in os.walk(run_dir) for n in names if n.endswith(".tmp")]
     assert_ray_gone(ray_tmpdir)
 

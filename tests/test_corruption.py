@@ -1,11 +1,13 @@
 """Damaged run directories and bad input through the `landscape` CLI: each is repaired or refused clearly.
 
 * Repair (on the session's local Ray, the CLI in process): a truncated models part, a deleted weights file,
-  a truncated weights file, a weights file with a damaged head (only a pair job reading it can tell), a
-  truncated curves part, a weights file with flipped bytes inside a tensor (only its content hash tells), a
+  a truncated weights file, a weights file with a damaged head, a truncated curves part, a weights file with
+  flipped bytes inside a tensor (it still loads: only its content hash tells, which every plan checks), a
   part stored under another key's name, a copy `K (copy).parquet`, a user's own Parquet file among the parts,
   a temporary file of a write cut short, and a part written before the weights hash existed; `status` lists
-  them without touching anything, `landscape resume` moves the foreign and broken parts aside (never
+  them without touching anything (and exits 1 for the finished models without usable weights; `status
+  --quick` does not hash, and sees only the missing and truncated ones), `landscape resume` moves the foreign
+  and broken parts and damaged weights aside (never
   deletes them), recomputes exactly those models and the pairs that depend on them, to the same numbers,
   and leaves every other file byte-identical.
 * A full or read-only disk mid-sweep (a worker's write, the driver's write in a Tune callback): one
@@ -145,12 +147,12 @@ def test_resume_repairs_exactly_what_was_damaged(cli, tmp_path):
     os.remove(storage.model_uri(run_dir, m(0.02, 1)))  # 2. a weights file deleted
     truncate(storage.model_uri(run_dir, m(0.03, 0)), 5000)  # 3. a weights file cut short
     with open(storage.model_uri(run_dir, m(0.04, 1)), "r+b") as f:  # 4. its head damaged, its end intact:
-        f.write(b"\0" * 64)  # only a pair job loading it can tell; so its pair is made to run again
-    os.remove(tables.part_uri("pairs", p(0.04)))
+        f.write(b"\0" * 64)  # its content hash tells
     truncate(tables.part_uri("curves", p(0.05)))  # 5. a curves part cut short
-    # 6. a weights file with flipped bytes inside a tensor: it still loads; only its content hash tells
+    # 6. a weights file with flipped bytes inside a tensor: it still loads; only its content hash tells. Its
+    # pair stays done in the tables: the plan must find the damage and measure the pair again.
     flip_tensor_byte(storage.model_uri(run_dir, m(0.07, 0)))
-    os.remove(tables.part_uri("pairs", p(0.07)))  # so that its pair job loads it
+    flipped = storage.read_bytes(storage.model_uri(run_dir, m(0.07, 0)))
     # 7. a part stored under another key's name: seed 0's row in seed 1's file (seed 1 must not look done)
     shutil.copy(tables.part_uri("models", m(0.08, 0)), tables.part_uri("models", m(0.08, 1)))
     # 8. cell 0.06 is left alone, but a copy of one of its parts appears (never a third seed), a file of
@@ -166,10 +168,15 @@ def test_resume_repairs_exactly_what_was_damaged(cli, tmp_path):
 
     # `status` sees every damage without repairing anything.
     damaged = snapshot(run_dir)
+    quick = cli("status", run_dir, "--quick")  # no hashing: sees the missing and the truncated weights only
+    assert quick.exit_code == 1 and "2 ok model(s) without usable weights" in quick.output, quick.output
     status = cli("status", run_dir)
-    assert status.exit_code == 0, status.output
-    assert "2 unreadable part(s)" in status.output and "2 ok model(s) without usable weights" in status.output
+    assert status.exit_code == 1, status.output  # finished work that is not usable: a problem
+    assert "problem: 4 finished model(s) without usable weights" in status.output, status.output
+    assert "2 unreadable part(s)" in status.output and "4 ok model(s) without usable weights" in status.output
     for line in (f"model {m(0.02, 1)}: weights file missing", f"model {m(0.03, 0)}: weights file truncated",
+                 f"model {m(0.04, 1)}: weights file damaged (its sha256 differs",
+                 f"model {m(0.07, 0)}: weights file damaged (its sha256 differs",
                  "2 models part(s) not holding their own key (2 duplicate(s))", f"{m(0.08, 1)}.parquet: its rows are "
                  f"{m(0.08, 0)}", f"{m(0.06, 0)} (copy).parquet", "1 unreadable part(s), moved aside and recomputed "
                  f"by resume: {p(0.05)}", f"1 ok pair(s) without a readable curve part, recomputed by resume: {p(0.05)}"):
@@ -183,6 +190,8 @@ def test_resume_repairs_exactly_what_was_damaged(cli, tmp_path):
     assert "Traceback" not in out
     for note in (f"unreadable models part {m(0.01, 0)}", f"model {m(0.02, 1)}: weights file missing",
                  f"model {m(0.03, 0)}: weights file truncated", f"unreadable curves part {p(0.05)}",
+                 f"model {m(0.07, 0)}: weights file damaged (its sha256 differs from the one its models row "
+                 f"records): moved to",
                  f"run.json was damaged: rewritten with the run id of the tables ({run_id})",
                  f"models part {m(0.08, 1)}.parquet does not hold {m(0.08, 1)}", "unreadable models part mydata",
                  f"models part {m(0.06, 0)} (copy).parquet does not hold", "removed 1 temporary file(s)"):
@@ -196,6 +205,7 @@ def test_resume_repairs_exactly_what_was_damaged(cli, tmp_path):
     assert sorted(os.listdir(quarantine)) == sorted(["mydata.parquet", f"{m(0.06, 0)} (copy).parquet",
                                                      f"{m(0.08, 1)}.parquet", f"{m(0.01, 0)}.parquet"])
     assert not [n for n in os.listdir(models_dir) if n.endswith(".tmp")]
+    assert open(os.path.join(run_dir, "quarantine", "models", f"{m(0.07, 0)}.pt"), "rb").read() == flipped
 
     # Every key exactly once, everything ok.
     models, pairs, curves = (tables.read(t) for t in ("models", "pairs", "curves"))
@@ -232,7 +242,12 @@ def test_resume_repairs_exactly_what_was_damaged(cli, tmp_path):
     for table, cols in numbers.items():
         old = before_rows[table].set_index(keys[table]).sort_index()[cols]
         new = tables.read(table).set_index(keys[table]).sort_index()[cols]
-        pd.testing.assert_frame_equal(old, new, check_exact=True)
+        # The Hessian estimates of a cohort's members are batched over the cohort: the 6 models the resume
+        # retrains form cohorts of other sizes than the run's, which sum in another order and move the last
+        # bits (measured: up to 5e-8 relative, only in those cohorts). Everything else is bit-identical.
+        hessian = [c for c in cols if c.startswith("hessian_")]
+        pd.testing.assert_frame_equal(old.drop(columns=hessian), new.drop(columns=hessian), check_exact=True)
+        pd.testing.assert_frame_equal(old[hessian], new[hessian], check_exact=False, rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -7,14 +7,14 @@ Ctrl-C path of tests/test_cli.py), and `landscape resume` follows at once, as a 
   * the lock died with the driver, so the resume runs, and finishes the sweep;
   * Ray's fate-sharing stops the killed driver's raylet, GCS and workers within seconds, but its dashboard
     and runtime-env agents may linger for about a minute (often, not always: measured): the resume stops
-    what is left (it finds the note the killed run left in the run directory) and says so;
+    what is left (its private record names the marked Ray of the killed run: ray_leftovers.py) and says so;
   * every expected key is in each table exactly once, all ok;
   * every part and weights file that existed at the kill has the same bytes and the same inode afterwards
     (not recomputed, not even rewritten);
   * no training checkpoint is left, and no process of either Ray remains (found by the private RAY_TMPDIR
     in their command line or environment: Ray rewrites the command line of workers and agents).
 The rule that decides which processes a resume may stop is tested without Ray below: only those of the
-Ray noted in the run directory, and only when the `landscape` that started it is dead.
+Ray marked and recorded by the killed `landscape` for this run directory, and only when it is dead.
 """
 
 from __future__ import annotations
@@ -131,75 +131,92 @@ def test_sigkill_of_the_driver_then_resume(short_tmp, ray_tmpdir):
     assert not wait_until_gone(ray_tmpdir, timeout=90), ray_processes_of(ray_tmpdir)
 
 
-def test_a_resume_stops_only_the_noted_ray_of_a_dead_landscape(tmp_path, monkeypatch):
-    """stop_leftover_ray kills the processes of the Ray session noted in the run dir and nothing else: a real
-    session folder under the Ray temp root (started by the noted, dead `landscape`, holding the noted node
-    id), and only Ray's processes of it (a daemon naming the folder, an agent with its node id, a worker its
-    logs name). A forged note (session_dir: /usr, another session's node id, a live `landscape`, another
-    host, a URI) touches nothing, though the test's victims name what the note says."""
+def test_a_resume_stops_only_the_marked_ray_of_a_dead_landscape(tmp_path, monkeypatch):
+    """stop_leftover_ray kills the processes of the local Ray recorded for this run dir in this user's private
+    record, and nothing else: Ray's processes carrying the record's mark in their environment, and retitled
+    "ray::..." processes holding files of the recorded session folder open. Nothing read from the (shared) run
+    dir counts: a forged .local-ray.json naming every process, a record of another run dir, a record anyone
+    else could have written, or a live `landscape` touch nothing."""
     import json
-    import socket
 
     from orchestrator import ray_leftovers
-    from orchestrator.ray_leftovers import LOCAL_RAY_NOTE, stop_leftover_ray
+    from orchestrator.ray_leftovers import LOCAL_RAY_NOTE, MARK_VARIABLE, new_mark, record_path, stop_leftover_ray
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     gone = subprocess.Popen(["true"])
-    gone.wait()  # a pid that is certainly dead: the killed `landscape`, and its raylet
-    root = tmp_path / "raytmp"
-    monkeypatch.setenv("RAY_TMPDIR", str(root))
-    node_id = "a" * 56
-    session = root / "ray" / f"session_2026-01-01_00-00-00_000000_{gone.pid}"
-    (session / "logs").mkdir(parents=True)
-    (session / f"gcs_server_port_{node_id}").write_text("6379")
+    gone.wait()  # a pid that is certainly dead: the killed `landscape`
+    session = tmp_path / "raytmp" / "ray" / f"session_2026-01-01_00-00-00_000000_{gone.pid}"
+    other_session = tmp_path / "raytmp" / "ray" / "session_2026-01-01_00-00-00_000000_1"
+    for folder in (session, other_session):
+        (folder / "logs").mkdir(parents=True)
+        (folder / "logs" / "agent.log").write_text("")
     # Ray's package, as the checks see it: scripts inside it are Ray's processes.
     package = tmp_path / "site-packages" / "ray"
     package.mkdir(parents=True)
     (package / "daemon.py").write_text("import time\ntime.sleep(60)\n")
     monkeypatch.setattr(ray_leftovers, "_ray_package_dir", lambda: str(package))
+    mark, other_mark = new_mark(), new_mark()
 
     def start(argv, executable=sys.executable, **env):
         return subprocess.Popen(argv, executable=executable, env={**os.environ, **env}, start_new_session=True)
 
+    def holding(title, folder):  # a retitled agent keeping its log open (its environment is overwritten)
+        code = "import sys, time\nf = open(sys.argv[1])\ntime.sleep(60)\n"
+        return start([title, "-c", code, str(folder / "logs" / "agent.log")])
+
     ray_script = str(package / "daemon.py")
     sleep = ["-c", "import time; time.sleep(60)"]
-    daemon = start([sys.executable, ray_script, f"--session-dir={session}"])
-    agent = start([sys.executable, ray_script], RAY_NODE_ID=node_id)
-    worker = start(["ray::IDLE", *sleep], RAY_RAYLET_PID=str(gone.pid))
-    (session / "logs" / f"worker-{'c' * 56}-ffffffff-{worker.pid}.out").write_text("")
-    ours = [daemon, agent, worker]
-    others = [
-        start([sys.executable, *sleep, f"--session-dir={session}"]),  # names the session, not one of Ray's
-        start([sys.executable, ray_script, f"--session-dir={session}x"]),  # Ray's, another session
-        start([sys.executable, ray_script], RAY_NODE_ID="b" * 56),  # Ray's, another node
-        start(["ray::IDLE", *sleep], RAY_RAYLET_PID=str(gone.pid)),  # a worker the session's logs do not name
-        start([sys.executable, ray_script, "--temp-dir=/usr"]),  # a victim of the forged note below
-        start([sys.executable, *sleep, "/usr/bin"]),
+    ours = [
+        start([sys.executable, ray_script, f"--session-dir={session}"], **{MARK_VARIABLE: mark}),  # a daemon
+        start(["ray::IDLE", *sleep], **{MARK_VARIABLE: mark}),  # a worker
+        holding("ray::DashboardAgent", session),  # an agent
     ]
-    note = {"host": socket.gethostname(), "pid": gone.pid, "session_dir": str(session), "node_id": node_id,
-            "raylet_pid": gone.pid}
+    others = [
+        start([sys.executable, ray_script, f"--session-dir={session}"]),  # names the session: no mark
+        start([sys.executable, ray_script], **{MARK_VARIABLE: other_mark}),  # another landscape's Ray
+        start([sys.executable, *sleep], **{MARK_VARIABLE: mark}),  # marked, but not one of Ray's processes
+        start(["ray::IDLE", *sleep]),  # a worker of another Ray
+        holding("ray::DashboardAgent", other_session),  # an agent of another session
+        holding("python3", session),  # holds the session's files, not retitled by Ray
+    ]
+    for agent in (ours[2], others[4], others[5]):  # wait until each holds its file open
+        deadline = time.monotonic() + 60
+        while not ray_leftovers._holds_open_inside(agent.pid, str(tmp_path / "raytmp")):
+            assert agent.poll() is None and time.monotonic() < deadline, "the agent never opened its log"
+            time.sleep(0.05)
+    record = {"host": __import__("socket").gethostname(), "run_dir": os.path.realpath(run_dir), "pid": gone.pid,
+              "mark": mark, "session_dir": str(session), "raylet_pid": None}
 
-    def with_note(**changes):
-        (run_dir / LOCAL_RAY_NOTE).write_text(json.dumps({**note, **changes}))
+    def with_record(where=None, mode=0o600, **changes):
+        path = where or record_path(str(run_dir), create_dir=True)
+        with open(path, "w") as f:
+            f.write(json.dumps({**record, **changes}))
+        os.chmod(path, mode)
         return stop_leftover_ray(str(run_dir))
 
     try:
+        # A forged note in the run dir, whatever it says, is deleted unread.
+        assert with_record(where=run_dir / LOCAL_RAY_NOTE) == [] and not (run_dir / LOCAL_RAY_NOTE).exists()
         live = start([sys.executable, *sleep])
-        assert with_note(pid=live.pid) == []  # its `landscape` is alive (shutting down, say): nothing is touched
+        assert with_record(pid=live.pid) == []  # its `landscape` is alive (shutting down, say): nothing is touched
         live.kill()
         live.wait()
-        for forged in ({"session_dir": "/usr"}, {"node_id": "b" * 56}, {"pid": os.getpid()}, {"host": "elsewhere"},
-                       {"session_dir": str(tmp_path / f"session_2026-01-01_00-00-00_000000_{gone.pid}")},
-                       {"node_id": "/usr"}):
-            assert with_note(**forged) == [], forged
-        assert stop_leftover_ray("s3://bucket/run") == []  # a note in a bucket is never read
+        for forged in ({"run_dir": str(tmp_path)}, {"host": "elsewhere"}, {"mark": "/usr"}, {"pid": "1"}):
+            assert with_record(**forged) == [], forged
+        assert with_record(mode=0o666) == []  # a record anyone could have written
+        path = record_path(str(run_dir))
+        os.chmod(os.path.dirname(path), 0o777)  # in a folder anyone could write
+        assert with_record(where=path) == []
+        os.chmod(os.path.dirname(path), 0o700)
+        assert stop_leftover_ray("s3://bucket/run") == []  # no record for it
         assert all(p.poll() is None for p in ours + others)
-        # The real note of a dead `landscape`: exactly its session's Ray processes go, and the note with them.
-        assert sorted(with_note()) == sorted(p.pid for p in ours)
+        # The real record of a dead `landscape`: exactly its Ray's processes go, and the record with them.
+        assert sorted(with_record()) == sorted(p.pid for p in ours)
         assert all(p.wait(timeout=10) == -signal.SIGKILL for p in ours)
         assert all(p.poll() is None for p in others)
-        assert not (run_dir / LOCAL_RAY_NOTE).exists()
+        assert not os.path.exists(path)
         assert stop_leftover_ray(str(run_dir)) == []
     finally:
         for p in ours + others:
@@ -209,33 +226,32 @@ def test_a_resume_stops_only_the_noted_ray_of_a_dead_landscape(tmp_path, monkeyp
 
 
 @pytest.mark.ray
-def test_the_checks_accept_a_real_ray_session_of_a_killed_driver(short_tmp, ray_tmpdir):
-    """The other side of the rule above, on a real local Ray: the note a real `landscape` writes passes every
-    check, and once its driver is SIGKILLed, stop_leftover_ray stops exactly that Ray's processes (found
+def test_the_checks_accept_a_real_ray_of_a_killed_driver(short_tmp, ray_tmpdir, monkeypatch):
+    """The other side of the rule above, on a real local Ray started as `landscape` starts it (marked, recorded
+    privately): once its driver is SIGKILLed, stop_leftover_ray stops exactly that Ray's processes (found
     independently by its private RAY_TMPDIR), whatever fate-sharing had not stopped yet."""
-    import json
-
-    from orchestrator.ray_leftovers import LOCAL_RAY_NOTE, stop_leftover_ray, verified_session
+    from orchestrator.ray_leftovers import read_record, stop_leftover_ray
 
     run_dir = os.path.join(short_tmp, "run")
     os.makedirs(run_dir)
     driver_code = (
         "import sys, time\n"
         "from orchestrator import ray_env, ray_leftovers\n"
-        "ray_leftovers.remember_local_ray(sys.argv[1], ray_env.init_ray(object_store_mb=100, num_cpus=1))\n"
+        "mark = ray_leftovers.new_mark()\n"
+        "ray_leftovers.remember_local_ray(sys.argv[1], mark)\n"
+        "context = ray_env.init_ray(object_store_mb=100, num_cpus=1, local_env={ray_leftovers.MARK_VARIABLE: mark})\n"
+        "ray_leftovers.remember_local_ray(sys.argv[1], mark, context)\n"
         "time.sleep(300)\n"
     )
-    env = hygienic_env(ray_tmpdir)
+    cache = os.path.join(short_tmp, "cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", cache)
+    env = hygienic_env(ray_tmpdir, XDG_CACHE_HOME=cache)
     driver = subprocess.Popen([sys.executable, "-c", driver_code, run_dir], env=env, start_new_session=True)
-    note_path = os.path.join(run_dir, LOCAL_RAY_NOTE)
     try:
         deadline = time.monotonic() + 120
-        while not os.path.exists(note_path):
-            assert driver.poll() is None and time.monotonic() < deadline, "the driver never noted its Ray"
+        while not (read_record(run_dir) or {}).get("session_dir"):
+            assert driver.poll() is None and time.monotonic() < deadline, "the driver never recorded its Ray"
             time.sleep(0.2)
-        time.sleep(1)  # the note is written whole (atomically); let Ray's daemons settle
-        note = json.loads(open(note_path).read())
-        os.environ["RAY_TMPDIR"], before = ray_tmpdir, os.environ.get("RAY_TMPDIR")
         real_kill, victims = os.kill, {}
 
         real_tmp = os.path.realpath(ray_tmpdir)
@@ -256,7 +272,6 @@ def test_the_checks_accept_a_real_ray_session_of_a_killed_driver(short_tmp, ray_
             return real_kill(pid, sig)
 
         try:
-            assert verified_session(note) == os.path.realpath(note["session_dir"])
             assert ray_processes_of(ray_tmpdir), "no Ray process to find"
             os.kill(driver.pid, signal.SIGKILL)
             driver.wait(timeout=30)
@@ -264,12 +279,8 @@ def test_the_checks_accept_a_real_ray_session_of_a_killed_driver(short_tmp, ray_
             killed = stop_leftover_ray(run_dir)
         finally:
             os.kill = real_kill
-            if before is None:
-                os.environ.pop("RAY_TMPDIR", None)
-            else:
-                os.environ["RAY_TMPDIR"] = before
         assert sorted(victims) == sorted(killed) and all(victims.values()), victims
-        assert not os.path.exists(note_path)
+        assert read_record(run_dir) is None
         assert not wait_until_gone(ray_tmpdir, timeout=30), ray_processes_of(ray_tmpdir)
         print(f"{len(killed)} process(es) of the killed driver's Ray stopped by stop_leftover_ray")
     finally:

@@ -181,10 +181,16 @@ def test_a_diverged_member_is_frozen_while_the_others_finish(mnist1d):
     assert alone.status == "diverged" and result.statuses == ["ok", "diverged", "ok"]
     assert result.errors[1] == alone.error  # the same message: epoch, step, loss, lr, batch size
     assert result.epochs_completed == [3, len(alone.history), 3]
-    stacked = net.stacked_state()
-    for i in (0, 2):
-        ref = train(copy.deepcopy(models[i]), mnist1d, configs[i])
-        assert relative_difference(member_state(stacked, i), ref.model.state_dict()) <= 1e-4
+    # The others are untouched by the diverged one: they end as in a cohort without it (a cohort of healthy
+    # members follows train(): the tests above). The masked update once used its own arithmetic, whose
+    # rounding SGD amplified to 5e-3 over 120 steps.
+    healthy = build_cohort_net(models[0], [models[0].state_dict(), models[2].state_dict()])
+    reference = train_cohort(healthy, mnist1d.train_x, mnist1d.train_y, [configs[0], configs[2]])
+    assert reference.statuses == ["ok", "ok"]
+    stacked, alone_stacked = net.stacked_state(), healthy.stacked_state()
+    for i, j in ((0, 0), (2, 1)):
+        assert relative_difference(member_state(stacked, i), member_state(alone_stacked, j)) <= 1e-6
+        assert result.histories[i][-1]["train_loss"] == pytest.approx(reference.histories[j][-1]["train_loss"], rel=1e-5)
 
 
 def test_a_frozen_member_keeps_its_weights(mnist1d):

@@ -125,17 +125,17 @@ class CohortSGD:
 
     @torch.no_grad()
     def step(self, grads: list[torch.Tensor], active: torch.Tensor | None = None) -> None:
+        """Active members step with exactly the arithmetic of a cohort where all step (so a member's weights
+        do not depend on whether another has diverged); the inactive ones' slices are put back afterwards."""
         if active is None:
             self._step_all(list(grads))
             return
-        for p, g, buf in zip(self.params, grads, self.buffers):
-            wd, mom, lr = self.weight_decay.like(p), self.momentum.like(p), self.lr.like(p)
-            d = g + wd * p
-            keep = active.view(-1, *([1] * (p.dim() - 1)))
-            new_buf = buf * mom + d
-            new_p = p - lr * new_buf
-            buf.copy_(torch.where(keep, new_buf, buf))
-            p.copy_(torch.where(keep, new_p, p))
+        inactive = ~active
+        saved = [(p[inactive].clone(), buf[inactive].clone()) for p, buf in zip(self.params, self.buffers)]
+        self._step_all(list(grads))
+        for (p_saved, buf_saved), p, buf in zip(saved, self.params, self.buffers):
+            p[inactive] = p_saved
+            buf[inactive] = buf_saved
 
     def _step_all(self, grads: list[torch.Tensor]) -> None:
         """Every member steps. On the CPU a plain loop of torch.optim.SGD's own single-tensor operations (bit

@@ -184,7 +184,7 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
                 f"{len(bad)} unreadable part(s) of table {name} left out, e.g. {bad[0][0]} ({bad[0][1]}); "
                 f"run `landscape resume {run_dir}` to recompute them"
             )
-        warnings += describe_left_out(name, admitted.left_out, run_dir)
+        warnings += describe_left_out(name, admitted.left_out, run_dir) + scan.notes
     models, pairs, curves = frames["models"], frames["pairs"], frames["curves"]
     # The built-in metrics and those the run added (their specs travel in the tables' field metadata).
     metrics = merged(*added)

@@ -38,7 +38,7 @@ compressed part cannot unfold into gigabytes. A part that fails a check is unrea
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 import pyarrow as pa
@@ -53,6 +53,7 @@ from analysis.schemas import (
     SCHEMA_VERSION,
     TableError,
     required_columns,
+    sane_spec,
     spec_of_field,
     table_schema,
 )
@@ -220,7 +221,10 @@ class RunTables:
                 raw.append(part)
                 row_parts.extend([key] * part.num_rows)
         # The added metrics the parts declare (a column with its spec in the field metadata), first seen kept.
-        added = merged([spec for part in raw for spec in map(spec_of_field, part.schema) if spec is not None])
+        declared = [spec for part in raw for spec in map(spec_of_field, part.schema) if spec is not None]
+        checked = [sane_spec(spec) for spec in declared]
+        notes = sorted({note for _, note in checked if note})
+        added = merged([spec for spec, _ in checked])
         schema = table_schema(table, added.added)
         frames = [_conform(part, schema) for part in raw]
         if bad and on_corrupt == "raise":
@@ -232,7 +236,7 @@ class RunTables:
         # One Arrow concatenation and one conversion: converting each part to pandas first costs ~10 ms
         # per part, which dominates reading a run of thousands of small parts.
         frame = pa.concat_tables(frames).to_pandas() if frames else schema.empty_table().to_pandas()
-        return TableScan(table, frame, row_parts, bad, keys, added)
+        return TableScan(table, frame, row_parts, bad, keys, added, notes)
 
     def _check_version(self, table: str, version: pa.ChunkedArray) -> None:
         versions = {v for v in version.unique().to_pylist() if v is not None}
@@ -302,8 +306,7 @@ def _parse_part(data: bytes, table: str, uri: str) -> pa.Table:
     declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
     _check_decoded(declared, uri)
     flat = [f for f in part_file.schema_arrow if not pa.types.is_nested(f.type)]
-    text = [f.name for f in flat if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
-            or pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)]
+    text = [f.name for f in flat if _is_text(f.type.value_type if pa.types.is_dictionary(f.type) else f.type)]
     # Text stays dictionary-encoded while it is measured: a one-row dictionary repeated in every row is small
     # on disk and in this form, and only its decoded size tells whether it fits.
     part = pq.ParquetFile(pa.BufferReader(data), read_dictionary=text).read(columns=[f.name for f in flat])
@@ -311,6 +314,11 @@ def _parse_part(data: bytes, table: str, uri: str) -> pa.Table:
     columns = [c.cast(c.type.value_type) if pa.types.is_dictionary(c.type) else c for c in part.columns]
     fields = [f.with_type(c.type) for f, c in zip(part.schema, columns)]  # keeps an added metric's spec
     return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind)
+            or pa.types.is_large_binary(kind))
 
 
 def _check_decoded(size: int, uri: str) -> None:
@@ -347,6 +355,7 @@ class TableScan:
     unreadable: list[tuple[str, str]]
     present: list[str]
     metrics: MetricSet = MetricSet()  # the added metrics whose columns the parts hold (specs from their metadata)
+    notes: list = field(default_factory=list)  # what was not taken from the parts' metadata as it was (a format)
 
     def row_keys(self) -> list[str | None]:
         """The key each row belongs under, from its key columns (None for a row whose keys are null)."""
@@ -389,7 +398,7 @@ class TableScan:
             return self
         return TableScan(self.table, self.rows_without(parts), [p for p in self.row_parts if p not in parts],
                          [(k, why) for k, why in self.unreadable if k not in parts],
-                         [k for k in self.present if k not in parts], self.metrics)
+                         [k for k in self.present if k not in parts], self.metrics, self.notes)
 
     def rows_without(self, parts) -> pd.DataFrame:
         """``frame`` without the rows of ``parts`` (e.g. the misnamed ones), index reset."""

@@ -27,7 +27,7 @@ from datetime import datetime
 
 import click
 
-from orchestrator.analysis_step import analysis_out_dir, echo_analysis
+from orchestrator.analysis_step import analysis_out_dir, echo_analysis, run_config_hash
 from orchestrator.config import ConfigError
 from orchestrator.execute import echo_resources, execute, joins_cluster, shutdown_ray
 from orchestrator.exits import _fail, _user_errors
@@ -240,9 +240,12 @@ def analyze(run_dir, rules, out_dir):
         from analysis import api
     except ImportError as exc:
         _fail(ConfigError(f"the analysis package is not available ({exc})"))
+    config_hash, note = run_config_hash(run_dir)  # rows of other settings are left out, as status/resume do
+    if note:
+        click.echo(f"warning: {note}", err=True)
     try:
         result = api.analyze_run(run_dir, rules=parsed or None, out_dir=analysis_out_dir(run_dir, out_dir),
-                                 pairs_expected=_pairs_expected(run_dir))
+                                 pairs_expected=_pairs_expected(run_dir), config_hash=config_hash)
     except (ValueError, LookupError, OSError, *_user_errors()) as exc:
         _fail(exc)
     echo_analysis(result, run_dir)

@@ -35,7 +35,8 @@ SIZE_LIMITS = {
     "table": 64 * MiB,        # one Parquet part holds one key's rows (a history part: one row per epoch)
     "weights": 4096 * MiB,    # one model's or one cohort's weights (ResNet18 at width 64 is ~45 MB)
     "archive": 512 * MiB,     # an archive given to import-reference (its members are capped on their own)
-    "figure": 64 * MiB,       # a PNG the analysis drew and report.html embeds (a few hundred kB)
+    "figure": 64 * MiB,
+    "reference": 16 * MiB,    # a metrics file of the released results (the largest is 9 kB)       # a PNG the analysis drew and report.html embeds (a few hundred kB)
 }
 
 

@@ -3,6 +3,7 @@ figure's file name and labels can be made of. What is left out is named, part by
 
     admit(scan, own_key_only, config_hash=None) -> Admission(frame, left_out)
     describe_left_out(table, left_out, run_dir) -> the warning lines
+    describe_part(table, part, why) -> "table/<part>.parquet: why", one line
 
 The rules, per part (a part is counted whole or left out whole):
 
@@ -117,12 +118,16 @@ def _clipped(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def describe_part(table: str, part: str, why: str) -> str:
+    """``table/<part>.parquet: why``, on one printable line of bounded length (both come from the run directory)."""
+    return f"{table}/{_clipped(part + '.parquet')}: {_clipped(why, 240)}"
+
+
 def describe_left_out(table: str, left_out: dict[str, str], run_dir: str) -> list[str]:
     """One warning per table with left-out parts: how many, and the first few by file name and reason."""
     if not left_out:
         return []
-    named = "; ".join(f"{table}/{_clipped(part + '.parquet')}: {_clipped(why, 240)}"
-                      for part, why in list(left_out.items())[:LISTED])
+    named = "; ".join(describe_part(table, part, why) for part, why in list(left_out.items())[:LISTED])
     more = f"; ... ({len(left_out) - LISTED} more)" if len(left_out) > LISTED else ""
     return [f"{len(left_out)} part(s) of table {table} left out of the analysis (not counted, as `landscape "
             f"status {run_dir}` says): {named}{more}"]

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from analysis.admission import admit, describe_left_out
+from analysis.admission import admit, describe_left_out, describe_part
 from analysis.aggregate import aggregate_cells
 from analysis.claims import RunFacts, evaluate_claims
 from analysis.guidance import Finding, practitioner_guidance
@@ -171,14 +171,14 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
     # neither leave an empty analysis/ behind nor replace a good earlier analysis with an empty one.
     tables = RunTables(run_dir)
     warnings: list[str] = []
-    frames, unreadable, added = {}, {}, []
+    frames, unreadable, added, left_out = {}, {}, [], {}
     own_key_only = has_config(run_dir)  # a run `landscape run` made: its rows count as `status` counts them
     for name in ("models", "pairs", "curves"):
         scan = (scans or {}).get(name) or tables.scan(name)
         added.append(scan.metrics)
         unreadable[name] = bad = scan.unreadable
         admitted = admit(scan, own_key_only, config_hash)
-        frames[name] = admitted.frame
+        frames[name], left_out[name] = admitted.frame, admitted.left_out
         if bad:
             warnings.append(
                 f"{len(bad)} unreadable part(s) of table {name} left out, e.g. {bad[0][0]} ({bad[0][1]}); "
@@ -189,7 +189,7 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
     # The built-in metrics and those the run added (their specs travel in the tables' field metadata).
     metrics = merged(*added)
     history = _read_history(tables, scans, run_dir, warnings, own_key_only, config_hash)
-    _check_something_to_analyse(run_dir, tables, models, pairs, unreadable["models"])
+    _check_something_to_analyse(run_dir, tables, models, pairs, unreadable["models"], left_out["models"])
     if not pd.to_numeric(pairs["mode_connectivity"], errors="coerce").notna().any():
         if pairs_expected is False:
             warnings.append(
@@ -357,10 +357,16 @@ def _json_number(value):
         return str(value)
 
 
-def _check_something_to_analyse(run_dir, tables, models, pairs, bad_models) -> None:
+def _check_something_to_analyse(run_dir, tables, models, pairs, bad_models, left_out_models) -> None:
     """Raise ValueError (naming the cause and the fix) when the run has no readable model rows."""
     if not models.empty:
         return
+    if left_out_models:
+        (part, why), = list(left_out_models.items())[:1]
+        raise ValueError(
+            f"{run_dir}: nothing to analyse: all {len(left_out_models)} readable part(s) of table models are left out "
+            f"as not belonging to the run, e.g. {describe_part('models', part, why)}"
+        )
     if bad_models:
         raise ValueError(
             f"{run_dir}: nothing to analyse: table models has {len(bad_models)} unreadable part(s) and no readable "

@@ -283,11 +283,12 @@ class RunTables:
 
 
 def _local_entries(path: str) -> list[str]:
-    """Names in the local folder ``path`` that are not folders (files, links, devices); none if it is missing."""
+    """Names in the local folder ``path`` that are not folders (files, links, devices); none if it is missing
+    (a file in its place is an OSError: the run directory is damaged, not empty)."""
     try:
         with os.scandir(path) as entries:
             return [e.name for e in entries if not e.is_dir(follow_symlinks=False)]
-    except (FileNotFoundError, NotADirectoryError):
+    except FileNotFoundError:
         return []
 
 

@@ -465,9 +465,8 @@ def check_out_dir(out: str) -> None:
         # config.yaml, run.json, models/ ...: a landscape run, or files that are not ours
         _refuse(out, f"holds {', '.join(sorted(names - _IMPORT_ENTRIES)[:3])}, which no reference import writes")
     if "provenance.json" in names:
-        try:
-            with fs.open_input_stream(f"{path}/provenance.json") as fh:
-                run_id = json.loads(fh.read().decode()).get("run_id")
+        try:  # a regular file within its size limit only (analysis/run_files.py): a link is not followed
+            run_id = json.loads(read_run_file(join(out, "provenance.json"), "json", root=out).decode()).get("run_id")
         except (OSError, ValueError, AttributeError):
             run_id = None
         if run_id != RUN_ID:
@@ -476,8 +475,8 @@ def check_out_dir(out: str) -> None:
     for table in TABLE_NAMES:
         for key in tables.part_keys(table):
             try:
-                with fs.open_input_file(resolve(tables.part_uri(table, key))[1]) as fh:
-                    ids = set(pq.ParquetFile(fh).read(columns=["run_id"]).column("run_id").to_pylist())
+                data = read_run_file(tables.part_uri(table, key), "table", root=out)
+                ids = set(pq.ParquetFile(pa.BufferReader(data)).read(columns=["run_id"]).column("run_id").to_pylist())
             except (OSError, KeyError, pa.ArrowException):  # cannot tell whose it is: not ours to replace
                 _refuse(out, f"holds table part {table}/{key}.parquet, which cannot be read")
             if ids != {RUN_ID}:

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from analysis.admission import admit, describe_left_out, describe_part
 from analysis.aggregate import aggregate_cells
 from analysis.claims import RunFacts, evaluate_claims
 from analysis.guidance import Finding, practitioner_guidance
@@ -38,10 +39,11 @@ from analysis.phases import PhaseRules, label_phases, mc_unit, rules_for_mc_unit
 from analysis.curve_data import curve_data, representative_cells
 from analysis.plot_data import phase_map_data
 from analysis.history_data import cell_history
-from analysis.plots import panel_set, save_curves, save_panels, save_phase_map, save_training_curves
+from analysis.plots import figure_stem, panel_set, save_curves, save_panels, save_phase_map, save_training_curves
 from analysis.reference import ReferenceImportSummary
 from analysis.reference import import_reference as _import_reference
 from analysis.report import DiagramSection, render_report
+from analysis.run_files import read_run_file
 from analysis.tables import RunTables, TableScan, join, resolve
 from workloads.atomic import write_atomically
 from workloads.metric_specs import merged
@@ -70,15 +72,6 @@ class AnalysisResult:
 def import_reference(archive: str, out: str, *, schedule: str | None = None) -> ReferenceImportSummary:
     """Convert the authors' released archive (results.tar.gz or its extracted folder) into run directory ``out``."""
     return _import_reference(archive, out, schedule=schedule)
-
-
-def _read_text(uri: str) -> str | None:
-    fs, path = resolve(uri)
-    try:
-        with fs.open_input_stream(path) as fh:
-            return fh.read().decode("utf-8", errors="replace")
-    except (FileNotFoundError, OSError):
-        return None
 
 
 def _table_provenance(models: pd.DataFrame) -> dict:
@@ -117,6 +110,7 @@ def analyze_run(
     curve_cells: list[tuple[float, float]] | None = None,
     scans: dict[str, TableScan] | None = None,
     pairs_expected: bool | None = None,
+    config_hash: str | None = None,
 ) -> AnalysisResult:
     """Analyse the run in ``run_dir`` (a local path or URI); see the module docstring for what is written.
 
@@ -129,22 +123,26 @@ def analyze_run(
         reads each table once); default: read here.
     pairs_expected: False when the run's config connects no seed pairs (one seed, or metrics.pairs: []),
         so that a run without pairs is not told to resume for them; None when unknown.
+    config_hash: the hash of the run's config (its config.yaml), when the caller knows it: rows computed with
+        other settings are left out, as `landscape status` lists and `resume` refuses them (analysis/admission.py
+        says what else is left out: parts not holding their own key, cells that are not a run's). None: not
+        checked (a run without a config, such as an imported reference, or a caller whose plan checked it).
     """
     phase_rules = rules if isinstance(rules, PhaseRules) else PhaseRules.from_mapping(rules)
-    final_dir = out_dir if out_dir is not None else join(run_dir, "analysis")
-    inputs = (phase_rules, color_ranges, expected_seeds, curve_cells, scans, pairs_expected)
+    final_dir = out_dir if out_dir is not None else default_out_dir(run_dir)
+    inputs = (phase_rules, color_ranges, expected_seeds, curve_cells, scans, pairs_expected, config_hash)
     if "://" not in final_dir:
         return _analyze_into(run_dir, final_dir, final_dir, *inputs)
     staging = tempfile.mkdtemp(prefix="landscape-analysis-")
     try:
         result = _analyze_into(run_dir, staging, final_dir, *inputs)
-        _upload_dir(staging, final_dir)
+        upload_dir(staging, final_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return _relocated(result, staging, final_dir)
 
 
-def _upload_dir(local_dir: str, uri: str) -> None:
+def upload_dir(local_dir: str, uri: str) -> None:
     """Copy every file of ``local_dir`` (flat) to the folder ``uri``; one PUT per file."""
     fs, base = resolve(uri)
     fs.create_dir(base, recursive=True)
@@ -180,11 +178,12 @@ class LabelledRun:
 
 
 def label_run(run_dir: str, *, rules: dict | PhaseRules | None = None, expected_seeds: list[int] | None = None,
-              pairs_expected: bool | None = None) -> LabelledRun:
+              pairs_expected: bool | None = None, config_hash: str | None = None) -> LabelledRun:
     """The cells and claims ``analyze_run`` would write for ``run_dir`` with ``rules``, computed without writing
     anything (what `landscape compare` and `analyze --rule`'s change summary compare)."""
     phase_rules = rules if isinstance(rules, PhaseRules) else PhaseRules.from_mapping(rules)
-    models, pairs, _, _, metrics, warnings = _read_inputs(run_dir, None, pairs_expected, labels_only=True)
+    models, pairs, _, _, metrics, warnings = _read_inputs(run_dir, None, pairs_expected, config_hash,
+                                                          labels_only=True)
     seeds = expected_seeds if expected_seeds is not None else sorted({int(s) for s in models["seed"].dropna()})
     all_cells, claims = [], []
     for load, temp in _diagrams(models, pairs):
@@ -218,34 +217,32 @@ def _diagram_claims(cells: pd.DataFrame, models: pd.DataFrame, load: str, temp: 
     return evaluate_claims(cells, RunFacts.of(cells, _of_diagram(models, load, temp)))
 
 
-def _read_inputs(run_dir, scans, pairs_expected, *, labels_only: bool = False):
-    """(models, pairs, curves, history, metrics, warnings) of the run, unreadable and duplicated parts left out
-    with a warning; ValueError when there is nothing to analyse. ``labels_only``: curves and history, which
-    only the figures need, are not read (empty)."""
+def _read_inputs(run_dir, scans, pairs_expected, config_hash, *, labels_only: bool = False):
+    """(models, pairs, curves, history, metrics, warnings) of the run, unreadable parts and rows that are not
+    the run's (analysis/admission.py) left out with a warning; ValueError when there is nothing to analyse.
+    ``labels_only``: curves and history, which only the figures need, are not read (empty)."""
     tables = RunTables(run_dir)
     warnings: list[str] = []
-    frames, unreadable, added = {"curves": pd.DataFrame()}, {}, []
+    frames, unreadable, added, left_out = {"curves": pd.DataFrame()}, {}, [], {}
+    own_key_only = has_config(run_dir)  # a run `landscape run` made: its rows count as `status` counts them
     for name in ("models", "pairs") if labels_only else ("models", "pairs", "curves"):
         scan = (scans or {}).get(name) or tables.scan(name)
         added.append(scan.metrics)
         unreadable[name] = bad = scan.unreadable
-        dupes = sorted(scan.duplicates())  # e.g. "K (copy).parquet": its rows would count twice
-        frames[name] = scan.rows_without(dupes)
+        admitted = admit(scan, own_key_only, config_hash)
+        frames[name], left_out[name] = admitted.frame, admitted.left_out
         if bad:
             warnings.append(
                 f"{len(bad)} unreadable part(s) of table {name} left out, e.g. {bad[0][0]} ({bad[0][1]}); "
                 f"run `landscape resume {run_dir}` to recompute them"
             )
-        if dupes:
-            warnings.append(
-                f"{len(dupes)} part(s) of table {name} repeat rows stored under their own names and were left out, "
-                f"e.g. {dupes[0]}.parquet; `landscape resume {run_dir}` moves them aside"
-            )
+        warnings += describe_left_out(name, admitted.left_out, run_dir) + scan.notes
     models, pairs, curves = frames["models"], frames["pairs"], frames["curves"]
     # The built-in metrics and those the run added (their specs travel in the tables' field metadata).
     metrics = merged(*added)
-    history = pd.DataFrame() if labels_only else _read_history(tables, scans, run_dir, warnings)
-    _check_something_to_analyse(run_dir, tables, models, pairs, unreadable["models"])
+    history = (pd.DataFrame() if labels_only
+               else _read_history(tables, scans, run_dir, warnings, own_key_only, config_hash))
+    _check_something_to_analyse(run_dir, tables, models, pairs, unreadable["models"], left_out["models"])
     if not pd.to_numeric(pairs["mode_connectivity"], errors="coerce").notna().any():
         if pairs_expected is False:
             warnings.append(
@@ -262,11 +259,11 @@ def _read_inputs(run_dir, scans, pairs_expected, *, labels_only: bool = False):
 
 
 def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expected_seeds, curve_cells, scans,
-                  pairs_expected):
+                  pairs_expected, config_hash):
     """analyze_run writing into the local folder ``out_dir``; ``shown_dir`` is where the report says they are."""
     # Everything is read and checked before the output folder is touched: a run with nothing to analyse must
     # neither leave an empty analysis/ behind nor replace a good earlier analysis with an empty one.
-    models, pairs, curves, history, metrics, warnings = _read_inputs(run_dir, scans, pairs_expected)
+    models, pairs, curves, history, metrics, warnings = _read_inputs(run_dir, scans, pairs_expected, config_hash)
     _make_writable_dir(out_dir, shown_dir, run_dir)
 
     combos = _diagrams(models, pairs)
@@ -280,7 +277,7 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
 
         cells, unit = _labelled_diagram(models, pairs, load, temp, seeds, metrics, phase_rules)
         suffix = _diagram_name(load, temp, several)
-        stem = lambda base: os.path.join(out_dir, f"{base}__{suffix}" if suffix else base)
+        stem = lambda base: figure_stem(out_dir, f"{base}__{suffix}" if suffix else base)
         # The numbers behind the panels, once: the PNG/PDF figures and the report's SVG draw the same objects.
         heatmaps, phase_map = panel_set(cells, color_ranges, metrics, unit), phase_map_data(cells)
         figs = {
@@ -340,7 +337,7 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
         "analysis": {"package_version": _version(),
                      "rules_file": join(shown_dir, os.path.basename(rules_path)) if shown_dir != out_dir else rules_path},
     }
-    source = _read_text(join(run_dir, "provenance.json"))
+    source = _read_run_text(run_dir, "provenance.json", "json", warnings)
     if source is not None:
         try:
             provenance["source"] = json.loads(source)
@@ -352,7 +349,7 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
         run_dir=run_dir,
         report_dir=out_dir,
         sections=sections,
-        config_text=_read_text(join(run_dir, "config.yaml")),
+        config_text=_read_run_text(run_dir, "config.yaml", "config", warnings),
         provenance=provenance,
         warnings=warnings,
     )
@@ -364,14 +361,47 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
     )
 
 
-def _read_history(tables: RunTables, scans, run_dir: str, warnings: list[str]) -> pd.DataFrame:
-    """The history table (empty for runs made before it existed), unreadable parts left out with a warning."""
+def _read_history(tables: RunTables, scans, run_dir: str, warnings: list[str], own_key_only: bool,
+                  config_hash: str | None) -> pd.DataFrame:
+    """The history table (empty for runs made before it existed), admitted as the results are (unreadable and
+    left-out parts named in a warning)."""
     scan = (scans or {}).get("history") or tables.scan("history")
     if scan.unreadable:
         key, why = scan.unreadable[0]
         warnings.append(f"{len(scan.unreadable)} unreadable part(s) of table history left out of the training "
                         f"curves, e.g. {key} ({why})")
-    return scan.rows_without(sorted(scan.duplicates()))
+    admitted = admit(scan, own_key_only, config_hash)
+    warnings += describe_left_out("history", admitted.left_out, run_dir)
+    return admitted.frame
+
+
+def default_out_dir(run_dir: str) -> str:
+    """RUN_DIR/analysis, where the analysis is written by default; ValueError when it is a symbolic link (in a
+    shared run directory it may point anywhere: the figures and the report would be written there)."""
+    out = join(run_dir, "analysis")
+    if "://" not in run_dir and os.path.islink(out):
+        raise ValueError(f"{out} is a symbolic link: the analysis is written only into a real folder of the run "
+                         f"(replace the link with a folder, or write elsewhere with --out-dir DIR)")
+    return out
+
+
+def has_config(run_dir: str) -> bool:
+    """Whether ``run_dir`` holds a config.yaml (a file, a link or anything under that name), as `status` asks."""
+    if "://" not in run_dir or run_dir.startswith("file://"):
+        return os.path.lexists(os.path.join(run_dir.removeprefix("file://"), "config.yaml"))
+    return exists(join(run_dir, "config.yaml"))
+
+
+def _read_run_text(run_dir: str, name: str, kind: str, warnings: list[str]) -> str | None:
+    """The text of the run's file ``name`` for the report, read as analysis/run_files.py checks it; None when
+    it is missing or refused (a link, a device, too large: a warning names it; the report goes on without)."""
+    try:
+        return read_run_file(join(run_dir, name), kind, root=run_dir).decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # RunFileError included
+        warnings.append(f"{name} is left out of the report: {exc}")
+        return None
 
 
 def _json_number(value):
@@ -382,17 +412,23 @@ def _json_number(value):
         return str(value)
 
 
-def _check_something_to_analyse(run_dir, tables, models, pairs, bad_models) -> None:
+def _check_something_to_analyse(run_dir, tables, models, pairs, bad_models, left_out_models) -> None:
     """Raise ValueError (naming the cause and the fix) when the run has no readable model rows."""
     if not models.empty:
         return
+    if left_out_models:
+        (part, why), = list(left_out_models.items())[:1]
+        raise ValueError(
+            f"{run_dir}: nothing to analyse: all {len(left_out_models)} readable part(s) of table models are left out "
+            f"as not belonging to the run, e.g. {describe_part('models', part, why)}"
+        )
     if bad_models:
         raise ValueError(
             f"{run_dir}: nothing to analyse: table models has {len(bad_models)} unreadable part(s) and no readable "
             f"one, e.g. {tables.part_uri('models', bad_models[0][0])} ({bad_models[0][1]}); "
             f"`landscape resume {run_dir}` recomputes unreadable parts, then analyse again"
         )
-    if not _exists(run_dir):
+    if not exists(run_dir):
         raise ValueError(f"run directory {run_dir} does not exist; pass the folder `landscape run` wrote (its --out)")
     if pairs.empty:
         raise ValueError(
@@ -405,7 +441,7 @@ def _check_something_to_analyse(run_dir, tables, models, pairs, bad_models) -> N
     )
 
 
-def _exists(uri: str) -> bool:
+def exists(uri: str) -> bool:
     fs, path = resolve(uri)
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 

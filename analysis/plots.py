@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,7 @@ from analysis.plot_data import (
     panel_specs,
     phase_map_data,
 )
+from workloads.atomic import write_atomically
 from workloads.metric_specs import BUILTINS, MetricSet
 
 FORMATS = ("png", "pdf")
@@ -47,12 +49,26 @@ def _new_figure(width: float, height: float):
     return Figure(figsize=(width, height))
 
 
+# A figure's file name: knob names and values (analysis/admission.py admits no others), letters, digits and _.,=+-.
+_FIGURE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.,=+-]{0,199}")
+
+
+def figure_stem(out_dir: str, name: str) -> str:
+    """``out_dir``/``name``, the stem of a figure's files; ValueError unless ``name`` is one plain file name, so
+    that no name read from a run directory ("x/../../elsewhere") puts a figure outside the analysis folder."""
+    if not _FIGURE_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(f"figure name {name[:80]!r} is not a plain file name (letters, digits and _.,=+-): "
+                         f"it comes from the run's tables, which name a knob no run has; nothing was written there")
+    return os.path.join(out_dir, name)
+
+
 def _save(fig, stem: str, formats=FORMATS) -> dict[str, str]:
     os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
     paths = {}
     for fmt in formats:
         path = f"{stem}.{fmt}"
-        fig.savefig(path, dpi=PNG_DPI if fmt == "png" else None)
+        # Written whole and renamed over the name: a link planted under it is replaced, never written through.
+        write_atomically(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=PNG_DPI if fmt == "png" else None))
         paths[fmt] = path
     return paths
 

@@ -27,20 +27,28 @@ Mapping choices (each keeps the cell means equal to the numbers behind the autho
   "ok" because the model itself trained.
 
 The archive is read without extracting it to disk (``tarfile`` members into memory) and every pickle goes
-through :func:`analysis.safe_pickle.load_numpy_pickle`; the ``.npz`` is read with ``allow_pickle=False``.
+through :func:`analysis.safe_pickle.load_numpy_pickle`; the ``.npz`` through :func:`analysis.safe_npz.load_npz`
+(no pickles, each array's size checked before it is read).
+
+An archive comes from elsewhere: what it unpacks to is capped before it is unpacked. The decompressed stream
+(MAX_UNPACKED_BYTES), each metrics file (MAX_MEMBER_BYTES) and all of them together (MAX_FILES_BYTES), the number
+of members, of cells, of runs per cell and of curve points, and each array of an ``.npz`` (MAX_ARRAY_BYTES): the
+released archive (2.5 MB unpacked, 630 cells of 5 runs, 5 curve points) is far below each, and anything beyond one
+is refused with one ReferenceFormatError line, in seconds, before its memory is taken.
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
-import io
 import itertools
+import lzma
 import json
 import math
 import os
 import re
 import tarfile
-import zipfile
 import zlib
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -50,6 +58,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from analysis.run_files import RunFileError, read_run_file
+from analysis.safe_npz import NpzError, load_npz
 from analysis.safe_pickle import load_numpy_pickle
 from analysis.schemas import TABLE_NAMES, library_versions_json
 from analysis.tables import RunTables, format_value, join, pair_key, resolve
@@ -64,8 +74,17 @@ SOURCE_DESCRIPTION = (
 )
 # The authors' Hessian was taken on one batch of 200 training points (method.md section 3).
 AUTHORS_HESSIAN_SAMPLES = 200
-# Refuse archive members beyond this size: the real files are a few kB; a huge one is not this archive.
-MAX_MEMBER_BYTES = 64 * 2**20
+# Caps on what an archive unpacks to (module doc). The released archive: 1,442 members, 2.5 MB in all, the
+# largest file 9 kB, 630 cells of 5 runs, curves of 5 points.
+MAX_MEMBER_BYTES = 16 * 2**20
+MAX_FILES_BYTES = 64 * 2**20
+MAX_UNPACKED_BYTES = 128 * 2**20
+MAX_MEMBERS = 100_000
+MAX_CELLS = 5_000
+MAX_RUNS_PER_CELL = 100
+MAX_ARRAY_BYTES = 8 * 2**20
+MAX_CURVE_POINTS = 1_000
+MAX_TOTAL_CURVE_POINTS = 1_000_000
 
 _METRICS_PATH = re.compile(r"(?:^|/)bs_(?P<bs>\d+)/(?P<schedule>[^/]+)/ResNet18_w(?P<k>\d+)/metrics/(?P<file>[^/]+)$")
 _CKA_FILE = "CKA_mixup_alpha_16.0.pkl"
@@ -107,45 +126,113 @@ def read_archive_files(archive: str) -> tuple[dict[str, bytes], str]:
     """(metrics files keyed by path inside the archive, sha256 of their contents) for a tar file or a folder.
 
     Only paths matching ``bs_{B}/<schedule>/ResNet18_w{k}/metrics/<file>`` are read; tar members are read into
-    memory (regular files only: links and devices are ignored), never extracted.
+    memory (regular files only: links and devices are ignored), never extracted. Everything is capped as the
+    module doc says, before it is read.
     """
     if not os.path.exists(archive):
         raise FileNotFoundError(
             f"reference archive {archive!r} not found; pass the released results.tar.gz or the folder it extracts to"
         )
-    files: dict[str, bytes] = {}
+    files = _FileBudget(archive)
     if os.path.isdir(archive):
         for dirpath, _dirs, names in os.walk(archive):
             for name in names:
                 full = os.path.join(dirpath, name)
                 rel = os.path.relpath(full, archive).replace(os.sep, "/")
                 if _METRICS_PATH.search(rel) and os.path.isfile(full) and not os.path.islink(full):
-                    files[rel] = _read_capped(open(full, "rb"), rel)
+                    files.add(rel, _read_file(full, archive))
     else:
         try:
-            with tarfile.open(archive, "r:*") as tar:
-                for member in tar:
-                    if member.isfile() and _METRICS_PATH.search(member.name):
-                        if member.size > MAX_MEMBER_BYTES:
-                            raise ReferenceFormatError(
-                                f"{archive}: member {member.name} is {member.size} bytes, too big"
-                            )
-                        fh = tar.extractfile(member)
-                        files[member.name] = _read_capped(fh, member.name)
+            with open(archive, "rb") as raw, _unpacked(raw, archive) as stream:
+                # Stream mode ("r|"): members are read in order from the capped stream, nothing is seeked.
+                with tarfile.open(fileobj=stream, mode="r|") as tar:
+                    for count, member in enumerate(tar, 1):
+                        if count > MAX_MEMBERS:
+                            raise ReferenceFormatError(f"{archive} holds more than {MAX_MEMBERS} members: not the "
+                                                       f"released results (1,442 members)")
+                        if member.isfile() and _METRICS_PATH.search(member.name):
+                            files.check_size(member.name, member.size)
+                            files.add(member.name, _read_capped(tar.extractfile(member), member.name))
         except tarfile.TarError as exc:
             raise ReferenceFormatError(f"{archive} is neither a folder nor a readable tar archive: {exc}") from exc
-        except (EOFError, zlib.error, OSError) as exc:  # cut short (EOFError) or damaged compressed data
+        except (EOFError, zlib.error, lzma.LZMAError, OSError) as exc:  # cut short (EOFError) or damaged data
             raise ReferenceFormatError(f"{archive} is truncated or damaged ({type(exc).__name__}: {exc}); "
                                        f"download the released results.tar.gz again") from exc
-    if not files:
+    if not files.files:
         raise ReferenceFormatError(
             f"{archive} holds no files like bs_<B>/<schedule>/ResNet18_w<k>/metrics/<file>; is it the released "
             "results archive (see shared/reference/taxonomy-released/README.md)?"
         )
     digest = hashlib.sha256()
-    for name in sorted(files):
-        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
-    return files, digest.hexdigest()
+    for name in sorted(files.files):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(files.files[name]).digest())
+    return files.files, digest.hexdigest()
+
+
+class _FileBudget:
+    """The metrics files read so far, within MAX_MEMBER_BYTES each and MAX_FILES_BYTES together."""
+
+    def __init__(self, archive: str):
+        self.archive, self.files, self.total = archive, {}, 0
+
+    def check_size(self, name: str, size: int) -> None:
+        if size > MAX_MEMBER_BYTES:
+            raise ReferenceFormatError(f"{self.archive}: member {name} is {size} bytes, more than the "
+                                       f"{MAX_MEMBER_BYTES} a metrics file may have: not the released results")
+        if self.total + size > MAX_FILES_BYTES:
+            raise ReferenceFormatError(f"{self.archive}: its metrics files hold more than {MAX_FILES_BYTES} bytes "
+                                       f"together (the released ones: 2.5 MB): not the released results")
+
+    def add(self, name: str, data: bytes) -> None:
+        self.check_size(name, len(data))
+        self.files[name] = data
+        self.total += len(data)
+
+
+def _unpacked(raw, archive: str) -> "_CappedStream":
+    """The decompressed bytes of the archive file ``raw`` (gzip, bzip2, xz or none, by its first bytes), capped at
+    MAX_UNPACKED_BYTES: a few kB that unpack to gigabytes are refused after MAX_UNPACKED_BYTES, in seconds."""
+    head = raw.read(6)
+    raw.seek(0)
+    if head.startswith(b"\x1f\x8b"):
+        stream = gzip.GzipFile(fileobj=raw, mode="rb")
+    elif head.startswith(b"BZh"):
+        stream = bz2.BZ2File(raw, mode="rb")
+    elif head.startswith(b"\xfd7zXZ\x00"):
+        stream = lzma.LZMAFile(raw, mode="rb")
+    else:
+        stream = raw
+    return _CappedStream(stream, archive)
+
+
+class _CappedStream:
+    """A read-only stream that raises ReferenceFormatError once more than MAX_UNPACKED_BYTES have been read."""
+
+    def __init__(self, stream, archive: str):
+        self.stream, self.archive, self.read_so_far = stream, archive, 0
+
+    def read(self, size: int = -1) -> bytes:
+        want = MAX_UNPACKED_BYTES + 1 - self.read_so_far if size is None or size < 0 else size
+        data = self.stream.read(min(want, MAX_UNPACKED_BYTES + 1 - self.read_so_far))
+        self.read_so_far += len(data)
+        if self.read_so_far > MAX_UNPACKED_BYTES:
+            raise ReferenceFormatError(f"{self.archive} unpacks to more than {MAX_UNPACKED_BYTES} bytes (the "
+                                       f"released results: 3 MB): not the released results, not unpacked further")
+        return data
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stream.close()
+
+
+def _read_file(path: str, folder: str) -> bytes:
+    """A metrics file of an extracted folder: a regular file within MAX_MEMBER_BYTES (analysis/run_files.py)."""
+    try:
+        return read_run_file(path, "reference", root=folder)
+    except RunFileError as exc:
+        raise ReferenceFormatError(str(exc)) from None
 
 
 def _read_capped(fh, name: str) -> bytes:
@@ -173,6 +260,9 @@ def group_cells(
         schedule = next(iter(by_schedule))
     if schedule not in by_schedule:
         raise ReferenceFormatError(f"schedule {schedule!r} not in the archive; it holds {sorted(by_schedule)}")
+    if len(by_schedule[schedule]) > MAX_CELLS:
+        raise ReferenceFormatError(f"the archive holds {len(by_schedule[schedule])} cells, more than the {MAX_CELLS} "
+                                   f"a released archive may have (the released results: 630)")
     return schedule, by_schedule[schedule]
 
 
@@ -232,11 +322,10 @@ def cell_rows(
             return None
         path, data = files[name]
         if name.endswith(".npz"):
-            try:
-                with np.load(io.BytesIO(data), allow_pickle=False) as z:
-                    return {key: z[key] for key in z.files}, path
-            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:  # object arrays; truncated or damaged
-                raise ReferenceFormatError(f"{path}: cannot read as .npz without pickle: {exc}") from exc
+            try:  # each array's size checked before it is read; object arrays refused
+                return load_npz(data, path, MAX_ARRAY_BYTES), path
+            except NpzError as exc:
+                raise ReferenceFormatError(str(exc)) from None
         # A refused or truncated pickle raises UnsafePickleError / pickle.UnpicklingError naming the file
         # (`landscape import-reference` prints it as one error line).
         return load_numpy_pickle(data, source=path), path
@@ -247,6 +336,9 @@ def cell_rows(
             f"cell width={k} batch_size={bs}: loss_acc.pkl missing; cannot tell which runs exist"
         )
     train, train_src = train
+    if not isinstance(train, dict) or len(train) > MAX_RUNS_PER_CELL:
+        raise ReferenceFormatError(f"{train_src}: expected a dict of at most {MAX_RUNS_PER_CELL} runs "
+                                   f"(the released cells have 5), got {type(train).__name__} of {len(train)}")
     runs = sorted(int(r) for r in train)
     test = load("loss_acc_test.pkl")
     hess = load("hessian.pkl")
@@ -281,12 +373,20 @@ def cell_rows(
         for key in ("ts", "tr_err"):
             if key not in z:
                 raise ReferenceFormatError(f"{src}: no array {key!r}; it has {sorted(z)}")
-        ts = np.asarray(z["ts"], dtype=np.float64)
+        ts = np.asarray(z["ts"], dtype=np.float64).reshape(-1)
+        if not 2 <= len(ts) <= MAX_CURVE_POINTS:
+            raise ReferenceFormatError(f"{src}: {len(ts)} curve points; a curve has 2 to {MAX_CURVE_POINTS} "
+                                       f"(the released ones: 5)")
         mc, t_star = mode_connectivity_released(ts, z["tr_err"])
         mc_pair = (0, 1, mc, t_star, len(ts))
 
         def arr(key):
-            return np.asarray(z[key], dtype=np.float64) if key in z else np.full(len(ts), np.nan)
+            if key not in z:
+                return np.full(len(ts), np.nan)
+            values = np.asarray(z[key], dtype=np.float64).reshape(-1)
+            if len(values) != len(ts):
+                raise ReferenceFormatError(f"{src}: array {key!r} has {len(values)} values for {len(ts)} curve points")
+            return values
 
         tr_err, tr_nll, te_err, te_nll = arr("tr_err"), arr("tr_nll"), arr("te_err"), arr("te_nll")
         for i, t in enumerate(ts):
@@ -365,9 +465,8 @@ def check_out_dir(out: str) -> None:
         # config.yaml, run.json, models/ ...: a landscape run, or files that are not ours
         _refuse(out, f"holds {', '.join(sorted(names - _IMPORT_ENTRIES)[:3])}, which no reference import writes")
     if "provenance.json" in names:
-        try:
-            with fs.open_input_stream(f"{path}/provenance.json") as fh:
-                run_id = json.loads(fh.read().decode()).get("run_id")
+        try:  # a regular file within its size limit only (analysis/run_files.py): a link is not followed
+            run_id = json.loads(read_run_file(join(out, "provenance.json"), "json", root=out).decode()).get("run_id")
         except (OSError, ValueError, AttributeError):
             run_id = None
         if run_id != RUN_ID:
@@ -376,8 +475,8 @@ def check_out_dir(out: str) -> None:
     for table in TABLE_NAMES:
         for key in tables.part_keys(table):
             try:
-                with fs.open_input_file(resolve(tables.part_uri(table, key))[1]) as fh:
-                    ids = set(pq.ParquetFile(fh).read(columns=["run_id"]).column("run_id").to_pylist())
+                data = read_run_file(tables.part_uri(table, key), "table", root=out)
+                ids = set(pq.ParquetFile(pa.BufferReader(data)).read(columns=["run_id"]).column("run_id").to_pylist())
             except (OSError, KeyError, pa.ArrowException):  # cannot tell whose it is: not ours to replace
                 _refuse(out, f"holds table part {table}/{key}.parquet, which cannot be read")
             if ids != {RUN_ID}:
@@ -422,6 +521,9 @@ def import_reference(archive: str, out: str, *, schedule: str | None = None) -> 
         if curves:
             tables.write_part("curves", pair_key(LOAD_NAME, k, TEMPERATURE_NAME, bs, 0, 1), curves)
         n_models, n_pairs, n_points = n_models + len(models), n_pairs + len(pairs), n_points + len(curves)
+        if n_points > MAX_TOTAL_CURVE_POINTS:  # what is written so far is an import's: a re-import replaces it
+            raise ReferenceFormatError(f"{archive}: its curves hold more than {MAX_TOTAL_CURVE_POINTS} points (the "
+                                       f"released results: 3,150): not the released results")
     summary = ReferenceImportSummary(
         out=out,
         source=os.path.abspath(archive),

@@ -30,6 +30,7 @@ from analysis.guidance import Finding
 from analysis.phases import MC_UNIT_DEFAULT, PhaseRules
 from analysis.plot_data import MISSING_COLOR, PHASE_COLORS, Grid, HeatmapData, PhaseMapData, mc_unit_short
 from analysis.report_panels import cell_id, heatmap_svg, phase_key_html, phase_map_svg
+from analysis.run_files import read_run_file
 from analysis.tables import format_value
 from workloads.metric_specs import BUILTINS, MetricSet
 
@@ -82,8 +83,9 @@ def _asset(kind: str) -> str:
 
 
 def _img(path: str, alt: str) -> str:
-    with open(path, "rb") as fh:
-        data = base64.b64encode(fh.read()).decode("ascii")
+    # The PNG the analysis has just drawn, read as a run's file: whatever a shared folder swapped in meanwhile
+    # (a link, a device) is refused, never embedded.
+    data = base64.b64encode(read_run_file(path, "figure")).decode("ascii")
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
 
 

@@ -35,11 +35,15 @@ SIZE_LIMITS = {
     "table": 64 * MiB,        # one Parquet part holds one key's rows (a history part: one row per epoch)
     "weights": 4096 * MiB,    # one model's or one cohort's weights (ResNet18 at width 64 is ~45 MB)
     "archive": 512 * MiB,     # an archive given to import-reference (its members are capped on their own)
+    "figure": 64 * MiB,
+    "reference": 16 * MiB,    # a metrics file of the released results (the largest is 9 kB)       # a PNG the analysis drew and report.html embeds (a few hundred kB)
 }
 
 
-class RunFileError(ValueError):
-    """A file of a run directory that is not read: not a regular file, a symlink, or over its size limit."""
+class RunFileError(ValueError, OSError):
+    """A file of a run directory that is not read: not a regular file, a symlink, or over its size limit.
+
+    An OSError too: every reader that handles a file it cannot read (``except OSError``) handles this one."""
 
 
 def _limit(kind: str) -> int:

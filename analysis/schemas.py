@@ -7,7 +7,9 @@ changes only for an incompatible change (a column renamed, retyped or given anot
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 
 import pyarrow as pa
 
@@ -61,6 +63,29 @@ def spec_of_field(field: pa.Field) -> MetricSpec | None:
     except ValueError:
         return None
     return spec if spec.name == field.name else None
+
+
+# A number format an added metric's spec may carry: an optional thousands comma, a width and a precision of at
+# most two digits, a float presentation. The spec comes from a run directory: format(x, "300000000") alone
+# builds a 300 MB string, and "d" raises on a float.
+SANE_NUMBER_FORMAT = re.compile(r",?\d{0,2}(\.\d{1,2})?[eEfFgG%]")
+FALLBACK_FORMAT = ".3g"
+
+
+def sane_spec(spec: MetricSpec) -> tuple[MetricSpec, str | None]:
+    """(``spec`` with each number format that is not a sane one replaced by FALLBACK_FORMAT, a note naming
+    what was replaced or None)."""
+    bad, changes = [], {}
+    for part in ("panel", "report"):
+        shown = getattr(spec, part)
+        if shown is not None and not SANE_NUMBER_FORMAT.fullmatch(str(shown.fmt)):
+            bad.append(f"{part} format {str(shown.fmt)[:40]!r}")
+            changes[part] = dataclasses.replace(shown, fmt=FALLBACK_FORMAT)
+    if not bad:
+        return spec, None
+    return dataclasses.replace(spec, **changes), (
+        f"added metric {spec.name}: {' and '.join(bad)} from the tables' metadata is not a number format "
+        f"(e.g. '.3g'): shown with {FALLBACK_FORMAT!r} instead")
 
 
 COHORT_DOC = ("the cohort the row was computed in (models-<hash> / pairs-<hash> of its members' keys); null when "

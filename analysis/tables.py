@@ -26,29 +26,47 @@ meaning); parts of another version are refused with a message naming it, never t
 Which part a row came from is part of what a read returns (:class:`TableScan`): a part whose rows carry
 another key than its file name (a copy ``K (copy).parquet``, a part stored under another key's name) is
 found by :meth:`TableScan.misnamed`, so that it is never counted twice nor makes a key look done.
+
+Reading a shared run directory. Whoever can write a run directory must not be able to make a reader read, follow
+or exhaust anything outside it: every part is read through :func:`analysis.run_files.read_run_file` (a regular
+file, no symlinked file or folder, at most its size limit) and parsed from those bytes in memory; before its
+columns are decoded, its declared row count and sizes are checked (:data:`MAX_PART_ROWS`,
+:data:`MAX_PART_DECODED_BYTES`), and text columns are measured while still dictionary-encoded, so that a small
+compressed part cannot unfold into gigabytes. A part that fails a check is unreadable, with the reason naming it.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from analysis.run_files import MiB, RunFileError, read_run_file
 from analysis.schemas import (
     KEY_COLUMNS,
     MODEL_KEYED,
     SCHEMA_VERSION,
     TableError,
     required_columns,
+    sane_spec,
     spec_of_field,
     table_schema,
 )
 from workloads.atomic import write_atomically
 from workloads.metric_specs import MetricSet, MetricSpec, merged
+
+# Rows one part may hold: a live run writes one row per models/pairs part, one per point of a curve and one per
+# epoch of a history; an imported reference one cell's 5 models and 10 pairs. Far more is not a run's part.
+MAX_PART_ROWS = {"models": 1_000, "pairs": 1_000, "curves": 100_000, "history": 100_000, "curve_history": 100_000}
+# Bytes a part's columns may take once decoded (a real part: a few kB; a history of 10,000 epochs: ~2 MB), and
+# what all parts of one table may take together: beyond, the parts are refused rather than exhaust the memory.
+MAX_PART_DECODED_BYTES = 64 * MiB
+MAX_TABLE_DECODED_BYTES = 1024 * MiB
 
 # ---------------------------------------------------------------------------------------------
 # Keys
@@ -153,14 +171,16 @@ class RunTables:
     # -- reading ------------------------------------------------------------------------------
 
     def part_keys(self, table: str) -> list[str]:
-        """Keys of the parts present (complete, readable or not) in ``table``."""
+        """Keys of the parts present (complete, readable or not) in ``table``. A local symlink, device or FIFO
+        named like a part is listed too: reading it is refused with a message naming it (never silently left
+        out, never followed)."""
         fs, path = resolve(join(self.tables_dir, table))
-        infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-        return sorted(
-            i.base_name[: -len(".parquet")]
-            for i in infos
-            if i.type == pafs.FileType.File and i.base_name.endswith(".parquet") and not i.base_name.startswith(".")
-        )
+        if isinstance(fs, pafs.LocalFileSystem):
+            names = _local_entries(path)
+        else:
+            infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+            names = [i.base_name for i in infos if i.type == pafs.FileType.File]
+        return sorted(n[: -len(".parquet")] for n in names if n.endswith(".parquet") and not n.startswith("."))
 
     def read(self, table: str, *, on_corrupt: str = "raise") -> pd.DataFrame:
         """All parts of ``table`` as one DataFrame (empty, with the schema's columns, when none).
@@ -188,16 +208,23 @@ class RunTables:
         as in :meth:`read`. A part of another schema version raises TableError.
         """
         keys = self.part_keys(table)
-        raw, row_parts, bad = [], [], []
+        raw, row_parts, bad, held = [], [], [], 0
         for key in keys:
             part, why = self._read_part(table, key)
+            if part is not None and held + part.nbytes > MAX_TABLE_DECODED_BYTES:
+                part, why = None, (f"PartRefusedError: the parts of table {table} read before it hold "
+                                   f"{held / MiB:.0f} MiB, the most one table of a run may hold: not read")
             if part is None:
                 bad.append((key, why))
             else:
+                held += part.nbytes
                 raw.append(part)
                 row_parts.extend([key] * part.num_rows)
         # The added metrics the parts declare (a column with its spec in the field metadata), first seen kept.
-        added = merged([spec for part in raw for spec in map(spec_of_field, part.schema) if spec is not None])
+        declared = [spec for part in raw for spec in map(spec_of_field, part.schema) if spec is not None]
+        checked = [sane_spec(spec) for spec in declared]
+        notes = sorted({note for _, note in checked if note})
+        added = merged([spec for spec, _ in checked])
         schema = table_schema(table, added.added)
         frames = [_conform(part, schema) for part in raw]
         if bad and on_corrupt == "raise":
@@ -209,7 +236,7 @@ class RunTables:
         # One Arrow concatenation and one conversion: converting each part to pandas first costs ~10 ms
         # per part, which dominates reading a run of thousands of small parts.
         frame = pa.concat_tables(frames).to_pandas() if frames else schema.empty_table().to_pandas()
-        return TableScan(table, frame, row_parts, bad, keys, added)
+        return TableScan(table, frame, row_parts, bad, keys, added, notes)
 
     def _check_version(self, table: str, version: pa.ChunkedArray) -> None:
         versions = {v for v in version.unique().to_pylist() if v is not None}
@@ -231,12 +258,10 @@ class RunTables:
         required columns (:func:`required_columns`) must be there.
         """
         schema = table_schema(table)
-        fs, path = resolve(self.part_uri(table, key))
+        uri = self.part_uri(table, key)
         try:
-            # ParquetFile on an opened file skips read_table's dataset discovery (several ms per part).
-            with fs.open_input_file(path) as fh:
-                part = pq.ParquetFile(fh).read()
-        except (OSError, pa.ArrowException) as exc:
+            part = _parse_part(read_run_file(uri, "table", root=self.run_dir), table, uri)
+        except (OSError, pa.ArrowException, RunFileError, PartRefusedError) as exc:
             return None, f"{type(exc).__name__}: {exc}"
         missing = [n for n in required_columns(table) if n not in part.schema.names]
         if missing:
@@ -255,6 +280,61 @@ class RunTables:
             return _conform(part, table_schema(table, added)), ""
         except (pa.ArrowException, ValueError) as exc:
             return None, f"{type(exc).__name__}: {exc}"
+
+
+def _local_entries(path: str) -> list[str]:
+    """Names in the local folder ``path`` that are not folders (files, links, devices); none if it is missing
+    (a file in its place is an OSError: the run directory is damaged, not empty)."""
+    try:
+        with os.scandir(path) as entries:
+            return [e.name for e in entries if not e.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return []
+
+
+class PartRefusedError(ValueError):
+    """A part whose declared rows or decoded size are beyond what a run writes: it is not decoded."""
+
+
+def _parse_part(data: bytes, table: str, uri: str) -> pa.Table:
+    """The columns of the Parquet part ``data`` (its bytes) that a reader may use: flat columns only (the
+    schemas have no nested ones), each text column decoded only once its decoded size is known to fit."""
+    part_file = pq.ParquetFile(pa.BufferReader(data))
+    meta = part_file.metadata
+    cap = MAX_PART_ROWS.get(table, 100_000)
+    if meta.num_rows > cap:
+        raise PartRefusedError(f"{uri} declares {meta.num_rows} rows, over the {cap} a {table} part holds: not read")
+    declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    _check_decoded(declared, uri)
+    flat = [f for f in part_file.schema_arrow if not pa.types.is_nested(f.type)]
+    text = [f.name for f in flat if _is_text(f.type.value_type if pa.types.is_dictionary(f.type) else f.type)]
+    # Text stays dictionary-encoded while it is measured: a one-row dictionary repeated in every row is small
+    # on disk and in this form, and only its decoded size tells whether it fits.
+    part = pq.ParquetFile(pa.BufferReader(data), read_dictionary=text).read(columns=[f.name for f in flat])
+    _check_decoded(part.nbytes + sum(_decoded_text_bytes(part.column(name)) for name in text), uri)
+    columns = [c.cast(c.type.value_type) if pa.types.is_dictionary(c.type) else c for c in part.columns]
+    fields = [f.with_type(c.type) for f, c in zip(part.schema, columns)]  # keeps an added metric's spec
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind)
+            or pa.types.is_large_binary(kind))
+
+
+def _check_decoded(size: int, uri: str) -> None:
+    if size > MAX_PART_DECODED_BYTES:
+        raise PartRefusedError(f"{uri} decodes to {size / MiB:.0f} MiB, over the {MAX_PART_DECODED_BYTES / MiB:.0f} "
+                               f"MiB a part of a run holds: not read (a run never writes one so large)")
+
+
+def _decoded_text_bytes(column: pa.ChunkedArray) -> int:
+    """Bytes the dictionary-encoded text ``column`` takes once decoded (each row's value length, summed)."""
+    total = 0
+    for chunk in column.chunks:
+        if pa.types.is_dictionary(chunk.type) and len(chunk):
+            total += pc.sum(pc.take(pc.binary_length(chunk.dictionary), chunk.indices)).as_py() or 0
+    return total
 
 
 def _conform(part: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -276,6 +356,7 @@ class TableScan:
     unreadable: list[tuple[str, str]]
     present: list[str]
     metrics: MetricSet = MetricSet()  # the added metrics whose columns the parts hold (specs from their metadata)
+    notes: list = field(default_factory=list)  # what was not taken from the parts' metadata as it was (a format)
 
     def row_keys(self) -> list[str | None]:
         """The key each row belongs under, from its key columns (None for a row whose keys are null)."""
@@ -318,7 +399,7 @@ class TableScan:
             return self
         return TableScan(self.table, self.rows_without(parts), [p for p in self.row_parts if p not in parts],
                          [(k, why) for k, why in self.unreadable if k not in parts],
-                         [k for k in self.present if k not in parts], self.metrics)
+                         [k for k in self.present if k not in parts], self.metrics, self.notes)
 
     def rows_without(self, parts) -> pd.DataFrame:
         """``frame`` without the rows of ``parts`` (e.g. the misnamed ones), index reset."""

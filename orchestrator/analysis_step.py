@@ -38,6 +38,22 @@ def saved_rules(run_dir: str) -> tuple[dict, str | None]:
                     f"`landscape analyze {run_dir}` without --rule draws it with the defaults")
 
 
+def run_config_hash(run_dir: str) -> tuple[str | None, str | None]:
+    """(the hash of the run's config.yaml, a note for the user or None): what `landscape analyze` admits rows
+    by, as `status` and `resume` do (rows of another hash are left out). (None, None) for a run without a
+    config (an imported reference); (None, note) when its config.yaml cannot be read or is not a sweep config."""
+    from orchestrator import storage
+    from orchestrator.config import ConfigError
+    from orchestrator.status import load_run_config
+
+    if not storage.exists(storage.config_uri(run_dir)) and not os.path.lexists(storage.config_uri(run_dir)):
+        return None, None
+    try:
+        return load_run_config(run_dir).config_hash(), None
+    except ConfigError as exc:
+        return None, (f"rows are not checked against the run's config hash: {' '.join(str(exc).split())[:300]}")
+
+
 def run_analysis(run_dir: str, *, scans: dict | None = None, pairs_expected: bool | None = None) -> None:
     try:
         from analysis import api

@@ -28,7 +28,7 @@ from datetime import datetime
 
 import click
 
-from orchestrator.analysis_step import analyse_during_sweep, analysis_out_dir, echo_analysis
+from orchestrator.analysis_step import analyse_during_sweep, analysis_out_dir, echo_analysis, run_config_hash
 from orchestrator.config import ConfigError
 from orchestrator.execute import echo_resources, execute, joins_cluster, shutdown_ray
 from orchestrator.exits import EXIT_INCOMPLETE, _fail, _user_errors
@@ -251,10 +251,13 @@ def analyze(run_dir, rules, out_dir):
     except ImportError as exc:
         _fail(ConfigError(f"the analysis package is not available ({exc})"))
     previous = _previous_labels(run_dir, out_dir)  # read before the analysis replaces them
+    config_hash, note = run_config_hash(run_dir)  # rows of other settings are left out, as status/resume do
+    if note:
+        click.echo(f"warning: {note}", err=True)
     try:
         result = analyse_during_sweep(run_dir, lambda: api.analyze_run(  # a live sweep: no advice to resume
             run_dir, rules=parsed or None, out_dir=analysis_out_dir(run_dir, out_dir),
-            pairs_expected=_pairs_expected(run_dir)))
+            pairs_expected=_pairs_expected(run_dir), config_hash=config_hash))
     except (ValueError, LookupError, OSError, *_user_errors()) as exc:
         _fail(exc)
     echo_analysis(result, run_dir)
@@ -321,8 +324,15 @@ def compare(run_a, run_b, rules, rules_a, rules_b, out, as_json):
         from analysis.compare_plot import save_comparison_maps
     except ImportError as exc:
         _fail(ConfigError(f"the analysis package is not available ({exc})"))
+    hashes = []
+    for run in (run_a, run_b):  # rows of other settings are left out, as analyze does
+        config_hash, note = run_config_hash(run)
+        if note:
+            click.echo(f"warning: {run}: {note}", err=True)
+        hashes.append(config_hash)
     try:
-        result = compare_runs(run_a, run_b, rules_a=side_a or None, rules_b=side_b or None)
+        result = compare_runs(run_a, run_b, rules_a=side_a or None, rules_b=side_b or None,
+                              config_hash_a=hashes[0], config_hash_b=hashes[1])
         figures = save_comparison_maps(result, out)
     except (ValueError, LookupError, OSError, *_user_errors()) as exc:
         _fail(exc)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+from analysis.run_files import RunFileError
 from analysis.tables import RunTables
 from orchestrator import runlock, storage
 from orchestrator.config import ConfigError, parse_config, parse_yaml
@@ -15,6 +18,8 @@ RUN_CONFIG_FIX = ("restore the run's config.yaml from a copy, or rewrite it with
 def load_run_config(run_dir: str):
     try:
         data = storage.read_bytes(storage.config_uri(run_dir))
+    except RunFileError as exc:  # a link, a device, a file too large: named, never followed or read
+        raise ConfigError(f"{exc}; {RUN_CONFIG_FIX}") from None
     except (FileNotFoundError, OSError):
         raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)") from None
     try:
@@ -64,7 +69,8 @@ STAGE_NAMES = {"models": "stage 1 models", "pairs": "stage 2 pairs "}
 def _run_status(run_dir: str, verify_weights: bool = True) -> tuple[str, str | None]:
     from orchestrator.plan import make_plan, scan_tables
 
-    has_config = storage.exists(storage.config_uri(run_dir))
+    # A link or a device under the name counts too: load_run_config refuses it by name (analysis/run_files.py).
+    has_config = storage.exists(storage.config_uri(run_dir)) or os.path.lexists(storage.config_uri(run_dir))
     tables = RunTables(run_dir)
     if not has_config and not (tables.part_keys("models") or tables.part_keys("pairs")):
         load_run_config(run_dir)  # the clear error: not a run directory

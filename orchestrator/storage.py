@@ -50,6 +50,7 @@ from datetime import datetime, timezone
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from analysis.run_files import read_run_file
 from analysis.tables import RunTables, join, resolve, row_key
 from workloads.atomic import is_temporary_name, write_bytes_atomically
 
@@ -162,7 +163,15 @@ def write_bytes(uri: str, data: bytes) -> None:
             f.write(data)
 
 
+# Files read by their name's kind through analysis/run_files.py: a regular file within its size limit, never a
+# link or a device (a shared run directory's config.yaml -> /dev/zero would otherwise fill the memory).
+_CHECKED_KINDS = {".yaml": "config", ".yml": "config", ".json": "json"}
+
+
 def read_bytes(uri: str) -> bytes:
+    kind = _CHECKED_KINDS.get(os.path.splitext(uri)[1])
+    if kind is not None:
+        return read_run_file(uri, kind)  # RunFileError is an OSError: callers' handling of unreadable files holds
     fs, path = resolve(uri)
     with fs.open_input_stream(path) as f:
         return f.read()

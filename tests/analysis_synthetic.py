@@ -85,10 +85,12 @@ def cell_id(width, batch):
     }
 
 
-def write_synthetic_run(run_dir: str, *, drop=(), temperature_name: str = "batch_size", only=None) -> RunTables:
+def write_synthetic_run(run_dir: str, *, drop=(), temperature_name: str = "batch_size", only=None,
+                        config_hash: str | None = None) -> RunTables:
     """Write the run; ``drop`` lists (width, batch, seed) models to leave out (to make cells incomplete);
-    ``only`` restricts it to the given (width, batch) cells."""
+    ``only`` restricts it to the given (width, batch) cells; ``config_hash``: the rows' (default COMMON's)."""
     tables = RunTables(run_dir)
+    common = {**COMMON, "config_hash": config_hash or COMMON["config_hash"]}
     for (w, b), (loss, mc, cka, acc) in CELLS.items():
         if only is not None and (w, b) not in only:
             continue
@@ -98,7 +100,7 @@ def write_synthetic_run(run_dir: str, *, drop=(), temperature_name: str = "batch
                 continue
             f = SEED_FACTOR[s]
             row = {
-                **COMMON,
+                **common,
                 **cell,
                 "seed": s,
                 "status": "ok",
@@ -114,7 +116,7 @@ def write_synthetic_run(run_dir: str, *, drop=(), temperature_name: str = "batch
         for a, c in itertools.combinations(SEEDS, 2):
             off = PAIR_OFFSET[(a, c)]
             row = {
-                **COMMON,
+                **common,
                 **cell,
                 "seed_a": a,
                 "seed_b": c,
@@ -129,7 +131,7 @@ def write_synthetic_run(run_dir: str, *, drop=(), temperature_name: str = "batch
         # One stored curve per cell: a bump of height -mc at t = 0.5 on endpoints at 2 % error.
         curve = [
             {
-                **COMMON,
+                **common,
                 **cell,
                 "seed_a": 0,
                 "seed_b": 1,

@@ -93,7 +93,11 @@ def test_validate_learns_the_users_data_once_and_builds_the_model(user_folder):
 
         cell = cell_spec(cfg, 16, 32)
         data = cell.data()
-        assert cell_quantities(cfg, 16, 32) == (16, 32, 100)
+        from orchestrator.run_facts import measure
+
+        facts = measure(cfg)  # what run and resume record for the cost model
+        assert cell_quantities(cfg, 16, 32, facts.train_size) == (16, 32, 100)
+        assert facts.input_shape == (5,) and facts.num_classes == 4 and facts.parameters[16] == 5 * 16 + 16 + 16 * 4 + 4
         import counting
 
         assert counting.CALLS == [3]  # one call in this process: validate, the cost model and the job share it

@@ -4,6 +4,7 @@ outside the repository, checks before Ray, the module shipped to the workers, an
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -179,6 +180,18 @@ def test_readme_example_runs_from_a_folder_holding_only_its_two_files(user_folde
     assert len(models) == 4 and (models.status == "ok").all(), models[["status", "error"]]
     assert len(pairs) == 2 and (pairs.status == "ok").all(), pairs[["status", "error"]]
     assert set(models.train_size) == {600} and (models.num_params[models.load_value == 16] == 8 * 16 + 16 + 16 * 3 + 3).all()
+    # What run learned from the user's code, recorded for status to read as data (orchestrator/run_facts.py).
+    facts = json.loads((user_folder / "run" / "facts.json").read_text())
+    assert (facts["train_size"], facts["input_shape"], facts["num_classes"]) == (600, [8], 3)
+    assert facts["parameters"] == {"4": 8 * 4 + 4 + 4 * 3 + 3, "16": 8 * 16 + 16 + 16 * 3 + 3}
+    # resume imports mynets only from a folder named on its command line, and says so before it does.
+    refused = _run(["resume", "run", "--no-analysis"], user_folder, hygienic_env(ray_tmpdir))
+    assert "workload.model 'mynets:build': module mynets: not found" in refused.stdout, refused.stdout
+    assert_clean_error(refused, "no module named 'mynets'", "--code-dir")
+    resumed = _run(["resume", "run", "--no-analysis", "--code-dir", "."], user_folder, hygienic_env(ray_tmpdir))
+    assert resumed.returncode == 0, (resumed.stdout[-3000:], resumed.stderr[-3000:])
+    assert f"workload.model 'mynets:build': module mynets from {user_folder / 'mynets.py'}" in resumed.stdout
+    assert "nothing to do" in resumed.stdout
 
 
 @pytest.mark.ray

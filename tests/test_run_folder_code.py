@@ -257,3 +257,38 @@ def test_an_oversized_or_linked_config_is_one_error_line(tmp_path, command):
             assert_clean_error(proc)
         else:
             assert_clean_error(proc, "config.yaml", fragment)
+
+
+def test_recorded_facts_are_read_back_only_as_the_data_run_writes(tmp_path):
+    """RUN_DIR/facts.json round-trips what run measured; anything else in it (other types, absurd sizes, another
+    workload, a symlink, a huge file) is ignored, and the assumed facts need no code."""
+    import json
+
+    from orchestrator.config import load_config
+    from orchestrator.run_facts import assumed, for_reading, measure, record, recorded, to_json
+
+    cfg = load_config("smoke", check_data=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    assert recorded(str(run), cfg) is None and for_reading(str(run), cfg).source == "assumed"
+    facts = measure(cfg)
+    record(str(run), facts, cfg)
+    back = recorded(str(run), cfg)
+    assert back is not None and back.source == "recorded"
+    assert (back.train_size, back.input_shape, back.num_classes, back.parameters, back.added_metrics) == \
+        (facts.train_size, facts.input_shape, facts.num_classes, facts.parameters, facts.added_metrics)
+    good = json.loads(to_json(facts, cfg))
+    for change in ({"train_size": "4000"}, {"train_size": True}, {"train_size": 10**13}, {"input_shape": []},
+                   {"input_shape": [40] * 9}, {"parameters": {"w": 5}}, {"parameters": {"8": -1}},
+                   {"added_metrics": [{"name": 1}]}, {"model": "other:build"}, {"version": 2}):
+        (run / "facts.json").write_text(json.dumps({**good, **change}))
+        assert recorded(str(run), cfg) is None, change
+    (run / "facts.json").write_text("[" * 100_000)  # nested too deeply for json
+    assert recorded(str(run), cfg) is None
+    (run / "facts.json").unlink()
+    (tmp_path / "elsewhere.json").write_bytes(to_json(facts, cfg))
+    (run / "facts.json").symlink_to(tmp_path / "elsewhere.json")
+    assert recorded(str(run), cfg) is None
+    guess = assumed(cfg)
+    assert (guess.train_size, guess.input_shape, guess.num_classes) == (4000, (40,), 10)  # mnist1d, known
+    assert guess.params(64) == 4 * guess.params(32)

@@ -95,11 +95,19 @@ def no_markers(markers) -> None:
     assert MODULE not in sys.modules
 
 
+# Everything named by the module, or (issue #18's 1b) a built-in workload with only metrics.extra naming it: a
+# config without other user code used to be validated in full, which imported metrics.extra.
+ONLY_METRICS = {"workload.dataset": "mnist1d", "workload.model": "mlp", "metrics.cka_probe_maker": "mixup"}
+
+
+@pytest.mark.parametrize("names", ["everything", "metrics.extra only"])
 @pytest.mark.parametrize("where", ["run", "elsewhere"])
-def test_read_only_commands_import_and_call_nothing_the_run_folder_names(shared, monkeypatch, where):
+def test_read_only_commands_import_and_call_nothing_the_run_folder_names(shared, monkeypatch, where, names):
     """status, analyze, plot and run --out, from inside the run folder (its module.py beside config.yaml) and
     from a folder of the user's that holds the module too: no marker."""
     run, elsewhere, markers = shared
+    if names != "everything":
+        (run / "config.yaml").write_text(yaml.safe_dump(crafted_config(**ONLY_METRICS)))
     monkeypatch.chdir(run if where == "run" else elsewhere)
 
     status = landscape_in_process("status", str(run))
@@ -121,7 +129,8 @@ def test_read_only_commands_import_and_call_nothing_the_run_folder_names(shared,
     out = landscape_in_process("run", "smoke", "--out", str(run), "--no-analysis")
     assert_clean_error(out, f"--out {run} is a run of another config ('shared-run')")
     no_markers(markers)
-    assert "config.yaml" in os.listdir(run) and yaml.safe_load((run / "config.yaml").read_text()) == crafted_config()
+    saved = crafted_config(**(ONLY_METRICS if names != "everything" else {}))
+    assert yaml.safe_load((run / "config.yaml").read_text()) == saved  # nothing of the folder changed
 
 
 def test_status_with_recorded_facts_reports_missing_added_metrics_without_importing(shared):

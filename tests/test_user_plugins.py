@@ -192,6 +192,19 @@ def test_readme_example_runs_from_a_folder_holding_only_its_two_files(user_folde
     assert resumed.returncode == 0, (resumed.stdout[-3000:], resumed.stderr[-3000:])
     assert f"workload.model 'mynets:build': module mynets from {user_folder / 'mynets.py'}" in resumed.stdout
     assert "nothing to do" in resumed.stdout
+    # The run folder is shared and holds another mynets.py; resume runs from inside it with the user's code named
+    # by --code-dir: the driver and Ray's workers (which get the driver's working directory first on their
+    # sys.path) import the user's copy, never the folder's.
+    run = user_folder / "run"
+    (run / "mynets.py").write_text("raise RuntimeError('the run folder copy of mynets was imported')\n")
+    tables = RunTables(str(run))
+    key = sorted(tables.part_keys("models"))[0]
+    tables.delete_part("models", key)  # one model (and its pair) to compute again, in a worker
+    resumed = _run(["resume", ".", "--no-analysis", "--code-dir", str(user_folder)], run, hygienic_env(ray_tmpdir))
+    assert resumed.returncode == 0, (resumed.stdout[-3000:], resumed.stderr[-3000:])
+    assert f"module mynets from {user_folder / 'mynets.py'}" in resumed.stdout
+    models = RunTables(str(run)).read("models")
+    assert len(models) == 4 and (models.status == "ok").all(), models[["status", "error"]]
 
 
 @pytest.mark.ray

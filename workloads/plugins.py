@@ -69,19 +69,48 @@ def split_reference(reference: str) -> tuple[str, str]:
     return module, attribute
 
 
-# How this process looks up users' code: "working_directory" (append the cwd to sys.path, `run`'s way) and
-# "refused" (why no lookup may happen at all: a read-only command), set only by the context managers below.
-_POLICY = {"working_directory": True, "refused": None}
+# How this process looks up users' code: "working_directory" (append the cwd to sys.path, `run`'s way), "dirs"
+# (the folders code_from added) and "refused" (why no lookup may happen at all: a read-only command), set only by
+# the context managers below.
+_POLICY = {"working_directory": True, "dirs": (), "refused": None}
+
+# Set by `resume` for the processes that run its jobs (Ray workers, orchestrator/shipping.py): the folder they must
+# not import users' code from. Ray puts the driver's working directory first on every worker's sys.path, so a
+# resume run from inside a shared run folder would otherwise import that folder's copy of the user's module there.
+NOT_FROM_ENV = "LANDSCAPE_USER_CODE_NOT_FROM"
+
+
+def worker_environment() -> dict:
+    """Environment variables for the sweep's workers that carry this process's lookup rule (empty for `run`):
+    inside ``code_from``, the working directory is not a place to import users' code from, unless named."""
+    if _POLICY["working_directory"]:
+        return {}
+    cwd = os.path.abspath(os.getcwd())
+    # A folder named with --code-dir is allowed; so is the source tree the tool itself is imported from (its
+    # workers import the tool's own modules from there too).
+    own_tree = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return {} if cwd in _POLICY["dirs"] or cwd == own_tree else {NOT_FROM_ENV: cwd}
+
+
+def _apply_worker_rule() -> None:
+    """In a worker of a `resume`: no lookup in the forbidden folder (taken off sys.path, and the cwd not added)."""
+    forbidden = os.environ.get(NOT_FROM_ENV)
+    if not forbidden:
+        return
+    _POLICY["working_directory"] = False
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != forbidden]
 
 
 @contextlib.contextmanager
 def code_from(dirs=()):
     """Within: users' modules are found on sys.path as it is (PYTHONPATH, installed packages) and in ``dirs``
     (appended after them), never in the working directory unless it is one of ``dirs``. `landscape resume`."""
-    added = [os.path.abspath(d) for d in dirs if os.path.abspath(d) not in sys.path]
+    named = tuple(os.path.abspath(d) for d in dirs)
+    added = [d for d in dict.fromkeys(named) if d not in sys.path]
     before = dict(_POLICY)
     sys.path.extend(added)
     _POLICY["working_directory"] = False
+    _POLICY["dirs"] = named
     try:
         yield
     finally:
@@ -112,6 +141,7 @@ def _refuse_if_read_only(kind: str, name: str) -> None:
 
 def module_origin(module_name: str) -> str | None:
     """The file or package folder ``module_name`` would be imported from, without importing it (None if none)."""
+    _apply_worker_rule()
     _ensure_cwd_on_path()
     try:
         spec = importlib.util.find_spec(module_name.split(".")[0])
@@ -167,6 +197,7 @@ def import_user_module(reference: str, kind: str = "object"):
         # dataset_args {filename: ..., filemode: w}) would only use the sweep's call to run a library function.
         raise PluginError(f"{kind} {reference!r} names Python's standard library ({top}), not code written for a "
                           f"sweep: name a function of your own module, e.g. 'mynets:build'")
+    _apply_worker_rule()
     _ensure_cwd_on_path()
     try:
         return importlib.import_module(module_name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from orchestrator.config import SweepConfig, cell_knob_values, expand_data_root, workload_facts
+from orchestrator.config import SweepConfig, cell_knob_values, expand_data_root
 from workloads import knobs
 from workloads.metric_discovery import run_metrics
 
@@ -22,9 +22,9 @@ def cell_spec(cfg: SweepConfig, load_value: float, temperature_value: float):
                     added_metrics=run_metrics(cfg.metrics.extra).added)
 
 
-def cell_quantities(cfg: SweepConfig, load_value: float, temperature_value: float) -> tuple[int, int, int]:
-    """(model width, batch size, training-set size) of a cell, from its knobs (what the cost model counts)."""
-    full, _, _ = workload_facts(cfg.workload)
+def cell_quantities(cfg: SweepConfig, load_value: float, temperature_value: float, full: int) -> tuple[int, int, int]:
+    """(model width, batch size, training-set size) of a cell, from its knobs (what the cost model counts), of a
+    workload whose full training set has ``full`` examples."""
     applied = knobs.applied(cell_knob_values(cfg, load_value, temperature_value))
     batch = int(applied.get("training.batch_size", cfg.training.batch_size))
     return int(applied["model.width"]), batch, knobs.train_size(applied, full)

@@ -1,7 +1,7 @@
 """The ``landscape`` command line.
 
     landscape run [CONFIG] [--out RUN_DIR] [--set k=v ...] [--address HOST:PORT]
-    landscape resume RUN_DIR [--set k=v ...] [--address HOST:PORT]
+    landscape resume RUN_DIR [--set k=v ...] [--address HOST:PORT] [--log LOGGER] [--code-dir DIR]
     landscape validate CONFIG [--set k=v ...] [--address HOST:PORT]
     landscape plot RUN_DIR --cell KNOB=VALUE,KNOB=VALUE
     landscape configs
@@ -128,16 +128,8 @@ LOG_HELP = ("Also send every job's epochs and results to Tune's logger for this 
 def _with_loggers(cfg, log):
     """``cfg`` with the ``--log`` names added to its ``logging`` list, every logger's package checked (a
     ConfigError naming it and its pip install before Ray starts)."""
-    import dataclasses
-
-    from orchestrator.loggers import check_loggers, loggers_check
-
     names = tuple(dict.fromkeys([*cfg.logging, *(n.strip() for item in log for n in item.split(",") if n.strip())]))
-    problem = loggers_check(names)
-    if problem:
-        raise ConfigError(f"--log: {problem}")
-    check_loggers(names)
-    return dataclasses.replace(cfg, logging=names)
+    return _checked_loggers(cfg, names)
 
 
 @main.command()
@@ -161,48 +153,84 @@ def run(config, out, overrides, address, no_analysis, log):
     execute(cfg, run_dir, address=address, analysis=not no_analysis, resuming=False)
 
 
+CODE_DIR_HELP = ("A folder to import the run's own code from (its module:function references), e.g. --code-dir . "
+                 "for the folder you are in; repeatable. resume never imports from the working directory or the run "
+                 "directory unless named here (else: PYTHONPATH and installed packages).")
+RESUME_LOG_HELP = (LOG_HELP + " Loggers of the run's config that send data off this machine (wandb, mlflow to a "
+                   "server) are used only when named here again.")
+
+
 @main.command()
 @click.argument("run_dir")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help=SET_HELP + " Grid values and seeds may grow; training and metric settings must not change.")
 @click.option("--address", default=None, metavar="HOST:PORT", help=ADDRESS_HELP)
 @click.option("--no-analysis", is_flag=True, help="Skip the analysis after the sweep.")
-@click.option("--log", "log", multiple=True, metavar="LOGGER", help=LOG_HELP)
-def resume(run_dir, overrides, address, no_analysis, log):
-    """Continue the sweep in RUN_DIR: only missing, failed or broken results are computed."""
-    from orchestrator.config import apply_overrides, parse_config, parse_yaml
-    from orchestrator.status import RUN_CONFIG_FIX
-    from orchestrator.storage import config_uri, normalise_run_dir, read_bytes
+@click.option("--log", "log", multiple=True, metavar="LOGGER", help=RESUME_LOG_HELP)
+@click.option("--code-dir", "code_dirs", multiple=True, metavar="DIR", help=CODE_DIR_HELP)
+def resume(run_dir, overrides, address, no_analysis, log, code_dirs):
+    """Continue the sweep in RUN_DIR: only missing, failed or broken results are computed.
+
+    RUN_DIR/config.yaml is read as data first; before importing any code it names, resume prints which modules
+    it will import and from where (they come from the run directory's config, which its last writer chose)."""
+    from orchestrator.config import apply_overrides, parse_config
+    from orchestrator.run_config import parse_run_config, read_run_config_raw
+    from orchestrator.storage import config_uri, normalise_run_dir
+    from orchestrator.user_code import resume_notice
+    from workloads.plugins import code_from
 
     try:
         run_dir = normalise_run_dir(run_dir)
     except _user_errors() as exc:  # a run directory name that cannot mean one place
         _fail(exc)
     try:
-        data = read_bytes(config_uri(run_dir))
-    except (FileNotFoundError, OSError):
-        _fail(ConfigError(f"{run_dir} is not a run directory (no config.yaml); start one with `landscape run`"))
-    try:
-        raw = parse_yaml(data, config_uri(run_dir))  # a damaged file: ConfigError, never a traceback
-    except ConfigError as exc:
-        _fail(ConfigError(f"{exc}; {RUN_CONFIG_FIX}"))
-    if raw is None:
-        _fail(ConfigError(f"{config_uri(run_dir)} is empty; {RUN_CONFIG_FIX}"))
-    try:
-        if not isinstance(raw, dict):
-            raise ConfigError(f"a sweep config is a YAML mapping (key: value), got {type(raw).__name__}")
-        raw = apply_overrides(raw, overrides)
+        raw = apply_overrides(read_run_config_raw(run_dir), overrides)
         if raw.get("run") is None or isinstance(raw["run"], dict):  # else parse_config names the problem
             raw["run"] = {**(raw.get("run") or {}), "storage": run_dir}
-        cfg = parse_config(raw, check_data=not joins_cluster(address))
-    except ConfigError as exc:
-        _fail(ConfigError(f"{config_uri(run_dir)}: {exc}"))
-    try:
-        cfg = _with_loggers(cfg, log)
+        saved = parse_run_config(raw, run_dir)  # as data: nothing it names is imported yet
+        names, dropped = _resume_loggers(saved, log, run_dir)
     except ConfigError as exc:
         _fail(exc)
-    execute(cfg, run_dir, address=address, analysis=not no_analysis, resuming=True)
+    missing = [d for d in code_dirs if not os.path.isdir(d)]
+    if missing:
+        _fail(ConfigError(f"--code-dir {missing[0]}: no such folder"))
+    if dropped:
+        click.echo(f"note: {config_uri(run_dir)} turns on {', '.join(dropped)}, which would send this sweep's data "
+                   f"off this machine: left off for this resume (add {' '.join('--log ' + n for n in dropped)} "
+                   f"to use {'it' if len(dropped) == 1 else 'them'})")
+    with code_from(code_dirs):
+        for line in resume_notice(saved, config_uri(run_dir)):  # before anything it names is imported
+            click.echo(line)
+        try:
+            cfg = parse_config(raw, check_data=not joins_cluster(address))
+        except ConfigError as exc:
+            _fail(ConfigError(f"{config_uri(run_dir)}: {exc}"))
+        try:
+            cfg = _checked_loggers(cfg, names)
+        except ConfigError as exc:
+            _fail(exc)
+        execute(cfg, run_dir, address=address, analysis=not no_analysis, resuming=True)
 
+
+def _resume_loggers(saved, log, run_dir: str) -> tuple[tuple, tuple]:
+    """(the loggers a resume uses, those of the run's config it leaves off): orchestrator/loggers.py."""
+    from orchestrator.loggers import loggers_for_resume
+
+    asked = tuple(n.strip() for item in log for n in item.split(",") if n.strip())
+    return loggers_for_resume(saved.logging, asked, run_dir)
+
+
+def _checked_loggers(cfg, names):
+    """``cfg`` with exactly the loggers ``names``, each known and its package installed (ConfigError)."""
+    import dataclasses
+
+    from orchestrator.loggers import check_loggers, loggers_check
+
+    problem = loggers_check(names)
+    if problem:
+        raise ConfigError(f"--log: {problem}")
+    check_loggers(names)
+    return dataclasses.replace(cfg, logging=tuple(names))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -216,10 +244,12 @@ def status(run_dir, quick):
     """Per stage: what is done, diverged, failed and missing in RUN_DIR (exit 1 when finished weights are
     missing or damaged)."""
     from orchestrator.status import run_status_problems
+    from workloads.plugins import PluginError, refusing_user_code
 
     try:
-        text, problem = run_status_problems(run_dir, verify_weights=not quick)
-    except _user_errors() as exc:
+        with refusing_user_code("landscape status"):  # reads the run as data (orchestrator/run_config.py)
+            text, problem = run_status_problems(run_dir, verify_weights=not quick)
+    except (PluginError, *_user_errors()) as exc:
         _fail(exc)
     click.echo(text)
     if problem:
@@ -254,10 +284,13 @@ def analyze(run_dir, rules, out_dir):
     config_hash, note = run_config_hash(run_dir)  # rows of other settings are left out, as status/resume do
     if note:
         click.echo(f"warning: {note}", err=True)
+    from workloads.plugins import refusing_user_code
+
     try:
-        result = analyse_during_sweep(run_dir, lambda: api.analyze_run(  # a live sweep: no advice to resume
-            run_dir, rules=parsed or None, out_dir=analysis_out_dir(run_dir, out_dir),
-            pairs_expected=_pairs_expected(run_dir), config_hash=config_hash))
+        with refusing_user_code("landscape analyze"):  # the tables and the saved config, as data
+            result = analyse_during_sweep(run_dir, lambda: api.analyze_run(  # a live sweep: no advice to resume
+                run_dir, rules=parsed or None, out_dir=analysis_out_dir(run_dir, out_dir),
+                pairs_expected=_pairs_expected(run_dir), config_hash=config_hash))
     except (ValueError, LookupError, OSError, *_user_errors()) as exc:
         _fail(exc)
     echo_analysis(result, run_dir)
@@ -353,9 +386,11 @@ def compare(run_a, run_b, rules, rules_a, rules_b, out, as_json):
 def plot(run_dir, cell, out_dir):
     """Training curves of one cell of RUN_DIR (train loss and test accuracy per epoch, one line per seed)."""
     from analysis.cell_plot import plot_cell
+    from workloads.plugins import refusing_user_code
 
     try:
-        path = plot_cell(run_dir, cell, out_dir=out_dir)
+        with refusing_user_code("landscape plot"):  # the tables, as data
+            path = plot_cell(run_dir, cell, out_dir=out_dir)
     except (ValueError, LookupError, OSError, *_user_errors()) as exc:
         _fail(exc)
     click.echo(path)
@@ -364,11 +399,11 @@ def plot(run_dir, cell, out_dir):
 def _pairs_expected(run_dir: str) -> bool | None:
     """Whether the run's saved config connects any seed pairs (None when it has no readable config.yaml),
     from the YAML alone: validating the config would import torch for nothing."""
-    from orchestrator.config import parse_yaml, seed_pairs
-    from orchestrator.storage import config_uri, read_bytes
+    from orchestrator.config import seed_pairs
+    from orchestrator.run_config import read_run_config_raw
 
     try:
-        raw = parse_yaml(read_bytes(config_uri(run_dir)), "config.yaml")
+        raw = read_run_config_raw(run_dir)  # checked: a regular file of at most 1 MiB
         return bool(seed_pairs((raw.get("metrics") or {}).get("pairs", "auto"), raw.get("seeds") or []))
     except Exception:  # no config (an imported reference), or not one we can read: unknown
         return None

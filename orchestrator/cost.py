@@ -1,30 +1,32 @@
-"""Estimated cost of every job of a sweep: the order of the model jobs, and the weights of the ETA."""
+"""Estimated cost of every job of a sweep: the order of the model jobs, and the weights of the ETA.
+
+Computed from a run's facts (orchestrator/run_facts.py: training-set size, input shape, classes, parameter
+counts), passed in as data; without them (``facts=None``) they are measured from the config's code, which only
+`run`, `resume` and `validate` may do: the read-only commands pass the recorded or assumed facts."""
 
 from __future__ import annotations
 
-import functools
-
 from orchestrator.cells import cell_quantities
-from orchestrator.config import SweepConfig, workload_facts
+from orchestrator.config import SweepConfig
 from orchestrator.jobs import mkey, pkey
 
 
-def order_models(cfg: SweepConfig, todo: list) -> list:
+def order_models(cfg: SweepConfig, todo: list, facts=None) -> list:
     """Longest cells first (shorter tail at the end of the sweep), the seeds of a cell together (its pairs
     become ready early). Costs are rough estimates used only for this order and to weight the ETA."""
     try:
-        cost = _cost_model(cfg)[0]
+        cost = _cost_model(cfg, facts)[0]
         return sorted(todo, key=lambda k: (-cost(k[0], k[1]), k[0], k[1], k[2]))
     except Exception:  # ordering is an optimisation: never fail a sweep over it
         return list(todo)
 
 
-def job_costs(cfg: SweepConfig) -> dict[str, float]:
+def job_costs(cfg: SweepConfig, facts=None) -> dict[str, float]:
     """Job key -> estimated cost of every model and pair job of the grid (model-seconds at the assumed rate
     below; only the ratios matter: the ETA scales them by the seconds the finished jobs took). Empty when
     the model cannot be sized (the ETA then weighs every job the same)."""
     try:
-        model_cost, pair_cost = _cost_model(cfg)
+        model_cost, pair_cost = _cost_model(cfg, facts)
         cells = {(lv, tv): (model_cost(lv, tv), pair_cost(lv, tv)) for lv in cfg.load.values for tv in cfg.temperature.values}
     except Exception:  # an estimate: never fail a sweep over it
         return {}
@@ -46,34 +48,30 @@ JOB_OVERHEAD_S = 0.7  # per job: data, model build, writing the weights and part
 HESSIAN_PRODUCTS = 50  # Hessian-vector products per model, typical (Lanczos + Hutchinson; capped at 100 + 100)
 
 
-def cohort_cost(cfg: SweepConfig, stage: str):
+def cohort_cost(cfg: SweepConfig, stage: str, facts=None):
     """cost(lv, tv, members): the estimated seconds of one cohort trial of ``stage`` ("models" or "pairs") with
     that many members of the cell: the per-step overhead once, the arithmetic once per member (one cohort step
     serves every member). None when the model cannot be sized."""
     try:
-        model_cost, pair_cost = _cost_model(cfg)
+        model_cost, pair_cost = _cost_model(cfg, facts)
     except Exception:  # an estimate: never fail a sweep over it
         return None
     return model_cost if stage == "models" else pair_cost
 
 
-def _cost_model(cfg: SweepConfig):
+def _cost_model(cfg: SweepConfig, facts=None):
     """(model_cost(lv, tv, members=1), pair_cost(lv, tv, members=1)) for the cells of ``cfg``, in estimated
-    seconds; members > 1: a cohort of that many members of the cell (the per-step overhead counted once)."""
-    from workloads.models import count_parameters, shape_model
+    seconds; members > 1: a cohort of that many members of the cell (the per-step overhead counted once).
+    ``facts``: a run_facts.RunFacts (None: measured from the config's code)."""
+    if facts is None:
+        from orchestrator.run_facts import measure
 
-    _, shape, classes = workload_facts(cfg.workload)
+        facts = measure(cfg)
     m, c = cfg.metrics, cfg.metrics.curve
 
-    @functools.lru_cache(maxsize=None)
-    def params(width: int) -> int:
-        # shapes only: no memory, no initialisation (ResNet18 k=128 is 45M params)
-        return count_parameters(shape_model(cfg.workload.model, width=width, num_classes=classes,
-                                            input_shape=shape, **cfg.workload.model_args))
-
     def cell(lv, tv):
-        width, batch, n = cell_quantities(cfg, lv, tv)  # what the knobs set in the cell
-        return n, batch, params(width)
+        width, batch, n = cell_quantities(cfg, lv, tv, facts.train_size)  # what the knobs set in the cell
+        return n, batch, facts.params(width)
 
     def sgd(epochs: int, n: int, batch: int, p: int, step_factor: float = 1.0, members: int = 1) -> float:
         # ~6 flops per parameter and example for a forward and backward pass.

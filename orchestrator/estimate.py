@@ -178,7 +178,7 @@ def estimate_gpu_hours(cfg: SweepConfig, basis: GpuBasis | None = None) -> Estim
     cfg = cfg.with_gpus_available(True)  # resources.gpu: auto -> its GPU share
     model_members = _members_by_cell(cfg, model_cohorts(cfg, cfg.model_keys()))
     pair_members = _members_by_cell(cfg, pair_cohorts(cfg, cfg.pair_keys()))
-    _, shape, classes = workload_facts(cfg.workload)
+    full, shape, classes = workload_facts(cfg.workload)
     tokens = token_inputs(cfg.workload)
     facts = DATASET_FACTS.get(cfg.workload.dataset)
     test = facts.test_size if facts else DEFAULT_TEST_SIZE
@@ -190,7 +190,7 @@ def estimate_gpu_hours(cfg: SweepConfig, basis: GpuBasis | None = None) -> Estim
         share_model = cfg.trial_gpu(lv) or 1.0  # a CPU request is charged as a whole GPU: the estimate is for GPUs
         share_pair = cfg.pair_resources(lv)["gpu"] or 1.0
         for tv in cfg.temperature.values:
-            width, batch, n = cell_quantities(cfg, lv, tv)
+            width, batch, n = cell_quantities(cfg, lv, tv, full)
             fwd = forward_flops(cfg.workload.model, width, tuple(shape), classes, args, tokens)
             steps = cfg.training.epochs * (n // batch)
             flops = 3 * fwd * batch * steps + fwd * (n + test)

@@ -46,7 +46,7 @@ def _stop_signals(got: dict):
 def execute(cfg, run_dir: str, *, address, analysis: bool, resuming: bool):
     import dataclasses
 
-    from orchestrator import ray_leftovers, runlock, storage
+    from orchestrator import ray_leftovers, run_facts, runlock, storage
     from orchestrator.config import config_warnings
     from orchestrator.plan import make_plan
 
@@ -65,6 +65,7 @@ def execute(cfg, run_dir: str, *, address, analysis: bool, resuming: bool):
         _check_saved_config(cfg, run_dir, resuming)
         plan = make_plan(cfg, run_dir)  # fails fast on incompatible rows, before Ray starts
         storage.write_bytes(storage.config_uri(run_dir), cfg.to_yaml().encode())
+        run_facts.record(run_dir, plan.facts, cfg)  # what status reads instead of running the config's code
         info, run_info_note = storage.ensure_run_info(run_dir, cfg.name)
     except errors as exc:
         lock.release()
@@ -219,8 +220,8 @@ def _check_out_dir(cfg, run_dir: str) -> None:
     their files, and a repair would move their Parquet files aside.
     """
     from orchestrator import storage
-    from orchestrator.config import parse_config, parse_yaml
     from orchestrator.ray_leftovers import LOCAL_RAY_NOTE
+    from orchestrator.run_config import load_run_config
 
     fs_kind = _path_kind(run_dir)
     if fs_kind == "missing":
@@ -238,8 +239,7 @@ def _check_out_dir(cfg, run_dir: str) -> None:
     if "config.yaml" not in entries:
         raise ConfigError(f"--out {run_dir} is not empty ({what}) and is not a landscape run; {advice}")
     try:
-        saved = parse_config(parse_yaml(storage.read_bytes(storage.config_uri(run_dir)), "config.yaml") or {},
-                             check_data=False, user_code=False)
+        saved = load_run_config(run_dir)  # as data: nothing it names is imported (orchestrator/run_config.py)
     except (ConfigError, OSError) as exc:
         raise ConfigError(f"--out {run_dir} holds a config.yaml that is not a readable sweep config "
                           f"({' '.join(str(exc).split())[:160]}); {advice}") from None
@@ -259,17 +259,11 @@ def _path_kind(uri: str) -> str:
 
 def _check_saved_config(cfg, run_dir: str, resuming: bool) -> None:
     """A run dir keeps its training and metric settings: a config changing them must use a new directory."""
-    from orchestrator.config import parse_config, parse_yaml
-    from orchestrator.storage import config_uri, read_bytes
+    from orchestrator.run_config import saved_config_or_none
 
-    try:
-        data = read_bytes(config_uri(run_dir))
-    except (FileNotFoundError, OSError):
-        return
-    try:
-        saved = parse_config(parse_yaml(data, config_uri(run_dir)) or {}, check_data=False, user_code=False)
-    except ConfigError:
-        return  # the tables' config hashes still guard the results
+    saved = saved_config_or_none(run_dir)  # as data: nothing it names is imported
+    if saved is None:
+        return  # none, or not readable: the tables' config hashes still guard the results
     if saved.config_hash() != cfg.config_hash():
         diff = _science_diff(saved.science_dict(), cfg.science_dict())
         raise ConfigError(

@@ -10,6 +10,13 @@ and its ``pip install`` before Ray starts. Where each writes:
     wandb         the W&B project named after the sweep (WANDB_API_KEY or WANDB_MODE=offline as usual)
     mlflow        the experiment named after the sweep, at MLFLOW_TRACKING_URI (default: RUN_DIR/mlruns for
                   a local run directory)
+
+Loggers that send data off this machine (wandb unless WANDB_MODE is offline or disabled; mlflow with a tracking
+URI that is not a local file or SQLite database) run only when the command's own user asked for them: in the
+config given to `landscape run`, or with ``--log NAME`` on the command line. `landscape resume` reads its config
+from the run directory, which somebody else may have written: it drops such loggers of that config (saying so)
+unless ``--log NAME`` asks for them again (``loggers_for_resume``); local ones (tensorboard, mlflow to files)
+stay on.
 """
 
 from __future__ import annotations
@@ -60,6 +67,40 @@ def check_loggers(names) -> None:
                               f"pip install {spec.pip}")
 
 
+def mlflow_tracking_uri(run_dir: str) -> str | None:
+    """Where MLflowLoggerCallback writes: MLFLOW_TRACKING_URI, else RUN_DIR/mlruns for a local run directory
+    (None: mlflow's own default, ./mlruns)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri is None and "://" not in run_dir:
+        uri = "file:" + os.path.join(os.path.abspath(run_dir), "mlruns")
+    return uri
+
+
+LOCAL_MLFLOW_SCHEMES = ("file:", "sqlite:")
+
+
+def sends_off_machine(name: str, run_dir: str) -> bool:
+    """Whether the logger ``name`` would send the sweep's data to another machine."""
+    if name == "wandb":
+        return os.environ.get("WANDB_MODE", "").lower() not in ("offline", "disabled", "dryrun")
+    if name == "mlflow":
+        uri = mlflow_tracking_uri(run_dir)
+        if uri is None or uri.startswith(LOCAL_MLFLOW_SCHEMES):
+            return False
+        return ":" in uri or uri.startswith("databricks")  # a plain path is local; http(s)://, databricks are not
+    return False
+
+
+def loggers_for_resume(saved, asked, run_dir: str) -> tuple[tuple, tuple]:
+    """(the loggers a resume uses, the ones of the run's config it leaves off): the config's ``saved`` list
+    without those that send data off this machine unless this command's ``--log`` (``asked``) names them, then
+    ``asked``."""
+    asked = tuple(dict.fromkeys(asked))
+    dropped = tuple(n for n in dict.fromkeys(saved) if n not in asked and sends_off_machine(n, run_dir))
+    used = tuple(dict.fromkeys([*(n for n in saved if n not in dropped), *asked]))
+    return used, dropped
+
+
 def logger_callbacks(names, sweep_name: str, run_dir: str) -> list:
     """The Tune callbacks of the loggers ``names`` (checked with check_loggers first)."""
     check_loggers(names)
@@ -70,10 +111,7 @@ def logger_callbacks(names, sweep_name: str, run_dir: str) -> list:
         if name == "wandb":
             callbacks.append(cls(project=sweep_name))
         elif name == "mlflow":
-            uri = os.environ.get("MLFLOW_TRACKING_URI")
-            if uri is None and "://" not in run_dir:
-                uri = "file:" + os.path.join(os.path.abspath(run_dir), "mlruns")
-            callbacks.append(cls(tracking_uri=uri, experiment_name=sweep_name))
+            callbacks.append(cls(tracking_uri=mlflow_tracking_uri(run_dir), experiment_name=sweep_name))
         else:
             callbacks.append(cls())
     return callbacks

@@ -18,7 +18,7 @@ from orchestrator import storage
 from orchestrator.config import SweepConfig
 from orchestrator.cost import order_models
 from orchestrator.jobs import DONE_MODEL, DONE_PAIR, mkey, pkey
-from workloads.metric_discovery import run_metrics
+from orchestrator.run_facts import RunFacts, for_reading, measure
 
 
 class PlanError(RuntimeError):
@@ -70,6 +70,7 @@ class Plan:
     stages: dict = field(default_factory=dict)  # "models" | "pairs" -> Stage
     other_hashes: dict = field(default_factory=dict)  # table -> config hashes of rows made with other settings
     config_hash: str = ""
+    facts: RunFacts | None = None  # what the costs and the added metrics were taken from (orchestrator/run_facts.py)
 
     @property
     def complete(self) -> bool:
@@ -84,7 +85,7 @@ def scan_tables(run_dir: str) -> dict[str, TableScan]:
 
 
 def make_plan(cfg: SweepConfig, run_dir: str, *, repair: bool = True, scans: dict | None = None,
-              verify_weights: bool = True) -> Plan:
+              verify_weights: bool = True, facts: RunFacts | None = None) -> Plan:
     """Compare the config's grid with the tables of ``run_dir`` (read once, or the given ``scans``).
 
     Broken things are detected and scheduled again: an unreadable part, a part that does not hold its own
@@ -94,9 +95,15 @@ def make_plan(cfg: SweepConfig, run_dir: str, *, repair: bool = True, scans: dic
     removes the temporary files of writes cut short. Rows computed with different settings (another config
     hash) raise PlanError before anything is changed when ``repair`` (mixing them would silently compare
     apples and pears); without it (`landscape status`) they are recorded in ``other_hashes``.
+
+    ``facts`` (the costs that order the jobs, the names of the run's added metrics): by default measured from
+    the config's code when ``repair`` (`run`, `resume`: they run that code anyway), else (`status`) read back
+    as data from RUN_DIR/facts.json or assumed: a plan that does not repair imports and calls nothing the
+    config names.
     """
     tables = RunTables(run_dir)
     plan = Plan()
+    plan.facts = facts or (measure(cfg) if repair else for_reading(run_dir, cfg))
     scans = dict(scans) if scans is not None else scan_tables(run_dir)
     moves = []  # (table, key, note) of parts to move aside, done once the plan is known to be valid
     for table in TABLE_NAMES:
@@ -142,7 +149,7 @@ def make_plan(cfg: SweepConfig, run_dir: str, *, repair: bool = True, scans: dic
             expected=keys, status=dict(zip(scans[table].row_parts, df["status"])),
             errors={k: e for k, st, e in zip(scans[table].row_parts, df["status"], df["error"]) if st == "failed"})
     status = plan.stages["models"].status
-    unmeasured = _lacking_added_metrics(cfg, scans["models"])
+    unmeasured = _lacking_added_metrics(plan.facts.added_metrics, scans["models"])
     # ok models whose weights file is there but not the one written: truncated, or (verify_weights) its bytes
     # are not those its row's sha256 names (a flipped bit still loads). Retrained, with the pairs using them.
     hashes = dict(zip(scans["models"].row_parts, frames["models"].get("weights_sha256", pd.Series(dtype=object))))
@@ -194,18 +201,17 @@ def make_plan(cfg: SweepConfig, run_dir: str, *, repair: bool = True, scans: dic
             plan.pairs_done[key] = st
         else:
             plan.pairs_todo.append((lv, tv, a, b))
-    plan.models_todo = order_models(cfg, plan.models_todo)
+    plan.models_todo = order_models(cfg, plan.models_todo, plan.facts)
     return plan
 
 
-def _lacking_added_metrics(cfg: SweepConfig, scan: TableScan) -> set[str]:
-    """Keys of the ok models rows (from their own parts) that lack a value of an added metric of the run (the
-    package's own, workloads/extra_metrics/, and the config's metrics.extra)."""
-    added = run_metrics(cfg.metrics.extra).added
+def _lacking_added_metrics(added: tuple, scan: TableScan) -> set[str]:
+    """Keys of the ok models rows (from their own parts) that lack a value of an added metric of the run
+    (``added``: the names of the package's own, workloads/extra_metrics/, and of the config's metrics.extra)."""
     if not added:
         return set()
     frame = scan.frame
     lacking = pd.Series(False, index=frame.index)
-    for spec in added:
-        lacking |= frame[spec.name].isna() if spec.name in frame.columns else True
+    for name in added:
+        lacking |= frame[name].isna() if name in frame.columns else True
     return {part for part, ok, lacks in zip(scan.row_parts, frame["status"] == "ok", lacking) if ok and lacks}

@@ -6,8 +6,9 @@
 
 ``landscape run`` (and ``resume``) starts or joins Ray with this runtime environment, so the workers import the
 user's ``mynets.py`` whether they run on this machine or on the nodes of a cluster, without installing it
-there. What is shipped is what the driver would import (plugins.module_origin: the working directory of the
-command, then PYTHONPATH): a single file as itself, a module inside a package as the whole top-level package.
+there. What is shipped is what the driver would import (plugins.module_origin: for `run` the working directory of
+the command, then PYTHONPATH; for `resume` PYTHONPATH and its --code-dir folders): a single file as itself, a
+module inside a package as the whole top-level package.
 Not shipped: the landscape package's own modules, and code installed in site-packages (an installed package,
 e.g. one declaring an entry point of ``landscape.models``, must be installed on every node: Ray's ``pip``
 runtime environment or the cluster's image).
@@ -18,7 +19,7 @@ from __future__ import annotations
 import os
 import sysconfig
 
-from workloads.plugins import is_reference, module_origin, split_reference
+from workloads.plugins import is_reference, module_origin, split_reference, worker_environment
 
 OWN_PACKAGES = ("workloads", "orchestrator", "analysis")  # installed with landscape on every node
 
@@ -59,6 +60,14 @@ def user_module_paths(cfg) -> list[str]:
 
 
 def runtime_env(cfg) -> dict | None:
-    """Ray's runtime environment that ships the user's modules to every worker, or None when there are none."""
+    """Ray's runtime environment that ships the user's modules to every worker, or None when there are none;
+    under `resume`, it also tells the workers not to import users' code from the driver's working directory
+    (which Ray puts on their sys.path: workloads/plugins.py worker_environment)."""
+    out = {}
     paths = user_module_paths(cfg)
-    return {"py_modules": paths} if paths else None
+    if paths:
+        out["py_modules"] = paths
+    env = worker_environment()
+    if env:
+        out["env_vars"] = env
+    return out or None

@@ -4,34 +4,13 @@ from __future__ import annotations
 
 import os
 
-from analysis.run_files import RunFileError
 from analysis.tables import RunTables
 from orchestrator import runlock, storage
-from orchestrator.config import ConfigError, parse_config, parse_yaml
+from orchestrator.config import ConfigError
+from orchestrator.run_facts import FACTS_FILE
+from orchestrator.run_config import RUN_CONFIG_FIX, load_run_config  # noqa: F401 (where scripts import them)
 
 MAX_LISTED = 8  # failed / missing keys listed per stage
-# A run's config.yaml holds the settings its rows were computed with (the tables' config hash checks them).
-RUN_CONFIG_FIX = ("restore the run's config.yaml from a copy, or rewrite it with the settings the run was started "
-                  "with (resume checks them against the tables' config hash)")
-
-
-def load_run_config(run_dir: str):
-    try:
-        data = storage.read_bytes(storage.config_uri(run_dir))
-    except RunFileError as exc:  # a link, a device, a file too large: named, never followed or read
-        raise ConfigError(f"{exc}; {RUN_CONFIG_FIX}") from None
-    except (FileNotFoundError, OSError):
-        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)") from None
-    try:
-        raw = parse_yaml(data, storage.config_uri(run_dir))  # damaged bytes: ConfigError, not a traceback
-    except ConfigError as exc:
-        raise ConfigError(f"{exc}; {RUN_CONFIG_FIX}") from None
-    if raw is None:
-        raise ConfigError(f"{storage.config_uri(run_dir)} is empty; {RUN_CONFIG_FIX}")
-    try:
-        return parse_config(raw, check_data=False, user_code=False)  # a run dir's config: nothing executed
-    except ConfigError as exc:
-        raise ConfigError(f"{storage.config_uri(run_dir)}: {exc}") from None
 
 
 def tables_only_status(run_dir: str, scans: dict) -> str:
@@ -105,6 +84,9 @@ def format_plan(plan, run_dir: str, name: str, run_id: str, holder: str | None) 
         if table == "models" and plan.models_to_measure:
             lines.append(f"  {len(plan.models_to_measure)} ok model(s) lack an added metric of this version; resume "
                          f"measures it from their saved weights (no training)")
+        if table == "models" and plan.facts is not None and plan.facts.unresolved_metrics:
+            lines.append(f"  metrics.extra {list(plan.facts.unresolved_metrics)}: not checked for missing values (the "
+                         f"run has no {FACTS_FILE}, and status imports no code that a run's config names)")
         if plan.other_hashes.get(table):
             lines.append(f"  rows with another config hash: {plan.other_hashes[table]}")
         for key in failed[:MAX_LISTED]:

@@ -43,7 +43,7 @@ def test_what_a_knob_sets_reaches_the_cell():
     full = load_dataset("digits")
     counts = torch.bincount(full.train_y, minlength=10).tolist()
     assert data.train_size == sum(math.floor(0.5 * c + 0.5) for c in counts)  # class-balanced, halves up
-    width, batch, n = cell_quantities(cfg, 0.5, 0.3)
+    width, batch, n = cell_quantities(cfg, 0.5, 0.3, full.train_size)
     assert (width, batch) == (12, cfg.training.batch_size) and n == int(0.5 * 1437)
 
 

@@ -4,6 +4,7 @@ outside the repository, checks before Ray, the module shipped to the workers, an
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -93,7 +94,11 @@ def test_validate_learns_the_users_data_once_and_builds_the_model(user_folder):
 
         cell = cell_spec(cfg, 16, 32)
         data = cell.data()
-        assert cell_quantities(cfg, 16, 32) == (16, 32, 100)
+        from orchestrator.run_facts import measure
+
+        facts = measure(cfg)  # what run and resume record for the cost model
+        assert cell_quantities(cfg, 16, 32, facts.train_size) == (16, 32, 100)
+        assert facts.input_shape == (5,) and facts.num_classes == 4 and facts.parameters[16] == 5 * 16 + 16 + 16 * 4 + 4
         import counting
 
         assert counting.CALLS == [3]  # one call in this process: validate, the cost model and the job share it
@@ -175,6 +180,31 @@ def test_readme_example_runs_from_a_folder_holding_only_its_two_files(user_folde
     assert len(models) == 4 and (models.status == "ok").all(), models[["status", "error"]]
     assert len(pairs) == 2 and (pairs.status == "ok").all(), pairs[["status", "error"]]
     assert set(models.train_size) == {600} and (models.num_params[models.load_value == 16] == 8 * 16 + 16 + 16 * 3 + 3).all()
+    # What run learned from the user's code, recorded for status to read as data (orchestrator/run_facts.py).
+    facts = json.loads((user_folder / "run" / "facts.json").read_text())
+    assert (facts["train_size"], facts["input_shape"], facts["num_classes"]) == (600, [8], 3)
+    assert facts["parameters"] == {"4": 8 * 4 + 4 + 4 * 3 + 3, "16": 8 * 16 + 16 + 16 * 3 + 3}
+    # resume imports mynets only from a folder named on its command line, and says so before it does.
+    refused = _run(["resume", "run", "--no-analysis"], user_folder, hygienic_env(ray_tmpdir))
+    assert "workload.model 'mynets:build': module mynets: not found" in refused.stdout, refused.stdout
+    assert_clean_error(refused, "no module named 'mynets'", "--code-dir")
+    resumed = _run(["resume", "run", "--no-analysis", "--code-dir", "."], user_folder, hygienic_env(ray_tmpdir))
+    assert resumed.returncode == 0, (resumed.stdout[-3000:], resumed.stderr[-3000:])
+    assert f"workload.model 'mynets:build': module mynets from {user_folder / 'mynets.py'}" in resumed.stdout
+    assert "nothing to do" in resumed.stdout
+    # The run folder is shared and holds another mynets.py; resume runs from inside it with the user's code named
+    # by --code-dir: the driver and Ray's workers (which get the driver's working directory first on their
+    # sys.path) import the user's copy, never the folder's.
+    run = user_folder / "run"
+    (run / "mynets.py").write_text("raise RuntimeError('the run folder copy of mynets was imported')\n")
+    tables = RunTables(str(run))
+    key = sorted(tables.part_keys("models"))[0]
+    tables.delete_part("models", key)  # one model (and its pair) to compute again, in a worker
+    resumed = _run(["resume", ".", "--no-analysis", "--code-dir", str(user_folder)], run, hygienic_env(ray_tmpdir))
+    assert resumed.returncode == 0, (resumed.stdout[-3000:], resumed.stderr[-3000:])
+    assert f"module mynets from {user_folder / 'mynets.py'}" in resumed.stdout
+    models = RunTables(str(run)).read("models")
+    assert len(models) == 4 and (models.status == "ok").all(), models[["status", "error"]]
 
 
 @pytest.mark.ray

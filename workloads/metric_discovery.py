@@ -24,7 +24,15 @@ import math
 import pkgutil
 
 from workloads.metric_specs import MetricSet, MetricSpec
-from workloads.plugins import PluginError, entry_point, entry_point_names, is_reference, load_reference, split_reference
+from workloads.plugins import (
+    PluginError,
+    entry_point,
+    entry_point_names,
+    import_user_module,
+    is_reference,
+    load_reference,
+    split_reference,
+)
 
 PACKAGE = "workloads.extra_metrics"
 
@@ -47,11 +55,7 @@ def resolve_metric(name: str) -> MetricSpec:
     """The MetricSpec a ``metrics.extra`` entry names; PluginError naming the problem and the fix."""
     if is_reference(name):
         module_name, attribute = split_reference(name)
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError:
-            load_reference(name, "metric")  # raises its clear "no module named ..." error
-            raise
+        module = import_user_module(name, "metric")  # where and whether this command imports users' code
         obj = module
         for part in attribute.split("."):
             if not hasattr(obj, part):

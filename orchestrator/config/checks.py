@@ -73,33 +73,21 @@ def missing_data_root(cfg: SweepConfig) -> Optional[str]:
     return None
 
 
-def names_user_code(cfg: SweepConfig) -> bool:
-    """Whether the config names code that is not built in (a module:function reference or an entry point)."""
-    from workloads.data import DATASETS
-    from workloads.metrics.probes import PROBE_MAKERS
-    from workloads.models import MODELS
-
-    return (cfg.workload.model not in MODELS or cfg.workload.dataset not in DATASETS
-            or cfg.metrics.cka.probe_maker not in PROBE_MAKERS)
-
-
 def validate(cfg: SweepConfig, *, check_data: bool = True, user_code: bool = True) -> None:
     """Raise ConfigError on the first problem; ``check_data`` also checks the data folder exists here.
 
-    ``user_code=False``: a config read from a run directory (status, the --out checks) is checked without
-    importing or calling the code it names (nothing read from a run directory is executed): the workload and
-    the batch sizes against its data are then not checked (they were when the run started)."""
-    if not user_code and names_user_code(cfg):
-        _check_axes(cfg)
-        _validate_pairs(cfg.metrics.pairs, cfg.seeds)
-        return
+    ``user_code=False``: a config read from a run directory (status, resume before its notice, the --out
+    checks) is checked as data only: nothing it names is imported, called or loaded (not the user's code, not
+    metrics.extra, not even a built-in dataset: nothing read from a run directory is executed, and a read-only
+    command needs none of it). The workload, the batch sizes against its data and the added metrics are then
+    not checked (they were when the run started, and `resume` checks them again before it runs anything)."""
     _check_axes(cfg)
-    if not cfg.seeds:
-        fail("seeds", "no seeds: list at least one, e.g. seeds: [0, 1, 2]")
-    if len(set(cfg.seeds)) != len(cfg.seeds):
-        fail("seeds", f"{list(cfg.seeds)} repeats a seed")
-    if min(cfg.seeds) < 0 or max(cfg.seeds) >= MAX_SEED:
-        fail("seeds", f"seeds must lie in [0, {MAX_SEED}), got {min(cfg.seeds) if min(cfg.seeds) < 0 else max(cfg.seeds)}")
+    _check_seeds(cfg)
+    if not user_code:
+        _validate_pairs(cfg.metrics.pairs, cfg.seeds)
+        _check_sizes(cfg)
+        _check_per_load_resources(cfg)
+        return
     full_size = _check_workload(cfg, check_data)
 
     # The batch size is the experiment: it is never shrunk, so it must fit every transformed training set.
@@ -119,6 +107,15 @@ def validate(cfg: SweepConfig, *, check_data: bool = True, user_code: bool = Tru
     _check_added_metrics(cfg)
     _check_sizes(cfg)
     _check_per_load_resources(cfg)
+
+
+def _check_seeds(cfg: SweepConfig) -> None:
+    if not cfg.seeds:
+        fail("seeds", "no seeds: list at least one, e.g. seeds: [0, 1, 2]")
+    if len(set(cfg.seeds)) != len(cfg.seeds):
+        fail("seeds", f"{list(cfg.seeds)} repeats a seed")
+    if min(cfg.seeds) < 0 or max(cfg.seeds) >= MAX_SEED:
+        fail("seeds", f"seeds must lie in [0, {MAX_SEED}), got {min(cfg.seeds) if min(cfg.seeds) < 0 else max(cfg.seeds)}")
 
 
 def _check_added_metrics(cfg: SweepConfig) -> None:

@@ -31,6 +31,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from analysis.aggregate import aggregate_cells
+from analysis.bootstrap import DEFAULT_DRAWS, DEFAULT_SEED, labelled_draws, phase_confidence
 from analysis.claims import RunFacts, evaluate_claims
 from analysis.guidance import Finding, practitioner_guidance
 from analysis.phases import PhaseRules, label_phases, mc_unit, rules_for_mc_unit
@@ -116,6 +117,8 @@ def analyze_run(
     curve_cells: list[tuple[float, float]] | None = None,
     scans: dict[str, TableScan] | None = None,
     pairs_expected: bool | None = None,
+    bootstrap_draws: int = DEFAULT_DRAWS,
+    bootstrap_seed: int = DEFAULT_SEED,
 ) -> AnalysisResult:
     """Analyse the run in ``run_dir`` (a local path or URI); see the module docstring for what is written.
 
@@ -126,12 +129,15 @@ def analyze_run(
     curve_cells: (load_value, temperature_value) cells whose Bezier curves to draw; default one per phase.
     scans: {"models", "pairs", "curves"} -> analysis.tables.TableScan already read by the caller (a command
         reads each table once); default: read here.
+    bootstrap_draws, bootstrap_seed: seed resamplings behind each label's ``phase_confidence`` and each claim's
+        ``p_holds`` (analysis.bootstrap; 0 switches them off), and the seed of their random draws.
     pairs_expected: False when the run's config connects no seed pairs (one seed, or metrics.pairs: []),
         so that a run without pairs is not told to resume for them; None when unknown.
     """
     phase_rules = rules if isinstance(rules, PhaseRules) else PhaseRules.from_mapping(rules)
     final_dir = out_dir if out_dir is not None else join(run_dir, "analysis")
-    inputs = (phase_rules, color_ranges, expected_seeds, curve_cells, scans, pairs_expected)
+    inputs = (phase_rules, color_ranges, expected_seeds, curve_cells, scans, pairs_expected,
+              (bootstrap_draws, bootstrap_seed))
     if "://" not in final_dir:
         return _analyze_into(run_dir, final_dir, final_dir, *inputs)
     staging = tempfile.mkdtemp(prefix="landscape-analysis-")
@@ -167,7 +173,7 @@ def _relocated(result: "AnalysisResult", local_dir: str, uri: str) -> "AnalysisR
 
 
 def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expected_seeds, curve_cells, scans,
-                  pairs_expected):
+                  pairs_expected, bootstrap):
     """analyze_run writing into the local folder ``out_dir``; ``shown_dir`` is where the report says they are."""
     # Everything is read and checked before the output folder is touched: a run with nothing to analyse must
     # neither leave an empty analysis/ behind nor replace a good earlier analysis with an empty one.
@@ -224,8 +230,12 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
         # mc in nats (metrics.curve.mc_on: loss) is judged against the rules' threshold in nats.
         unit = mc_unit(pick(pairs))
         unit_rules = rules_for_mc_unit(phase_rules, unit)
-        cells = label_phases(aggregate_cells(pick(models), pick(pairs), expected_seeds=seeds, metrics=metrics),
-                             unit_rules)
+        aggregated = aggregate_cells(pick(models), pick(pairs), expected_seeds=seeds, metrics=metrics)
+        cells = label_phases(aggregated, unit_rules)
+        # Seed noise: the same cells on resampled seeds, labelled by the same rules (analysis.bootstrap).
+        draws, no_draws = labelled_draws(pick(models), pick(pairs), aggregated, unit_rules, draws=bootstrap[0],
+                                         seed=bootstrap[1], metrics=metrics)
+        cells["phase_confidence"], cells["phase_runner_up"] = phase_confidence(cells, draws)
         suffix = _diagram_name(load, temp, several)
         stem = lambda base: os.path.join(out_dir, f"{base}__{suffix}" if suffix else base)
         # The numbers behind the panels, once: the PNG/PDF figures and the report's SVG draw the same objects.
@@ -249,7 +259,7 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
         found = practitioner_guidance(cells)
         name = suffix or f"{load}__{temp}"
         findings[name] = found
-        checked = evaluate_claims(cells, RunFacts.of(cells, pick(models)))
+        checked = evaluate_claims(cells, RunFacts.of(cells, pick(models)), draws=draws, no_draws=no_draws)
         claims += [{"diagram": f"{load} × {temp}", **c} for c in checked]
         figures.update({f"{k}__{suffix}" if suffix else k: v for k, v in figs.items()})
         sections.append(

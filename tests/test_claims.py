@@ -55,14 +55,14 @@ def test_every_width_claim_holds_on_a_paper_like_grid():
     v = verdicts(fig2_cells())
     for cid in WIDTH_CLAIMS:
         assert v[cid]["applies"] and v[cid]["holds"] is True, (cid, v[cid]["summary"])
-        assert v[cid]["summary"].startswith("holds:")
+        assert v[cid]["summary"].startswith("holds (not resampled")
     for cid in set(CLAIM_BY_ID) - set(WIDTH_CLAIMS):
         assert v[cid]["holds"] is None and not v[cid]["applies"], cid
         assert v[cid]["summary"].startswith("not applicable:")
     ev = v["sharp-phases-hot"]["evidence"]
     # 2 sharp x 3 flat cells per width, 5 widths: 30 pairs, all with the sharp cell hotter.
     assert (ev["agreeing"], ev["pairs"], ev["fraction"]) == (30, 30, 1.0)
-    assert v["best-in-iv-b"]["evidence"]["phase"] == "IV-B"
+    assert v["best-in-iv-b"]["evidence"]["best_in_phase"]["phase"] == "IV-B"
 
 
 def _layout(*replace):
@@ -108,13 +108,14 @@ BROKEN = {
 def test_each_width_claim_fails_on_a_grid_built_to_break_it(claim_id):
     r = verdicts(BROKEN[claim_id]())[claim_id]
     assert r["applies"] and r["holds"] is False, r["summary"]
-    assert r["summary"].startswith("does not hold:") and r["evidence"]
+    assert r["summary"].startswith("does not hold (") and r["evidence"]
 
 
 def test_best_in_phase_iv_accepts_iv_a_where_best_in_iv_b_does_not():
     v = verdicts(labelled_cells(FIG2_LAYOUT, FIG2_WIDTHS, FIG2_BATCHES, _values(IV_A={"test_acc": 0.95})))
     assert v["best-in-iv-b"]["holds"] is False and v["best-in-phase-iv"]["holds"] is True
-    assert v["best-in-phase-iv"]["evidence"]["phase"] == "IV-A"
+    assert v["best-in-phase-iv"]["evidence"]["best_in_phase"]["phase"] == "IV-A"
+    assert v["best-in-phase-iv"]["relaxation_of"] == "best-in-iv-b"
 
 
 def test_a_claim_without_cells_to_measure_is_null_and_says_why():

@@ -13,9 +13,11 @@ cell shares nothing but its number with the same seed of another cell), and re-a
   not both drawn drops out. A seed drawn twice makes no pair with itself: two copies of one model are not two
   trained models, and their "mode connectivity" (0) and "CKA" (1) would be measurements of nothing;
 - a draw that leaves a cell without any measured pair for a pair metric the cell has (e.g. the authors connect
-  one pair per cell for mode connectivity: a draw without both of its seeds has no mc) is redrawn: the run would
-  not have been analysed without that metric, and a phase left undecided by the resampling is not seed noise.
-  With 3 seeds and all pairs measured, 1 draw in 9 (a single seed drawn three times) is redrawn.
+  one pair per cell for mode connectivity: a draw without both of its seeds has no mc) takes that metric, and
+  only that one, from a redrawn set of seeds that keeps a measured pair: the run would not have been analysed
+  without the metric, and a phase left undecided by the resampling is not seed noise. The per-model metrics keep
+  the draw as it was, so that the redraws (which favour the connected pair's seeds) do not bias them. With 3
+  seeds and all pairs measured, 1 draw in 9 (a single seed drawn three times) is redrawn for its pair metrics.
 
 The caller labels every draw with the run's phase rules and re-evaluates the claims on it (analysis.api), so each
 verdict and each label gets the frequency with which it survives another set of seeds. Draws are seeded
@@ -68,16 +70,18 @@ def resample_cells(models: pd.DataFrame, pairs: pd.DataFrame, cells: pd.DataFram
             continue
         a = np.searchsorted(seeds, p["seed_a"].to_numpy(dtype=int))
         b = np.searchsorted(seeds, p["seed_b"].to_numpy(dtype=int))
-        pair_values = {s.name: _values(p, s.name) for s in pair_specs}
-        counts = _valid_counts(rng, seeds.size, draws, a, b, list(pair_values.values()))
-        if counts is None:
-            continue
+        counts = _draw_counts(rng, seeds.size, draws)
         resampled_any = True
         model_w = counts[:, np.searchsorted(seeds, m["seed"].to_numpy(dtype=int))]
-        pair_w = counts[:, a] * counts[:, b] * (a != b)
-        for specs, weights, frame in ((model_specs, model_w, m), (pair_specs, pair_w, p)):
+        for specs, frame in ((model_specs, m), (pair_specs, p)):
             for spec in specs:
-                mean, std, n = _weighted_stats(_values(frame, spec.name), weights)
+                values = _values(frame, spec.name)
+                if frame is m:
+                    weights = model_w
+                else:
+                    kept = _keeping_a_pair(rng, counts, a, b, np.isfinite(values) & (a != b))
+                    weights = kept[:, a] * kept[:, b] * (a != b)
+                mean, std, n = _weighted_stats(values, weights)
                 for col, v in ((spec.name, mean), (f"{spec.name}_std", std), (f"{spec.name}_n", n)):
                     if col in cells.columns:
                         columns.setdefault(col, _repeat(cells[col], draws))[:, i] = v
@@ -87,13 +91,9 @@ def resample_cells(models: pd.DataFrame, pairs: pd.DataFrame, cells: pd.DataFram
                     columns.setdefault(spec.log_name, _repeat(cells[spec.log_name], draws))[:, i] = logged
     if not resampled_any:
         return None
-    out = []
-    for d in range(draws):
-        drawn = cells.copy()
-        for col, values in columns.items():
-            drawn[col] = values[d]
-        out.append(drawn)
-    return out
+    base = {c: cells[c].to_numpy() for c in cells.columns}
+    return [pd.DataFrame({**base, **{col: values[d] for col, values in columns.items()}}, index=cells.index)
+            for d in range(draws)]
 
 
 def labelled_draws(models: pd.DataFrame, pairs: pd.DataFrame, cells: pd.DataFrame, rules: PhaseRules, *,
@@ -145,22 +145,28 @@ def _repeat(column: pd.Series, draws: int) -> np.ndarray:
     return np.tile(pd.to_numeric(column, errors="coerce").to_numpy(dtype=float), (draws, 1))
 
 
-def _valid_counts(rng, n_seeds: int, draws: int, a: np.ndarray, b: np.ndarray,
-                  pair_values: list[np.ndarray]) -> np.ndarray | None:
-    """(draws, n_seeds) seed counts, each a multinomial draw of n_seeds seeds, redrawn until every pair metric that
-    the cell measured on some pair keeps at least one measured pair; None when no such draw turns up (a cell
-    whose metrics are all on one pair of a seed never drawn with its partner: practically never)."""
-    needed = [np.isfinite(v) & (a != b) for v in pair_values if (np.isfinite(v) & (a != b)).any()]
-    kept: list[np.ndarray] = []
-    for _ in range(4):
-        cand = rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=draws * _CANDIDATES_PER_DRAW)
-        ok = np.ones(len(cand), dtype=bool)
-        for measured in needed:
-            ok &= ((cand[:, a] > 0) & (cand[:, b] > 0) & measured).any(axis=1)
-        kept += list(cand[ok])
-        if len(kept) >= draws:
-            return np.array(kept[:draws])
-    return None
+def _draw_counts(rng, n_seeds: int, draws: int) -> np.ndarray:
+    """(draws, n_seeds) how often each seed is drawn: n_seeds draws with replacement, per bootstrap draw."""
+    return rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=draws)
+
+
+def _keeping_a_pair(rng, counts: np.ndarray, a: np.ndarray, b: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    """``counts`` with each draw that keeps none of the ``measured`` pairs (both seeds drawn) replaced by a fresh
+    draw that keeps one; unchanged when nothing is measured (the metric stays NaN, as on the run's means)."""
+    if not measured.any():
+        return counts
+
+    def keeps(c: np.ndarray) -> np.ndarray:
+        return ((c[:, a] > 0) & (c[:, b] > 0) & measured).any(axis=1)
+
+    out = counts.copy()
+    lost = np.flatnonzero(~keeps(counts))
+    while lost.size:  # each try keeps a pair with probability >= 2 / n_seeds^2: a few rounds at most
+        fresh = _draw_counts(rng, counts.shape[1], lost.size * _CANDIDATES_PER_DRAW)
+        fresh = fresh[keeps(fresh)][:lost.size]
+        out[lost[:len(fresh)]] = fresh
+        lost = lost[len(fresh):]
+    return out
 
 
 def _weighted_stats(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -223,7 +223,9 @@ def status(run_dir):
               help="Override a phase-labelling threshold, e.g. mc_threshold=0.5 (value parsed as YAML). Repeatable.")
 @click.option("--out-dir", default=None, metavar="DIR",
               help="Folder or URI for figures and report (default RUN_DIR/analysis, on the run's own storage).")
-def analyze(run_dir, rules, out_dir):
+@click.option("--bootstrap", "bootstrap_draws", default=200, show_default=True, type=click.IntRange(min=0),
+              help="Seed resamplings behind each claim's p and each label's confidence (0: off).")
+def analyze(run_dir, rules, out_dir, bootstrap_draws):
     """Phase diagram, heatmaps and report of RUN_DIR."""
     import yaml
 
@@ -242,7 +244,7 @@ def analyze(run_dir, rules, out_dir):
         _fail(ConfigError(f"the analysis package is not available ({exc})"))
     try:
         result = api.analyze_run(run_dir, rules=parsed or None, out_dir=analysis_out_dir(run_dir, out_dir),
-                                 pairs_expected=_pairs_expected(run_dir))
+                                 pairs_expected=_pairs_expected(run_dir), bootstrap_draws=bootstrap_draws)
     except (ValueError, LookupError, OSError, *_user_errors()) as exc:
         _fail(exc)
     echo_analysis(result, run_dir)

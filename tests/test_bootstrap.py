@@ -188,3 +188,19 @@ def test_the_phase_map_figure_draws_the_uncertain_cells_with_a_key(tmp_path):
     hatched = [p for p in ax.patches if p.get_hatch() == "///"]
     assert len(hatched) == len(FIG2_BATCHES)  # the 5 cells of width 8
     assert any(UNCERTAIN_KEY in t.get_text() for t in ax.get_legend().get_texts())
+
+
+def test_analyze_bootstrap_zero_switches_resampling_off(tmp_path):
+    import json
+
+    from tests.analysis_synthetic import write_synthetic_run
+    from tests.conftest import landscape_in_process
+
+    run = tmp_path / "run"
+    write_synthetic_run(str(run), only=[(8, 16), (16, 16), (8, 128), (16, 128)])
+    proc = landscape_in_process("analyze", run, "--bootstrap", "0")
+    assert proc.returncode == 0, proc.stderr
+    records = json.loads((run / "analysis" / "claims.json").read_text(encoding="utf-8"))
+    measured = [r for r in records if r["holds"] is not None]
+    assert measured and all(r["p_holds"] is None and "resampling switched off" in r["summary"] for r in measured)
+    assert pd.read_parquet(run / "analysis" / "cells.parquet")["phase_confidence"].isna().all()

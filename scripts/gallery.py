@@ -185,6 +185,17 @@ def headline_verdict(entry: Entry, claims: list[dict]) -> tuple[bool | None, str
     return holds, words
 
 
+def headline_status(entry: Entry, claims: list[dict]) -> str:
+    """The headline's verdict in plain words: "holds", "does not hold", "unresolved" (a claim is unresolved by seed
+    noise) or "not measured" (no claim unresolved, one not measured)."""
+    holds, _ = headline_verdict(entry, claims)
+    if holds is not None:
+        return "holds" if holds else "does not hold"
+    by_id = {c["id"]: c for c in claims}
+    shaky = any(by_id.get(cid, {}).get("status") == "unresolved" for cid in entry.headline)
+    return "unresolved" if shaky else "not measured"
+
+
 def section(info: dict, entry: Entry, claims: list[dict], docs_dir: str) -> str:
     """The Markdown of one config: how it ran, its headline, its phase map (text and picture), panels, claims."""
     import pandas as pd
@@ -214,7 +225,8 @@ def section(info: dict, entry: Entry, claims: list[dict], docs_dir: str) -> str:
         "",
         *([f"Set for the figure: `{' '.join(entry.overrides)}`.", ""] if entry.overrides else []),
         f"The figure's headline, in the paper's words: \u201c{entry.words}\u201d. Checked as {words}: the headline "
-        f"**{VERDICT[holds]}** (counted strictly: every claim must hold at p >= 0.9 over the seed resamplings).",
+        f"**{headline_status(entry, claims)}** (counted strictly: every claim must hold at p >= 0.9 over the seed "
+        "resamplings).",
         "",
         f"Run {info['finished']:%Y-%m-%d %H:%M} UTC: {len(cfg.model_keys())} models, {len(cfg.pair_keys())} pairs, "
         f"**{info['wall_seconds'] / 60:.1f} min** wall ({how}); {load_note(info)}. "
@@ -253,9 +265,10 @@ def main(argv=None) -> int:
                 "name": entry.name}
         with open(os.path.join(info["run_dir"], "analysis", "claims.json"), encoding="utf-8") as fh:
             claims = json.load(fh)
-        holds, _ = headline_verdict(entry, claims)
-        print(f"{entry.name}: {info['wall_seconds']:.0f} s, headline {VERDICT[holds]}", flush=True)
-        summary.append(f"| {entry.name} | {figure_label(entry)} | {', '.join(entry.headline)} | {VERDICT[holds]} | "
+        status = headline_status(entry, claims)
+        print(f"{entry.name}: {info['wall_seconds']:.0f} s, headline {status}", flush=True)
+        shown = f"**{status}**" if status == "does not hold" else status
+        summary.append(f"| {entry.name} | {figure_label(entry)} | {', '.join(entry.headline)} | {shown} | "
                        f"{info['wall_seconds'] / 60:.1f} min |")
         parts.append(section(info, entry, claims, args.docs))
     today = dt.date.today().isoformat()

@@ -77,6 +77,10 @@ def test_a_headline_counts_strictly():
     holds, words = gallery.headline_verdict(entry, [record("sharp-phases-hot", True, "holds", 1.0),
                                                     record("best-in-iv-b", None, "unresolved", 0.13)])
     assert holds is None and "best-in-iv-b unresolved (p 0.13)" in words and "sharp-phases-hot holds (p 1.00)" in words
+    assert gallery.headline_status(entry, [record("sharp-phases-hot", True, "holds", 1.0),
+                                           record("best-in-iv-b", None, "unresolved", 0.13)]) == "unresolved"
+    assert gallery.headline_status(entry, [record("sharp-phases-hot", True, "holds", 1.0),
+                                           record("best-in-iv-b", None, "cannot be measured", None)]) == "not measured"
     holds, _ = gallery.headline_verdict(entry, [record("sharp-phases-hot", True, "holds", 1.0),
                                                 record("best-in-iv-b", False, "does not hold", 0.05)])
     assert holds is False

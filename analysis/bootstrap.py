@@ -4,6 +4,9 @@
     labelled_draws(models, pairs, cells, rules, *, draws, seed, metrics) -> (draws or None, why none)
     phase_confidence(cells, labelled_draws) -> (confidence, runner_up)
 
+A label given by fewer than 80 % of the draws is drawn as uncertain on the phase map
+(analysis.plot_data.UNCERTAIN_BELOW).
+
 A cell's mean over its seeds is one estimate; another set of seeds would give another. Each draw resamples the
 seeds of every cell **with replacement, independently per cell** (the cells are separate trainings: a seed of one
 cell shares nothing but its number with the same seed of another cell), and re-aggregates the cell:
@@ -41,8 +44,6 @@ from workloads.metric_specs import BUILTINS, MetricSet
 # A few hundred draws resolve p near the verdict thresholds (0.1, 0.9) to about +-0.02; seconds for a demo.
 DEFAULT_DRAWS = 200
 DEFAULT_SEED = 0
-# A cell's label is "uncertain" below this bootstrap frequency (the phase map draws it hatched).
-CONFIDENT_LABEL = 0.8
 # Redraw budget per cell: candidate draws made at once, as a multiple of the draws wanted.
 _CANDIDATES_PER_DRAW = 8
 NO_PHASE = "none"  # runner-up label of a cell that some draws leave without a phase
@@ -63,7 +64,9 @@ def resample_cells(models: pd.DataFrame, pairs: pd.DataFrame, cells: pd.DataFram
     resampled_any = False
     for i, key in enumerate(cells[CELL_COLUMNS].itertuples(index=False, name=None)):
         m = model_groups.get(key, models.iloc[0:0])
+        m = m[m["seed"].notna()]  # a row without a seed cannot be drawn by its seed
         p = pair_groups.get(key, pairs.iloc[0:0])
+        p = p[p["seed_a"].notna() & p["seed_b"].notna()]
         seeds = np.array(sorted({int(s) for s in m["seed"]} | {int(s) for s in p["seed_a"]}
                                 | {int(s) for s in p["seed_b"]}), dtype=int)
         if seeds.size < 2:

@@ -355,8 +355,9 @@ class PhaseMapData:
             return np.isfinite(self.confidence) & (self.confidence < UNCERTAIN_BELOW)
 
 
-# A phase label given by fewer than this fraction of the seed resamplings is drawn as uncertain (hatched); the
-# same level as analysis.bootstrap.CONFIDENT_LABEL (plot_data does not import the bootstrap's numerics).
+# A phase label given by fewer than this fraction of the seed resamplings (the cells' phase_confidence,
+# analysis.bootstrap) is drawn as uncertain: hatched in the figures, pale in the report. Four in five: a label
+# that one resampling in four or more changes is not one a reader should take at face value.
 UNCERTAIN_BELOW = 0.8
 UNCERTAIN_KEY = f"hatched: label in < {UNCERTAIN_BELOW:.0%} of seed resamplings"
 

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from analysis.admission import admit, describe_left_out, describe_part
 from analysis.aggregate import aggregate_cells
+from analysis.bootstrap import DEFAULT_DRAWS, DEFAULT_SEED, labelled_draws, phase_confidence
 from analysis.claims import RunFacts, evaluate_claims
 from analysis.guidance import Finding, practitioner_guidance
 from analysis.phases import PhaseRules, label_phases, mc_unit, rules_for_mc_unit
@@ -111,6 +112,8 @@ def analyze_run(
     scans: dict[str, TableScan] | None = None,
     pairs_expected: bool | None = None,
     config_hash: str | None = None,
+    bootstrap_draws: int = DEFAULT_DRAWS,
+    bootstrap_seed: int = DEFAULT_SEED,
 ) -> AnalysisResult:
     """Analyse the run in ``run_dir`` (a local path or URI); see the module docstring for what is written.
 
@@ -121,6 +124,8 @@ def analyze_run(
     curve_cells: (load_value, temperature_value) cells whose Bezier curves to draw; default one per phase.
     scans: {"models", "pairs", "curves"} -> analysis.tables.TableScan already read by the caller (a command
         reads each table once); default: read here.
+    bootstrap_draws, bootstrap_seed: seed resamplings behind each label's ``phase_confidence`` and each claim's
+        ``p_holds`` (analysis.bootstrap; 0 switches them off), and the seed of their random draws.
     pairs_expected: False when the run's config connects no seed pairs (one seed, or metrics.pairs: []),
         so that a run without pairs is not told to resume for them; None when unknown.
     config_hash: the hash of the run's config (its config.yaml), when the caller knows it: rows computed with
@@ -130,7 +135,8 @@ def analyze_run(
     """
     phase_rules = rules if isinstance(rules, PhaseRules) else PhaseRules.from_mapping(rules)
     final_dir = out_dir if out_dir is not None else default_out_dir(run_dir)
-    inputs = (phase_rules, color_ranges, expected_seeds, curve_cells, scans, pairs_expected, config_hash)
+    inputs = (phase_rules, color_ranges, expected_seeds, curve_cells, scans, pairs_expected, config_hash,
+              (bootstrap_draws, bootstrap_seed))
     if "://" not in final_dir:
         return _analyze_into(run_dir, final_dir, final_dir, *inputs)
     staging = tempfile.mkdtemp(prefix="landscape-analysis-")
@@ -178,17 +184,19 @@ class LabelledRun:
 
 
 def label_run(run_dir: str, *, rules: dict | PhaseRules | None = None, expected_seeds: list[int] | None = None,
-              pairs_expected: bool | None = None, config_hash: str | None = None) -> LabelledRun:
-    """The cells and claims ``analyze_run`` would write for ``run_dir`` with ``rules``, computed without writing
-    anything (what `landscape compare` and `analyze --rule`'s change summary compare)."""
+              pairs_expected: bool | None = None, config_hash: str | None = None,
+              bootstrap_draws: int = DEFAULT_DRAWS, bootstrap_seed: int = DEFAULT_SEED) -> LabelledRun:
+    """The cells and claims ``analyze_run`` would write for ``run_dir`` with ``rules`` (the same seed
+    resamplings), computed without writing anything (what `landscape compare` compares)."""
     phase_rules = rules if isinstance(rules, PhaseRules) else PhaseRules.from_mapping(rules)
     models, pairs, _, _, metrics, warnings = _read_inputs(run_dir, None, pairs_expected, config_hash,
                                                           labels_only=True)
     seeds = expected_seeds if expected_seeds is not None else sorted({int(s) for s in models["seed"].dropna()})
     all_cells, claims = [], []
     for load, temp in _diagrams(models, pairs):
-        cells, _ = _labelled_diagram(models, pairs, load, temp, seeds, metrics, phase_rules)
-        claims += [{"diagram": f"{load} × {temp}", **c} for c in _diagram_claims(cells, models, load, temp)]
+        cells, _, draws = _labelled_diagram(models, pairs, load, temp, seeds, metrics, phase_rules,
+                                            (bootstrap_draws, bootstrap_seed))
+        claims += [{"diagram": f"{load} × {temp}", **c} for c in _diagram_claims(cells, models, load, temp, draws)]
         all_cells.append(cells)
     return LabelledRun(run_dir, phase_rules, pd.concat(all_cells, ignore_index=True), claims, warnings,
                        _table_provenance(models))
@@ -204,17 +212,25 @@ def _of_diagram(df: pd.DataFrame, load: str, temp: str) -> pd.DataFrame:
     return df[(df["load_name"] == load) & (df["temperature_name"] == temp)]
 
 
-def _labelled_diagram(models, pairs, load, temp, seeds, metrics, phase_rules) -> tuple[pd.DataFrame, str]:
-    """(the labelled cells of diagram load x temp, the unit of its mode connectivity)."""
+def _labelled_diagram(models, pairs, load, temp, seeds, metrics, phase_rules, bootstrap) -> tuple:
+    """(the labelled cells of diagram load x temp with their phase_confidence and phase_runner_up, the unit of
+    its mode connectivity, (the labelled seed resamplings, why there are none)); bootstrap: (draws, seed)."""
     # mc in nats (metrics.curve.mc_on: loss) is judged against the rules' threshold in nats.
-    unit = mc_unit(_of_diagram(pairs, load, temp))
-    cells = aggregate_cells(_of_diagram(models, load, temp), _of_diagram(pairs, load, temp), expected_seeds=seeds,
-                            metrics=metrics)
-    return label_phases(cells, rules_for_mc_unit(phase_rules, unit)), unit
+    diagram_models, diagram_pairs = _of_diagram(models, load, temp), _of_diagram(pairs, load, temp)
+    unit = mc_unit(diagram_pairs)
+    unit_rules = rules_for_mc_unit(phase_rules, unit)
+    aggregated = aggregate_cells(diagram_models, diagram_pairs, expected_seeds=seeds, metrics=metrics)
+    cells = label_phases(aggregated, unit_rules)
+    # Seed noise: the same cells on resampled seeds, labelled by the same rules (analysis.bootstrap).
+    draws = labelled_draws(diagram_models, diagram_pairs, aggregated, unit_rules, draws=bootstrap[0],
+                           seed=bootstrap[1], metrics=metrics)
+    cells["phase_confidence"], cells["phase_runner_up"] = phase_confidence(cells, draws[0])
+    return cells, unit, draws
 
 
-def _diagram_claims(cells: pd.DataFrame, models: pd.DataFrame, load: str, temp: str) -> list[dict]:
-    return evaluate_claims(cells, RunFacts.of(cells, _of_diagram(models, load, temp)))
+def _diagram_claims(cells: pd.DataFrame, models: pd.DataFrame, load: str, temp: str, draws: tuple) -> list[dict]:
+    return evaluate_claims(cells, RunFacts.of(cells, _of_diagram(models, load, temp)), draws=draws[0],
+                           no_draws=draws[1])
 
 
 def _read_inputs(run_dir, scans, pairs_expected, config_hash, *, labels_only: bool = False):
@@ -259,7 +275,7 @@ def _read_inputs(run_dir, scans, pairs_expected, config_hash, *, labels_only: bo
 
 
 def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expected_seeds, curve_cells, scans,
-                  pairs_expected, config_hash):
+                  pairs_expected, config_hash, bootstrap):
     """analyze_run writing into the local folder ``out_dir``; ``shown_dir`` is where the report says they are."""
     # Everything is read and checked before the output folder is touched: a run with nothing to analyse must
     # neither leave an empty analysis/ behind nor replace a good earlier analysis with an empty one.
@@ -275,7 +291,7 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
         def pick(df):
             return df[(df["load_name"] == load) & (df["temperature_name"] == temp)]
 
-        cells, unit = _labelled_diagram(models, pairs, load, temp, seeds, metrics, phase_rules)
+        cells, unit, draws = _labelled_diagram(models, pairs, load, temp, seeds, metrics, phase_rules, bootstrap)
         suffix = _diagram_name(load, temp, several)
         stem = lambda base: figure_stem(out_dir, f"{base}__{suffix}" if suffix else base)
         # The numbers behind the panels, once: the PNG/PDF figures and the report's SVG draw the same objects.
@@ -299,7 +315,7 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
         found = practitioner_guidance(cells)
         name = suffix or f"{load}__{temp}"
         findings[name] = found
-        checked = _diagram_claims(cells, models, load, temp)
+        checked = _diagram_claims(cells, models, load, temp, draws)
         claims += [{"diagram": f"{load} × {temp}", **c} for c in checked]
         figures.update({f"{k}__{suffix}" if suffix else k: v for k, v in figs.items()})
         sections.append(

@@ -27,7 +27,9 @@ less is "borderline" (another draw of seeds could flip it). A number from one me
 CKA of two checkpoints: one pair) has no spread to judge: "no spread", and the call is only as good as that one
 pair. Pairs that share a model are not independent, so with 3+ checkpoints the standard error of a pair metric
 is somewhat optimistic; with 2-3 members the standard deviation itself is rough. The call's confidence is its
-weakest decision's.
+weakest decision's. Beside it, ``phase_confidence``: the fraction of seed resamplings of the group (its models
+drawn with replacement, each pair going with its two models: analysis.bootstrap, as `landscape analyze` does per
+cell) that give the same phase, and ``phase_runner_up``, the most frequent other label.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.aggregate import CELL_COLUMNS, MODEL_METRICS, PAIR_METRICS, aggregate_cells
+from analysis.bootstrap import labelled_draws, phase_confidence
 from analysis.guidance import LOWER_TEMPERATURE, READS_LOW_CKA, READS_POOR_CONNECTIVITY, READS_UNFINISHED
 from analysis.phases import PhaseRules, label_phases
 from analysis.schemas import field_units
@@ -121,6 +124,11 @@ class Placement:
     metrics: dict  # name -> {"mean", "std", "n", "unit"}
     members: dict  # models, models_ok, pairs, pairs_ok, complete, missing
     rules: list[dict] = field(default_factory=list)  # PhaseRules.describe() of the rules used
+    # The fraction of seed resamplings of the group (analysis.bootstrap: its models resampled with replacement,
+    # pairs going with their models) that give it this phase, and the most frequent other label; None when the
+    # group has fewer than two models to resample.
+    phase_confidence: float | None = None
+    phase_runner_up: str | None = None
 
     def to_dict(self) -> dict:
         return json_ready(dataclasses.asdict(self))
@@ -154,8 +162,12 @@ def place_group(models: list[dict], pairs: list[dict], rules: PhaseRules | Mappi
     rules: phase-rule overrides (``--rule``); the loss and CKA thresholds are made absolute by ``absolute_rules``.
     """
     used, sources = absolute_rules(rules)
-    cell = _group_cell(models, pairs)
-    row = label_phases(cell, used).iloc[0]
+    model_frame, pair_frame = _group_tables(models, pairs)
+    cell = aggregate_cells(model_frame, pair_frame, expected_seeds=range(len(models)))
+    labelled = label_phases(cell, used)
+    row = labelled.iloc[0]
+    draws, _ = labelled_draws(model_frame, pair_frame, cell, used)
+    (frequency,), (runner_up,) = phase_confidence(labelled, draws)
     phase = row["phase"] if isinstance(row["phase"], str) else None
     decisions = _decisions(row, used, sources, phase)
     confidence, note = _confidence(decisions, phase)
@@ -168,14 +180,15 @@ def place_group(models: list[dict], pairs: list[dict], rules: PhaseRules | Mappi
         phase=phase, phase_reason=str(row["phase_reason"]), meaning=PHASE_MEANING.get(phase, "undecided"),
         confidence=confidence, confidence_note=note, decisions=decisions,
         guidance=_guidance(phase, row, decisions), metrics=metrics, members=members, rules=used.describe(),
+        phase_confidence=round(frequency, 3) if math.isfinite(frequency) else None, phase_runner_up=runner_up,
     )
 
 
 _UNITS = {**field_units("models"), **field_units("pairs")}
 
 
-def _group_cell(models: list[dict], pairs: list[dict]) -> pd.DataFrame:
-    """The one-row cells frame of the group (aggregate_cells' columns); models are numbered 0..n-1 as seeds."""
+def _group_tables(models: list[dict], pairs: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(models, pairs) frames of the group as one cell of a sweep; models are numbered 0..n-1 as seeds."""
     model_rows = [{**GROUP_CELL, "seed": i, **{m: r.get(m) for m in MODEL_METRICS}, "status": r.get("status")}
                   for i, r in enumerate(models)]
     pair_rows = [{**GROUP_CELL, "seed_a": int(r["seed_a"]), "seed_b": int(r["seed_b"]), "status": r.get("status"),
@@ -185,7 +198,7 @@ def _group_cell(models: list[dict], pairs: list[dict]) -> pd.DataFrame:
     for frame, metrics in ((model_frame, MODEL_METRICS), (pair_frame, PAIR_METRICS)):
         for m in metrics:
             frame[m] = pd.to_numeric(frame[m], errors="coerce").astype(float)
-    return aggregate_cells(model_frame, pair_frame, expected_seeds=range(len(models)))
+    return model_frame, pair_frame
 
 
 def _num(value) -> float | None:
@@ -295,6 +308,9 @@ def placement_text(placement: Placement, header: list[str] = ()) -> str:
     lines.append(f"phase: {p.phase or 'undecided'} ({p.meaning})")
     lines.append(f"  because: {p.phase_reason}")
     lines.append(f"confidence: {p.confidence}: {p.confidence_note}")
+    if p.phase_confidence is not None:
+        lines.append(f"  seed resamplings: {p.phase_confidence:.0%} give this phase"
+                     + (f", runner-up {p.phase_runner_up}" if p.phase_runner_up else ""))
     lines.append("deciding numbers:")
     for d in p.decisions:
         spread = (f" ± {_fmt(d.std)} (std over {d.n})" if d.std is not None else f" (from {d.n}, no spread)")

@@ -340,6 +340,26 @@ class PhaseMapData:
     counts: dict[str, int]
     reasons: np.ndarray | None = None
     notes: np.ndarray | None = None
+    # (ny, nx) float: the bootstrap frequency of each cell's label (NaN: not resampled), and (ny, nx) object: the
+    # most frequent other label (None: every draw agreed); from the cells' phase_confidence / phase_runner_up.
+    confidence: np.ndarray | None = None
+    runner_up: np.ndarray | None = None
+
+    @property
+    def uncertain(self) -> np.ndarray:
+        """(ny, nx) bool: cells whose label fewer than UNCERTAIN_BELOW of the seed resamplings give (drawn
+        hatched, with a key entry); all False without resampling."""
+        if self.confidence is None:
+            return np.zeros(self.labels.shape, dtype=bool)
+        with np.errstate(invalid="ignore"):
+            return np.isfinite(self.confidence) & (self.confidence < UNCERTAIN_BELOW)
+
+
+# A phase label given by fewer than this fraction of the seed resamplings (the cells' phase_confidence,
+# analysis.bootstrap) is drawn as uncertain: hatched in the figures, pale in the report. Four in five: a label
+# that one resampling in four or more changes is not one a reader should take at face value.
+UNCERTAIN_BELOW = 0.8
+UNCERTAIN_KEY = f"hatched: label in < {UNCERTAIN_BELOW:.0%} of seed resamplings"
 
 
 def phase_map_data(cells: pd.DataFrame, *, grid: Grid | None = None) -> PhaseMapData:
@@ -355,8 +375,12 @@ def phase_map_data(cells: pd.DataFrame, *, grid: Grid | None = None) -> PhaseMap
     counts["unlabelled"] = int(np.sum(codes < 0))
     text = {c: grid.to_matrix(cells, c, fill=None, dtype=object) if c in cells.columns else None
             for c in ("phase_reason", "members_missing")}
+    confidence = (grid.to_matrix(cells.assign(_c=pd.to_numeric(cells["phase_confidence"], errors="coerce")), "_c")
+                  if "phase_confidence" in cells.columns else None)
+    runner_up = (grid.to_matrix(cells, "phase_runner_up", fill=None, dtype=object)
+                 if "phase_runner_up" in cells.columns else None)
     return PhaseMapData(grid, labels, codes, PHASES, dict(PHASE_COLORS), phase_boundaries(labels), counts,
-                        text["phase_reason"], text["members_missing"])
+                        text["phase_reason"], text["members_missing"], confidence, runner_up)
 
 
 def phase_boundaries(labels: np.ndarray) -> list[tuple[tuple[float, float], tuple[float, float]]]:

@@ -22,6 +22,7 @@ from analysis.plot_data import (
     MISSING_COLOR,
     Grid,
     PHASE_KEY,
+    UNCERTAIN_KEY,
     HeatmapData,
     PhaseMapData,
     heatmap_data,
@@ -153,7 +154,7 @@ def draw_phase_map(
 
     highlight: (ny, nx) booleans of cells to frame (e.g. those whose label changed between two runs)."""
     from matplotlib.colors import ListedColormap
-    from matplotlib.patches import Patch
+    from matplotlib.patches import Patch, Rectangle
 
     colors = [MISSING_COLOR] + [data.colors[p] for p in data.phases]
     ax.imshow(
@@ -166,6 +167,9 @@ def draw_phase_map(
     )
     _draw_boundaries(ax, data.boundaries, width=1.6)
     ny, nx = data.codes.shape
+    uncertain = data.uncertain
+    for i, j in zip(*np.nonzero(uncertain)):  # labels that another set of seeds often changes: hatched
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="white", linewidth=0))
     if annotate and ny * nx <= MAX_ANNOTATED_CELLS:
         size = 7 if ny * nx <= 100 else 5
         for i in range(ny):
@@ -184,6 +188,9 @@ def draw_phase_map(
         handles = [Patch(color=data.colors[p], label=f"{p}: {PHASE_KEY[p]} ({data.counts[p]})") for p in data.phases]
         if data.counts.get("unlabelled"):
             handles.append(Patch(color=MISSING_COLOR, label=f"unlabelled ({data.counts['unlabelled']})"))
+        if uncertain.any():
+            handles.append(Patch(facecolor="#808080", edgecolor="white", hatch="///",
+                                 label=f"{UNCERTAIN_KEY} ({int(uncertain.sum())})"))
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     if highlight is not None:
         _frame_cells(ax, highlight)

@@ -212,28 +212,40 @@ def _summary(cells: pd.DataFrame) -> str:
     )
 
 
-_VERDICT = {True: ("holds", "holds"), False: ("does not hold", "fails"), None: ("not applicable", "na")}
+_STATUS_CSS = {"holds": "holds", "does not hold": "fails", "unresolved": "unresolved", "cannot be measured": "na",
+               "not applicable": "na"}
 
 
 def claims_table(claims: list[dict]) -> str:
-    """HTML table of the paper's claims: claim, figure, verdict, the deciding numbers in words.
+    """HTML table of the paper's claims: claim, figure, verdict with its p (the fraction of seed resamplings in
+    which it holds, analysis.claims), the deciding numbers in words.
 
-    Claims that apply come first; a claim that applies but could not be measured shows "not measured"."""
+    Claims that apply come first; a relaxed claim says which claim it relaxes; a claim that holds partly by the
+    phase rules' own definition says what."""
     ordered = sorted(claims, key=lambda c: not c["applies"])
     rows = []
     for c in ordered:
-        text, css = _VERDICT[c["holds"]]
-        if c["holds"] is None and c["applies"]:
-            text = "not measured"
+        status = c.get("status") or ("holds" if c["holds"] else "does not hold" if c["holds"] is False
+                                     else "not applicable")
+        p = c.get("p_holds")
+        verdict = f"<b>{html.escape(status)}</b>" + (f"<br>p = {p:.2f}" if p is not None else "")
+        notes = ""
+        if c.get("relaxation_of"):
+            notes += f"<br><i>a relaxation of {html.escape(c['relaxation_of'])}: never a headline in its place</i>"
+        if c.get("by_definition") and c["applies"]:
+            notes += f"<br><i>true by the phase rules' definition: {html.escape(c['by_definition'])}</i>"
         rows.append(
-            f"<tr class='{css}'><td class='text'>{html.escape(c['claim'])}</td><td class='text'>"
-            f"{html.escape(c['figure'])}</td><td class='text'><b>{html.escape(text)}</b></td>"
+            f"<tr class='{_STATUS_CSS.get(status, 'na')}'><td class='text'>{html.escape(c['claim'])}{notes}</td>"
+            f"<td class='text'>{html.escape(c['figure'])}</td><td class='text'>{verdict}</td>"
             f"<td class='text'>{html.escape(c['summary'])}</td></tr>"
         )
     applies = [c for c in claims if c["applies"]]
     held = sum(1 for c in applies if c["holds"] is True)
-    head = (f"<p>{held} of the {len(applies)} claims that apply to this run hold "
-            f"({len(claims) - len(applies)} do not apply to its knobs). Thresholds: analysis/claims.py.</p>")
+    unresolved = sum(1 for c in applies if c.get("status") == "unresolved")
+    head = (f"<p>{held} of the {len(applies)} claims that apply to this run hold, {unresolved} unresolved "
+            f"({len(claims) - len(applies)} do not apply to its knobs). p: the fraction of seed resamplings in "
+            "which a claim holds (holds at p >= 0.9, does not hold at p <= 0.1, unresolved between). Thresholds: "
+            "analysis/claims.py.</p>")
     return (
         head + "<table><thead><tr><th>the paper's claim</th><th>figure</th><th>verdict</th><th>evidence</th></tr>"
         "</thead><tbody>" + "".join(rows) + "</tbody></table>"

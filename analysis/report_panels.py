@@ -16,12 +16,14 @@ its container's width (viewBox), so text sizes are set relative to the natural s
 from __future__ import annotations
 
 import html
+import math
 
 import numpy as np
 
 from analysis.plot_data import (
     MISSING_COLOR,
     PHASE_KEY,
+    UNCERTAIN_BELOW,
     Grid,
     HeatmapData,
     PhaseMapData,
@@ -210,6 +212,11 @@ def phase_tip(data: PhaseMapData, i: int, j: int) -> str:
     label = data.labels[i, j]
     lines = [cell_heading(data.grid, i, j),
              f"phase {label}: {PHASE_KEY[label]}" if label is not None else "no phase"]
+    confidence = data.confidence[i, j] if data.confidence is not None else math.nan
+    if math.isfinite(confidence):
+        runner = data.runner_up[i, j] if data.runner_up is not None else None
+        lines.append(f"label in {confidence:.0%} of seed resamplings"
+                     + (f"; runner-up {runner}" if runner else "; every resampling agrees"))
     reason = data.reasons[i, j] if data.reasons is not None else None
     if reason:
         lines.append(str(reason))
@@ -230,13 +237,15 @@ def phase_map_svg(data: PhaseMapData, *, section: str) -> str:
     label_size = _num(float(np.clip(min(cw / 3, ch / 2), 6, 18)))  # a label fits its cell: "IV-B" is 4 glyphs
     body = _axes(grid, cw, ch, "phase")
     texts = []
+    uncertain = data.uncertain
     for i in range(ny):
         for j in range(nx):
             label = data.labels[i, j]
             color = data.colors[label] if label is not None else MISSING_COLOR
             x, y = LEFT + j * cw, TOP + i * ch
-            body.append(f'<rect x="{_num(x)}" y="{_num(y)}" width="{_num(cw)}" height="{_num(ch)}" fill="{color}" '
-                        f'data-cell="{cell_id(section, i, j)}" data-tip="{_attr(phase_tip(data, i, j))}"/>')
+            pale = ' fill-opacity="0.4" class="uncertain"' if uncertain[i, j] else ""  # the label is seed noise
+            body.append(f'<rect x="{_num(x)}" y="{_num(y)}" width="{_num(cw)}" height="{_num(ch)}" fill="{color}"'
+                        f'{pale} data-cell="{cell_id(section, i, j)}" data-tip="{_attr(phase_tip(data, i, j))}"/>')
             if annotate:
                 ink = "white" if label is not None and is_dark(to_rgba(color)) else "black"
                 texts.append(f'<text x="{_num(x + cw / 2)}" y="{_num(y + ch / 2)}" text-anchor="middle" '
@@ -257,4 +266,8 @@ def phase_key_html(data: PhaseMapData) -> str:
     if data.counts.get("unlabelled"):
         items.append(f'<li><span class="swatch" style="background:{MISSING_COLOR}"></span><b>no phase</b> '
                      f"a deciding value is missing <span class='muted'>({data.counts['unlabelled']} cells)</span></li>")
+    if data.uncertain.any():
+        items.append(f'<li><span class="swatch" style="background:#808080;opacity:0.4"></span><b>pale</b> label '
+                     f"in fewer than {UNCERTAIN_BELOW:.0%} of seed resamplings (hover: how often, and the runner-up) "
+                     f"<span class='muted'>({int(data.uncertain.sum())} cells)</span></li>")
     return "<ul class='phase-key'>" + "".join(items) + "</ul>"

@@ -263,7 +263,9 @@ def status(run_dir, quick):
               help="Override a phase-labelling threshold, e.g. mc_threshold=0.5 (value parsed as YAML). Repeatable.")
 @click.option("--out-dir", default=None, metavar="DIR",
               help="Folder or URI for figures and report (default RUN_DIR/analysis, on the run's own storage).")
-def analyze(run_dir, rules, out_dir):
+@click.option("--bootstrap", "bootstrap_draws", default=200, show_default=True, type=click.IntRange(min=0),
+              help="Seed resamplings behind each claim's p and each label's confidence (0: off).")
+def analyze(run_dir, rules, out_dir, bootstrap_draws):
     """Phase diagram, heatmaps and report of RUN_DIR."""
     import yaml
 
@@ -290,7 +292,7 @@ def analyze(run_dir, rules, out_dir):
         with refusing_user_code("landscape analyze"):  # the tables and the saved config, as data
             result = analyse_during_sweep(run_dir, lambda: api.analyze_run(  # a live sweep: no advice to resume
                 run_dir, rules=parsed or None, out_dir=analysis_out_dir(run_dir, out_dir),
-                pairs_expected=_pairs_expected(run_dir), config_hash=config_hash))
+                pairs_expected=_pairs_expected(run_dir), config_hash=config_hash, bootstrap_draws=bootstrap_draws))
     except (ValueError, LookupError, OSError, *_user_errors()) as exc:
         _fail(exc)
     echo_analysis(result, run_dir)

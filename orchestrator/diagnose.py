@@ -384,5 +384,6 @@ def text(result: dict) -> str:
             header.append(f"  pair {r['checkpoint_a']} - {r['checkpoint_b']}: {r['status']}: {r['error']}")
     fields = {k: result[k] for k in ("phase", "phase_reason", "meaning", "confidence", "confidence_note", "guidance",
                                      "metrics", "members", "rules")}
+    fields.update({k: result.get(k) for k in ("phase_confidence", "phase_runner_up")})  # older results lack them
     placement = Placement(decisions=[Decision(**d) for d in result["decisions"]], **fields)
     return placement_text(placement, header)

@@ -198,3 +198,37 @@ def labelled_cells(layout, widths, temps, values, *, load_name="width", temperat
 
 def fig2_cells():
     return labelled_cells(FIG2_LAYOUT, FIG2_WIDTHS, FIG2_BATCHES, FIG2_VALUES)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Per-seed tables of a text layout, for the bootstrap (analysis.bootstrap resamples the seeds of these rows)
+
+# Offsets with mean 0 and sample standard deviation 1 over 5 seeds: a cell's test accuracy over its seeds is
+# exactly its value +- spread x these, so its standard error is spread / sqrt(5).
+UNIT_OFFSETS = (-1.2649110640673518, -0.6324555320336759, 0.0, 0.6324555320336759, 1.2649110640673518)
+
+
+def layout_tables(layout, widths, temps, values, *, acc_spread=0.0, acc=None, temperature_name="batch_size"):
+    """(models, pairs) DataFrames of 5 seeds per cell of a text layout (as ``labelled_cells``), every pair of
+    seeds measured. Every metric is the same for every seed (labels cannot flip with seeds) except test accuracy,
+    which is spread by ``acc_spread`` x UNIT_OFFSETS; ``acc`` {(width, temperature): mean} replaces cells' means."""
+    import math
+
+    import pandas as pd
+
+    models, pairs = [], []
+    seeds = range(len(UNIT_OFFSETS))
+    for i, line in enumerate(layout):
+        for j, phase in enumerate(line.split()):
+            loss, mc, cka, mean_acc, lam, trace = values[phase]
+            cell = {"load_name": "width", "load_value": float(widths[j]), "temperature_name": temperature_name,
+                    "temperature_value": float(temps[i])}
+            mean_acc = (acc or {}).get((widths[j], temps[i]), mean_acc + 0.01 * j)
+            for s in seeds:
+                models.append({**cell, "seed": s, "status": "ok", "train_loss": loss, "train_acc": 1 - loss / 3,
+                               "test_loss": 1.5 - mean_acc, "test_acc": mean_acc + acc_spread * UNIT_OFFSETS[s],
+                               "hessian_top_eigenvalue": math.exp(lam), "hessian_trace": math.exp(trace)})
+            for a, b in itertools.combinations(seeds, 2):
+                pairs.append({**cell, "seed_a": a, "seed_b": b, "status": "ok", "mode_connectivity": mc,
+                              "cka": cka + 0.01 * j, "l2_distance": 10.0})
+    return pd.DataFrame(models), pd.DataFrame(pairs)

@@ -83,6 +83,8 @@ def test_small_and_wide_models_land_in_different_phases_with_reasons(trained):
     assert deciding["mode_connectivity"]["threshold"] == -1.0 and deciding["train_loss"]["threshold"] == 0.01
     assert deciding["train_loss"]["outcome"] == "sharp" and deciding["train_loss"]["confidence"] == "clear"
     assert small["confidence"] == "no spread"  # two checkpoints are one pair
+    # Resampling the two checkpoints (the pair goes with them): how often the same phase comes out.
+    assert 0 < small["phase_confidence"] <= 1 and "seed resamplings: " in small_text.stdout
     assert any("too small for the data" in g for g in small["guidance"])
     # The wide models: the training set fitted (flat) and no barrier (well connected): phase IV.
     assert wide["phase"] in ("IV-A", "IV-B"), wide["phase_reason"]

@@ -44,6 +44,49 @@ def test_every_headline_names_declared_claims():
     for e in GALLERY:
         assert e.headline and set(e.headline) <= set(CLAIM_BY_ID), e.config
         assert e.words and e.figure
+        # A relaxation (best-in-phase-iv accepts IV-A, which the paper does not call globally nice) is never a
+        # headline claim.
+        assert not [c for c in e.headline if CLAIM_BY_ID[c].relaxation_of], e.name
+    assert len({e.name for e in GALLERY}) == len(GALLERY)
+
+
+def test_the_headlines_are_the_papers_own():
+    by = {e.figure: e for e in GALLERY if not e.variant_of}
+    for figure in ("Fig. 2", "Fig. 3", "Fig. 4", "Fig. 5", "App. D.5"):  # "globally nice" is IV-B (paper section 3.1)
+        assert "best-in-iv-b" in by[figure].headline, figure
+    assert "all-phases-present" in by["Fig. 2"].headline and by["App. D.5"].headline == by["Fig. 2"].headline
+    assert {"dark-band-at-boundary", "sharp-beats-iii-on-noisy-labels"} <= set(by["Fig. 4"].headline)
+    # Fig. 6 on the authors' probes; the held-out probe set is a named variant beside it, not in its place.
+    fig6 = [e for e in GALLERY if e.figure == "Fig. 6"]
+    main = [e for e in fig6 if not e.variant_of]
+    assert len(main) == 1 and "metrics.cka_probe_maker=mixup" in main[0].overrides
+    assert "metrics.cka_probe_pool=train" in main[0].overrides
+    authors = load_config(main[0].config, list(main[0].overrides), check_data=False).metrics.cka
+    assert (authors.probe_pool, authors.probe_maker) == ("train", "mixup")  # the overrides reach the config
+    variants = [e for e in fig6 if e.variant_of]
+    assert [v.variant_of for v in variants] == [main[0].name] and not variants[0].overrides
+
+
+def test_a_headline_counts_strictly():
+    gallery = _gallery_module()
+    entry = gallery.Entry("demo", "Fig. 2", ("sharp-phases-hot", "best-in-iv-b"), "words")
+
+    def record(cid, holds, status, p):
+        return {"id": cid, "applies": True, "holds": holds, "status": status, "p_holds": p}
+
+    holds, words = gallery.headline_verdict(entry, [record("sharp-phases-hot", True, "holds", 1.0),
+                                                    record("best-in-iv-b", None, "unresolved", 0.13)])
+    assert holds is None and "best-in-iv-b unresolved (p 0.13)" in words and "sharp-phases-hot holds (p 1.00)" in words
+    assert gallery.headline_status(entry, [record("sharp-phases-hot", True, "holds", 1.0),
+                                           record("best-in-iv-b", None, "unresolved", 0.13)]) == "unresolved"
+    assert gallery.headline_status(entry, [record("sharp-phases-hot", True, "holds", 1.0),
+                                           record("best-in-iv-b", None, "cannot be measured", None)]) == "not measured"
+    holds, _ = gallery.headline_verdict(entry, [record("sharp-phases-hot", True, "holds", 1.0),
+                                                record("best-in-iv-b", False, "does not hold", 0.05)])
+    assert holds is False
+    holds, _ = gallery.headline_verdict(entry, [record("sharp-phases-hot", True, "holds", 0.95),
+                                                record("best-in-iv-b", True, "holds", 0.92)])
+    assert holds is True
 
 
 @pytest.mark.parametrize("name", [e.config for e in GALLERY])
@@ -66,7 +109,8 @@ def test_reduced_gallery_runs_through_the_cli_and_writes_the_gallery(tmp_path, r
     page = (docs / "gallery.md").read_text(encoding="utf-8")
     assert "Reduced runs" in page
     assert "| config | figure | headline claims | headline | wall |" in page
-    for name, figure in ((e.config, e.figure) for e in GALLERY):
+    module = _gallery_module()
+    for name, figure in ((e.name, module.figure_label(e)) for e in GALLERY):
         assert f"## {name} ({figure})" in page
         claims = json.loads((runs / name / "analysis" / "claims.json").read_text(encoding="utf-8"))
         assert claims and all(c["holds"] in (True, False, None) for c in claims)

@@ -151,3 +151,17 @@ def test_the_absolute_defaults_are_the_released_results_own_thresholds(released_
     assert len(iv) == 63
     assert iv["cka_split"].iloc[0] == pytest.approx(RELEASED_CKA_SPLIT, abs=5e-4)
     assert released_cells["sharpness_threshold"].iloc[0] == pytest.approx(absolute_rules()[0].loss_threshold, rel=0.1)
+
+
+def test_seed_resamplings_give_the_phase_its_frequency_and_runner_up():
+    # Two models at 0.008 and 0.014 nats around the 0.01 threshold: a resampling draws both (mean 0.011: sharp,
+    # II) half the time, the sharp one twice a quarter, the flat one twice a quarter (0.008: flat, IV-B).
+    near = place_group(models(0.008, 0.014), pairs((-0.2, 0.8)))
+    assert near.phase == "II" and near.phase_runner_up == "IV-B"
+    assert 0.65 < near.phase_confidence < 0.85
+    assert "seed resamplings: " in placement_text(near) and "runner-up IV-B" in placement_text(near)
+    far = place_group(models(1.0, 1.1), pairs((-5.0, 0.8)))
+    assert far.phase_confidence == 1.0 and far.phase_runner_up is None
+    # One model: nothing to resample.
+    alone = place_group(models(1.0), [])
+    assert alone.phase_confidence is None and "seed resamplings" not in placement_text(alone)

@@ -23,14 +23,14 @@ import os
 import signal
 import sys
 import threading
-from datetime import datetime
 
 import click
 
 from orchestrator.analysis_step import analysis_out_dir, echo_analysis
 from orchestrator.config import ConfigError
-from orchestrator.execute import echo_resources, execute, joins_cluster, shutdown_ray
-from orchestrator.exits import _fail, _user_errors
+from orchestrator.execute import echo_resources, execute, shutdown_ray
+from orchestrator.exits import EXIT_INCOMPLETE, StoppedExit, _fail, _user_errors
+from orchestrator.sweep_errors import InputError, SweepIncomplete, SweepInterrupted, SweepStopped
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -124,21 +124,6 @@ LOG_HELP = ("Also send every job's epochs and results to Tune's logger for this 
             "in RUN_DIR/tune), wandb or mlflow; repeatable; adds to the config's logging list.")
 
 
-def _with_loggers(cfg, log):
-    """``cfg`` with the ``--log`` names added to its ``logging`` list, every logger's package checked (a
-    ConfigError naming it and its pip install before Ray starts)."""
-    import dataclasses
-
-    from orchestrator.loggers import check_loggers, loggers_check
-
-    names = tuple(dict.fromkeys([*cfg.logging, *(n.strip() for item in log for n in item.split(",") if n.strip())]))
-    problem = loggers_check(names)
-    if problem:
-        raise ConfigError(f"--log: {problem}")
-    check_loggers(names)
-    return dataclasses.replace(cfg, logging=names)
-
-
 @main.command()
 @click.argument("config", required=False, default="demo")
 @click.option("--out", "out", default=None, metavar="RUN_DIR",
@@ -149,15 +134,13 @@ def _with_loggers(cfg, log):
 @click.option("--log", "log", multiple=True, metavar="LOGGER", help=LOG_HELP)
 def run(config, out, overrides, address, no_analysis, log):
     """Run the sweep CONFIG (a built-in name or a YAML file; default: the built-in demo)."""
-    from orchestrator.config import load_config
+    from orchestrator.run_config import config_to_run, default_run_dir
 
     try:
-        # A local run reads the data here; on a cluster the nodes that run the trials read it.
-        cfg = _with_loggers(load_config(config, overrides, check_data=not joins_cluster(address)), log)
+        cfg = config_to_run(config, overrides, address, log)
     except ConfigError as exc:
         _fail(exc)
-    run_dir = out or cfg.run.storage or os.path.join("runs", f"{cfg.name}-{datetime.now():%Y%m%d-%H%M%S}")
-    execute(cfg, run_dir, address=address, analysis=not no_analysis, resuming=False)
+    _execute(cfg, out or default_run_dir(cfg), address=address, analysis=not no_analysis, resuming=False)
 
 
 @main.command()
@@ -169,35 +152,40 @@ def run(config, out, overrides, address, no_analysis, log):
 @click.option("--log", "log", multiple=True, metavar="LOGGER", help=LOG_HELP)
 def resume(run_dir, overrides, address, no_analysis, log):
     """Continue the sweep in RUN_DIR: only missing, failed or broken results are computed."""
-    from orchestrator.config import apply_overrides, parse_config, parse_yaml
-    from orchestrator.status import RUN_CONFIG_FIX
-    from orchestrator.storage import config_uri, normalise_run_dir, read_bytes
+    from orchestrator.run_config import config_to_resume
+    from orchestrator.storage import normalise_run_dir
 
     run_dir = normalise_run_dir(run_dir)
     try:
-        data = read_bytes(config_uri(run_dir))
-    except (FileNotFoundError, OSError):
-        _fail(ConfigError(f"{run_dir} is not a run directory (no config.yaml); start one with `landscape run`"))
-    try:
-        raw = parse_yaml(data, config_uri(run_dir))  # a damaged file: ConfigError, never a traceback
-    except ConfigError as exc:
-        _fail(ConfigError(f"{exc}; {RUN_CONFIG_FIX}"))
-    if raw is None:
-        _fail(ConfigError(f"{config_uri(run_dir)} is empty; {RUN_CONFIG_FIX}"))
-    try:
-        if not isinstance(raw, dict):
-            raise ConfigError(f"a sweep config is a YAML mapping (key: value), got {type(raw).__name__}")
-        raw = apply_overrides(raw, overrides)
-        if raw.get("run") is None or isinstance(raw["run"], dict):  # else parse_config names the problem
-            raw["run"] = {**(raw.get("run") or {}), "storage": run_dir}
-        cfg = parse_config(raw, check_data=not joins_cluster(address))
-    except ConfigError as exc:
-        _fail(ConfigError(f"{config_uri(run_dir)}: {exc}"))
-    try:
-        cfg = _with_loggers(cfg, log)
+        cfg = config_to_resume(run_dir, overrides, address, log)
     except ConfigError as exc:
         _fail(exc)
-    execute(cfg, run_dir, address=address, analysis=not no_analysis, resuming=True)
+    _execute(cfg, run_dir, address=address, analysis=not no_analysis, resuming=True)
+
+
+def _execute(cfg, run_dir: str, **how) -> None:
+    """execute() with its endings as the command's: bad input `error: ...` (exit 2), an incomplete sweep its
+    message (exit 1), a stopped one `error: ...` (exit 1), Ctrl-C / SIGTERM the resume line (exit 130 / 143)."""
+    try:
+        execute(cfg, run_dir, **how)
+    except InputError as exc:
+        _fail(exc)
+    except SweepStopped as exc:
+        if exc.ray_lost:
+            # Ray's and Tune's exit handlers talk to the Ray that is gone and would hang the process forever
+            # (measured: Tune's registry cleanup waits on the dead GCS): the lock is released, the rest of
+            # that Ray is stopped, so end here without them.
+            StoppedExit(str(exc)).show()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_INCOMPLETE)
+        raise StoppedExit(str(exc)) from None
+    except SweepIncomplete as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_INCOMPLETE)
+    except SweepInterrupted as exc:
+        click.echo(f"\n{exc}", err=True)
+        sys.exit(128 + exc.signal)
 
 
 

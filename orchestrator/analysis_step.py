@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-import click
+from orchestrator.console import echo
 
 
 def analysis_out_dir(run_dir: str, out_dir: str | None) -> str | None:
@@ -58,17 +58,17 @@ def run_analysis(run_dir: str, *, scans: dict | None = None, pairs_expected: boo
     try:
         from analysis import api
     except ImportError:
-        click.echo("  (analysis package not available: skipped)")
+        echo("  (analysis package not available: skipped)")
         return
     rules, note = saved_rules(run_dir)
     if note:
-        click.echo(f"  note: {note}")
+        echo(f"  note: {note}")
     try:
         result = api.analyze_run(run_dir, rules=rules or None, out_dir=analysis_out_dir(run_dir, None), scans=scans,
                                  pairs_expected=pairs_expected)
     except Exception as exc:  # the sweep's results are safe; analysis problems must not hide them
-        click.echo(f"  analysis failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}; "
-                   f"retry with `landscape analyze {run_dir}`", err=True)
+        echo(f"  analysis failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}; "
+             f"retry with `landscape analyze {run_dir}`", err=True)
         return
     echo_analysis(result, run_dir)
 
@@ -78,20 +78,20 @@ def echo_analysis(result, run_dir: str) -> None:
     figures = getattr(result, "figures", None) or {}
     for name, files in sorted(figures.items()):
         if name.startswith("phase_map") and isinstance(files, dict) and files.get("png"):
-            click.echo(f"  phase diagram: {files['png']}")
+            echo(f"  phase diagram: {files['png']}")
     report = getattr(result, "report_path", None)
     if report:
-        click.echo(f"  report: {report}")
+        echo(f"  report: {report}")
         if str(report).startswith("s3://"):
             out = getattr(result, "out_dir", None) or report.rsplit("/", 1)[0]
-            click.echo(f"  (fetch with: aws s3 sync {out} ./analysis)")
+            echo(f"  (fetch with: aws s3 sync {out} ./analysis)")
     for warning in getattr(result, "warnings", None) or []:  # on stderr, like the sweep's own warnings
-        click.echo(f"warning: {warning}", err=True)
+        echo(f"warning: {warning}", err=True)
     if not figures and not report:
         if isinstance(result, (str, os.PathLike)):
-            click.echo(f"  analysis: {result}")
+            echo(f"  analysis: {result}")
         else:
-            click.echo(f"  analysis written under {run_dir}")
+            echo(f"  analysis written under {run_dir}")
 
 
 def analyse_during_sweep(run_dir: str, analyse):
@@ -109,7 +109,7 @@ def analyse_during_sweep(run_dir: str, analyse):
     if not holder:
         return analyse()
     running = f"a sweep is running in {run_dir} ({holder})"
-    click.echo(f"  note: {running}: analysing the results written so far; analyze again when it has finished")
+    echo(f"  note: {running}: analysing the results written so far; analyze again when it has finished")
     try:
         result = analyse()
     except ValueError as exc:

@@ -24,14 +24,14 @@ import os
 import signal
 import sys
 import threading
-from datetime import datetime
 
 import click
 
 from orchestrator.analysis_step import analyse_during_sweep, analysis_out_dir, echo_analysis, run_config_hash
 from orchestrator.config import ConfigError
-from orchestrator.execute import echo_resources, execute, joins_cluster, shutdown_ray
-from orchestrator.exits import EXIT_INCOMPLETE, _fail, _user_errors
+from orchestrator.execute import echo_resources, execute, shutdown_ray
+from orchestrator.exits import EXIT_INCOMPLETE, StoppedExit, _fail, _user_errors
+from orchestrator.sweep_errors import InputError, SweepIncomplete, SweepInterrupted, SweepStopped
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -125,13 +125,6 @@ LOG_HELP = ("Also send every job's epochs and results to Tune's logger for this 
             "in RUN_DIR/tune), wandb or mlflow; repeatable; adds to the config's logging list.")
 
 
-def _with_loggers(cfg, log):
-    """``cfg`` with the ``--log`` names added to its ``logging`` list, every logger's package checked (a
-    ConfigError naming it and its pip install before Ray starts)."""
-    names = tuple(dict.fromkeys([*cfg.logging, *(n.strip() for item in log for n in item.split(",") if n.strip())]))
-    return _checked_loggers(cfg, names)
-
-
 @main.command()
 @click.argument("config", required=False, default="demo")
 @click.option("--out", "out", default=None, metavar="RUN_DIR",
@@ -142,15 +135,13 @@ def _with_loggers(cfg, log):
 @click.option("--log", "log", multiple=True, metavar="LOGGER", help=LOG_HELP)
 def run(config, out, overrides, address, no_analysis, log):
     """Run the sweep CONFIG (a built-in name or a YAML file; default: the built-in demo)."""
-    from orchestrator.config import load_config
+    from orchestrator.run_config import config_to_run, default_run_dir
 
     try:
-        # A local run reads the data here; on a cluster the nodes that run the trials read it.
-        cfg = _with_loggers(load_config(config, overrides, check_data=not joins_cluster(address)), log)
+        cfg = config_to_run(config, overrides, address, log)
     except ConfigError as exc:
         _fail(exc)
-    run_dir = out or cfg.run.storage or os.path.join("runs", f"{cfg.name}-{datetime.now():%Y%m%d-%H%M%S}")
-    execute(cfg, run_dir, address=address, analysis=not no_analysis, resuming=False)
+    _execute(cfg, out or default_run_dir(cfg), address=address, analysis=not no_analysis, resuming=False)
 
 
 CODE_DIR_HELP = ("A folder to import the run's own code from (its module:function references), e.g. --code-dir . "
@@ -173,64 +164,48 @@ def resume(run_dir, overrides, address, no_analysis, log, code_dirs):
 
     RUN_DIR/config.yaml is read as data first; before importing any code it names, resume prints which modules
     it will import and from where (they come from the run directory's config, which its last writer chose)."""
-    from orchestrator.config import apply_overrides, parse_config
-    from orchestrator.run_config import parse_run_config, read_run_config_raw
-    from orchestrator.storage import config_uri, normalise_run_dir
-    from orchestrator.user_code import resume_notice
+    from orchestrator.run_config import config_to_resume
+    from orchestrator.storage import normalise_run_dir
     from workloads.plugins import code_from
 
     try:
         run_dir = normalise_run_dir(run_dir)
     except _user_errors() as exc:  # a run directory name that cannot mean one place
         _fail(exc)
-    try:
-        raw = apply_overrides(read_run_config_raw(run_dir), overrides)
-        if raw.get("run") is None or isinstance(raw["run"], dict):  # else parse_config names the problem
-            raw["run"] = {**(raw.get("run") or {}), "storage": run_dir}
-        saved = parse_run_config(raw, run_dir)  # as data: nothing it names is imported yet
-        names, dropped = _resume_loggers(saved, log, run_dir)
-    except ConfigError as exc:
-        _fail(exc)
     missing = [d for d in code_dirs if not os.path.isdir(d)]
     if missing:
         _fail(ConfigError(f"--code-dir {missing[0]}: no such folder"))
-    if dropped:
-        click.echo(f"note: {config_uri(run_dir)} turns on {', '.join(dropped)}, which would send this sweep's data "
-                   f"off this machine: left off for this resume (add {' '.join('--log ' + n for n in dropped)} "
-                   f"to use {'it' if len(dropped) == 1 else 'them'})")
-    with code_from(code_dirs):
-        for line in resume_notice(saved, config_uri(run_dir)):  # before anything it names is imported
-            click.echo(line)
+    with code_from(code_dirs):  # users' code only from there (and PYTHONPATH), also in the sweep's workers
         try:
-            cfg = parse_config(raw, check_data=not joins_cluster(address))
-        except ConfigError as exc:
-            _fail(ConfigError(f"{config_uri(run_dir)}: {exc}"))
-        try:
-            cfg = _checked_loggers(cfg, names)
+            cfg = config_to_resume(run_dir, overrides, address, log, notice=click.echo)
         except ConfigError as exc:
             _fail(exc)
-        execute(cfg, run_dir, address=address, analysis=not no_analysis, resuming=True)
+        _execute(cfg, run_dir, address=address, analysis=not no_analysis, resuming=True)
 
 
-def _resume_loggers(saved, log, run_dir: str) -> tuple[tuple, tuple]:
-    """(the loggers a resume uses, those of the run's config it leaves off): orchestrator/loggers.py."""
-    from orchestrator.loggers import loggers_for_resume
-
-    asked = tuple(n.strip() for item in log for n in item.split(",") if n.strip())
-    return loggers_for_resume(saved.logging, asked, run_dir)
-
-
-def _checked_loggers(cfg, names):
-    """``cfg`` with exactly the loggers ``names``, each known and its package installed (ConfigError)."""
-    import dataclasses
-
-    from orchestrator.loggers import check_loggers, loggers_check
-
-    problem = loggers_check(names)
-    if problem:
-        raise ConfigError(f"--log: {problem}")
-    check_loggers(names)
-    return dataclasses.replace(cfg, logging=tuple(names))
+def _execute(cfg, run_dir: str, **how) -> None:
+    """execute() with its endings as the command's: bad input `error: ...` (exit 2), an incomplete sweep its
+    message (exit 1), a stopped one `error: ...` (exit 1), Ctrl-C / SIGTERM the resume line (exit 130 / 143)."""
+    try:
+        execute(cfg, run_dir, **how)
+    except InputError as exc:
+        _fail(exc)
+    except SweepStopped as exc:
+        if exc.ray_lost:
+            # Ray's and Tune's exit handlers talk to the Ray that is gone and would hang the process forever
+            # (measured: Tune's registry cleanup waits on the dead GCS): the lock is released, the rest of
+            # that Ray is stopped, so end here without them.
+            StoppedExit(str(exc)).show()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_INCOMPLETE)
+        raise StoppedExit(str(exc)) from None
+    except SweepIncomplete as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_INCOMPLETE)
+    except SweepInterrupted as exc:
+        click.echo(f"\n{exc}", err=True)
+        sys.exit(128 + exc.signal)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,5 +1,10 @@
 """`landscape run` and `landscape resume` after their config is loaded: take the run directory's lock, make
-the plan, start (or join) Ray, run the sweep, report what is done, analyse; stop cleanly on signals."""
+the plan, start (or join) Ray, run the sweep, report what is done, analyse; stop cleanly on signals.
+
+Shared by the command line and the Python API (landscape/): :func:`execute` prints through orchestrator.console
+(which the API captures) and ends badly only by raising the exceptions of orchestrator/sweep_errors.py, which
+the command line turns into its messages and exit statuses.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,11 @@ import signal
 import sys
 import threading
 
-import click
-
 from orchestrator.analysis_step import run_analysis
 from orchestrator.config import ConfigError
-from orchestrator.exits import EXIT_INCOMPLETE, SweepStopped, _fail, _user_errors
+from orchestrator.console import echo, progress_stream
+from orchestrator.exits import _user_errors
+from orchestrator.sweep_errors import InputError, SweepIncomplete, SweepInterrupted, SweepStopped
 
 
 @contextlib.contextmanager
@@ -69,23 +74,23 @@ def execute(cfg, run_dir: str, *, address, analysis: bool, resuming: bool):
         info, run_info_note = storage.ensure_run_info(run_dir, cfg.name)
     except errors as exc:
         lock.release()
-        _fail(exc)
+        raise _input_error(exc) from exc
     except OSError as exc:
         lock.release()
-        _fail(ConfigError(f"cannot use run directory {run_dir}: {exc.strerror or exc}"))
+        raise InputError(f"cannot use run directory {run_dir}: {exc.strerror or exc}") from exc
 
-    click.echo(f"landscape {cfg.name}: {len(cfg.model_keys())} models, {len(cfg.pair_keys())} pairs -> {run_dir}")
+    echo(f"landscape {cfg.name}: {len(cfg.model_keys())} models, {len(cfg.pair_keys())} pairs -> {run_dir}")
     for warning in config_warnings(cfg):
-        click.echo(f"warning: {warning}", err=True)
+        echo(f"warning: {warning}", err=True)
     if leftover:
-        click.echo(f"  note: stopped {len(leftover)} process(es) left by the local Ray of an earlier, killed run")
+        echo(f"  note: stopped {len(leftover)} process(es) left by the local Ray of an earlier, killed run")
     for note in plan.repaired + ([run_info_note] if run_info_note else []):
-        click.echo(f"  repair: {note}")
+        echo(f"  repair: {note}")
     if resuming or plan.models_done or plan.pairs_done:
-        click.echo(f"  already done: {len(plan.models_done)} models, {len(plan.pairs_done)} pairs; "
-                   f"to do: {len(plan.models_todo)} models, {len(plan.pairs_todo)} pairs"
-                   + (f", {len(plan.models_to_measure)} finished models to measure (added metrics, from their saved "
-                      f"weights; no training)" if plan.models_to_measure else ""))
+        echo(f"  already done: {len(plan.models_done)} models, {len(plan.pairs_done)} pairs; "
+             f"to do: {len(plan.models_todo)} models, {len(plan.pairs_todo)} pairs"
+             + (f", {len(plan.models_to_measure)} finished models to measure (added metrics, from their saved "
+                f"weights; no training)" if plan.models_to_measure else ""))
     got: dict = {}  # the signal that stopped the sweep
     try:
         with _stop_signals(got) as install_handlers:
@@ -93,27 +98,22 @@ def execute(cfg, run_dir: str, *, address, analysis: bool, resuming: bool):
             final = summary.plan_after if summary else plan  # made from the tables after the last round
             if stopped is None:
                 _report_and_analyse(cfg, run_dir, final, summary, analysis)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         lock.release()
-        name = "SIGTERM" if got.get("signal") == signal.SIGTERM else None
-        click.echo(f"\ninterrupted{f' ({name})' if name else ''}; continue with: landscape resume {run_dir}", err=True)
-        sys.exit(128 + int(got.get("signal") or signal.SIGINT))
+        raise SweepInterrupted(run_dir, got.get("signal") or signal.SIGINT) from exc
     finally:
         lock.release()  # idempotent; also on errors (a second command in this process must find it free)
     if stopped is not None:
-        message = f"{stopped}; everything finished is kept: continue with `landscape resume {run_dir}`"
-        if ray_lost:
-            # Ray's and Tune's exit handlers talk to the Ray that is gone and would hang the process forever
-            # (measured: Tune's registry cleanup waits on the dead GCS): the lock is released, the rest of
-            # that Ray is stopped, so end here without them.
-            SweepStopped(message).show()
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(EXIT_INCOMPLETE)
-        raise SweepStopped(message)
+        # ray_lost: the local Ray died; its exit handlers would hang the process (the CLI ends with os._exit).
+        raise SweepStopped(f"{stopped}; everything finished is kept: continue with `landscape resume {run_dir}`",
+                           run_dir, ray_lost=ray_lost)
     if not final.complete:
-        click.echo(_incomplete_message(cfg, run_dir, final), err=True)
-        sys.exit(EXIT_INCOMPLETE)
+        raise SweepIncomplete(_incomplete_message(cfg, run_dir, final), run_dir)
+
+
+def _input_error(exc: Exception) -> InputError:
+    """The user error ``exc`` (config, run directory, plan, tables) as one line."""
+    return InputError(" ".join(str(exc).split()))
 
 
 def _sweep(cfg, run_dir: str, plan, info: dict, address, install_handlers):
@@ -124,7 +124,7 @@ def _sweep(cfg, run_dir: str, plan, info: dict, address, install_handlers):
     from orchestrator.resources import autoscaler_node_types, check_resources
 
     if plan.complete:
-        click.echo("  nothing to do")
+        echo("  nothing to do")
         return None, None, False
     errors = _user_errors()
     local_ray = note = watch = None
@@ -147,22 +147,22 @@ def _sweep(cfg, run_dir: str, plan, info: dict, address, install_handlers):
             node_types = autoscaler_node_types() if joins_cluster(address) else []
             resources = check_resources(cfg, node_types=node_types)
         except errors as exc:
-            _fail(exc)
+            raise _input_error(exc) from exc
         echo_resources(cfg, resources)
         from orchestrator.cohorts import describe_cohorts
 
         from orchestrator.tune_adapters import concurrent_slots
 
         slots = concurrent_slots(cfg, resources)
-        click.echo(f"  {describe_cohorts(cfg, plan.models_todo, plan.pairs_todo, slots)}")
+        echo(f"  {describe_cohorts(cfg, plan.models_todo, plan.pairs_todo, slots)}")
         if resources["cluster"]["nodes"] + len(node_types) > 1 and not storage.is_uri(run_dir):
-            click.echo(f"  note: {run_dir} is a local path on a multi-node cluster: every node must see it "
-                       f"(a shared mount), else use a URI such as s3://BUCKET/PATH")
+            echo(f"  note: {run_dir} is a local path on a multi-node cluster: every node must see it "
+                 f"(a shared mount), else use a URI such as s3://BUCKET/PATH")
         from orchestrator.progress import make_progress
         from orchestrator.sweep import run_sweep
 
         try:
-            return run_sweep(cfg, run_dir, run_id=info["run_id"], resources=resources, progress=make_progress(),
+            return run_sweep(cfg, run_dir, run_id=info["run_id"], resources=resources, progress=make_progress(progress_stream()),
                              plan=plan), None, False
         except storage.StorageFullError as exc:
             return None, str(exc), False
@@ -191,12 +191,12 @@ def _report_and_analyse(cfg, run_dir: str, final, summary, analysis: bool) -> No
     failed = _failed_rows({"models": models, "pairs": pairs})
     _warn_gpu_without_cuda(models)
     took = f" in {summary.seconds:.1f} s" if summary else ""
-    click.echo(f"sweep finished{took}: {len(final.models_done)}/{len(cfg.model_keys())} models, "
-               f"{len(final.pairs_done)}/{len(cfg.pair_keys())} pairs done; tables in {run_dir}/tables")
+    echo(f"sweep finished{took}: {len(final.models_done)}/{len(cfg.model_keys())} models, "
+         f"{len(final.pairs_done)}/{len(cfg.pair_keys())} pairs done; tables in {run_dir}/tables")
     if analysis and final.models_done:
         run_analysis(run_dir, scans=final.scans, pairs_expected=bool(cfg.pair_keys()))
     if failed:
-        click.echo(f"{len(failed)} job(s) failed (e.g. {failed[0]}); see `landscape status {run_dir}`", err=True)
+        echo(f"{len(failed)} job(s) failed (e.g. {failed[0]}); see `landscape status {run_dir}`", err=True)
 
 
 def _incomplete_message(cfg, run_dir: str, final) -> str:
@@ -303,15 +303,15 @@ def _warn_gpu_without_cuda(models) -> None:
     """Trials that Ray gave a GPU but that found no CUDA ran on the CPU (sweep._job_device): say so."""
     fallback = models["device"].dropna().str.startswith("cpu (")
     if fallback.any():
-        click.echo(f"warning: {int(fallback.sum())} model(s) were given a GPU by Ray but CUDA was not available "
-                   f"in the worker, so they trained on the CPU (see the device column)", err=True)
+        echo(f"warning: {int(fallback.sum())} model(s) were given a GPU by Ray but CUDA was not available "
+             f"in the worker, so they trained on the CPU (see the device column)", err=True)
 
 
 def echo_resources(cfg, plan: dict) -> None:
     from orchestrator.resources import describe_plan
 
     for line in describe_plan(cfg, plan):
-        click.echo(f"  {line}")
+        echo(f"  {line}")
 
 
 def shutdown_ray() -> None:

@@ -32,7 +32,7 @@ def _fail(exc: Exception):
     raise UserError(" ".join(str(exc).split()))
 
 
-class SweepStopped(UserError):
+class StoppedExit(UserError):
     """The sweep could not go on (the run directory cannot be written, the local Ray died): ``error: ...``,
     exit status 1; what was finished is kept and `landscape resume` continues."""
 

@@ -9,13 +9,26 @@ imports that code, after saying which (orchestrator/user_code.py).
     read_run_config_raw(run_dir) -> dict          the checked mapping (ConfigError naming the problem and the fix)
     load_run_config(run_dir) -> SweepConfig       built and checked as data only
     saved_config_or_none(run_dir) -> SweepConfig | None    the same, None when there is no usable one
+
+The configs a sweep starts from, for `landscape run` / `landscape resume` and the Python API alike (every
+problem a ConfigError whose message is the command line's ``error:`` line):
+
+    config_to_run(config, overrides, address, log) -> SweepConfig      a built-in name, a YAML file or a mapping
+    config_to_resume(run_dir, overrides, address, log, notice) -> SweepConfig   the config saved in RUN_DIR
+    default_run_dir(cfg) -> str                                        run.storage, else runs/<name>-<time>
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
+from datetime import datetime
+from typing import Callable
+
 from analysis.run_files import RunFileError, read_run_file
 from orchestrator import storage
-from orchestrator.config import ConfigError, parse_config, parse_yaml
+from orchestrator.config import ConfigError, apply_overrides, load_config, parse_config, parse_yaml
+from orchestrator.execute import joins_cluster
 
 # A run's config.yaml holds the settings its rows were computed with (the tables' config hash checks them).
 RUN_CONFIG_FIX = ("restore the run's config.yaml from a copy, or rewrite it with the settings the run was started "
@@ -63,3 +76,69 @@ def saved_config_or_none(run_dir: str):
         return load_run_config(run_dir)
     except ConfigError:
         return None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The config a sweep runs with
+
+
+def logger_names(log=()) -> tuple[str, ...]:
+    """The names of repeatable, comma-separated ``--log`` options."""
+    return tuple(n.strip() for item in log for n in item.split(",") if n.strip())
+
+
+def checked_loggers(cfg, names):
+    """``cfg`` with exactly the loggers ``names``, each known and its package installed (a ConfigError naming it
+    and its pip install before Ray starts)."""
+    from orchestrator.loggers import check_loggers, loggers_check
+
+    problem = loggers_check(names)
+    if problem:
+        raise ConfigError(f"--log: {problem}")
+    check_loggers(names)
+    return dataclasses.replace(cfg, logging=tuple(names))
+
+
+def config_to_run(config, overrides=(), address=None, log=()):
+    """The validated config of `landscape run CONFIG`: a built-in name, a YAML path, or (from Python) a mapping
+    holding what such a file holds, with the ``--log`` loggers added to its own. A local run reads the data
+    here; on a cluster the nodes that run the trials read it."""
+    check_data = not joins_cluster(address)
+    if isinstance(config, dict):
+        cfg = parse_config(apply_overrides(config, overrides), check_data=check_data)
+    else:
+        cfg = load_config(os.fspath(config), overrides, check_data=check_data)
+    return checked_loggers(cfg, tuple(dict.fromkeys([*cfg.logging, *logger_names(log)])))
+
+
+def config_to_resume(run_dir: str, overrides=(), address=None, log=(), notice: Callable[[str], None] = print):
+    """The config saved in ``run_dir`` (normalised) with the overrides (grid values and seeds may grow), to be
+    called inside ``workloads.plugins.code_from(code_dirs)``, which also holds while the sweep runs.
+
+    The saved config is read and checked as data first; ``notice`` gets, before anything it names is imported,
+    the lines saying which modules will be imported and from where, and which of its loggers (those sending data
+    off this machine) are left off unless named again in ``log``."""
+    from orchestrator.loggers import loggers_for_resume
+    from orchestrator.user_code import resume_notice
+
+    uri = storage.config_uri(run_dir)
+    raw = apply_overrides(read_run_config_raw(run_dir), overrides)
+    if raw.get("run") is None or isinstance(raw["run"], dict):  # else parse_config names the problem
+        raw["run"] = {**(raw.get("run") or {}), "storage": run_dir}
+    saved = parse_run_config(raw, run_dir)  # as data: nothing it names is imported yet
+    names, dropped = loggers_for_resume(saved.logging, logger_names(log), run_dir)
+    if dropped:
+        notice(f"note: {uri} turns on {', '.join(dropped)}, which would send this sweep's data off this machine: "
+               f"left off for this resume (add {' '.join('--log ' + n for n in dropped)} to use "
+               f"{'it' if len(dropped) == 1 else 'them'})")
+    for line in resume_notice(saved, uri):
+        notice(line)
+    try:
+        cfg = parse_config(raw, check_data=not joins_cluster(address))
+    except ConfigError as exc:
+        raise ConfigError(f"{uri}: {exc}") from None
+    return checked_loggers(cfg, names)
+
+
+def default_run_dir(cfg) -> str:
+    return cfg.run.storage or os.path.join("runs", f"{cfg.name}-{datetime.now():%Y%m%d-%H%M%S}")

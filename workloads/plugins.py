@@ -36,6 +36,8 @@ import os
 import sys
 from typing import Callable
 
+from workloads.own_packages import clash
+
 ENTRY_POINT_GROUPS = {
     "model": "landscape.models",
     "dataset": "landscape.datasets",
@@ -66,6 +68,8 @@ def split_reference(reference: str) -> tuple[str, str]:
             f"{reference!r} is not a reference to Python code; write it as 'module:function', e.g. "
             f"'mynets:build' for the function build in mynets.py"
         )
+    if clash(module):  # the user's analysis.py can never be imported in place of the tool's (own_packages.py)
+        raise PluginError(f"{reference!r}: {clash(module)}")
     return module, attribute
 
 

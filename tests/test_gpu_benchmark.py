@@ -53,7 +53,8 @@ def load_script():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: the benchmark would run")
 def test_without_cuda_it_says_so_and_exits_0_quickly(ray_tmpdir):
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, SCRIPT], capture_output=True, text=True, env=hygienic_env(ray_tmpdir), timeout=60)
+    proc = subprocess.run([sys.executable, SCRIPT], capture_output=True, text=True, env=hygienic_env(ray_tmpdir),
+                          timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "no CUDA device" in proc.stdout and "Traceback" not in proc.stderr
     assert time.monotonic() - started < 30

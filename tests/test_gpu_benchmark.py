@@ -181,6 +181,10 @@ def test_the_rates_file_round_trips_its_cohort_section_and_refuses_a_bad_one(tmp
                                   estimate.CohortRates(5, 8e13, 7e-3))
     basis = estimate.measured_basis(str(path))
     assert basis.cohort == estimate.CohortRates(5, 8e13, 7e-3) and "NVIDIA H100, measured 2026-12-07" in basis.name
+    from orchestrator.config import load_config
+
+    shown = estimate.estimate_gpu_hours(load_config("paper-width-batch", check_data=False), basis).summary()
+    assert "measured 2026-12-07" in shown and "a cohort of 5: 80 TFLOP/s, 7 ms per step" in shown, shown
     data = json.loads(path.read_text())
     for cohort, words in (([1], "cohort must be an object"), ({"members": 1}, "cohort.members must be an integer"),
                           ({"members": 5, "sustained_flops": 0, "step_overhead_s": 1e-3},

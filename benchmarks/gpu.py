@@ -11,9 +11,9 @@ says so and exits 0. docs/benchmarks.md says how to run it and where its figures
   1. Training steps: ResNet18 k in {4, 16, 64} x batch {16, 128, 1024}, one model at a time (workloads.train.train,
      the sweeps' loop, on a training set without a test split: it then evaluates nothing) vs a cohort of 5
      (workloads.cohort_train.train_cohort, grouped backend, no test set): per-step time, images/s, TFLOP/s and
-     peak memory. Each side the same way: an untimed warm-up call (lazy initialisation, allocator), then one
-     call of N steps between torch.cuda.synchronize() calls; settings as the sweeps run them (fp32 with
-     torch's default TF32 convolutions, cuDNN autotuning off).
+     peak memory. Each side the same way: one training call of two epochs of N steps, the first untimed (lazy
+     initialisation, allocator), the second timed between the synchronised ends of the two; settings as the
+     sweeps run them (fp32 with torch's default TF32 convolutions, cuDNN autotuning off).
   2. Rates: step time = fixed cost + FLOPs / rate fitted to step 1's points, one at a time and per cohort step
      separately; written at once to benchmarks/gpu_rates.json (--rates-out), which `landscape validate` and
      orchestrator/estimate.py then use instead of the assumed A10G figures.
@@ -25,8 +25,8 @@ says so and exits 0. docs/benchmarks.md says how to run it and where its figures
      of 1 / share members a sweep forms there, against the A10G (24 GB) share it holds.
   6. Variants against the plain step, both sides, at k=4 batch 16 (launch-bound) and k=64 batch 128 (compute-
      bound): bf16 autocast, channels_last, cuDNN autotuning; then the host synchronisations of 64 cohort steps;
-     last, at k=4 batch 16, CUDA graphs (torch.compile mode="reduce-overhead": the compile is in the warm-up,
-     not in the time). The ratio to plain is printed (> 1: the variant is faster).
+     last, at k=4 batch 16, CUDA graphs (torch.compile mode="reduce-overhead": compilation and graph recording
+     are two untimed epochs). The ratio to plain is printed (> 1: the variant is faster).
   7. (--with-sweep only; needs Ray and the installed project, else skipped with a note) the CUDA path of every
      stage (training, Hessian, curve) and a reduced paper sweep on a private local Ray, four trials per GPU.
 
@@ -87,7 +87,6 @@ class Sizes:
     max_steps: int = 40  # timed steps per measurement: min(max_steps, step_images // batch), at least min_steps
     min_steps: int = 10
     step_images: int = 16384
-    warm_steps: int = 3
     eval_images: int = 10000  # CIFAR-10's test split
     variant_cases: tuple = ((4, 16), (64, 128))
     graph_cases: tuple = ((4, 16),)  # CUDA graphs only where launches dominate (each compile costs ~1 min)
@@ -99,8 +98,8 @@ class Sizes:
 
 def dry_sizes() -> Sizes:
     return Sizes(device="cpu", image_shape=(3, 8, 8), widths=(1, 2), batches=(4, 8), members=2, max_steps=3,
-                 min_steps=2, step_images=24, warm_steps=1, eval_images=32, variant_cases=((1, 4),),
-                 graph_cases=(), memory_cases=(), guess_s=1.0, compile_guess_s=30.0, reserve_s=3.0)
+                 min_steps=2, step_images=24, eval_images=32, variant_cases=((1, 4),),
+                 graph_cases=(), memory_cases=((2, 8, 2, 0.5),), guess_s=1.0, compile_guess_s=30.0, reserve_s=3.0)
 
 
 def section(title: str) -> None:
@@ -217,7 +216,7 @@ def _variant_context(variant: str, device: str):
 
 
 def _one_at_a_time(sizes: Sizes, width: int, batch: int, variant: str):
-    """A call that trains one ResNet18 one epoch over the given data with workloads.train.train."""
+    """run(data, epochs, epoch_fn): one ResNet18 trained with workloads.train.train (no test split: no evaluation)."""
     import torch
 
     from workloads.models import seeded_model
@@ -228,11 +227,11 @@ def _one_at_a_time(sizes: Sizes, width: int, batch: int, variant: str):
         model = model.to(memory_format=torch.channels_last)
     if variant == "CUDA graphs":
         model = torch.compile(model, mode="reduce-overhead")
-    config = TrainConfig(epochs=1, batch_size=batch, lr=0.01, device=sizes.device)
 
-    def run(data):
+    def run(data, epochs: int, epoch_fn=None):
+        config = TrainConfig(epochs=epochs, batch_size=batch, lr=0.01, device=sizes.device)
         with _variant_context(variant, sizes.device):
-            result = train(model, data, config)
+            result = train(model, data, config, epoch_fn=epoch_fn)
         if result.status != "ok":
             raise RuntimeError(result.error)
 
@@ -240,7 +239,8 @@ def _one_at_a_time(sizes: Sizes, width: int, batch: int, variant: str):
 
 
 def _cohort(sizes: Sizes, width: int, batch: int, members: int, variant: str):
-    """A call that trains a cohort of ``members`` ResNet18 one epoch with workloads.cohort_train.train_cohort."""
+    """run(data, epochs, epoch_fn): a cohort of ``members`` ResNet18 trained with workloads.cohort_train.train_cohort
+    (no test set: no evaluation)."""
     import torch
 
     from workloads.cohort_net import build_cohort_net
@@ -256,11 +256,12 @@ def _cohort(sizes: Sizes, width: int, batch: int, members: int, variant: str):
         net.inputs = lambda x, index: folded(x, index).contiguous(memory_format=torch.channels_last)
     execution = Execution(backend="grouped", precision="bf16" if variant == "bf16" else "fp32",
                           compile="reduce-overhead" if variant == "CUDA graphs" else "off")
-    configs = [TrainConfig(epochs=1, batch_size=batch, lr=0.01, seed=s, device=sizes.device) for s in range(members)]
 
-    def run(data):
+    def run(data, epochs: int, epoch_fn=None):
+        configs = [TrainConfig(epochs=epochs, batch_size=batch, lr=0.01, seed=s, device=sizes.device)
+                   for s in range(members)]
         with _variant_context("cudnn.benchmark" if variant == "cudnn.benchmark" else PLAIN, sizes.device):
-            result = train_cohort(net, data.train_x, data.train_y, configs, execution=execution)
+            result = train_cohort(net, data.train_x, data.train_y, configs, execution=execution, epoch_fn=epoch_fn)
         if any(s != "ok" for s in result.statuses):
             raise RuntimeError(next(e for e in result.errors if e))
 
@@ -272,8 +273,10 @@ def timed_steps(sizes: Sizes, batch: int) -> int:
 
 
 def measure_steps(sizes: Sizes, data, width: int, batch: int, members: int, variant: str = PLAIN) -> Timing:
-    """Seconds per training step: a warm-up call (two when compiled: compile, then CUDA graph recording), then
-    one timed call of timed_steps() steps, synchronised on both ends; an out-of-memory is a finding."""
+    """Seconds per training step: one training call of 1 + W epochs of timed_steps() steps each, the first W
+    untimed (lazy initialisation, allocator; compiled: compilation, then CUDA graph recording, W = 2), the last
+    timed between the ends of its neighbours (epoch_fn, after a synchronisation): one call, because the cohort
+    engine compiles its step anew in every call. An out-of-memory is a finding."""
     import torch
 
     from orchestrator.gpu_rates import forward_flops
@@ -282,7 +285,14 @@ def measure_steps(sizes: Sizes, data, width: int, batch: int, members: int, vari
     timing = Timing(width, batch, members, variant)
     timing.flops_per_step = 3 * forward_flops("resnet18", width, sizes.image_shape, 10, ()) * batch * members
     steps = timed_steps(sizes, batch)
+    warm_epochs = 2 if variant == "CUDA graphs" else 1
     cuda = sizes.device == "cuda"
+    ends: list[float] = []
+
+    def epoch_end(_entries) -> None:
+        _sync(sizes.device)
+        ends.append(time.perf_counter())
+
     try:
         if cuda:
             torch.cuda.empty_cache()
@@ -291,14 +301,10 @@ def measure_steps(sizes: Sizes, data, width: int, batch: int, members: int, vari
             torch.cuda.reset_peak_memory_stats()
         run = (_one_at_a_time(sizes, width, batch, variant) if members == 1
                else _cohort(sizes, width, batch, members, variant))
-        warm = _part(data, batch * sizes.warm_steps)
-        for _ in range(2 if variant == "CUDA graphs" else 1):
-            run(warm)
-        _sync(sizes.device)
-        started = time.perf_counter()
-        run(_part(data, batch * steps))
-        _sync(sizes.device)
-        timing.step_s = (time.perf_counter() - started) / steps
+        run(_part(data, batch * steps), warm_epochs + 1, epoch_end)
+        if len(ends) != warm_epochs + 1:
+            raise RuntimeError(f"{len(ends)} of {warm_epochs + 1} epochs reported their end")
+        timing.step_s = (ends[-1] - ends[-2]) / steps
         if cuda:
             timing.peak_bytes = torch.cuda.max_memory_allocated() - base
     except (torch.cuda.OutOfMemoryError, TrainingOOMError):
@@ -357,7 +363,7 @@ def training_steps(sizes: Sizes, data, budget: Budget, peak: float | None) -> li
 
 def variants(sizes: Sizes, data, budget: Budget, plain: list[Timing], peak: float | None,
              compiled: bool) -> list[Timing]:
-    """Step 5: each variant against the plain step of the same (width, batch, side); compiled: CUDA graphs only
+    """Step 6: each variant against the plain step of the same (width, batch, side); compiled: CUDA graphs only
     (run last: a compilation takes minutes and a failed graph capture can leave CUDA unusable), else the others."""
     out = []
     cases = sizes.graph_cases if compiled else sizes.variant_cases
@@ -383,7 +389,7 @@ def variants(sizes: Sizes, data, budget: Budget, plain: list[Timing], peak: floa
 
 
 def evaluation(sizes: Sizes, budget: Budget) -> list[dict]:
-    """Step 2: seconds to evaluate the test split, per model, one at a time vs a cohort (after a warm-up)."""
+    """Step 4: seconds to evaluate the test split, per model, one at a time vs a cohort (after a warm-up)."""
     import torch
 
     from workloads.cohort_net import build_cohort_net
@@ -432,13 +438,13 @@ def evaluation(sizes: Sizes, budget: Budget) -> list[dict]:
 
 
 def memory(sizes: Sizes, budget: Budget) -> list[dict]:
-    """Step 4: peak memory of two training steps (after two warm-up steps) of the cohort a sweep forms at each
+    """Step 5: peak memory of two training steps (after two warm-up steps) of the cohort a sweep forms at each
     case, plus the resident dataset, against the A10G share the cohort holds."""
     rows = []
     for width, batch, members, share in sizes.memory_cases:
         if not budget.allows(f"memory at k={width} batch {batch}", 2 * sizes.guess_s):
             continue
-        small = dataclasses.replace(sizes, max_steps=2, min_steps=2, warm_steps=2)
+        small = dataclasses.replace(sizes, max_steps=2, min_steps=2)
         data = random_data(sizes, batch * 2)
         t = measure_steps(small, data, width, batch, members)
         del data
@@ -446,7 +452,7 @@ def memory(sizes: Sizes, budget: Budget) -> list[dict]:
         allowed = A10G_BYTES * held
         need = None if t.peak_bytes is None else t.peak_bytes + CIFAR_RESIDENT_BYTES
         fits = need is not None and need <= allowed
-        shown = t.error or f"{need / 2**30:.1f} GiB with CIFAR-10 resident"
+        shown = t.error or ("peak n/a (no CUDA)" if need is None else f"{need / 2**30:.1f} GiB with CIFAR-10 resident")
         side = "one model" if members == 1 else f"a cohort of {members}"
         print(f"  k={width:<3} batch {batch} ({side}, GPU share {share:g} each): {shown}; A10G share {held:g} = "
               f"{allowed / 2**30:.0f} GiB: {'fits' if fits else 'DOES NOT FIT'}", flush=True)
@@ -466,12 +472,12 @@ def host_syncs(sizes: Sizes, steps: int = 64) -> int | None:
 
     data = random_data(sizes, 16 * steps)
     run = _cohort(sizes, 4, 16, 2, PLAIN)
-    run(_part(data, 32))  # lazy initialisation outside the count
+    run(_part(data, 32), 1)  # lazy initialisation outside the count
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            run(data)
+            run(data, 1)
         finally:
             torch.cuda.set_sync_debug_mode("default")
     return sum("synchroniz" in str(w.message) for w in caught)
@@ -554,7 +560,7 @@ def measured_basis(device_name: str, timings: list[Timing], members: int):
 
 
 def projection(basis) -> list[str]:
-    """Step 6's lines: the paper grid with cohorts, without, without packing credit, and at the assumed rates."""
+    """Step 3's lines: the paper grid with cohorts, without, without packing credit, and at the assumed rates."""
     from orchestrator.gpu_rates import DEFAULT_GPU
 
     g = PAPER_GRID
@@ -631,7 +637,7 @@ def summary(members: int, device_name: str, timings: list[Timing], extra: list[T
         print(f"  evaluation k={e['width']}: {e['alone_s']:.3f} s per model alone, {e['cohort_s_per_model']:.3f} s "
               f"per model in a cohort (timed apart from the steps)")
     for m in mem:
-        need = m["error"] or f"{m['need'] / 2**30:.1f} GiB"
+        need = m["error"] or ("n/a" if m["need"] is None else f"{m['need'] / 2**30:.1f} GiB")
         print(f"  memory k={m['width']} batch {m['batch']} x{m['members']}: {need} "
               f"({'fits' if m['fits'] else 'does NOT fit'} {m['allowed'] / 2**30:.0f} GiB of an A10G)")
     print(f"  cohort host synchronisations in 64 steps: {'n/a (no CUDA)' if syncs is None else syncs}")

@@ -80,6 +80,8 @@ def test_cpu_dry_run_reaches_its_summary_without_ray_yaml_click_pyhessian_mnist1
         for side in ("one at a time", "cohort of 2"):
             assert re.search(rf"k=1 +batch 4 +{side} +{re.escape(variant)} *: .* x\d+\.\d\d vs plain", out), out
     assert "CUDA graphs" not in out  # no compilation in the dry run
+    # Step 5: the memory of a request, as the cohort a sweep forms there (no peak to read on a CPU).
+    assert "k=2   batch 8 (a cohort of 2, GPU share 0.5 each): peak n/a (no CUDA); A10G share 1 = 24 GiB" in out, out
     # Steps 2 and 3: the rates file that estimate.py reads, with the cohort's rates, and the projection.
     assert f"rates written to {rates}" in out
     data = json.loads(rates.read_text())

@@ -1,71 +1,78 @@
-"""GPU benchmark: the CUDA path of every stage, the figures behind the cost estimates, a packed paper sweep.
+"""GPU benchmark in one command: ResNet18 training steps one model at a time vs cohorts, the rates behind the cost
+estimates, and the paper grid's projected GPU-hours.
 
-    python benchmarks/gpu.py [--epochs N] [--keep DIR] [--peak-tflops T] [--skip-sweep]
+    python benchmarks/gpu.py [--budget-s 400] [--rates-out PATH] [--peak-tflops T] [--with-sweep] [--cpu-dry-run]
 
-Needs nothing beyond the installed project and a CUDA GPU; runs offline on "synthetic-cifar" (CIFAR-10's
-shapes and sizes, NOT real data: workloads/data.py). On a machine without CUDA it says so and exits 0.
+Needs only torch and numpy (no Ray, yaml, click, pyhessian, mnist1d, torchvision or sklearn: it imports
+torch-only modules of workloads/ and orchestrator/gpu_rates.py, lazily) and a CUDA GPU; the data are random
+CIFAR-shaped tensors made on the GPU (step times do not depend on pixel values). On a machine without CUDA it
+says so and exits 0. docs/benchmarks.md says how to run it and where its figures go.
 
-  1. CUDA path: one ResNet18 (k=16) trained, evaluated and its Hessian measured with
-     workloads.experiment.train_and_measure on cuda, then a pair (Bezier curve, CKA, L2) with measure_pair;
-     every number must be finite and the work must have allocated GPU memory.
-  2. Calibration of orchestrator/estimate.py: the sustained FLOP/s of training ResNet18 k=64 at batch 128
-     (compute-bound), and the fixed cost per SGD step from k=1 at batch 16 (launch-bound), both through
-     workloads.train.train, the loop the sweeps use; written to benchmarks/gpu_rates.json (--rates-out), which
-     estimate.py then uses instead of its assumed A10G figures.
-  3. Memory: peak GPU memory of training steps at the largest batch for the widest width of each GPU share
-     that paper-width-batch requests, against a 24 GB A10G's share (cluster.yaml's small workers).
-  4. Cohorts (workloads/cohort_train.py): images/s and model FLOP utilisation (MFU: 3 x forward FLOPs per
-     image x images/s over the GPU's dense bf16 peak, the convention of docs/perf_anchors.md) of training
-     ResNet18 k in {4, 16, 64} at batch {16, 128, 1024}, one model at a time (workloads.train.train) vs a
-     cohort of 5 (the seeds of a paper cell); at batch 128 also the torch.func backend and bf16, and at
-     k=4, batch 16 a compiled cohort (CUDA graphs). cuDNN autotuning is on for both sides in this step.
-     Also the host synchronisations of 64 cohort steps, counted by torch.cuda.set_sync_debug_mode (the
-     divergence checks every 32 steps and the per-epoch bookkeeping; one per step would be a regression).
-  5. A reduced paper sweep through the orchestrator (ResNet18 k in {4, 16} x batch {128, 512} x seeds
-     {0, 1}: 8 models and 4 pairs, a few epochs, gpu 0.25 = four trials per GPU) on a private local Ray with
-     this machine's GPUs, while nvidia-smi samples the utilisation every second: models/hour, pairs/hour,
-     trials at once, mean and peak GPU utilisation.
-It ends with a block of figures for the README (and the two calibration numbers for estimate.py).
+  1. Training steps: ResNet18 k in {4, 16, 64} x batch {16, 128, 1024}, one model at a time (workloads.train.train,
+     the sweeps' loop, on a training set without a test split: it then evaluates nothing) vs a cohort of 5
+     (workloads.cohort_train.train_cohort, grouped backend, no test set): per-step time, images/s, TFLOP/s and
+     peak memory. Each side the same way: one training call of two epochs of N steps, the first untimed (lazy
+     initialisation, allocator), the second timed between the synchronised ends of the two; settings as the
+     sweeps run them (fp32 with torch's default TF32 convolutions, cuDNN autotuning off).
+  2. Rates: step time = fixed cost + FLOPs / rate fitted to step 1's points, one at a time and per cohort step
+     separately; written at once to benchmarks/gpu_rates.json (--rates-out), which `landscape validate` and
+     orchestrator/estimate.py then use instead of the assumed A10G figures.
+  3. The paper grid (paper-width-batch: 910 models, 910 pairs) in GPU-hours on this GPU: with its cohorts,
+     without, and from the assumed rates, through orchestrator/gpu_rates.py's formula (the one estimate.py uses).
+  4. Evaluation, timed apart: the 10,000-image test split, one model (workloads.train.evaluate) vs a cohort
+     (workloads.cohort_train.evaluate_cohort), per width.
+  5. Memory of the paper's largest requests: the widest width of each GPU share at batch 1024, as the cohort
+     of 1 / share members a sweep forms there, against the A10G (24 GB) share it holds.
+  6. Variants against the plain step, both sides, at k=4 batch 16 (launch-bound) and k=64 batch 128 (compute-
+     bound): bf16 autocast, channels_last, cuDNN autotuning; then the host synchronisations of 64 cohort steps;
+     last, at k=4 batch 16, CUDA graphs (torch.compile mode="reduce-overhead": compilation and graph recording
+     are two untimed epochs). The ratio to plain is printed (> 1: the variant is faster).
+  7. (--with-sweep only; needs Ray and the installed project, else skipped with a note) the CUDA path of every
+     stage (training, Hessian, curve) and a reduced paper sweep on a private local Ray, four trials per GPU.
 
---cpu-dry-run runs the same script logic on the CPU with a Ray-declared (fake) GPU and tiny stand-ins
-(sklearn digits with an MLP for the sweep stages, a small random CIFAR-shaped set for the timed ResNet
-steps: a CPU needs ~20 s just to evaluate a ResNet18 on CIFAR's 10000 test images), so the script itself is
-tested on machines without a GPU (tests/test_gpu_benchmark.py); its figures mean nothing.
+A time budget (--budget-s) bounds the run: a measurement whose expected time no longer fits is skipped with a
+note (one that runs past the budget's end is stopped), so the rates, the projection and the summary are always
+reached. Exit status 1 only when a plain step failed with an error (an out-of-memory is reported as a finding).
+
+--cpu-dry-run runs the same logic on the CPU with tiny sizes (ResNet18 k in {1, 2} on 8x8 images; no
+compilation); its figures mean nothing, it tests the script (tests/test_gpu_benchmark.py).
 (Over 400 lines: one script for one GPU session, since a GPU is lent rarely and briefly.)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import importlib.util
 import math
 import os
-import shutil
-import statistics
-import subprocess
+import signal
 import sys
-import tempfile
-import threading
 import time
-import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 A10G_BYTES = 24 * 1024**3  # cluster.yaml's g5 workers
-SWEEP = {
-    "name": "gpu-bench",
-    "description": "benchmarks/gpu.py: reduced paper-width-batch on synthetic-cifar (NOT real data)",
-    "workload": {"dataset": "synthetic-cifar", "model": "resnet18"},
-    "load": {"name": "width", "values": [4, 16]},
-    "temperature": {"name": "batch_size", "values": [128, 512]},
-    "seeds": [0, 1],
-    "training": {"epochs": 3, "lr": 0.1, "momentum": 0.9, "weight_decay": 5.0e-4},
-    "metrics": {"hessian_samples": 1000, "hessian_eigen_max_iter": 100, "hessian_trace_max_probes": 100,
-                "cka_probes": 768, "curve": {"epochs": 2, "lr": 0.01, "batch_size": 128, "points": 11}},
-    "resources": {"cpu": 1, "gpu": 0.25},
-    "run": {"max_failures": 0},
+CIFAR_RESIDENT_BYTES = (50000 + 10000) * 3 * 32 * 32 * 4  # a trial keeps CIFAR-10 on its GPU (fp32)
+
+# paper-width-batch's grid (orchestrator/configs/paper-width-batch.yaml), kept here because the GPU machine has
+# no yaml; tests/test_gpu_benchmark.py checks that it equals the built-in config and that the projection equals
+# orchestrator/estimate.py's estimate of it.
+PAPER_GRID = {
+    "config": "paper-width-batch", "model": "resnet18", "input_shape": (3, 32, 32), "classes": 10,
+    "train_size": 50000, "test_size": 10000,
+    "widths": (1, 2, 3, 4, 6, 8, 11, 16, 23, 32, 45, 64, 91, 128),
+    "batches": (16, 24, 32, 44, 64, 92, 128, 180, 256, 364, 512, 724, 1024),
+    "seeds": 5, "seed_pairs": 5, "epochs": 100,
+    "hessian_samples": 1000, "hessian_eigen_max_iter": 100, "hessian_trace_max_probes": 100,
+    "curve_epochs": 50, "curve_batch": 128, "curve_points": 9,
+    "gpu_share": 0.25, "gpu_share_by_width": {23: 0.5, 32: 0.5, 45: 0.5, 64: 1.0, 91: 1.0, 128: 1.0},
 }
+
+PLAIN = "plain"
+VARIANTS = ("bf16", "channels_last", "cudnn.benchmark", "CUDA graphs")
 
 
 @dataclasses.dataclass
@@ -73,197 +80,529 @@ class Sizes:
     """What each step uses; the dry run shrinks everything."""
 
     device: str = "cuda"
-    workload: dict = dataclasses.field(default_factory=lambda: dict(SWEEP["workload"]))  # steps 1 and 4
-    widths: tuple = (4, 16)  # the packed sweep's load values
-    batches: tuple = (128, 512)  # the packed sweep's temperature values
-    small_data: bool = False  # step 2 on a small random CIFAR-shaped set instead of synthetic-cifar
-    path_width: int = 16
-    compute_width: int = 64
-    compute_batch: int = 128
-    overhead_width: int = 1
-    overhead_batch: int = 16
-    timed_steps: int = 60
-    memory_cases: tuple = ((128, 1024, 1.0), (45, 1024, 0.5), (16, 1024, 0.25))  # (k, batch, GPU share)
-    sweep_epochs: int = 3
-    fake_gpus: int | None = None  # declare this many GPUs to Ray (dry run); None = Ray detects the real ones
-    cohort_widths: tuple = (4, 16, 64)  # step 4
-    cohort_batches: tuple = (16, 128, 1024)
-    cohort_size: int = 5
-    cohort_steps: int = 20  # timed SGD steps per measurement (after an untimed warm-up)
-    variant_batch: int = 128  # the batch at which the torch.func backend and bf16 are measured too
-    compiled_case: tuple | None = (4, 16)  # (k, batch) of the compiled-cohort measurement; None: skip
+    image_shape: tuple = (3, 32, 32)
+    widths: tuple = (4, 16, 64)
+    batches: tuple = (16, 128, 1024)
+    members: int = 5  # a paper cell's seeds
+    max_steps: int = 40  # timed steps per measurement: min(max_steps, step_images // batch), at least min_steps
+    min_steps: int = 10
+    step_images: int = 16384
+    eval_images: int = 10000  # CIFAR-10's test split
+    variant_cases: tuple = ((4, 16), (64, 128))
+    graph_cases: tuple = ((4, 16),)  # CUDA graphs only where launches dominate (each compile costs ~1 min)
+    memory_cases: tuple = ((128, 1024, 1, 1.0), (45, 1024, 2, 0.5), (16, 1024, 4, 0.25))  # k, B, members, share
+    guess_s: float = 6.0  # expected seconds of one measurement (warm-up included), for the budget
+    compile_guess_s: float = 120.0
+    reserve_s: float = 15.0  # kept for the rates, the projection and the summary
 
 
 def dry_sizes() -> Sizes:
-    return Sizes(device="cpu", workload={"dataset": "digits", "model": "mlp", "model_args": {"depth": 2}},
-                 widths=(8, 16), batches=(32,), small_data=True, path_width=8, compute_width=2, compute_batch=32,
-                 overhead_width=1, overhead_batch=16, timed_steps=5, memory_cases=(), sweep_epochs=1, fake_gpus=1,
-                 cohort_widths=(2,), cohort_batches=(16, 32), cohort_size=2, cohort_steps=3, variant_batch=32,
-                 compiled_case=None)
+    return Sizes(device="cpu", image_shape=(3, 8, 8), widths=(1, 2), batches=(4, 8), members=2, max_steps=3,
+                 min_steps=2, step_images=24, eval_images=32, variant_cases=((1, 4),),
+                 graph_cases=(), memory_cases=((2, 8, 2, 0.5),), guess_s=1.0, compile_guess_s=30.0, reserve_s=3.0)
 
 
 def section(title: str) -> None:
     print(f"\n== {title}", flush=True)
 
 
-def finite(*values) -> bool:
-    return all(v is not None and math.isfinite(float(v)) for v in values)
+class OverBudget(Exception):
+    """Raised by the budget's alarm in whatever measurement runs past the budget's end."""
 
 
-# ---------------------------------------------------------------------------------------------------------
-# 1. The CUDA path of training, Hessian and curves
+class Budget:
+    """Wall-clock budget: a measurement runs only when its expected time still fits before the reserve."""
 
+    def __init__(self, seconds: float, reserve_s: float):
+        self.deadline = time.monotonic() + seconds
+        self.reserve_s = reserve_s
+        self.skipped: list[str] = []
 
-def cuda_path(sizes: Sizes) -> dict:
-    import torch
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
 
-    from orchestrator.config import parse_config
-    from orchestrator.cells import cell_spec
-    from workloads.experiment import ModelSpec, PairSpec, measure_pair, train_and_measure
+    @contextlib.contextmanager
+    def hard_stop(self):
+        """Interrupt a measurement that runs past the budget's end (SIGALRM, main thread, POSIX): it is reported
+        as stopped and the run goes on to its summary."""
+        if not hasattr(signal, "SIGALRM"):
+            yield
+            return
 
-    raw = {**SWEEP, "load": {"name": "width", "values": [sizes.path_width]},
-           "temperature": {"name": "batch_size", "values": [sizes.batches[0]]},
-           "training": {**SWEEP["training"], "epochs": 1},
-           "metrics": {**SWEEP["metrics"], "hessian_eigen_max_iter": 20, "hessian_trace_max_probes": 10,
-                       "curve": {**SWEEP["metrics"]["curve"], "epochs": 1, "points": 5}}}
-    raw["workload"] = {**sizes.workload, "train_fraction": 0.2}  # a fifth of the data: this step checks, not times
-    cfg = parse_config(raw)
-    cell = cell_spec(cfg, sizes.path_width, sizes.batches[0])
-    if sizes.device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    started = time.perf_counter()
-    outcomes = [train_and_measure(ModelSpec(cell, seed, sizes.device)) for seed in (0, 1)]
-    trained = time.perf_counter()
-    pair = measure_pair(PairSpec(cell, 0, 1, sizes.device), outcomes[0].state_dict, outcomes[1].state_dict)
-    done = time.perf_counter()
-    row = outcomes[0].row
-    checks = {
-        "training + metrics on the device": row["device"] == sizes.device and row["status"] == "ok",
-        "losses and accuracies finite": finite(row["train_loss"], row["test_loss"], row["train_acc"], row["test_acc"]),
-        "Hessian finite": finite(row["hessian_top_eigenvalue"], row["hessian_trace"]),
-        "curve, CKA and L2 finite": pair.row["status"] == "ok" and finite(pair.row["mode_connectivity"],
-                                                                         pair.row["cka"], pair.row["l2_distance"]),
-        "curve points": len(pair.curve_rows) == 5,
-    }
-    peak = torch.cuda.max_memory_allocated() if sizes.device == "cuda" else 0
-    if sizes.device == "cuda":
-        checks["GPU memory was used"] = peak > 0
-    for name, ok in checks.items():
-        print(f"  {'ok ' if ok else 'BAD'} {name}")
-    print(f"  2 models in {trained - started:.1f} s (lambda_max {row['hessian_top_eigenvalue']:.3g}, trace "
-          f"{row['hessian_trace']:.3g}, {row['hessian_eigen_iterations']} HVPs), 1 pair in {done - trained:.1f} s "
-          f"(mc {pair.row['mode_connectivity']:+.2f}), peak GPU memory {peak / 2**20:.0f} MiB")
-    return {"ok": all(checks.values()), "checks": checks}
+        def stop(signum, frame):
+            raise OverBudget("stopped at the end of the budget")
 
-
-# ---------------------------------------------------------------------------------------------------------
-# 2. Calibration: sustained FLOP/s and the fixed cost of a step, through the sweeps' own training loop
-
-
-def _timed_training(sizes: Sizes, width: int, batch: int) -> tuple[float, int]:
-    """(seconds per SGD step, steps) of workloads.train.train on a slice of synthetic-cifar."""
-    import torch
-
-    from workloads.data import load_dataset, subsample_train
-    from workloads.models import seeded_model
-    from workloads.train import TrainConfig, train
-
-    data = _bench_data(sizes)
-    steps = sizes.timed_steps
-    fraction = min(1.0, batch * steps / data.train_size)
-    part = subsample_train(data, fraction, seed=0)
-    model = seeded_model("resnet18", 0, width=width, num_classes=10, input_shape=(3, 32, 32))
-    config = TrainConfig(epochs=1, batch_size=batch, lr=0.01, device=sizes.device)
-    warm = subsample_train(data, min(1.0, batch * 5 / data.train_size), seed=1)
-    train(model, warm, config)  # cuDNN autotuning, allocator warm-up, lazy initialisation
-    if sizes.device == "cuda":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    result = train(model, part, config)
-    if sizes.device == "cuda":
-        torch.cuda.synchronize()
-    taken = part.train_size // batch
-    assert result.status == "ok", result.error
-    return (time.perf_counter() - started) / taken, taken
-
-
-_DATA = {}
-
-
-def _bench_data(sizes: Sizes):
-    """synthetic-cifar, or for the dry run 2000 random CIFAR-shaped images (made here, not registered)."""
-    if "d" not in _DATA:
-        if sizes.small_data:
-            import torch
-
-            from workloads.data import Dataset
-
-            gen = torch.Generator().manual_seed(0)
-            x, y = torch.randn(2000, 3, 32, 32, generator=gen), torch.arange(2000) % 10
-            _DATA["d"] = Dataset("random-cifar-shaped", x, y, x[:200], y[:200], 10, {"train_size": 2000})
-        else:
-            from workloads.data import load_dataset
-
-            _DATA["d"] = load_dataset("synthetic-cifar")
-    return _DATA["d"]
-
-
-def calibration(sizes: Sizes) -> dict:
-    from orchestrator.estimate import DEFAULT_GPU, forward_flops
-
-    per_step, steps = _timed_training(sizes, sizes.compute_width, sizes.compute_batch)
-    fwd = forward_flops("resnet18", sizes.compute_width, (3, 32, 32), 10, ())
-    rate = 3 * fwd * sizes.compute_batch / per_step
-    print(f"  ResNet18 k={sizes.compute_width} batch {sizes.compute_batch}: {per_step * 1e3:.1f} ms/step over "
-          f"{steps} steps -> {rate / 1e12:.3g} TFLOP/s sustained (estimate.py assumes "
-          f"{DEFAULT_GPU.sustained_flops / 1e12:g})")
-    overhead, steps = _timed_training(sizes, sizes.overhead_width, sizes.overhead_batch)
-    print(f"  ResNet18 k={sizes.overhead_width} batch {sizes.overhead_batch}: {overhead * 1e3:.2f} ms/step over "
-          f"{steps} steps = the fixed cost per step (estimate.py assumes {DEFAULT_GPU.step_overhead_s * 1e3:g} ms)")
-    return {"sustained_flops": rate, "step_overhead_s": overhead}
-
-
-# ---------------------------------------------------------------------------------------------------------
-# 3. Memory of the largest requests
-
-
-def memory(sizes: Sizes) -> list[dict]:
-    import torch
-
-    from workloads.models import seeded_model
-    from workloads.train import TrainConfig, train
-
-    data = _bench_data(sizes)
-    out = []
-    resident = (data.train_x.numel() + data.test_x.numel()) * 4  # a trial keeps its dataset on the GPU
-    for width, batch, share in sizes.memory_cases:
-        from workloads.data import subsample_train
-
-        part = subsample_train(data, min(1.0, batch * 3 / data.train_size), seed=0)
-        model = seeded_model("resnet18", 0, width=width, num_classes=10, input_shape=(3, 32, 32))
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+        previous = signal.signal(signal.SIGALRM, stop)
+        signal.alarm(max(1, math.ceil(self.left())))
         try:
-            train(model, part, TrainConfig(epochs=1, batch_size=batch, lr=0.01, device="cuda"))
-            peak = torch.cuda.max_memory_allocated() - (part.train_x.numel() + part.test_x.numel()) * 4 + resident
-            error = None
-        except Exception as exc:  # an OOM on this GPU is a finding, not a crash of the benchmark
-            peak, error = float("nan"), f"{type(exc).__name__}: {str(exc)[:120]}"
-        del model
-        budget = A10G_BYTES * share
-        fits = error is None and peak <= budget
-        print(f"  k={width:<3} batch {batch}: peak {peak / 2**30:.1f} GiB with the full dataset resident "
-              f"(A10G share {share:g} = {budget / 2**30:.0f} GiB): {'fits' if fits else 'DOES NOT FIT'}"
-              + (f" ({error})" if error else ""))
-        out.append({"width": width, "batch": batch, "share": share, "peak": peak, "fits": fits})
+            yield
+        except OverBudget:  # outside a measurement (which reports it itself): the rest of this block is skipped
+            self.skipped.append("the rest of a step, stopped at the end of the budget")
+            print("  stopped at the end of the budget", flush=True)
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
+
+    def allows(self, what: str, guess_s: float) -> bool:
+        left = self.left() - self.reserve_s
+        if left >= guess_s:
+            return True
+        self.skipped.append(what)
+        print(f"  skipped (budget): {what}: {max(0.0, left):.0f} s left before the summary's reserve, it needs "
+              f"~{guess_s:.0f} s", flush=True)
+        return False
+
+
+@dataclasses.dataclass
+class Timing:
+    width: int
+    batch: int
+    members: int  # 1: one model at a time
+    variant: str
+    step_s: float | None = None  # seconds per training step (all members)
+    peak_bytes: float | None = None  # peak memory allocated by the measurement, the data excepted
+    flops_per_step: float = 0.0  # 3 forward FLOPs per image, all members
+    error: str | None = None
+
+    @property
+    def side(self) -> str:
+        return "one at a time" if self.members == 1 else f"cohort of {self.members}"
+
+    @property
+    def images_per_s(self) -> float | None:
+        return self.members * self.batch / self.step_s if self.step_s else None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Timed training steps
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def random_data(sizes: Sizes, n: int):
+    """n random CIFAR-shaped images with labels, on the device; the test split empty (train() then evaluates
+    nothing), for the training steps."""
+    import torch
+
+    from workloads.data import Dataset
+
+    gen = torch.Generator(device=sizes.device).manual_seed(0)
+    x = torch.randn(n, *sizes.image_shape, generator=gen, device=sizes.device)
+    y = torch.randint(0, 10, (n,), generator=gen, device=sizes.device)
+    return Dataset("random-cifar-shaped", x, y, x[:0], y[:0], 10, {"train_size": n})
+
+
+def _part(data, n: int):
+    return dataclasses.replace(data, train_x=data.train_x[:n], train_y=data.train_y[:n])
+
+
+@contextlib.contextmanager
+def _variant_context(variant: str, device: str):
+    """bf16 autocast around the one-at-a-time loop (the cohort engine has its own), cuDNN autotuning on."""
+    import torch
+
+    cudnn = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = variant == "cudnn.benchmark" or cudnn
+    try:
+        with torch.autocast(device, dtype=torch.bfloat16) if variant == "bf16" else contextlib.nullcontext():
+            yield
+    finally:
+        torch.backends.cudnn.benchmark = cudnn
+
+
+def _one_at_a_time(sizes: Sizes, width: int, batch: int, variant: str):
+    """run(data, epochs, epoch_fn): one ResNet18 trained with workloads.train.train (no test split: no evaluation)."""
+    import torch
+
+    from workloads.models import seeded_model
+    from workloads.train import TrainConfig, train
+
+    model = seeded_model("resnet18", 0, width=width, num_classes=10, input_shape=sizes.image_shape)
+    if variant == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+    if variant == "CUDA graphs":
+        model = torch.compile(model, mode="reduce-overhead")
+
+    def run(data, epochs: int, epoch_fn=None):
+        config = TrainConfig(epochs=epochs, batch_size=batch, lr=0.01, device=sizes.device)
+        with _variant_context(variant, sizes.device):
+            result = train(model, data, config, epoch_fn=epoch_fn)
+        if result.status != "ok":
+            raise RuntimeError(result.error)
+
+    return run
+
+
+def _cohort(sizes: Sizes, width: int, batch: int, members: int, variant: str):
+    """run(data, epochs, epoch_fn): a cohort of ``members`` ResNet18 trained with workloads.cohort_train.train_cohort
+    (no test set: no evaluation)."""
+    import torch
+
+    from workloads.cohort_net import build_cohort_net
+    from workloads.cohort_train import Execution, train_cohort
+    from workloads.models import seeded_model
+    from workloads.train import TrainConfig
+
+    models = [seeded_model("resnet18", s, width=width, num_classes=10, input_shape=sizes.image_shape)
+              for s in range(members)]
+    net = build_cohort_net(models[0], [m.state_dict() for m in models], "grouped", sizes.device)
+    if variant == "channels_last":  # the stacked (M, ...) 5-D weights cannot be channels_last: the folded inputs
+        folded = net.inputs       # are, and cuDNN then runs the convolutions NHWC (it follows either operand)
+        net.inputs = lambda x, index: folded(x, index).contiguous(memory_format=torch.channels_last)
+    execution = Execution(backend="grouped", precision="bf16" if variant == "bf16" else "fp32",
+                          compile="reduce-overhead" if variant == "CUDA graphs" else "off")
+
+    def run(data, epochs: int, epoch_fn=None):
+        configs = [TrainConfig(epochs=epochs, batch_size=batch, lr=0.01, seed=s, device=sizes.device)
+                   for s in range(members)]
+        with _variant_context("cudnn.benchmark" if variant == "cudnn.benchmark" else PLAIN, sizes.device):
+            result = train_cohort(net, data.train_x, data.train_y, configs, execution=execution, epoch_fn=epoch_fn)
+        if any(s != "ok" for s in result.statuses):
+            raise RuntimeError(next(e for e in result.errors if e))
+
+    return run
+
+
+def timed_steps(sizes: Sizes, batch: int) -> int:
+    return max(sizes.min_steps, min(sizes.max_steps, sizes.step_images // batch))
+
+
+def measure_steps(sizes: Sizes, data, width: int, batch: int, members: int, variant: str = PLAIN) -> Timing:
+    """Seconds per training step: one training call of 1 + W epochs of timed_steps() steps each, the first W
+    untimed (lazy initialisation, allocator; compiled: compilation, then CUDA graph recording, W = 2), the last
+    timed between the ends of its neighbours (epoch_fn, after a synchronisation): one call, because the cohort
+    engine compiles its step anew in every call. An out-of-memory is a finding."""
+    import torch
+
+    from orchestrator.gpu_rates import forward_flops
+    from workloads.train import TrainingOOMError
+
+    timing = Timing(width, batch, members, variant)
+    timing.flops_per_step = 3 * forward_flops("resnet18", width, sizes.image_shape, 10, ()) * batch * members
+    steps = timed_steps(sizes, batch)
+    warm_epochs = 2 if variant == "CUDA graphs" else 1
+    cuda = sizes.device == "cuda"
+    ends: list[float] = []
+
+    def epoch_end(_entries) -> None:
+        _sync(sizes.device)
+        ends.append(time.perf_counter())
+
+    try:
+        if cuda:
+            torch.cuda.empty_cache()
+            _sync(sizes.device)
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+        run = (_one_at_a_time(sizes, width, batch, variant) if members == 1
+               else _cohort(sizes, width, batch, members, variant))
+        run(_part(data, batch * steps), warm_epochs + 1, epoch_end)
+        if len(ends) != warm_epochs + 1:
+            raise RuntimeError(f"{len(ends)} of {warm_epochs + 1} epochs reported their end")
+        timing.step_s = (ends[-1] - ends[-2]) / steps
+        if cuda:
+            timing.peak_bytes = torch.cuda.max_memory_allocated() - base
+    except (torch.cuda.OutOfMemoryError, TrainingOOMError):
+        timing.error = "does not fit (out of memory)"
+    except OverBudget as exc:
+        timing.error = str(exc)
+    except Exception as exc:  # a failed measurement is reported, and the benchmark goes on to its summary
+        timing.error = f"FAILED: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+    finally:
+        run = None
+        if cuda:
+            torch.cuda.empty_cache()
+    return timing
+
+
+def describe(t: Timing, peak: float | None, alone: Timing | None = None, plain: Timing | None = None) -> str:
+    head = f"  k={t.width:<3} batch {t.batch:<5} {t.side:<14} {t.variant:<15}: "
+    if t.error:
+        return head + t.error
+    text = (f"{t.step_s * 1e3:8.2f} ms/step, {t.images_per_s:>9,.0f} images/s, "
+            f"{t.flops_per_step / t.step_s / 1e12:6.2f} TFLOP/s")
+    if peak:
+        text += f" (MFU {t.flops_per_step / t.step_s / peak:.1%})"
+    if t.peak_bytes is not None:
+        text += f", peak {t.peak_bytes / 2**30:.2f} GiB"
+    if alone is not None and alone.step_s:
+        text += f", x{t.images_per_s / alone.images_per_s:.2f} images/s vs one at a time"
+    if plain is not None and plain.step_s:
+        text += f", x{plain.step_s / t.step_s:.2f} vs plain"
+    return head + text
+
+
+def grid_order(sizes: Sizes) -> list[tuple[int, int]]:
+    """(width, batch) cells, the two that anchor the rates first (the most launch-bound, smallest width and batch,
+    and the most compute-bound, largest of both), so that a short budget still yields rates."""
+    cells = [(w, b) for w in sizes.widths for b in sizes.batches]
+    first = [(min(sizes.widths), min(sizes.batches)), (max(sizes.widths), max(sizes.batches))]
+    return first + [c for c in cells if c not in first]
+
+
+def training_steps(sizes: Sizes, data, budget: Budget, peak: float | None) -> list[Timing]:
+    """Step 1: every (width, batch), one at a time and as a cohort, plain."""
+    out = []
+    for width, batch in grid_order(sizes):
+        alone = None
+        for members in (1, sizes.members):
+            side = "one at a time" if members == 1 else f"a cohort of {members}"
+            if not budget.allows(f"k={width} batch {batch} {side}", sizes.guess_s):
+                continue
+            t = measure_steps(sizes, data, width, batch, members)
+            print(describe(t, peak, alone if members > 1 else None), flush=True)
+            alone = t if members == 1 else alone
+            out.append(t)
+    return out
+
+
+def variants(sizes: Sizes, data, budget: Budget, plain: list[Timing], peak: float | None,
+             compiled: bool) -> list[Timing]:
+    """Step 6: each variant against the plain step of the same (width, batch, side); compiled: CUDA graphs only
+    (run last: a compilation takes minutes and a failed graph capture can leave CUDA unusable), else the others."""
+    out = []
+    cases = sizes.graph_cases if compiled else sizes.variant_cases
+    for width, batch in cases:
+        for variant in ("CUDA graphs",) if compiled else VARIANTS[:-1]:
+            for members in (sizes.members, 1):
+                base = next((p for p in plain if (p.width, p.batch, p.members) == (width, batch, members)), None)
+                guess = sizes.compile_guess_s if compiled else sizes.guess_s
+                side = "one at a time" if members == 1 else f"a cohort of {members}"
+                if base is None or base.error:
+                    print(f"  k={width} batch {batch} {side} {variant}: no plain measurement to compare with")
+                    continue
+                if not budget.allows(f"{variant} at k={width} batch {batch} {side}", guess):
+                    continue
+                t = measure_steps(sizes, data, width, batch, members, variant)
+                print(describe(t, peak, plain=base), flush=True)
+                out.append(t)
     return out
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 4. Cohorts vs one model at a time
+# Evaluation, timed apart
+
+
+def evaluation(sizes: Sizes, budget: Budget) -> list[dict]:
+    """Step 4: seconds to evaluate the test split, per model, one at a time vs a cohort (after a warm-up)."""
+    import torch
+
+    from workloads.cohort_net import build_cohort_net
+    from workloads.cohort_train import evaluate_cohort
+    from workloads.models import seeded_model
+    from workloads.train import evaluate
+
+    gen = torch.Generator(device=sizes.device).manual_seed(1)
+    x = torch.randn(sizes.eval_images, *sizes.image_shape, generator=gen, device=sizes.device)
+    y = torch.randint(0, 10, (sizes.eval_images,), generator=gen, device=sizes.device)
+    rows = []
+    for width in sizes.widths:
+        if not budget.allows(f"evaluation at k={width}", sizes.guess_s):
+            continue
+        models = [seeded_model("resnet18", s, width=width, num_classes=10, input_shape=sizes.image_shape)
+                  for s in range(sizes.members)]
+        alone = models[0].to(sizes.device)
+        net = build_cohort_net(models[0], [m.state_dict() for m in models], "grouped", sizes.device)
+        seconds = {}
+        try:
+            for side, call in (("one at a time", lambda: evaluate(alone, x, y)),
+                               (f"cohort of {sizes.members}", lambda: evaluate_cohort(net, x, y))):
+                call()
+                _sync(sizes.device)
+                started = time.perf_counter()
+                call()
+                _sync(sizes.device)
+                seconds[side] = time.perf_counter() - started
+        except Exception as exc:  # reported; the benchmark goes on to its summary
+            why = str(exc) if isinstance(exc, OverBudget) else f"FAILED: {type(exc).__name__}: {str(exc)[:200]}"
+            print(f"  k={width:<3} evaluation {' '.join(why.split())}")
+            continue
+        per_model = [seconds["one at a time"], seconds[f"cohort of {sizes.members}"] / sizes.members]
+        print(f"  k={width:<3} evaluating {sizes.eval_images:,} images: {per_model[0]:.3f} s per model one at a time, "
+              f"{per_model[1]:.3f} s per model in a cohort of {sizes.members} (x{per_model[0] / per_model[1]:.2f})",
+              flush=True)
+        rows.append({"width": width, "alone_s": per_model[0], "cohort_s_per_model": per_model[1]})
+        del models, alone, net
+        if sizes.device == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Memory of the largest requests
+
+
+def memory(sizes: Sizes, budget: Budget) -> list[dict]:
+    """Step 5: peak memory of two training steps (after two warm-up steps) of the cohort a sweep forms at each
+    case, plus the resident dataset, against the A10G share the cohort holds."""
+    rows = []
+    for width, batch, members, share in sizes.memory_cases:
+        if not budget.allows(f"memory at k={width} batch {batch}", 2 * sizes.guess_s):
+            continue
+        small = dataclasses.replace(sizes, max_steps=2, min_steps=2)
+        data = random_data(sizes, batch * 2)
+        t = measure_steps(small, data, width, batch, members)
+        del data
+        held = min(1.0, share * members)
+        allowed = A10G_BYTES * held
+        need = None if t.peak_bytes is None else t.peak_bytes + CIFAR_RESIDENT_BYTES
+        fits = need is not None and need <= allowed
+        shown = t.error or ("peak n/a (no CUDA)" if need is None else f"{need / 2**30:.1f} GiB with CIFAR-10 resident")
+        side = "one model" if members == 1 else f"a cohort of {members}"
+        print(f"  k={width:<3} batch {batch} ({side}, GPU share {share:g} each): {shown}; A10G share {held:g} = "
+              f"{allowed / 2**30:.0f} GiB: {'fits' if fits else 'DOES NOT FIT'}", flush=True)
+        rows.append({"width": width, "batch": batch, "members": members, "need": need, "allowed": allowed,
+                     "fits": fits, "error": t.error})
+    return rows
+
+
+def host_syncs(sizes: Sizes, steps: int = 64) -> int | None:
+    """Synchronising CUDA calls while a cohort of 2 (ResNet18 k=4, batch 16) trains ``steps`` steps: the
+    divergence checks every 32 steps and the epoch's bookkeeping (one per step would be a regression)."""
+    if sizes.device != "cuda":
+        return None
+    import warnings
+
+    import torch
+
+    data = random_data(sizes, 16 * steps)
+    run = _cohort(sizes, 4, 16, 2, PLAIN)
+    run(_part(data, 32), 1)  # lazy initialisation outside the count
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            run(data, 1)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Rates and the paper grid's projection
+
+
+def fit_rates(points: list[Timing]) -> tuple[float, float, str] | None:
+    """(sustained FLOP/s, fixed seconds per step, how) from step times: step = fixed + FLOPs / rate, least squares
+    on relative errors; when that gives a non-positive term (noise, too few points): the best FLOP/s of any
+    point and the shortest step (the old anchors). None without two usable points."""
+    import numpy as np
+
+    good = [p for p in points if p.step_s and not p.error]
+    if len(good) < 2 or len({p.flops_per_step for p in good}) < 2:
+        return None
+    t = np.array([p.step_s for p in good])
+    w = np.array([p.flops_per_step for p in good])
+    (fixed, inverse_rate), *_ = np.linalg.lstsq(np.stack([1 / t, w / t], axis=1), np.ones_like(t), rcond=None)
+    if fixed > 0 and inverse_rate > 0:
+        worst = float(np.max(np.abs((fixed + w * inverse_rate) / t - 1)))
+        return 1 / float(inverse_rate), float(fixed), f"fitted to {len(good)} points (worst error {worst:.0%})"
+    return float(np.max(w / t)), float(np.min(t)), f"anchors (the fit gave a non-positive term on {len(good)} points)"
+
+
+def grid_share(width: int) -> float:
+    return PAPER_GRID["gpu_share_by_width"].get(width, PAPER_GRID["gpu_share"])
+
+
+def project_paper_grid(basis, cohorts: bool = True, packed: bool = True) -> tuple[float, float]:
+    """(training + metrics, curves) GPU-hours of PAPER_GRID at ``basis``: orchestrator/estimate.py's arithmetic
+    through the same orchestrator/gpu_rates.member_job_seconds. cohorts: members = 1 / GPU share (the member cap
+    a sweep's cohorts fill: every cell has 5 seeds and a width's pairs share their curve's steps); packed False:
+    every trial charged a whole GPU's fixed cost per step (no overlap between packed trials credited)."""
+    from orchestrator.gpu_rates import forward_flops, member_job_seconds
+
+    g = PAPER_GRID
+    n, test = g["train_size"], g["test_size"]
+    model_s = pair_s = 0.0
+    for width in g["widths"]:
+        share = grid_share(width) if packed else 1.0
+        model_members = min(round(1 / grid_share(width)), g["seeds"]) if cohorts else 1
+        pair_members = round(1 / grid_share(width)) if cohorts else 1
+        fwd = forward_flops(g["model"], width, g["input_shape"], g["classes"], ())
+        for batch in g["batches"]:
+            steps = g["epochs"] * (n // batch)
+            other = fwd * (n + test) + 6 * fwd * min(g["hessian_samples"], n) * (
+                g["hessian_eigen_max_iter"] + g["hessian_trace_max_probes"])
+            model_s += g["seeds"] * member_job_seconds(basis, 3 * fwd * batch * steps, other, steps, share,
+                                                       model_members)
+            curve_steps = g["curve_epochs"] * (n // g["curve_batch"])
+            pair_s += g["seed_pairs"] * member_job_seconds(basis, 3 * fwd * g["curve_batch"] * curve_steps,
+                                                           g["curve_points"] * fwd * (2 * n + test), curve_steps,
+                                                           share, pair_members)
+    return model_s / 3600, pair_s / 3600
+
+
+def measured_basis(device_name: str, timings: list[Timing], members: int):
+    """(GpuBasis from step 1's plain points, lines saying how) or (None, lines) when too few were measured."""
+    from orchestrator.gpu_rates import CohortRates, GpuBasis
+
+    plain = [t for t in timings if t.variant == PLAIN]
+    alone = fit_rates([t for t in plain if t.members == 1])
+    together = fit_rates([t for t in plain if t.members == members])
+    if alone is None:
+        return None, ["  too few one-at-a-time steps were measured to fit rates: no rates"]
+    lines = [f"  one at a time: {alone[0] / 1e12:.3g} TFLOP/s sustained, {alone[1] * 1e3:.2f} ms fixed per step "
+             f"({alone[2]})"]
+    cohort = None
+    if together is not None:
+        cohort = CohortRates(members, together[0], together[1])
+        lines.append(f"  cohort of {members}: {together[0] / 1e12:.3g} TFLOP/s sustained, {together[1] * 1e3:.2f} ms "
+                     f"fixed per cohort step ({together[2]})")
+    else:
+        lines.append("  too few cohort steps were measured: cohorts are charged the one-at-a-time rates")
+    name = f"{device_name}, measured {time.strftime('%Y-%m-%d', time.gmtime())} by benchmarks/gpu.py"
+    return GpuBasis(name=name, sustained_flops=alone[0], step_overhead_s=alone[1], cohort=cohort), lines
+
+
+def projection(basis) -> list[str]:
+    """Step 3's lines: the paper grid with cohorts, without, without packing credit, and at the assumed rates."""
+    from orchestrator.gpu_rates import DEFAULT_GPU
+
+    g = PAPER_GRID
+    models = len(g["widths"]) * len(g["batches"]) * g["seeds"]
+    pairs = len(g["widths"]) * len(g["batches"]) * g["seed_pairs"]
+
+    def hours(b, **kw) -> str:
+        m, p = project_paper_grid(b, **kw)
+        return f"~{m + p:,.0f} GPU-hours ({m:,.0f} training + metrics, {p:,.0f} curves)"
+
+    lines = [f"  {g['config']} ({models} models, {pairs} pairs, {g['epochs']} epochs, ResNet18 on CIFAR-10 shapes):"]
+    if basis is not None:
+        lines += [f"  with its cohorts (execution.cohort auto), measured rates: {hours(basis)} on {basis.name}",
+                  f"  cohorts off, packed trials overlapping their fixed cost (assumed): {hours(basis, cohorts=False)}",
+                  f"  cohorts off, each trial's fixed cost charged in full:             "
+                  f"{hours(basis, cohorts=False, packed=False)}"]
+    lines.append(f"  assumed A10G rates (what `landscape validate` prints without a rates file): {hours(DEFAULT_GPU)}")
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 7. (--with-sweep) the CUDA path of every stage and a packed sweep on Ray: needs the installed project
+
+SWEEP_NEEDS = ("ray", "yaml", "click", "pandas", "pyarrow")
+
+
+def missing_for_sweep() -> list[str]:
+    return [name for name in SWEEP_NEEDS if importlib.util.find_spec(name) is None]
+
+
+def with_sweep(dry_run: bool, keep: str | None, epochs: int | None) -> dict:
+    """Step 7 through benchmarks/gpu_sweep.py (imported only here: it needs Ray and yaml)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import gpu_sweep
+
+    return gpu_sweep.run(dry_run, keep, epochs)
+
+
+# ---------------------------------------------------------------------------------------------------------
 
 # Dense (no sparsity) bf16 tensor-core peaks in FLOP/s, from NVIDIA's datasheets, matched by substring of the
-# device name in this order; other devices print rates without a utilisation unless --peak-tflops is given.
+# device name in this order; the plain steps are fp32 (TF32 convolutions), so their MFU against this is low.
 BF16_DENSE_PEAK = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12))
 
 
@@ -276,305 +615,152 @@ def peak_flops(device_name: str, override_tflops: float | None) -> float | None:
     return None
 
 
-def _cohort_variants(sizes: Sizes, width: int, batch: int) -> list[tuple[str, object]]:
-    """(label, Execution or None for one model at a time) measured at (width, batch)."""
-    from workloads.cohort_train import Execution
-
-    out = [("one at a time", None), (f"cohort of {sizes.cohort_size}", Execution(backend="grouped"))]
-    if batch == sizes.variant_batch:
-        out += [("cohort, torch.func", Execution(backend="vmap")),
-                ("cohort, bf16", Execution(backend="grouped", precision="bf16"))]
-    if sizes.compiled_case == (width, batch):
-        out.append(("cohort, compiled (CUDA graphs)", Execution(backend="grouped", compile="reduce-overhead")))
-    return out
-
-
-def _images_per_second(sizes: Sizes, part, width: int, batch: int, execution) -> float:
-    """Training images per second: one model (execution None) or a cohort of sizes.cohort_size."""
-    import torch
-
-    from workloads.cohort_net import build_cohort_net
-    from workloads.cohort_train import train_cohort
-    from workloads.models import seeded_model
-    from workloads.train import TrainConfig, train
-
-    members = 1 if execution is None else sizes.cohort_size
-    models = [seeded_model("resnet18", s, width=width, num_classes=10, input_shape=(3, 32, 32))
-              for s in range(members)]
-    configs = [TrainConfig(epochs=1, batch_size=batch, lr=0.01, seed=s, device=sizes.device) for s in range(members)]
-    warm = dataclasses.replace(part, train_x=part.train_x[:batch * 3], train_y=part.train_y[:batch * 3])
-
-    def run(data):
-        if execution is None:
-            train(models[0], data, configs[0])
-        else:
-            net = build_cohort_net(models[0], [m.state_dict() for m in models], execution.backend, sizes.device)
-            train_cohort(net, data.train_x, data.train_y, configs, execution=execution)
-
-    run(warm if execution is None or execution.compile == "off" else part)  # autotuning, compilation
-    if sizes.device == "cuda":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    run(part)
-    if sizes.device == "cuda":
-        torch.cuda.synchronize()
-    return members * batch * (part.train_size // batch) / (time.perf_counter() - started)
+def summary(members: int, device_name: str, timings: list[Timing], extra: list[Timing], evals: list[dict],
+            mem: list[dict], syncs: int | None, rate_lines: list[str], projected: list[str], rates_note: str,
+            budget: Budget, started: float, sweep: dict | None) -> None:
+    section("Summary (for docs/benchmarks.md)")
+    print(f"  device: {device_name}")
+    by_key = {(t.width, t.batch, t.members, t.variant): t for t in timings + extra}
+    for t in timings:
+        if t.members == 1:
+            cohort = by_key.get((t.width, t.batch, members, PLAIN))
+            one = t.error or f"{t.step_s * 1e3:.2f} ms/step"
+            other = "not measured" if cohort is None else cohort.error or f"{cohort.step_s * 1e3:.2f} ms/step"
+            gain = (f", x{cohort.images_per_s / t.images_per_s:.2f} images/s"
+                    if cohort is not None and cohort.step_s and t.step_s else "")
+            print(f"  k={t.width:<3} batch {t.batch:<5}: one at a time {one}; cohort of {members} {other}{gain}")
+    for t in extra:
+        base = by_key.get((t.width, t.batch, t.members, PLAIN))
+        ratio = t.error or (f"x{base.step_s / t.step_s:.2f} vs plain" if base and base.step_s else "no plain")
+        print(f"  variant {t.variant} at k={t.width} batch {t.batch}, {t.side}: {ratio}")
+    for e in evals:
+        print(f"  evaluation k={e['width']}: {e['alone_s']:.3f} s per model alone, {e['cohort_s_per_model']:.3f} s "
+              f"per model in a cohort (timed apart from the steps)")
+    for m in mem:
+        need = m["error"] or ("n/a" if m["need"] is None else f"{m['need'] / 2**30:.1f} GiB")
+        print(f"  memory k={m['width']} batch {m['batch']} x{m['members']}: {need} "
+              f"({'fits' if m['fits'] else 'does NOT fit'} {m['allowed'] / 2**30:.0f} GiB of an A10G)")
+    print(f"  cohort host synchronisations in 64 steps: {'n/a (no CUDA)' if syncs is None else syncs}")
+    for line in rate_lines + projected:
+        print(line)
+    print(f"  {rates_note}")
+    if sweep is not None:
+        print(f"  with-sweep: {sweep.get('note') or sweep}")
+    if budget.skipped:
+        print(f"  skipped for the budget ({len(budget.skipped)}): {'; '.join(budget.skipped)}")
+    print(f"  total {time.perf_counter() - started:.0f} s")
 
 
-def host_syncs(sizes: Sizes, steps: int = 64) -> int | None:
-    """Synchronising CUDA calls made while a cohort of 2 (ResNet18 k=4, batch 16) trains ``steps`` steps."""
-    if sizes.device != "cuda":
-        return None
-    import warnings
+def write_rates_file(basis, rates_out: str | None, device: str, device_name: str) -> str:
+    """Write the measured rates (on a GPU by default to benchmarks/gpu_rates.json); returns what happened."""
+    from orchestrator.gpu_rates import MEASURED_RATES_PATH, write_rates
 
-    import torch
-
-    from workloads.cohort_net import build_cohort_net
-    from workloads.cohort_train import train_cohort
-    from workloads.models import seeded_model
-    from workloads.train import TrainConfig
-
-    data = _bench_data(sizes).to(sizes.device)
-    x, y = data.train_x[:16 * steps], data.train_y[:16 * steps]
-    models = [seeded_model("resnet18", s, width=4, num_classes=10, input_shape=(3, 32, 32)) for s in (0, 1)]
-    configs = [TrainConfig(epochs=1, batch_size=16, lr=0.01, seed=s, device="cuda") for s in (0, 1)]
-    net = build_cohort_net(models[0], [m.state_dict() for m in models], "grouped", "cuda")
-    train_cohort(net, x[:32], y[:32], configs)  # lazy initialisation outside the count
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            train_cohort(net, x, y, configs)
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    return sum("synchroniz" in str(w.message) for w in caught)
-
-
-def cohorts(sizes: Sizes, peak: float | None) -> list[dict]:
-    import torch
-
-    from orchestrator.estimate import forward_flops
-    from workloads.train import TrainingOOMError
-
-    data = _bench_data(sizes).to(sizes.device)  # resident on the device, as a cohort trial keeps it
-    cudnn = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = True
-    rows = []
-    try:
-        for width in sizes.cohort_widths:
-            flops = 3 * forward_flops("resnet18", width, (3, 32, 32), 10, ())  # per training image
-            for batch in sizes.cohort_batches:
-                n = min(data.train_size, batch * sizes.cohort_steps)
-                part = dataclasses.replace(data, train_x=data.train_x[:n], train_y=data.train_y[:n])
-                alone = None
-                for label, execution in _cohort_variants(sizes, width, batch):
-                    try:
-                        rate, error = _images_per_second(sizes, part, width, batch, execution), None
-                    except (torch.cuda.OutOfMemoryError, TrainingOOMError) as exc:
-                        rate, error = None, f"does not fit ({type(exc).__name__})"
-                    if sizes.device == "cuda":
-                        torch.cuda.empty_cache()
-                    alone = rate if execution is None else alone
-                    mfu = f", MFU {rate * flops / peak:.1%}" if rate and peak else ""
-                    gain = f", x{rate / alone:.2f} one at a time" if rate and alone and execution is not None else ""
-                    shown = error or f"{rate:,.0f} images/s{mfu}{gain}"
-                    print(f"  ResNet18 k={width:<3} batch {batch:<5} {label:<31}: {shown}", flush=True)
-                    rows.append({"width": width, "batch": batch, "variant": label, "images_per_s": rate,
-                                 "mfu": rate * flops / peak if rate and peak else None, "error": error})
-    finally:
-        torch.backends.cudnn.benchmark = cudnn
-    return rows
-
-
-# ---------------------------------------------------------------------------------------------------------
-# 5. A reduced paper sweep, packed four to a GPU, with utilisation sampled
-
-
-class GpuSampler:
-    """nvidia-smi every second in a thread: utilisation (%) and memory used (MiB) per GPU."""
-
-    def __init__(self):
-        self.samples: list[list[tuple[float, float]]] = []
-        self.available = shutil.which("nvidia-smi") is not None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            try:
-                text = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu,memory.used",
-                                       "--format=csv,noheader,nounits"], capture_output=True, text=True,
-                                      timeout=10).stdout
-                rows = [tuple(float(v) for v in line.split(",")) for line in text.strip().splitlines() if line]
-                if rows:
-                    self.samples.append(rows)
-            except (OSError, ValueError, subprocess.TimeoutExpired):
-                pass
-            self._stop.wait(1.0)
-
-    def __enter__(self):
-        if self.available:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        if self.available:
-            self._thread.join(timeout=15)
-
-    def summary(self) -> str:
-        if not self.available:
-            return "unavailable (no nvidia-smi)"
-        if not self.samples:
-            return "no samples"
-        util = [u for rows in self.samples for u, _ in rows]
-        mem = [m for rows in self.samples for _, m in rows]
-        return (f"mean {statistics.mean(util):.0f}%, peak {max(util):.0f}% over {len(self.samples)} samples; "
-                f"memory up to {max(mem):.0f} MiB")
-
-
-def packed_sweep(sizes: Sizes, keep: str | None) -> dict:
-    from analysis.tables import RunTables
-    from orchestrator import ray_env, resources, storage
-    from orchestrator.config import parse_config
-    from orchestrator.sweep import run_sweep
-
-    raw = {**SWEEP, "workload": sizes.workload, "load": {"name": "width", "values": list(sizes.widths)},
-           "temperature": {"name": "batch_size", "values": list(sizes.batches)},
-           "training": {**SWEEP["training"], "epochs": sizes.sweep_epochs}}
-    cfg = parse_config(raw)
-    run_dir = keep or tempfile.mkdtemp(prefix="gpu-bench-")
-    ray_tmp = os.path.join("/tmp", f"ray-gpub-{uuid.uuid4().hex[:6]}")
-    os.makedirs(ray_tmp)
-    os.environ.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", RAY_TMPDIR=ray_tmp)
-    os.environ.pop("RAY_ADDRESS", None)
-    cpus = os.cpu_count() or 1
-    if sizes.fake_gpus:
-        cpus = max(cpus, 4)  # room for four quarter-GPU trials of 1 CPU each in the dry run
-    ray_env.init_ray(None, object_store_mb=256, num_cpus=cpus, num_gpus=sizes.fake_gpus)
-    try:
-        import ray
-
-        plan = resources.check_resources(cfg)
-        for line in resources.describe_plan(cfg, plan):
-            print(f"  {line}")
-        storage.write_bytes(storage.config_uri(run_dir), cfg.to_yaml().encode())
-        info, _ = storage.ensure_run_info(run_dir, cfg.name)
-        with GpuSampler() as sampler:
-            summary = run_sweep(cfg, run_dir, run_id=info["run_id"], resources=plan)
-        ray.shutdown()
-    finally:
-        import ray
-
-        if ray.is_initialized():
-            ray.shutdown()
-        shutil.rmtree(ray_tmp, ignore_errors=True)
-    models = RunTables(run_dir).read("models")
-    pairs = RunTables(run_dir).read("pairs")
-    hours = summary.seconds / 3600
-    ok_models, ok_pairs = int((models.status == "ok").sum()), int((pairs.status == "ok").sum())
-    devices = sorted(set(models.device.dropna()) | set(pairs.device.dropna()))
-    at_once = min(plan["trials_at_once"].values())
-    print(f"  {ok_models}/{len(cfg.model_keys())} models and {ok_pairs}/{len(cfg.pair_keys())} pairs ok in "
-          f"{summary.seconds:.0f} s, {at_once} trials at once; devices: {', '.join(devices)}")
-    print(f"  {ok_models / hours:.0f} models/hour, {ok_pairs / hours:.0f} pairs/hour "
-          f"({sizes.sweep_epochs} epochs each, {cfg.workload.model} on {cfg.workload.dataset})")
-    print(f"  GPU utilisation: {sampler.summary()}")
-    if not keep:
-        shutil.rmtree(run_dir, ignore_errors=True)
-    return {"ok": ok_models == len(cfg.model_keys()) and ok_pairs == len(cfg.pair_keys()),
-            "models_per_hour": ok_models / hours, "pairs_per_hour": ok_pairs / hours, "seconds": summary.seconds,
-            "at_once": at_once, "devices": devices, "utilisation": sampler.summary()}
-
-
-# ---------------------------------------------------------------------------------------------------------
+    rates_out = rates_out or (MEASURED_RATES_PATH if device == "cuda" else None)
+    if basis is None:
+        return "rates NOT written (too few measurements): estimates stay on the assumed A10G figures"
+    if not rates_out:
+        return "rates not written (dry run without --rates-out)"
+    write_rates(rates_out, device_name, basis.sustained_flops, basis.step_overhead_s,
+                time.strftime("%Y-%m-%d", time.gmtime()), basis.cohort)
+    return f"rates written to {rates_out}: `landscape validate` estimates from them from now on"
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=None, help="epochs per model of the packed sweep (default 3)")
-    parser.add_argument("--keep", default=None, metavar="DIR", help="keep the packed sweep's run directory here")
-    parser.add_argument("--peak-tflops", type=float, default=None,
-                        help="dense bf16 peak of this GPU for the utilisation (default: datasheet table)")
-    parser.add_argument("--skip-sweep", action="store_true", help="leave out step 5 (the packed sweep on Ray)")
+    parser.add_argument("--budget-s", type=float, default=400.0,
+                        help="wall-clock budget in seconds; measurements that no longer fit are skipped (default 400)")
     parser.add_argument("--rates-out", default=None, metavar="PATH",
-                        help="where step 2's rates are written for orchestrator/estimate.py (default on a GPU: "
+                        help="where the fitted rates are written for orchestrator/estimate.py (default on a GPU: "
                              "benchmarks/gpu_rates.json; the dry run writes only when given)")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="dense bf16 peak of this GPU for the MFU (default: datasheet table)")
+    parser.add_argument("--with-sweep", action="store_true",
+                        help="also the CUDA path of every stage and a packed sweep on Ray (needs Ray and yaml)")
+    parser.add_argument("--epochs", type=int, default=None, help="--with-sweep: epochs per model (default 3)")
+    parser.add_argument("--keep", default=None, metavar="DIR", help="--with-sweep: keep the sweep's run directory")
     parser.add_argument("--cpu-dry-run", action="store_true",
-                        help="test the script on the CPU with tiny sizes and a fake GPU (figures mean nothing)")
+                        help="test the script on the CPU with tiny sizes (figures mean nothing)")
     args = parser.parse_args(argv)
 
     import torch
 
     if args.cpu_dry_run:
         sizes = dry_sizes()
+        torch.set_num_threads(1)  # tiny steps: threads only contend (CI machines are small and shared)
+        device_name = "CPU dry run (figures mean nothing)"
+        print("CPU DRY RUN: tiny sizes, no compilation; the figures mean nothing")
     elif not torch.cuda.is_available():
         print("no CUDA device here (torch.cuda.is_available() is False): nothing to benchmark. "
               "Run this on a machine with an NVIDIA GPU (or --cpu-dry-run to test the script).")
         return 0
     else:
         sizes = Sizes()
-    if args.epochs:
-        sizes.sweep_epochs = args.epochs
-    if sizes.device == "cuda":
+        device_name = torch.cuda.get_device_name(0)
         props = torch.cuda.get_device_properties(0)
         print(f"GPU: {props.name}, {props.total_memory / 2**30:.0f} GiB, {torch.cuda.device_count()} device(s); "
-              f"torch {torch.__version__}, CUDA {torch.version.cuda}")
-    else:
-        print("CPU DRY RUN: tiny sizes, a fake GPU declared to Ray; the figures mean nothing")
+              f"torch {torch.__version__}, CUDA {torch.version.cuda}; TF32 convolutions "
+              f"{'on' if torch.backends.cudnn.allow_tf32 else 'off'}, TF32 matmul "
+              f"{'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}")
     started = time.perf_counter()
-    section("1. CUDA path: training, metrics, Hessian, curve")
-    path = cuda_path(sizes)
-    section("2. Calibration of orchestrator/estimate.py")
-    calib = calibration(sizes)
-    from orchestrator.estimate import MEASURED_RATES_PATH, write_measured_rates
-
-    rates_out = args.rates_out or (MEASURED_RATES_PATH if sizes.device == "cuda" else None)
-    if rates_out:
-        name = torch.cuda.get_device_name(0) if sizes.device == "cuda" else "CPU dry run (figures mean nothing)"
-        write_measured_rates(rates_out, name, calib["sustained_flops"], calib["step_overhead_s"],
-                             time.strftime("%Y-%m-%d", time.gmtime()))
-        print(f"  rates written to {rates_out}: `landscape validate` estimates from them from now on")
-    mem = []
-    if sizes.memory_cases:
-        section("3. Memory of the largest requests (paper-width-batch)")
-        mem = memory(sizes)
-    section(f"4. Cohorts vs one at a time (ResNet18, {sizes.cohort_steps} timed steps each)")
-    device_name = torch.cuda.get_device_name(0) if sizes.device == "cuda" else "CPU dry run"
+    budget = Budget(args.budget_s, sizes.reserve_s)
+    print(f"budget {args.budget_s:.0f} s (steps that no longer fit are skipped with a note)")
     peak = peak_flops(device_name, args.peak_tflops)
-    print(f"  utilisation against a dense bf16 peak of {peak / 1e12:g} TFLOP/s" if peak
-          else "  no known peak for this device: rates only (--peak-tflops sets one)")
-    cohort_rows = cohorts(sizes, peak)
-    syncs = host_syncs(sizes)
-    print(f"  host synchronisations in 64 cohort steps: {'n/a (no CUDA)' if syncs is None else syncs}")
-    sweep = {"ok": True, "skipped": True}
-    if not args.skip_sweep:
-        section("5. Reduced paper sweep, four trials per GPU")
-        if sizes.device == "cuda":
-            _DATA.clear()
-            torch.cuda.empty_cache()  # this process's cached blocks would otherwise be missing to the trials
-        sweep = packed_sweep(sizes, args.keep)
+    timings, evals, extra, mem, syncs = [], [], [], [], None
+    data = None
+    with budget.hard_stop():
+        section(f"1. Training steps, no evaluation: one at a time vs a cohort of {sizes.members} (ResNet18, fp32)")
+        data = random_data(sizes, max(b * timed_steps(sizes, b) for b in sizes.batches))
+        timings = training_steps(sizes, data, budget, peak)
 
-    section("Summary (for the README)")
-    print(f"  device: {torch.cuda.get_device_name(0) if sizes.device == 'cuda' else 'CPU dry run'}")
-    print(f"  CUDA path: {'ok' if path['ok'] else 'FAILED'}")
-    print(f"  sustained {calib['sustained_flops'] / 1e12:.3g} TFLOP/s (ResNet18 k={sizes.compute_width}, batch "
-          f"{sizes.compute_batch}); fixed cost {calib['step_overhead_s'] * 1e3:.2f} ms/step "
-          f"-> orchestrator/estimate.py DEFAULT_GPU")
-    for m in mem:
-        print(f"  memory k={m['width']} batch {m['batch']}: {m['peak'] / 2**30:.1f} GiB "
-              f"({'fits' if m['fits'] else 'does NOT fit'} {m['share']:g} of an A10G)")
-    print(f"  cohort host synchronisations in 64 steps: {'n/a' if syncs is None else syncs}")
-    for r in cohort_rows:
-        mfu = f" (MFU {r['mfu']:.1%})" if r["mfu"] is not None else ""
-        shown = r["error"] or f"{r['images_per_s']:,.0f} images/s{mfu}"
-        print(f"  cohort step: ResNet18 k={r['width']} batch {r['batch']} {r['variant']}: {shown}")
-    if not sweep.get("skipped"):
-        print(f"  packed sweep: {sweep['models_per_hour']:.0f} models/hour, {sweep['pairs_per_hour']:.0f} pairs/hour, "
-              f"{sweep['at_once']} trials at once, GPU utilisation {sweep['utilisation']}")
-    print(f"  total {time.perf_counter() - started:.0f} s")
-    cohorts_ok = all(r["images_per_s"] or r["error"] for r in cohort_rows)
-    return 0 if path["ok"] and sweep["ok"] and cohorts_ok else 1
+    # The rates and the projection come right after the steps they are fitted to, outside the budget's alarm:
+    # written before anything slower (compilation) can run out of time.
+    section("2. Rates for orchestrator/estimate.py")
+    basis, rate_lines = measured_basis(device_name, timings, sizes.members)
+    rates_note = write_rates_file(basis, args.rates_out, sizes.device, device_name)
+    for line in rate_lines + [f"  {rates_note}"]:
+        print(line)
+    section("3. Projection: the paper grid in GPU-hours on this device")
+    projected = projection(basis)
+    for line in projected:
+        print(line, flush=True)
+
+    with budget.hard_stop():
+        section("4. Evaluation of the test split, timed apart")
+        evals = evaluation(sizes, budget)
+        if sizes.memory_cases:
+            section("5. Memory of the largest requests (paper-width-batch, as cohorts)")
+            mem = memory(sizes, budget)
+        section("6. Variants against the plain step (ratio > 1: the variant is faster)")
+        if data is not None:
+            extra = variants(sizes, data, budget, timings, peak, compiled=False)
+        if budget.allows("host synchronisation count", sizes.guess_s):
+            try:
+                syncs = host_syncs(sizes)
+            except (RuntimeError, ValueError) as exc:  # reported; the summary is still reached
+                print(f"  host synchronisation count FAILED: {type(exc).__name__}: {str(exc)[:200]}")
+            print(f"  host synchronisations in 64 cohort steps: {'n/a (no CUDA)' if syncs is None else syncs}")
+        if data is not None and sizes.graph_cases:
+            extra += variants(sizes, data, budget, timings, peak, compiled=True)
+        data = None
+
+    sweep = None
+    if args.with_sweep:
+        section("7. CUDA path of every stage and a packed sweep on Ray (--with-sweep)")
+        missing = missing_for_sweep()
+        if missing:
+            sweep = {"ok": True, "note": f"skipped: needs {', '.join(missing)}, not installed here"}
+            print(f"  {sweep['note']}")
+        else:
+            if sizes.device == "cuda":
+                torch.cuda.empty_cache()  # this process's cached blocks would otherwise be missing to the trials
+            sweep = with_sweep(args.cpu_dry_run, args.keep, args.epochs)
+
+    summary(sizes.members, device_name, timings, extra, evals, mem, syncs, rate_lines, projected, rates_note, budget,
+            started, sweep)
+    # A failed plain step is a failure of the benchmark; a variant's (e.g. no compiler for torch.compile on this
+    # machine) is a finding, printed above.
+    failed = [t for t in timings if t.error and t.error.startswith("FAILED")]
+    return 1 if failed or (sweep is not None and not sweep.get("ok")) else 0
 
 
 if __name__ == "__main__":

@@ -113,7 +113,9 @@ class AdaptiveSettings:
     top_up: bool = True
     top_up_z: float = 2.0  # standard errors (pooled seed spread / sqrt(n)) a value must clear its threshold by
     loss_margin: float = 2.0  # train loss within this factor of the sharpness threshold is uncertain
-    mc_margin: float = 1.0  # mode connectivity within this many units (pp or nats) of -threshold is uncertain
+    # mode connectivity within this many units (pp or nats) of -threshold is uncertain; well below the 1 pp
+    # threshold itself, or every well-connected cell (|mc| <= 0.1 pp in the released results) would count
+    mc_margin: float = 0.5
     cka_margin: float = 0.02  # CKA within this of the IV-A/IV-B split is uncertain
     budget_models: int | None = None  # stop when the run's trained models would exceed it
     rules: PhaseRules = field(default_factory=PhaseRules)
@@ -247,6 +249,8 @@ def _within_budget(settings: AdaptiveSettings, trained: dict, requests: list[Cel
 def trained_seeds(grid: Grid, models: pd.DataFrame) -> dict[tuple[float, float], tuple[int, ...]]:
     """{(load value, temperature value): seeds with a models row (any status)} for the grid's cells and seeds."""
     m = _on_grid(grid, models)
+    if m.empty:
+        return {}
     out: dict[tuple[float, float], set[int]] = {}
     for lv, tv, s in zip(m["load_value"], m["temperature_value"], m["seed"]):
         out.setdefault((float(lv), float(tv)), set()).add(int(s))
@@ -321,9 +325,12 @@ def fill_map(grid: Grid, models: pd.DataFrame, pairs: pd.DataFrame,
 
     Interpolated, each from the cells where it is measured, on the grid index (the paper's grids are log-spaced
     in both knobs, so an index step is a step in log load and in log temperature): log train loss, mode
-    connectivity and CKA. "linear" is the harmonic fill (each filled value the mean of its 4 neighbours, measured
-    ones fixed; exactly linear between two measured cells along a line); "nearest" copies the nearest measured
-    cell (the mean of the nearest ones on a tie).
+    connectivity and CKA. "linear" is the harmonic fill: each filled value is the mean of its 4 neighbours, the
+    measured ones fixed (the smoothest fill: it minimises the sum of squared differences between neighbours;
+    along a single line it is linear interpolation, and it never leaves the range of the measured values); on a
+    2-D coarse lattice it sags between two equal measured cells towards the rows around them, unlike bilinear
+    interpolation, but it needs no lattice: the trained cells after a boundary wave are scattered. "nearest"
+    copies the nearest measured cell (the mean of the nearest ones on a tie).
 
     Columns: the cell columns, ``train_loss``, ``mode_connectivity`` (+ ``_std``, ``_n``), ``cka``,
     ``n_models_trained`` (ok models), ``interpolated`` (True when any of the three values was filled rather than
@@ -488,6 +495,11 @@ def uncertain_cells(grid: Grid, filled: pd.DataFrame, models: pd.DataFrame, pair
         noise = settings.top_up_z * sd / math.sqrt(n) if math.isfinite(sd) and n > 0 else 0.0
         return max(margin, noise)
 
+    # Without a resolved crossover (phase-IV CKA spans less than cka_min_range: all IV-B) the split is no
+    # threshold, and a cell's CKA next to it says nothing.
+    iv_cka = filled.loc[filled["cka_class"].notna(), "cka"]
+    crossover = settings.rules.cka_threshold is not None or (
+        len(iv_cka) > 0 and float(iv_cka.max() - iv_cka.min()) >= settings.rules.cka_min_range)
     nl, nt = grid.shape
     out = {}
     for r, row in enumerate(filled.itertuples(index=False)):
@@ -503,7 +515,7 @@ def uncertain_cells(grid: Grid, filled: pd.DataFrame, models: pd.DataFrame, pair
         checks.append((abs(row.mode_connectivity + row.connectivity_threshold),
                        allowance(settings.mc_margin, sd_mc, n_pairs),
                        f"mc {row.mode_connectivity:.3g} near -{row.connectivity_threshold:.3g}"))
-        if settings.refine_iv and row.cka_class is not None and math.isfinite(row.cka_split):
+        if settings.refine_iv and crossover and row.cka_class is not None and math.isfinite(row.cka_split):
             cka_n = pairs_count(p, row.load_value, row.temperature_value, "cka") if len(p) else 0
             checks.append((abs(row.cka - row.cka_split), allowance(settings.cka_margin, sd_cka, cka_n),
                            f"CKA {row.cka:.3g} near IV-A/IV-B split {row.cka_split:.3g}"))

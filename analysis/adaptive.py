@@ -25,8 +25,10 @@ same tables. ``next_wave`` returns an empty wave when nothing is left (or the bu
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -142,6 +144,21 @@ class AdaptiveSettings:
             if not ok:
                 raise ValueError(f"adaptive setting {name}={getattr(self, name)!r} is invalid: it must be {want}")
 
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, object] | None) -> AdaptiveSettings:
+        """Settings from a config-like mapping (a YAML block, ``--set name=value`` strings are converted);
+        ``rules`` is a mapping of phase-rule overrides (analysis.phases.PhaseRules.from_mapping). Unknown
+        names raise ValueError naming the closest known one."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        values = {}
+        for name, raw in (mapping or {}).items():
+            if name not in known:
+                close = difflib.get_close_matches(name, list(known), n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"unknown adaptive setting {name!r}.{hint} Known settings: {', '.join(known)}")
+            values[name] = _convert_setting(name, raw, known[name].default)
+        return cls(**values)
+
     def seeds_full(self, grid: Grid) -> tuple[int, ...]:
         return grid.seeds[: self.full_seeds] if self.full_seeds is not None else grid.seeds
 
@@ -153,6 +170,39 @@ class AdaptiveSettings:
         out["coarse_offset"] = list(self.coarse_offset)
         out["rules"] = {r["name"]: r["value"] for r in self.rules.describe()}
         return out
+
+
+def _convert_setting(name: str, raw, default):
+    """``raw`` (a YAML value or a string) as the type of the setting's default."""
+    if name == "rules":
+        return raw if isinstance(raw, PhaseRules) else PhaseRules.from_mapping(raw)
+    text = raw.strip().lower() if isinstance(raw, str) else None
+    try:
+        if name in ("full_seeds", "budget_models"):
+            return None if raw is None or text in ("", "none", "null") else _integer(raw)
+        if name == "coarse_offset":
+            parts = raw.split(",") if isinstance(raw, str) else list(raw)
+            return tuple(_integer(v) for v in parts)
+        if isinstance(default, bool):
+            if isinstance(raw, bool):
+                return raw
+            if text in ("true", "yes", "1", "false", "no", "0"):
+                return text in ("true", "yes", "1")
+            raise ValueError
+        if isinstance(default, int):
+            return _integer(raw)
+        if isinstance(default, float):
+            return float(raw)
+        return str(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"adaptive setting {name}={raw!r} is invalid: expected a value like {default!r}") from None
+
+
+def _integer(raw) -> int:
+    value = float(raw)
+    if value != int(value):
+        raise ValueError
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -332,7 +382,7 @@ def fill_map(grid: Grid, models: pd.DataFrame, pairs: pd.DataFrame,
     interpolation, but it needs no lattice: the trained cells after a boundary wave are scattered. "nearest"
     copies the nearest measured cell (the mean of the nearest ones on a tie).
 
-    Columns: the cell columns, ``train_loss``, ``mode_connectivity`` (+ ``_std``, ``_n``), ``cka``,
+    Columns: the cell columns, ``train_loss``, ``mode_connectivity`` (+ ``_std``, ``_n``), ``cka`` (+ ``_n``),
     ``n_models_trained`` (ok models), ``interpolated`` (True when any of the three values was filled rather than
     measured), then ``analysis.phases.LABEL_COLUMNS``.
     """
@@ -359,7 +409,7 @@ def fill_map(grid: Grid, models: pd.DataFrame, pairs: pd.DataFrame,
     frame["n_models_trained"] = frame.pop("train_loss_n")
     frame["interpolated"] = interpolated
     keep = ["load_name", "load_value", "temperature_name", "temperature_value", "train_loss", "mode_connectivity",
-            "mode_connectivity_std", "mode_connectivity_n", "cka", "n_models_trained", "interpolated"]
+            "mode_connectivity_std", "mode_connectivity_n", "cka", "cka_n", "n_models_trained", "interpolated"]
     frame = frame[keep]
     p = _on_grid(grid, pairs, ("seed_a", "seed_b"))
     rules = rules_for_mc_unit(settings.rules, mc_unit(p)) if len(p) else settings.rules
@@ -516,18 +566,13 @@ def uncertain_cells(grid: Grid, filled: pd.DataFrame, models: pd.DataFrame, pair
                        allowance(settings.mc_margin, sd_mc, n_pairs),
                        f"mc {row.mode_connectivity:.3g} near -{row.connectivity_threshold:.3g}"))
         if settings.refine_iv and crossover and row.cka_class is not None and math.isfinite(row.cka_split):
-            cka_n = pairs_count(p, row.load_value, row.temperature_value, "cka") if len(p) else 0
+            cka_n = int(row.cka_n) if np.isfinite(row.cka_n) else 0
             checks.append((abs(row.cka - row.cka_split), allowance(settings.cka_margin, sd_cka, cka_n),
                            f"CKA {row.cka:.3g} near IV-A/IV-B split {row.cka_split:.3g}"))
         close = [(d / a if a > 0 else math.inf, why) for d, a, why in checks if d < a]
         if close:
             out[(r // nt, r % nt)] = (min(c for c, _ in close), "; ".join(why for _, why in close))
     return out
-
-
-def pairs_count(pairs: pd.DataFrame, load_value: float, temperature_value: float, column: str) -> int:
-    sel = (pairs["load_value"].astype(float) == load_value) & (pairs["temperature_value"].astype(float) == temperature_value)
-    return int(pd.to_numeric(pairs.loc[sel, column], errors="coerce").notna().sum())
 
 
 def top_up_requests(grid: Grid, filled: pd.DataFrame, trained: dict, models: pd.DataFrame, pairs: pd.DataFrame,

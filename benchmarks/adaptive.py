@@ -2,7 +2,7 @@
 and how much of the full map it would have got right.
 
     python benchmarks/adaptive.py [RUN_DIR ...] [--no-reference] [--step 3] [--starts 0] [--mc-stand-in]
-                                  [--set name=value ...] [--json OUT]
+                                  [--set NAME=VALUE ...] [--json OUT]
 
 Without RUN_DIR (or in addition to them) the authors' released archive
 (shared/reference/taxonomy-released/results.tar.gz, through analysis.reference's import into a temporary run
@@ -278,14 +278,6 @@ def reference_tables(archive: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         return read_run(os.path.join(tmp, "run"))
 
 
-def _setting(text: str) -> tuple[str, object]:
-    name, _, value = text.partition("=")
-    try:
-        return name, json.loads(value)
-    except json.JSONDecodeError:
-        return name, value
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run_dirs", nargs="*", help="finished full-grid run directories to replay")
@@ -295,12 +287,12 @@ def main(argv=None) -> int:
     ap.add_argument("--starts", type=int, default=0, help="at most this many starts (0: all)")
     ap.add_argument("--mc-stand-in", action="store_true", help="see the module docstring")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                    help="another AdaptiveSettings field, e.g. --set interpolation='\"nearest\"' --set refine_iv=false")
+                    help="another AdaptiveSettings field, e.g. --set interpolation=nearest --set refine_iv=false")
     ap.add_argument("--json", help="write the summaries here")
     args = ap.parse_args(argv)
     try:
-        extra = dict(_setting(s) for s in args.set)
-        settings = AdaptiveSettings(coarse_step=args.step, **extra)
+        extra = dict(s.partition("=")[::2] for s in args.set)
+        settings = AdaptiveSettings.from_mapping({"coarse_step": args.step, **extra})
     except (TypeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

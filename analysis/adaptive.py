@@ -118,6 +118,7 @@ class AdaptiveSettings:
     # mode connectivity within this many units (pp or nats) of -threshold is uncertain; well below the 1 pp
     # threshold itself, or every well-connected cell (|mc| <= 0.1 pp in the released results) would count
     mc_margin: float = 0.5
+    mc_loss_margin: float = 0.005  # the same, for mc measured on the train loss (nats; threshold 0.01 nats)
     cka_margin: float = 0.02  # CKA within this of the IV-A/IV-B split is uncertain
     budget_models: int | None = None  # stop when the run's trained models would exceed it
     rules: PhaseRules = field(default_factory=PhaseRules)
@@ -128,7 +129,8 @@ class AdaptiveSettings:
             ("coarse_offset", len(self.coarse_offset) == 2 and all(isinstance(o, int) and 0 <= o < self.coarse_step
                                                                    for o in self.coarse_offset),
              "two integers in [0, coarse_step)"),
-            ("start_seeds", isinstance(self.start_seeds, int) and self.start_seeds >= 1, "an integer >= 1"),
+            ("start_seeds", isinstance(self.start_seeds, int) and self.start_seeds >= 2,
+             "an integer >= 2 (a phase needs a connected pair of seeds)"),
             ("full_seeds", self.full_seeds is None or (isinstance(self.full_seeds, int)
                                                       and self.full_seeds >= self.start_seeds),
              "unset or an integer >= start_seeds"),
@@ -137,6 +139,7 @@ class AdaptiveSettings:
             ("top_up_z", self.top_up_z >= 0, ">= 0"),
             ("loss_margin", self.loss_margin >= 1, ">= 1 (a factor)"),
             ("mc_margin", self.mc_margin >= 0, ">= 0"),
+            ("mc_loss_margin", self.mc_loss_margin >= 0, ">= 0"),
             ("cka_margin", self.cka_margin >= 0, ">= 0"),
             ("budget_models", self.budget_models is None or self.budget_models >= 0, "unset or >= 0"),
         ]
@@ -257,6 +260,9 @@ def next_wave(settings: AdaptiveSettings, grid: Grid, models: pd.DataFrame, pair
     models, pairs: the run's tables (analysis.tables format); rows outside the grid are ignored. A model row
     of any status counts as trained (a failed one is the orchestrator's to retry, not the policy's to re-ask).
     """
+    if len(grid.seeds) < settings.start_seeds:
+        raise ValueError(f"the grid has {len(grid.seeds)} seed(s) but the adaptive policy starts every cell with "
+                         f"start_seeds={settings.start_seeds}; give the sweep at least that many seeds")
     trained = trained_seeds(grid, models)
     start, full = settings.seeds_start(grid), settings.seeds_full(grid)
     coarse = [
@@ -529,7 +535,8 @@ def uncertain_cells(grid: Grid, filled: pd.DataFrame, models: pd.DataFrame, pair
                     settings: AdaptiveSettings) -> dict[tuple[int, int], tuple[float, str]]:
     """{(i, j): (closeness, why)} for measured cells whose label could flip with more seeds: a deciding value
     within ``max(margin, top_up_z x pooled standard error)`` of its threshold. ``closeness`` is the smallest
-    distance / allowance (below 1 means uncertain; smaller is more uncertain)."""
+    distance / allowance (below 1 means uncertain; smaller is more uncertain); -1 for a trained cell whose
+    pair values had to be filled in (no ok pair: its label is a guess)."""
     m = _on_grid(grid, models)
     m = m[m["status"] == "ok"]
     p = _on_grid(grid, pairs, ("seed_a", "seed_b"))
@@ -540,6 +547,7 @@ def uncertain_cells(grid: Grid, filled: pd.DataFrame, models: pd.DataFrame, pair
     cells_p = [p["load_value"].astype(float), p["temperature_value"].astype(float)] if len(p) else []
     sd_mc = pooled_std(p["mode_connectivity"], cells_p) if len(p) else math.nan
     sd_cka = pooled_std(p["cka"], cells_p) if len(p) else math.nan
+    mc_margin = settings.mc_loss_margin if len(p) and mc_unit(p) == "nats" else settings.mc_margin
 
     def allowance(margin, sd, n):
         noise = settings.top_up_z * sd / math.sqrt(n) if math.isfinite(sd) and n > 0 else 0.0
@@ -553,6 +561,10 @@ def uncertain_cells(grid: Grid, filled: pd.DataFrame, models: pd.DataFrame, pair
     nl, nt = grid.shape
     out = {}
     for r, row in enumerate(filled.itertuples(index=False)):
+        if row.n_models_trained > 0 and row.interpolated:
+            # trained, but no ok pair measured its mc or CKA (a seed diverged or failed): more seeds may give one
+            out[(r // nt, r % nt)] = (-1.0, "trained but mode connectivity or CKA not measured (filled in)")
+            continue
         if row.interpolated or row.phase is None:
             continue
         checks = []
@@ -563,7 +575,7 @@ def uncertain_cells(grid: Grid, filled: pd.DataFrame, models: pd.DataFrame, pair
                            allowance(math.log(settings.loss_margin), sd_log_loss, n_models),
                            f"train loss {row.train_loss:.3g} near sharpness threshold {row.sharpness_threshold:.3g}"))
         checks.append((abs(row.mode_connectivity + row.connectivity_threshold),
-                       allowance(settings.mc_margin, sd_mc, n_pairs),
+                       allowance(mc_margin, sd_mc, n_pairs),
                        f"mc {row.mode_connectivity:.3g} near -{row.connectivity_threshold:.3g}"))
         if settings.refine_iv and crossover and row.cka_class is not None and math.isfinite(row.cka_split):
             cka_n = int(row.cka_n) if np.isfinite(row.cka_n) else 0

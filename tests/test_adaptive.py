@@ -205,6 +205,7 @@ def test_a_wave_serialises_to_json_with_its_reasons():
     ({"start_seeds": 3, "full_seeds": 2}, "full_seeds=2"),
     ({"interpolation": "cubic"}, "interpolation"),
     ({"neighbours": 6}, "neighbours=6"),
+    ({"start_seeds": 1}, "start_seeds=1 is invalid: it must be an integer >= 2"),
 ])
 def test_invalid_settings_are_refused_by_name(bad, fragment):
     with pytest.raises(ValueError, match=fragment):
@@ -258,3 +259,19 @@ def test_settings_from_a_config_mapping():
         AdaptiveSettings.from_mapping({"coarse_stp": 3})
     with pytest.raises(ValueError, match="start_seeds='two' is invalid"):
         AdaptiveSettings.from_mapping({"start_seeds": "two"})
+
+
+def test_a_grid_with_fewer_seeds_than_a_start_is_refused():
+    with pytest.raises(ValueError, match="the grid has 1 seed"):
+        next_wave(AdaptiveSettings(), GRID.with_seeds((0,)), pd.DataFrame(), pd.DataFrame())
+
+
+def test_a_trained_cell_without_a_measured_pair_is_topped_up():
+    models, pairs = straight_boundary_tables()
+    gone = (pairs.load_value == GRID.load_values[9]) & (pairs.temperature_value == GRID.temperature_values[9])
+    models.loc[(models.load_value == GRID.load_values[9]) & (models.temperature_value == GRID.temperature_values[9])
+               & (models.seed == 1), "status"] = "diverged"
+    waves, _, _ = drive(AdaptiveSettings(), GRID, models, pairs[~gone])
+    top_ups = [c for w in waves for c in w.cells if c.reason == "top-up"]
+    assert [(GRID.index(c.load_value, c.temperature_value), c.seeds) for c in top_ups] == [((9, 9), (2, 3, 4))]
+    assert "not measured" in top_ups[0].detail

@@ -256,6 +256,8 @@ def run_one(name: str, models: pd.DataFrame, pairs: pd.DataFrame, settings: Adap
         "agreement": [r.final.agreement for r in results],
         "agreement_iv_merged": [r.final.agreement_iv_merged for r in results],
         "waves": [len(r.waves) for r in results],
+        "offsets": [list(r.offset) for r in results],
+        "seed_choices": [list(r.seeds[:settings.start_seeds]) for r in results],
         "worst": {"offset": list(worst.offset), "seeds": list(worst.seeds),
                   "waves": [vars(w) for w in worst.waves], "disagree": worst.disagree},
     }

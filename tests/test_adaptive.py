@@ -249,6 +249,19 @@ def test_replay_on_the_released_results_reaches_the_full_map(released):
     assert summary["target_met"]
 
 
+def test_replay_over_ten_seed_choices_with_the_curve_standing_in(released):
+    """Other starting seeds than {0, 1}: the cell's one released curve stands in for the first pair trained
+    (benchmarks/adaptive.py --mc-stand-in). 10 of the 90 (offset, seed pair) starts, spread evenly; measured:
+    every start agrees with the full map on every cell at <= 40% of the model trainings."""
+    bench = _benchmark()
+    models, pairs = released
+    summary = bench.run_one("released", models, pairs, AdaptiveSettings(), 10, True, log=lambda *_: None)
+    assert summary["starts"] == 10
+    assert len({tuple(s) for s in summary["seed_choices"]}) >= 4
+    assert min(summary["agreement"]) == 1.0
+    assert max(summary["models"]) <= 0.40
+
+
 def test_settings_from_a_config_mapping():
     settings = AdaptiveSettings.from_mapping({"coarse_step": "4", "coarse_offset": "1,2", "refine_iv": "false",
                                               "budget_models": "none", "mc_margin": 0.25,

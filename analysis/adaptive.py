@@ -554,7 +554,8 @@ def uncertain_cells(grid: Grid, filled: pd.DataFrame, models: pd.DataFrame, pair
     p = p[p["status"] == "ok"] if len(p) else p
     cells_m = [m["load_value"].astype(float), m["temperature_value"].astype(float)]
     with np.errstate(divide="ignore", invalid="ignore"):
-        sd_log_loss = pooled_std(np.log(pd.to_numeric(m["train_loss"], errors="coerce")), cells_m) if len(m) else math.nan
+        log_loss = np.log(pd.to_numeric(m["train_loss"], errors="coerce"))
+        sd_log_loss = pooled_std(log_loss, cells_m) if len(m) else math.nan
     cells_p = [p["load_value"].astype(float), p["temperature_value"].astype(float)] if len(p) else []
     sd_mc = pooled_std(p["mode_connectivity"], cells_p) if len(p) else math.nan
     sd_cka = pooled_std(p["cka"], cells_p) if len(p) else math.nan

@@ -116,12 +116,16 @@ def agreement(filled: pd.DataFrame, truth: pd.DataFrame, merge_iv: bool) -> tupl
     return float(np.mean(same)), wrong
 
 
+def _with_cell_floats(df: pd.DataFrame) -> pd.DataFrame:
+    return df.assign(_lv=df["load_value"].astype(float), _tv=df["temperature_value"].astype(float))
+
+
 class Oracle:
     """The full tables, revealing the rows of the (cell, seed)s asked for."""
 
     def __init__(self, models: pd.DataFrame, pairs: pd.DataFrame, mc_stand_in: bool):
-        self.models = models.assign(_lv=models["load_value"].astype(float), _tv=models["temperature_value"].astype(float))
-        self.pairs = pairs.assign(_lv=pairs["load_value"].astype(float), _tv=pairs["temperature_value"].astype(float))
+        self.models = _with_cell_floats(models)
+        self.pairs = _with_cell_floats(pairs)
         self.mc_stand_in = mc_stand_in
         mc = pd.to_numeric(pairs["mode_connectivity"], errors="coerce")
         self.connected = self.pairs[mc.notna()]
@@ -158,7 +162,8 @@ def replay(oracle: Oracle, truth: pd.DataFrame, grid: Grid, settings: AdaptiveSe
     out.full = {"models": len(oracle.models), "pairs": len(full_pairs), "curves": len(oracle.connected)}
     total_weight = sum(weights.values()) if weights else math.nan
     asked: set = set()
-    models, pairs = oracle.models.iloc[0:0].drop(columns=["_lv", "_tv"]), oracle.pairs.iloc[0:0].drop(columns=["_lv", "_tv"])
+    models = oracle.models.iloc[0:0].drop(columns=["_lv", "_tv"])
+    pairs = oracle.pairs.iloc[0:0].drop(columns=["_lv", "_tv"])
     for number in range(1, MAX_WAVES + 1):
         wave = next_wave(settings, grid, models, pairs)
         if wave.done:

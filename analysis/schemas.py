@@ -136,6 +136,10 @@ MODELS_SCHEMA = pa.schema(
         _f("metrics_seconds", pa.float64(), "s"),
         _f("wall_seconds", pa.float64(), "s"),
         _f("device", pa.string()),
+        _f("dataset_sha256", pa.string(), doc="sha256 of the training and test tensors' content (dtype, shape, "
+                                              "bytes; after label noise and subsetting): the data it saw"),
+        _f("execution_path", pa.string(), doc="JSON: engine, backend, precision, torch, CPU instruction set, BLAS, "
+                                              "threads, GPU: bit-for-bit agreement needs the same path"),
         _f("node_id", pa.string()),
         _f("model_uri", pa.string(), doc="where the trained weights are stored"),
         _f("weights_sha256", pa.string(), doc="sha256 of the weights file's bytes, checked whenever it is loaded "

@@ -155,6 +155,11 @@ def test_smoke_with_cohorts_equals_smoke_without(short_tmp):
     cohorts = models["default"].groupby("cohort").size()
     assert len(cohorts) == 4 and set(cohorts) == {2}
     assert pairs["default"]["cohort"].notna().all() and pairs["default"]["cohort"].nunique() == 2
+    # Traceable: the same data content either way, and the path each model was trained on.
+    assert (models["off"]["dataset_sha256"] == models["default"]["dataset_sha256"]).all()
+    assert models["off"]["dataset_sha256"].str.fullmatch("[0-9a-f]{64}").all()
+    engines = {m: {json.loads(p)["engine"] for p in models[m]["execution_path"]} for m in models}
+    assert engines == {"off": {"single"}, "default": {"cohort"}}, engines
     # Weights equal to 1e-4 relative, test accuracies within one test example, mc within 0.5 pp.
     for key in models["off"].index:
         a = storage.load_state(models["off"].loc[key, "model_uri"])

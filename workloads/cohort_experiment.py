@@ -30,6 +30,7 @@ import torch
 from workloads.cohort_net import build_cohort_net, member_state, resolve_backend
 from workloads.cohort_train import Execution, evaluate_cohort, train_cohort
 from workloads.data import Dataset
+from workloads.fingerprint import execution_path
 from workloads.experiment import (
     EVAL_BATCH_SIZE,
     ModelOutcome,
@@ -222,11 +223,13 @@ def train_and_measure_cohort(specs: list[ModelSpec], *, execution: Execution = E
 
     m = len(specs)
     stacked = net.stacked_state()
+    path = execution_path(device, engine="cohort", backend=backend, precision=execution.precision,
+                          compile_mode=execution.compile)
     outcomes = []
     for i, (spec, cell, ds, model) in enumerate(zip(specs, cells, datasets, models)):
         info = CohortInfo(size=m, index=i, backend=backend, hessian=hessian_mode, train_seconds=trained - started,
                           metrics_seconds=finished - trained, wall_seconds=finished - started)
-        row, state = _model_row(spec, cell, ds, model, result, i, metrics.get(i), stacked)
+        row, state = _model_row(spec, cell, ds, model, result, i, metrics.get(i), stacked, path)
         row.update(train_seconds=info.train_seconds / m, metrics_seconds=info.metrics_seconds / m,
                    wall_seconds=info.wall_seconds / m, finished_at=_now())
         outcomes.append(CohortModelOutcome(row=row, state_dict=state, history=result.histories[i], cohort=info))
@@ -258,10 +261,11 @@ def _hessians(net, models, base: Dataset, train_y: torch.Tensor, datasets, specs
     return estimates, "per-member"
 
 
-def _model_row(spec, cell, ds, model, result, i: int, measured, stacked) -> tuple[dict, dict | None]:
+def _model_row(spec, cell, ds, model, result, i: int, measured, stacked, path: str) -> tuple[dict, dict | None]:
     """experiment.train_and_measure's row for member i (times filled in by the caller)."""
     row = model_row(cell, spec.seed, ds, model, status=result.statuses[i], error=result.errors[i],
-                    history=result.histories[i], epochs_completed=result.epochs_completed[i], device=spec.device)
+                    history=result.histories[i], epochs_completed=result.epochs_completed[i], device=spec.device,
+                    execution=path)
     if measured is None:
         return row, None
     train_loss, train_acc, test_loss, test_acc, est = measured

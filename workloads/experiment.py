@@ -30,6 +30,7 @@ from torch import nn
 
 from workloads import knobs
 from workloads.data import Dataset, load_dataset
+from workloads.fingerprint import dataset_sha256, execution_path
 from workloads.metric_discovery import measure_added
 from workloads.metric_specs import BUILTINS, MetricSpec
 from workloads.metrics.cka import cka_or_reason, softmax_outputs
@@ -227,9 +228,10 @@ MEASURED_MODEL_COLUMNS = (
 
 
 def model_row(cell: CellSpec, seed: int, data: Dataset, model: nn.Module, *, status: str, error: str | None,
-              history: list[dict], epochs_completed: int, device: str) -> dict:
+              history: list[dict], epochs_completed: int, device: str, execution: str) -> dict:
     """The ``models`` row of a trained (or diverged) model before its measurements: keys, status, sizes,
-    the drop of its training loss; the measured columns null until ``add_measurements`` fills them."""
+    the drop of its training loss, the content hash of its data and the path it was trained on (``execution``:
+    workloads.fingerprint.execution_path); the measured columns null until ``add_measurements`` fills them."""
     return {
         **cell.keys(),
         "seed": int(seed),
@@ -242,6 +244,8 @@ def model_row(cell: CellSpec, seed: int, data: Dataset, model: nn.Module, *, sta
         "train_loss_drop": train_loss_drop(history) if status == "ok" else None,
         "hessian_backend": cell.hessian.backend,
         "device": device,
+        "dataset_sha256": dataset_sha256(data),
+        "execution_path": execution,
         **dict.fromkeys(MEASURED_MODEL_COLUMNS),
         **{s.name: None for s in cell.added_metrics if s.per == "model"},
     }
@@ -287,7 +291,8 @@ def train_and_measure(spec: ModelSpec, *, checkpoint_fn=None, resume_state: dict
     model = result.model
     # Measured below for a model that trained; null (with the reason in ``error``) otherwise.
     row = model_row(cell, spec.seed, data, model, status=result.status, error=result.error, history=result.history,
-                    epochs_completed=result.epochs_completed, device=device)
+                    epochs_completed=result.epochs_completed, device=device,
+                    execution=execution_path(device, engine="single", backend="module"))
     row["train_seconds"] = train_seconds
     metrics_started = time.perf_counter()
     state = None

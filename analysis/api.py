@@ -397,7 +397,7 @@ def default_out_dir(run_dir: str) -> str:
     out = join(run_dir, "analysis")
     if "://" not in run_dir and os.path.islink(out):
         raise ValueError(f"{out} is a symbolic link: the analysis is written only into a real folder of the run "
-                         f"(replace the link with a folder, or write elsewhere with --out-dir DIR)")
+                         f"(replace the link with a folder, or write elsewhere with --out DIR)")
     return out
 
 
@@ -474,7 +474,7 @@ def _make_writable_dir(out_dir: str, shown_dir: str, run_dir: str) -> None:
     except OSError as exc:
         raise OSError(
             f"cannot write the analysis folder {shown_dir} ({exc.strerror or exc}); write it elsewhere with "
-            f"`landscape analyze {run_dir} --out-dir DIR`"
+            f"`landscape analyze {run_dir} --out DIR`"
         ) from exc
 
 

@@ -20,6 +20,7 @@ commands that need them.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -84,8 +85,9 @@ def validate(config, overrides, address):
         _fail(exc)
     from orchestrator.config import config_warnings
 
+    seeds = f"{len(cfg.seeds)} seed" + ("s" if len(cfg.seeds) != 1 else "")
     click.echo(f"ok: {cfg.name}: {len(cfg.model_keys())} models ({cfg.load.name} x {cfg.temperature.name} x "
-               f"{len(cfg.seeds)} seeds), {len(cfg.pair_keys())} pairs; config hash {cfg.config_hash()}")
+               f"{seeds}), {len(cfg.pair_keys())} pairs; config hash {cfg.config_hash()}")
     for warning in config_warnings(cfg):
         click.echo(f"warning: {warning}", err=True)
     problem = missing_data_root(cfg)
@@ -215,18 +217,19 @@ def _execute(cfg, run_dir: str, **how) -> None:
 @click.argument("run_dir")
 @click.option("--quick", is_flag=True,
               help="Do not read and hash every weights file (a flipped bit is then found only when it is loaded).")
-def status(run_dir, quick):
-    """Per stage: what is done, diverged, failed and missing in RUN_DIR (exit 1 when finished weights are
-    missing or damaged)."""
-    from orchestrator.status import run_status_problems
+@click.option("--json", "as_json", is_flag=True, help="Print the same facts as one JSON object (every key listed).")
+def status(run_dir, quick, as_json):
+    """Per stage: what is done, diverged, failed and missing in RUN_DIR (exit 1 when jobs failed or finished
+    weights are missing or damaged)."""
+    from orchestrator.status import run_status_report
     from workloads.plugins import PluginError, refusing_user_code
 
     try:
         with refusing_user_code("landscape status"):  # reads the run as data (orchestrator/run_config.py)
-            text, problem = run_status_problems(run_dir, verify_weights=not quick)
+            text, problem, data = run_status_report(run_dir, verify_weights=not quick)
     except (PluginError, *_user_errors()) as exc:
         _fail(exc)
-    click.echo(text)
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str) if as_json else text)
     if problem:
         click.echo(f"problem: {problem}", err=True)
         sys.exit(EXIT_INCOMPLETE)
@@ -236,7 +239,7 @@ def status(run_dir, quick):
 @click.argument("run_dir")
 @click.option("--rule", "rules", multiple=True, metavar="KEY=VALUE",
               help="Override a phase-labelling threshold, e.g. mc_threshold=0.5 (value parsed as YAML). Repeatable.")
-@click.option("--out-dir", default=None, metavar="DIR",
+@click.option("--out", "--out-dir", "out_dir", default=None, metavar="DIR",
               help="Folder or URI for figures and report (default RUN_DIR/analysis, on the run's own storage).")
 @click.option("--bootstrap", "bootstrap_draws", default=200, show_default=True, type=click.IntRange(min=0),
               help="Seed resamplings behind each claim's p and each label's confidence (0: off).")
@@ -319,7 +322,6 @@ def _inside(path: str, folder: str) -> bool:
 def compare(run_a, run_b, rules, rules_a, rules_b, out, as_json):
     """Compare the phase labels of RUN_A and RUN_B (run directories, or one run with other --rule-b rules):
     phase counts, the cells that changed and what decided them, claims, config differences, and compare.png."""
-    import json
 
     shared = _key_values("--rule", rules)
     side_a = {**shared, **_key_values("--rule-a", rules_a)}
@@ -359,7 +361,7 @@ def compare(run_a, run_b, rules, rules_a, rules_b, out, as_json):
 @click.argument("run_dir")
 @click.option("--cell", "cell", required=True, metavar="KNOB=VALUE,KNOB=VALUE",
               help="The cell to draw, by its load and temperature values, e.g. width=64,batch_size=16.")
-@click.option("--out-dir", default=None, metavar="DIR", help="Folder or URI for the PNG (default RUN_DIR/analysis).")
+@click.option("--out", "--out-dir", "out_dir", default=None, metavar="DIR", help="Folder or URI for the PNG (default RUN_DIR/analysis).")
 def plot(run_dir, cell, out_dir):
     """Training curves of one cell of RUN_DIR (train loss and test accuracy per epoch, one line per seed)."""
     from analysis.cell_plot import plot_cell
@@ -450,7 +452,6 @@ def diagnose(checkpoints, model, width, model_args, dataset, data_root, data_see
              rules, device, threads, as_json):
     """Place your own trained models (two or more checkpoints of one architecture) on the taxonomy: which
     phase, from which numbers, how confidently, and the paper's guidance for it. No Ray, no sweep."""
-    import json
 
     from orchestrator.diagnose import DiagnoseRequest, run_diagnosis, text
 

@@ -13,15 +13,19 @@ from orchestrator.run_config import RUN_CONFIG_FIX, load_run_config  # noqa: F40
 MAX_LISTED = 8  # failed / missing keys listed per stage
 
 
-def tables_only_status(run_dir: str, scans: dict) -> str:
-    """For run dirs without a sweep config (e.g. an imported reference): rows per table and status."""
+def tables_only_status(run_dir: str, scans: dict) -> tuple[str, dict]:
+    """For run dirs without a sweep config (e.g. an imported reference): rows per table and status (text, data)."""
     lines = [f"run {run_dir} (no config.yaml: tables only, nothing to compare with a grid)"]
+    data = {"run_dir": run_dir, "config": None, "tables": {}}
     for table in ("models", "pairs"):
         df = scans[table].frame
-        by = df["status"].value_counts().to_dict() if len(df) else {}
+        by = {str(k): int(v) for k, v in df["status"].value_counts().items()} if len(df) else {}
         lines.append(f"{table}: {len(df)} rows" + "".join(f" · {n} {st}" for st, n in sorted(by.items())))
-    lines.append(f"curves: {len(set(scans['curves'].row_parts))} pair curve(s) stored")
-    return "\n".join(lines)
+        data["tables"][table] = {"rows": len(df), "by_status": by}
+    curves = len(set(scans["curves"].row_parts))
+    lines.append(f"curves: {curves} pair curve(s) stored")
+    data["curves_stored"] = curves
+    return "\n".join(lines), data
 
 
 def run_status(run_dir: str, *, verify_weights: bool = True) -> str:
@@ -29,10 +33,17 @@ def run_status(run_dir: str, *, verify_weights: bool = True) -> str:
 
 
 def run_status_problems(run_dir: str, *, verify_weights: bool = True) -> tuple[str, str | None]:
-    """(the text of `landscape status`, a one-line problem that makes it exit non-zero, or None).
+    """(the text of `landscape status`, a one-line problem that makes it exit non-zero, or None)."""
+    text, problem, _ = run_status_report(run_dir, verify_weights=verify_weights)
+    return text, problem
 
-    The problem: ok models whose weights are not usable (missing, truncated, or not the bytes their row's
-    sha256 names; ``verify_weights`` False skips reading and hashing every weights file)."""
+
+def run_status_report(run_dir: str, *, verify_weights: bool = True) -> tuple[str, str | None, dict]:
+    """(the text of `landscape status`, a one-line problem that makes it exit non-zero or None, the same facts
+    as a JSON-able mapping for `status --json`).
+
+    The problem: failed jobs, and ok models whose weights are not usable (missing, truncated, or not the bytes
+    their row's sha256 names; ``verify_weights`` False skips reading and hashing every weights file)."""
     run_dir = storage.normalise_run_dir(run_dir)
     try:
         return _run_status(run_dir, verify_weights)
@@ -45,7 +56,7 @@ def run_status_problems(run_dir: str, *, verify_weights: bool = True) -> tuple[s
 STAGE_NAMES = {"models": "stage 1 models", "pairs": "stage 2 pairs "}
 
 
-def _run_status(run_dir: str, verify_weights: bool = True) -> tuple[str, str | None]:
+def _run_status(run_dir: str, verify_weights: bool = True) -> tuple[str, str | None, dict]:
     from orchestrator.plan import make_plan, scan_tables
 
     # A link or a device under the name counts too: load_run_config refuses it by name (analysis/run_files.py).
@@ -55,17 +66,40 @@ def _run_status(run_dir: str, verify_weights: bool = True) -> tuple[str, str | N
         load_run_config(run_dir)  # the clear error: not a run directory
     scans = scan_tables(run_dir)  # every part read once; the plan below shares the read
     if not has_config:
-        return tables_only_status(run_dir, scans), None
+        text, data = tables_only_status(run_dir, scans)
+        return text, None, data
     cfg = load_run_config(run_dir)
     info = storage.read_run_info(run_dir) or {}
     plan = make_plan(cfg, run_dir, repair=False, scans=scans, verify_weights=verify_weights)
     text = "\n".join(format_plan(plan, run_dir, cfg.name, info.get("run_id", "?"), runlock.lock_holder(run_dir)))
-    problem = None
+    problems = []
+    failed = {table: len(stage.failed) for table, stage in plan.stages.items() if stage.failed}
+    if failed:
+        problems.append(" and ".join(f"{n} {table[:-1]} job(s)" for table, n in failed.items())
+                        + f" failed; `landscape resume {run_dir}` retries them")
     if plan.broken_weights:
-        problem = (f"{len(plan.broken_weights)} finished model(s) without usable weights (e.g. model "
-                   f"{next(iter(plan.broken_weights))}: {next(iter(plan.broken_weights.values()))}); "
-                   f"`landscape resume {run_dir}` retrains them and the pairs that use them")
-    return text, problem
+        problems.append(f"{len(plan.broken_weights)} finished model(s) without usable weights (e.g. model "
+                        f"{next(iter(plan.broken_weights))}: {next(iter(plan.broken_weights.values()))}); "
+                        f"`landscape resume {run_dir}` retrains them and the pairs that use them")
+    problem = "; ".join(problems) or None
+    return text, problem, status_data(plan, run_dir, cfg.name, info.get("run_id"), runlock.lock_holder(run_dir),
+                                      problem)
+
+
+def status_data(plan, run_dir: str, name: str, run_id: str | None, holder: str | None, problem: str | None) -> dict:
+    """`landscape status --json`: the facts of format_plan's lines, keys in full."""
+    stages = {}
+    for table, stage in plan.stages.items():
+        stages[table] = {"expected": len(stage.expected), "ok": stage.count("ok"),
+                         "diverged": stage.count("diverged"),
+                         "failed": [{"key": k, "error": stage.errors.get(k)} for k in stage.failed],
+                         "missing": list(stage.missing)}
+    return {"run_dir": run_dir, "config": name, "config_hash": plan.config_hash, "run_id": run_id,
+            "sweep_running": holder, "stages": stages, "broken_weights": dict(plan.broken_weights),
+            "models_to_measure": len(plan.models_to_measure),
+            "other_hashes": {t: v for t, v in plan.other_hashes.items() if v},
+            "curves_stored": len(set(plan.scans["curves"].row_parts)), "broken_curves": list(plan.broken_curves),
+            "problem": problem}
 
 
 def format_plan(plan, run_dir: str, name: str, run_id: str, holder: str | None) -> list[str]:
@@ -93,9 +127,9 @@ def format_plan(plan, run_dir: str, name: str, run_id: str, holder: str | None) 
             lines.append(f"  failed  {key}: {stage.errors.get(key)}")
         for key in missing[:MAX_LISTED]:
             lines.append(f"  missing {key}")
-        more = len(failed) + len(missing) - 2 * MAX_LISTED
-        if len(missing) > MAX_LISTED or len(failed) > MAX_LISTED:
-            lines.append(f"  ... ({max(more, 0)} more)")
+        more = max(len(failed) - MAX_LISTED, 0) + max(len(missing) - MAX_LISTED, 0)
+        if more:
+            lines.append(f"  ... ({more} more)")
     lines.append(f"curves: {len(set(plan.scans['curves'].row_parts))} pair curve(s) stored")
     lines.extend(_damage_lines("curves", plan))
     if plan.broken_curves:

@@ -96,11 +96,11 @@ def test_an_unwritable_analysis_folder_suggests_out_dir(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "makedirs", read_only)
     proc = analyze(run)
     assert_clean_error(proc, "cannot write the analysis folder", os.path.join(run, "analysis"),
-                       "Read-only file system", "--out-dir DIR")
+                       "Read-only file system", "--out DIR")
     assert "[Errno" not in proc.stderr
     monkeypatch.undo()
     elsewhere = str(tmp_path / "elsewhere")
-    proc = analyze(run, "--out-dir", elsewhere)  # the suggested fix works
+    proc = analyze(run, "--out", elsewhere)  # the suggested fix works (--out-dir, its old name, too)
     assert proc.returncode == 0 and os.path.exists(os.path.join(elsewhere, "report.html")), proc.stderr
 
 

@@ -105,7 +105,7 @@ def test_a_linked_analysis_folder_is_refused(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     os.symlink(elsewhere, os.path.join(run, "analysis"))
-    assert_clean_error(analyze(run), "analysis is a symbolic link", "--out-dir")
+    assert_clean_error(analyze(run), "analysis is a symbolic link", "--out DIR")
     assert list(elsewhere.iterdir()) == []
 
 

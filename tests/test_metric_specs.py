@@ -41,7 +41,7 @@ def test_views_are_the_lists_the_package_had():
                              ("cka", "CKA", ".3f"), ("l2_distance", "L2", ".3g")]
     units = {**field_units("models"), **field_units("pairs")}
     assert {m: units.get(m, "") for m in ("train_loss", "test_acc", "hessian_trace", "mode_connectivity")} == {
-        "train_loss": "nats", "test_acc": "fraction", "hessian_trace": "1/nats", "mode_connectivity": "percentage points"}
+        "train_loss": "nats", "test_acc": "fraction", "hessian_trace": "nats/weight²", "mode_connectivity": "percentage points"}
 
 
 def test_an_added_metric_comes_after_the_builtins_everywhere():

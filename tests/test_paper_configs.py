@@ -137,6 +137,16 @@ def test_data_root_tilde_is_expanded_where_the_data_is_read(monkeypatch, tmp_pat
     assert cell_spec(cfg, 4, 16).data_root == str(tmp_path / "data")
     assert "does not exist" in missing_data_root(cfg)
     (tmp_path / "data").mkdir()
+    # An empty folder is not the data (validate once said "ok" and every job then failed): the files are named.
+    problem = missing_data_root(cfg)
+    assert "missing data_batch_1" in problem and "cifar-10-batches-py" in problem, problem
+    with pytest.raises(ConfigError, match="workload.data_root.*missing data_batch_1"):
+        load_config("paper-width-batch")
+    batches = tmp_path / "data" / "cifar-10-batches-py"
+    batches.mkdir()
+    for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch",
+                 "batches.meta"):
+        (batches / name).write_bytes(b"")  # looked for, not read, before Ray (the md5 check runs in the jobs)
     assert missing_data_root(cfg) is None and load_config("paper-width-batch").name == "paper-width-batch"
 
 

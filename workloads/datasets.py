@@ -239,6 +239,20 @@ def _require_files(spec: _ImageSpec, root) -> str:
     return root
 
 
+def missing_files(name: str, root) -> str | None:
+    """Why dataset ``name``'s files are not all under ``root`` (every expected path named), or None when they
+    are or when ``name`` is not a file-backed dataset. Cheap: the files are looked for, not read (the md5
+    check runs when a job loads them)."""
+    spec = _IMAGE_SPECS.get(name)
+    if spec is None:
+        return None
+    try:
+        _require_files(spec, root)
+    except DatasetNotFoundError as exc:
+        return str(exc)
+    return None
+
+
 def _corrupted(spec: _ImageSpec, root: str, err: Exception) -> DatasetCorruptedError:
     return DatasetCorruptedError(
         f"dataset {spec.name!r}: files under {os.path.join(root, spec.folder)} are present but fail "

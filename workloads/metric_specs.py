@@ -30,6 +30,8 @@ PER = ("model", "pair")
 AGGREGATES = ("mean", "log_of_mean")
 # Field-metadata key of an added metric's column: the spec as JSON (analysis/schemas.py, analysis/tables.py).
 SPEC_METADATA_KEY = b"landscape_metric"
+# Second derivatives of the loss (nats) with respect to the (dimensionless) weights: nats per unit weight squared.
+HESSIAN_UNIT = "nats/weight²"
 
 
 @dataclass(frozen=True)
@@ -128,10 +130,10 @@ BUILTIN_METRICS: tuple[MetricSpec, ...] = (
                            fmt=".2g"),
                report=ReportColumn("train loss", ".3g")),
     MetricSpec("train_acc", "model", "fraction", "accuracy on the full training set, eval mode"),
-    MetricSpec("hessian_top_eigenvalue", "model", "1/nats", "largest algebraic eigenvalue", aggregate="log_of_mean",
+    MetricSpec("hessian_top_eigenvalue", "model", HESSIAN_UNIT, "largest algebraic eigenvalue", aggregate="log_of_mean",
                panel=Panel("ln λ_max (natural log of the seed mean)", "Blues", paper_range=(0.0, 6.0), fmt=".1f"),
                report=ReportColumn("log λmax", ".2f")),
-    MetricSpec("hessian_trace", "model", "1/nats", aggregate="log_of_mean",
+    MetricSpec("hessian_trace", "model", HESSIAN_UNIT, aggregate="log_of_mean",
                panel=Panel("ln trace (natural log of the seed mean)", "Blues", paper_range=(3.0, 8.0), fmt=".1f"),
                report=ReportColumn("log trace", ".2f")),
     MetricSpec("train_loss_drop", "model", "fraction",

@@ -70,7 +70,9 @@ def missing_data_root(cfg: SweepConfig) -> Optional[str]:
     root = expand_data_root(w.data_root)
     if not os.path.isdir(root):
         return f"folder {w.data_root!r} ({root}) does not exist on this machine"
-    return None
+    from workloads.datasets import missing_files
+
+    return missing_files(w.dataset, root)  # the folder is there: are the dataset's files? (not read here)
 
 
 def validate(cfg: SweepConfig, *, check_data: bool = True, user_code: bool = True) -> None:

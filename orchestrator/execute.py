@@ -58,7 +58,7 @@ def execute(cfg, run_dir: str, *, address, analysis: bool, resuming: bool):
     try:
         run_dir = storage.normalise_run_dir(run_dir)  # a name that cannot mean one place: refused before any work
     except storage.RunDirError as exc:
-        _fail(exc)
+        raise _input_error(exc) from exc
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, storage=run_dir))
     errors = _user_errors()
     lock = runlock.RunLock(run_dir)

@@ -79,6 +79,9 @@ def echo_analysis(result, run_dir: str) -> None:
     for name, files in sorted(figures.items()):
         if name.startswith("phase_map") and isinstance(files, dict) and files.get("png"):
             echo(f"  phase diagram: {files['png']}")
+    for line in summary_lines(getattr(result, "cells", None), getattr(result, "claims", None) or [],
+                              getattr(result, "claims_path", None)):
+        echo(line)
     report = getattr(result, "report_path", None)
     if report:
         echo(f"  report: {report}")
@@ -124,3 +127,35 @@ def without_resume_advice(message: str) -> str:
     """A message without its clauses (split at "; ") that advise `landscape resume`."""
     kept = [clause for clause in " ".join(message.split()).split("; ") if "landscape resume" not in clause]
     return "; ".join(kept) if kept else message
+
+
+PHASE_ORDER = ("I", "II", "III", "IV-A", "IV-B")
+CLAIM_STATUS_ORDER = ("holds", "does not hold", "unresolved", "cannot be measured")
+
+
+def summary_lines(cells, claims: list[dict], claims_path: str | None) -> list[str]:
+    """What `run` and `analyze` end with: cells per phase (per diagram when several), then every claim that
+    applies with its verdict and p, and where claims.json is."""
+    lines = []
+    if cells is not None and len(cells) and "phase" in cells:
+        keys = ["load_name", "temperature_name"]
+        groups = list(cells.groupby(keys, sort=True)) if set(keys) <= set(cells.columns) else [(None, cells)]
+        for names, part in groups:
+            counts = part["phase"].fillna("none").value_counts()
+            text = " · ".join(f"{phase} {int(counts[phase])}" for phase in (*PHASE_ORDER, "none") if phase in counts)
+            where = f" ({names[0]} × {names[1]})" if len(groups) > 1 else ""
+            lines.append(f"  phases{where}: {text} (cells)")
+    applied = [c for c in claims if c.get("applies")]
+    if applied:
+        counts = {status: sum(c.get("status") == status for c in applied) for status in CLAIM_STATUS_ORDER}
+        lines.append("  claims: " + " · ".join(f"{n} {status}" for status, n in counts.items() if n)
+                     + (f" (claims.json: {claims_path})" if claims_path else ""))
+        for claim in applied:
+            p = claim.get("p_holds")
+            several = len({c.get("diagram") for c in applied}) > 1
+            where = f"{claim.get('diagram')}: " if several else ""
+            lines.append(f"    {claim.get('status', '?'):<18} {where}{claim['id']} ({claim.get('figure')})"
+                         + (f", p = {p:.2f}" if isinstance(p, (int, float)) else ""))
+    elif claims_path:
+        lines.append(f"  claims: none applies to this run (claims.json: {claims_path})")
+    return lines

@@ -17,6 +17,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -445,6 +446,13 @@ def test_status_and_the_end_of_a_run_read_each_part_once(tmp_path, monkeypatch):
         assert proc.returncode == 0, (proc.stdout, proc.stderr)
         assert len(reads) == parts and set(reads.values()) == {1}, (args, reads)
     assert "nothing to do" in proc.stdout and "report:" in proc.stdout
+    # It ends with the cells per phase, every applicable claim's verdict, and where claims.json is.
+    claims_json = os.path.join(run_dir, "analysis", "claims.json")
+    assert re.search(r"  phases: (I|II|III|IV-A|IV-B|none) \d+", proc.stdout), proc.stdout
+    assert f"(claims.json: {claims_json})" in proc.stdout and "    holds " in proc.stdout, proc.stdout
+    with open(claims_json) as f:
+        applied = [c for c in json.load(f) if c["applies"]]
+    assert all(f" {c['id']} ({c['figure']})" in proc.stdout for c in applied)
 
 
 def test_a_resume_keeps_the_phase_rules_of_the_earlier_analysis(tmp_path):

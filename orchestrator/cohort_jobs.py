@@ -109,7 +109,8 @@ def run_model_cohort(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
             tables.write_part("models", key, [row], added=spec.cell.added_metrics)
         results.append({"key": key, "status": row["status"], "skipped": False, "wall_seconds": row["wall_seconds"],
                         "test_acc": row.get("test_acc"), "train_loss": row.get("train_loss"),
-                        "error": row.get("error"), "note": "; ".join(notes) or None, "cohort": cohort})
+                        "error": row.get("error"), "note": "; ".join(notes) or None, "cohort": cohort,
+                        **_shared_time(outcome.cohort)})
     storage.delete(ckpt)
     return _cohort_result("model_cohort", cohort, results, started)
 
@@ -173,8 +174,13 @@ def run_pair_cohort(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
             tables.write_part("pairs", key, [row])
         results.append({"key": key, "status": row["status"], "skipped": False, "wall_seconds": row["wall_seconds"],
                         "mode_connectivity": row.get("mode_connectivity"), "error": row.get("error"),
-                        "cohort": cohort})
+                        "cohort": cohort, **_shared_time(outcome.cohort)})
     return _cohort_result("pair_cohort", cohort, results, started)
+
+
+def _shared_time(info) -> dict:
+    """A member's wall_seconds is its share of the cohort's; the progress line names the whole and the size."""
+    return {"cohort_size": int(info.size), "cohort_seconds": float(info.wall_seconds)}
 
 
 def _cohort_result(kind: str, cohort: str, results: list[dict], started: float) -> dict:

@@ -60,6 +60,9 @@ def _event_line(kind: str, key: str, status: str, result: dict) -> str:
         detail = f" mc={result['mode_connectivity']:+.2f}"
     took = result.get("wall_seconds") if result else None
     took_text = " (already done)" if result.get("skipped") else (f" in {format_seconds(took)}" if took else "")
+    if not result.get("skipped") and result.get("cohort_size", 1) > 1 and result.get("cohort_seconds"):
+        # A cohort trains its members together: the time is the cohort's, not this member's alone.
+        took_text = f" in {format_seconds(result['cohort_seconds'])} (a cohort of {result['cohort_size']})"
     note = f" (note: {result['note']})" if result.get("note") else ""
     return f"{kind:5s} {key} {status}{took_text}{detail}{note}"
 

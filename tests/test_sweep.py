@@ -217,14 +217,17 @@ def test_progress_lines_and_status_line():
 
     class Recorder:
         events = [("model", "width=8__batch_size=32__seed=0", "ok", {"wall_seconds": 10.0, "test_acc": 0.5}),
-                  ("pair", "width=8__batch_size=32__seeds=0-1", "failed", {"error": "ValueError: boom"})]
+                  ("pair", "width=8__batch_size=32__seeds=0-1", "failed", {"error": "ValueError: boom"}),
+                  ("model", "width=8__batch_size=32__seed=1", "ok",  # a member of a cohort of 21: its time
+                   {"wall_seconds": 3.2, "cohort_size": 21, "cohort_seconds": 67.0, "test_acc": 0.5})]
 
     plain = io.StringIO()
     progress = make_progress(plain, tty=False)(state, Recorder())
     progress.on_step_end(0, [])
     lines = plain.getvalue().splitlines()
     assert lines == ["[2/4 models] model width=8__batch_size=32__seed=0 ok in 10s test_acc=0.500",
-                     "[0/2 pairs] pair  width=8__batch_size=32__seeds=0-1 failed error: ValueError: boom"]
+                     "[0/2 pairs] pair  width=8__batch_size=32__seeds=0-1 failed error: ValueError: boom",
+                     "[2/4 models] model width=8__batch_size=32__seed=1 ok in 1m07s (a cohort of 21) test_acc=0.500"]
     line = status_line(state)
     assert "models 2/4 done (ok 2, diverged 0, failed 0) · 1 running · 1 pending" in line
     # ETA: 11 s per unit of cost measured; left: 1 pending model (cost 1) + half the running one (1) + two
@@ -240,7 +243,7 @@ def test_progress_lines_and_status_line():
     progress.on_step_end(0, [])
     text = term.getvalue()
     # Each finished job scrolls above the status line, which is redrawn in place (no newline).
-    assert text.count("\r\x1b[K") == 3 and text.count("\n") == 2 and text.endswith(eta)
+    assert text.count("\r\x1b[K") == 4 and text.count("\n") == 3 and text.endswith(eta)
 
 
 def test_counts_never_exceed_the_grid_and_nothing_runs_after_the_end():

@@ -328,6 +328,25 @@ def _folded(summary: str, content: str) -> str:
     return f"<details><summary>{summary}</summary>{content}</details>"
 
 
+def _without_local_paths(run_dir: str):
+    """text -> text with this machine's path of the run directory replaced by the folder's name: a report is
+    shared (mailed, put in a bucket) and must not show where the run lies on the machine that analysed it. A
+    URI (s3://...) is kept: it names a place every reader may know."""
+    if "://" in run_dir:
+        return lambda text: text
+    local = os.path.abspath(run_dir)
+    name = os.path.basename(local.rstrip(os.sep)) or local
+    spellings = sorted({local, os.path.normpath(run_dir), run_dir.rstrip(os.sep)} - {"", ".", name}, key=len,
+                       reverse=True)
+
+    def shareable(text: str) -> str:
+        for spelling in spellings:  # longest first: the absolute path before a relative spelling inside it
+            text = text.replace(spelling, name)
+        return text
+
+    return shareable
+
+
 def render_report(
     *,
     title: str,
@@ -341,16 +360,17 @@ def render_report(
     """The whole page as a string; ``report_dir``: the folder report.html and the figure files are written to
     (links to the figures are relative to it)."""
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    warn = "".join(f"<li class='warn'>{html.escape(w)}</li>" for w in warnings or [])
+    shareable = _without_local_paths(run_dir)
+    warn = "".join(f"<li class='warn'>{html.escape(shareable(w))}</li>" for w in warnings or [])
     if config_text is not None:
         lines = config_text.count("\n") + 1
         config = _folded(f"config.yaml ({lines} lines)", f"<pre>{html.escape(config_text)}</pre>")
     else:
         config = "<p class='muted'>No config.yaml in the run directory.</p>"
-    provenance_text = json.dumps(provenance, indent=2, sort_keys=True, default=str)
+    provenance_text = shareable(json.dumps(provenance, indent=2, sort_keys=True, default=str))
     body = [
         f"<h1>{html.escape(title)}</h1>",
-        f"<p class='muted wrap'>Run directory {html.escape(run_dir)}; report generated {now}.</p>",
+        f"<p class='muted wrap'>Run directory {html.escape(shareable(run_dir))}; report generated {now}.</p>",
         f"<ul>{warn}</ul>" if warn else "",
         *[diagram_html(s, _section_id(k), report_dir) for k, s in enumerate(sections)],
         "<h2>Run configuration</h2>",

@@ -140,6 +140,10 @@ def test_report_is_self_contained_and_has_every_section(analysed):
     ):
         assert words in text, words
     assert text.count("<tr data-cell=") == 16 and text.count("<tr>") >= 9  # a row per cell, a row per rule
+    # Shared alone, the page shows the run folder's name, not where it lay on the machine that analysed it.
+    run = os.path.dirname(analysed.report_path.rstrip(os.sep))
+    run = os.path.dirname(run) if os.path.basename(run) == "analysis" else run
+    assert f"Run directory {os.path.basename(run)};" in text and os.path.dirname(run) not in text
 
 
 # ---------------------------------------------------------------------------------------------

@@ -237,7 +237,9 @@ def _check_out_dir(cfg, run_dir: str) -> None:
     what = ", ".join(entries[:3]) + (" ..." if len(entries) > 3 else "")
     advice = f"continue a run there with `landscape resume {run_dir}`, or choose another --out"
     if "config.yaml" not in entries:
-        raise ConfigError(f"--out {run_dir} is not empty ({what}) and is not a landscape run; {advice}")
+        # Not a run: `resume` there would fail too (it needs a config.yaml), so it is not offered.
+        raise ConfigError(f"--out {run_dir} is not empty ({what}) and is not a landscape run; choose another --out "
+                          f"(a new or empty folder)")
     try:
         saved = load_run_config(run_dir)  # as data: nothing it names is imported (orchestrator/run_config.py)
     except (ConfigError, OSError) as exc:

@@ -233,6 +233,13 @@ def panel_set(cells: pd.DataFrame, color_ranges: dict | None = None, metrics: Me
                          mc_unit=mc_unit) for spec in panels]
 
 
+def panel_layout(panels: int) -> tuple[int, int]:
+    """(rows, columns) for ``panels`` axes: at most PANELS_PER_ROW a row, the rows as even as they can be (9 panels
+    are 3 x 3, not 4 + 4 + 1 with two thirds of the last row empty)."""
+    rows = math.ceil(panels / PANELS_PER_ROW)
+    return rows, math.ceil(panels / rows)
+
+
 def save_panels(
     cells: pd.DataFrame,
     stem: str,
@@ -246,10 +253,9 @@ def save_panels(
 
     heatmaps, phase_map: panel_set(cells, color_ranges) and phase_map_data(cells) when the caller has them."""
     heatmaps = heatmaps or panel_set(cells, color_ranges)
-    cols = PANELS_PER_ROW
-    rows = math.ceil((len(heatmaps) + 1) / cols)
+    rows, cols = panel_layout(len(heatmaps) + 1)
     height = 4.25 * rows
-    fig = _new_figure(21.0, height)
+    fig = _new_figure(21.0 * cols / PANELS_PER_ROW, height)
     axes = fig.subplots(rows, cols, squeeze=False)  # same categorical grid in every panel
     # The right margin holds the phase key beside the last panel (0.85 / 0.34 inches at the bottom / top).
     fig.subplots_adjust(left=0.05, right=0.84, bottom=0.85 / height, top=1 - 0.34 / height, wspace=0.3,

@@ -36,6 +36,7 @@ PHASE_PLOT_WIDTH, PHASE_PLOT_HEIGHT = 760.0, 460.0
 CELL_MIN = 8.0  # px per cell side, whatever the grid
 PANEL_CELL_MAX, PHASE_CELL_MAX = 64.0, 120.0  # a small grid's cells stay this size (the page does not upscale)
 LEFT, TOP, BOTTOM = 58.0, 22.0, 46.0  # room for the y tick labels and axis title, the title, the x ticks
+TITLE_CHAR_PX = 6.5  # the mean advance of a character of the 11 px bold title font (report.css), a bound
 BAR_GAP, BAR_WIDTH, BAR_LABELS = 10.0, 12.0, 44.0  # the colour bar right of a panel
 GRADIENT_STOPS = 33
 FONT = 10.0  # px at the natural size
@@ -76,7 +77,11 @@ def _axes(grid: Grid, cw: float, ch: float, title: str) -> list[str]:
     """Title, tick labels and axis titles of a grid drawn at (LEFT, TOP) with cells cw x ch."""
     ny, nx = grid.shape
     width, height = nx * cw, ny * ch
-    out = [f'<text x="{_num(LEFT + width / 2)}" y="{_num(TOP - 8)}" text-anchor="middle" class="title">'
+    # A title wider than the panel is squeezed into it (SVG text is never wrapped, and was clipped).
+    room = width + LEFT
+    fit = (f' textLength="{_num(room)}" lengthAdjust="spacingAndGlyphs"'
+           if len(title) * TITLE_CHAR_PX > room else "")
+    out = [f'<text x="{_num(LEFT + width / 2)}" y="{_num(TOP - 8)}" text-anchor="middle" class="title"{fit}>'
            f"{html.escape(title)}</text>"]
     for i, label in enumerate(grid.y_labels):
         out.append(f'<text x="{_num(LEFT - 4)}" y="{_num(TOP + (i + 0.5) * ch)}" text-anchor="end" '

@@ -17,7 +17,7 @@ from analysis.plot_data import (
     phase_boundaries,
     phase_map_data,
 )
-from analysis.plots import save_curves, save_panels, save_phase_map
+from analysis.plots import panel_layout, save_curves, save_panels, save_phase_map
 from tests.analysis_synthetic import CELLS, EXPECTED_PHASES, write_synthetic_run
 
 
@@ -224,3 +224,21 @@ def test_the_report_table_heads_mode_connectivity_in_the_runs_unit():
     headers = {col: header for col, header, _ in table_columns()}
     assert headers["mode_connectivity"] == "mc (pp)"
     assert {col: h for col, h, _ in table_columns(mc_unit="nats")}["mode_connectivity"] == "mc (nats)"
+
+
+def test_panel_rows_are_as_even_as_they_can_be():
+    assert [panel_layout(n) for n in (1, 4, 5, 8, 9, 10, 13)] == [(1, 1), (1, 4), (2, 3), (2, 4), (3, 3), (3, 4),
+                                                                   (4, 4)]
+
+
+def test_a_long_panel_title_is_squeezed_into_the_report_panel_not_clipped():
+    import dataclasses
+    import re
+
+    from analysis.report_panels import heatmap_svg
+
+    data = heatmap_data(grid_cells(), "test_acc")
+    short = heatmap_svg(data, section="s")
+    long = heatmap_svg(dataclasses.replace(data, title="ln weight spectral norm " * 4), section="s")
+    assert "textLength" not in re.search(r"<text[^>]*class=\"title\"[^>]*>", short)[0]
+    assert 'lengthAdjust="spacingAndGlyphs"' in re.search(r"<text[^>]*class=\"title\"[^>]*>", long)[0]

@@ -14,7 +14,7 @@ METRIC = MetricSpec(
     "weight_spectral_norm", "model", "",
     "product over Linear and Conv weights (kernels as (out, in*k*k) matrices) of the largest singular value",
     aggregate="log_of_mean", required=False,
-    panel=Panel("ln spectral norm of the weights (natural log of the seed mean)", "magma", fmt=".1f"),
+    panel=Panel("ln weight spectral norm (natural log of the seed mean)", "magma", fmt=".1f"),
     report=ReportColumn("log ‖W‖σ", ".2f"),
     compute="workloads.extra_metrics.weight_spectral_norm:weight_spectral_norm",
 )

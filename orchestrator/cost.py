@@ -37,8 +37,8 @@ def job_costs(cfg: SweepConfig, facts=None) -> dict[str, float]:
 
 # The cost model: seconds at an assumed sustained rate. Wrong in absolute terms on any machine; what it must
 # get roughly right is how jobs of one sweep compare (a wide model at batch 16 against a narrow one at 1024).
-# Fitted to the 144 jobs of a `landscape run demo` on this project's 2-core CPU (2026-12-01, while other
-# processes loaded it; benchmarks/eta.py replays a run's ETA): per training step a fixed cost dominates small
+# Fitted to the 144 jobs of a `landscape run demo` on this project's 2-core CPU (docs/benchmarks.md, "Measurements
+# behind constants"; benchmarks/eta.py replays a run's ETA): per training step a fixed cost dominates small
 # models, larger matrix products run faster per flop than small ones (taken as one rate), and a curve step
 # costs about twice a training step's fixed cost (it builds the curve point's weights from three models).
 FLOPS_PER_SECOND = 18e9  # dense layers, fitted (a first guess of 5e9 overweighted wide models 4x)

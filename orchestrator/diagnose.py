@@ -80,8 +80,7 @@ class DiagnoseRequest:
     rules: dict = field(default_factory=dict)  # --rule name=value (analysis.phases.PhaseRules)
     device: str = "auto"
     # torch's CPU threads while measuring. 1, as a sweep job with resources.cpu: 1: small models gain nothing from
-    # more, and on a loaded machine lose a lot (the width-256 demo MLP: 9.6 s with 1 thread, 350 s with 2 on
-    # this project's 2 cores while other jobs ran, 2026-12-01).
+    # more, and on a loaded machine lose a lot (measured: docs/benchmarks.md, "Measurements behind constants").
     threads: int = 1
 
 

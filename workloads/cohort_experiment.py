@@ -55,7 +55,7 @@ from workloads.metrics.hessian import estimate_hessian
 from workloads.models import count_parameters
 
 # On a CPU the members' Hessian-vector products are taken together only for models of at most this many
-# parameters. `benchmarks/cohort.py --hessian` (2026-12-01, 2-core CPU under load, 3 MLPs, 1000 points): the
+# parameters. `benchmarks/cohort.py --hessian` (docs/benchmarks.md, "Cohorts: the engine"; 3 MLPs, 1000 points): the
 # cohort took x1.13-1.40 less time at 490-1,098 parameters, the same at 2,698, and more above (x0.95 at 7,434,
 # x0.6-0.7 at 23k-79k: the batched products' 3x larger tensors fall out of the caches). On CUDA they are
 # always taken together (launch-bound there).

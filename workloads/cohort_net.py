@@ -31,8 +31,8 @@ from torch.func import functional_call, vmap
 from workloads import models as model_zoo
 
 BACKENDS = ("grouped", "vmap")
-# Faster backend per model family, from `python benchmarks/cohort.py --backends` (2026-12-01, this project's
-# 2-core CPU under other agents' load, 1 thread, 3 members, batch 16-128): grouped took 1.2-2.2x less time
+# Faster backend per model family, from `python benchmarks/cohort.py --backends` (docs/benchmarks.md, "Cohorts:
+# the engine"; 1 thread, 3 members, batch 16-128): grouped took 1.2-2.2x less time
 # per step than torch.func for the mlp (k 8-256), 1.2-2.0x for the cnn (k 4-64, BatchNorm), 1.3-1.6x for
 # resnet18 (k 2-8, 32x32); vmap's per-call dispatch and functional_call cost more than they save here.
 # Not yet measured on a GPU (benchmarks/gpu.py step 4 times both at batch 128); vgg11 follows the convnets.

@@ -309,7 +309,7 @@ class CurveConfig:
     seed: int = setting(0, doc="minibatch order and the t draws", check=seed())
     lr_schedule: str = setting("garipov", doc="how the lr schedule counts epochs: garipov (from 1, as Garipov's and "
                                               "the authors' code: at 50 epochs 25 at the full lr, 6 at 1%) | "
-                                              "garipov-epoch0 (from 0: this package before 2026-12, 26 and 5)",
+                                              "garipov-epoch0 (from 0: this package's earlier releases, 26 and 5)",
                                check=one_of(*CURVE_LR_SCHEDULES), legacy="garipov-epoch0")
     mc_on: str = setting("error", doc="what mode connectivity is measured on: error (train error, percentage "
                                       "points) | loss (train loss, nats; the paper's choice for translation)",

@@ -261,9 +261,9 @@ def analyze(run_dir, rules, out_dir, bootstrap_draws):
     except ImportError as exc:
         _fail(ConfigError(f"the analysis package is not available ({exc})"))
     previous = _previous_labels(run_dir, out_dir)  # read before the analysis replaces them
-    config_hash, note = run_config_hash(run_dir)  # rows of other settings are left out, as status/resume do
-    if note:
-        click.echo(f"warning: {note}", err=True)
+    # Rows of other settings are left out, as status/resume do; a config that cannot be read is said after the
+    # analysis (an analysis that fails is then one error line, not a warning and an error).
+    config_hash, note = run_config_hash(run_dir)
     from workloads.plugins import refusing_user_code
 
     try:
@@ -273,6 +273,8 @@ def analyze(run_dir, rules, out_dir, bootstrap_draws):
                 pairs_expected=_pairs_expected(run_dir), config_hash=config_hash, bootstrap_draws=bootstrap_draws))
     except (ValueError, LookupError, OSError, *_user_errors()) as exc:
         _fail(exc)
+    if note:
+        click.echo(f"warning: {note}", err=True)
     echo_analysis(result, run_dir)
     _echo_label_changes(previous, result.cells)
 

@@ -17,6 +17,7 @@ import textwrap
 import pytest
 import yaml
 
+from orchestrator.run_config import load_run_config
 from tests.analysis_synthetic import BATCHES, SEEDS, WIDTHS, write_synthetic_run
 from tests.conftest import assert_clean_error, landscape_in_process
 
@@ -108,10 +109,15 @@ def test_read_only_commands_import_and_call_nothing_the_run_folder_names(shared,
     run, elsewhere, markers = shared
     if names != "everything":
         (run / "config.yaml").write_text(yaml.safe_dump(crafted_config(**ONLY_METRICS)))
+    # The rows carry this config's hash, as a run's do (analyze leaves out rows of other settings); the hash is
+    # computed from the config as data (nothing imported: the markers below check it).
+    write_synthetic_run(str(run), config_hash=load_run_config(str(run)).config_hash())
     monkeypatch.chdir(run if where == "run" else elsewhere)
 
     status = landscape_in_process("status", str(run))
-    assert status.returncode == 0, status.stderr
+    # The synthetic rows have no weights files: status says so (exit 1), and that is its only problem.
+    assert status.returncode == 1 and status.stderr.startswith("problem: 48 finished model(s) without usable "
+                                                               "weights"), status.stderr
     assert "stage 1 models: 48 expected · 48 ok" in status.stdout, status.stdout
     assert f"metrics.extra ['{MODULE}:SPEC']: not checked" in status.stdout  # said, not imported
     no_markers(markers)

@@ -175,7 +175,8 @@ def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, p
             storage.sweep_temporary_files(run_dir)
             raise storage.StorageFullError(f"the sweep stopped: {state.fatal}")
         # Weights were hashed once, by the plan before the sweep (and as each was written): between rounds only
-        # their sizes are checked again, not every byte of every file of the run.
-        plan = make_plan(cfg, run_dir, verify_weights=False)
+        # their sizes are checked again, not every byte of every file of the run. The facts (costs, added
+        # metrics) are those measured before the sweep: the config's data is not loaded again every round.
+        plan = make_plan(cfg, run_dir, verify_weights=False, facts=plan_before.facts)
     return SweepSummary(run_dir=run_dir, run_id=run_id, seconds=time.monotonic() - started,
                         plan_before=plan_before, plan_after=plan, state=state, resources=resources)

@@ -313,6 +313,9 @@ def test_a_workers_own_error_reaches_the_failed_row(ray_local, tmp_path, monkeyp
     read): its period is TUNE_STATE_PERIOD_S, not Tune's ~10 s."""
     from ray.tune.execution import experiment_state
 
+    from orchestrator.plan import make_plan
+    from orchestrator.resources import check_resources
+    from orchestrator.run_facts import for_reading
     from orchestrator.tune_adapters import TUNE_STATE_PERIOD_S
 
     periods = []
@@ -326,7 +329,10 @@ def test_a_workers_own_error_reaches_the_failed_row(ray_local, tmp_path, monkeyp
     raw = tiny_raw(**{"workload.dataset": "mnist1dd", "temperature.values": "[0.05]"})
     cfg = build(SweepConfig, raw, "")
     run_dir = str(tmp_path / "run")
-    summary = sweep(cfg, run_dir, ray_local)
+    # The plan's facts as assumed (a plan that measured them would load the misnamed dataset on the driver).
+    storage.write_bytes(storage.config_uri(run_dir), cfg.to_yaml().encode())
+    plan = make_plan(cfg, run_dir, facts=for_reading(run_dir, cfg))
+    summary = run_sweep(cfg, run_dir, run_id="test-run", resources=check_resources(cfg), plan=plan)
     models = RunTables(run_dir).read("models")
     assert (models.status == "failed").all() and len(models) == 2
     expected = "unknown dataset 'mnist1dd'; did you mean 'mnist1d'?"

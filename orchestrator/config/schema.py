@@ -210,7 +210,7 @@ class SweepConfig:
     run: RunSettings = setting(factory=RunSettings)
     # Where Tune sends every job's epochs and results besides the tables (orchestrator/loggers.py); how a run
     # is watched does not change a result, and science_dict leaves it out.
-    logging: tuple = setting((), doc="Tune logger callbacks: tensorboard | wandb | mlflow", parse=string_list,
+    logging: tuple = setting((), doc="Tune logger callbacks: tensorboard | wandb | mlflow | json | csv", parse=string_list,
                              check=loggers_check, legacy=())
 
     # -- derived views -------------------------------------------------------------------------------

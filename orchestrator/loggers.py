@@ -3,8 +3,10 @@
 a trial's models and each model's own numbers under its label) and final result (each member's final metrics,
 orchestrator/trial_outputs.py) go to the tool a Ray Tune user already watches.
 
-Off unless asked (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS stays set: the tables are the record). Each logger's
-package is optional and imported only when asked for; a missing one is a ConfigError naming the package
+Only what the config asks for: its default is ``[json]`` (Tune's result.json / params.json per trial, so that
+tune.ExperimentAnalysis reads a run; cost measured by benchmarks/tune_json.py, docs/benchmarks.md), ``[]``
+turns that off; Tune's automatic loggers stay off (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS: the tables are the
+record). Each logger's package is optional and imported only when asked for; a missing one is a ConfigError naming the package
 and its ``pip install`` before Ray starts. Where each writes:
 
     tensorboard   event files in RUN_DIR/tune/<experiment>/<trial>/ (``tensorboard --logdir RUN_DIR/tune``),

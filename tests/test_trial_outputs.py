@@ -200,3 +200,47 @@ def test_tensorboard_and_experiment_analysis_see_every_model_of_a_smoke_run(shor
     assert len(frame) == len(folders) > 0
     assert {dirname.replace(" ", "_") for dirname in frame.trial} == expected_names
     assert frame.trial.is_unique and all(frame.status == "ok")
+
+
+def test_tunes_json_files_are_on_by_default_and_can_be_turned_off():
+    assert load_config("smoke", []).logging == ("json",)
+    assert load_config("smoke", ["logging=[]"]).logging == ()
+    assert load_config("smoke", ["logging=[tensorboard]"]).logging == ("tensorboard",)
+
+
+@pytest.fixture
+def cli_in_process(ray_local, monkeypatch):
+    """`landscape ...` in this process (so a Tune callback of the driver can be made to fail) on the session's
+    Ray, which the command must not shut down."""
+    import io
+
+    import orchestrator.cli as cli_module
+    import orchestrator.execute as execute_module
+    import orchestrator.progress as progress
+    from click.testing import CliRunner
+
+    monkeypatch.setattr(execute_module, "shutdown_ray", lambda: None)
+    real = progress.make_progress  # Tune pickles its callbacks; click's captured stdout cannot be pickled
+    monkeypatch.setattr(progress, "make_progress", lambda *a, **k: real(io.StringIO(), tty=False))
+    runner = CliRunner()
+    yield lambda *args: runner.invoke(cli_module.main, list(args), catch_exceptions=False)
+
+
+def test_a_full_disk_under_tunes_json_files_stops_with_one_error_line(cli_in_process, tmp_path, monkeypatch):
+    """The JSON logger (on by default) writes from the driver, inside Tune's loop: a disk that is full there
+    ends the command with one `error:` line and the resume hint, as a full disk anywhere in the run does."""
+    import errno
+
+    from ray.tune.logger.json import JsonLoggerCallback
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(JsonLoggerCallback, "log_trial_result", full)
+    run_dir = str(tmp_path / "run")
+    result = cli_in_process("run", "smoke", "--out", run_dir, "--no-analysis", "--set", "training.epochs=1",
+                            "--set", "load.values=[8]")
+    err = result.stderr.strip()
+    assert result.exit_code == 1 and "Traceback" not in result.output + result.stderr, result.output + result.stderr
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    assert "No space left on device" in err and f"landscape resume {run_dir}" in err, err

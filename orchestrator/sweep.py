@@ -124,7 +124,7 @@ def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, p
     callbacks = [recorder]
     if progress is not None:
         callbacks.append(progress(state, recorder))
-    callbacks += logger_callbacks(cfg.logging, cfg.name, run_dir)  # none unless the config asks (`--log`)
+    callbacks += logger_callbacks(cfg.logging, cfg.name, run_dir)  # the config's (default: json) and `--log`'s
     stopper = make_stopper_class()(state)
     plan = plan_before
     for round_ in range(max_rounds):

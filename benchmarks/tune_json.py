@@ -89,7 +89,8 @@ def logger_alone(members: int, epochs: int, root: str) -> None:
     reports = [epoch_result("models-0", [{**entry, "epoch": e, "member": m} for m in range(members)], labels)
                for e in range(epochs)]
     final = {"kind": "model_cohort", "key": "models-0", "status": "ok",
-             "members": [{"key": f"k{m}", "status": "ok", "test_acc": 0.5, "hessian_trace": 10.0} for m in range(members)],
+             "members": [{"key": f"k{m}", "status": "ok", "test_acc": 0.5, "hessian_trace": 10.0}
+                         for m in range(members)],
              **{f"{label}/{name}": 0.5 for label in labels for name in ("test_acc", "hessian_top_eigenvalue")}}
     trials = 20
     callback = JsonLoggerCallback()

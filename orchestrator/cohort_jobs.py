@@ -111,7 +111,8 @@ def run_model_cohort(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
         with writing(tables.part_uri("models", key), faults, key):
             tables.write_part("models", key, [row], added=spec.cell.added_metrics)
         results.append({"key": key, "status": row["status"], "skipped": False, "wall_seconds": row["wall_seconds"],
-                        **final_values("model", row), "error": row.get("error"), "note": "; ".join(notes) or None, "cohort": cohort})
+                        **final_values("model", row), "error": row.get("error"), "note": "; ".join(notes) or None,
+                        "cohort": cohort})
     storage.delete(ckpt)
     return _cohort_result("model_cohort", cohort, results, started)
 

@@ -6,8 +6,8 @@ orchestrator/trial_outputs.py) go to the tool a Ray Tune user already watches.
 Only what the config asks for: its default is ``[json]`` (Tune's result.json / params.json per trial, so that
 tune.ExperimentAnalysis reads a run; cost measured by benchmarks/tune_json.py, docs/benchmarks.md), ``[]``
 turns that off; Tune's automatic loggers stay off (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS: the tables are the
-record). Each logger's package is optional and imported only when asked for; a missing one is a ConfigError naming the package
-and its ``pip install`` before Ray starts. Where each writes:
+record). Each logger's package is optional and imported only when asked for; a missing one is a ConfigError naming
+the package and its ``pip install`` before Ray starts. Where each writes:
 
     tensorboard   event files in RUN_DIR/tune/<experiment>/<trial>/ (``tensorboard --logdir RUN_DIR/tune``),
                   with each trial's members' hyperparameters as HParams at its end

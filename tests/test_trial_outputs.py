@@ -3,8 +3,8 @@ curve per model of a cohort, each member's hyperparameters and final metrics, an
 tune.ExperimentAnalysis reads.
 
 The end-to-end test runs `landscape run smoke --log tensorboard` (1 epoch, cohorts as `auto` makes them; Tune's
-JSON files are on by default) and reads the result back with TensorBoard's event reader and Tune's ExperimentAnalysis, checking every
-number against the run's tables.
+JSON files are on by default) and reads the result back with TensorBoard's event reader and Tune's
+ExperimentAnalysis, checking every number against the run's tables.
 """
 
 from __future__ import annotations

@@ -124,7 +124,8 @@ def validate(config, overrides, address):
 
 
 LOG_HELP = ("Also send every job's epochs and results to Tune's logger for this tool: tensorboard (event files "
-            "in RUN_DIR/tune), wandb or mlflow; repeatable; adds to the config's logging list.")
+            "in RUN_DIR/tune), wandb, mlflow, json or csv (Tune's files per trial, what tune.ExperimentAnalysis "
+            "reads; json is on by default); repeatable; adds to the config's logging list.")
 
 
 @main.command()

@@ -26,6 +26,7 @@ from orchestrator.history import epoch_reporter, write_curve_history, write_hist
 from orchestrator.jobs import DONE_MODEL, DONE_PAIR, JobContext, mkey, pair_job, pkey
 from orchestrator.provenance import provenance
 from orchestrator.records import write_unmeasured_pair
+from orchestrator.trial_outputs import final_values, member_labels
 
 
 def _execution(cfg: SweepConfig):
@@ -55,7 +56,7 @@ def run_model_cohort(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
         row = _done_row(tables, "models", key, context, DONE_MODEL)
         if row and (row["status"] == "diverged" or storage.exists(storage.model_uri(context.run_dir, key))):
             results.append({"key": key, "status": row["status"], "skipped": True, "wall_seconds": 0.0,
-                            "test_acc": row.get("test_acc")})
+                            **final_values("model", row)})
         else:
             todo.append((lv, tv, int(seed), key))
     if not todo:
@@ -82,7 +83,9 @@ def run_model_cohort(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
             for k in keys:
                 fault_hook.inject(faults, k, state["epoch"])
     execution = _execution(cfg)
-    report = epoch_reporter(cohort)  # per epoch: the mean over the members still training
+    # Per epoch: the mean over the members still training, and each one's own numbers under its label.
+    label_of = dict(zip((mkey(cfg, *m) for m in job["members"]), member_labels(cfg, job)))
+    report = epoch_reporter(cohort, [label_of[k] for k in keys])
     try:
         outcomes = train_and_measure_cohort(specs, execution=execution, checkpoint_fn=checkpoint_fn,
                                             resume_state=resume_state, epoch_fn=report)
@@ -108,9 +111,8 @@ def run_model_cohort(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
         with writing(tables.part_uri("models", key), faults, key):
             tables.write_part("models", key, [row], added=spec.cell.added_metrics)
         results.append({"key": key, "status": row["status"], "skipped": False, "wall_seconds": row["wall_seconds"],
-                        "test_acc": row.get("test_acc"), "train_loss": row.get("train_loss"),
-                        "error": row.get("error"), "note": "; ".join(notes) or None, "cohort": cohort,
-                        **_shared_time(outcome.cohort)})
+                        **final_values("model", row), "error": row.get("error"), "note": "; ".join(notes) or None,
+                        "cohort": cohort, **_shared_time(outcome.cohort)})
     storage.delete(ckpt)
     return _cohort_result("model_cohort", cohort, results, started)
 
@@ -130,7 +132,7 @@ def run_pair_cohort(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
         row = _done_row(tables, "pairs", key, context, DONE_PAIR)
         if row:
             results.append({"key": key, "status": row["status"], "skipped": True, "wall_seconds": 0.0,
-                            "mode_connectivity": row.get("mode_connectivity")})
+                            **final_values("pair", row)})
         else:
             todo.append((lv, tv, int(a), int(b), key))
     for *_, key in todo:
@@ -173,8 +175,8 @@ def run_pair_cohort(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
         with writing(tables.part_uri("pairs", key), faults, key):  # last: it marks the pair done
             tables.write_part("pairs", key, [row])
         results.append({"key": key, "status": row["status"], "skipped": False, "wall_seconds": row["wall_seconds"],
-                        "mode_connectivity": row.get("mode_connectivity"), "error": row.get("error"),
-                        "cohort": cohort, **_shared_time(outcome.cohort)})
+                        **final_values("pair", row), "error": row.get("error"), "cohort": cohort,
+                        **_shared_time(outcome.cohort)})
     return _cohort_result("pair_cohort", cohort, results, started)
 
 

@@ -2,9 +2,10 @@
 ``history`` table part (the record). Every job that trains models calls these two, whatever trained them:
 a model job its one model's history, a cohort job each member's.
 
-    epoch_reporter(key)            -> a function of one epoch's entries (one per model trained together) that
-                                      reports their mean to Tune: Ray's dashboard and the logger callbacks
-                                      (orchestrator/loggers.py) see every epoch
+    epoch_reporter(key, labels)    -> a function of one epoch's entries (one per model trained together) that
+                                      reports their mean and each model's own numbers (under its label,
+                                      orchestrator/trial_outputs.py) to Tune: Ray's dashboard and the logger
+                                      callbacks (orchestrator/loggers.py) see every epoch of every model
     write_history(tables, ...)     the history part of one model, written before its models row
     write_curve_history(tables, ...)   the curve_history part of one pair, written before its pairs row
 
@@ -25,25 +26,37 @@ EPOCH_RESULT_KEYS = {"train_loss": "epoch_train_loss", "train_acc": "epoch_train
                      "test_acc": "epoch_test_acc", "lr": "epoch_lr", "seconds": "epoch_seconds"}
 
 
-def epoch_result(key: str, entries: list[dict]) -> dict:
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def epoch_result(key: str, entries: list[dict], labels: list[str] | None = None) -> dict:
     """The Tune result of one epoch of the models trained together in one job (a model job: one entry; a cohort
     job: one per member still training): ``epoch`` (1-based: epochs done) and the mean over the entries of
     every column of EPOCH_RESULT_KEYS that is a finite number in each of them (test_* only after an
-    evaluation); ``models`` = how many entries the means are over."""
+    evaluation); ``models`` = how many entries the means are over.
+
+    With ``labels`` (each model's tag path, by its index in the job: an entry's ``member``, else 0), also each
+    model's own finite numbers as ``<label>/epoch_train_loss`` etc.: one curve per model, where the mean
+    alone hid a cohort's members."""
     result = {"kind": "model", "key": key, "epoch": int(entries[0]["epoch"]) + 1, "models": len(entries)}
     for column, name in EPOCH_RESULT_KEYS.items():
         values = [e.get(column) for e in entries]
-        if values and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+        if values and all(_finite(v) for v in values):
             result[name] = float(sum(values) / len(values))
+    for entry in entries if labels else ():
+        label = labels[int(entry.get("member", 0))]
+        result.update({f"{label}/{name}": float(entry[column]) for column, name in EPOCH_RESULT_KEYS.items()
+                       if _finite(entry.get(column))})
     return result
 
 
-def epoch_reporter(key: str):
-    """A function (entries: list[dict]) -> None that reports ``epoch_result(key, entries)`` to Tune."""
+def epoch_reporter(key: str, labels: list[str] | None = None):
+    """A function (entries: list[dict]) -> None that reports ``epoch_result(key, entries, labels)`` to Tune."""
     from ray import tune
 
     def report(entries: list[dict]) -> None:
-        tune.report(epoch_result(key, entries))
+        tune.report(epoch_result(key, entries, labels))
 
     return report
 

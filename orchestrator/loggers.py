@@ -1,12 +1,18 @@
-"""Tune's own logger callbacks, turned on by ``logging: [tensorboard, wandb, mlflow]`` in a sweep config or
-``--log NAME`` on `landscape run` / `resume`: every job's epoch reports (orchestrator/history.py) and final
-result go to the tool a Ray Tune user already watches.
+"""Tune's own logger callbacks, turned on by ``logging: [tensorboard, wandb, mlflow, json, csv]`` in a sweep config or
+``--log NAME`` on `landscape run` / `resume`: every job's epoch reports (orchestrator/history.py: the mean of
+a trial's models and each model's own numbers under its label) and final result (each member's final metrics,
+orchestrator/trial_outputs.py) go to the tool a Ray Tune user already watches.
 
-Off unless asked (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS stays set: the tables are the record). Each logger's
-package is optional and imported only when asked for; a missing one is a ConfigError naming the package
-and its ``pip install`` before Ray starts. Where each writes:
+Only what the config asks for: its default is ``[json]`` (Tune's result.json / params.json per trial, so that
+tune.ExperimentAnalysis reads a run; cost measured by benchmarks/tune_json.py, docs/benchmarks.md), ``[]``
+turns that off; Tune's automatic loggers stay off (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS: the tables are the
+record). Each logger's package is optional and imported only when asked for; a missing one is a ConfigError naming
+the package and its ``pip install`` before Ray starts. Where each writes:
 
-    tensorboard   event files in RUN_DIR/tune/<experiment>/<trial>/ (``tensorboard --logdir RUN_DIR/tune``)
+    tensorboard   event files in RUN_DIR/tune/<experiment>/<trial>/ (``tensorboard --logdir RUN_DIR/tune``),
+                  with each trial's members' hyperparameters as HParams at its end
+    json          result.json and params.json per trial: tune.ExperimentAnalysis(RUN_DIR/tune/<experiment>)
+    csv           progress.csv per trial
     wandb         the W&B project named after the sweep (WANDB_API_KEY or WANDB_MODE=offline as usual)
     mlflow        the experiment named after the sweep, at MLFLOW_TRACKING_URI (default: RUN_DIR/mlruns for
                   a local run directory)
@@ -29,16 +35,20 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class LoggerSpec:
-    package: str  # what must be importable
+    package: str  # what must be importable ("": nothing beyond Ray)
     pip: str  # what to install
     module: str  # where Ray keeps the callback
     callback: str
 
 
 LOGGERS = {
-    "tensorboard": LoggerSpec("tensorboardX", "tensorboardX", "ray.tune.logger", "TBXLoggerCallback"),
+    # tensorboardX writes the event files; the extra also installs tensorboard, the viewer (`tensorboard --logdir`)
+    "tensorboard": LoggerSpec("tensorboardX", "'landscape[tensorboard]'", "ray.tune.logger", "TBXLoggerCallback"),
     "wandb": LoggerSpec("wandb", "wandb", "ray.air.integrations.wandb", "WandbLoggerCallback"),
     "mlflow": LoggerSpec("mlflow", "mlflow", "ray.air.integrations.mlflow", "MLflowLoggerCallback"),
+    # Tune's own files per trial (result.json / params.json, progress.csv), what tune.ExperimentAnalysis reads
+    "json": LoggerSpec("", "", "ray.tune.logger", "JsonLoggerCallback"),
+    "csv": LoggerSpec("", "", "ray.tune.logger", "CSVLoggerCallback"),
 }
 
 
@@ -62,7 +72,7 @@ def check_loggers(names) -> None:
         spec = LOGGERS.get(name)
         if spec is None:
             raise ConfigError(f"logging: unknown logger {name!r}; choose from {', '.join(LOGGERS)}")
-        if not installed(spec.package):
+        if spec.package and not installed(spec.package):
             raise ConfigError(f"logging: {name} needs the {spec.package} package, which is not installed: "
                               f"pip install {spec.pip}")
 

@@ -22,7 +22,9 @@ HYGIENE_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # single node on 127.0.0.1
     "RAY_USAGE_STATS_ENABLED": "0",  # no usage reporting
     "RAY_AIR_NEW_OUTPUT": "0",  # Tune's console reporter is replaced by ours
-    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",  # no CSV/JSON/TensorBoard logs per trial: the tables are ours
+    # Tune's own choice of loggers (CSV, JSON and TensorBoard per trial) off: the config's `logging` says which
+    # run (orchestrator/loggers.py; by default JSON only), the tables are the record
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
     "RAY_DEDUP_LOGS": "0",
     # Ray starts workers at nice 15 so its own daemons stay responsive; our workers ARE the workload, and at
     # nice 15 they lose the CPU to any other process (measured: 25% of a core each next to two busy

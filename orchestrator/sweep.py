@@ -56,6 +56,7 @@ from orchestrator.loggers import logger_callbacks
 from orchestrator.plan import Plan, make_plan
 from orchestrator.records import write_unmeasured_pair
 from orchestrator.state import SweepState
+from orchestrator.trial_outputs import TrialNamer
 from orchestrator.tune_adapters import (
     job_resources,
     make_recorder_class,
@@ -123,7 +124,7 @@ def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, p
     callbacks = [recorder]
     if progress is not None:
         callbacks.append(progress(state, recorder))
-    callbacks += logger_callbacks(cfg.logging, cfg.name, run_dir)  # none unless the config asks (`--log`)
+    callbacks += logger_callbacks(cfg.logging, cfg.name, run_dir)  # the config's (default: json) and `--log`'s
     stopper = make_stopper_class()(state)
     plan = plan_before
     for round_ in range(max_rounds):
@@ -146,12 +147,12 @@ def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, p
 
                 search_alg = ConcurrencyLimiter(searcher, max_concurrent=cfg.run.max_concurrent)
             stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+            namer = TrialNamer(cfg)  # trials named by what they compute: "model width=64,batch_size=32,seeds=0-4"
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(
                     search_alg=search_alg, num_samples=-1, reuse_actors=True,
-                    trial_name_creator=lambda t: f"{t.config['kind']}-{t.trial_id}",
-                    trial_dirname_creator=lambda t: f"{t.config['kind']}-{t.trial_id}",
+                    trial_name_creator=namer.name, trial_dirname_creator=namer.dirname,
                 ),
                 run_config=tune.RunConfig(
                     storage_path=join(run_dir, "tune"),

@@ -16,6 +16,7 @@ from orchestrator.jobs import (DONE_MODEL, DONE_PAIR, STORAGE_ERROR, job_key, jo
 from orchestrator.plan import Plan
 from orchestrator.records import trial_error_text, write_failed_model, write_unmeasured_pair
 from orchestrator.state import SweepState
+from orchestrator.trial_outputs import member_hparams
 
 
 def member_results(result: dict | None) -> list[dict]:
@@ -79,7 +80,9 @@ def make_searcher_class():
                 return Searcher.FINISHED
             self.live[trial_id] = job
             self.state.attempted.update(job_keys(self.cfg, job))
-            return dict(job)
+            # The trial's config is the job, plus each member's hyperparameters for Tune's loggers (TensorBoard's
+            # HParams, W&B's config, MLflow's params); the jobs read only their own keys.
+            return {**job, "hparams": member_hparams(self.cfg, job)}
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
             job = self.live.pop(trial_id, None)

@@ -22,6 +22,7 @@ from orchestrator.history import epoch_reporter, write_curve_history, write_hist
 from orchestrator.jobs import DONE_MODEL, DONE_PAIR, STORAGE_ERROR, JobContext, job_key, mkey, pkey
 from orchestrator.provenance import provenance
 from orchestrator.records import write_unmeasured_pair
+from orchestrator.trial_outputs import final_member_metrics, final_values, member_labels, trial_name
 from workloads.metric_discovery import missing_metrics
 
 
@@ -99,6 +100,10 @@ def run_job(config: dict, context: JobContext) -> None:
         # Not this job's fault and not worth a retry: the driver stops the sweep (SweepState.fatal).
         result = {"kind": config["kind"], "key": job_key(cfg, config), "status": STORAGE_ERROR, "skipped": False,
                   "error": str(exc), "wall_seconds": time.perf_counter() - started}
+    else:
+        # The trial's name (so a row of tune.ExperimentAnalysis says what it trained) and each member's final
+        # numbers under its own label, beside the result the driver reads (orchestrator/trial_outputs.py).
+        result = {**result, "trial": trial_name(cfg, config), **final_member_metrics(cfg, config, result)}
     tune.report(result)
 
 
@@ -132,7 +137,7 @@ def _model_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
             return _measure_job(cfg, context, job, cell, existing)
         if existing["status"] == "diverged" or storage.exists(weights):
             return {"kind": "model", "key": key, "status": existing["status"], "skipped": True,
-                    "wall_seconds": 0.0, "test_acc": existing.get("test_acc")}
+                    "wall_seconds": 0.0, **final_values("model", existing)}
 
     device = _job_device(cfg.trial_cpu(lv))
     spec = ModelSpec(cell, int(seed), _torch_device(device))
@@ -151,7 +156,7 @@ def _model_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
             with writing(ckpt):
                 storage.save_state(ckpt, state)
             fault_hook.inject(faults, key, state["epoch"])
-    report = epoch_reporter(key)
+    report = epoch_reporter(key, member_labels(cfg, job))
 
     def epoch_fn(entry):
         report([entry])
@@ -176,8 +181,8 @@ def _model_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
         tables.write_part("models", key, [row], added=cell.added_metrics)
     storage.delete(ckpt)
     return {"kind": "model", "key": key, "status": row["status"], "skipped": False,
-            "wall_seconds": time.perf_counter() - started, "test_acc": row.get("test_acc"),
-            "train_loss": row.get("train_loss"), "error": row.get("error"), "note": "; ".join(notes) or None}
+            "wall_seconds": time.perf_counter() - started, **final_values("model", row),
+            "error": row.get("error"), "note": "; ".join(notes) or None}
 
 
 def _measure_job(cfg: SweepConfig, context: JobContext, job: dict, cell, existing: dict) -> dict:
@@ -229,7 +234,7 @@ def _pair_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
     existing = storage.read_part_row(tables, "pairs", key)
     if existing and existing.get("config_hash") == context.config_hash and existing.get("status") in DONE_PAIR:
         return {"kind": "pair", "key": key, "status": existing["status"], "skipped": True, "wall_seconds": 0.0,
-                "mode_connectivity": existing.get("mode_connectivity")}
+                **final_values("pair", existing)}
     faults = fault_hook.load(context.faults)
     fault_hook.log_attempt(faults, key, None)
     fault_hook.inject(faults, key)
@@ -255,7 +260,7 @@ def _pair_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
     with writing(tables.part_uri("pairs", key), faults, key):
         tables.write_part("pairs", key, [{**prov, **outcome.row, "node_id": _node_id(), "device": device}])
     return {"kind": "pair", "key": key, "status": outcome.row["status"], "skipped": False,
-            "wall_seconds": time.perf_counter() - started, "mode_connectivity": outcome.row.get("mode_connectivity"),
+            "wall_seconds": time.perf_counter() - started, **final_values("pair", outcome.row),
             "error": outcome.row.get("error")}
 
 

@@ -97,7 +97,7 @@ def test_tensorboard_reads_every_epoch_of_a_smoke_run(short_tmp):
     assert len(history) == 4 * SMOKE_EPOCHS and history.groupby(["temperature_value", "seed"]).size().eq(3).all()
     per_model = [list(g.sort_values("epoch").train_loss) for _, g in history.groupby(["temperature_value", "seed"])]
 
-    model_dirs = sorted(glob.glob(os.path.join(run_dir, "tune", "*", "model-*")))
+    model_dirs = sorted(glob.glob(os.path.join(run_dir, "tune", "*", "model_*")))
     assert len(model_dirs) == 4, model_dirs
     matched = []
     for folder in model_dirs:
@@ -129,7 +129,7 @@ def test_a_cohort_trial_reports_the_mean_of_its_members_and_writes_every_members
     last = history[history.epoch == SMOKE_EPOCHS - 1].merge(models, on=["temperature_value", "seed"],
                                                              suffixes=("", "_row"))
     assert last.test_acc.to_numpy() == pytest.approx(last.test_acc_row.to_numpy(), abs=1e-12)
-    folders = sorted(glob.glob(os.path.join(run_dir, "tune", "*", "model_cohort-*")))
+    folders = sorted(glob.glob(os.path.join(run_dir, "tune", "*", "model_*")))
     assert len(folders) == models.cohort.nunique(), folders
     # Each cohort's curve is the mean over its members' histories (which cohort is which folder: by value).
     means = [list(history.merge(members[["temperature_value", "seed"]]).groupby("epoch").train_loss.mean())

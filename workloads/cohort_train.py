@@ -238,7 +238,8 @@ def train_cohort(net: CohortNet, train_x: torch.Tensor, train_y: torch.Tensor, c
     test_set: (test_x, test_y (M, n_test) or (n_test,)); with it the test loss and accuracy of every active
     member are added to its history after the epochs ``eval_epochs(epochs, eval_every)`` (eval mode: the
     weights and BatchNorm statistics of training are not changed), as workloads.train does. epoch_fn(entries)
-    is called after every epoch with the history entries of the members still active (for live progress).
+    is called after every epoch with the history entries of the members still active (for live progress),
+    each with its ``member`` index added (not in the history).
 
     configs: one TrainConfig per member (same epochs, batch_size, device; any lr, momentum, weight decay,
     schedule, seed). checkpoint_fn(state) is called after every ``checkpoint_every``-th epoch with a CPU copy
@@ -336,7 +337,8 @@ def _train(net, train_x, train_y, configs, execution, device, checkpoint_fn, res
             for member in range(m):
                 if run.errors[member] is None:
                     run.histories[member][-1].update(test_loss=test_loss[member], test_acc=test_acc[member])
-        entries = [dict(run.histories[k][-1]) for k in range(m) if run.errors[k] is None]
+        # ``member``: which of the cohort's models an entry is (the reports name each model's curve by it)
+        entries = [{**run.histories[k][-1], "member": k} for k in range(m) if run.errors[k] is None]
         if epoch_fn is not None and entries:  # none when the last members diverged in this epoch
             epoch_fn(entries)
         if checkpoint_fn is not None and every and (epoch + 1) % every == 0:

@@ -209,9 +209,10 @@ class SweepConfig:
     execution: ExecutionConfig = setting(factory=ExecutionConfig, hashed=False)
     run: RunSettings = setting(factory=RunSettings)
     # Where Tune sends every job's epochs and results besides the tables (orchestrator/loggers.py); how a run
-    # is watched does not change a result, and science_dict leaves it out.
-    logging: tuple = setting((), doc="Tune logger callbacks: tensorboard | wandb | mlflow", parse=string_list,
-                             check=loggers_check, legacy=())
+    # is watched does not change a result, and science_dict leaves it out. Tune's JSON files are on by default
+    # (what tune.ExperimentAnalysis reads; their cost: docs/benchmarks.md); runs saved before they were keep ().
+    logging: tuple = setting(("json",), doc="Tune logger callbacks: tensorboard | wandb | mlflow | json | csv "
+                                            "([] for none)", parse=string_list, check=loggers_check, legacy=())
 
     # -- derived views -------------------------------------------------------------------------------
 

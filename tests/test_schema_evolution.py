@@ -107,12 +107,12 @@ def test_resume_of_an_old_run_measures_the_added_metric_without_training(old_run
 
     after = file_digests(old_run)
     changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-    # Besides Ray Tune's folder and the run lock's file: the models parts (the new column), and config.yaml,
-    # which every run and resume writes in the current full form (fields added since 0.1.0 at their legacy
-    # values: the same config and the same hash).
+    # Besides Ray Tune's folder and the run lock's file: the models parts (the new column), config.yaml, which
+    # every run and resume writes in the current full form (fields added since 0.1.0 at their legacy values: the
+    # same config and the same hash), and facts.json, the measured facts status reads instead of running code.
     models_parts = sorted(k for k in before if k.startswith(os.path.join("tables", "models") + os.sep))
     assert [k for k in changed if not k.startswith("tune" + os.sep) and k != ".lock"] == [
-        "config.yaml", *models_parts]
+        "config.yaml", "facts.json", *models_parts]
     with open(os.path.join(FIXTURE, "config.yaml")) as old, open(os.path.join(old_run, "config.yaml")) as new:
         old_cfg, new_cfg = (parse_config(yaml.safe_load(f), check_data=False) for f in (old, new))
     assert new_cfg == dataclasses.replace(old_cfg, run=dataclasses.replace(old_cfg.run, storage=old_run))  # moved

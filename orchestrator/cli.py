@@ -88,6 +88,15 @@ def validate(config, overrides, address):
                f"{len(cfg.seeds)} seeds), {len(cfg.pair_keys())} pairs; config hash {cfg.config_hash()}")
     for warning in config_warnings(cfg):
         click.echo(f"warning: {warning}", err=True)
+    if cfg.adaptive_search:
+        from orchestrator.adaptive_sweep import first_wave
+
+        wave = first_wave(cfg)
+        click.echo(f"  search: adaptive: the first wave trains {wave.models} models ({len(wave.cells)} coarse cells at "
+                   f"{cfg.adaptive_settings().start_seeds} seeds); later waves depend on its results, so the total "
+                   f"lies between {wave.models} and the grid's {len(cfg.model_keys())} models"
+                   + (f" (budget: {cfg.adaptive_settings().budget_models})"
+                      if cfg.adaptive_settings().budget_models is not None else ""))
     problem = missing_data_root(cfg)
     if problem:
         click.echo(f"  note: workload.data_root: {problem}; a local run needs it here, a cluster on its nodes")

@@ -83,6 +83,7 @@ def validate(cfg: SweepConfig, *, check_data: bool = True, user_code: bool = Tru
     not checked (they were when the run started, and `resume` checks them again before it runs anything)."""
     _check_axes(cfg)
     _check_seeds(cfg)
+    _check_search(cfg)
     if not user_code:
         _validate_pairs(cfg.metrics.pairs, cfg.seeds)
         _check_sizes(cfg)
@@ -116,6 +117,24 @@ def _check_seeds(cfg: SweepConfig) -> None:
         fail("seeds", f"{list(cfg.seeds)} repeats a seed")
     if min(cfg.seeds) < 0 or max(cfg.seeds) >= MAX_SEED:
         fail("seeds", f"seeds must lie in [0, {MAX_SEED}), got {min(cfg.seeds) if min(cfg.seeds) < 0 else max(cfg.seeds)}")
+
+
+def _check_search(cfg: SweepConfig) -> None:
+    """An adaptive search starts every cell with start_seeds of the config's seeds and tops up to full_seeds."""
+    if cfg.adaptive and not cfg.adaptive_search:
+        fail("adaptive", f"settings are given but search is {cfg.search!r}; set search: adaptive, or remove the "
+                         f"adaptive block")
+    if not cfg.adaptive_search:
+        return
+    settings = cfg.adaptive_settings()
+    for name in ("start_seeds", "full_seeds"):
+        wanted = getattr(settings, name)
+        if wanted is not None and wanted > len(cfg.seeds):
+            fail(f"adaptive.{name}", f"{wanted} seeds, but the config lists {len(cfg.seeds)} ({list(cfg.seeds)}); "
+                                     f"list more seeds or lower adaptive.{name}")
+    if not cfg.seed_pairs():
+        fail("metrics.pairs", "an adaptive search labels cells by their phases, which need seed pairs; connect at "
+                              "least one pair of the starting seeds")
 
 
 def _check_added_metrics(cfg: SweepConfig) -> None:

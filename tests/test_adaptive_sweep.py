@@ -40,6 +40,7 @@ def landscape(*args, env, timeout=420) -> subprocess.CompletedProcess:
     (["search=adaptive", "adaptive.start_seeds=3"], ["adaptive.start_seeds", "lists 2"]),
     (["search=adaptive", "adaptive=5"], ["adaptive must be a mapping"]),
     (["adaptive.coarse_step=2"], ["search is 'grid'", "search: adaptive"]),
+    (["search=adaptive", "seeds=[0, 1, 2]", "metrics.pairs=[[0, 2]]"], ["metrics.pairs", "seed pair among the 2"]),
 ])
 def test_bad_adaptive_settings_are_one_clear_error(sets, fragments):
     proc = landscape_in_process("validate", "smoke", *[a for s in sets for a in ("--set", s)])

@@ -132,9 +132,11 @@ def _check_search(cfg: SweepConfig) -> None:
         if wanted is not None and wanted > len(cfg.seeds):
             fail(f"adaptive.{name}", f"{wanted} seeds, but the config lists {len(cfg.seeds)} ({list(cfg.seeds)}); "
                                      f"list more seeds or lower adaptive.{name}")
-    if not cfg.seed_pairs():
-        fail("metrics.pairs", "an adaptive search labels cells by their phases, which need seed pairs; connect at "
-                              "least one pair of the starting seeds")
+    start = set(cfg.seeds[: settings.start_seeds])
+    if not any(a in start and b in start for a, b in cfg.seed_pairs()):
+        fail("metrics.pairs", f"an adaptive search labels a cell by its phase, which needs a seed pair among the "
+                              f"{settings.start_seeds} seeds it starts with ({sorted(start)}); connect two of them "
+                              f"(e.g. pairs: auto) or raise adaptive.start_seeds")
 
 
 def _check_added_metrics(cfg: SweepConfig) -> None:

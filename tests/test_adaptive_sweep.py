@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 
 import pandas as pd
 import pytest
@@ -146,3 +148,57 @@ def test_resume_after_losing_the_last_wave_derives_it_again(adaptive_run):
     after = wave_files(run_dir)
     assert after == before  # the same waves, the same reasons, the same end
     assert sorted(tables.part_keys("models")) == sorted(k for w in after.values() for k in w.get("model_keys", []))
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_killed_between_waves_resumes_with_the_same_waves_and_no_key_trained_twice(adaptive_run, tmp_path):
+    """Every model outside the coarse grid is held by the fault hook ("block"), so the run is certainly inside
+    wave 1 when SIGTERM comes; resume (no block) finishes with the waves of the uninterrupted run and trains
+    only the keys that were not done."""
+    from analysis.tables import model_key
+
+    reference_run, _, _ = adaptive_run
+    short = tempfile.mkdtemp(prefix="ls-kill-", dir="/tmp")
+    ray_tmp = private_ray_tmpdir()
+    run_dir, started = os.path.join(short, "run"), os.path.join(short, "started")
+    held = [model_key("width", w, "batch_size", b, s) for w in (8, 16, 32, 64) for b in (32, 64, 128, 256)
+            for s in (0, 1) if w in (16, 32) or b in (64, 128)]  # all but the coarse cells (edges of a 4 x 4 grid)
+    first_log, resume_log = os.path.join(short, "first.jsonl"), os.path.join(short, "resume.jsonl")
+    faults = os.path.join(short, "faults.json")
+    with open(faults, "w") as f:
+        json.dump({"log": first_log, "crash": [{"key": k, "mode": "block", "until": os.path.join(short, "never"),
+                                                "started": started} for k in held]}, f)
+    try:
+        proc = subprocess.Popen(landscape_cmd() + ["run", "smoke", "--out", run_dir, "--no-analysis", *ADAPTIVE],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=hygienic_env(ray_tmp, LANDSCAPE_FAULT_INJECT=faults))
+        try:
+            deadline = time.monotonic() + 300
+            while not os.path.exists(started):
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "no job of wave 1 started in time"
+                time.sleep(0.2)
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert "wave 1:" in out and "wave 2:" not in out, (out, err)
+        tables = RunTables(run_dir)
+        done_before = set(tables.part_keys("models"))
+        assert len(done_before) == 8  # wave 0, the coarse grid
+
+        with open(faults, "w") as f:
+            json.dump({"log": resume_log}, f)
+        resumed = landscape("resume", run_dir, "--no-analysis",
+                            env=hygienic_env(ray_tmp, LANDSCAPE_FAULT_INJECT=faults), timeout=300)
+        assert resumed.returncode == 0, (resumed.stdout, resumed.stderr)
+        assert wave_files(run_dir) == wave_files(reference_run)
+        trained_now = [json.loads(line)["key"] for line in open(resume_log)]
+        models_now = [k for k in trained_now if "__seed=" in k]
+        assert len(models_now) == len(set(models_now)) and not set(models_now) & done_before
+        assert set(tables.part_keys("models")) == done_before | set(models_now)
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
+        shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -198,7 +198,8 @@ def test_killed_between_waves_resumes_with_the_same_waves_and_no_key_trained_twi
         trained_now = [json.loads(line)["key"] for line in open(resume_log)]
         models_now = [k for k in trained_now if "__seed=" in k]
         assert len(models_now) == len(set(models_now)) and not set(models_now) & done_before
-        assert set(tables.part_keys("models")) == done_before | set(models_now)
+        assert set(tables.part_keys("models")) == done_before | set(models_now) == set(
+            RunTables(reference_run).part_keys("models"))
     finally:
         shutil.rmtree(short, ignore_errors=True)
         shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -90,6 +90,15 @@ def validate(config, overrides, address):
                f"{seeds}), {len(cfg.pair_keys())} pairs; config hash {cfg.config_hash()}")
     for warning in config_warnings(cfg):
         click.echo(f"warning: {warning}", err=True)
+    if cfg.adaptive_search:
+        from orchestrator.adaptive_sweep import first_wave
+
+        wave, settings = first_wave(cfg), cfg.adaptive_settings()
+        most = (f"the grid's {len(cfg.model_keys())} models" if settings.budget_models is None else
+                f"budget_models {settings.budget_models} (the grid has {len(cfg.model_keys())})")
+        click.echo(f"  search: adaptive: the first wave trains {wave.models} models ({len(wave.cells)} coarse cells at "
+                   f"{settings.start_seeds} seeds); later waves depend on its results, so the total lies between "
+                   f"{wave.models} and {most}")
     problem = missing_data_root(cfg)
     if problem:
         click.echo(f"  note: workload.data_root: {problem}; a local run needs it here, a cluster on its nodes")

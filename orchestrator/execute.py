@@ -69,6 +69,12 @@ def execute(cfg, run_dir: str, *, address, analysis: bool, resuming: bool):
         leftover = ray_leftovers.stop_leftover_ray(run_dir)  # of an earlier `landscape` here that was killed
         _check_saved_config(cfg, run_dir, resuming)
         plan = make_plan(cfg, run_dir)  # fails fast on incompatible rows, before Ray starts
+        if cfg.adaptive_search:  # what is left is the current wave's, derived from the tables
+            from orchestrator import adaptive_sweep
+
+            derived = adaptive_sweep.replay(cfg, plan)
+            adaptive_sweep.write_waves(cfg, run_dir, derived)
+            plan = adaptive_sweep.restrict(cfg, plan, derived)
         storage.write_bytes(storage.config_uri(run_dir), cfg.to_yaml().encode())
         run_facts.record(run_dir, plan.facts, cfg)  # what status reads instead of running the config's code
         info, run_info_note = storage.ensure_run_info(run_dir, cfg.name)
@@ -79,7 +85,8 @@ def execute(cfg, run_dir: str, *, address, analysis: bool, resuming: bool):
         lock.release()
         raise InputError(f"cannot use run directory {run_dir}: {exc.strerror or exc}") from exc
 
-    echo(f"landscape {cfg.name}: {len(cfg.model_keys())} models, {len(cfg.pair_keys())} pairs -> {run_dir}")
+    echo(f"landscape {cfg.name}: {'adaptive search over a grid of ' if cfg.adaptive_search else ''}"
+         f"{len(cfg.model_keys())} models, {len(cfg.pair_keys())} pairs -> {run_dir}")
     for warning in config_warnings(cfg):
         echo(f"warning: {warning}", err=True)
     if leftover:
@@ -162,6 +169,11 @@ def _sweep(cfg, run_dir: str, plan, info: dict, address, install_handlers):
         from orchestrator.sweep import run_sweep
 
         try:
+            if cfg.adaptive_search:
+                from orchestrator.adaptive_sweep import run_adaptive
+
+                return run_adaptive(cfg, run_dir, run_id=info["run_id"], resources=resources,
+                                    progress=make_progress(progress_stream()), plan=plan, echo=echo), None, False
             return run_sweep(cfg, run_dir, run_id=info["run_id"], resources=resources, progress=make_progress(progress_stream()),
                              plan=plan), None, False
         except storage.StorageFullError as exc:
@@ -191,8 +203,14 @@ def _report_and_analyse(cfg, run_dir: str, final, summary, analysis: bool) -> No
     failed = _failed_rows({"models": models, "pairs": pairs})
     _warn_gpu_without_cuda(models)
     took = f" in {summary.seconds:.1f} s" if summary else ""
-    echo(f"sweep finished{took}: {len(final.models_done)}/{len(cfg.model_keys())} models, "
-         f"{len(final.pairs_done)}/{len(cfg.pair_keys())} pairs done; tables in {run_dir}/tables")
+    if cfg.adaptive_search:  # the policy's keys, not the grid's: untrained cells are not missing results
+        echo(f"sweep finished{took}: {len(final.stages['models'].expected)} of the grid's {len(cfg.model_keys())} "
+             f"models and {len(final.stages['pairs'].expected)} of its {len(cfg.pair_keys())} pairs chosen by the "
+             f"adaptive search, {final.stages['models'].count('ok') + final.stages['models'].count('diverged')} "
+             f"models done; waves in {run_dir}/adaptive, tables in {run_dir}/tables")
+    else:
+        echo(f"sweep finished{took}: {len(final.models_done)}/{len(cfg.model_keys())} models, "
+             f"{len(final.pairs_done)}/{len(cfg.pair_keys())} pairs done; tables in {run_dir}/tables")
     if analysis and final.models_done:
         run_analysis(run_dir, scans=final.scans, pairs_expected=bool(cfg.pair_keys()))
     if failed:
@@ -266,12 +284,26 @@ def _check_saved_config(cfg, run_dir: str, resuming: bool) -> None:
     saved = saved_config_or_none(run_dir)  # as data: nothing it names is imported
     if saved is None:
         return  # none, or not readable: the tables' config hashes still guard the results
+    if _without_budget(saved) != _without_budget(cfg):
+        raise ConfigError(
+            f"{run_dir} was run with search: {saved.search}{' and other adaptive settings' if saved.search == cfg.search else ''}"
+            f"; a run keeps its search (its waves are derived from its settings): only adaptive.budget_models may "
+            f"change; use a new --out directory for another search")
     if saved.config_hash() != cfg.config_hash():
         diff = _science_diff(saved.science_dict(), cfg.science_dict())
         raise ConfigError(
             f"{run_dir} was run with other training/metric settings ({diff}); use a new --out directory, "
             f"or change only grid values, seeds and resources"
         )
+
+
+def _without_budget(cfg) -> tuple:
+    """The search mode and its settings less the budget (which a resume may raise or lower)."""
+    if not cfg.adaptive_search:
+        return (cfg.search, None)
+    settings = cfg.adaptive_settings().to_dict()
+    settings.pop("budget_models")
+    return (cfg.search, settings)
 
 
 def _science_diff(a: dict, b: dict, prefix: str = "") -> str:

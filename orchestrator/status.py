@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from analysis.tables import RunTables
+from analysis.tables import RunTables, join
 from orchestrator import runlock, storage
 from orchestrator.config import ConfigError
 from orchestrator.run_facts import FACTS_FILE
@@ -71,7 +71,16 @@ def _run_status(run_dir: str, verify_weights: bool = True) -> tuple[str, str | N
     cfg = load_run_config(run_dir)
     info = storage.read_run_info(run_dir) or {}
     plan = make_plan(cfg, run_dir, repair=False, scans=scans, verify_weights=verify_weights)
-    text = "\n".join(format_plan(plan, run_dir, cfg.name, info.get("run_id", "?"), runlock.lock_holder(run_dir)))
+    search_lines = []
+    if cfg.adaptive_search:  # expected: the keys the policy chose, derived from the tables (never the wave files)
+        from orchestrator import adaptive_sweep
+
+        derived = adaptive_sweep.replay(cfg, plan)
+        plan = adaptive_sweep.restrict(cfg, plan, derived)
+        recorded = sorted(storage.list_names(join(run_dir, adaptive_sweep.WAVES_DIR), ".json"))
+        search_lines = adaptive_sweep.status_lines(cfg, derived, recorded)
+    lines = format_plan(plan, run_dir, cfg.name, info.get("run_id", "?"), runlock.lock_holder(run_dir))
+    text = "\n".join(lines[:3] + search_lines + lines[3:])
     problems = []
     failed = {table: len(stage.failed) for table, stage in plan.stages.items() if stage.failed}
     if failed:

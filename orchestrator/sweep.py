@@ -81,7 +81,7 @@ class SweepSummary:
 
 
 def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, progress=None,
-              max_rounds: int = 3, plan: Plan | None = None) -> SweepSummary:
+              max_rounds: int = 3, plan: Plan | None = None, scope: tuple[set, set] | None = None) -> SweepSummary:
     """Run every job the tables say is missing; Ray must be initialised and resources checked.
 
     ``progress``: a Tune Callback factory taking (state, recorder) (orchestrator.progress.make_progress).
@@ -89,6 +89,8 @@ def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, p
     the plan is made again from the tables (a job may have been lost with a worker, or models retrained);
     jobs not yet attempted in this run get another round. Raises storage.StorageFullError (after removing
     the temporary files of cut writes) when the run directory cannot be written: the sweep stops at once.
+    ``scope``: (model keys, pair keys) the sweep is limited to (a wave of an adaptive search,
+    orchestrator/adaptive_sweep.py); None: the whole grid.
     """
     from ray import tune
 
@@ -100,8 +102,12 @@ def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, p
     state = SweepState(slots=concurrent_slots(cfg, resources), costs=job_costs(cfg))
     state.models.keys = [mkey(cfg, *k) for k in cfg.model_keys()]
     state.pairs.keys = [pkey(cfg, *k) for k in cfg.pair_keys()]
-    state.models.before = set(plan_before.models_done)
-    state.pairs.before = set(plan_before.pairs_done)
+    if scope is not None:
+        state.models.keys = [k for k in state.models.keys if k in scope[0]]
+        state.pairs.keys = [k for k in state.pairs.keys if k in scope[1]]
+    in_scope = (set(state.models.keys), set(state.pairs.keys))
+    state.models.before = set(plan_before.models_done) & in_scope[0]
+    state.pairs.before = set(plan_before.pairs_done) & in_scope[1]
     context = JobContext(sweep=cfg.to_dict(), run_dir=run_dir, run_id=run_id, config_hash=config_hash,
                          faults=os.environ.get(FAULT_INJECT_ENV) or None)
     faults = fault_hook.load(context.faults)  # the driver's own writes honour the write faults too (testing only)
@@ -128,13 +134,15 @@ def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, p
     stopper = make_stopper_class()(state)
     plan = plan_before
     for round_ in range(max_rounds):
-        todo_models = [k for k in plan.models_todo if mkey(cfg, *k) not in state.attempted]
+        todo_models = [k for k in plan.models_todo if mkey(cfg, *k) not in state.attempted
+                       and mkey(cfg, *k) in in_scope[0]]
         # A pair tried in this run gets another round when one of its models is retrained in this one (its
         # weights were found broken by the pair job itself).
         retrained = {mkey(cfg, *k) for k in todo_models}
-        todo_pairs = [k for k in plan.pairs_todo if pkey(cfg, *k) not in state.attempted
-                      or {mkey(cfg, k[0], k[1], k[2]), mkey(cfg, k[0], k[1], k[3])} & retrained]
-        todo_measures = [k for k in plan.models_to_measure if mkey(cfg, *k) not in state.attempted]
+        todo_pairs = [k for k in plan.pairs_todo if pkey(cfg, *k) in in_scope[1] and (
+            pkey(cfg, *k) not in state.attempted or {mkey(cfg, k[0], k[1], k[2]), mkey(cfg, k[0], k[1], k[3])} & retrained)]
+        todo_measures = [k for k in plan.models_to_measure if mkey(cfg, *k) not in state.attempted
+                         and mkey(cfg, *k) in in_scope[0]]
         if not todo_models and not todo_pairs and not todo_measures:
             break
         round_plan = dataclasses.replace(plan, models_todo=todo_models, pairs_todo=todo_pairs,

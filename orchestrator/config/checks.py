@@ -85,6 +85,7 @@ def validate(cfg: SweepConfig, *, check_data: bool = True, user_code: bool = Tru
     not checked (they were when the run started, and `resume` checks them again before it runs anything)."""
     _check_axes(cfg)
     _check_seeds(cfg)
+    _check_search(cfg)
     if not user_code:
         _validate_pairs(cfg.metrics.pairs, cfg.seeds)
         _check_sizes(cfg)
@@ -118,6 +119,26 @@ def _check_seeds(cfg: SweepConfig) -> None:
         fail("seeds", f"{list(cfg.seeds)} repeats a seed")
     if min(cfg.seeds) < 0 or max(cfg.seeds) >= MAX_SEED:
         fail("seeds", f"seeds must lie in [0, {MAX_SEED}), got {min(cfg.seeds) if min(cfg.seeds) < 0 else max(cfg.seeds)}")
+
+
+def _check_search(cfg: SweepConfig) -> None:
+    """An adaptive search starts every cell with start_seeds of the config's seeds and tops up to full_seeds."""
+    if cfg.adaptive and not cfg.adaptive_search:
+        fail("adaptive", f"settings are given but search is {cfg.search!r}; set search: adaptive, or remove the "
+                         f"adaptive block")
+    if not cfg.adaptive_search:
+        return
+    settings = cfg.adaptive_settings()
+    for name in ("start_seeds", "full_seeds"):
+        wanted = getattr(settings, name)
+        if wanted is not None and wanted > len(cfg.seeds):
+            fail(f"adaptive.{name}", f"{wanted} seeds, but the config lists {len(cfg.seeds)} ({list(cfg.seeds)}); "
+                                     f"list more seeds or lower adaptive.{name}")
+    start = set(cfg.seeds[: settings.start_seeds])
+    if not any(a in start and b in start for a, b in cfg.seed_pairs()):
+        fail("metrics.pairs", f"an adaptive search labels a cell by its phase, which needs a seed pair among the "
+                              f"{settings.start_seeds} seeds it starts with ({sorted(start)}); connect two of them "
+                              f"(e.g. pairs: auto) or raise adaptive.start_seeds")
 
 
 def _check_added_metrics(cfg: SweepConfig) -> None:

@@ -133,6 +133,26 @@ class RunSettings:
                                                                         "run directory, not Ray")))
 
 
+SEARCH_MODES = ("grid", "adaptive")
+
+
+def adaptive_block(value, path: str) -> dict:
+    """The ``adaptive:`` settings of an adaptive search (the parse function of SweepConfig.adaptive): a mapping
+    that analysis.adaptive.AdaptiveSettings accepts, kept as written (it is saved in config.yaml as data)."""
+    from analysis.adaptive import AdaptiveSettings
+
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path} must be a mapping of adaptive settings, e.g. {{coarse_step: 2, budget_models: 40}}, "
+                          f"got {show(value)}")
+    try:
+        AdaptiveSettings.from_mapping(value)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{path}: {' '.join(str(exc).split())}") from None
+    return dict(value)
+
+
 COHORT_AUTO, COHORT_OFF = "auto", "off"
 MAX_COHORT = 10_000  # members of one cohort: far above a cell's seeds times a grid row
 
@@ -213,8 +233,27 @@ class SweepConfig:
     # (what tune.ExperimentAnalysis reads; their cost: docs/benchmarks.md); runs saved before they were keep ().
     logging: tuple = setting(("json",), doc="Tune logger callbacks: tensorboard | wandb | mlflow | json | csv "
                                             "([] for none)", parse=string_list, check=loggers_check, legacy=())
+    # Which of the grid's models are trained (orchestrator/adaptive_sweep.py): all of them (grid), or waves chosen
+    # by analysis.adaptive from the results so far. Which rows exist, not what a row's values are: not in the
+    # config hash (rows of an adaptive and a grid run compare); a run keeps its mode (execute checks resume).
+    search: str = setting("grid", doc="grid (every model of the grid) | adaptive (waves: coarse grid, boundary "
+                                      "cells, top-ups; see the adaptive settings)", check=one_of(*SEARCH_MODES),
+                          legacy="grid")
+    adaptive: dict = setting(factory=dict, doc="settings of search: adaptive (analysis.adaptive.AdaptiveSettings: "
+                                               "coarse_step, start_seeds, full_seeds, top_up, refine_iv, "
+                                               "budget_models, ...)", parse=adaptive_block, legacy={})
 
     # -- derived views -------------------------------------------------------------------------------
+
+    @property
+    def adaptive_search(self) -> bool:
+        return self.search == "adaptive"
+
+    def adaptive_settings(self):
+        """analysis.adaptive.AdaptiveSettings of the ``adaptive:`` block (validated when the config was built)."""
+        from analysis.adaptive import AdaptiveSettings
+
+        return AdaptiveSettings.from_mapping(self.adaptive)
 
     def model_keys(self) -> list[tuple[float, float, int]]:
         """(load value, temperature value, seed) of every model of the grid, in grid order."""
@@ -322,5 +361,5 @@ def pairs_per_cell(mode, n_seeds: int) -> int:
     return len({(min(a, b), max(a, b)) for a, b in mode})
 
 
-__all__ = ["AUTO_GPU", "CURVE_LR_SCHEDULES", "PAIR_MODES", "AxisConfig", "ExecutionConfig", "MetricsConfig", "ResourcesConfig",
+__all__ = ["AUTO_GPU", "CURVE_LR_SCHEDULES", "PAIR_MODES", "SEARCH_MODES", "AxisConfig", "ExecutionConfig", "MetricsConfig", "ResourcesConfig",
            "RunSettings", "SweepConfig", "gpu_request", "pairs_per_cell", "seed_pairs"]

@@ -8,6 +8,7 @@ relative, trace within its reported standard error), where the cohort's products
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -168,6 +169,12 @@ def test_cohort_rows_have_the_columns_and_values_of_one_at_a_time_rows(one_at_a_
                 assert got.row[key] == pytest.approx(value, rel=1e-3), key
             elif key in ("test_acc", "train_acc"):
                 assert abs(got.row[key] - value) <= 1 / n_test + 1e-12, key
+            elif key == "execution_path":  # the same machine and settings, another engine
+                path, want_path = json.loads(got.row[key]), json.loads(value)
+                assert (path["engine"], want_path["engine"]) == ("cohort", "single"), (path, want_path)
+                drop = ("engine", "backend")
+                assert {k: v for k, v in path.items() if k not in drop} == \
+                    {k: v for k, v in want_path.items() if k not in drop}
             elif key not in ("hessian_eigen_iterations", "hessian_trace_probes"):
                 assert got.row[key] == value, key
         assert relative_difference(got.state_dict, want.state_dict) <= 1e-4

@@ -9,6 +9,7 @@ no usage stats, keeps its sockets and logs in a private short temp dir (unix soc
 from __future__ import annotations
 
 import os
+import pathlib
 import shutil
 import sys
 import tempfile
@@ -162,3 +163,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# The authors' released results (../shared/reference beside the checkout, or LANDSCAPE_REFERENCE_ARCHIVE).
+REFERENCE_ARCHIVE = pathlib.Path(os.environ.get(
+    "LANDSCAPE_REFERENCE_ARCHIVE",
+    pathlib.Path(__file__).resolve().parents[2] / "shared" / "reference" / "taxonomy-released" / "results.tar.gz"))
+
+
+def require_reference_archive() -> pathlib.Path:
+    """The released archive's path; a missing archive fails the test in CI (it must be there) and skips it
+    elsewhere."""
+    if not REFERENCE_ARCHIVE.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"reference archive {REFERENCE_ARCHIVE} missing (set LANDSCAPE_REFERENCE_ARCHIVE)")
+        pytest.skip(f"reference archive {REFERENCE_ARCHIVE} not available")
+    return REFERENCE_ARCHIVE

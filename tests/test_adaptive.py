@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import pathlib
 import sys
 
@@ -26,13 +25,10 @@ from analysis.adaptive import (
     next_wave,
 )
 from analysis.aggregate import aggregate_cells
+from tests.conftest import REFERENCE_ARCHIVE, require_reference_archive
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-ARCHIVE = pathlib.Path(
-    os.environ.get(
-        "LANDSCAPE_REFERENCE_ARCHIVE", ROOT.parent / "shared" / "reference" / "taxonomy-released" / "results.tar.gz"
-    )
-)
+ARCHIVE = REFERENCE_ARCHIVE
 CELL = {"load_name": "width", "temperature_name": "batch_size"}
 
 
@@ -217,10 +213,7 @@ def test_invalid_settings_are_refused_by_name(bad, fragment):
 
 @pytest.fixture(scope="module")
 def released(tmp_path_factory):
-    if not ARCHIVE.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"reference archive {ARCHIVE} missing (set LANDSCAPE_REFERENCE_ARCHIVE)")
-        pytest.skip(f"reference archive {ARCHIVE} not available")
+    require_reference_archive()
     bench = _benchmark()
     return bench.reference_tables(str(ARCHIVE))
 

@@ -4,7 +4,6 @@ holds on a cell table built to show it and fails on one built to break it, and a
 from __future__ import annotations
 
 import json
-import os
 
 import pandas as pd
 import pytest
@@ -259,12 +258,9 @@ def test_every_fig2_claim_holds_under_seed_noise_on_the_released_results(release
 def released_tables(tmp_path_factory):
     from analysis.reference import import_reference
     from analysis.tables import RunTables
-    from tests.test_reference import ARCHIVE
+    from tests.conftest import REFERENCE_ARCHIVE as ARCHIVE, require_reference_archive
 
-    if not ARCHIVE.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"reference archive {ARCHIVE} missing (set LANDSCAPE_REFERENCE_ARCHIVE)")
-        pytest.skip(f"reference archive {ARCHIVE} not available")
+    require_reference_archive()
     out = str(tmp_path_factory.mktemp("released"))
     import_reference(str(ARCHIVE), out)
     tables = RunTables(out)

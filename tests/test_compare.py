@@ -14,8 +14,8 @@ from analysis.phases import label_phases
 from analysis.reference import import_reference
 from analysis.tables import RunTables
 from tests.analysis_synthetic import CELLS, EXPECTED_PHASES, write_synthetic_run
-from tests.conftest import assert_clean_error, landscape_in_process
-from tests.test_reference import ARCHIVE
+from tests.conftest import assert_clean_error, landscape_in_process, require_reference_archive
+from tests.conftest import REFERENCE_ARCHIVE as ARCHIVE
 
 # On the synthetic run, mc_threshold=4.5 turns exactly one cell from poorly to well connected: width 16, batch 64
 # (mc -4.0; every other poorly connected cell has mc <= -5). It joins phase IV with CKA 0.50; the phase-IV CKA
@@ -167,10 +167,7 @@ def test_analyze_with_rule_prints_the_change_against_the_labels_it_replaces(tmp_
 
 @pytest.fixture(scope="module")
 def released_run(tmp_path_factory):
-    if not ARCHIVE.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"reference archive {ARCHIVE} missing (set LANDSCAPE_REFERENCE_ARCHIVE)")
-        pytest.skip(f"reference archive {ARCHIVE} not available")
+    require_reference_archive()
     out = tmp_path_factory.mktemp("released") / "run"
     import_reference(str(ARCHIVE), str(out))
     return out

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import pathlib
 import statistics
 
 import pytest
@@ -20,10 +18,9 @@ from analysis.placement import (
     place_group,
     placement_text,
 )
+from tests.conftest import REFERENCE_ARCHIVE, require_reference_archive
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-ARCHIVE = pathlib.Path(os.environ.get(
-    "LANDSCAPE_REFERENCE_ARCHIVE", ROOT.parent / "shared" / "reference" / "taxonomy-released" / "results.tar.gz"))
+ARCHIVE = REFERENCE_ARCHIVE
 
 
 def models(*train_losses, **extra):
@@ -129,10 +126,7 @@ def test_text_names_phase_numbers_thresholds_and_guidance():
 
 @pytest.fixture(scope="module")
 def released_cells(tmp_path_factory):
-    if not ARCHIVE.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"reference archive {ARCHIVE} missing (set LANDSCAPE_REFERENCE_ARCHIVE)")
-        pytest.skip(f"reference archive {ARCHIVE} not available")
+    require_reference_archive()
     from analysis.aggregate import aggregate_cells
     from analysis.phases import label_phases
     from analysis.reference import import_reference

@@ -4,7 +4,6 @@ import io
 import itertools
 import json
 import os
-import pathlib
 import pickle
 import tarfile
 
@@ -16,13 +15,9 @@ from analysis.phases import label_phases
 from analysis.reference import ReferenceFormatError, import_reference, mode_connectivity_released
 from analysis.safe_pickle import UnsafePickleError, load_numpy_pickle
 from analysis.tables import RunTables
+from tests.conftest import REFERENCE_ARCHIVE, require_reference_archive
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-ARCHIVE = pathlib.Path(
-    os.environ.get(
-        "LANDSCAPE_REFERENCE_ARCHIVE", ROOT.parent / "shared" / "reference" / "taxonomy-released" / "results.tar.gz"
-    )
-)
+ARCHIVE = REFERENCE_ARCHIVE
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,10 +312,7 @@ def test_released_mode_connectivity_formula():
 
 @pytest.fixture(scope="module")
 def released(tmp_path_factory):
-    if not ARCHIVE.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"reference archive {ARCHIVE} missing (set LANDSCAPE_REFERENCE_ARCHIVE)")
-        pytest.skip(f"reference archive {ARCHIVE} not available")
+    require_reference_archive()
     out = str(tmp_path_factory.mktemp("released"))
     summary = import_reference(str(ARCHIVE), out)
     tables = RunTables(out)

@@ -7,8 +7,6 @@ in analysis/, which follows the archive's README).
 """
 
 import io
-import os
-import pathlib
 import re
 
 import numpy as np
@@ -16,21 +14,14 @@ import pytest
 
 from analysis.reference import mode_connectivity_released, read_archive_files
 from workloads.metrics import mode_connectivity
+from tests.conftest import REFERENCE_ARCHIVE, require_reference_archive
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-ARCHIVE = pathlib.Path(
-    os.environ.get(
-        "LANDSCAPE_REFERENCE_ARCHIVE", ROOT.parent / "shared" / "reference" / "taxonomy-released" / "results.tar.gz"
-    )
-)
+ARCHIVE = REFERENCE_ARCHIVE
 
 
 @pytest.fixture(scope="module")
 def released_curves():
-    if not ARCHIVE.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"reference archive {ARCHIVE} missing (set LANDSCAPE_REFERENCE_ARCHIVE)")
-        pytest.skip(f"reference archive {ARCHIVE} not available")
+    require_reference_archive()
     files, _ = read_archive_files(str(ARCHIVE))
     curves = {}
     for name, blob in files.items():

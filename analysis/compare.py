@@ -249,12 +249,14 @@ def read_config(run_dir: str) -> tuple[dict | None, str | None]:
 
 
 def labelled_side(run_dir: str, rules: dict | PhaseRules | None, label: str,
-                  config_hash: str | None = None) -> Side:
+                  config_hash: str | None = None, bootstrap_draws: int | None = None) -> Side:
     """Run ``run_dir`` labelled in memory with ``rules`` (nothing written), with its config; ``config_hash``:
-    rows computed with other settings are left out, as analyze_run does."""
+    rows computed with other settings are left out, as analyze_run does; ``bootstrap_draws``: seed resamplings
+    behind each claim's p and each cell's confidence (analyze's default when None, 0: none)."""
     from analysis.api import label_run
 
-    labelled = label_run(run_dir, rules=rules, config_hash=config_hash)
+    draws = {} if bootstrap_draws is None else {"bootstrap_draws": bootstrap_draws}
+    labelled = label_run(run_dir, rules=rules, config_hash=config_hash, **draws)
     config, problem = read_config(run_dir)
     warnings = list(labelled.warnings) + ([problem] if problem else [])
     name = f"{label}: {run_dir} ({rules_text(labelled.rules)})"
@@ -279,14 +281,15 @@ def _readable_provenance(provenance: dict) -> dict:
 
 def compare_runs(run_a: str, run_b: str, *, rules_a: dict | PhaseRules | None = None,
                  rules_b: dict | PhaseRules | None = None, config_hash_a: str | None = None,
-                 config_hash_b: str | None = None) -> Comparison:
+                 config_hash_b: str | None = None, bootstrap_draws: int | None = None) -> Comparison:
     """Label both runs in memory (A with ``rules_a``, B with ``rules_b``; default rules when None) and compare
     them. ``run_b`` may be ``run_a``: then the comparison shows what the other rules change.
+    ``bootstrap_draws`` (analyze's default when None; 0 skips the resampling, and claims then carry no p).
 
     Raises GridMismatchError (a ValueError) when the runs' grids have different knobs, ValueError when a run has
     nothing to analyse or a rule is unknown."""
-    return compare_labelled(labelled_side(run_a, rules_a, "A", config_hash_a),
-                            labelled_side(run_b, rules_b, "B", config_hash_b))
+    return compare_labelled(labelled_side(run_a, rules_a, "A", config_hash_a, bootstrap_draws),
+                            labelled_side(run_b, rules_b, "B", config_hash_b, bootstrap_draws))
 
 
 # ------------------------------------------------------------------------------------------------------------

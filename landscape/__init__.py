@@ -9,6 +9,7 @@
     run.analyze(rules={"mc_threshold": 0.5})            # again, with other phase rules
     landscape.load_run("runs/smoke").pairs              # a finished run, later
     landscape.resume("runs/smoke")                      # compute what is missing
+    landscape.compare(run, run, rules_b={"mc_threshold": 2}).changed   # the cells a rule moves, and why
 
 Errors are LandscapeError subclasses: InputError (a bad config, override or run directory: nothing ran),
 SweepIncomplete (jobs failed or results are missing: what finished is kept, ``resume`` continues) and
@@ -18,6 +19,7 @@ printed unless ``verbose=True``; what the command line would print is in ``Run.l
 
 # orchestrator first: it pins the tool's own packages (workloads/own_packages.py) before `analysis` is imported.
 import orchestrator  # noqa: F401  (imported for that side effect)
+from landscape.comparing import RunComparison, compare
 from landscape.results import LandscapeWarning, Run, load_run
 from landscape.sweeps import resume, run
 from orchestrator.sweep_errors import (
@@ -33,9 +35,11 @@ __all__ = [
     "LandscapeError",
     "LandscapeWarning",
     "Run",
+    "RunComparison",
     "SweepIncomplete",
     "SweepInterrupted",
     "SweepStopped",
+    "compare",
     "load_run",
     "resume",
     "run",

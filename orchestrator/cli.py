@@ -331,7 +331,9 @@ def _inside(path: str, folder: str) -> bool:
 @click.option("--out", "out", default=COMPARE_OUT_DEFAULT, show_default=True, metavar="DIR",
               help="Local folder for the figure compare.png (never inside RUN_B, which is only read).")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON (for scripts).")
-def compare(run_a, run_b, rules, rules_a, rules_b, out, as_json):
+@click.option("--bootstrap", "bootstrap_draws", default=200, show_default=True, type=click.IntRange(min=0),
+              help="Seed resamplings per run behind each claim's p (0: none, faster; claims then carry no p).")
+def compare(run_a, run_b, rules, rules_a, rules_b, out, as_json, bootstrap_draws):
     """Compare the phase labels of RUN_A and RUN_B (run directories, or one run with other --rule-b rules):
     phase counts, the cells that changed and what decided them, claims, config differences, and compare.png."""
 
@@ -356,7 +358,7 @@ def compare(run_a, run_b, rules, rules_a, rules_b, out, as_json):
         hashes.append(config_hash)
     try:
         result = compare_runs(run_a, run_b, rules_a=side_a or None, rules_b=side_b or None,
-                              config_hash_a=hashes[0], config_hash_b=hashes[1])
+                              config_hash_a=hashes[0], config_hash_b=hashes[1], bootstrap_draws=bootstrap_draws)
         figures = save_comparison_maps(result, out)
     except (ValueError, LookupError, OSError, *_user_errors()) as exc:
         _fail(exc)

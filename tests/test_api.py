@@ -242,3 +242,23 @@ def test_readmes_python_example_uses_only_what_the_api_has():
         target = landscape if owner == "landscape" else landscape.Run if owner == "run" else None
         if target is not None:
             assert hasattr(target, attr), f"README uses {owner}.{attr}, which the API does not have"
+
+
+def test_compare_from_python_lists_the_cells_a_rule_moves(tmp_path):
+    """landscape.compare is `landscape compare`: a run against its relabelling changes exactly the cells whose
+    label differs between the two analyses, and its text is the command line's."""
+    write_synthetic_run(str(tmp_path / "run"))
+    run = landscape.load_run(tmp_path / "run")
+    default = run.analyze(out_dir=str(tmp_path / "a")) and pd.read_parquet(tmp_path / "a" / "cells.parquet")
+    run.analyze(rules={"mc_threshold": 4.5}, out_dir=str(tmp_path / "b"))
+    relabelled = pd.read_parquet(tmp_path / "b" / "cells.parquet")
+    moved = default.merge(relabelled, on=["load_value", "temperature_value"], suffixes=("_a", "_b"))
+    moved = moved[moved["phase_a"] != moved["phase_b"]]
+    assert len(moved) > 0, "the rule must move some cell, or this test shows nothing"
+    cmp = landscape.compare(run, tmp_path / "run", rules_b={"mc_threshold": 4.5}, bootstrap_draws=0)
+    changed = cmp.changed
+    assert sorted(zip(changed["load_value"], changed["temperature_value"])) == \
+        sorted(zip(moved["load_value"], moved["temperature_value"]))
+    assert "mc_threshold 1 → 4.5" in cmp.text() and len(cmp.to_json()["changed_cells"]) == len(moved)
+    with pytest.raises(landscape.InputError):
+        landscape.compare(tmp_path / "run", tmp_path / "nothing-here")

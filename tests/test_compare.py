@@ -80,6 +80,15 @@ def test_text_summary_names_counts_cells_and_rules(synthetic, tmp_path):
     assert "mc_threshold 1 → 4.5" in out and f"phase maps: {tmp_path / 'compare.png'}" in out
 
 
+def test_bootstrap_option_sets_the_resamplings_behind_each_p(synthetic, tmp_path):
+    """--bootstrap 0 skips the seed resampling (a quicker compare): claims keep their verdicts, without a p."""
+    with_p = _compare_json(synthetic, synthetic, "--out", tmp_path)
+    without = _compare_json(synthetic, synthetic, "--out", tmp_path, "--bootstrap", "0")
+    assert any(c["p_holds_a"] is not None for c in with_p["claims"])
+    assert all(c["p_holds_a"] is None and c["p_holds_b"] is None for c in without["claims"])
+    assert [(c["id"], c["holds_a"]) for c in without["claims"]] == [(c["id"], c["holds_a"]) for c in with_p["claims"]]
+
+
 def test_same_rules_change_nothing(synthetic, tmp_path):
     doc = _compare_json(synthetic, synthetic, "--out", tmp_path)
     assert doc["changed_cells"] == [] and doc["rules_diff"] == []

@@ -8,7 +8,7 @@ cells. Inside each call it times, by wrapping the functions analyze_run calls (n
   figures  save_phase_map + save_panels + save_curves (matplotlib, PNG and PDF)
   report   render_report (building report.html: panels, table, claims, provenance) + writing it
 and prints the medians, report / figures, report / analyze, and report as a share of the demo's wall time
-(``--demo-wall-seconds``, default 257 s: `landscape run demo` on the idle 2-core VM, README 2026-11-30).
+(``--demo-wall-seconds``, default 122 s: `landscape run demo` on the idle 2-core VM, docs/benchmarks.md).
 The old and the new report cannot run side by side in one process (one analysis/report.py), so the figure
 step, which did not change, is the yardstick: compare the printed ratio before and after a change.
 """
@@ -30,8 +30,8 @@ import analysis.api as api  # noqa: E402
 from tests.analysis_synthetic import write_synthetic_run  # noqa: E402
 
 DEFAULT_ARCHIVE = "/work/shared/reference/taxonomy-released/results.tar.gz"
-# `landscape run demo` wall time on the idle 2-core VM (README, measured 2026-11-30).
-DEMO_WALL_SECONDS = 257.0
+# `landscape run demo` wall time on the idle 2-core VM (docs/benchmarks.md: 122 s with the default cohorts).
+DEMO_WALL_SECONDS = 122.0
 STEPS = {"figures": ("save_phase_map", "save_panels", "save_curves"), "report": ("render_report", "_write_text")}
 
 

@@ -58,7 +58,8 @@ def main(argv=None) -> int:
                 cpu = time.process_time()
                 outcome = train_and_measure(ModelSpec(cell, seed))
                 times[mkey(cfg, lv, tv, seed)] = time.process_time() - cpu
-                tables.write_part("models", mkey(cfg, lv, tv, seed), [{**prov, **outcome.row}])
+                tables.write_part("models", mkey(cfg, lv, tv, seed), [{**prov, **outcome.row}],
+                                  added=cell.added_metrics)  # metrics.extra columns, as the sweep writes them
                 states[(lv, tv, seed)] = outcome.state_dict
             if args.no_pairs:
                 continue

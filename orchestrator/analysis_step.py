@@ -44,7 +44,7 @@ def run_config_hash(run_dir: str) -> tuple[str | None, str | None]:
     config (an imported reference); (None, note) when its config.yaml cannot be read or is not a sweep config."""
     from orchestrator import storage
     from orchestrator.config import ConfigError
-    from orchestrator.status import load_run_config
+    from orchestrator.run_config import load_run_config
 
     if not storage.exists(storage.config_uri(run_dir)) and not os.path.lexists(storage.config_uri(run_dir)):
         return None, None

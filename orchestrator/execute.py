@@ -9,7 +9,6 @@ the command line turns into its messages and exit statuses.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import sys
 import threading
@@ -138,7 +137,7 @@ def _sweep(cfg, run_dir: str, plan, info: dict, address, install_handlers):
     try:
         try:
             local_env = {}
-            if not joins_cluster(address):
+            if not ray_env.joins_cluster(address):
                 # Marked, and recorded privately before it starts: if we are killed, the next run or resume
                 # of this run dir stops what is left of it, and only that (orchestrator/ray_leftovers.py).
                 mark = ray_leftovers.new_mark()
@@ -151,7 +150,7 @@ def _sweep(cfg, run_dir: str, plan, info: dict, address, install_handlers):
                 note = ray_leftovers.remember_local_ray(run_dir, note["mark"], local_ray)
                 if note and note.get("raylet_pid"):
                     watch = ray_leftovers.RayletWatch(note["raylet_pid"])
-            node_types = autoscaler_node_types() if joins_cluster(address) else []
+            node_types = autoscaler_node_types() if ray_env.joins_cluster(address) else []
             resources = check_resources(cfg, node_types=node_types)
         except errors as exc:
             raise _input_error(exc) from exc
@@ -327,10 +326,6 @@ def _failed_rows(frames: dict) -> list[str]:
             out.append(f"{table[:-1]} {row.load_name}={row.load_value:g} {row.temperature_name}="
                        f"{row.temperature_value:g}: {row.error}")
     return out
-
-
-def joins_cluster(address) -> bool:
-    return bool(address or os.environ.get("RAY_ADDRESS"))
 
 
 def _warn_gpu_without_cuda(models) -> None:

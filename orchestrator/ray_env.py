@@ -37,6 +37,11 @@ HYGIENE_ENV = {
 }
 
 
+def joins_cluster(address) -> bool:
+    """Whether a command joins a running cluster (``--address`` or RAY_ADDRESS) rather than starting a local Ray."""
+    return bool(address or os.environ.get("RAY_ADDRESS"))
+
+
 def apply_hygiene_env() -> None:
     for key, value in HYGIENE_ENV.items():
         os.environ.setdefault(key, value)

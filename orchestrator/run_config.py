@@ -28,7 +28,7 @@ from typing import Callable
 from analysis.run_files import RunFileError, read_run_file
 from orchestrator import storage
 from orchestrator.config import ConfigError, apply_overrides, load_config, parse_config, parse_yaml
-from orchestrator.execute import joins_cluster
+from orchestrator.ray_env import joins_cluster
 
 # A run's config.yaml holds the settings its rows were computed with (the tables' config hash checks them).
 RUN_CONFIG_FIX = ("restore the run's config.yaml from a copy, or rewrite it with the settings the run was started "

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from workloads.atomic import write_atomically
-from workloads.data import DATASETS, Dataset, DatasetCorruptedError, DatasetNotFoundError
+from workloads.dataset import DATASETS, Dataset, DatasetCorruptedError, DatasetNotFoundError
 
 # Image normalisation, per channel, applied after scaling pixels to [0, 1]. These are the constants of the
 # authors' released code (method.md, section 2). They are used for CIFAR-100 and SVHN too: one fixed,

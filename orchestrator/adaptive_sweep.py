@@ -165,6 +165,16 @@ def status_lines(cfg: SweepConfig, replay_: Replay, recorded: list[str]) -> list
     return lines
 
 
+def status_json(cfg: SweepConfig, replay_: Replay, recorded: list[str]) -> dict:
+    """The facts of status_lines for `landscape status --json`: each wave's counts, and where the search is."""
+    return {"search": "adaptive", "grid_models": len(cfg.model_keys()),
+            "chosen_models": sum(len(w.models) for w in replay_.waves), "finished": replay_.finished,
+            "note": replay_.note or None, "current_wave": None if replay_.finished else replay_.current.number,
+            "waves": [{"number": w.number, "models": len(w.models), "pairs": len(w.pairs),
+                       "cells": {reason: n for reason, n in w.wave.counts().items() if n}} for w in replay_.waves],
+            "wave_files": list(recorded)}
+
+
 def run_adaptive(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, progress, plan: Plan, echo):
     """Run wave after wave until the policy adds nothing (or a wave cannot finish: failed jobs). Returns the
     SweepSummary of the whole search, its ``plan_after`` limited to the waves' keys (restrict)."""

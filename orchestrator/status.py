@@ -71,7 +71,7 @@ def _run_status(run_dir: str, verify_weights: bool = True) -> tuple[str, str | N
     cfg = load_run_config(run_dir)
     info = storage.read_run_info(run_dir) or {}
     plan = make_plan(cfg, run_dir, repair=False, scans=scans, verify_weights=verify_weights)
-    search_lines = []
+    search_lines, search = [], {"search": "grid"}
     if cfg.adaptive_search:  # expected: the keys the policy chose, derived from the tables (never the wave files)
         from orchestrator import adaptive_sweep
 
@@ -79,6 +79,7 @@ def _run_status(run_dir: str, verify_weights: bool = True) -> tuple[str, str | N
         plan = adaptive_sweep.restrict(cfg, plan, derived)
         recorded = sorted(storage.list_names(join(run_dir, adaptive_sweep.WAVES_DIR), ".json"))
         search_lines = adaptive_sweep.status_lines(cfg, derived, recorded)
+        search = adaptive_sweep.status_json(cfg, derived, recorded)
     lines = format_plan(plan, run_dir, cfg.name, info.get("run_id", "?"), runlock.lock_holder(run_dir))
     text = "\n".join(lines[:3] + search_lines + lines[3:])
     problems = []
@@ -91,8 +92,8 @@ def _run_status(run_dir: str, verify_weights: bool = True) -> tuple[str, str | N
                         f"{next(iter(plan.broken_weights))}: {next(iter(plan.broken_weights.values()))}); "
                         f"`landscape resume {run_dir}` retrains them and the pairs that use them")
     problem = "; ".join(problems) or None
-    return text, problem, status_data(plan, run_dir, cfg.name, info.get("run_id"), runlock.lock_holder(run_dir),
-                                      problem)
+    data = status_data(plan, run_dir, cfg.name, info.get("run_id"), runlock.lock_holder(run_dir), problem)
+    return text, problem, {**data, "search": search}
 
 
 def status_data(plan, run_dir: str, name: str, run_id: str | None, holder: str | None, problem: str | None) -> dict:

@@ -203,3 +203,18 @@ def test_killed_between_waves_resumes_with_the_same_waves_and_no_key_trained_twi
     finally:
         shutil.rmtree(short, ignore_errors=True)
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_status_json_names_the_waves(adaptive_run):
+    """`status --json` carries what the status text says of the search: each wave's counts, and that it finished."""
+    run_dir, env, _ = adaptive_run
+    numbered = [w for name, w in wave_files(run_dir).items() if name.startswith("wave-")]
+    proc = landscape("status", run_dir, "--json", env=env, timeout=180)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    search = json.loads(proc.stdout)["search"]
+    assert search["search"] == "adaptive" and search["finished"] and search["current_wave"] is None
+    assert [(w["number"], w["models"], w["pairs"]) for w in search["waves"]] == \
+        [(w["wave"], w["models"], len(w["pair_keys"])) for w in numbered]
+    assert search["chosen_models"] == sum(w["models"] for w in numbered) and search["grid_models"] == GRID_MODELS

@@ -46,7 +46,7 @@ def test_status_json_lists_every_key(tmp_path):
     assert [f["key"] for f in models["failed"]] == [mkey(cfg, *k) for k in keys[:3]]
     assert all(f["error"] == "RuntimeError: out of luck" for f in models["failed"])
     assert data["config_hash"] == cfg.config_hash() and data["config"] == "smoke"
-    assert data["problem"].startswith("3 model job(s) failed")
+    assert data["problem"].startswith("3 model job(s) failed") and data["search"] == {"search": "grid"}
 
 
 def test_a_run_without_failures_exits_0(tmp_path):

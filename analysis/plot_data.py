@@ -344,6 +344,24 @@ class PhaseMapData:
     # most frequent other label (None: every draw agreed); from the cells' phase_confidence / phase_runner_up.
     confidence: np.ndarray | None = None
     runner_up: np.ndarray | None = None
+    # (ny, nx) object: how each cell was sampled (the cells' ``sampling``: analysis.adaptive_cells.SAMPLING;
+    # None where absent). An adaptive run's untrained cells are "interpolated", drawn paler and dotted.
+    sampling: np.ndarray | None = None
+
+    @property
+    def interpolated(self) -> np.ndarray:
+        """(ny, nx) bool: cells not trained, their label from interpolated values (drawn pale and dotted, with a
+        key entry); all False for a grid run."""
+        if self.sampling is None:
+            return np.zeros(self.labels.shape, dtype=bool)
+        return self.sampling == "interpolated"
+
+    @property
+    def start_seeds_only(self) -> np.ndarray:
+        """(ny, nx) bool: cells an adaptive run trained at its starting seeds only (marked with a small dot)."""
+        if self.sampling is None:
+            return np.zeros(self.labels.shape, dtype=bool)
+        return self.sampling == "start seeds"
 
     @property
     def uncertain(self) -> np.ndarray:
@@ -360,6 +378,8 @@ class PhaseMapData:
 # that one resampling in four or more changes is not one a reader should take at face value.
 UNCERTAIN_BELOW = 0.8
 UNCERTAIN_KEY = f"hatched: label in < {UNCERTAIN_BELOW:.0%} of seed resamplings"
+INTERPOLATED_KEY = "pale, dotted: interpolated (not trained)"
+START_SEEDS_KEY = "dot: trained at the starting seeds only"
 
 
 def phase_map_data(cells: pd.DataFrame, *, grid: Grid | None = None) -> PhaseMapData:
@@ -379,8 +399,9 @@ def phase_map_data(cells: pd.DataFrame, *, grid: Grid | None = None) -> PhaseMap
                   if "phase_confidence" in cells.columns else None)
     runner_up = (grid.to_matrix(cells, "phase_runner_up", fill=None, dtype=object)
                  if "phase_runner_up" in cells.columns else None)
+    sampling = grid.to_matrix(cells, "sampling", fill=None, dtype=object) if "sampling" in cells.columns else None
     return PhaseMapData(grid, labels, codes, PHASES, dict(PHASE_COLORS), phase_boundaries(labels), counts,
-                        text["phase_reason"], text["members_missing"], confidence, runner_up)
+                        text["phase_reason"], text["members_missing"], confidence, runner_up, sampling)
 
 
 def phase_boundaries(labels: np.ndarray) -> list[tuple[tuple[float, float], tuple[float, float]]]:

@@ -304,7 +304,8 @@ def range_label(source: str, vmin: float, vmax: float) -> str:
 
 def heatmap_data(cells: pd.DataFrame, metric: str, *, color_range=None, grid: Grid | None = None,
                  metrics: MetricSet = BUILTINS, mc_unit: str = MC_UNIT_DEFAULT) -> HeatmapData:
-    """Panel data of ``metric`` (a column of the cells table); phase boundaries included when labelled.
+    """Panel data of ``metric`` (a column of the cells table); phase boundaries included when labelled. An
+    interpolated cell (an adaptive run's untrained cell) is missing on every panel: its values are not measured.
     metrics: where the panel of ``metric`` is declared (the built-ins plus the run's added metrics); mc_unit: the
     unit of the run's mode connectivity (the pairs' mc_unit; see panel_for_unit)."""
     panels = {p.metric: p for p in panel_specs(metrics)}
@@ -312,7 +313,10 @@ def heatmap_data(cells: pd.DataFrame, metric: str, *, color_range=None, grid: Gr
         raise ValueError(f"cells have no column {metric!r}; panels: {list(panels)}")
     grid = grid or cell_grid(cells)
     spec = panel_for_unit(panels.get(metric, PanelSpec(metric, metric, "viridis")), mc_unit)
-    values = grid.to_matrix(cells.assign(_v=pd.to_numeric(cells[metric], errors="coerce")), "_v")
+    measured = pd.to_numeric(cells[metric], errors="coerce")
+    if "interpolated" in cells.columns:  # a panel shows measurements: an untrained cell's filled values are not
+        measured = measured.where(~cells["interpolated"].fillna(False).astype(bool))
+    values = grid.to_matrix(cells.assign(_v=measured), "_v")
     vmin, vmax, source = choose_color_range(metric, values, color_range, spec)
     bounds = phase_boundaries(grid.to_matrix(cells, "phase", fill=None, dtype=object)) if "phase" in cells else []
     return HeatmapData(

@@ -19,6 +19,7 @@ from analysis.adaptive import fill_map
 from analysis.adaptive_cells import SAMPLING, adaptive_search
 from analysis.api import analyze_run, label_run
 from analysis.claims import evaluate_claims
+from analysis.plot_data import cell_grid, heatmap_data, phase_map_data
 from analysis.tables import RunTables, model_key
 from orchestrator.analysis_step import summary_lines
 from tests.analysis_synthetic import BATCHES, EXPECTED_PHASES, SEEDS, WIDTHS, fig2_cells, write_synthetic_run
@@ -127,6 +128,14 @@ def test_phase_map_and_report_show_the_sampling(analysed):
     run_dir, result, cells = analysed
     png = result.figures["phase_map"]["png"]
     assert os.path.getsize(png) > 0
+    # The metric panels show measurements: an interpolated cell is missing there, labelled on the phase map.
+    grid = cell_grid(cells)
+    untrained = [grid.position(w, b) for w, b in UNTRAINED]
+    loss = heatmap_data(cells, "train_loss", grid=grid).values
+    assert all(not pd.notna(loss[p]) for p in untrained) and pd.notna(loss[grid.position(8, 16)])
+    phase_map = phase_map_data(cells, grid=grid)
+    assert {tuple(int(v) for v in p) for p in zip(*phase_map.interpolated.nonzero())} == set(untrained)
+    assert phase_map.start_seeds_only.sum() == len(START_ONLY) and not phase_map.uncertain[phase_map.interpolated].any()
     report = open(result.report_path, encoding="utf-8").read()
     assert "Adaptive search: trained and interpolated cells" in report
     assert "12 of 16 cells trained (9 topped up, 3 at the starting seeds only), 4 interpolated" in report

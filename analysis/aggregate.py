@@ -9,7 +9,8 @@ For every cell:
   plots it; null when the mean is not positive;
 - pairwise metrics (the ``pair`` specs): the same three numbers over the pairs whose status is "ok"; CKA only
   over pairs where it is defined (``cka_undefined`` counts the others);
-- member bookkeeping: ``n_models_expected`` (the seeds the run trained anywhere, unless given),
+- member bookkeeping: ``n_models_expected`` (the seeds the run trained anywhere, unless given; per cell where an
+  adaptive run expects only a cell's starting seeds: ``expected_by_cell``),
   ``n_models_ok``, ``n_diverged``, ``n_failed``, ``n_pairs_ok``, ``n_pairs_failed``, and ``complete`` /
   ``members_missing``: a cell whose mean covers fewer members than expected says so in words, e.g.
   ``"seed 3 missing; seed 4 diverged; test_acc from 0 of 5 models"``.
@@ -21,7 +22,7 @@ any expected model is missing or not ok, any pair failed, or any metric has fewe
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -46,7 +47,7 @@ PAIR_METRICS_EXPECTED_FOR_ALL = [s.name for s in BUILTINS.per("pair") if s.expec
 
 def aggregate_cells(
     models: pd.DataFrame, pairs: pd.DataFrame, *, expected_seeds: Iterable[int] | None = None,
-    metrics: MetricSet = BUILTINS,
+    metrics: MetricSet = BUILTINS, expected_by_cell: Mapping[tuple[float, float], Iterable[int]] | None = None,
 ) -> pd.DataFrame:
     """One row per cell, sorted by load then temperature; columns as described in the module docstring.
 
@@ -54,6 +55,8 @@ def aggregate_cells(
     default: every seed that appears in any cell of ``models``. A cell present only in ``pairs`` still gets
     a row (with its models counted as missing). metrics: the metrics to aggregate (the built-ins, plus the
     run's added ones: ``TableScan.metrics``); a metric that is not required may be absent from the tables.
+    expected_by_cell: {(load value, temperature value): seeds} for cells that expect other seeds than
+    ``expected_seeds`` (an adaptive run's cells trained at their starting seeds only: analysis.adaptive_cells).
     """
     model_specs, pair_specs = metrics.per("model"), metrics.per("pair")
     _require(models, CELL_COLUMNS + ["seed", "status"] + [s.name for s in model_specs if s.required], "models")
@@ -70,11 +73,14 @@ def aggregate_cells(
     )
     model_groups = {k: g for k, g in models.groupby(CELL_COLUMNS, sort=False)} if len(models) else {}
     pair_groups = {k: g for k, g in pairs.groupby(CELL_COLUMNS, sort=False)} if len(pairs) else {}
+    by_cell = {(float(lv), float(tv)): sorted({int(s) for s in cell_seeds})
+               for (lv, tv), cell_seeds in (expected_by_cell or {}).items()}
     rows = []
     for key in cells.itertuples(index=False, name=None):
         m = model_groups.get(key, models.iloc[0:0])
         p = pair_groups.get(key, pairs.iloc[0:0])
-        rows.append({**dict(zip(CELL_COLUMNS, key)), **_cell_stats(m, p, seeds, metrics)})
+        expected = by_cell.get((float(key[1]), float(key[3])), seeds)
+        rows.append({**dict(zip(CELL_COLUMNS, key)), **_cell_stats(m, p, expected, metrics)})
     return pd.DataFrame(rows, columns=cell_columns(metrics))
 
 

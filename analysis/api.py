@@ -13,7 +13,9 @@ cells, when the run has a history table) and ``<out_dir>/report.html`` (``out_di
 ``RUN_DIR/analysis``, on the run's own storage: a run on ``s3://bucket/run`` gets ``s3://bucket/run/analysis``; the files are made in a local temporary folder
 and uploaded, since matplotlib and the report writer need local files). A run with several load or
 temperature knobs gets one diagram per (load, temperature) pair; phases are labelled per diagram, since
-the sharpness floor and the CKA split are relative to the diagram's cells.
+the sharpness floor and the CKA split are relative to the diagram's cells. A run whose config.yaml says
+``search: adaptive`` gets a row for every cell of its grid, the untrained ones interpolated and marked
+(analysis/adaptive_cells.py); claims and guidance use its trained cells only.
 """
 
 from __future__ import annotations
@@ -26,15 +28,18 @@ import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from analysis.adaptive_cells import AdaptiveSearch, adaptive_search, expected_by_cell, grid_cells, trained_only
 from analysis.admission import admit, describe_left_out, describe_part
 from analysis.aggregate import aggregate_cells
 from analysis.bootstrap import DEFAULT_DRAWS, DEFAULT_SEED, labelled_draws, phase_confidence
 from analysis.claims import RunFacts, evaluate_claims
+from analysis.compare import read_config
 from analysis.guidance import Finding, practitioner_guidance
 from analysis.phases import PhaseRules, label_phases, mc_unit, rules_for_mc_unit
 from analysis.curve_data import curve_data, representative_cells
@@ -120,7 +125,8 @@ def analyze_run(
     rules: phase-rule overrides (``{"mc_threshold": "0.5"}`` or a PhaseRules), see analysis.phases.
     out_dir: a local folder or a URI; default RUN_DIR/analysis (on the run's storage).
     color_ranges: per panel metric (lo, hi), "paper" or "data" (see analysis.plot_data).
-    expected_seeds: seeds every cell should have; default: every seed seen in the run.
+    expected_seeds: seeds every cell should have; default: every seed seen in the run (an adaptive run: the
+        config's seeds, a cell trained at the starting seeds expecting those only).
     curve_cells: (load_value, temperature_value) cells whose Bezier curves to draw; default one per phase.
     scans: {"models", "pairs", "curves"} -> analysis.tables.TableScan already read by the caller (a command
         reads each table once); default: read here.
@@ -192,10 +198,11 @@ def label_run(run_dir: str, *, rules: dict | PhaseRules | None = None, expected_
     models, pairs, _, _, metrics, warnings = _read_inputs(run_dir, None, pairs_expected, config_hash,
                                                           labels_only=True)
     seeds = expected_seeds if expected_seeds is not None else sorted({int(s) for s in models["seed"].dropna()})
+    search = _search(run_dir, expected_seeds, phase_rules, warnings)
     all_cells, claims = [], []
     for load, temp in _diagrams(models, pairs):
         cells, _, draws = _labelled_diagram(models, pairs, load, temp, seeds, metrics, phase_rules,
-                                            (bootstrap_draws, bootstrap_seed))
+                                            (bootstrap_draws, bootstrap_seed), search)
         claims += [{"diagram": f"{load} × {temp}", **c} for c in _diagram_claims(cells, models, load, temp, draws)]
         all_cells.append(cells)
     return LabelledRun(run_dir, phase_rules, pd.concat(all_cells, ignore_index=True), claims, warnings,
@@ -212,19 +219,46 @@ def _of_diagram(df: pd.DataFrame, load: str, temp: str) -> pd.DataFrame:
     return df[(df["load_name"] == load) & (df["temperature_name"] == temp)]
 
 
-def _labelled_diagram(models, pairs, load, temp, seeds, metrics, phase_rules, bootstrap) -> tuple:
+def _search(run_dir: str, expected_seeds, phase_rules: PhaseRules, warnings: list[str]) -> AdaptiveSearch | None:
+    """The adaptive search of the run's config.yaml (None: a grid run, or no readable config); a warning when
+    it cannot be read (the run is then analysed as a grid) or its policy labelled by other rules."""
+    config, _ = read_config(run_dir)  # an unreadable config.yaml is named by the report's own read of it
+    try:
+        search = adaptive_search(config, expected_seeds)
+    except ValueError as exc:
+        warnings.append(f"{exc}: the untrained cells are left out, not interpolated")
+        return None
+    if search is not None and search.settings.rules != phase_rules:
+        warnings.append("the adaptive search chose its cells by the phase rules of its adaptive.rules, this analysis "
+                        "labels them by other rules (--rule): trained cells may carry labels the policy did not see")
+    return search
+
+
+def _labelled_diagram(models, pairs, load, temp, seeds, metrics, phase_rules, bootstrap,
+                      search: AdaptiveSearch | None = None) -> tuple:
     """(the labelled cells of diagram load x temp with their phase_confidence and phase_runner_up, the unit of
-    its mode connectivity, (the labelled seed resamplings, why there are none)); bootstrap: (draws, seed)."""
+    its mode connectivity, (the labelled seed resamplings, why there are none)); bootstrap: (draws, seed).
+    search: the run's adaptive search: every grid cell gets a row, the untrained ones interpolated
+    (analysis.adaptive_cells)."""
     # mc in nats (metrics.curve.mc_on: loss) is judged against the rules' threshold in nats.
     diagram_models, diagram_pairs = _of_diagram(models, load, temp), _of_diagram(pairs, load, temp)
     unit = mc_unit(diagram_pairs)
     unit_rules = rules_for_mc_unit(phase_rules, unit)
-    aggregated = aggregate_cells(diagram_models, diagram_pairs, expected_seeds=seeds, metrics=metrics)
-    cells = label_phases(aggregated, unit_rules)
+    search = search if search is not None and search.covers(load, temp) else None
+    if search is not None:
+        seeds = search.full
+    aggregated = aggregate_cells(diagram_models, diagram_pairs, expected_seeds=seeds, metrics=metrics,
+                                 expected_by_cell=expected_by_cell(search, diagram_models, diagram_pairs))
+    # Labelled as one table: an adaptive run's relative thresholds come from the whole filled grid.
+    unlabelled = grid_cells(aggregated, search, diagram_models, diagram_pairs)
+    cells = label_phases(unlabelled, unit_rules)
     # Seed noise: the same cells on resampled seeds, labelled by the same rules (analysis.bootstrap).
-    draws = labelled_draws(diagram_models, diagram_pairs, aggregated, unit_rules, draws=bootstrap[0],
+    draws = labelled_draws(diagram_models, diagram_pairs, unlabelled, unit_rules, draws=bootstrap[0],
                            seed=bootstrap[1], metrics=metrics)
-    cells["phase_confidence"], cells["phase_runner_up"] = phase_confidence(cells, draws[0])
+    confidence, runner_up = phase_confidence(cells, draws[0])
+    interpolated = cells["interpolated"].to_numpy(dtype=bool)  # no seeds: their confidence is not measured
+    cells["phase_confidence"] = np.where(interpolated, np.nan, np.asarray(confidence, dtype=float))
+    cells["phase_runner_up"] = pd.array([None if i else r for i, r in zip(interpolated, runner_up)], dtype="object")
     return cells, unit, draws
 
 
@@ -285,13 +319,15 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
     combos = _diagrams(models, pairs)
     several = len(combos) > 1
     seeds = expected_seeds if expected_seeds is not None else sorted({int(s) for s in models["seed"].dropna()})
+    search = _search(run_dir, expected_seeds, phase_rules, warnings)
     all_cells, sections, figures, findings, claims = [], [], {}, {}, []
     for load, temp in combos:
 
         def pick(df):
             return df[(df["load_name"] == load) & (df["temperature_name"] == temp)]
 
-        cells, unit, draws = _labelled_diagram(models, pairs, load, temp, seeds, metrics, phase_rules, bootstrap)
+        cells, unit, draws = _labelled_diagram(models, pairs, load, temp, seeds, metrics, phase_rules, bootstrap,
+                                               search)
         suffix = _diagram_name(load, temp, several)
         stem = lambda base: figure_stem(out_dir, f"{base}__{suffix}" if suffix else base)
         # The numbers behind the panels, once: the PNG/PDF figures and the report's SVG draw the same objects.
@@ -312,7 +348,7 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
         training_paths = save_training_curves(trained, stem("training"))
         if training_paths:
             figs["training"] = training_paths
-        found = practitioner_guidance(cells)
+        found = practitioner_guidance(trained_only(cells))  # advice from trained cells, as the claims
         name = suffix or f"{load}__{temp}"
         findings[name] = found
         checked = _diagram_claims(cells, models, load, temp, draws)

@@ -8,7 +8,12 @@ on the labelled cells. ``evaluate_claims`` returns one record per claim:
     {"id", "claim", "figure", "applies", "holds" (true / false / null), "p_holds" (or null), "status",
      "evidence" (the deciding numbers), "rule" (what "holds" needs), "summary" (plain words),
      "by_definition" (null, or what of the claim the phase rules make true by their own definition),
-     "relaxation_of" (null, or the claim this one relaxes: never a headline in its place)}
+     "relaxation_of" (null, or the claim this one relaxes: never a headline in its place),
+     "cells_used" (the cells it was measured on), "interpolated_cells_left_out"}
+
+**Interpolated cells.** An adaptive run's untrained cells (``interpolated`` True: analysis.adaptive_cells) are
+left out of every claim: a claim is measured on trained cells only, and one that only the interpolated cells
+could decide is "unresolved", never holds or fails on interpolated values.
 
 **Seed noise.** Given the run's cells re-aggregated on resampled seeds (``draws``: analysis.bootstrap, each
 labelled with the run's phase rules), every claim is measured again on every draw. ``p_holds`` is the fraction of
@@ -41,6 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from analysis.adaptive_cells import trained_only
 from analysis.plot_data import temperature_hot_when_large
 from analysis.tables import format_value
 
@@ -620,21 +626,40 @@ def evaluate_claims(cells: pd.DataFrame, facts: RunFacts | None = None, *,
     draws: the cells re-aggregated on resampled seeds and labelled with the same rules (analysis.bootstrap), or
     None; no_draws: why there are none, for the summaries (e.g. "no cell has two seeds to resample")."""
     facts = facts or RunFacts.of(cells)
-    cells = cells.reset_index(drop=True)
-    draws = [d.reset_index(drop=True) for d in draws or ()]
+    every_cell = cells.reset_index(drop=True)
+    cells = trained_only(every_cell)
+    left_out = len(every_cell) - len(cells)
+    draws = [trained_only(d) for d in draws or ()]
     out = []
     for claim in CLAIMS:
         why_not = claim.applies(facts)
         if why_not is not None:
             point, held = Verdict(None, {}, f"not applicable: {why_not}"), None
         else:
-            point = claim.measure(cells, facts)
+            point = _on_trained(claim, cells, every_cell, left_out, facts)
             held = [claim.measure(d, facts).holds for d in draws] if draws and point.holds is not None else None
         holds, p, status, evidence, summary = _decide(point, held, applies=why_not is None, no_draws=no_draws)
         out.append({"id": claim.id, "claim": claim.text, "figure": claim.figure, "applies": why_not is None,
                     "holds": holds, "p_holds": p, "status": status, "evidence": evidence, "rule": claim.rule,
-                    "summary": summary, "by_definition": claim.by_definition, "relaxation_of": claim.relaxation_of})
+                    "summary": summary, "by_definition": claim.by_definition, "relaxation_of": claim.relaxation_of,
+                    "cells_used": len(cells) if why_not is None else 0, "interpolated_cells_left_out": left_out})
     return out
+
+
+def _on_trained(claim: Claim, trained: pd.DataFrame, every_cell: pd.DataFrame, left_out: int,
+                facts: RunFacts) -> Verdict:
+    """The claim measured on the trained cells. When they cannot measure it but the grid with its interpolated
+    cells could, the cells it needs are interpolated only: unresolved (a claim never rests on them alone)."""
+    point = (claim.measure(trained, facts) if len(trained)
+             else Verdict(None, {}, "cannot be measured: no trained cell"))
+    if point.holds is not None or point.unresolved or not left_out:
+        return point
+    if claim.measure(every_cell, facts).holds is None:
+        return point
+    return Verdict(None, {**point.evidence, "interpolated_cells_left_out": left_out},
+                   f"unresolved: the cells that would decide it are interpolated only (not trained; {left_out} "
+                   f"interpolated cells are left out of the claims); trained cells alone: "
+                   f"{point.summary.removeprefix('cannot be measured: ')}", unresolved=True)
 
 
 def verdict_of_p(p: float) -> bool | None:

@@ -304,7 +304,8 @@ def range_label(source: str, vmin: float, vmax: float) -> str:
 
 def heatmap_data(cells: pd.DataFrame, metric: str, *, color_range=None, grid: Grid | None = None,
                  metrics: MetricSet = BUILTINS, mc_unit: str = MC_UNIT_DEFAULT) -> HeatmapData:
-    """Panel data of ``metric`` (a column of the cells table); phase boundaries included when labelled.
+    """Panel data of ``metric`` (a column of the cells table); phase boundaries included when labelled. An
+    interpolated cell (an adaptive run's untrained cell) is missing on every panel: its values are not measured.
     metrics: where the panel of ``metric`` is declared (the built-ins plus the run's added metrics); mc_unit: the
     unit of the run's mode connectivity (the pairs' mc_unit; see panel_for_unit)."""
     panels = {p.metric: p for p in panel_specs(metrics)}
@@ -312,7 +313,10 @@ def heatmap_data(cells: pd.DataFrame, metric: str, *, color_range=None, grid: Gr
         raise ValueError(f"cells have no column {metric!r}; panels: {list(panels)}")
     grid = grid or cell_grid(cells)
     spec = panel_for_unit(panels.get(metric, PanelSpec(metric, metric, "viridis")), mc_unit)
-    values = grid.to_matrix(cells.assign(_v=pd.to_numeric(cells[metric], errors="coerce")), "_v")
+    measured = pd.to_numeric(cells[metric], errors="coerce")
+    if "interpolated" in cells.columns:  # a panel shows measurements: an untrained cell's filled values are not
+        measured = measured.where(~cells["interpolated"].fillna(False).astype(bool))
+    values = grid.to_matrix(cells.assign(_v=measured), "_v")
     vmin, vmax, source = choose_color_range(metric, values, color_range, spec)
     bounds = phase_boundaries(grid.to_matrix(cells, "phase", fill=None, dtype=object)) if "phase" in cells else []
     return HeatmapData(
@@ -344,6 +348,24 @@ class PhaseMapData:
     # most frequent other label (None: every draw agreed); from the cells' phase_confidence / phase_runner_up.
     confidence: np.ndarray | None = None
     runner_up: np.ndarray | None = None
+    # (ny, nx) object: how each cell was sampled (the cells' ``sampling``: analysis.adaptive_cells.SAMPLING;
+    # None where absent). An adaptive run's untrained cells are "interpolated", drawn paler and dotted.
+    sampling: np.ndarray | None = None
+
+    @property
+    def interpolated(self) -> np.ndarray:
+        """(ny, nx) bool: cells not trained, their label from interpolated values (drawn pale and dotted, with a
+        key entry); all False for a grid run."""
+        if self.sampling is None:
+            return np.zeros(self.labels.shape, dtype=bool)
+        return self.sampling == "interpolated"
+
+    @property
+    def start_seeds_only(self) -> np.ndarray:
+        """(ny, nx) bool: cells an adaptive run trained at its starting seeds only (marked with a small dot)."""
+        if self.sampling is None:
+            return np.zeros(self.labels.shape, dtype=bool)
+        return self.sampling == "start seeds"
 
     @property
     def uncertain(self) -> np.ndarray:
@@ -360,6 +382,8 @@ class PhaseMapData:
 # that one resampling in four or more changes is not one a reader should take at face value.
 UNCERTAIN_BELOW = 0.8
 UNCERTAIN_KEY = f"hatched: label in < {UNCERTAIN_BELOW:.0%} of seed resamplings"
+INTERPOLATED_KEY = "pale, dotted: interpolated (not trained)"
+START_SEEDS_KEY = "dot: trained at the starting seeds only"
 
 
 def phase_map_data(cells: pd.DataFrame, *, grid: Grid | None = None) -> PhaseMapData:
@@ -379,8 +403,9 @@ def phase_map_data(cells: pd.DataFrame, *, grid: Grid | None = None) -> PhaseMap
                   if "phase_confidence" in cells.columns else None)
     runner_up = (grid.to_matrix(cells, "phase_runner_up", fill=None, dtype=object)
                  if "phase_runner_up" in cells.columns else None)
+    sampling = grid.to_matrix(cells, "sampling", fill=None, dtype=object) if "sampling" in cells.columns else None
     return PhaseMapData(grid, labels, codes, PHASES, dict(PHASE_COLORS), phase_boundaries(labels), counts,
-                        text["phase_reason"], text["members_missing"], confidence, runner_up)
+                        text["phase_reason"], text["members_missing"], confidence, runner_up, sampling)
 
 
 def phase_boundaries(labels: np.ndarray) -> list[tuple[tuple[float, float], tuple[float, float]]]:

@@ -22,6 +22,8 @@ from analysis.plot_data import (
     MISSING_COLOR,
     Grid,
     PHASE_KEY,
+    INTERPOLATED_KEY,
+    START_SEEDS_KEY,
     UNCERTAIN_KEY,
     HeatmapData,
     PhaseMapData,
@@ -37,6 +39,8 @@ PANELS_PER_ROW = 4  # the panels figure: 2 rows x 4 for the paper's 7 panels and
 PNG_DPI = 110
 # Cell labels are written into the phase map only up to this many cells (beyond, they are unreadable).
 MAX_ANNOTATED_CELLS = 400
+# An interpolated cell's phase colour is drawn under a white veil of this opacity: paler than a trained cell's.
+INTERPOLATED_VEIL = 0.45
 # A training curve's loss axis is logarithmic when the loss spans more than this factor (a converging run falls
 # by orders of magnitude; a linear axis would flatten all but its first epochs).
 LOG_SCALE_SPAN = 10
@@ -150,10 +154,13 @@ def draw_phase_map(
     ax, data: PhaseMapData, *, show_x: bool = True, show_y: bool = True, legend: bool = True, annotate: bool = True,
     title: str = "phase", highlight: np.ndarray | None = None,
 ) -> None:
-    """The categorical phase map: one colour per phase, grey when unlabelled, solid boundaries, cell labels.
+    """The categorical phase map: one colour per phase, grey when unlabelled, solid boundaries, cell labels;
+    hatched where seeds often change the label, pale and dotted where interpolated (an adaptive run's untrained
+    cells), a dot where trained at the starting seeds only.
 
     highlight: (ny, nx) booleans of cells to frame (e.g. those whose label changed between two runs)."""
     from matplotlib.colors import ListedColormap
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch, Rectangle
 
     colors = [MISSING_COLOR] + [data.colors[p] for p in data.phases]
@@ -170,6 +177,13 @@ def draw_phase_map(
     uncertain = data.uncertain
     for i, j in zip(*np.nonzero(uncertain)):  # labels that another set of seeds often changes: hatched
         ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="white", linewidth=0))
+    interpolated, start_only = data.interpolated, data.start_seeds_only
+    for i, j in zip(*np.nonzero(interpolated)):  # not trained: a paler colour, dotted (not the uncertain hatch)
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="white", alpha=INTERPOLATED_VEIL, linewidth=0))
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="..", edgecolor="#555555", linewidth=0))
+    if start_only.any():  # trained at the starting seeds only: a small dot in the cell's top-right corner
+        rows, cols = np.nonzero(start_only)
+        ax.plot(cols + 0.33, rows - 0.3, linestyle="none", marker="o", markersize=3, color="black")
     if annotate and ny * nx <= MAX_ANNOTATED_CELLS:
         size = 7 if ny * nx <= 100 else 5
         for i in range(ny):
@@ -182,7 +196,7 @@ def draw_phase_map(
                     ha="center",
                     va="center",
                     fontsize=size,
-                    color="white" if label in ("I", "III", "IV-B") else "black",
+                    color="white" if label in ("I", "III", "IV-B") and not interpolated[i, j] else "black",
                 )
     if legend:
         handles = [Patch(color=data.colors[p], label=f"{p}: {PHASE_KEY[p]} ({data.counts[p]})") for p in data.phases]
@@ -191,6 +205,12 @@ def draw_phase_map(
         if uncertain.any():
             handles.append(Patch(facecolor="#808080", edgecolor="white", hatch="///",
                                  label=f"{UNCERTAIN_KEY} ({int(uncertain.sum())})"))
+        if interpolated.any():
+            handles.append(Patch(facecolor="#c0c0c0", edgecolor="#555555", hatch="..",
+                                 label=f"{INTERPOLATED_KEY} ({int(interpolated.sum())})"))
+        if start_only.any():
+            handles.append(Line2D([], [], linestyle="none", marker="o", markersize=3, color="black",
+                                  label=f"{START_SEEDS_KEY} ({int(start_only.sum())})"))
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     if highlight is not None:
         _frame_cells(ax, highlight)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from analysis.adaptive_cells import is_adaptive, sampling_counts, sampling_text
 from analysis.guidance import Finding
 from analysis.phases import MC_UNIT_DEFAULT, PhaseRules
 from analysis.plot_data import MISSING_COLOR, PHASE_COLORS, Grid, HeatmapData, PhaseMapData, mc_unit_short
@@ -212,6 +213,24 @@ def _summary(cells: pd.DataFrame) -> str:
     )
 
 
+def sampling_html(cells: pd.DataFrame) -> str:
+    """How an adaptive run's cells were sampled: cells per kind (analysis.adaptive_cells.SAMPLING), as a small
+    table; "" for a grid run (every cell trained with every seed)."""
+    if not is_adaptive(cells):
+        return ""
+    counts = sampling_counts(cells)
+    meaning = {"full": "trained with every seed", "topped up": "trained, topped up beyond the starting seeds",
+               "start seeds": "trained at the starting seeds only (no seed missing: the policy asked for no more)",
+               "interpolated": "not trained: train loss, mc and CKA interpolated from the trained cells, labelled "
+                               "by the same rules; left out of the claims"}
+    rows = "".join(f"<tr><td class='text'>{html.escape(kind)}</td><td>{n}</td>"
+                   f"<td class='text'>{html.escape(meaning[kind])}</td></tr>" for kind, n in counts.items() if n)
+    return ("<h3>Adaptive search: trained and interpolated cells</h3>"
+            f"<p>{html.escape(sampling_text(cells) or '')}. The cells table's <code>sampling</code> column says "
+            "which is which.</p><table><thead><tr><th>cells</th><th>number</th><th>meaning</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>")
+
+
 _STATUS_CSS = {"holds": "holds", "does not hold": "fails", "unresolved": "unresolved", "cannot be measured": "na",
                "not applicable": "na"}
 
@@ -279,6 +298,7 @@ def diagram_html(section: DiagramSection, section_id: str, report_dir: str) -> s
     parts = [
         f"<h2>{html.escape(section.title)}</h2>",
         _summary(section.cells),
+        sampling_html(section.cells),
         "<h3>Phase map</h3>",
         "<p class='muted hint'>Hover a cell for its phase and the numbers that decided it; click it to find its "
         "row in the table of cells.</p>",

@@ -28,7 +28,7 @@ from analysis.plot_data import (
     HeatmapData,
     PhaseMapData,
 )
-from analysis.plots import MAX_ANNOTATED_CELLS, heatmap_scale, is_dark
+from analysis.plots import INTERPOLATED_VEIL, MAX_ANNOTATED_CELLS, heatmap_scale, is_dark
 
 # Natural sizes in CSS pixels: a metric panel fits four across a 1500 px page, the phase map fills a page's width.
 PANEL_PLOT_WIDTH, PANEL_PLOT_HEIGHT = 300.0, 230.0
@@ -228,6 +228,8 @@ def phase_tip(data: PhaseMapData, i: int, j: int) -> str:
     note = data.notes[i, j] if data.notes is not None else None
     if note:
         lines.append(f"members: {note}")
+    elif data.start_seeds_only[i, j]:
+        lines.append("trained at the adaptive search's starting seeds only")
     return "\n".join(lines)
 
 
@@ -242,17 +244,21 @@ def phase_map_svg(data: PhaseMapData, *, section: str) -> str:
     label_size = _num(float(np.clip(min(cw / 3, ch / 2), 6, 18)))  # a label fits its cell: "IV-B" is 4 glyphs
     body = _axes(grid, cw, ch, "phase")
     texts = []
-    uncertain = data.uncertain
+    uncertain, interpolated = data.uncertain, data.interpolated
     for i in range(ny):
         for j in range(nx):
             label = data.labels[i, j]
             color = data.colors[label] if label is not None else MISSING_COLOR
             x, y = LEFT + j * cw, TOP + i * ch
             pale = ' fill-opacity="0.4" class="uncertain"' if uncertain[i, j] else ""  # the label is seed noise
+            if interpolated[i, j]:  # not trained: pale, with a dashed outline (uncertain cells have none)
+                pale = (f' fill-opacity="{1 - INTERPOLATED_VEIL:g}" stroke="#555555" stroke-dasharray="3,2" '
+                        f'class="interpolated"')
             body.append(f'<rect x="{_num(x)}" y="{_num(y)}" width="{_num(cw)}" height="{_num(ch)}" fill="{color}"'
                         f'{pale} data-cell="{cell_id(section, i, j)}" data-tip="{_attr(phase_tip(data, i, j))}"/>')
             if annotate:
-                ink = "white" if label is not None and is_dark(to_rgba(color)) else "black"
+                ink = ("white" if label is not None and is_dark(to_rgba(color)) and not interpolated[i, j]
+                       else "black")
                 texts.append(f'<text x="{_num(x + cw / 2)}" y="{_num(y + ch / 2)}" text-anchor="middle" '
                              f'dominant-baseline="middle" font-size="{label_size}" fill="{ink}">'
                              f'{html.escape(label or "?")}</text>')
@@ -271,6 +277,11 @@ def phase_key_html(data: PhaseMapData) -> str:
     if data.counts.get("unlabelled"):
         items.append(f'<li><span class="swatch" style="background:{MISSING_COLOR}"></span><b>no phase</b> '
                      f"a deciding value is missing <span class='muted'>({data.counts['unlabelled']} cells)</span></li>")
+    if data.interpolated.any():
+        items.append(f'<li><span class="swatch" style="background:#c0c0c0;opacity:{1 - INTERPOLATED_VEIL:g};'
+                     f'outline:1px dashed #555"></span><b>pale, dashed</b> interpolated (not trained): its label '
+                     f"comes from its trained neighbours' metrics and no claim rests on it "
+                     f"<span class='muted'>({int(data.interpolated.sum())} cells)</span></li>")
     if data.uncertain.any():
         items.append(f'<li><span class="swatch" style="background:#808080;opacity:0.4"></span><b>pale</b> label '
                      f"in fewer than {UNCERTAIN_BELOW:.0%} of seed resamplings (hover: how often, and the runner-up) "

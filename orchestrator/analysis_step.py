@@ -145,6 +145,12 @@ def summary_lines(cells, claims: list[dict], claims_path: str | None) -> list[st
             text = " · ".join(f"{phase} {int(counts[phase])}" for phase in (*PHASE_ORDER, "none") if phase in counts)
             where = f" ({names[0]} × {names[1]})" if len(groups) > 1 else ""
             lines.append(f"  phases{where}: {text} (cells)")
+            if "sampling" in part:  # an adaptive run: which of those cells were trained, which interpolated
+                from analysis.adaptive_cells import sampling_text
+
+                sampled = sampling_text(part)
+                if sampled:
+                    lines.append(f"  search: adaptive{where}: {sampled}; claims use the trained cells only")
     applied = [c for c in claims if c.get("applies")]
     if applied:
         counts = {status: sum(c.get("status") == status for c in applied) for status in CLAIM_STATUS_ORDER}

@@ -86,9 +86,11 @@ def cell_id(width, batch):
 
 
 def write_synthetic_run(run_dir: str, *, drop=(), temperature_name: str = "batch_size", only=None,
-                        config_hash: str | None = None) -> RunTables:
+                        config_hash: str | None = None, pairs_of_dropped: bool = True) -> RunTables:
     """Write the run; ``drop`` lists (width, batch, seed) models to leave out (to make cells incomplete);
-    ``only`` restricts it to the given (width, batch) cells; ``config_hash``: the rows' (default COMMON's)."""
+    ``only`` restricts it to the given (width, batch) cells; ``config_hash``: the rows' (default COMMON's);
+    ``pairs_of_dropped``: False leaves out the pairs of a dropped seed too (a seed never trained, as
+    in an adaptive run's cell at its starting seeds), True keeps them (a model whose row was lost)."""
     tables = RunTables(run_dir)
     common = {**COMMON, "config_hash": config_hash or COMMON["config_hash"]}
     for (w, b), (loss, mc, cka, acc) in CELLS.items():
@@ -114,6 +116,8 @@ def write_synthetic_run(run_dir: str, *, drop=(), temperature_name: str = "batch
             }
             tables.write_part("models", model_key("width", w, temperature_name, b, s), [row])
         for a, c in itertools.combinations(SEEDS, 2):
+            if not pairs_of_dropped and ((w, b, a) in drop or (w, b, c) in drop):
+                continue
             off = PAIR_OFFSET[(a, c)]
             row = {
                 **common,

@@ -110,9 +110,19 @@ def test_adaptive_run_trains_the_waves_and_fewer_models_than_the_grid(adaptive_r
     assert (tables.read("models").status == "ok").all()
     assert waves["done.json"]["models"] == len(chosen)
     assert f"{len(chosen)} of the grid's {GRID_MODELS} models" in proc.stdout
-    # The analysis ran on the trained cells; the cells the policy skipped are absent, not failed.
+    # The analysis shows every grid cell: the trained ones as trained (no seed missing where the policy asked for
+    # the starting seeds only), the cells the policy skipped interpolated and marked, not absent or failed.
     cells = pd.read_parquet(os.path.join(run_dir, "analysis", "cells.parquet"))
-    assert 0 < len(cells) < 16 and cells["phase"].notna().all()
+    models = tables.read("models")
+    trained = {(float(w), float(b)) for w, b in zip(models["load_value"], models["temperature_value"])}
+    assert len(cells) == 16 and cells["phase"].notna().all()
+    shown_trained = cells[~cells["interpolated"]]
+    assert set(zip(shown_trained["load_value"].astype(float), shown_trained["temperature_value"].astype(float))) \
+        == trained
+    assert ((cells["sampling"] == "interpolated") == cells["interpolated"]).all()
+    assert set(shown_trained["sampling"]) == {"full"}  # smoke has 2 seeds: the starting seeds are all of them
+    assert shown_trained["complete"].all() and shown_trained["members_missing"].isna().all()
+    assert f"{len(trained)} of 16 cells trained" in proc.stdout and "interpolated (not trained)" in proc.stdout
 
     status = landscape("status", run_dir, env=env, timeout=180)
     assert status.returncode == 0, (status.stdout, status.stderr)

@@ -20,7 +20,7 @@ from orchestrator.state import EtaCountdown, KindCounts, SweepState
 TICK_S = 1.0  # the bar is redrawn at least this often on a terminal (the ETA counts down)
 STALE_S = 15.0  # no Tune callback for this long: the redraw thread ends (Tune's loop has gone; the next starts it)
 BAR_FORMAT = "{percentage:3.0f}%|{bar:12}| {n_fmt}/{total_fmt} jobs · {desc}"
-BAR_FIXED = 36  # columns of BAR_FORMAT around {desc} (up to 99999 jobs)
+BAR_FIXED = 38  # columns of BAR_FORMAT around {desc} (up to 99999/99999 jobs)
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -164,6 +164,14 @@ class TerminalView:
         self._stop = threading.Event()
         self._touched = 0.0  # state.clock() of the last Tune callback
 
+    def __getstate__(self) -> dict:
+        """Tune pickles its callbacks with the Tuner's state (never restored here): without the lock, thread
+        and bar, which do not pickle."""
+        return {"state": self.state, "stream": self.stream}
+
+    def __setstate__(self, saved: dict) -> None:
+        self.__init__(saved["state"], saved["stream"])
+
     def write(self, line: str) -> None:
         """A line above the bar (tqdm clears the bar, writes the line, draws the bar again)."""
         from tqdm import tqdm
@@ -197,7 +205,10 @@ class TerminalView:
             eta = self.countdown.value(now)
             eta = "finishing" if eta is not None and eta <= 0 and left else format_seconds(eta)
             times = f"{format_seconds(now - self.state.started)} elapsed, ETA {eta}"
-            width = shutil.get_terminal_size((160, 20)).columns - 1 - BAR_FIXED
+            # The size shutil finds (COLUMNS, the terminal, else 160 x 20): tqdm's own reads a terminal of size 0
+            # (a pseudo-terminal nobody sized, as under `script`) as -1 rows, and then draws nothing.
+            columns, rows = shutil.get_terminal_size((160, 20))
+            width = columns - 1 - BAR_FIXED
             text = f"{full[0]} | {full[1]} | {times}"
             if len(text) > width:
                 text = f"{compact[0]} | {compact[1]} | {times}"
@@ -208,8 +219,9 @@ class TerminalView:
                 # Drawn only by render(): tqdm's own timing, rate and ETA are not used.
                 self._bar = tqdm(total=self.state.models.total + self.state.pairs.total, initial=finished,
                                  desc=text, file=self.stream, bar_format=BAR_FORMAT, leave=False,
-                                 dynamic_ncols=True, mininterval=0, miniters=0, smoothing=0)
+                                 ncols=columns - 1, nrows=max(2, rows), mininterval=0, miniters=0, smoothing=0)
                 return
+            self._bar.ncols, self._bar.nrows = columns - 1, max(2, rows)  # the terminal may have been resized
             self._bar.n = finished
             self._bar.set_description_str(text, refresh=False)
             self._bar.refresh()

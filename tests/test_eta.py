@@ -6,6 +6,7 @@ Every time comes from a fake clock handed to SweepState: nothing here sleeps to 
 from __future__ import annotations
 
 import io
+import os
 import threading
 
 import pytest
@@ -146,8 +147,19 @@ def test_the_recorder_feeds_the_trials_clocks_from_tunes_callbacks():
 
 
 class FakeTerminal(io.StringIO):
+    """A terminal that keeps what is written; ``fd``: the file descriptor it says it has (for its size)."""
+
+    def __init__(self, fd: int | None = None):
+        super().__init__()
+        self.fd = fd
+
     def isatty(self) -> bool:
         return True
+
+    def fileno(self) -> int:
+        if self.fd is None:
+            raise io.UnsupportedOperation("fileno")
+        return self.fd
 
 
 def test_the_terminal_view_draws_a_bar_with_the_counts_and_the_events_above_it(monkeypatch):
@@ -161,9 +173,15 @@ def test_the_terminal_view_draws_a_bar_with_the_counts_and_the_events_above_it(m
     class Recorder:
         events = []
 
-    term = FakeTerminal()
+    # A terminal nobody sized (a new pseudo-terminal, as under `script`: 0 x 0): tqdm alone reads it as -1
+    # rows and draws nothing.
+    unsized, other_end = os.openpty()
+    term = FakeTerminal(fd=unsized)
     progress = make_progress(term)(state, Recorder())  # a terminal: its isatty() says so
     progress.on_step_end(0, [])
+    from ray import cloudpickle
+
+    cloudpickle.dumps(progress)  # Tune pickles its callbacks with the Tuner (its bar, thread and lock do not)
     clock.t += 4
     state.epoch_reported("a", 1)
     progress.on_trial_result(0, [], None, {})
@@ -184,6 +202,8 @@ def test_the_terminal_view_draws_a_bar_with_the_counts_and_the_events_above_it(m
     # Estimated at m1's end: m0 36 s left, pending 3 units x 20 s, over 2 slots: 48 s; then counted down.
     assert etas == ["48s", "47s", "46s", "45s"]
     progress.on_experiment_end([])
+    os.close(unsized)
+    os.close(other_end)
     final = term.getvalue().rsplit("\r", 1)[1]
     assert final.startswith("models 1/4 done") and final.endswith(f"ETA {format_seconds(state.eta_seconds())}\n")
 

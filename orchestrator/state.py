@@ -68,6 +68,7 @@ class TrialClock:
     epochs: int = 0  # epochs the trial trains in all (a model or model cohort trial; 0: it reports none)
     first_epoch: int = 0  # the first epoch it reported (1-based; > 1 when it resumed from a checkpoint)
     first_at: float | None = None  # when that report came
+    first_seconds: float | None = None  # that epoch's own seconds as the worker measured them (if reported)
     epoch: int = 0  # the last epoch it reported
     at: float | None = None  # when that report came
 
@@ -101,15 +102,16 @@ class SweepState:
     def trial_stopped(self, trial_id: str) -> None:
         self.trials.pop(trial_id, None)
 
-    def epoch_reported(self, trial_id: str, epoch: int) -> None:
+    def epoch_reported(self, trial_id: str, epoch: int, seconds: float | None = None) -> None:
         """A running trial reported that ``epoch`` epochs (1-based, counted from the start of its training,
-        so a resumed one starts above 1) are done."""
+        so a resumed one starts above 1) are done; ``seconds``: that epoch's time as the worker measured it."""
         trial = self.trials.get(trial_id)
         if trial is None:
             return
         now = self.clock()
         if trial.first_at is None:
             trial.first_epoch, trial.first_at = int(epoch), now
+            trial.first_seconds = float(seconds) if seconds and seconds > 0 else None
         trial.epoch, trial.at = int(epoch), now
         self.epoch_reports += 1
 
@@ -126,9 +128,11 @@ class SweepState:
           job: the seconds the jobs finished in this run took, plus the projected total time of each running
           trial that has reported epochs, over the cost of those jobs. A running trial's projected total is
           its time so far at its last report plus (epochs left) x (seconds per epoch): the time between its
-          first and last reports over the epochs between them, or, after one report, the time from its start
-          to it. So an ETA exists once the first running trial reports its first epoch, long before a job
-          finishes. Pairs report no epochs: until a pair has finished they take the models' rate.
+          first and last reports over the epochs between them, or, after one report, that epoch's seconds as
+          the worker measured them (its steps; else the time from the trial's start to the report, which
+          also holds the worker's start and data loading). So an ETA exists once the first running trial
+          reports its first epoch, long before a job finishes. Pairs report no epochs: until a pair has
+          finished they take the models' rate.
         * Each running trial's time left: with epoch reports, (epochs left) x (seconds per epoch) minus the
           time since its last report; without, its members' cost x the rate minus its time so far; never
           below 0 (a trial past its estimate is taken to be finishing). A running key whose trial has no
@@ -155,7 +159,7 @@ class SweepState:
         def per_epoch(t: TrialClock) -> float:
             if t.epoch > t.first_epoch:
                 return (t.at - t.first_at) / (t.epoch - t.first_epoch)
-            return t.first_at - t.started
+            return t.first_seconds if t.first_seconds is not None else t.first_at - t.started
 
         rates = {}
         for kind, c in (("model", self.models), ("pair", self.pairs)):

@@ -165,7 +165,7 @@ def make_recorder_class():
         def on_trial_result(self, iteration, trials, trial, result, **info):
             # An epoch report (orchestrator/history.py: ``epoch``, no ``status``); the final report has a status.
             if isinstance(result, dict) and "status" not in result and isinstance(result.get("epoch"), (int, float)):
-                self.state.epoch_reported(trial.trial_id, int(result["epoch"]))
+                self.state.epoch_reported(trial.trial_id, int(result["epoch"]), result.get("epoch_seconds"))
 
         def on_trial_recover(self, iteration, trials, trial, **info):  # failed; Tune starts it again
             self._stop(trial)

@@ -18,7 +18,7 @@ import threading
 from orchestrator.state import EtaCountdown, KindCounts, SweepState
 
 TICK_S = 1.0  # the bar is redrawn at least this often on a terminal (the ETA counts down)
-STALE_S = 15.0  # no Tune callback for this long: the redraw thread ends (Tune's loop has gone; the next starts it)
+STALE_S = 5.0  # no Tune callback for this long: the redraw thread ends (Tune's loop has gone; the next starts it)
 BAR_FORMAT = "{percentage:3.0f}%|{bar:12}| {n_fmt}/{total_fmt} jobs · {desc}"
 BAR_FIXED = 38  # columns of BAR_FORMAT around {desc} (up to 99999/99999 jobs)
 
@@ -48,9 +48,9 @@ def _kind_compact(name: str, c: KindCounts) -> str:
     return f"{name} {c.finished}/{c.total} ({', '.join(extra)})"
 
 
-def eta_text(state: SweepState, seconds: float | None) -> str:
+def eta_text(seconds: float | None, work_left: bool) -> str:
     """"?" before anything is measured; "finishing" when the estimate has run out but jobs are left."""
-    if seconds is not None and seconds <= 0 and state.work_left():
+    if seconds is not None and seconds <= 0 and work_left:
         return "finishing"
     return format_seconds(seconds)
 
@@ -60,14 +60,17 @@ def status_line(state: SweepState, width: int | None = None, countdown: EtaCount
     ``countdown``: the ETA as shown live (counted down between estimates); None: estimated now."""
     now = state.clock()
     eta = countdown.read(state, now) if countdown is not None else state.eta_seconds(now)
-    return _fit(state, f"{format_seconds(now - state.started)} elapsed, ETA {eta_text(state, eta)}", width)
+    times = f"{format_seconds(now - state.started)} elapsed, ETA {eta_text(eta, state.work_left())}"
+    return _fit((_kind_summary("models", state.models), _kind_summary("pairs", state.pairs)),
+                (_kind_compact("models", state.models), _kind_compact("pairs", state.pairs)), times, width)
 
 
-def _fit(state: SweepState, times: str, width: int | None) -> str:
-    line = f"{_kind_summary('models', state.models)} | {_kind_summary('pairs', state.pairs)} | {times}"
+def _fit(full: tuple, compact: tuple, times: str, width: int | None) -> str:
+    """The full line (models | pairs | times), else the compact one, else its end (the ETA is kept)."""
+    line = f"{full[0]} | {full[1]} | {times}"
     if width is None or len(line) <= width:
         return line
-    line = f"{_kind_compact('models', state.models)} | {_kind_compact('pairs', state.pairs)} | {times}"
+    line = f"{compact[0]} | {compact[1]} | {times}"
     return line if len(line) <= width else line[-width:]
 
 
@@ -138,10 +141,14 @@ def make_progress(stream=None, tty: bool | None = None):
 
         def on_experiment_end(self, trials, **info):
             self._flush_events()
-            if self.view is not None:
-                self.view.close()
+            self.close()
             stream.write(status_line(self.state) + "\n")
             stream.flush()
+
+        def close(self) -> None:
+            """Stop drawing (run_sweep calls it after each experiment, also one that raised); idempotent."""
+            if self.view is not None:
+                self.view.close()
 
     return Progress
 
@@ -159,7 +166,7 @@ class TerminalView:
         self.countdown = EtaCountdown()
         self._lock = threading.RLock()  # one drawer at a time: tqdm's line is shared
         self._bar = None
-        self._counts = None  # (finished jobs, (models summary, pairs summary), (compact ones)), main thread's
+        self._counts = None  # (finished jobs, full summaries, compact ones, work left): update() reads them
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._touched = 0.0  # state.clock() of the last Tune callback
@@ -202,17 +209,11 @@ class TerminalView:
             if self._counts is None:  # closed, or no callback yet
                 return
             finished, full, compact, left = self._counts
-            eta = self.countdown.value(now)
-            eta = "finishing" if eta is not None and eta <= 0 and left else format_seconds(eta)
-            times = f"{format_seconds(now - self.state.started)} elapsed, ETA {eta}"
+            times = f"{format_seconds(now - self.state.started)} elapsed, ETA {eta_text(self.countdown.value(now), left)}"
             # The size shutil finds (COLUMNS, the terminal, else 160 x 20): tqdm's own reads a terminal of size 0
             # (a pseudo-terminal nobody sized, as under `script`) as -1 rows, and then draws nothing.
             columns, rows = shutil.get_terminal_size((160, 20))
-            width = columns - 1 - BAR_FIXED
-            text = f"{full[0]} | {full[1]} | {times}"
-            if len(text) > width:
-                text = f"{compact[0]} | {compact[1]} | {times}"
-                text = text if len(text) <= width else text[-max(20, width):]
+            text = _fit(full, compact, times, max(20, columns - 1 - BAR_FIXED))
             if self._bar is None:
                 from tqdm import tqdm
 

@@ -39,6 +39,7 @@ Stopping
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -78,6 +79,18 @@ class SweepSummary:
     plan_after: Plan
     state: SweepState
     resources: dict
+
+
+@contextlib.contextmanager
+def _closed_after(shown):
+    """The progress view closed after a Tune experiment even when it ends in an exception (Ctrl-C: Tune then
+    calls no on_experiment_end), so that no bar is left drawn, or redrawn, under the error."""
+    try:
+        yield
+    finally:
+        close = getattr(shown, "close", None)
+        if close is not None:
+            close()
 
 
 def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, progress=None,
@@ -128,8 +141,9 @@ def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, p
 
     recorder = Recorder(cfg, run_dir, run_id, state, faults)
     callbacks = [recorder]
-    if progress is not None:
-        callbacks.append(progress(state, recorder))
+    shown = progress(state, recorder) if progress is not None else None
+    if shown is not None:
+        callbacks.append(shown)
     callbacks += logger_callbacks(cfg.logging, cfg.name, run_dir)  # the config's (default: json) and `--log`'s
     stopper = make_stopper_class()(state)
     plan = plan_before
@@ -173,7 +187,7 @@ def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, p
                 ),
             )
             if not state.fatal:
-                with tune_settings(state.slots), tune_state_write_failures(state, run_dir):
+                with tune_settings(state.slots), tune_state_write_failures(state, run_dir), _closed_after(shown):
                     tuner.fit()
         except Exception as exc:  # Tune's own writes into RUN_DIR/tune fail the same way on a full disk
             problem = storage.storage_problem(exc)

@@ -243,13 +243,37 @@ def test_the_redraw_thread_counts_the_eta_down_while_tune_is_quiet(monkeypatch):
     progress = progress_module.make_progress(term)(state, Recorder())
     progress.on_step_end(0, [])
     assert "ETA 1m06s" in term.getvalue()
-    clock.t += 10
-    seen = threading.Event()
-    for _ in range(1000):
-        if "ETA 56s" in term.getvalue():
-            seen.set()
-            break
-        threading.Event().wait(0.01)
-    progress.view.close()
-    assert seen.is_set()
-    assert not any(t.name == "landscape-progress" and t.is_alive() for t in threading.enumerate())
+    clock.t += 3
+
+    def waited_for(condition) -> bool:
+        for _ in range(2000):
+            if condition():
+                return True
+            threading.Event().wait(0.01)
+        return False
+
+    assert waited_for(lambda: "ETA 1m03s" in term.getvalue())
+    # Tune quiet for longer than STALE_S (its loop ended in an exception, say): the thread ends by itself.
+    clock.t += progress_module.STALE_S + 1
+    assert waited_for(lambda: not progress.view._thread.is_alive())
+    assert "ETA 57s" not in term.getvalue()
+    progress.close()  # what run_sweep does after each experiment, also one that raised
+    assert progress.view._thread is None and progress.view._bar is None
+
+
+def test_the_view_is_closed_after_an_experiment_that_raised():
+    """Ctrl-C ends tuner.fit() without on_experiment_end: run_sweep closes the view itself (no bar left)."""
+    from orchestrator.sweep import _closed_after
+
+    closed = []
+
+    class Shown:
+        def close(self):
+            closed.append(True)
+
+    with pytest.raises(KeyboardInterrupt):
+        with _closed_after(Shown()):
+            raise KeyboardInterrupt
+    assert closed == [True]
+    with _closed_after(None):  # no progress view (the Python API's default)
+        pass

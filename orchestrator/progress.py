@@ -209,7 +209,8 @@ class TerminalView:
             if self._counts is None:  # closed, or no callback yet
                 return
             finished, full, compact, left = self._counts
-            times = f"{format_seconds(now - self.state.started)} elapsed, ETA {eta_text(self.countdown.value(now), left)}"
+            eta = eta_text(self.countdown.value(now), left)
+            times = f"{format_seconds(now - self.state.started)} elapsed, ETA {eta}"
             # The size shutil finds (COLUMNS, the terminal, else 160 x 20): tqdm's own reads a terminal of size 0
             # (a pseudo-terminal nobody sized, as under `script`) as -1 rows, and then draws nothing.
             columns, rows = shutil.get_terminal_size((160, 20))

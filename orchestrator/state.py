@@ -127,12 +127,12 @@ class SweepState:
         * Seconds per unit of cost (cost.job_costs: estimated seconds; only their ratios matter), per kind of
           job: the seconds the jobs finished in this run took, plus the projected total time of each running
           trial that has reported epochs, over the cost of those jobs. A running trial's projected total is
-          its time so far at its last report plus (epochs left) x (seconds per epoch): the time between its
-          first and last reports over the epochs between them, or, after one report, that epoch's seconds as
-          the worker measured them (its steps; else the time from the trial's start to the report, which
-          also holds the worker's start and data loading). So an ETA exists once the first running trial
-          reports its first epoch, long before a job finishes. Pairs report no epochs: until a pair has
-          finished they take the models' rate.
+          its time so far at its last report (from the start of its first epoch when the reports carry the
+          epochs' own seconds: the wait before it is mostly a Ray worker starting) plus (epochs left) x
+          (seconds per epoch): the time between its first and last reports over the epochs between them, or,
+          after one report, that epoch's seconds as the worker measured them (else the time from the trial's
+          start). So an ETA exists once the first running trial reports its first epoch, long before a job
+          finishes. Pairs report no epochs: until a pair has finished they take the models' rate.
         * Each running trial's time left: with epoch reports, (epochs left) x (seconds per epoch) minus the
           time since its last report; without, its members' cost x the rate minus its time so far; never
           below 0 (a trial past its estimate is taken to be finishing). A running key whose trial has no
@@ -161,13 +161,21 @@ class SweepState:
                 return (t.at - t.first_at) / (t.epoch - t.first_epoch)
             return t.first_seconds if t.first_seconds is not None else t.first_at - t.started
 
+        def worked(t: TrialClock) -> float:
+            # Its time up to its last report, less the wait before its first epoch when that is known: the
+            # start of a Ray worker (paid once per worker: later trials reuse it), which the finished jobs'
+            # seconds (measured in the worker) do not hold either.
+            if t.first_seconds is None:
+                return t.at - t.started
+            return (t.at - t.first_at) + t.first_seconds
+
         rates = {}
         for kind, c in (("model", self.models), ("pair", self.pairs)):
             seconds, units = sum(c.seconds.values()), sum(cost(k) for k in c.seconds)
             for trial_id, keys in running[kind]:
                 t = self.trials.get(trial_id)
                 if t is not None and t.at is not None and t.epochs:
-                    seconds += (t.at - t.started) + max(0, t.epochs - t.epoch) * per_epoch(t)
+                    seconds += worked(t) + max(0, t.epochs - t.epoch) * per_epoch(t)
                     units += sum(cost(k) for k in keys)
             if seconds > 0 and units > 0:
                 rates[kind] = seconds / units

@@ -54,19 +54,21 @@ def test_the_eta_is_known_from_the_first_epoch_report_before_any_job_finishes():
 
 
 def test_one_epoch_report_counts_the_epochs_own_seconds_when_the_worker_measured_them():
-    """The time from a trial's start to its first report also holds the worker's start and data loading:
-    projecting every epoch from it overestimated short jobs 3x (`landscape run smoke`)."""
+    """The time from a trial's start to its first report also holds a Ray worker's start (once per worker:
+    later trials reuse it): projecting every epoch from it, and counting it in the rate, put the first ETA of
+    `landscape run smoke` at 3x the time left."""
     clock = Clock()
     state = two_running_models(clock)
     clock.t += 4
     state.epoch_reported("a", 1, seconds=1.5)
-    # m0 projected: 4 + 9 x 1.5 = 17.5 s for cost 2 -> 8.75 per unit. Left: m0 13.5 s; m1 2 x 8.75 - 4 =
-    # 13.5 s; pending 3 units x 8.75.
-    assert state.eta_seconds() == pytest.approx((13.5 + 13.5 + 3 * 8.75) / 2)
+    # m0 projected from its first epoch's start: 1.5 + 9 x 1.5 = 15 s for cost 2 -> 7.5 per unit.
+    # Left: m0 9 x 1.5 = 13.5 s; m1 2 x 7.5 - 4 = 11 s; pending 3 units x 7.5.
+    assert state.eta_seconds() == pytest.approx((13.5 + 11 + 3 * 7.5) / 2)
     clock.t += 2
     state.epoch_reported("a", 2, seconds=1.5)  # from the second report on: the time between reports
     assert state.trials["a"].first_seconds == 1.5
-    assert state.eta_seconds() == pytest.approx((8 * 2 + max(0, 2 * (6 + 8 * 2) / 2 - 6) + 3 * 11) / 2)
+    # Projected: 2 + 1.5 + 8 x 2 = 19.5 s -> 9.75 per unit. Left: m0 16 s; m1 19.5 - 6 s; pending 3 x 9.75.
+    assert state.eta_seconds() == pytest.approx((16 + 13.5 + 3 * 9.75) / 2)
 
 
 def test_finished_jobs_and_running_trials_share_one_rate():
@@ -155,8 +157,8 @@ def test_the_recorder_feeds_the_trials_clocks_from_tunes_callbacks():
     clock.t += 3
     recorder.on_trial_result(0, [], Trial(), {"kind": "model", "key": keys[0], "epoch": 1, "models": 1,
                                               "epoch_seconds": 2.0})
-    # 3 s + 3 epochs x 2 s = 9 s for the first model; the second waits: 9 s more.
-    assert state.eta_seconds() == pytest.approx(6 + 9)
+    # Its first epoch 2 s + 3 epochs x 2 s = 8 s for the first model; the second waits: 8 s more.
+    assert state.eta_seconds() == pytest.approx(6 + 8)
     recorder.on_trial_result(0, [], Trial(), Trial.last_result)  # the final report: not an epoch
     assert state.trials["t0"].epoch == 1
     recorder.on_trial_complete(0, [], Trial())

@@ -86,6 +86,7 @@ class SweepState:
     fatal: str | None = None  # why the sweep must stop now (the run directory cannot be written)
     trials: dict = field(default_factory=dict)  # trial id -> TrialClock of the trials running now
     epoch_reports: int = 0  # epoch reports received: new information for the ETA (revision())
+    epoch_shares: dict = field(default_factory=dict)  # model key -> its cost's share of epochs (cost.epoch_shares)
 
     def __post_init__(self):
         if self.started is None:
@@ -124,30 +125,34 @@ class SweepState:
         """Seconds until the sweep ends, estimated at ``now`` (default: clock()); None while nothing has been
         measured (no job finished, no epoch reported). The model:
 
+        * A running trial that has reported epochs (model jobs, model cohorts) is projected: its epochs take
+          its time up to its last report plus (epochs left) x (seconds per epoch), the seconds per epoch
+          being the time between its first and last reports over the epochs between them, or, after one
+          report, that epoch's own seconds as the worker measured them (else the time since the trial
+          started). With the epochs' own seconds its time counts from the start of its first epoch: the
+          wait before is mostly a Ray worker starting, paid once per worker (later trials reuse it), and
+          not in the finished jobs' seconds either. The whole job takes its epochs' time over the share of
+          its estimated cost that is epochs (``epoch_shares``, cost.epoch_shares: the rest is its overhead,
+          evaluation and Hessian; 1 when unknown).
         * Seconds per unit of cost (cost.job_costs: estimated seconds; only their ratios matter), per kind of
-          job: the seconds the jobs finished in this run took, plus the projected total time of each running
-          trial that has reported epochs, over the cost of those jobs. A running trial's projected total is
-          its time so far at its last report (from the start of its first epoch when the reports carry the
-          epochs' own seconds: the wait before it is mostly a Ray worker starting) plus (epochs left) x
-          (seconds per epoch): the time between its first and last reports over the epochs between them, or,
-          after one report, that epoch's seconds as the worker measured them (else the time from the trial's
-          start). So an ETA exists once the first running trial reports its first epoch, long before a job
-          finishes. Pairs report no epochs: until a pair has finished they take the models' rate.
-        * Each running trial's time left: with epoch reports, (epochs left) x (seconds per epoch) minus the
-          time since its last report; without, its members' cost x the rate minus its time so far; never
-          below 0 (a trial past its estimate is taken to be finishing). A running key whose trial has no
-          start time (the state was filled by hand) counts half its cost x the rate.
+          job: the seconds the jobs finished in this run took plus the projected totals of the running
+          trials, over their estimated cost. So an ETA exists once the first running trial reports its first
+          epoch, long before a job finishes. Pairs report no epochs: until a pair has finished they take
+          the models' rate.
+        * Each running trial's time left: projected, its projected total less its time at its last report,
+          less the time since that report; not projected, its members' cost x the rate less its time so
+          far; never below 0 (a trial past its estimate is taken to be finishing). A running key whose
+          trial has no clock (a state filled by hand, benchmarks/eta.py) counts half its cost x the rate.
         * The jobs not started: their cost x the rate, run on ``slots`` trials at once.
         * ETA = the larger of the longest trial left and (the time left of the running trials + the pending
           jobs' time) / slots.
 
         Weighting by cost matters because the longest jobs run first: the mean time of the first jobs
-        times the number left overestimated a sweep 2-4x. What is not modelled: the time a model job spends
-        after its last epoch (evaluation, Hessian, writing), which its epochs do not show until it finishes.
+        times the number left overestimated a sweep 2-4x.
         """
         now = self.clock() if now is None else now
         cost = lambda key: self.costs.get(key, 1.0)  # noqa: E731
-        running = {}  # kind -> [(trial id or None, [keys of the trial not finished yet])]
+        running = {}  # kind -> [(trial id, its keys not finished yet)]
         for kind, c in (("model", self.models), ("pair", self.pairs)):
             finished = c.before | set(c.outcome)
             by_trial: dict = {}
@@ -156,26 +161,19 @@ class SweepState:
                     by_trial.setdefault(entry[0] if isinstance(entry, tuple) else entry, []).append(key)
             running[kind] = list(by_trial.items())
 
-        def per_epoch(t: TrialClock) -> float:
-            if t.epoch > t.first_epoch:
-                return (t.at - t.first_at) / (t.epoch - t.first_epoch)
-            return t.first_seconds if t.first_seconds is not None else t.first_at - t.started
-
-        def worked(t: TrialClock) -> float:
-            # Its time up to its last report, less the wait before its first epoch when that is known: the
-            # start of a Ray worker (paid once per worker: later trials reuse it), which the finished jobs'
-            # seconds (measured in the worker) do not hold either.
-            if t.first_seconds is None:
-                return t.at - t.started
-            return (t.at - t.first_at) + t.first_seconds
-
+        projected = {}  # trial id -> (its projected total seconds, its seconds up to its last report)
+        for trial_id, keys in running["model"]:
+            t = self.trials.get(trial_id)
+            if t is not None and t.at is not None and t.epochs:
+                units = sum(cost(k) for k in keys)
+                share = sum(cost(k) * self.epoch_shares.get(k, 1.0) for k in keys) / units if units else 1.0
+                projected[trial_id] = _projection(t, share)
         rates = {}
         for kind, c in (("model", self.models), ("pair", self.pairs)):
             seconds, units = sum(c.seconds.values()), sum(cost(k) for k in c.seconds)
             for trial_id, keys in running[kind]:
-                t = self.trials.get(trial_id)
-                if t is not None and t.at is not None and t.epochs:
-                    seconds += worked(t) + max(0, t.epochs - t.epoch) * per_epoch(t)
+                if trial_id in projected:
+                    seconds += projected[trial_id][0]
                     units += sum(cost(k) for k in keys)
             if seconds > 0 and units > 0:
                 rates[kind] = seconds / units
@@ -191,14 +189,27 @@ class SweepState:
                 t = self.trials.get(trial_id)
                 if t is None:
                     trial_left.append(0.5 * rate * sum(cost(k) for k in keys))
-                elif t.at is not None and t.epochs:
-                    trial_left.append(max(0.0, max(0, t.epochs - t.epoch) * per_epoch(t) - (now - t.at)))
+                elif trial_id in projected:
+                    total, done = projected[trial_id]
+                    trial_left.append(max(0.0, total - done - (now - t.at)))
                 else:
                     trial_left.append(max(0.0, rate * sum(cost(k) for k in keys) - (now - t.started)))
         return max(max(trial_left, default=0.0), (sum(trial_left) + pending) / max(1, self.slots))
 
     def work_left(self) -> bool:
         return any(c.finished < c.total for c in (self.models, self.pairs))
+
+
+def _projection(t: TrialClock, share: float) -> tuple[float, float]:
+    """(projected total seconds, seconds up to its last report) of a trial that reported epochs, whose epochs
+    are ``share`` of its work (SweepState.eta_seconds)."""
+    if t.epoch > t.first_epoch:
+        per_epoch = (t.at - t.first_at) / (t.epoch - t.first_epoch)
+    else:
+        per_epoch = t.first_seconds if t.first_seconds is not None else t.first_at - t.started
+    done = t.at - t.started if t.first_seconds is None else (t.at - t.first_at) + t.first_seconds
+    epochs = done + max(0, t.epochs - t.epoch) * per_epoch
+    return epochs / max(share, 1e-3), done
 
 
 class EtaCountdown:

@@ -50,7 +50,7 @@ from analysis.tables import join
 from orchestrator import faults as fault_hook
 from orchestrator import storage
 from orchestrator.config import SweepConfig
-from orchestrator.cost import job_costs
+from orchestrator.cost import epoch_shares, job_costs
 from orchestrator.faults import FAULT_INJECT_ENV
 from orchestrator.jobs import JobContext, job_key, mkey, pkey
 from orchestrator.loggers import logger_callbacks
@@ -112,7 +112,8 @@ def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, p
     cfg = cfg.with_gpus_available(bool(resources.get("cluster", {}).get("gpu_available")))
     config_hash = cfg.config_hash()
     plan_before = plan if plan is not None else make_plan(cfg, run_dir)
-    state = SweepState(slots=concurrent_slots(cfg, resources), costs=job_costs(cfg))
+    state = SweepState(slots=concurrent_slots(cfg, resources), costs=job_costs(cfg, plan_before.facts),
+                       epoch_shares=epoch_shares(cfg, plan_before.facts))
     state.models.keys = [mkey(cfg, *k) for k in cfg.model_keys()]
     state.pairs.keys = [pkey(cfg, *k) for k in cfg.pair_keys()]
     if scope is not None:

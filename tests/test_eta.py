@@ -99,6 +99,32 @@ def test_a_resumed_trial_and_a_cohort_trial():
     assert state.eta_seconds() == pytest.approx(30)
 
 
+def test_a_running_jobs_epochs_are_scaled_to_the_whole_job_by_their_share_of_its_cost():
+    """A job also evaluates its model and measures its Hessian after its epochs: on `landscape run smoke`
+    the epochs are 10-45 % of a job, and the ETA from the epochs alone was 7x short."""
+    clock = Clock()
+    state = SweepState(slots=1, clock=clock, costs={"m0": 2.0, "m1": 2.0}, epoch_shares={"m0": 0.5, "m1": 0.5})
+    state.models.keys = ["m0", "m1"]
+    state.trial_started("a", epochs=4)
+    state.models.live["a"] = "m0"
+    clock.t += 3
+    state.epoch_reported("a", 1, seconds=2.0)
+    # Epochs: 2 + 3 x 2 = 8 s, half of the job: 16 s for cost 2 -> 8 per unit. Left: m0 16 - 2 = 14 s
+    # (its rest of the epochs and everything after them), m1 2 x 8 = 16 s, on one slot.
+    assert state.eta_seconds() == pytest.approx(14 + 16)
+    clock.t += 20  # past its estimate: m0 is finishing
+    assert state.eta_seconds() == pytest.approx(16)
+
+
+def test_the_epochs_share_of_a_job_grows_with_its_epochs():
+    from orchestrator.config import load_config
+    from orchestrator.cost import epoch_shares
+
+    few, many = epoch_shares(load_config("smoke")), epoch_shares(load_config("smoke", ["training.epochs=30"]))
+    assert few.keys() == many.keys() and len(few) == 8
+    assert all(0 < few[k] < many[k] < 1 for k in few)
+
+
 def test_the_longest_trial_bounds_the_eta_from_below():
     clock = Clock()
     state = SweepState(slots=4, clock=clock, costs={"m0": 1.0})

@@ -4,8 +4,9 @@
 
 Every row records when its job finished and how long it took, so the moment each job started and ended
 is known. At each job's end the script computes what the progress view would have shown then:
-  * "weighted" (today's SweepState.eta_seconds): the estimated cost of the jobs not finished (running ones
-    at half their cost), times the seconds per unit of cost measured on the jobs finished, over the slots;
+  * "weighted" (SweepState.eta_seconds without its running trials' epoch reports, which the tables do not
+    keep): the estimated cost of the jobs not finished (running ones at half their cost), times the seconds
+    per unit of cost measured on the jobs finished, over the slots;
   * "mean" (the ETA before issue #11): the mean time of the finished model jobs times the model jobs left,
     half of it per pair job left, over the slots;
 and compares both with the time the sweep really still took (its last job's end minus that moment).

@@ -35,6 +35,19 @@ def job_costs(cfg: SweepConfig, facts=None) -> dict[str, float]:
     return out
 
 
+def epoch_shares(cfg: SweepConfig, facts=None) -> dict[str, float]:
+    """Model job key -> the share of its estimated cost that is its epochs of training (the rest: the job's
+    overhead, its evaluation and Hessian). The ETA scales the epochs a running job reports by it to the whole
+    job. Empty when the model cannot be sized (the ETA then takes the epochs for the whole job)."""
+    try:
+        model_cost = _cost_model(cfg, facts)[0]
+        shares = {(lv, tv): model_cost(lv, tv, epochs_only=True) / model_cost(lv, tv)
+                  for lv in cfg.load.values for tv in cfg.temperature.values}
+    except Exception:  # an estimate: never fail a sweep over it
+        return {}
+    return {mkey(cfg, lv, tv, s): shares[(lv, tv)] for lv, tv, s in cfg.model_keys()}
+
+
 # The cost model: seconds at an assumed sustained rate. Wrong in absolute terms on any machine; what it must
 # get roughly right is how jobs of one sweep compare (a wide model at batch 16 against a narrow one at 1024).
 # Fitted to the 144 jobs of a `landscape run demo` on this project's 2-core CPU (docs/benchmarks.md, "Measurements
@@ -60,8 +73,9 @@ def cohort_cost(cfg: SweepConfig, stage: str, facts=None):
 
 
 def _cost_model(cfg: SweepConfig, facts=None):
-    """(model_cost(lv, tv, members=1), pair_cost(lv, tv, members=1)) for the cells of ``cfg``, in estimated
-    seconds; members > 1: a cohort of that many members of the cell (the per-step overhead counted once).
+    """(model_cost(lv, tv, members=1, epochs_only=False), pair_cost(lv, tv, members=1)) for the cells of
+    ``cfg``, in estimated seconds; members > 1: a cohort of that many members of the cell (the per-step
+    overhead counted once); epochs_only: the model's epochs of training alone.
     ``facts``: a run_facts.RunFacts (None: measured from the config's code)."""
     if facts is None:
         from orchestrator.run_facts import measure
@@ -81,11 +95,13 @@ def _cost_model(cfg: SweepConfig, facts=None):
     def evaluation(n: int, p: int) -> float:  # train and test set (~1.25 n), forward only
         return 2.0 * 1.25 * n * p / FLOPS_PER_SECOND
 
-    def model_cost(lv, tv, members: int = 1):
+    def model_cost(lv, tv, members: int = 1, epochs_only: bool = False):
         n, batch, p = cell(lv, tv)
+        epochs = sgd(cfg.training.epochs, n, batch, p, members=members)
+        if epochs_only:
+            return epochs
         hessian = HESSIAN_PRODUCTS * 12.0 * min(m.hessian.samples, n) * p / FLOPS_PER_SECOND
-        return (JOB_OVERHEAD_S + sgd(cfg.training.epochs, n, batch, p, members=members)
-                + members * (evaluation(n, p) + hessian))
+        return JOB_OVERHEAD_S + epochs + members * (evaluation(n, p) + hessian)
 
     def pair_cost(lv, tv, members: int = 1):
         n, _, p = cell(lv, tv)

@@ -39,6 +39,7 @@ Stopping
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -49,7 +50,7 @@ from analysis.tables import join
 from orchestrator import faults as fault_hook
 from orchestrator import storage
 from orchestrator.config import SweepConfig
-from orchestrator.cost import job_costs
+from orchestrator.cost import epoch_shares, job_costs
 from orchestrator.faults import FAULT_INJECT_ENV
 from orchestrator.jobs import JobContext, job_key, mkey, pkey
 from orchestrator.loggers import logger_callbacks
@@ -80,6 +81,18 @@ class SweepSummary:
     resources: dict
 
 
+@contextlib.contextmanager
+def _closed_after(shown):
+    """The progress view closed after a Tune experiment even when it ends in an exception (Ctrl-C: Tune then
+    calls no on_experiment_end), so that no bar is left drawn, or redrawn, under the error."""
+    try:
+        yield
+    finally:
+        close = getattr(shown, "close", None)
+        if close is not None:
+            close()
+
+
 def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, progress=None,
               max_rounds: int = 3, plan: Plan | None = None, scope: tuple[set, set] | None = None) -> SweepSummary:
     """Run every job the tables say is missing; Ray must be initialised and resources checked.
@@ -99,7 +112,8 @@ def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, p
     cfg = cfg.with_gpus_available(bool(resources.get("cluster", {}).get("gpu_available")))
     config_hash = cfg.config_hash()
     plan_before = plan if plan is not None else make_plan(cfg, run_dir)
-    state = SweepState(slots=concurrent_slots(cfg, resources), costs=job_costs(cfg))
+    state = SweepState(slots=concurrent_slots(cfg, resources), costs=job_costs(cfg, plan_before.facts),
+                       epoch_shares=epoch_shares(cfg, plan_before.facts))
     state.models.keys = [mkey(cfg, *k) for k in cfg.model_keys()]
     state.pairs.keys = [pkey(cfg, *k) for k in cfg.pair_keys()]
     if scope is not None:
@@ -128,8 +142,9 @@ def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, p
 
     recorder = Recorder(cfg, run_dir, run_id, state, faults)
     callbacks = [recorder]
-    if progress is not None:
-        callbacks.append(progress(state, recorder))
+    shown = progress(state, recorder) if progress is not None else None
+    if shown is not None:
+        callbacks.append(shown)
     callbacks += logger_callbacks(cfg.logging, cfg.name, run_dir)  # the config's (default: json) and `--log`'s
     stopper = make_stopper_class()(state)
     plan = plan_before
@@ -173,7 +188,7 @@ def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, p
                 ),
             )
             if not state.fatal:
-                with tune_settings(state.slots), tune_state_write_failures(state, run_dir):
+                with tune_settings(state.slots), tune_state_write_failures(state, run_dir), _closed_after(shown):
                     tuner.fit()
         except Exception as exc:  # Tune's own writes into RUN_DIR/tune fail the same way on a full disk
             problem = storage.storage_problem(exc)

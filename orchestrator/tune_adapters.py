@@ -150,14 +150,22 @@ def make_recorder_class():
                 live[trial.trial_id] = keys[0]
             else:
                 live.update({(trial.trial_id, i): key for i, key in enumerate(keys)})
+            # Its clock, for the ETA: a model (or model cohort) trial reports each of its epochs.
+            self.state.trial_started(trial.trial_id, self.cfg.training.epochs if stage(trial.config) == "model" else 0)
 
         def _stop(self, trial) -> None:
             live = self.state.counts(stage(trial.config)).live
             for entry in [e for e in live if e == trial.trial_id or (isinstance(e, tuple) and e[0] == trial.trial_id)]:
                 live.pop(entry, None)
+            self.state.trial_stopped(trial.trial_id)
 
         def on_trial_start(self, iteration, trials, trial, **info):
             self._start(trial)
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            # An epoch report (orchestrator/history.py: ``epoch``, no ``status``); the final report has a status.
+            if isinstance(result, dict) and "status" not in result and isinstance(result.get("epoch"), (int, float)):
+                self.state.epoch_reported(trial.trial_id, int(result["epoch"]), result.get("epoch_seconds"))
 
         def on_trial_recover(self, iteration, trials, trial, **info):  # failed; Tune starts it again
             self._stop(trial)
@@ -214,6 +222,7 @@ def make_recorder_class():
         def on_experiment_end(self, trials, **info):
             for counts in (self.state.models, self.state.pairs):
                 counts.live.clear()  # trials stopped with the experiment are not running any more
+            self.state.trials.clear()
 
     return JobRecorder
 

@@ -209,7 +209,7 @@ def test_progress_lines_and_status_line():
 
     from orchestrator.progress import format_seconds, make_progress, status_line
 
-    state = SweepState(slots=2)
+    state = SweepState(slots=2, clock=lambda: 50.0)  # a clock that stands still: the ETA does not count down
     state.models.keys = [f"m{i}" for i in range(4)]
     state.pairs.keys = ["p0", "p1"]
     state.models.outcome = {"m0": "ok", "m1": "ok"}
@@ -243,9 +243,12 @@ def test_progress_lines_and_status_line():
     term = io.StringIO()
     progress = make_progress(term, tty=True)(state, Recorder())
     progress.on_step_end(0, [])
+    progress.view.close()
     text = term.getvalue()
-    # Each finished job scrolls above the status line, which is redrawn in place (no newline).
-    assert text.count("\r\x1b[K") == 4 and text.count("\n") == 3 and text.endswith(eta)
+    # Each finished job scrolls above the bar (tqdm), which is redrawn in place (no newline) with the counts.
+    assert text.count("\n") == 3 and "model width=8__batch_size=32__seed=1 ok in 1m07s" in text
+    bar = [part for part in text.split("\r") if " jobs · " in part][-1]  # its last drawing
+    assert "| 2/6 jobs · models 2/4 (1 running) | pairs 0/2 (0 running) |" in bar and bar.endswith(eta)
 
 
 def test_counts_never_exceed_the_grid_and_nothing_runs_after_the_end():

@@ -10,6 +10,7 @@ systems so that every node of a cluster reaches the same files.
     RUN_DIR/analysis/                what `landscape analyze` writes (phase_rules.json is read back by resume)
     RUN_DIR/quarantine/...           parts and files that a repair moved aside instead of deleting
     RUN_DIR/.lock                    held by the process running the sweep (an flock locally, a lease on URIs)
+    RUN_DIR/.lock-holder.json        locally: the holder's pid and start (orchestrator/runlock.py)
     RUN_DIR/.local-ray.json          written by older versions; deleted unread (the local Ray a run starts is
                                      recorded outside the run dir: orchestrator/ray_leftovers.py)
 
@@ -17,7 +18,7 @@ The rule: every file read from a run directory is loaded without executing code.
 (buckets, group folders), so anyone who can write one must not be able to run code in the process that
 reads it. Each reader, and why it cannot execute anything:
     config.yaml          yaml.SafeLoader (orchestrator/config.py parse_yaml): plain YAML types only, no tags
-    run.json, .lock, analysis/phase_rules.json, provenance.json    json.loads
+    run.json, .lock, .lock-holder.json, analysis/phase_rules.json, provenance.json    json.loads
     tables/*.parquet     pyarrow (analysis/tables.py): columns cast to our schema; no pandas metadata and no
                          Python extension types are used (pyarrow >= 14.0.1 never unpickles them)
     models/*.pt, checkpoints/*.pt    torch.load(..., weights_only=True): tensors, containers and primitives

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import contextlib
 import io
 import json
 import os
@@ -86,6 +87,18 @@ def storage_problem(exc: BaseException) -> str | None:
             return f"{exc.strerror or os.strerror(exc.errno)}{where}"
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+@contextlib.contextmanager
+def writing(uri: str):
+    """Around a write into the run directory: a write error no retry fixes (full, read-only, no permission:
+    STORAGE_ERRNOS) becomes StorageFullError naming ``uri``, which stops the sweep."""
+    try:
+        yield
+    except OSError as exc:
+        if storage_problem(exc) is None:
+            raise
+        raise StorageFullError(f"cannot write {uri}: {exc.strerror or os.strerror(exc.errno)}") from None
 
 
 def is_uri(path: str) -> bool:

@@ -16,12 +16,10 @@ from __future__ import annotations
 import time
 
 from analysis.tables import RunTables
-from orchestrator import faults as fault_hook
-from orchestrator import storage
+from orchestrator import fault_hook, storage
 from orchestrator.cells import cell_spec
 from orchestrator.cohorts import cohort_id
 from orchestrator.config import SweepConfig
-from orchestrator.faults import writing
 from orchestrator.history import epoch_reporter, write_curve_history, write_history
 from orchestrator.jobs import DONE_MODEL, DONE_PAIR, JobContext, mkey, pair_job, pkey
 from orchestrator.provenance import provenance
@@ -69,19 +67,16 @@ def run_model_cohort(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
     notes = []
     resume_state, note = storage.load_checkpoint(ckpt) if cfg.training.checkpoint_every else (None, None)
     notes += [note] if note else []
-    faults = fault_hook.load(context.faults)
     resumed = resume_state.get("epoch") if isinstance(resume_state, dict) else None
     for key in keys:
-        fault_hook.log_attempt(faults, key, resumed)
-    for key in keys:
-        fault_hook.inject(faults, key)
+        fault_hook.attempt(key, resumed)
     checkpoint_fn = None
     if cfg.training.checkpoint_every:
         def checkpoint_fn(state):
-            with writing(ckpt):
+            with storage.writing(ckpt):
                 storage.save_state(ckpt, state)
             for k in keys:
-                fault_hook.inject(faults, k, state["epoch"])
+                fault_hook.point(k, state["epoch"])
     execution = _execution(cfg)
     # Per epoch: the mean over the members still training, and each one's own numbers under its label.
     label_of = dict(zip((mkey(cfg, *m) for m in job["members"]), member_labels(cfg, job)))
@@ -101,14 +96,16 @@ def run_model_cohort(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
     node = _node_id()
     for spec, key, outcome in zip(specs, keys, outcomes):
         # Before the models row, which marks the model as done: a done model always has its history.
-        write_history(tables, key, prov, spec.cell.keys(), int(spec.seed), outcome.history, faults)
+        write_history(tables, key, prov, spec.cell.keys(), int(spec.seed), outcome.history)
         row = {**prov, **outcome.row, "node_id": node, "device": device, "cohort": cohort}
         weights = storage.model_uri(context.run_dir, key)
         if outcome.state_dict is not None:
-            with writing(weights, faults, key):
+            with storage.writing(weights):
+                fault_hook.write_point(key)
                 row["weights_sha256"] = storage.save_state(weights, outcome.state_dict)
             row["model_uri"] = weights
-        with writing(tables.part_uri("models", key), faults, key):
+        with storage.writing(tables.part_uri("models", key)):
+            fault_hook.write_point(key)
             tables.write_part("models", key, [row], added=spec.cell.added_metrics)
         results.append({"key": key, "status": row["status"], "skipped": False, "wall_seconds": row["wall_seconds"],
                         **final_values("model", row), "error": row.get("error"), "note": "; ".join(notes) or None,
@@ -125,7 +122,6 @@ def run_pair_cohort(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
 
     started = time.perf_counter()
     tables = RunTables(context.run_dir)
-    faults = fault_hook.load(context.faults)
     results, todo = [], []
     for lv, tv, a, b in job["members"]:
         key = pkey(cfg, lv, tv, a, b)
@@ -136,9 +132,7 @@ def run_pair_cohort(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
         else:
             todo.append((lv, tv, int(a), int(b), key))
     for *_, key in todo:
-        fault_hook.log_attempt(faults, key, None)
-    for *_, key in todo:
-        fault_hook.inject(faults, key)
+        fault_hook.attempt(key)
     loaded: dict = {}  # model key -> weights (each model once, though it ends several pairs)
     ready = []
     for lv, tv, a, b, key in todo:
@@ -152,8 +146,7 @@ def run_pair_cohort(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
             ready.append((lv, tv, a, b, key, tuple(states)))
         except storage.RunDirError as exc:
             # As a pair job: failed for now; the next round (or a resume) retrains the model and measures it.
-            write_unmeasured_pair(cfg, context.run_dir, context.run_id, pair_job(lv, tv, a, b), "failed", str(exc),
-                                  faults=faults)
+            write_unmeasured_pair(cfg, context.run_dir, context.run_id, pair_job(lv, tv, a, b), "failed", str(exc))
             results.append({"key": key, "status": "failed", "skipped": False, "error": str(exc),
                             "wall_seconds": 0.0})
     if not ready:
@@ -165,14 +158,16 @@ def run_pair_cohort(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
     prov = provenance(context.run_id, context.config_hash)
     node = _node_id()
     for (lv, tv, a, b, key, _), outcome in zip(ready, outcomes):
-        with writing(tables.part_uri("curves", key), faults, key):
+        with storage.writing(tables.part_uri("curves", key)):
+            fault_hook.write_point(key)
             if outcome.curve_rows:
                 tables.write_part("curves", key, [{**prov, **r} for r in outcome.curve_rows])
             else:
                 tables.delete_part("curves", key)
-        write_curve_history(tables, key, prov, outcome.history_rows, faults)
+        write_curve_history(tables, key, prov, outcome.history_rows)
         row = {**prov, **outcome.row, "node_id": node, "device": device, "cohort": cohort}
-        with writing(tables.part_uri("pairs", key), faults, key):  # last: it marks the pair done
+        with storage.writing(tables.part_uri("pairs", key)):  # last: it marks the pair done
+            fault_hook.write_point(key)
             tables.write_part("pairs", key, [row])
         results.append({"key": key, "status": row["status"], "skipped": False, "wall_seconds": row["wall_seconds"],
                         **final_values("pair", row), "error": row.get("error"), "cohort": cohort,

@@ -248,7 +248,7 @@ def _check_out_dir(cfg, run_dir: str) -> None:
     # What a `landscape` starting there at this moment may have made already: its lock, its Ray note, the
     # temporary file of a write under way.
     entries = [e for e in storage.list_entries(run_dir)
-               if e not in (".lock", LOCAL_RAY_NOTE) and not storage.is_temporary_name(e)]
+               if e not in (".lock", ".lock-holder.json", LOCAL_RAY_NOTE) and not storage.is_temporary_name(e)]
     if not entries:
         return
     what = ", ".join(entries[:3]) + (" ..." if len(entries) > 3 else "")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 
 from analysis.tables import RunTables
-from orchestrator.faults import writing
+from orchestrator import fault_hook, storage
 
 # The Tune result keys of an epoch report, from the history entries' columns. Prefixed with epoch_ so that
 # they never mean the same as the final report's train_loss / test_acc (the full-set measurements).
@@ -61,25 +61,26 @@ def epoch_reporter(key: str, labels: list[str] | None = None):
     return report
 
 
-def write_history(tables: RunTables, key: str, prov: dict, keys: dict, seed: int, history: list[dict],
-                  faults: dict | None = None) -> None:
+def write_history(tables: RunTables, key: str, prov: dict, keys: dict, seed: int, history: list[dict]) -> None:
     """Write (or replace) the ``history`` part of model ``key``: prov (orchestrator.provenance) and the model's
     cell keys (CellSpec.keys()) and seed on every row, one row per entry of ``history`` (TrainResult.history or
     a cohort member's). A model without a completed epoch has no part (an older one is removed)."""
     from workloads.experiment import history_rows
 
     rows = [{**prov, **row} for row in history_rows(keys, seed, history)]
-    with writing(tables.part_uri("history", key), faults, key):
+    with storage.writing(tables.part_uri("history", key)):
+        fault_hook.write_point(key)
         if rows:
             tables.write_part("history", key, rows)
         else:
             tables.delete_part("history", key)
 
 
-def write_curve_history(tables: RunTables, key: str, prov: dict, rows: list[dict], faults: dict | None = None) -> None:
+def write_curve_history(tables: RunTables, key: str, prov: dict, rows: list[dict]) -> None:
     """Write (or replace) the ``curve_history`` part of pair ``key`` (PairOutcome.history_rows, prov added); a pair
     without a completed curve epoch has none (an older one is removed)."""
-    with writing(tables.part_uri("curve_history", key), faults, key):
+    with storage.writing(tables.part_uri("curve_history", key)):
+        fault_hook.write_point(key)
         if rows:
             tables.write_part("curve_history", key, [{**prov, **row} for row in rows])
         else:

@@ -88,5 +88,5 @@ class JobContext:
     run_dir: str
     run_id: str
     config_hash: str
-    faults: str | None = None  # testing hook only: see FAULT_INJECT_ENV
+    faults: str | None = None  # tests only: the fault file's path (orchestrator/fault_hook.py)
 

@@ -7,7 +7,7 @@ import os
 from datetime import datetime, timezone
 
 from analysis.tables import RunTables
-from orchestrator.faults import writing
+from orchestrator import fault_hook, storage
 from orchestrator.jobs import mkey, pkey
 from orchestrator.provenance import provenance
 from workloads.settings import MC_ON
@@ -17,7 +17,7 @@ def _utcnow():
     return datetime.now(timezone.utc)
 
 
-def write_failed_model(cfg, run_dir, run_id, job, error: str, *, faults: dict | None = None) -> None:
+def write_failed_model(cfg, run_dir, run_id, job, error: str) -> None:
     """The row of a model job that kept failing; StorageFullError when the run directory cannot be written."""
     lv, tv, seed = job["load"], job["temperature"], job["seed"]
     row = {**provenance(run_id, cfg.config_hash()), "load_name": cfg.load.name, "load_value": float(lv),
@@ -25,11 +25,12 @@ def write_failed_model(cfg, run_dir, run_id, job, error: str, *, faults: dict | 
            "status": "failed", "error": error, "finished_at": _utcnow(), "hessian_backend": cfg.metrics.hessian.backend}
     key = mkey(cfg, lv, tv, seed)
     tables = RunTables(run_dir)
-    with writing(tables.part_uri("models", key), faults, key):
+    with storage.writing(tables.part_uri("models", key)):
+        fault_hook.write_point(key)
         tables.write_part("models", key, [row])
 
 
-def write_unmeasured_pair(cfg, run_dir, run_id, job, status: str, error: str, *, faults: dict | None = None) -> None:
+def write_unmeasured_pair(cfg, run_dir, run_id, job, status: str, error: str) -> None:
     """A pair that cannot be measured (an endpoint diverged or failed, or the job failed); StorageFullError
     when the run directory cannot be written."""
     lv, tv, a, b = job["load"], job["temperature"], job["seed_a"], job["seed_b"]
@@ -44,7 +45,8 @@ def write_unmeasured_pair(cfg, run_dir, run_id, job, status: str, error: str, *,
            "mc_unit": MC_ON[c.mc_on], "started_at": now, "finished_at": now}
     tables = RunTables(run_dir)
     key = pkey(cfg, lv, tv, a, b)
-    with writing(tables.part_uri("pairs", key), faults, key):
+    with storage.writing(tables.part_uri("pairs", key)):
+        fault_hook.write_point(key)
         tables.delete_part("curves", key)
         tables.delete_part("curve_history", key)
         tables.write_part("pairs", key, [row])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import socket
@@ -10,6 +9,8 @@ import threading
 import time
 import uuid
 from datetime import datetime, timezone
+
+import filelock
 
 from orchestrator import storage
 from orchestrator.storage import RunDirError
@@ -55,10 +56,45 @@ def _describe_lease(lease: dict) -> str:
     return f"pid {lease.get('pid')} on {lease.get('host')} since {lease.get('since')}, renewed {age:.0f} s ago"
 
 
+def _file_lock(run_dir: str) -> filelock.FileLock:
+    """The local run dir's lock: an flock on RUN_DIR/.lock (the OS releases it when its process dies).
+
+    Non-blocking (timeout=0: a held lock raises filelock.Timeout at once). Not a singleton and not thread-local:
+    each instance has its own descriptor, so a second instance in the same process (lock_holder's probe, a
+    second RunLock) is refused like another process would be, and a lock taken in one thread can be released
+    in another. filelock opens the file with O_NOFOLLOW, so a symlink planted at RUN_DIR/.lock is refused
+    (ELOOP), never followed to a file elsewhere.
+    """
+    return filelock.FileLock(os.path.join(run_dir, ".lock"), timeout=0, thread_local=False, is_singleton=False)
+
+
+def _holder_path(run_dir: str) -> str:
+    # Beside the lock file, not in it: filelock may truncate the lock file when it opens it, probes included.
+    return os.path.join(run_dir, ".lock-holder.json")
+
+
+def _read_holder(run_dir: str) -> str:
+    """"pid N since ..." of the lock's holder, or "" when its record is missing or unreadable (a holder writes it
+    just after taking the lock; read through storage's checks: a regular file, no symlink, bounded)."""
+    try:
+        holder = json.loads(storage.read_bytes(_holder_path(run_dir)).decode())
+        return f"pid {int(holder['pid'])} since {str(holder['since'])[:40]}"
+    except (OSError, ValueError, TypeError, KeyError):
+        return ""
+
+
+def _unusable_lock_file(run_dir: str, exc: OSError) -> str:
+    path = os.path.join(run_dir, ".lock")
+    if os.path.islink(path):
+        return f"{path} is a symlink, which a run directory's lock never is; delete it, then run again"
+    return f"cannot take the lock {path}: {exc.strerror or exc}; check that the run directory is writable"
+
+
 class RunLock:
     """An exclusive lock on a run dir, so two sweeps never write one run.
 
-    A local run dir gets an flock on ``RUN_DIR/.lock`` (released by the OS when the process dies). A URI run
+    A local run dir gets an flock on ``RUN_DIR/.lock`` through filelock (released by the OS when the process
+    dies), its holder's pid and start in ``RUN_DIR/.lock-holder.json`` (deleted on release). A URI run
     dir (s3://...) gets a lease: ``RUN_DIR/.lock`` holds the holder's pid, host and last renewal, renewed
     every RENEW_SECONDS by a thread; another process refuses the run dir while the lease is live and takes
     it over once it is LEASE_SECONDS old. Object stores have no atomic create here, so two processes
@@ -68,7 +104,7 @@ class RunLock:
 
     def __init__(self, run_dir: str):
         self.run_dir = run_dir
-        self._fd = None
+        self._file_lock: filelock.FileLock | None = None
         self._token = None
         self._stop = None
         self._thread = None
@@ -120,37 +156,39 @@ class RunLock:
     def acquire(self) -> "RunLock":
         if storage.is_uri(self.run_dir):
             return self._acquire_lease()
-        import fcntl
-
         os.makedirs(self.run_dir, exist_ok=True)
-        path = os.path.join(self.run_dir, ".lock")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        lock = _file_lock(self.run_dir)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock.acquire()
+        except filelock.Timeout:
+            holder = _read_holder(self.run_dir)
+            raise RunDirError(
+                f"run directory {self.run_dir} is in use by another landscape process"
+                f"{' (' + holder + ')' if holder else ''}; wait for it to finish or stop it, "
+                f"then `landscape resume {self.run_dir}`"
+            ) from None
         except OSError as exc:
-            holder = ""
-            try:
-                holder = os.pread(fd, 200, 0).decode().strip()
-            except OSError:
-                pass
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise RunDirError(
-                    f"run directory {self.run_dir} is in use by another landscape process"
-                    f"{' (' + holder + ')' if holder else ''}; wait for it to finish or stop it, "
-                    f"then `landscape resume {self.run_dir}`"
-                ) from None
+            raise RunDirError(_unusable_lock_file(self.run_dir, exc)) from exc
+        try:
+            # Written after taking the lock, so only the holder writes it; atomically (temp file + rename), so a
+            # symlink planted at its name is replaced, never followed.
+            since = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+            storage.write_bytes(_holder_path(self.run_dir), json.dumps({"pid": os.getpid(), "since": since}).encode())
+        except BaseException:
+            lock.release()
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} since {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC".encode(), 0)
-        self._fd = fd
+        self._file_lock = lock
         return self
 
     def release(self) -> None:
         self._release_lease()
-        if self._fd is not None:
-            os.close(self._fd)  # closing releases the flock
-            self._fd = None
+        if self._file_lock is not None:
+            try:
+                os.remove(_holder_path(self.run_dir))  # while still holding: never another holder's record
+            except OSError:
+                pass
+            self._file_lock.release()
+            self._file_lock = None
 
     def __enter__(self):
         return self.acquire()
@@ -164,18 +202,14 @@ def lock_holder(run_dir: str) -> str | None:
     if storage.is_uri(run_dir):
         lease = _read_lease(storage.join(run_dir, ".lock"))
         return _describe_lease(lease) if _lease_is_live(lease) else None
-    import fcntl
-
-    path = os.path.join(run_dir, ".lock")
-    if not os.path.exists(path):
-        return None
-    fd = os.open(path, os.O_RDONLY)
+    if not os.path.lexists(os.path.join(run_dir, ".lock")):
+        return None  # never locked here: the probe below must not create the file (status is read-only)
+    probe = _file_lock(run_dir)  # a separate instance: its own descriptor, refused while anyone holds the lock
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return os.pread(fd, 200, 0).decode().strip() or "another process"
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
+        probe.acquire()
+    except filelock.Timeout:
+        return _read_holder(run_dir) or "another process"
+    except PermissionError:
+        return None  # a run dir this user cannot write: the flock cannot be probed, and nobody can be told
+    probe.release()
+    return None

@@ -10,6 +10,7 @@ systems so that every node of a cluster reaches the same files.
     RUN_DIR/analysis/                what `landscape analyze` writes (phase_rules.json is read back by resume)
     RUN_DIR/quarantine/...           parts and files that a repair moved aside instead of deleting
     RUN_DIR/.lock                    held by the process running the sweep (an flock locally, a lease on URIs)
+    RUN_DIR/.lock-holder.json        locally: the holder's pid and start (orchestrator/runlock.py)
     RUN_DIR/.local-ray.json          written by older versions; deleted unread (the local Ray a run starts is
                                      recorded outside the run dir: orchestrator/ray_leftovers.py)
 
@@ -17,7 +18,7 @@ The rule: every file read from a run directory is loaded without executing code.
 (buckets, group folders), so anyone who can write one must not be able to run code in the process that
 reads it. Each reader, and why it cannot execute anything:
     config.yaml          yaml.SafeLoader (orchestrator/config.py parse_yaml): plain YAML types only, no tags
-    run.json, .lock, analysis/phase_rules.json, provenance.json    json.loads
+    run.json, .lock, .lock-holder.json, analysis/phase_rules.json, provenance.json    json.loads
     tables/*.parquet     pyarrow (analysis/tables.py): columns cast to our schema; no pandas metadata and no
                          Python extension types are used (pyarrow >= 14.0.1 never unpickles them)
     models/*.pt, checkpoints/*.pt    torch.load(..., weights_only=True): tensors, containers and primitives
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import contextlib
 import io
 import json
 import os
@@ -85,6 +87,18 @@ def storage_problem(exc: BaseException) -> str | None:
             return f"{exc.strerror or os.strerror(exc.errno)}{where}"
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+@contextlib.contextmanager
+def writing(uri: str):
+    """Around a write into the run directory: a write error no retry fixes (full, read-only, no permission:
+    STORAGE_ERRNOS) becomes StorageFullError naming ``uri``, which stops the sweep."""
+    try:
+        yield
+    except OSError as exc:
+        if storage_problem(exc) is None:
+            raise
+        raise StorageFullError(f"cannot write {uri}: {exc.strerror or os.strerror(exc.errno)}") from None
 
 
 def is_uri(path: str) -> bool:

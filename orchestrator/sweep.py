@@ -47,11 +47,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from analysis.tables import join
-from orchestrator import faults as fault_hook
-from orchestrator import storage
+from orchestrator import fault_hook, storage
 from orchestrator.config import SweepConfig
 from orchestrator.cost import epoch_shares, job_costs
-from orchestrator.faults import FAULT_INJECT_ENV
+from orchestrator.fault_hook import FAULT_INJECT_ENV
 from orchestrator.jobs import JobContext, job_key, mkey, pkey
 from orchestrator.loggers import logger_callbacks
 from orchestrator.plan import Plan, make_plan
@@ -124,7 +123,7 @@ def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, p
     state.pairs.before = set(plan_before.pairs_done) & in_scope[1]
     context = JobContext(sweep=cfg.to_dict(), run_dir=run_dir, run_id=run_id, config_hash=config_hash,
                          faults=os.environ.get(FAULT_INJECT_ENV) or None)
-    faults = fault_hook.load(context.faults)  # the driver's own writes honour the write faults too (testing only)
+    fault_hook.arm(context.faults)  # tests only: the driver's own writes honour the write faults too
     trainable = tune.with_resources(tune.with_parameters(run_job, context=context), job_resources(cfg))
     Searcher = make_searcher_class()
     Recorder = make_recorder_class()
@@ -133,14 +132,14 @@ def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, p
         key = job_key(cfg, job)
         state.attempted.add(key)
         try:
-            write_unmeasured_pair(cfg, run_dir, run_id, job, status, error, faults=faults)
+            write_unmeasured_pair(cfg, run_dir, run_id, job, status, error)
         except storage.StorageFullError as exc:
             state.fatal = state.fatal or str(exc)
             return
         state.pairs.outcome[key] = status
         recorder.events.append(("pair", key, status, {"error": error}))
 
-    recorder = Recorder(cfg, run_dir, run_id, state, faults)
+    recorder = Recorder(cfg, run_dir, run_id, state)
     callbacks = [recorder]
     shown = progress(state, recorder) if progress is not None else None
     if shown is not None:

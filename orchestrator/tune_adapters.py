@@ -137,9 +137,8 @@ def make_recorder_class():
         the stopper ends the experiment cleanly and run_sweep reports it.
         """
 
-        def __init__(self, cfg: SweepConfig, run_dir: str, run_id: str, state: SweepState, faults: dict | None = None):
+        def __init__(self, cfg: SweepConfig, run_dir: str, run_id: str, state: SweepState):
             self.cfg, self.run_dir, self.run_id, self.state = cfg, run_dir, run_id, state
-            self.faults = faults
             self.events: list = []  # (kind, key, status, result) for line-oriented logs
 
         def _start(self, trial) -> None:
@@ -211,10 +210,9 @@ def make_recorder_class():
                 self.events.append((kind, key, "failed", {"error": error}))
                 try:
                     if kind == "model":
-                        write_failed_model(self.cfg, self.run_dir, self.run_id, member, error, faults=self.faults)
+                        write_failed_model(self.cfg, self.run_dir, self.run_id, member, error)
                     else:
-                        write_unmeasured_pair(self.cfg, self.run_dir, self.run_id, member, "failed", error,
-                                              faults=self.faults)
+                        write_unmeasured_pair(self.cfg, self.run_dir, self.run_id, member, "failed", error)
                 except storage.StorageFullError as exc:
                     self.state.fatal = self.state.fatal or str(exc)
                     return

@@ -13,11 +13,9 @@ import time
 
 from analysis.schemas import table_schema
 from analysis.tables import RunTables
-from orchestrator import faults as fault_hook
-from orchestrator import storage
+from orchestrator import fault_hook, storage
 from orchestrator.cells import cell_spec
 from orchestrator.config import SweepConfig, build
-from orchestrator.faults import writing
 from orchestrator.history import epoch_reporter, write_curve_history, write_history
 from orchestrator.jobs import DONE_MODEL, DONE_PAIR, STORAGE_ERROR, JobContext, job_key, mkey, pkey
 from orchestrator.provenance import provenance
@@ -79,6 +77,7 @@ def run_job(config: dict, context: JobContext) -> None:
 
     cfg = _sweep_of(context)
     started = time.perf_counter()
+    fault_hook.arm(context.faults)  # tests only: None unless the driver had LANDSCAPE_FAULT_INJECT
     try:
         if config["kind"] == "model":
             result = _model_job(cfg, context, config)
@@ -145,17 +144,15 @@ def _model_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
     notes = []  # what the user should know about this job although it succeeded
     resume_state, note = storage.load_checkpoint(ckpt) if cfg.training.checkpoint_every else (None, None)
     notes += [note] if note else []
-    faults = fault_hook.load(context.faults)
-    fault_hook.log_attempt(faults, key, (resume_state or {}).get("epoch") if isinstance(resume_state, dict) else None)
-    fault_hook.inject(faults, key)
+    fault_hook.attempt(key, resume_state.get("epoch") if isinstance(resume_state, dict) else None)
     # Periodic checkpoints go to the run directory (shared storage on a cluster), so a retried or resumed
     # job continues on any node from its last checkpoint instead of epoch 0.
     checkpoint_fn = None
     if cfg.training.checkpoint_every:
         def checkpoint_fn(state):
-            with writing(ckpt):
+            with storage.writing(ckpt):
                 storage.save_state(ckpt, state)
-            fault_hook.inject(faults, key, state["epoch"])
+            fault_hook.point(key, state["epoch"])
     report = epoch_reporter(key, member_labels(cfg, job))
 
     def epoch_fn(entry):
@@ -171,13 +168,15 @@ def _model_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
         outcome = train_and_measure(spec, checkpoint_fn=checkpoint_fn, resume_state=None, epoch_fn=epoch_fn)
     prov = provenance(context.run_id, context.config_hash)
     # Before the models row, which marks the model as done: a done model always has its history.
-    write_history(tables, key, prov, spec.cell.keys(), int(seed), outcome.history, faults)
+    write_history(tables, key, prov, spec.cell.keys(), int(seed), outcome.history)
     row = {**prov, **outcome.row, "node_id": _node_id(), "device": device}
     if outcome.state_dict is not None:
-        with writing(weights, faults, key):
+        with storage.writing(weights):
+            fault_hook.write_point(key)
             row["weights_sha256"] = storage.save_state(weights, outcome.state_dict)
         row["model_uri"] = weights
-    with writing(tables.part_uri("models", key), faults, key):
+    with storage.writing(tables.part_uri("models", key)):
+        fault_hook.write_point(key)
         tables.write_part("models", key, [row], added=cell.added_metrics)
     storage.delete(ckpt)
     return {"kind": "model", "key": key, "status": row["status"], "skipped": False,
@@ -195,9 +194,7 @@ def _measure_job(cfg: SweepConfig, context: JobContext, job: dict, cell, existin
     started = time.perf_counter()
     key = mkey(cfg, job["load"], job["temperature"], job["seed"])
     tables = RunTables(context.run_dir)
-    faults = fault_hook.load(context.faults)
-    fault_hook.log_attempt(faults, key, None)
-    fault_hook.inject(faults, key)
+    fault_hook.attempt(key)
     todo = missing_metrics(existing, cell.added_metrics)
     state = _load_weights(context.run_dir, tables, key)  # damaged weights: deleted, so the next plan retrains
     device = _job_device(cfg.trial_cpu(job["load"]))
@@ -219,7 +216,8 @@ def _measure_job(cfg: SweepConfig, context: JobContext, job: dict, cell, existin
         return {**result, "wall_seconds": time.perf_counter() - started}
     known = set(table_schema("models", cell.added_metrics).names)
     row = {**{k: v for k, v in existing.items() if k in known}, **values}
-    with writing(tables.part_uri("models", key), faults, key):
+    with storage.writing(tables.part_uri("models", key)):
+        fault_hook.write_point(key)
         tables.write_part("models", key, [row], added=cell.added_metrics)
     return {**result, "wall_seconds": time.perf_counter() - started}
 
@@ -235,29 +233,29 @@ def _pair_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
     if existing and existing.get("config_hash") == context.config_hash and existing.get("status") in DONE_PAIR:
         return {"kind": "pair", "key": key, "status": existing["status"], "skipped": True, "wall_seconds": 0.0,
                 **final_values("pair", existing)}
-    faults = fault_hook.load(context.faults)
-    fault_hook.log_attempt(faults, key, None)
-    fault_hook.inject(faults, key)
+    fault_hook.attempt(key)
     try:
         state_a = _load_weights(context.run_dir, tables, mkey(cfg, lv, tv, a))
         state_b = _load_weights(context.run_dir, tables, mkey(cfg, lv, tv, b))
     except storage.RunDirError as exc:
         # Not a fault of this worker, so no retry: the pair is failed for now, and the next round of this
         # run (or a resume) retrains the model whose file is gone and measures the pair again.
-        write_unmeasured_pair(cfg, context.run_dir, context.run_id, job, "failed", str(exc), faults=faults)
+        write_unmeasured_pair(cfg, context.run_dir, context.run_id, job, "failed", str(exc))
         return {"kind": "pair", "key": key, "status": "failed", "skipped": False, "error": str(exc),
                 "wall_seconds": time.perf_counter() - started}
     device = _job_device(cfg.pair_resources(lv)["cpu"])
     outcome = measure_pair(PairSpec(cell_spec(cfg, lv, tv), int(a), int(b), _torch_device(device)), state_a, state_b)
     prov = provenance(context.run_id, context.config_hash)
-    with writing(tables.part_uri("curves", key), faults, key):
+    with storage.writing(tables.part_uri("curves", key)):
+        fault_hook.write_point(key)
         if outcome.curve_rows:
             tables.write_part("curves", key, [{**prov, **r} for r in outcome.curve_rows])
         else:
             tables.delete_part("curves", key)
-    write_curve_history(tables, key, prov, outcome.history_rows, faults)
+    write_curve_history(tables, key, prov, outcome.history_rows)
     # The pairs row is written last: it is what marks the pair as done.
-    with writing(tables.part_uri("pairs", key), faults, key):
+    with storage.writing(tables.part_uri("pairs", key)):
+        fault_hook.write_point(key)
         tables.write_part("pairs", key, [{**prov, **outcome.row, "node_id": _node_id(), "device": device}])
     return {"kind": "pair", "key": key, "status": outcome.row["status"], "skipped": False,
             "wall_seconds": time.perf_counter() - started, **final_values("pair", outcome.row),

@@ -174,7 +174,7 @@ def test_a_sweep_from_python_raises_when_incomplete_then_resumes_and_reads(tmp_p
     """One fresh interpreter outside the repository, in a folder holding the researcher's analysis.py: a smoke
     sweep with one job made to fail raises SweepIncomplete (the interpreter goes on), resume finishes it, and
     the run reads back with the knobs' columns, cells and claims. Nothing is printed."""
-    from orchestrator.faults import FAULT_INJECT_ENV
+    from orchestrator.fault_hook import FAULT_INJECT_ENV
 
     (tmp_path / "analysis.py").write_text(USER_ANALYSIS)
     failing = "width=64__batch_size=256__seed=1"

@@ -23,7 +23,7 @@ from analysis.tables import RunTables
 from orchestrator import storage
 from orchestrator.cohorts import cohort_id, cohort_request, describe_cohorts, model_cohorts, pair_cohorts
 from orchestrator.config import ConfigError, apply_overrides, load_config, parse_config
-from orchestrator.faults import FAULT_INJECT_ENV
+from orchestrator.fault_hook import FAULT_INJECT_ENV
 from orchestrator.jobs import mkey, pkey
 from tests.conftest import hygienic_env, landscape_cmd
 

@@ -364,7 +364,7 @@ def test_a_full_disk_mid_sweep_stops_with_one_error_line_and_resume_continues(cl
     by the fault hook (no root tricks: a real full disk cannot be made safely on a shared machine)."""
     import json
 
-    from orchestrator.faults import FAULT_INJECT_ENV
+    from orchestrator.fault_hook import FAULT_INJECT_ENV
 
     config = tiny_yaml(tmp_path / "corrupt.yaml")
     run_dir = str(tmp_path / "run")
@@ -415,7 +415,7 @@ def test_a_sweep_that_ends_incomplete_exits_1_and_says_what_is_missing(cli, tmp_
     (an incomplete sweep without failed rows used to exit 0)."""
     import json
 
-    from orchestrator.faults import FAULT_INJECT_ENV
+    from orchestrator.fault_hook import FAULT_INJECT_ENV
 
     config = tiny_yaml(tmp_path / "corrupt.yaml")
     cfg = parse_config(yaml.safe_load(open(config)))

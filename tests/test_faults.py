@@ -26,7 +26,7 @@ import pytest
 from analysis.tables import RunTables
 from orchestrator import storage
 from orchestrator.config import apply_overrides, parse_config
-from orchestrator.faults import FAULT_INJECT_ENV
+from orchestrator.fault_hook import FAULT_INJECT_ENV
 from orchestrator.jobs import mkey, pkey
 from orchestrator.sweep import run_sweep
 
@@ -204,3 +204,32 @@ def test_a_crafted_or_truncated_checkpoint_runs_nothing_is_deleted_and_named(ray
         assert not os.path.exists(storage.checkpoint_uri(run_dir, key))
     assert "deleted it, trained from epoch 0" in text
     assert "it asks to call posix.system, which no checkpoint does; nothing was run" in text  # says why
+
+
+def test_the_hook_does_nothing_unless_armed_and_an_injected_write_fault_stops_the_sweep(tmp_path):
+    """Production code calls the hook unconditionally: disarmed (no LANDSCAPE_FAULT_INJECT), every call is a
+    no-op; armed, a write fault inside storage.writing becomes the StorageFullError that stops a sweep."""
+    from orchestrator import fault_hook
+
+    faults = tmp_path / "faults.json"
+    faults.write_text(json.dumps({"log": str(tmp_path / "log"), "crash": [
+        {"key": "m1", "mode": "raise"}, {"key": "m1", "mode": "enospc"}]}))
+    try:
+        fault_hook.arm(None)
+        fault_hook.attempt("m1")
+        fault_hook.point("m1", 2)
+        with storage.writing("RUN/tables/models/m1.parquet"):
+            fault_hook.write_point("m1")
+        assert not (tmp_path / "log").exists()
+
+        fault_hook.arm(str(faults))
+        with pytest.raises(RuntimeError, match="injected fault in m1"):
+            fault_hook.attempt("m1")
+        assert json.loads((tmp_path / "log").read_text())["key"] == "m1"
+        fault_hook.point("m1", 2)  # no fault at epoch 2
+        fault_hook.write_point("m2")  # another key
+        with pytest.raises(storage.StorageFullError, match="cannot write RUN/tables/models/m1.parquet: No space left"):
+            with storage.writing("RUN/tables/models/m1.parquet"):
+                fault_hook.write_point("m1")
+    finally:
+        fault_hook.arm(None)

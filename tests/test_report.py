@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import subprocess
+import urllib.parse
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -275,3 +276,40 @@ def test_tooltips_say_how_many_members_a_value_averages(analysed):
         "width 64 · batch_size 16", f"CKA similarity: {cells[one].cka.iloc[0]:.4g}", "from 1 pair (no spread)"]
     # width 64, batch 32: the pairs' CKA 0.58 + (-0.01, 0, 0.01) (tests/analysis_synthetic.py): std 0.01
     assert heatmap_tip(data, 1, 3).splitlines()[-1] == "std 0.01 over 3 pairs"
+
+
+HOSTILE = "<script>window.pwned=1</script>\"'><img src=x onerror=alert(1)>"
+
+
+def test_every_value_from_the_run_is_escaped(tmp_path, monkeypatch):
+    """Run folders may be written by someone else: a hostile string in every place the page shows run data
+    (title, warnings, knob names, cells' reasons and members, findings, claims, figure names, config,
+    provenance) comes out as text, never as markup; the page's own script stays the only one."""
+    import dataclasses
+
+    from analysis import api, report
+    from analysis.guidance import Finding
+
+    captured = {}
+    real = api.render_report
+    monkeypatch.setattr(api, "render_report", lambda **kw: captured.update(kw) or real(**kw))
+    run = str(tmp_path / "run")
+    write_synthetic_run(run)
+    analyze_run(run)
+    section = captured["sections"][0]
+    cells = section.cells.assign(phase_reason=HOSTILE, members_missing=HOSTILE, load_name=HOSTILE,
+                                 temperature_name=HOSTILE)
+    claims = [{**c, "claim": HOSTILE, "figure": HOSTILE, "summary": HOSTILE, "relaxation_of": HOSTILE,
+               "by_definition": HOSTILE, "applies": True} for c in section.claims]
+    figure = os.path.join(captured["report_dir"], HOSTILE + ".png")
+    hostile = dataclasses.replace(section, title=HOSTILE, cells=cells, claims=claims,
+                                  findings=[Finding(HOSTILE, HOSTILE)], figure_files={HOSTILE: {"png": figure}})
+    text = report.render_report(**{**captured, "title": HOSTILE, "sections": [hostile], "config_text": HOSTILE,
+                                   "provenance": {"note": HOSTILE}, "warnings": [HOSTILE]})
+    assert len(re.findall(r"<script", text, re.I)) == 1 and "<img src=x" not in text and "onerror=alert(1)>" not in text
+    escaped = "&lt;script&gt;window.pwned=1&lt;/script&gt;&#34;&#39;&gt;&lt;img src=x onerror=alert(1)&gt;"
+    # title x2, warning, h2, curves' alt, guidance x2, claims x5 per claim, figure name and link text, cells'
+    # members and reasons, the table's aria-label and headers, config, provenance (as JSON: quotes escaped again)
+    assert text.count(escaped) >= 12 + 5 * len(claims) + 2 * len(cells), text.count(escaped)
+    hrefs = re.findall(r'href="([^"]*)"', text)
+    assert hrefs == [urllib.parse.quote(HOSTILE + ".png")]  # quoted into the link: no markup, no other scheme

@@ -45,7 +45,7 @@ def test_configs_lists_builtins_with_counts():
     assert proc.returncode == 0, proc.stderr
     lines = {line.split()[0]: line for line in proc.stdout.splitlines()}
     assert "8 models, 4 pairs" in lines["smoke"]
-    assert "84 models, 84 pairs" in lines["demo"]
+    assert "140 models, 140 pairs" in lines["demo"]
 
 
 def test_validate_ok_and_errors(tmp_path):

@@ -66,7 +66,7 @@ def test_smoke_is_a_2x2x2_grid_and_demo_the_pilot_grid():
     assert demo.metrics.curve.lr == 0.2 and demo.metrics.curve.points == 9
     assert demo.metrics.curve.lr_schedule == "garipov"
     desc, models, pairs = describe_builtin("demo")
-    assert models == 84 and pairs == 84 and desc
+    assert models == 140 and pairs == 140 and desc  # 4 x 7 cells x 5 seeds, a ring of 5 pairs per cell
 
 
 def test_resolved_config_round_trips_through_yaml():

@@ -47,7 +47,7 @@ from datetime import datetime, timezone
 
 from analysis.tables import join
 from orchestrator import faults as fault_hook
-from orchestrator import storage
+from orchestrator import interrupts, storage
 from orchestrator.config import SweepConfig
 from orchestrator.cost import job_costs
 from orchestrator.faults import FAULT_INJECT_ENV
@@ -134,6 +134,7 @@ def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, p
     stopper = make_stopper_class()(state)
     plan = plan_before
     for round_ in range(max_rounds):
+        interrupts.check()  # a Ctrl-C between rounds (or waves of an adaptive search): no new experiment
         todo_models = [k for k in plan.models_todo if mkey(cfg, *k) not in state.attempted
                        and mkey(cfg, *k) in in_scope[0]]
         # A pair tried in this run gets another round when one of its models is retrained in this one (its

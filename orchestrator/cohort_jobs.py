@@ -27,6 +27,7 @@ from orchestrator.jobs import DONE_MODEL, DONE_PAIR, JobContext, mkey, pair_job,
 from orchestrator.provenance import provenance
 from orchestrator.records import write_unmeasured_pair
 from orchestrator.trial_outputs import final_values, member_labels
+from orchestrator.worker import checkpoint_writer
 
 
 def _execution(cfg: SweepConfig):
@@ -67,7 +68,7 @@ def run_model_cohort(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
     specs = [ModelSpec(cell_spec(cfg, lv, tv), seed, _torch_device(device)) for lv, tv, seed, _ in todo]
     ckpt = storage.checkpoint_uri(context.run_dir, cohort)
     notes = []
-    resume_state, note = storage.load_checkpoint(ckpt) if cfg.training.checkpoint_every else (None, None)
+    resume_state, note = storage.load_checkpoint(ckpt)  # whichever setting made it (or an earlier run)
     notes += [note] if note else []
     faults = fault_hook.load(context.faults)
     resumed = resume_state.get("epoch") if isinstance(resume_state, dict) else None
@@ -75,13 +76,7 @@ def run_model_cohort(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
         fault_hook.log_attempt(faults, key, resumed)
     for key in keys:
         fault_hook.inject(faults, key)
-    checkpoint_fn = None
-    if cfg.training.checkpoint_every:
-        def checkpoint_fn(state):
-            with writing(ckpt):
-                storage.save_state(ckpt, state)
-            for k in keys:
-                fault_hook.inject(faults, k, state["epoch"])
+    checkpoint_fn = checkpoint_writer(cfg, ckpt, faults, keys)
     execution = _execution(cfg)
     # Per epoch: the mean over the members still training, and each one's own numbers under its label.
     label_of = dict(zip((mkey(cfg, *m) for m in job["members"]), member_labels(cfg, job)))

@@ -14,7 +14,8 @@
 Bad input (config, run directory, arguments) gives one line ``error: ...`` and exit status 2, never a
 traceback. A sweep that ends without every result (jobs failed, keys missing, the run directory cannot be
 written, the local Ray died) exits 1 and says what is missing and how to continue; Ctrl-C exits 130,
-SIGTERM 143, both with the `landscape resume` line. Ray, torch and the analysis are imported only by the
+SIGTERM 143, both with the `landscape resume` line (or, before the run directory was set up, the word that
+nothing was done), from the moment the command starts (orchestrator/interrupts.py). Ray, torch and the analysis are imported only by the
 commands that need them.
 """
 
@@ -38,13 +39,26 @@ from orchestrator.sweep_errors import InputError, SweepIncomplete, SweepInterrup
 # ---------------------------------------------------------------------------------------------------------
 
 
+SWEEP_COMMANDS = ("run", "resume")
+STOPPING_NOTE = b"\nstopping (Ray is shut down first; a second Ctrl-C is ignored) ...\n"
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="landscape")
-def main():
+@click.pass_context
+def main(ctx):
     """Map loss landscapes of neural networks (Yang et al., NeurIPS 2021) with sweeps on Ray."""
-    # SIGTERM (kill, a scheduler's timeout) stops a sweep like Ctrl-C: Ray is shut down cleanly and the
-    # command says how to resume, instead of dying with the local Ray cluster's processes left behind.
-    if threading.current_thread() is threading.main_thread():
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if ctx.invoked_subcommand in SWEEP_COMMANDS:
+        # Ctrl-C and SIGTERM (kill, a scheduler's timeout) stop a sweep cleanly: Ray shut down, the resume line.
+        # Deferred to safe points from here on, before the config, torch or Ray is loaded: a KeyboardInterrupt
+        # inside ray.init was lost, or crashed the exit (orchestrator/interrupts.py). Restored at the end.
+        from orchestrator import interrupts
+
+        ctx.with_resource(interrupts.stop_signals(note=STOPPING_NOTE))
+    else:
+        # SIGTERM ends the other commands like Ctrl-C (KeyboardInterrupt), with no Ray to stop.
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
 
 
@@ -208,16 +222,26 @@ def _execute(cfg, run_dir: str, **how) -> None:
             # (measured: Tune's registry cleanup waits on the dead GCS): the lock is released, the rest of
             # that Ray is stopped, so end here without them.
             StoppedExit(str(exc)).show()
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(EXIT_INCOMPLETE)
+            _exit_now(EXIT_INCOMPLETE)
         raise StoppedExit(str(exc)) from None
     except SweepIncomplete as exc:
         click.echo(str(exc), err=True)
         sys.exit(EXIT_INCOMPLETE)
     except SweepInterrupted as exc:
         click.echo(f"\n{exc}", err=True)
-        sys.exit(128 + exc.signal)
+        # Ray is shut down and the lock released; the interpreter's finalisation, with threads of Ray's and
+        # gRPC's C++ libraries still about, is what crashed an interrupted start-up (exit 139): skip it.
+        _exit_now(128 + exc.signal)
+
+
+def _exit_now(code: int) -> None:
+    """End the process with ``code`` now, without exit handlers or finalisation (after flushing our output)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 # ---------------------------------------------------------------------------------------------------------

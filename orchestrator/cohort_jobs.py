@@ -25,6 +25,7 @@ from orchestrator.jobs import DONE_MODEL, DONE_PAIR, JobContext, mkey, pair_job,
 from orchestrator.provenance import provenance
 from orchestrator.records import write_unmeasured_pair
 from orchestrator.trial_outputs import final_values, member_labels
+from orchestrator.worker import checkpoint_writer
 
 
 def _execution(cfg: SweepConfig):
@@ -65,18 +66,12 @@ def run_model_cohort(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
     specs = [ModelSpec(cell_spec(cfg, lv, tv), seed, _torch_device(device)) for lv, tv, seed, _ in todo]
     ckpt = storage.checkpoint_uri(context.run_dir, cohort)
     notes = []
-    resume_state, note = storage.load_checkpoint(ckpt) if cfg.training.checkpoint_every else (None, None)
+    resume_state, note = storage.load_checkpoint(ckpt)  # whichever setting made it (or an earlier run)
     notes += [note] if note else []
     resumed = resume_state.get("epoch") if isinstance(resume_state, dict) else None
     for key in keys:
         fault_hook.attempt(key, resumed)
-    checkpoint_fn = None
-    if cfg.training.checkpoint_every:
-        def checkpoint_fn(state):
-            with storage.writing(ckpt):
-                storage.save_state(ckpt, state)
-            for k in keys:
-                fault_hook.point(k, state["epoch"])
+    checkpoint_fn = checkpoint_writer(cfg, ckpt, keys)
     execution = _execution(cfg)
     # Per epoch: the mean over the members still training, and each one's own numbers under its label.
     label_of = dict(zip((mkey(cfg, *m) for m in job["members"]), member_labels(cfg, job)))

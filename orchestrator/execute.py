@@ -8,10 +8,8 @@ the command line turns into its messages and exit statuses.
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import sys
-import threading
 
 from orchestrator.analysis_step import run_analysis
 from orchestrator.config import ConfigError
@@ -20,93 +18,79 @@ from orchestrator.exits import _user_errors
 from orchestrator.sweep_errors import InputError, SweepIncomplete, SweepInterrupted, SweepStopped
 
 
-@contextlib.contextmanager
-def _stop_signals(got: dict):
-    """While a sweep runs: SIGINT and SIGTERM raise KeyboardInterrupt in the main thread ONCE (``got`` then
-    says which); later ones are ignored while the command stops (a second Ctrl-C used to interrupt Ray's
-    shutdown and print an atexit traceback). Yields a function that installs the handlers again: ray.init
-    replaces SIGTERM's."""
-
-    def handler(signum, frame):
-        if not got:
-            got["signal"] = signum
-            raise KeyboardInterrupt
-
-    def install():
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, handler)
-
-    main_thread = threading.current_thread() is threading.main_thread()
-    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
-    install()
-    try:
-        yield install
-    finally:
-        for sig, previous in before.items():
-            signal.signal(sig, previous)
-
-
 def execute(cfg, run_dir: str, *, address, analysis: bool, resuming: bool):
+    """Run (or resume) the sweep ``cfg`` into ``run_dir``. Ctrl-C and SIGTERM, from the command's start (or
+    from this call's, for the Python API), raise SweepInterrupted at the next safe point
+    (orchestrator/interrupts.py), after the Ray this started is shut down and the run lock released."""
+    from orchestrator import interrupts
+
+    where = {"run_dir": run_dir, "resumable": resuming}  # what the interrupted message can say
+    with interrupts.stop_signals() as stop:
+        try:
+            _execute(cfg, run_dir, address=address, analysis=analysis, resuming=resuming, stop=stop, where=where)
+        except KeyboardInterrupt as exc:
+            raise SweepInterrupted(where["run_dir"], stop.signum or signal.SIGINT,
+                                   resumable=where["resumable"]) from exc
+
+
+def _execute(cfg, run_dir: str, *, address, analysis: bool, resuming: bool, stop, where: dict):
     import dataclasses
 
     from orchestrator import ray_leftovers, run_facts, runlock, storage
     from orchestrator.config import config_warnings
     from orchestrator.plan import make_plan
 
+    stop.check()  # a Ctrl-C while the config loaded: nothing is done yet
     try:
         run_dir = storage.normalise_run_dir(run_dir)  # a name that cannot mean one place: refused before any work
     except storage.RunDirError as exc:
         raise _input_error(exc) from exc
+    where["run_dir"] = run_dir
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, storage=run_dir))
     errors = _user_errors()
     lock = runlock.RunLock(run_dir)
     try:
-        if not resuming:
-            _check_out_dir(cfg, run_dir)  # before the lock: taking it creates the folder and RUN_DIR/.lock
-        lock.acquire()
-        leftover = ray_leftovers.stop_leftover_ray(run_dir)  # of an earlier `landscape` here that was killed
-        _check_saved_config(cfg, run_dir, resuming)
-        plan = make_plan(cfg, run_dir)  # fails fast on incompatible rows, before Ray starts
-        if cfg.adaptive_search:  # what is left is the current wave's, derived from the tables
-            from orchestrator import adaptive_sweep
+        try:
+            if not resuming:
+                _check_out_dir(cfg, run_dir)  # before the lock: taking it creates the folder and RUN_DIR/.lock
+            lock.acquire()
+            leftover = ray_leftovers.stop_leftover_ray(run_dir)  # of an earlier `landscape` here that was killed
+            _check_saved_config(cfg, run_dir, resuming)
+            plan = make_plan(cfg, run_dir)  # fails fast on incompatible rows, before Ray starts
+            if cfg.adaptive_search:  # what is left is the current wave's, derived from the tables
+                from orchestrator import adaptive_sweep
 
-            derived = adaptive_sweep.replay(cfg, plan)
-            adaptive_sweep.write_waves(cfg, run_dir, derived)
-            plan = adaptive_sweep.restrict(cfg, plan, derived)
-        storage.write_bytes(storage.config_uri(run_dir), cfg.to_yaml().encode())
-        run_facts.record(run_dir, plan.facts, cfg)  # what status reads instead of running the config's code
-        info, run_info_note = storage.ensure_run_info(run_dir, cfg.name)
-    except errors as exc:
-        lock.release()
-        raise _input_error(exc) from exc
-    except OSError as exc:
-        lock.release()
-        raise InputError(f"cannot use run directory {run_dir}: {exc.strerror or exc}") from exc
+                derived = adaptive_sweep.replay(cfg, plan)
+                adaptive_sweep.write_waves(cfg, run_dir, derived)
+                plan = adaptive_sweep.restrict(cfg, plan, derived)
+            storage.write_bytes(storage.config_uri(run_dir), cfg.to_yaml().encode())
+            where["resumable"] = True  # `landscape resume RUN_DIR` reads that config.yaml
+            run_facts.record(run_dir, plan.facts, cfg)  # what status reads instead of running the config's code
+            info, run_info_note = storage.ensure_run_info(run_dir, cfg.name)
+        except errors as exc:
+            raise _input_error(exc) from exc
+        except OSError as exc:
+            raise InputError(f"cannot use run directory {run_dir}: {exc.strerror or exc}") from exc
 
-    echo(f"landscape {cfg.name}: {'adaptive search over a grid of ' if cfg.adaptive_search else ''}"
-         f"{len(cfg.model_keys())} models, {len(cfg.pair_keys())} pairs -> {run_dir}")
-    for warning in config_warnings(cfg):
-        echo(f"warning: {warning}", err=True)
-    if leftover:
-        echo(f"  note: stopped {len(leftover)} process(es) left by the local Ray of an earlier, killed run")
-    for note in plan.repaired + ([run_info_note] if run_info_note else []):
-        echo(f"  repair: {note}")
-    if resuming or plan.models_done or plan.pairs_done:
-        echo(f"  already done: {len(plan.models_done)} models, {len(plan.pairs_done)} pairs; "
-             f"to do: {len(plan.models_todo)} models, {len(plan.pairs_todo)} pairs"
-             + (f", {len(plan.models_to_measure)} finished models to measure (added metrics, from their saved "
-                f"weights; no training)" if plan.models_to_measure else ""))
-    got: dict = {}  # the signal that stopped the sweep
-    try:
-        with _stop_signals(got) as install_handlers:
-            summary, stopped, ray_lost = _sweep(cfg, run_dir, plan, info, address, install_handlers)
-            final = summary.plan_after if summary else plan  # made from the tables after the last round
-            if stopped is None:
+        echo(f"landscape {cfg.name}: {'adaptive search over a grid of ' if cfg.adaptive_search else ''}"
+             f"{len(cfg.model_keys())} models, {len(cfg.pair_keys())} pairs -> {run_dir}")
+        for warning in config_warnings(cfg):
+            echo(f"warning: {warning}", err=True)
+        if leftover:
+            echo(f"  note: stopped {len(leftover)} process(es) left by the local Ray of an earlier, killed run")
+        for note in plan.repaired + ([run_info_note] if run_info_note else []):
+            echo(f"  repair: {note}")
+        if resuming or plan.models_done or plan.pairs_done:
+            echo(f"  already done: {len(plan.models_done)} models, {len(plan.pairs_done)} pairs; "
+                 f"to do: {len(plan.models_todo)} models, {len(plan.pairs_todo)} pairs"
+                 + (f", {len(plan.models_to_measure)} finished models to measure (added metrics, from their saved "
+                    f"weights; no training)" if plan.models_to_measure else ""))
+        stop.check()
+        summary, stopped, ray_lost = _sweep(cfg, run_dir, plan, info, address, stop)
+        final = summary.plan_after if summary else plan  # made from the tables after the last round
+        if stopped is None:
+            with stop.immediately():  # Ray is shut down by now: the analysis may be cut anywhere
                 _report_and_analyse(cfg, run_dir, final, summary, analysis)
-    except KeyboardInterrupt as exc:
-        lock.release()
-        raise SweepInterrupted(run_dir, got.get("signal") or signal.SIGINT) from exc
     finally:
         lock.release()  # idempotent; also on errors (a second command in this process must find it free)
     if stopped is not None:
@@ -122,10 +106,11 @@ def _input_error(exc: Exception) -> InputError:
     return InputError(" ".join(str(exc).split()))
 
 
-def _sweep(cfg, run_dir: str, plan, info: dict, address, install_handlers):
+def _sweep(cfg, run_dir: str, plan, info: dict, address, stop):
     """Start (or join) Ray and run the sweep's missing jobs. Returns (SweepSummary, or None when nothing was
     to do; why the sweep had to stop, or None; whether the local Ray died under it). KeyboardInterrupt
-    (Ctrl-C, SIGTERM) propagates."""
+    (Ctrl-C, SIGTERM, raised at a safe point by ``stop``, orchestrator/interrupts.py) propagates, after the
+    Ray started here is shut down."""
     from orchestrator import ray_env, ray_leftovers, shipping, storage
     from orchestrator.resources import autoscaler_node_types, check_resources
 
@@ -145,11 +130,12 @@ def _sweep(cfg, run_dir: str, plan, info: dict, address, install_handlers):
                 local_env = {ray_leftovers.MARK_VARIABLE: mark}
             local_ray = ray_env.init_ray(address, object_store_mb=cfg.run.object_store_mb, local_env=local_env,
                                          runtime_env=shipping.runtime_env(cfg))  # the user's modules
-            install_handlers()  # ray.init installed its own SIGTERM handler (it ends in "*** SIGTERM received ***")
+            stop.install()  # ray.init installed its own SIGTERM handler (it ends in "*** SIGTERM received ***")
             if local_ray is not None and note is not None:
                 note = ray_leftovers.remember_local_ray(run_dir, note["mark"], local_ray)
                 if note and note.get("raylet_pid"):
                     watch = ray_leftovers.RayletWatch(note["raylet_pid"])
+            stop.check()  # a Ctrl-C while Ray started: acted on now that it can be shut down cleanly
             node_types = autoscaler_node_types() if ray_env.joins_cluster(address) else []
             resources = check_resources(cfg, node_types=node_types)
         except errors as exc:
@@ -171,12 +157,15 @@ def _sweep(cfg, run_dir: str, plan, info: dict, address, install_handlers):
             if cfg.adaptive_search:
                 from orchestrator.adaptive_sweep import run_adaptive
 
-                return run_adaptive(cfg, run_dir, run_id=info["run_id"], resources=resources,
-                                    progress=make_progress(progress_stream()), plan=plan, echo=echo), None, False
-            return run_sweep(cfg, run_dir, run_id=info["run_id"], resources=resources, progress=make_progress(progress_stream()),
-                             plan=plan), None, False
+                summary = run_adaptive(cfg, run_dir, run_id=info["run_id"], resources=resources,
+                                       progress=make_progress(progress_stream()), plan=plan, echo=echo)
+            else:
+                summary = run_sweep(cfg, run_dir, run_id=info["run_id"], resources=resources,
+                                    progress=make_progress(progress_stream()), plan=plan)
         except storage.StorageFullError as exc:
             return None, str(exc), False
+        stop.check()  # a signal during the sweep's last step: the user asked to stop, and is told so
+        return summary, None, False
     except KeyboardInterrupt:
         if watch is not None and watch.died:
             return None, (f"the local Ray stopped under the sweep: its raylet (pid {watch.raylet_pid}) died "

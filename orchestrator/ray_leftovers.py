@@ -300,7 +300,8 @@ RAYLET_POLL_S = 0.5
 
 class RayletWatch:
     """Polls a raylet's pid from a daemon thread; when it is gone, sets ``died`` and raises KeyboardInterrupt
-    in the main thread (``_thread.interrupt_main``)."""
+    in the main thread (orchestrator/interrupts.py interrupt_now: at once, not at the next safe point, as the
+    main thread may be waiting on the dead Ray)."""
 
     def __init__(self, raylet_pid: int):
         import threading
@@ -313,13 +314,13 @@ class RayletWatch:
         self._thread.start()
 
     def _watch(self) -> None:
-        import _thread
+        from orchestrator import interrupts
 
         while not self._stop.wait(RAYLET_POLL_S):
             with self._deciding:
                 if not self._stop.is_set() and not _alive(self.raylet_pid):
                     self.died = True
-                    _thread.interrupt_main()
+                    interrupts.interrupt_now()
                     return
 
     def stop(self) -> None:

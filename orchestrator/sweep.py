@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from analysis.tables import join
-from orchestrator import fault_hook, storage
+from orchestrator import fault_hook, interrupts, storage
 from orchestrator.config import SweepConfig
 from orchestrator.cost import epoch_shares, job_costs
 from orchestrator.fault_hook import FAULT_INJECT_ENV
@@ -148,6 +148,7 @@ def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, p
     stopper = make_stopper_class()(state)
     plan = plan_before
     for round_ in range(max_rounds):
+        interrupts.check()  # a Ctrl-C between rounds (or waves of an adaptive search): no new experiment
         todo_models = [k for k in plan.models_todo if mkey(cfg, *k) not in state.attempted
                        and mkey(cfg, *k) in in_scope[0]]
         # A pair tried in this run gets another round when one of its models is retrained in this one (its

@@ -45,12 +45,17 @@ class SweepStopped(SweepIncomplete):
 
 
 class SweepInterrupted(KeyboardInterrupt):
-    """Ctrl-C (SIGINT) or SIGTERM stopped the sweep; ``signal`` says which."""
+    """Ctrl-C (SIGINT) or SIGTERM stopped the sweep; ``signal`` says which. ``resumable``: RUN_DIR holds the
+    run's config.yaml, so `landscape resume RUN_DIR` continues it; False when the signal came before it was
+    written (nothing was done: the same command starts it again)."""
 
-    def __init__(self, run_dir: str, signum: int = signal.SIGINT):
-        super().__init__(run_dir, signum)
-        self.run_dir, self.signal = run_dir, int(signum)
+    def __init__(self, run_dir: str, signum: int = signal.SIGINT, resumable: bool = True):
+        super().__init__(run_dir, signum, resumable)
+        self.run_dir, self.signal, self.resumable = run_dir, int(signum), bool(resumable)
 
     def __str__(self) -> str:
         name = " (SIGTERM)" if self.signal == signal.SIGTERM else ""
+        if not self.resumable:
+            return (f"interrupted{name} before the sweep started: nothing was done in {self.run_dir}; "
+                    f"start it again the same way")
         return f"interrupted{name}; continue with: landscape resume {self.run_dir}"

@@ -7,7 +7,7 @@ import contextlib
 import os
 
 from analysis.tables import RunTables
-from orchestrator import storage
+from orchestrator import interrupts, storage
 from orchestrator.cohorts import (cohort_request, in_cohorts, model_cohorts, model_jobs, order_for_pairs,
                                   pair_cohorts, pair_jobs_of)
 from orchestrator.config import SweepConfig
@@ -229,7 +229,9 @@ def make_stopper_class():
     from ray.tune import Stopper
 
     class StopOnFatal(Stopper):
-        """Ends the experiment (every trial) once ``state.fatal`` says the sweep cannot go on."""
+        """Ends the experiment (every trial) once ``state.fatal`` says the sweep cannot go on. Tune asks it at
+        every step of its event loop, in the main thread: the safe point where a Ctrl-C or SIGTERM of the
+        command raises KeyboardInterrupt (orchestrator/interrupts.py)."""
 
         def __init__(self, state: SweepState):
             self.state = state
@@ -238,6 +240,7 @@ def make_stopper_class():
             return False
 
         def stop_all(self):
+            interrupts.check()
             return self.state.fatal is not None
 
     return StopOnFatal

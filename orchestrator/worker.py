@@ -142,17 +142,10 @@ def _model_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
     spec = ModelSpec(cell, int(seed), _torch_device(device))
     ckpt = storage.checkpoint_uri(context.run_dir, key)
     notes = []  # what the user should know about this job although it succeeded
-    resume_state, note = storage.load_checkpoint(ckpt) if cfg.training.checkpoint_every else (None, None)
+    resume_state, note = storage.load_checkpoint(ckpt)  # whichever setting made it (or an earlier run)
     notes += [note] if note else []
     fault_hook.attempt(key, resume_state.get("epoch") if isinstance(resume_state, dict) else None)
-    # Periodic checkpoints go to the run directory (shared storage on a cluster), so a retried or resumed
-    # job continues on any node from its last checkpoint instead of epoch 0.
-    checkpoint_fn = None
-    if cfg.training.checkpoint_every:
-        def checkpoint_fn(state):
-            with storage.writing(ckpt):
-                storage.save_state(ckpt, state)
-            fault_hook.point(key, state["epoch"])
+    checkpoint_fn = checkpoint_writer(cfg, ckpt, [key])
     report = epoch_reporter(key, member_labels(cfg, job))
 
     def epoch_fn(entry):
@@ -182,6 +175,24 @@ def _model_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
     return {"kind": "model", "key": key, "status": row["status"], "skipped": False,
             "wall_seconds": time.perf_counter() - started, **final_values("model", row),
             "error": row.get("error"), "note": "; ".join(notes) or None}
+
+
+def checkpoint_writer(cfg: SweepConfig, ckpt: str, keys: list[str]):
+    """The checkpoint_fn of a training job (one model or a cohort; the training decides when to call it:
+    workloads.train.checkpoint_due), or None when training.checkpoint_every and checkpoint_minutes are both 0.
+
+    Checkpoints go to the run directory (shared storage on a cluster), so a retried or resumed job continues
+    on any node from its last checkpoint instead of epoch 0; the job loads one whatever wrote it."""
+    if not (cfg.training.checkpoint_every or cfg.training.checkpoint_minutes):
+        return None
+
+    def checkpoint_fn(state):
+        with storage.writing(ckpt):
+            storage.save_state(ckpt, state)
+        for key in keys:
+            fault_hook.point(key, state["epoch"])
+
+    return checkpoint_fn
 
 
 def _measure_job(cfg: SweepConfig, context: JobContext, job: dict, cell, existing: dict) -> dict:

@@ -5,6 +5,8 @@
   * a member whose training diverges is recorded diverged while the other members of its cohort are ok;
   * a cohort trial killed after its checkpoint is retried by Tune and continues from the cohort checkpoint,
     with the numbers of a run that was never killed;
+  * a cohort checkpoint written because training.checkpoint_minutes passed (checkpoint_every 0) is what the
+    next sweep of the run continues from;
   * a resume with one member missing trains only that member (a cohort of one);
 and, without Ray, the planning: cohorts formed from the missing keys only, the cap N, off, the config keys.
 """
@@ -242,6 +244,34 @@ def test_a_killed_cohort_is_retried_from_its_checkpoint(ray_local, tmp_path, mon
         assert (killed[col] == clean[col]).all(), col
     cohort = killed["cohort"].iloc[0]
     assert not storage.exists(storage.checkpoint_uri(killed_dir, cohort))  # removed once the cohort is done
+
+
+@pytest.mark.ray
+def test_a_time_triggered_checkpoint_is_what_a_resumed_cohort_continues_from(ray_local, tmp_path, monkeypatch):
+    """checkpoint_every 0 (the default): the checkpoint comes from training.checkpoint_minutes alone. A cohort
+    that fails after its epoch-2 checkpoint in a sweep that does not retry (as a Ctrl-C leaves it) is
+    continued from that checkpoint by the next sweep of the run, not trained again from epoch 0."""
+    changes = {"temperature.values": "[0.05, 0.1]", "training.epochs": 3, "training.checkpoint_every": 0,
+               # 60 microseconds: less than any epoch (one SGD step alone takes longer), so every epoch writes one
+               "training.checkpoint_minutes": 1e-6, "metrics.pairs": "[]", "run.max_failures": 0, **ONE_COHORT}
+    cfg = parse_config(raw_config(**changes))
+    assert cfg.config_hash() == parse_config(raw_config(**{**changes, "training.checkpoint_minutes": 5})).config_hash()
+    victim = mkey(cfg, 8, 0.1, 1)
+    run_dir = str(tmp_path / "run")
+    log = tmp_path / "attempts.jsonl"
+    crashed = str(tmp_path / "crashed")
+    faults = {"log": str(log), "crash": [{"key": victim, "mode": "raise", "at_epoch": 2, "marker": crashed}]}
+    sweep(cfg, run_dir, faults, tmp_path, monkeypatch)
+    assert os.path.exists(crashed)
+    assert set(RunTables(run_dir).read("models")["status"]) == {"failed"}  # the whole cohort, no retry
+    sweep(cfg, run_dir, {"log": str(log)}, tmp_path, monkeypatch)  # the resume
+
+    lines = log_lines(log)
+    by_key = {k: [e["resumed_from"] for e in lines if e["key"] == k] for k in {e["key"] for e in lines}}
+    assert by_key == {mkey(cfg, 8, tv, s): [None, 2] for tv in (0.05, 0.1) for s in (0, 1)}, lines
+    models = RunTables(run_dir).read("models")
+    assert set(models["status"]) == {"ok"} and set(models["epochs_completed"]) == {3}
+    assert not storage.exists(storage.checkpoint_uri(run_dir, models["cohort"].iloc[0]))  # removed once done
 
 
 @pytest.mark.ray

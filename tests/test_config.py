@@ -227,6 +227,14 @@ def test_seed_pairs_modes():
     assert seed_pairs("auto", [0]) == []
 
 
+def test_checkpoint_minutes_is_a_non_negative_number_of_minutes():
+    assert parse_config(base()).training.checkpoint_minutes == 5.0  # on by default: a Ctrl-C loses <= ~5 minutes
+    assert parse_config(base(**{"training.checkpoint_minutes": 0})).training.checkpoint_minutes == 0
+    for value, words in (("-1", "must be >= 0"), ("soon", "must be a number"), (".nan", "must be a number")):
+        with pytest.raises(ConfigError, match=f"training.checkpoint_minutes.*{words}"):
+            parse_config(base(**{"training.checkpoint_minutes": value}))
+
+
 def test_config_hash_ignores_grid_and_resources_but_not_settings():
     a = parse_config(base())
     assert parse_config(base(seeds="[0, 1, 2, 3]")).config_hash() == a.config_hash()
@@ -235,6 +243,8 @@ def test_config_hash_ignores_grid_and_resources_but_not_settings():
     assert parse_config(base(**{"resources.gpu": 0.5})).config_hash() == a.config_hash()
     # Checkpointing more or less often does not change a training's result (resume is bit-exact).
     assert parse_config(base(**{"training.checkpoint_every": 5})).config_hash() == a.config_hash()
+    assert parse_config(base(**{"training.checkpoint_minutes": 0})).config_hash() == a.config_hash()
+    assert parse_config(base(**{"training.checkpoint_minutes": 0.5})).config_hash() == a.config_hash()
     assert parse_config(base(**{"training.epochs": 3})).config_hash() != a.config_hash()
     assert parse_config(base(**{"metrics.curve.epochs": 3})).config_hash() != a.config_hash()
     assert parse_config(base(**{"load.name": "label_noise", "load.values": "[0.1]"})).config_hash() != a.config_hash()

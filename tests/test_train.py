@@ -336,3 +336,27 @@ def test_cuda_training_matches_cpu_batch_order(small):
     assert result.status == "ok" and next(result.model.parameters()).device.type == "cuda"
     cpu = train(mlp(small), small, TrainConfig(epochs=2, batch_size=100, lr=0.05)).model
     assert torch.allclose(params(result.model).cpu(), params(cpu), atol=1e-4)
+
+
+def test_checkpoint_due_every_nth_epoch_or_once_the_minutes_have_passed():
+    from workloads.train import checkpoint_due
+
+    assert [checkpoint_due(e, 3, 0, 1e9) for e in range(1, 7)] == [False, False, True, False, False, True]
+    assert checkpoint_due(1, 0, 5, 299.9) is False and checkpoint_due(1, 0, 5, 300.0) is True
+    assert checkpoint_due(2, 3, 5, 301.0) is True  # either trigger
+    assert checkpoint_due(3, 0, 0, 1e9) is False  # both off
+
+
+def test_a_time_triggered_checkpoint_is_the_same_checkpoint(small):
+    """checkpoint_every 0 with checkpoint_minutes tiny (every epoch qualifies): the same states as
+    checkpoint_every 1; with both 0 there are none."""
+    by_time, by_epoch, none = [], [], []
+    train(mlp(small), small, TrainConfig(epochs=2, batch_size=100, lr=0.05, checkpoint_minutes=1e-9),
+          checkpoint_fn=by_time.append)
+    train(mlp(small), small, TrainConfig(epochs=2, batch_size=100, lr=0.05, checkpoint_every=1, checkpoint_minutes=0),
+          checkpoint_fn=by_epoch.append)
+    train(mlp(small), small, TrainConfig(epochs=2, batch_size=100, lr=0.05, checkpoint_minutes=0),
+          checkpoint_fn=none.append)
+    assert [s["epoch"] for s in by_time] == [s["epoch"] for s in by_epoch] == [1, 2] and none == []
+    for a, b in zip(by_time, by_epoch):
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

@@ -35,7 +35,7 @@ from workloads import objective
 from workloads.cohort_checkpoint import checkpoint_state, restore_checkpoint
 from workloads.cohort_net import CohortNet
 from workloads.settings import COMPILE_MODES, PRECISIONS, eval_epochs  # declared once, with the sweep's execution settings
-from workloads.train import DIVERGENCE_CHECK_STEPS, TrainConfig, TrainingOOMError, learning_rate
+from workloads.train import DIVERGENCE_CHECK_STEPS, TrainConfig, TrainingOOMError, checkpoint_due, learning_rate
 
 EVAL_BATCH_SIZE = 1000  # examples per forward pass in evaluation (memory only)
 # An epoch's batches are gathered once per epoch (a step then only slices a view) when the M permuted copies
@@ -218,7 +218,7 @@ def check_cohort_configs(configs: list[TrainConfig], n: int) -> None:
     """ValueError unless the members can share a cohort: same epochs, batch size and device, B <= n."""
     if not configs:
         raise ValueError("a cohort needs at least one member")
-    for key in ("epochs", "batch_size", "device", "checkpoint_every", "eval_every"):
+    for key in ("epochs", "batch_size", "device", "checkpoint_every", "checkpoint_minutes", "eval_every"):
         values = sorted({str(getattr(c, key)) for c in configs})
         if len(values) > 1:
             raise ValueError(f"cohort members must share {key} (step counts and device agree); got {values}")
@@ -242,7 +242,8 @@ def train_cohort(net: CohortNet, train_x: torch.Tensor, train_y: torch.Tensor, c
     each with its ``member`` index added (not in the history).
 
     configs: one TrainConfig per member (same epochs, batch_size, device; any lr, momentum, weight decay,
-    schedule, seed). checkpoint_fn(state) is called after every ``checkpoint_every``-th epoch with a CPU copy
+    schedule, seed). checkpoint_fn(state) is called when workloads.train.checkpoint_due says (every
+    ``checkpoint_every``-th epoch, or ``checkpoint_minutes`` after the last checkpoint) with a CPU copy
     of the whole cohort (tensors, lists, dicts and numbers only: ``torch.load(weights_only=True)`` reads it);
     passed back as ``resume_state`` it continues bit for bit. members: optional names of the members (stored
     in checkpoints; a resume_state naming other members is refused). execution.backend is the caller's
@@ -267,7 +268,8 @@ def train_cohort(net: CohortNet, train_x: torch.Tensor, train_y: torch.Tensor, c
 def _train(net, train_x, train_y, configs, execution, device, checkpoint_fn, resume_state,
            members, test_set=None, epoch_fn=None) -> CohortTrainResult:
     m, n = net.members, int(train_x.shape[0])
-    batch, epochs, every = configs[0].batch_size, configs[0].epochs, configs[0].checkpoint_every
+    batch, epochs = configs[0].batch_size, configs[0].epochs
+    every, minutes = configs[0].checkpoint_every, configs[0].checkpoint_minutes
     steps = n // batch
     net.to(device)
     x = train_x.to(device)
@@ -289,6 +291,7 @@ def _train(net, train_x, train_y, configs, execution, device, checkpoint_fn, res
     evaluated = eval_epochs(epochs, configs[0].eval_every)
     whole_epoch = m * steps * batch * x[0].numel() * x.element_size() <= EPOCH_GATHER_BYTES
     net.train()
+    last_checkpoint = time.monotonic()
     for epoch in range(start, epochs):
         if all(e is not None for e in run.errors):
             break
@@ -341,8 +344,9 @@ def _train(net, train_x, train_y, configs, execution, device, checkpoint_fn, res
         entries = [{**run.histories[k][-1], "member": k} for k in range(m) if run.errors[k] is None]
         if epoch_fn is not None and entries:  # none when the last members diverged in this epoch
             epoch_fn(entries)
-        if checkpoint_fn is not None and every and (epoch + 1) % every == 0:
+        if checkpoint_fn is not None and checkpoint_due(epoch + 1, every, minutes, time.monotonic() - last_checkpoint):
             checkpoint_fn(checkpoint_state(epoch + 1, net, sgd, orders, run, configs, members))
+            last_checkpoint = time.monotonic()
     statuses = ["ok" if e is None else "diverged" for e in run.errors]
     return CohortTrainResult(net, run.histories, statuses, list(run.errors), [len(h) for h in run.histories])
 

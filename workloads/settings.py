@@ -229,6 +229,11 @@ class TrainConfig:
     checkpoint_every: int = setting(0, doc="epochs between training checkpoints (resume mid-training); 0 = never. "
                                            "Resume is bit-exact, so it does not change results", unit="epochs",
                                     check=at_least(0, "(0 = never)"), hashed=False)
+    checkpoint_minutes: float = setting(5.0, doc="also write the training checkpoint after the first epoch that ends "
+                                                 "this long after the last one (or the start), so an interrupted "
+                                                 "training resumes from there; 0 = only checkpoint_every. Does not "
+                                                 "change results", unit="minutes",
+                                        check=at_least(0, "(0 = off)"), hashed=False)
     eval_every: Any = setting(EVAL_AUTO, doc="epochs between evaluations of the test set during training (the "
                                              "history table's test_loss/test_acc); auto = about 5 and the last "
                                              "epoch. Evaluating does not change training, so it is not hashed",

@@ -36,7 +36,7 @@ STEP_FACTOR = 0.1
 # 32 steps instead of one per step, while the first bad step is still reported exactly.
 DIVERGENCE_CHECK_STEPS = 32
 # Config fields that may differ between a checkpointed run and its resumption (they do not change the math).
-RESUME_MAY_DIFFER = ("device", "checkpoint_every", "eval_every")
+RESUME_MAY_DIFFER = ("device", "checkpoint_every", "checkpoint_minutes", "eval_every")
 
 
 @dataclass
@@ -53,6 +53,13 @@ class TrainResult:
     status: str = "ok"
     error: str | None = None
     epochs_completed: int = 0
+
+
+def checkpoint_due(epochs_done: int, every: int, minutes: float, seconds_since: float) -> bool:
+    """Whether a training writes its checkpoint after ``epochs_done`` epochs: every ``every``-th epoch
+    (``checkpoint_every``; 0 = off), or once ``minutes`` (``checkpoint_minutes``; 0 = off) have passed since
+    the last checkpoint or the start (``seconds_since``). One rule for one model and a cohort."""
+    return bool(every and epochs_done % every == 0) or bool(minutes and seconds_since >= minutes * 60)
 
 
 class TrainingOOMError(RuntimeError):
@@ -99,7 +106,8 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig, *,
           epoch_fn: Callable[[dict], None] | None = None) -> TrainResult:
     """Train ``model`` in place on ``data.train_*`` and return it with its per-epoch history.
 
-    checkpoint_fn(state) is called after every ``config.checkpoint_every``-th epoch with a self-contained
+    checkpoint_fn(state) is called after every ``config.checkpoint_every``-th epoch, and after the first epoch
+    ending ``config.checkpoint_minutes`` after the last checkpoint (or the start; :func:`checkpoint_due`), with a self-contained
     CPU copy of the run (epoch = epochs completed, model, optimizer, history, generator and RNG states,
     config; tensors and plain values only, so ``torch.load(..., weights_only=True)`` reads it back);
     passing that dict back as ``resume_state`` (with the same config) continues exactly where it stopped,
@@ -142,6 +150,7 @@ def _train(model: nn.Module, data: Dataset, config: TrainConfig, checkpoint_fn, 
 
     evaluated = eval_epochs(config.epochs, config.eval_every)
     model.train()
+    last_checkpoint = time.monotonic()
     for epoch in range(start, config.epochs):
         lr = learning_rate(config, epoch)
         for group in optimizer.param_groups:
@@ -160,8 +169,10 @@ def _train(model: nn.Module, data: Dataset, config: TrainConfig, checkpoint_fn, 
         history.append(entry)
         if epoch_fn is not None:
             epoch_fn(dict(entry))
-        if checkpoint_fn is not None and config.checkpoint_every and (epoch + 1) % config.checkpoint_every == 0:
+        if checkpoint_fn is not None and checkpoint_due(epoch + 1, config.checkpoint_every, config.checkpoint_minutes,
+                                                        time.monotonic() - last_checkpoint):
             checkpoint_fn(_checkpoint_state(epoch + 1, model, optimizer, history, order, config))
+            last_checkpoint = time.monotonic()
     return TrainResult(model, history, "ok", None, len(history))
 
 

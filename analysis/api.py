@@ -39,7 +39,7 @@ from analysis.admission import admit, describe_left_out, describe_part
 from analysis.aggregate import aggregate_cells
 from analysis.bootstrap import DEFAULT_DRAWS, DEFAULT_SEED, labelled_draws, phase_confidence
 from analysis.claims import RunFacts, evaluate_claims
-from analysis.compare import read_config
+from analysis.run_files import read_config
 from analysis.guidance import Finding, practitioner_guidance
 from analysis.phases import PhaseRules, label_phases, mc_unit, rules_for_mc_unit
 from analysis.curve_data import curve_data, representative_cells

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from analysis.aggregate import CELL_COLUMNS
 from analysis.phases import PHASES, PhaseRules
-from analysis.run_files import RunFileError, read_run_file
+from analysis.run_files import read_config, read_run_file
 from analysis.tables import join
 
 # What decides a cell's label (analysis.phases.label_phases adds them), shown for every changed cell.
@@ -225,27 +225,6 @@ def compare_labelled(a: Side, b: Side) -> Comparison:
     return Comparison(a, b, matched, only_a, only_b, compare_claims(a.claims, b.claims),
                       config_differences(a.config, b.config), rules_differences(a.rules, b.rules),
                       config_differences(a.provenance, b.provenance), notes)
-
-
-def read_config(run_dir: str) -> tuple[dict | None, str | None]:
-    """(the run's config.yaml as a mapping or None, why it could not be read or None); read through the checked
-    reader (a regular file of bounded size) and parsed as plain YAML data only."""
-    import yaml
-
-    uri = join(run_dir, "config.yaml")
-    try:
-        data = read_run_file(uri, "config", root=None if "://" in run_dir else run_dir)
-    except FileNotFoundError:
-        return None, None
-    except (RunFileError, OSError) as exc:
-        return None, f"{uri} not read: {exc}"
-    try:
-        raw = yaml.safe_load(data)
-    except yaml.YAMLError as exc:
-        return None, f"{uri} is not valid YAML ({type(exc).__name__}): its settings are not compared"
-    if not isinstance(raw, dict):
-        return None, f"{uri} is not a YAML mapping: its settings are not compared"
-    return raw, None
 
 
 def labelled_side(run_dir: str, rules: dict | PhaseRules | None, label: str,

@@ -166,3 +166,24 @@ def check_run_file(uri: str, kind: str, root: str | None = None) -> int:
     if _is_local(uri):
         return _read_local(_local_path(uri), limit, kind, root, False)[1]
     return _read_remote(uri, limit, kind, False)[1]
+
+
+def read_config(run_dir: str) -> tuple[dict | None, str | None]:
+    """(the run's config.yaml as a mapping or None, why it could not be read or None); read through the checked
+    reader (a regular file of bounded size) and parsed as plain YAML data only: nothing it names is imported."""
+    import yaml
+
+    uri = run_dir.rstrip("/") + "/config.yaml"
+    try:
+        data = read_run_file(uri, "config", root=None if "://" in run_dir else run_dir)
+    except FileNotFoundError:
+        return None, None
+    except (RunFileError, OSError) as exc:
+        return None, f"{uri} not read: {exc}"
+    try:
+        raw = yaml.safe_load(data)
+    except yaml.YAMLError as exc:
+        return None, f"{uri} is not valid YAML ({type(exc).__name__}): its settings are not read"
+    if not isinstance(raw, dict):
+        return None, f"{uri} is not a YAML mapping: its settings are not read"
+    return raw, None

@@ -43,7 +43,7 @@ def measure(cfg, keys: list[tuple], run_dir: str) -> tuple[list[float], list[flo
     from orchestrator.cells import cell_spec
     from orchestrator.cohorts import cohort_id
     from orchestrator.jobs import mkey
-    from orchestrator.worker import checkpoint_writer
+    from orchestrator.job_io import checkpoint_writer
     from workloads.cohort_experiment import member_datasets, member_key
     from workloads.cohort_net import build_cohort_net
     from workloads.cohort_train import train_cohort

@@ -21,11 +21,11 @@ from orchestrator.cells import cell_spec
 from orchestrator.cohorts import cohort_id
 from orchestrator.config import SweepConfig
 from orchestrator.history import epoch_reporter, write_curve_history, write_history
+from orchestrator.job_io import checkpoint_writer, job_device, load_weights, node_id, torch_device
 from orchestrator.jobs import DONE_MODEL, DONE_PAIR, JobContext, mkey, pair_job, pkey
 from orchestrator.provenance import provenance
 from orchestrator.records import write_unmeasured_pair
 from orchestrator.trial_outputs import final_values, member_labels
-from orchestrator.worker import checkpoint_writer
 
 
 def _execution(cfg: SweepConfig):
@@ -43,7 +43,6 @@ def _done_row(tables: RunTables, table: str, key: str, context: JobContext, done
 
 def run_model_cohort(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
     """Train and measure the members of a model_cohort job; returns the trial's result (see module doc)."""
-    from orchestrator.worker import _job_device, _node_id, _torch_device
     from workloads.cohort_experiment import train_and_measure_cohort
     from workloads.experiment import ModelSpec
 
@@ -62,8 +61,8 @@ def run_model_cohort(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
         return _cohort_result("model_cohort", job["cohort"], results, started)
     keys = [k for *_, k in todo]
     cohort = cohort_id("models", keys)
-    device = _job_device(cfg.trial_cpu(todo[0][0]))
-    specs = [ModelSpec(cell_spec(cfg, lv, tv), seed, _torch_device(device)) for lv, tv, seed, _ in todo]
+    device = job_device(cfg.trial_cpu(todo[0][0]))
+    specs = [ModelSpec(cell_spec(cfg, lv, tv), seed, torch_device(device)) for lv, tv, seed, _ in todo]
     ckpt = storage.checkpoint_uri(context.run_dir, cohort)
     notes = []
     resume_state, note = storage.load_checkpoint(ckpt)  # whichever setting made it (or an earlier run)
@@ -88,7 +87,7 @@ def run_model_cohort(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
         outcomes = train_and_measure_cohort(specs, execution=execution, checkpoint_fn=checkpoint_fn,
                                             resume_state=None, epoch_fn=report)
     prov = provenance(context.run_id, context.config_hash)
-    node = _node_id()
+    node = node_id()
     for spec, key, outcome in zip(specs, keys, outcomes):
         # Before the models row, which marks the model as done: a done model always has its history.
         write_history(tables, key, prov, spec.cell.keys(), int(spec.seed), outcome.history)
@@ -111,7 +110,6 @@ def run_model_cohort(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
 
 def run_pair_cohort(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
     """Measure the pairs of a pair_cohort job, their curves trained as one; returns the trial's result."""
-    from orchestrator.worker import _job_device, _load_weights, _node_id, _torch_device
     from workloads.cohort_experiment import measure_pairs_cohort
     from workloads.experiment import PairSpec
 
@@ -136,7 +134,7 @@ def run_pair_cohort(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
             for seed in (a, b):
                 mk = mkey(cfg, lv, tv, seed)
                 if mk not in loaded:
-                    loaded[mk] = _load_weights(context.run_dir, tables, mk)
+                    loaded[mk] = load_weights(context.run_dir, tables, mk)
                 states.append(loaded[mk])
             ready.append((lv, tv, a, b, key, tuple(states)))
         except storage.RunDirError as exc:
@@ -147,11 +145,11 @@ def run_pair_cohort(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
     if not ready:
         return _cohort_result("pair_cohort", job["cohort"], results, started)
     cohort = cohort_id("pairs", [r[4] for r in ready])
-    device = _job_device(cfg.pair_resources(ready[0][0])["cpu"])
-    specs = [PairSpec(cell_spec(cfg, lv, tv), a, b, _torch_device(device)) for lv, tv, a, b, _, _ in ready]
+    device = job_device(cfg.pair_resources(ready[0][0])["cpu"])
+    specs = [PairSpec(cell_spec(cfg, lv, tv), a, b, torch_device(device)) for lv, tv, a, b, _, _ in ready]
     outcomes = measure_pairs_cohort(specs, [r[5] for r in ready], execution=_execution(cfg))
     prov = provenance(context.run_id, context.config_hash)
-    node = _node_id()
+    node = node_id()
     for (lv, tv, a, b, key, _), outcome in zip(ready, outcomes):
         with storage.writing(tables.part_uri("curves", key)):
             fault_hook.write_point(key)

@@ -318,7 +318,7 @@ def _failed_rows(frames: dict) -> list[str]:
 
 
 def _warn_gpu_without_cuda(models) -> None:
-    """Trials that Ray gave a GPU but that found no CUDA ran on the CPU (sweep._job_device): say so."""
+    """Trials that Ray gave a GPU but that found no CUDA ran on the CPU (job_io.job_device): say so."""
     fallback = models["device"].dropna().str.startswith("cpu (")
     if fallback.any():
         echo(f"warning: {int(fallback.sum())} model(s) were given a GPU by Ray but CUDA was not available "

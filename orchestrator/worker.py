@@ -16,6 +16,7 @@ from analysis.tables import RunTables
 from orchestrator import fault_hook, storage
 from orchestrator.cells import cell_spec
 from orchestrator.config import SweepConfig, build
+from orchestrator.job_io import checkpoint_writer, job_device, load_weights, node_id, torch_device
 from orchestrator.history import epoch_reporter, write_curve_history, write_history
 from orchestrator.jobs import DONE_MODEL, DONE_PAIR, STORAGE_ERROR, JobContext, job_key, mkey, pkey
 from orchestrator.provenance import provenance
@@ -31,39 +32,6 @@ def _sweep_from_dict_cached(text: str) -> SweepConfig:
 
 def _sweep_of(context: JobContext) -> SweepConfig:
     return _sweep_from_dict_cached(json.dumps(context.sweep, sort_keys=True))
-
-
-def _job_device(cpus: float) -> str:
-    """cuda when Ray gave this job a GPU (Ray sets CUDA_VISIBLE_DEVICES to it), else cpu; threads = CPUs.
-
-    A GPU that Ray accounts for but CUDA cannot use (a declared ``--num-gpus`` on a machine without one,
-    a broken driver) runs the job on the CPU and says so in the ``device`` column ("cpu (...)"), so a
-    sweep that was meant for GPUs never runs on CPUs unnoticed (`landscape run` warns about such rows).
-    """
-    import ray
-    import torch
-
-    torch.set_num_threads(max(1, int(cpus)))
-    gpu_ids = ray.get_gpu_ids()
-    if gpu_ids and torch.cuda.is_available():
-        return "cuda"
-    if gpu_ids:
-        return f"cpu (Ray GPU {','.join(map(str, gpu_ids))} has no CUDA)"
-    return "cpu"
-
-
-def _torch_device(device: str) -> str:
-    """The torch device of a _job_device label ("cpu (...)" -> "cpu")."""
-    return device.split(" ", 1)[0]
-
-
-def _node_id() -> str | None:
-    try:
-        import ray
-
-        return ray.get_runtime_context().get_node_id()
-    except Exception:
-        return None
 
 
 def run_job(config: dict, context: JobContext) -> None:
@@ -114,7 +82,7 @@ def _reraise_missing_plugin(exc: LookupError):
     if isinstance(exc, UnknownNameError) and exc.kind in ("model", "dataset"):
         from workloads.plugins import ENTRY_POINT_GROUPS, PluginError
 
-        raise PluginError(f"{exc} (on the Ray worker of node {_node_id()}: an entry point of "
+        raise PluginError(f"{exc} (on the Ray worker of node {node_id()}: an entry point of "
                           f"{ENTRY_POINT_GROUPS[exc.kind]} must be installed on every node, or name the code as "
                           f"'module:function' to ship it)") from None
     raise exc
@@ -138,8 +106,8 @@ def _model_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
             return {"kind": "model", "key": key, "status": existing["status"], "skipped": True,
                     "wall_seconds": 0.0, **final_values("model", existing)}
 
-    device = _job_device(cfg.trial_cpu(lv))
-    spec = ModelSpec(cell, int(seed), _torch_device(device))
+    device = job_device(cfg.trial_cpu(lv))
+    spec = ModelSpec(cell, int(seed), torch_device(device))
     ckpt = storage.checkpoint_uri(context.run_dir, key)
     notes = []  # what the user should know about this job although it succeeded
     resume_state, note = storage.load_checkpoint(ckpt)  # whichever setting made it (or an earlier run)
@@ -162,7 +130,7 @@ def _model_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
     prov = provenance(context.run_id, context.config_hash)
     # Before the models row, which marks the model as done: a done model always has its history.
     write_history(tables, key, prov, spec.cell.keys(), int(seed), outcome.history)
-    row = {**prov, **outcome.row, "node_id": _node_id(), "device": device}
+    row = {**prov, **outcome.row, "node_id": node_id(), "device": device}
     if outcome.state_dict is not None:
         with storage.writing(weights):
             fault_hook.write_point(key)
@@ -177,24 +145,6 @@ def _model_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
             "error": row.get("error"), "note": "; ".join(notes) or None}
 
 
-def checkpoint_writer(cfg: SweepConfig, ckpt: str, keys: list[str]):
-    """The checkpoint_fn of a training job (one model or a cohort; the training decides when to call it:
-    workloads.train.checkpoint_due), or None when training.checkpoint_every and checkpoint_minutes are both 0.
-
-    Checkpoints go to the run directory (shared storage on a cluster), so a retried or resumed job continues
-    on any node from its last checkpoint instead of epoch 0; the job loads one whatever wrote it."""
-    if not (cfg.training.checkpoint_every or cfg.training.checkpoint_minutes):
-        return None
-
-    def checkpoint_fn(state):
-        with storage.writing(ckpt):
-            storage.save_state(ckpt, state)
-        for key in keys:
-            fault_hook.point(key, state["epoch"])
-
-    return checkpoint_fn
-
-
 def _measure_job(cfg: SweepConfig, context: JobContext, job: dict, cell, existing: dict) -> dict:
     """A finished model that lacks an added metric of the run (one made before the metric existed): the metric
     is computed from its saved weights (checked against their sha256 where the row has one), never by
@@ -207,12 +157,12 @@ def _measure_job(cfg: SweepConfig, context: JobContext, job: dict, cell, existin
     tables = RunTables(context.run_dir)
     fault_hook.attempt(key)
     todo = missing_metrics(existing, cell.added_metrics)
-    state = _load_weights(context.run_dir, tables, key)  # damaged weights: deleted, so the next plan retrains
-    device = _job_device(cfg.trial_cpu(job["load"]))
-    data = cell.data().to(_torch_device(device))
+    state = load_weights(context.run_dir, tables, key)  # damaged weights: deleted, so the next plan retrains
+    device = job_device(cfg.trial_cpu(job["load"]))
+    data = cell.data().to(torch_device(device))
     values, failures = {}, []
     try:
-        model = load_trained(cell, int(job["seed"]), state, data, _torch_device(device))
+        model = load_trained(cell, int(job["seed"]), state, data, torch_device(device))
     except Exception as exc:  # weights that do not fit the model: the finished row is kept as it is
         model, failures = None, [f"loading the weights failed: {type(exc).__name__}: {exc}"]
     for spec in todo if model is not None else ():
@@ -246,16 +196,16 @@ def _pair_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
                 **final_values("pair", existing)}
     fault_hook.attempt(key)
     try:
-        state_a = _load_weights(context.run_dir, tables, mkey(cfg, lv, tv, a))
-        state_b = _load_weights(context.run_dir, tables, mkey(cfg, lv, tv, b))
+        state_a = load_weights(context.run_dir, tables, mkey(cfg, lv, tv, a))
+        state_b = load_weights(context.run_dir, tables, mkey(cfg, lv, tv, b))
     except storage.RunDirError as exc:
         # Not a fault of this worker, so no retry: the pair is failed for now, and the next round of this
         # run (or a resume) retrains the model whose file is gone and measures the pair again.
         write_unmeasured_pair(cfg, context.run_dir, context.run_id, job, "failed", str(exc))
         return {"kind": "pair", "key": key, "status": "failed", "skipped": False, "error": str(exc),
                 "wall_seconds": time.perf_counter() - started}
-    device = _job_device(cfg.pair_resources(lv)["cpu"])
-    outcome = measure_pair(PairSpec(cell_spec(cfg, lv, tv), int(a), int(b), _torch_device(device)), state_a, state_b)
+    device = job_device(cfg.pair_resources(lv)["cpu"])
+    outcome = measure_pair(PairSpec(cell_spec(cfg, lv, tv), int(a), int(b), torch_device(device)), state_a, state_b)
     prov = provenance(context.run_id, context.config_hash)
     with storage.writing(tables.part_uri("curves", key)):
         fault_hook.write_point(key)
@@ -267,21 +217,7 @@ def _pair_job(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
     # The pairs row is written last: it is what marks the pair as done.
     with storage.writing(tables.part_uri("pairs", key)):
         fault_hook.write_point(key)
-        tables.write_part("pairs", key, [{**prov, **outcome.row, "node_id": _node_id(), "device": device}])
+        tables.write_part("pairs", key, [{**prov, **outcome.row, "node_id": node_id(), "device": device}])
     return {"kind": "pair", "key": key, "status": outcome.row["status"], "skipped": False,
             "wall_seconds": time.perf_counter() - started, **final_values("pair", outcome.row),
             "error": outcome.row.get("error")}
-
-
-def _load_weights(run_dir: str, tables: RunTables, key: str) -> dict:
-    """A model's weights, checked against the content hash of its models row (rows written before hashes
-    have none: not checked). A file that is unreadable or not the bytes its row names is deleted before the
-    error propagates, so that the next plan (this run's next round, or a resume) retrains that model instead
-    of measuring damaged weights (a pair of damaged weights once came out `diverged` with L2 6.7e24)."""
-    uri = storage.model_uri(run_dir, key)
-    row = storage.read_part_row(tables, "models", key) or {}
-    try:
-        return storage.load_state(uri, sha256=row.get("weights_sha256"))
-    except storage.UnreadableFile:
-        storage.delete(uri)
-        raise

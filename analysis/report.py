@@ -186,8 +186,13 @@ def _summary(cells: pd.DataFrame) -> dict:
     counts = cells["phase"].value_counts(dropna=False)
     phases = [{"phase": p, "style": _phase_style(p), "count": int(counts[p])}
               for p in ("I", "II", "III", "IV-A", "IV-B") if counts.get(p, 0)]
-    complete = int(cells["complete"].fillna(False).astype(bool).sum()) if "complete" in cells else len(cells)
-    return {"n": len(cells), "phases": phases, "unlabelled": int(cells["phase"].isna().sum()), "complete": complete}
+    # Interpolated cells (an adaptive run's untrained ones) expect no members: counted apart, not as incomplete.
+    interpolated = cells["interpolated"].fillna(False).astype(bool) if "interpolated" in cells else pd.Series(
+        False, index=cells.index)
+    trained = cells[~interpolated]
+    complete = int(trained["complete"].fillna(False).astype(bool).sum()) if "complete" in cells else len(trained)
+    return {"n": len(cells), "phases": phases, "unlabelled": int(cells["phase"].isna().sum()), "complete": complete,
+            "trained": len(trained), "interpolated": int(interpolated.sum())}
 
 
 SAMPLING_MEANING = {

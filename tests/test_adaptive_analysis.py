@@ -139,6 +139,8 @@ def test_phase_map_and_report_show_the_sampling(analysed):
     report = open(result.report_path, encoding="utf-8").read()
     assert "Adaptive search: trained and interpolated cells" in report
     assert "12 of 16 cells trained (9 topped up, 3 at the starting seeds only), 4 interpolated" in report
+    # Interpolated cells expect no members: they are counted apart, not as incomplete cells.
+    assert "12 of 12 trained cells complete (all expected members and metrics present); 4 interpolated" in report
     assert report.count('class="interpolated"') == len(UNTRAINED)  # the SVG phase map marks them
     lines = summary_lines(cells, result.claims, None)
     assert any("4 interpolated (not trained)" in line for line in lines)

@@ -125,7 +125,12 @@ def _keyed(cells: pd.DataFrame) -> pd.DataFrame:
     for col in (*DECIDING_COLUMNS, *CLASS_COLUMNS, "phase_reason"):
         if col not in out:
             out[col] = None
-    return out[[*CELL_COLUMNS, "phase", *CLASS_COLUMNS, *DECIDING_COLUMNS, "phase_reason"]]
+    # How each cell was sampled (analysis/adaptive_cells.py): an adaptive run's interpolated cells are named so.
+    if "interpolated" not in out:
+        out["interpolated"] = False
+    if "sampling" not in out:
+        out["sampling"] = "full"
+    return out[[*CELL_COLUMNS, "phase", *CLASS_COLUMNS, *DECIDING_COLUMNS, "phase_reason", "interpolated", "sampling"]]
 
 
 def match_cells(cells_a: pd.DataFrame, cells_b: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

@@ -66,7 +66,8 @@ def comparison_text(c: Comparison) -> str:
     if len(changed):
         lines += ["", "changed cells (A → B; what decided each label):"]
         for _, row in changed.iterrows():
-            lines.append(f"  {cell_text(row)}: {row['phase_a']} → {row['phase_b']}  ({decided_by(row)})")
+            lines.append(f"  {cell_text(row)}: {row['phase_a']} → {row['phase_b']}  ({decided_by(row)})"
+                         + _interpolated_text(row))
             lines.append(f"      A: {_text(row['phase_reason_a'])}")
             lines.append(f"      B: {_text(row['phase_reason_b'])}")
     for label, only in (("A", c.only_a), ("B", c.only_b)):
@@ -92,6 +93,13 @@ def comparison_text(c: Comparison) -> str:
     for note in c.notes:
         lines.append(f"note: {note}")
     return "\n".join(lines)
+
+
+def _interpolated_text(row) -> str:
+    """" [interpolated in A]" etc. for a cell an adaptive run did not train (its label rests on interpolation)."""
+    sides = [side for side in ("A", "B") if isinstance(row.get(f"interpolated_{side.lower()}"), (bool, np.bool_))
+             and row[f"interpolated_{side.lower()}"]]
+    return f" [interpolated in {' and '.join(sides)}: not trained]" if sides else ""
 
 
 def _jsonable(v):
@@ -120,6 +128,7 @@ def comparison_json(c: Comparison) -> dict:
     changed = c.changed
     cols = [*CELL_COLUMNS, "phase_a", "phase_b",
             *(f"{col}_{s}" for col in (*DECIDING_COLUMNS, *CLASS_COLUMNS, "phase_reason") for s in ("a", "b"))]
+    cols += ["interpolated_a", "interpolated_b", "sampling_a", "sampling_b"]
     return {
         "a": {"run_dir": c.a.run_dir, "rules": rules_text(c.a.rules)},
         "b": {"run_dir": c.b.run_dir, "rules": rules_text(c.b.rules)},

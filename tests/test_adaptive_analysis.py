@@ -179,3 +179,21 @@ def test_a_bad_adaptive_block_is_named_and_the_run_analysed_as_trained(tmp_path)
     labelled = label_run(run_dir, bootstrap_draws=0)
     assert any("cannot be read" in w and "left out, not interpolated" in w for w in labelled.warnings)
     assert not labelled.cells["interpolated"].any() and set(labelled.cells["sampling"]) <= set(SAMPLING)
+
+
+def test_compare_names_the_changed_cells_that_were_interpolated(analysed):
+    """A rule that moves untrained cells: `compare` lists them with their sampling, so no one reads an
+    interpolated label change as a measured one."""
+    from analysis.compare import compare_runs
+    from analysis.compare_report import comparison_json, comparison_text
+
+    run_dir, _, _ = analysed
+    result = compare_runs(run_dir, run_dir, rules_b={"mc_threshold": 10}, bootstrap_draws=0)
+    changed = result.changed
+    moved_untrained = cell_set(changed, changed["interpolated_a"].astype(bool))
+    assert moved_untrained and moved_untrained <= UNTRAINED
+    assert cell_set(changed, ~changed["interpolated_a"].astype(bool)).isdisjoint(UNTRAINED)
+    text = comparison_text(result)
+    assert text.count("[interpolated in A and B: not trained]") == len(moved_untrained)
+    doc = comparison_json(result)
+    assert sum(c["sampling_a"] == "interpolated" for c in doc["changed_cells"]) == len(moved_untrained)

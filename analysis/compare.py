@@ -168,11 +168,22 @@ def compare_claims(claims_a: list[dict], claims_b: list[dict]) -> list[dict]:
         out.append({
             "diagram": key[0], "id": key[1], "claim": (ca or cb).get("claim", ""),
             "holds_a": holds_a, "holds_b": holds_b,
+            "status_a": _status(ca), "status_b": _status(cb),
             "p_holds_a": _probability(ca), "p_holds_b": _probability(cb),
             "in_a": ca is not None, "in_b": cb is not None,
-            "changed": ca is None or cb is None or holds_a != holds_b,
+            "changed": ca is None or cb is None or holds_a != holds_b or _status(ca) != _status(cb),
         })
     return out
+
+
+def _status(claim: dict | None) -> str | None:
+    """The claim's verdict in words (analysis.claims: holds, does not hold, unresolved, not applicable, cannot be
+    measured); for records without one, from ``holds``."""
+    if claim is None:
+        return None
+    if isinstance(claim.get("status"), str):
+        return claim["status"]
+    return {True: "holds", False: "does not hold"}.get(claim.get("holds"), "not applicable")
 
 
 def _probability(claim: dict | None) -> float | None:

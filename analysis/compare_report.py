@@ -45,14 +45,10 @@ def _text(value) -> str:
     return value if isinstance(value, str) and value else "–"
 
 
-def _yes_no(holds) -> str:
-    return {True: "holds", False: "fails", None: "n/a"}.get(holds, str(holds))
-
-
-def _verdict(holds, p, present) -> str:
+def _verdict(status, p, present) -> str:
     if not present:
         return "(absent)"
-    return _yes_no(holds) + (f" (p {p:.2f})" if p is not None else "")
+    return (status or "?") + (f" (p {p:.2f})" if p is not None else "")
 
 
 def comparison_text(c: Comparison) -> str:
@@ -77,8 +73,8 @@ def comparison_text(c: Comparison) -> str:
     lines += ["", f"claims: {len(c.claims)}, {len(moved)} changed verdict" + (":" if moved else "")]
     for cl in moved:
         where = f" [{cl['diagram']}]" if cl["diagram"] else ""
-        lines.append(f"  {cl['id']}{where}: {_verdict(cl['holds_a'], cl['p_holds_a'], cl['in_a'])} → "
-                     f"{_verdict(cl['holds_b'], cl['p_holds_b'], cl['in_b'])}")
+        lines.append(f"  {cl['id']}{where}: {_verdict(cl['status_a'], cl['p_holds_a'], cl['in_a'])} → "
+                     f"{_verdict(cl['status_b'], cl['p_holds_b'], cl['in_b'])}")
     if c.rules_diff:
         lines += ["", "phase rules that differ (A → B): "
                   + ", ".join(f"{k} {setting_text(va)} → {setting_text(vb)}" for k, va, vb in c.rules_diff)]

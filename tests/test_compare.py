@@ -151,6 +151,20 @@ def test_claims_side_by_side_read_p_holds_where_present():
     assert rows["c3"]["in_a"] is False and rows["c3"]["changed"]
 
 
+def test_an_unresolved_claim_reads_unresolved_and_a_change_of_status_is_a_change():
+    """holds is None both for an unresolved claim and one that does not apply: the verdict words come from the
+    claim's status, and unresolved -> not applicable is a change although holds stays None."""
+    from analysis.compare_report import _verdict
+
+    a = [{"diagram": "d", "id": "c", "holds": None, "status": "unresolved", "p_holds": 0.65}]
+    b = [{"diagram": "d", "id": "c", "holds": None, "status": "not applicable"}]
+    row = compare_claims(a, b)[0]
+    assert (row["status_a"], row["status_b"], row["changed"]) == ("unresolved", "not applicable", True)
+    assert _verdict(row["status_a"], row["p_holds_a"], row["in_a"]) == "unresolved (p 0.65)"
+    assert compare_claims(a, a)[0]["changed"] is False
+    assert compare_claims([{"id": "c", "holds": False}], [])[0]["status_a"] == "does not hold"  # older records
+
+
 def test_config_differences_are_dotted_keys():
     a = {"training": {"lr": 0.1, "epochs": 5}, "grid": {"load": {"values": [8, 16]}}}
     b = {"training": {"lr": 0.1, "epochs": 6}, "grid": {"load": {"values": [8, 16, 32]}}}

@@ -26,7 +26,7 @@ from workloads.cohort_net import build_cohort_net
 from workloads.data import corrupt_labels, load_dataset
 from workloads.experiment import CellSpec, HessianSettings, ModelSpec, PairSpec, measure_pair, train_and_measure
 from workloads.metrics.cohort_curves import connect_cohort
-from workloads.metrics.cohort_hessian import estimate_hessian_cohort
+from workloads.metrics.cohort_hessian import CohortHessianOperator, estimate_hessian_cohort
 from workloads.metrics.connectivity import CurveConfig, connect_models
 from workloads.metrics.hessian import estimate_hessian
 from workloads.models import seeded_model
@@ -75,22 +75,47 @@ def trained_members(name, data, seeds, width=8, **kw):
 # Hessian
 
 
-@pytest.mark.parametrize("name, kw, backend", [("mlp", {}, "grouped"), ("cnn", {"batch_norm": True}, "grouped"),
-                                               ("cnn", {"batch_norm": True}, "vmap")],
-                         ids=["mlp", "cnn-bn", "cnn-bn-vmap"])
-def test_cohort_hessian_equals_each_members_estimate(digits, name, kw, backend):
+@pytest.mark.parametrize("name, kw, backend, block", [("mlp", {}, "grouped", 1),
+                                                      ("cnn", {"batch_norm": True}, "grouped", 1),
+                                                      ("cnn", {"batch_norm": True}, "vmap", 1),
+                                                      ("mlp", {}, "grouped", 4),
+                                                      ("cnn", {"batch_norm": True}, "vmap", 4)],
+                         ids=["mlp", "cnn-bn", "cnn-bn-vmap", "mlp-blocks", "cnn-bn-vmap-blocks"])
+def test_cohort_hessian_equals_each_members_estimate(digits, name, kw, backend, block):
+    """Blocks of trace probes (block 4) too: members still in Lanczos (one vector) and members probing (four)
+    share one batched backward, the short requests padded."""
     models = trained_members(name, digits, (0, 1, 2), width=4, **kw)
     net = build_cohort_net(models[0], [m.state_dict() for m in models], backend)
     x = digits.train_x[:120]
     targets = torch.stack([digits.train_y[:120], corrupt_labels(digits, 0.3, 1).train_y[:120], digits.train_y[:120]])
-    got = estimate_hessian_cohort(net, x, targets, members=[0, 1], eigen_max_iter=30, trace_max_probes=20)
+    opts = dict(eigen_max_iter=30, trace_max_probes=20, trace_block_size=block)
+    got = estimate_hessian_cohort(net, x, targets, members=[0, 1], **opts)
     assert got[2] is None
     for i in (0, 1):
-        want = estimate_hessian(models[i], x, targets[i], eigen_max_iter=30, trace_max_probes=20)
+        want = estimate_hessian(models[i], x, targets[i], **opts)
         assert got[i].top_eigenvalue == pytest.approx(want.top_eigenvalue, rel=1e-3)
         assert abs(got[i].trace - want.trace) <= 2 * want.trace_std_error + 1e-3 * abs(want.trace)
         assert abs(got[i].eigen_iterations - want.eigen_iterations) <= 2
         assert got[i].samples == 120 and got[i].hvps == got[i].lanczos_steps + got[i].trace_probes
+
+
+@pytest.mark.parametrize("backend", ["grouped", "vmap"])
+def test_cohort_products_of_one_vector_and_of_a_block_at_once(digits, backend):
+    """One member asks for one product (Lanczos), another for a block of three (trace probes): one call gives
+    each the products it would get alone, row by row."""
+    models = trained_members("cnn", digits, (0, 1), width=4, batch_norm=True)
+    net = build_cohort_net(models[0], [m.state_dict() for m in models], backend)
+    net.eval()
+    x, targets = digits.train_x[:60], torch.stack([digits.train_y[:60]] * 2)
+    op = CohortHessianOperator(net, x, targets)
+    g = torch.Generator().manual_seed(0)
+    v, block = torch.randn(op.dim, generator=g), torch.randn(3, op.dim, generator=g)
+    both = op({0: v, 1: block})
+    alone = [op({1: row})[1] for row in block]
+    assert both[0].shape == (op.dim,) and both[1].shape == (3, op.dim)
+    assert torch.allclose(both[0], op({0: v})[0], rtol=1e-5, atol=1e-7)
+    assert torch.allclose(both[1], torch.stack(alone), rtol=1e-5, atol=1e-7)
+    assert op.counts == [2, 6]
 
 
 # ---------------------------------------------------------------------------------------------------------

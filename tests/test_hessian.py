@@ -20,6 +20,9 @@ from torch.func import functional_call
 
 from workloads.metrics.hessian import (
     HessianEstimate,
+    HessianOperator,
+    _eval_mode,
+    _trainable,
     deflated_hutchinson,
     estimate_hessian,
     hessian_top_eigenvalue,
@@ -247,7 +250,7 @@ def test_deflated_hutchinson_is_unbiased_and_its_standard_error_is_honest():
     rng = np.random.default_rng(1)
     spectrum = np.concatenate([[50.0, 40.0, 30.0, 20.0], rng.uniform(-0.5, 2.0, size=196)])
     a = symmetric_with_spectrum(spectrum, seed=2)
-    matvec = lambda v: a @ v  # noqa: E731
+    matvec = lambda v: v @ a  # noqa: E731  (a is symmetric: one vector or a block of rows)
     truth = float(spectrum.sum())
     z_plain, z_deflated, probes = [], [], []
     for seed in range(40):
@@ -263,6 +266,79 @@ def test_deflated_hutchinson_is_unbiased_and_its_standard_error_is_honest():
         assert abs(z.mean()) < 0.6  # unbiased: mean of 40 z-scores has sd ≈ 0.16
         assert 0.4 < np.sqrt((z**2).mean()) < 1.3  # SE neither optimistic nor useless
     assert probes == [10] * 40
+
+
+@pytest.mark.parametrize("make, shape, chunk", [(make_mlp, (6,), None), (make_bn_cnn, (2, 6, 6), None),
+                                                (make_bn_cnn, (2, 6, 6), 16)], ids=["mlp", "bn-cnn", "bn-cnn-chunked"])
+def test_a_block_of_products_equals_the_products_one_by_one(make, shape, chunk):
+    """H·V for a block (batched backward) is H·v column by column, whole-batch and chunked, BatchNorm in eval."""
+    model, (x, y) = make(), data(shape, n=50)
+    if make is make_bn_cnn:
+        give_running_stats(model)
+    with _eval_mode(model):
+        op = HessianOperator(model, _trainable(model), x, y, batch_size=chunk, retain_graph=chunk is None)
+        block = torch.randn(5, op.dim, generator=torch.Generator().manual_seed(0))
+        together = op(block)
+        one_by_one = torch.stack([op(v) for v in block])
+    assert together.shape == (5, op.dim) and op.count == 10
+    assert torch.allclose(together, one_by_one, rtol=1e-5, atol=1e-6 * float(one_by_one.abs().max()))
+    dense = dense_hessian(model, x, y).float()
+    assert torch.allclose(together, block @ dense, rtol=1e-3, atol=1e-4 * float(one_by_one.abs().max()))
+
+
+def _trace_problem():
+    rng = np.random.default_rng(3)
+    spectrum = np.concatenate([[30.0, 20.0], rng.uniform(-0.5, 2.0, size=98)])
+    a = symmetric_with_spectrum(spectrum, seed=4)
+    run = lanczos(lambda v: v @ a, torch.randn(100, generator=torch.Generator().manual_seed(0),
+                                               dtype=torch.float64), tol=math.inf, max_steps=4, min_steps=4)
+    return (lambda v: v @ a), torch.stack(run.basis), float(np.sum(run.diagonal))
+
+
+def trace_run(block_size, **kw):
+    matvec, basis, exact = _trace_problem()
+    return deflated_hutchinson(matvec, 100, basis, exact, generator=torch.Generator().manual_seed(5),
+                               dtype=torch.float64, block_size=block_size, **kw)
+
+
+@pytest.mark.parametrize("block_size", [2, 7, 16])
+def test_blocks_use_the_same_probes_and_give_the_same_estimate(block_size):
+    sequential, blocked = trace_run(1, tol=0.0, max_probes=30), trace_run(block_size, tol=0.0, max_probes=30)
+    assert blocked.probes == sequential.probes == 30  # the last block is cut at max_probes
+    assert np.allclose(blocked.samples, sequential.samples, rtol=1e-12)
+    assert blocked.trace == pytest.approx(sequential.trace, rel=1e-12)
+    assert blocked.std_error == pytest.approx(sequential.std_error, rel=1e-12)
+
+
+@pytest.mark.parametrize("block_size", [1, 3, 8])
+def test_blocks_stop_at_the_first_block_that_meets_the_rule(block_size):
+    tol = 0.02
+    run = trace_run(block_size, tol=tol, max_probes=400)
+    assert run.probes % block_size == 0 and run.probes >= 3 and run.std_error <= tol * abs(run.trace)
+    same_probes = trace_run(1, tol=0.0, max_probes=run.probes)  # the sequential computation of those probes
+    assert run.trace == pytest.approx(same_probes.trace, rel=1e-12)
+    earlier = run.probes - block_size
+    if earlier >= 3:  # the block before did not meet the rule
+        before = trace_run(block_size, tol=0.0, max_probes=earlier)
+        assert before.std_error > tol * abs(before.trace)
+    sequential = trace_run(1, tol=tol, max_probes=400)
+    assert sequential.probes <= run.probes
+
+
+def test_blocked_trace_of_a_model_equals_the_probe_by_probe_one():
+    model, (x, y) = make_mlp(), data((6,))
+    one = estimate_hessian(model, x, y, trace_tol=0.0, trace_max_probes=12, top_eigenvalue=False)
+    four = estimate_hessian(model, x, y, trace_tol=0.0, trace_max_probes=12, top_eigenvalue=False,
+                            trace_block_size=4)
+    assert (four.trace_probes, four.hvps) == (one.trace_probes, one.hvps) == (12, one.lanczos_steps + 12)
+    assert four.trace == pytest.approx(one.trace, rel=1e-5)
+    assert four.trace_std_error == pytest.approx(one.trace_std_error, rel=1e-5)
+    blocked = estimate_hessian(model, x, y, trace_tol=0.05, trace_max_probes=500, top_eigenvalue=False,
+                               trace_block_size=8)
+    assert blocked.trace_probes % 8 == 0 and blocked.trace_std_error <= 0.05 * abs(blocked.trace)
+    assert abs(blocked.trace - float(dense_hessian(model, x, y).trace())) <= 4 * blocked.trace_std_error
+    with pytest.raises(ValueError, match="block_size"):
+        estimate_hessian(model, x, y, trace_block_size=0, top_eigenvalue=False)
 
 
 def test_trace_stops_at_the_requested_relative_standard_error():

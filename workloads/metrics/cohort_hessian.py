@@ -2,10 +2,11 @@
 
 Definitions and stopping rules are those of workloads/metrics/hessian.py's "lanczos" backend, run by its own
 functions: each member runs ``lanczos`` and then ``deflated_hutchinson`` unchanged, with its own generator
-seeded like the single-model call (so the same start vector and probes). Only the operator differs: the
-loss is the sum over members of each member's mean cross-entropy on the points (eval mode, BatchNorm
-running statistics, no weight decay), whose Hessian is block-diagonal with member m's Hessian as block m,
-so one double-backward through the cohort's cached gradient graph gives H_m v_m for every member at once.
+seeded like the single-model call (so the same start vector and probes, in the same blocks). Only the
+operator differs: the loss is the sum over members of each member's mean cross-entropy on the points (eval
+mode, BatchNorm running statistics, no weight decay), whose Hessian is block-diagonal with member m's Hessian
+as block m, so one double-backward through the cohort's cached gradient graph gives H_m v_m for every member at
+once (a block of trace probes per member when trace_block_size > 1).
 
 To take all products at once the members' Lanczos runs go in lock-step: each runs in its own thread, and
 a product is computed when every member still running has asked for one (members that stopped contribute
@@ -30,9 +31,11 @@ from workloads.metrics.hessian import (
     EIGEN_TOL,
     TRACE_MAX_PROBES,
     TRACE_MIN_PROBES,
+    TRACE_PROBE_BLOCK,
     TRACE_TOL,
     HessianEstimate,
     deflated_hutchinson,
+    hessian_products,
     lanczos,
 )
 
@@ -58,19 +61,23 @@ class CohortHessianOperator:
         self.counts = [0] * m
 
     def __call__(self, vectors: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
-        stacked = torch.zeros(self.members, self.dim, dtype=self.dtype, device=self.device)
+        """{member: v (dim,) or a block V (b, dim)} -> the same shapes, H_m applied (row by row for a block).
+        Members may ask with different block sizes (one in Lanczos, one probing the trace): all go through
+        one batched backward of the largest size, shorter requests padded with zero vectors."""
+        rows = {member: len(v) if v.dim() == 2 else 1 for member, v in vectors.items()}
+        width = max(rows.values())
+        stacked = torch.zeros(width, self.members, self.dim, dtype=self.dtype, device=self.device)
         for member, v in vectors.items():
-            stacked[member] = v.to(self.dtype)
-            self.counts[member] += 1
-        pieces = [piece.reshape(p.shape) for piece, p in zip(stacked.split(self.numels, dim=1), self.params)]
-        used = [i for i, g in enumerate(self.grads) if g is not None]
-        out = [torch.zeros_like(p) for p in self.params]
-        if used:
-            hv = torch.autograd.grad([self.grads[i] for i in used], self.params,
-                                     grad_outputs=[pieces[i] for i in used], retain_graph=True, allow_unused=True)
-            out = [h if h is not None else z for h, z in zip(hv, out)]
-        flat = torch.cat([o.reshape(self.members, -1) for o in out], dim=1)  # (M, dim)
-        return {member: flat[member] for member in vectors}
+            stacked[: rows[member], member] = v.to(self.dtype)
+            self.counts[member] += rows[member]
+        batched = width > 1  # a single row takes the plain backward, as HessianOperator's single product
+        lead = (width,) if batched else ()
+        pieces = [piece.reshape(*lead, *p.shape)
+                  for piece, p in zip(stacked.split(self.numels, dim=2), self.params)]
+        out = hessian_products(self.grads, self.params, pieces, retain=True, batched=batched)
+        flat = torch.cat([o.reshape(width, self.members, -1) for o in out], dim=2)  # (width, M, dim)
+        return {member: flat[: rows[member], member] if v.dim() == 2 else flat[0, member]
+                for member, v in vectors.items()}
 
 
 class _Lockstep:
@@ -130,7 +137,8 @@ def _one_member(matvec, op: CohortHessianOperator, opts: dict) -> dict:
         run.basis.clear()
         result = deflated_hutchinson(matvec, op.dim, basis, float(np.sum(run.diagonal)), generator=generator,
                                      dtype=op.dtype, device=op.device, tol=opts["trace_tol"],
-                                     max_probes=opts["trace_max_probes"], min_probes=opts["trace_min_probes"])
+                                     max_probes=opts["trace_max_probes"], min_probes=opts["trace_min_probes"],
+                                     block_size=opts["trace_block_size"])
         out.update(trace=result.trace, trace_std_error=result.std_error, trace_probes=result.probes)
     return out
 
@@ -146,6 +154,7 @@ def estimate_hessian_cohort(
     trace_tol: float = TRACE_TOL,
     trace_max_probes: int = TRACE_MAX_PROBES,
     trace_min_probes: int = TRACE_MIN_PROBES,
+    trace_block_size: int = TRACE_PROBE_BLOCK,
     deflation_steps: int = DEFLATION_STEPS,
     seed: int = 0,
     top_eigenvalue: bool = True,
@@ -167,6 +176,7 @@ def estimate_hessian_cohort(
     members = list(range(m)) if members is None else sorted(set(members))
     opts = dict(eigen_tol=eigen_tol, eigen_max_iter=eigen_max_iter, trace_tol=trace_tol,
                 trace_max_probes=trace_max_probes, trace_min_probes=trace_min_probes,
+                trace_block_size=trace_block_size,
                 deflation_steps=deflation_steps, seed=seed, batch_size=None, retain_graphs=None,
                 want_eigen=top_eigenvalue, want_trace=trace)
     started = time.perf_counter()

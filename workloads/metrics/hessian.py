@@ -30,7 +30,9 @@ Backends
           eigenvalues that carry much of ||H||_F² and hence of the Hutchinson variance 2(||H||_F² − Σ H_ii²);
           deflating them first cut the per-probe variance 3x (small MLP without strong outliers) to ~50x
           (trained ResNet18, k=4) in benchmarks/hessian.py. The standard error comes from the variance formula
-          (see `deflated_hutchinson`); probing stops when it is ≤ trace_tol·|trace|.
+          (see `deflated_hutchinson`); probing stops when it is ≤ trace_tol·|trace|. Probes can be multiplied
+          in blocks (trace_block_size, one batched backward per block, the rule checked per block); the
+          default 1 is the probe-by-probe computation, which was the faster one on CPUs.
     "pyhessian". The PyHessian 0.1 package (Yao et al.), the reference the authors used: power iteration
         that stops when the Rayleigh quotient changes by < tol relative (so it finds the eigenvalue of largest
         MAGNITUDE, and a slow stall looks like convergence), and plain Hutchinson that stops when the running
@@ -77,6 +79,11 @@ EIGEN_MAX_ITER = 100  # cap on HVPs for λ_max (Lanczos steps / power iterations
 TRACE_TOL = 1e-2  # relative standard error of the trace at which probing stops ("lanczos")
 PYHESSIAN_TRACE_TOL = 1e-3  # "pyhessian": relative change of the running mean; the authors' setting
 TRACE_MAX_PROBES = 100  # cap on Hutchinson probes (HVPs); the authors' cap
+TRACE_PROBE_BLOCK = 1  # Hutchinson probes multiplied together (`deflated_hutchinson`). 1, measured: on a CPU
+#                       thread a product over 1000 points is already matrix-matrix work (the points are the other
+#                       dimension); on the demo's MLP blocks of 4-16 were 0.76-1.12x as fast per probe at every
+#                       width (benchmarks/hessian_probes.py, docs/benchmarks.md 2026-12-07), before the extra
+#                       probes a per-block stopping check costs
 TRACE_MIN_PROBES = 3  # fewest probes before the standard error is trusted (it comes from mean ||Az||², see
 #                       `deflated_hutchinson`, which is steady after a few probes)
 DEFLATION_STEPS = 20  # fewest Lanczos steps when the trace is wanted: enough to capture the ~#classes
@@ -206,29 +213,44 @@ class HessianOperator:
         return [g if g is not None and g.requires_grad else None for g in total]
 
     def _product(self, grads, v: torch.Tensor, retain: bool) -> torch.Tensor:
-        pieces = [p.view_as(q) for p, q in zip(v.split(self.numels), self.params)]
-        used = [i for i, g in enumerate(grads) if g is not None]
-        out = [torch.zeros_like(p) for p in self.params]
-        if used:
-            hv = torch.autograd.grad(
-                [grads[i] for i in used],
-                self.params,
-                grad_outputs=[pieces[i] for i in used],
-                retain_graph=retain,
-                allow_unused=True,
-            )
-            out = [h if h is not None else z for h, z in zip(hv, out)]
-        return torch.cat([o.reshape(-1) for o in out])
+        """H v for v (dim,), or H V row by row for a block V (b, dim) (one batched backward, see
+        `hessian_products`); a block of one row takes the single-vector path."""
+        if v.dim() == 2 and len(v) == 1:
+            return self._product(grads, v[0], retain).unsqueeze(0)
+        batched = v.dim() == 2
+        lead = (len(v),) if batched else ()
+        pieces = [p.reshape(*lead, *q.shape) for p, q in zip(v.split(self.numels, dim=-1), self.params)]
+        out = hessian_products(grads, self.params, pieces, retain=retain, batched=batched)
+        return torch.cat([o.reshape(*lead, -1) for o in out], dim=-1)
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
-        self.count += 1
+        """v (dim,) -> H v; a block V (b, dim) -> (b, dim), row i = H V[i] (counts b products)."""
+        self.count += len(v) if v.dim() == 2 else 1
         v = v.to(self.dtype)
         if self._grads is not None:
             return self._product(self._grads, v, retain=True)
-        total = torch.zeros(self.dim, dtype=self.dtype, device=self.device)
+        total = torch.zeros(v.shape, dtype=self.dtype, device=self.device)
         for chunk in self.chunks:  # one chunk's graph alive at a time
             total += self._product(self._gradient([chunk]), v, retain=False)
         return total
+
+
+def hessian_products(grads, params, grad_outputs, *, retain: bool, batched: bool) -> list[torch.Tensor]:
+    """One backward through a create_graph gradient: the Hessian applied to `grad_outputs`, per parameter.
+
+    grads: ∇L per parameter (None: no second-order path, so a zero row block); grad_outputs: the vector's
+    piece per parameter, shaped like the parameter, or with batched=True (b, *parameter shape) for b vectors
+    at once (autograd's is_grads_batched: the backward is vmapped over the leading dimension). Returns the
+    pieces of H v (or of the b products) in the same shapes. Shared by HessianOperator and the cohort's
+    operator, so single-model and cohort products are the same computation.
+    """
+    used = [i for i, g in enumerate(grads) if g is not None]
+    out = [torch.zeros_like(piece) for piece in grad_outputs]
+    if used:
+        hv = torch.autograd.grad([grads[i] for i in used], params, grad_outputs=[grad_outputs[i] for i in used],
+                                 retain_graph=retain, allow_unused=True, is_grads_batched=batched)
+        out = [h if h is not None else z for h, z in zip(hv, out)]
+    return out
 
 
 def _add(a, b):
@@ -382,11 +404,13 @@ def deflated_hutchinson(
     tol: float = TRACE_TOL,
     max_probes: int = TRACE_MAX_PROBES,
     min_probes: int = TRACE_MIN_PROBES,
+    block_size: int = TRACE_PROBE_BLOCK,
 ) -> TraceResult:
     """tr(H) = exact_part + tr(A), A = PHP, P = I − QQᵀ, Q = the orthonormal `basis`, by Hutchinson on A.
 
-    matvec: (dim,) -> (dim,) in `dtype` on `device`; basis: orthonormal (dim,) vectors, as a list or an (m, dim)
-    matrix (may be empty: plain Hutchinson); exact_part must be tr(QᵀHQ) (Σ of the Lanczos diagonal).
+    matvec: a block (b, dim) -> (b, dim), row i = H row i, in `dtype` on `device` (HessianOperator and the
+    cohort's operator take blocks; b = 1 is a single product); basis: orthonormal (dim,) vectors, as a list or
+    an (m, dim) matrix (may be empty: plain Hutchinson); exact_part must be tr(QᵀHQ) (Σ of the Lanczos diagonal).
     Each probe r is Rademacher (dim,); z = Pr gives rᵀAr = zᵀHz, an unbiased sample of tr(A) given Q.
 
     Standard error. The sample variance of a handful of quadratic forms is itself very noisy (stopping on it
@@ -395,7 +419,16 @@ def deflated_hutchinson(
     SE = sqrt(2·mean||Az||² / probes): far steadier, and slightly conservative (it drops Σ A_ii², 9-13% of
     ||A||_F² on the benchmark MLP). Stops when probes ≥ min_probes and SE ≤ tol·|trace|,
     or at max_probes.
+
+    Blocks. Probes are drawn one at a time from `generator`, in the same order for every block_size (a seed
+    gives the same probes), and multiplied block_size at a time (the last block cut at max_probes). The rule
+    is checked after each block, at b, 2b, ... probes: usually up to block_size − 1 probes more than checking
+    after every probe would use (more only where the rule held at some probe count and no longer at the
+    block's end). On the same probes the estimate and SE are those of block_size 1 up to the float rounding
+    of batched products; block_size 1 is the probe-by-probe computation bit for bit.
     """
+    if block_size < 1:
+        raise ValueError(f"block_size must be a positive integer, got {block_size}")
     if len(basis) >= dim:  # Q spans everything: the trace is exact
         return TraceResult(exact_part, 0.0, 0, [])
     if isinstance(basis, list) and basis:
@@ -404,10 +437,14 @@ def deflated_hutchinson(
     frobenius: list[float] = []  # ||A z||², each an unbiased sample of ||A||_F²
     trace, stderr = exact_part, math.inf
     while len(samples) < max_probes:
-        z = _orthogonalise(_rademacher(dim, generator, dtype, device), basis)
+        b = min(block_size, max_probes - len(samples))
+        # Projections and dot products stay per probe: matrix-vector work on the (m, dim) basis, small next to
+        # a product, and computed per probe they keep block_size 1 bit for bit the probe-by-probe computation.
+        z = torch.stack([_orthogonalise(_rademacher(dim, generator, dtype, device), basis) for _ in range(b)])
         hz = matvec(z)
-        samples.append(float(torch.dot(z, hz)))
-        frobenius.append(float(_orthogonalise(hz, basis).pow(2).sum()))
+        for zi, hzi in zip(z, hz):
+            samples.append(float(torch.dot(zi, hzi)))
+            frobenius.append(float(_orthogonalise(hzi, basis).pow(2).sum()))
         trace = exact_part + float(np.mean(samples))
         stderr = math.sqrt(2.0 * float(np.mean(frobenius)) / len(samples))
         if len(samples) >= min_probes and stderr <= tol * abs(trace):
@@ -445,7 +482,8 @@ def _lanczos_backend(model, inputs, targets, opts) -> dict:
         result = deflated_hutchinson(
             op, op.dim, basis, float(np.sum(run.diagonal)), generator=generator, dtype=op.dtype,
             device=op.device, tol=opts["trace_tol"],
-            max_probes=opts["trace_max_probes"], min_probes=opts["trace_min_probes"])
+            max_probes=opts["trace_max_probes"], min_probes=opts["trace_min_probes"],
+            block_size=opts["trace_block_size"])
         out.update(trace=result.trace, trace_std_error=result.std_error, trace_probes=result.probes)
     out["hvps"] = op.count
     return out
@@ -546,6 +584,7 @@ def estimate_hessian(
     trace_tol: float | None = None,
     trace_max_probes: int = TRACE_MAX_PROBES,
     trace_min_probes: int = TRACE_MIN_PROBES,
+    trace_block_size: int = TRACE_PROBE_BLOCK,
     deflation_steps: int = DEFLATION_STEPS,
     seed: int = 0,
     batch_size: int | None = None,
@@ -564,6 +603,8 @@ def estimate_hessian(
     eigen_tol, eigen_max_iter: λ_max relative accuracy target and HVP cap (see module docstring).
     trace_tol, trace_max_probes, trace_min_probes: trace relative standard-error target (default TRACE_TOL;
         "pyhessian": relative change of the running mean, default PYHESSIAN_TRACE_TOL), probe cap and floor.
+    trace_block_size: "lanczos": probes multiplied together, stopping rule checked per block (see
+        `deflated_hutchinson`); "pyhessian" ignores it.
     deflation_steps: fewest Lanczos steps when the trace is wanted (its basis deflates the outliers).
     seed: seeds every random vector (deterministic for a given seed, device-independent draws for "lanczos").
     batch_size: chunk size for the loss (None = all N at once); the HVP of the mean loss is the size-weighted
@@ -585,6 +626,7 @@ def estimate_hessian(
         trace_tol = PYHESSIAN_TRACE_TOL if backend == "pyhessian" else TRACE_TOL
     opts = dict(eigen_tol=eigen_tol, eigen_max_iter=eigen_max_iter, trace_tol=trace_tol,
                 trace_max_probes=trace_max_probes, trace_min_probes=trace_min_probes,
+                trace_block_size=trace_block_size,
                 deflation_steps=deflation_steps, seed=seed, batch_size=batch_size, retain_graphs=retain_graphs,
                 want_eigen=top_eigenvalue, want_trace=trace)
     started = time.perf_counter()

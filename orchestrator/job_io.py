@@ -39,7 +39,7 @@ def node_id() -> str | None:
     try:
         import ray
 
-        return ray.get_runtime_context().getnode_id()
+        return ray.get_runtime_context().get_node_id()
     except Exception:
         return None
 

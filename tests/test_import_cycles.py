@@ -7,6 +7,8 @@ __init__) is how Python imports any submodule and is not an edge.
 
 A leading underscore says "only this module uses it", so its owner may change it freely; a second module reaching
 for it breaks that promise silently. What two modules share gets a public name.
+
+Likewise no test file imports another test_*.py: what tests share lives in tests/conftest.py.
 """
 
 import ast
@@ -208,3 +210,37 @@ def test_no_module_uses_another_modules_private_names():
     found = private_uses(module_files())
     assert not found, ("private names used across modules (give each a public name in its module, and use "
                        "that):\n" + "\n".join(found))
+
+
+def imported_test_modules(path: pathlib.Path) -> list[str]:
+    """The test_*.py modules of tests/ that ``path`` imports, as ``file:line: tests.test_x``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level == 1:  # relative: from tests/
+                base = f"tests.{base}" if base else "tests"
+            names = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        found += [f"{path.name}:{node.lineno}: {n}" for n in names
+                  if n.startswith("tests.test_") and n.count(".") == 1]
+    return found
+
+
+def test_the_test_import_finder_finds_each_kind(tmp_path):
+    planted = tmp_path / "test_x.py"
+    planted.write_text("import tests.test_a\nfrom tests.test_b import f\nfrom tests import test_c, conftest\n"
+                       "from .test_d import g\nfrom . import test_e\nfrom tests.conftest import h\n")
+    assert imported_test_modules(planted) == [
+        "test_x.py:1: tests.test_a", "test_x.py:2: tests.test_b", "test_x.py:3: tests.test_c",
+        "test_x.py:4: tests.test_d", "test_x.py:5: tests.test_e"]
+
+
+def test_no_test_file_imports_another():
+    """What two test files share lives in tests/conftest.py (its docstring says so), not in one of them."""
+    found = [line for path in sorted((ROOT / "tests").glob("*.py")) for line in imported_test_modules(path)]
+    assert not found, "test files importing another test file (move what they share into tests/conftest.py):\n" + \
+        "\n".join(found)

@@ -32,7 +32,7 @@ import click
 from orchestrator.analysis_step import analyse_during_sweep, analysis_out_dir, echo_analysis, run_config_hash
 from orchestrator.config import ConfigError
 from orchestrator.execute import echo_resources, execute, shutdown_ray
-from orchestrator.exits import EXIT_INCOMPLETE, StoppedExit, _fail, _user_errors
+from orchestrator.exits import EXIT_INCOMPLETE, StoppedExit, fail, user_errors
 from orchestrator.sweep_errors import InputError, SweepIncomplete, SweepInterrupted, SweepStopped
 
 
@@ -96,7 +96,7 @@ def validate(config, overrides, address):
         # The data folder is read by the nodes that run the trials: a missing one here is a note, not an error.
         cfg = load_config(config, overrides, check_data=False)
     except ConfigError as exc:
-        _fail(exc)
+        fail(exc)
     from orchestrator.config import config_warnings
 
     seeds = f"{len(cfg.seeds)} seed" + ("s" if len(cfg.seeds) != 1 else "")
@@ -126,7 +126,7 @@ def validate(config, overrides, address):
         try:
             estimate = estimate_gpu_hours(cfg)
         except ConfigError as exc:  # a measurement file that cannot be used (estimate.RatesFileError)
-            _fail(exc)
+            fail(exc)
         if not cfg.gpu_is_auto:
             click.echo(f"  cost: {estimate.summary()} (orchestrator/estimate.py)")
         elif estimate.gpu_hours >= 1:  # a small auto sweep (demo, smoke) is not worth a cost line
@@ -140,7 +140,7 @@ def validate(config, overrides, address):
             ray_env.init_ray(address)
             plan = check_resources(cfg, node_types=autoscaler_node_types())
         except ConfigError as exc:
-            _fail(exc)
+            fail(exc)
         finally:
             shutdown_ray()
         echo_resources(cfg, plan)
@@ -166,7 +166,7 @@ def run(config, out, overrides, address, no_analysis, log):
     try:
         cfg = config_to_run(config, overrides, address, log)
     except ConfigError as exc:
-        _fail(exc)
+        fail(exc)
     _execute(cfg, out or default_run_dir(cfg), address=address, analysis=not no_analysis, resuming=False)
 
 
@@ -196,16 +196,16 @@ def resume(run_dir, overrides, address, no_analysis, log, code_dirs):
 
     try:
         run_dir = normalise_run_dir(run_dir)
-    except _user_errors() as exc:  # a run directory name that cannot mean one place
-        _fail(exc)
+    except user_errors() as exc:  # a run directory name that cannot mean one place
+        fail(exc)
     missing = [d for d in code_dirs if not os.path.isdir(d)]
     if missing:
-        _fail(ConfigError(f"--code-dir {missing[0]}: no such folder"))
+        fail(ConfigError(f"--code-dir {missing[0]}: no such folder"))
     with code_from(code_dirs):  # users' code only from there (and PYTHONPATH), also in the sweep's workers
         try:
             cfg = config_to_resume(run_dir, overrides, address, log, notice=click.echo)
         except ConfigError as exc:
-            _fail(exc)
+            fail(exc)
         _execute(cfg, run_dir, address=address, analysis=not no_analysis, resuming=True)
 
 
@@ -215,7 +215,7 @@ def _execute(cfg, run_dir: str, **how) -> None:
     try:
         execute(cfg, run_dir, **how)
     except InputError as exc:
-        _fail(exc)
+        fail(exc)
     except SweepStopped as exc:
         if exc.ray_lost:
             # Ray's and Tune's exit handlers talk to the Ray that is gone and would hang the process forever
@@ -261,8 +261,8 @@ def status(run_dir, quick, as_json):
     try:
         with refusing_user_code("landscape status"):  # reads the run as data (orchestrator/run_config.py)
             text, problem, data = run_status_report(run_dir, verify_weights=not quick)
-    except (PluginError, *_user_errors()) as exc:
-        _fail(exc)
+    except (PluginError, *user_errors()) as exc:
+        fail(exc)
     click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str) if as_json else text)
     if problem:
         click.echo(f"problem: {problem}", err=True)
@@ -284,16 +284,16 @@ def analyze(run_dir, rules, out_dir, bootstrap_draws):
     parsed = {}
     for item in rules:
         if "=" not in item:
-            _fail(ConfigError(f"--rule {item!r}: expected KEY=VALUE"))
+            fail(ConfigError(f"--rule {item!r}: expected KEY=VALUE"))
         k, v = item.split("=", 1)
         try:
             parsed[k.strip()] = yaml.safe_load(v)
         except yaml.YAMLError:
-            _fail(ConfigError(f"--rule {item!r}: the value is not valid YAML"))
+            fail(ConfigError(f"--rule {item!r}: the value is not valid YAML"))
     try:
         from analysis import api
     except ImportError as exc:
-        _fail(ConfigError(f"the analysis package is not available ({exc})"))
+        fail(ConfigError(f"the analysis package is not available ({exc})"))
     previous = _previous_labels(run_dir, out_dir)  # read before the analysis replaces them
     # Rows of other settings are left out, as status/resume do; a config that cannot be read is said after the
     # analysis (an analysis that fails is then one error line, not a warning and an error).
@@ -305,8 +305,8 @@ def analyze(run_dir, rules, out_dir, bootstrap_draws):
             result = analyse_during_sweep(run_dir, lambda: api.analyze_run(  # a live sweep: no advice to resume
                 run_dir, rules=parsed or None, out_dir=analysis_out_dir(run_dir, out_dir),
                 pairs_expected=_pairs_expected(run_dir), config_hash=config_hash, bootstrap_draws=bootstrap_draws))
-    except (ValueError, LookupError, OSError, *_user_errors()) as exc:
-        _fail(exc)
+    except (ValueError, LookupError, OSError, *user_errors()) as exc:
+        fail(exc)
     if note:
         click.echo(f"warning: {note}", err=True)
     echo_analysis(result, run_dir)
@@ -365,15 +365,15 @@ def compare(run_a, run_b, rules, rules_a, rules_b, out, as_json, bootstrap_draws
     side_a = {**shared, **_key_values("--rule-a", rules_a)}
     side_b = {**shared, **_key_values("--rule-b", rules_b)}
     if "://" in out:
-        _fail(ConfigError(f"--out {out}: the figure is written to a local folder; pass a local path"))
+        fail(ConfigError(f"--out {out}: the figure is written to a local folder; pass a local path"))
     if "://" not in run_b and _inside(out, run_b):
-        _fail(ConfigError(f"--out {out} lies inside RUN_B {run_b}, which compare only reads; pass another folder"))
+        fail(ConfigError(f"--out {out} lies inside RUN_B {run_b}, which compare only reads; pass another folder"))
     try:
         from analysis.compare import compare_runs
         from analysis.compare_report import comparison_json, comparison_text
         from analysis.compare_plot import save_comparison_maps
     except ImportError as exc:
-        _fail(ConfigError(f"the analysis package is not available ({exc})"))
+        fail(ConfigError(f"the analysis package is not available ({exc})"))
     hashes = []
     for run in (run_a, run_b):  # rows of other settings are left out, as analyze does
         config_hash, note = run_config_hash(run)
@@ -384,8 +384,8 @@ def compare(run_a, run_b, rules, rules_a, rules_b, out, as_json, bootstrap_draws
         result = compare_runs(run_a, run_b, rules_a=side_a or None, rules_b=side_b or None,
                               config_hash_a=hashes[0], config_hash_b=hashes[1], bootstrap_draws=bootstrap_draws)
         figures = save_comparison_maps(result, out)
-    except (ValueError, LookupError, OSError, *_user_errors()) as exc:
-        _fail(exc)
+    except (ValueError, LookupError, OSError, *user_errors()) as exc:
+        fail(exc)
     if as_json:
         click.echo(json.dumps({**comparison_json(result), "figures": figures}, indent=2, ensure_ascii=False,
                               allow_nan=False))
@@ -408,8 +408,8 @@ def plot(run_dir, cell, out_dir):
     try:
         with refusing_user_code("landscape plot"):  # the tables, as data
             path = plot_cell(run_dir, cell, out_dir=out_dir)
-    except (ValueError, LookupError, OSError, *_user_errors()) as exc:
-        _fail(exc)
+    except (ValueError, LookupError, OSError, *user_errors()) as exc:
+        fail(exc)
     click.echo(path)
 
 
@@ -434,13 +434,13 @@ def import_reference(archive, out):
     try:
         from analysis import api
     except ImportError as exc:
-        _fail(ConfigError(f"the analysis package is not available ({exc})"))
+        fail(ConfigError(f"the analysis package is not available ({exc})"))
     import pickle
 
     try:
         result = api.import_reference(archive, out)
-    except (ValueError, LookupError, OSError, EOFError, pickle.UnpicklingError, *_user_errors()) as exc:
-        _fail(exc)
+    except (ValueError, LookupError, OSError, EOFError, pickle.UnpicklingError, *user_errors()) as exc:
+        fail(exc)
     counts = ", ".join(f"{getattr(result, k)} {k.replace('_', ' ')}" for k in ("cells", "models", "pairs", "curve_points")
                        if isinstance(getattr(result, k, None), int))
     click.echo(f"imported {archive} -> {out}" + (f": {counts}" if counts else ""))
@@ -456,12 +456,12 @@ def _key_values(option: str, items) -> dict:
     out = {}
     for item in items:
         if "=" not in item:
-            _fail(ConfigError(f"{option} {item!r}: expected KEY=VALUE"))
+            fail(ConfigError(f"{option} {item!r}: expected KEY=VALUE"))
         k, v = item.split("=", 1)
         try:
             out[k.strip()] = yaml.safe_load(v)
         except yaml.YAMLError:
-            _fail(ConfigError(f"{option} {item!r}: the value is not valid YAML"))
+            fail(ConfigError(f"{option} {item!r}: the value is not valid YAML"))
     return out
 
 
@@ -504,7 +504,7 @@ def diagnose(checkpoints, model, width, model_args, dataset, data_root, data_see
     try:
         result = run_diagnosis(request, progress)
     except ConfigError as exc:  # DiagnoseError included
-        _fail(exc)
+        fail(exc)
     click.echo(json.dumps(result, indent=2, allow_nan=False) if as_json else text(result))
 
 

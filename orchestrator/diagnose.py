@@ -145,7 +145,7 @@ def read_state_dict(path: str) -> dict:
     or a safetensors file. A dict nesting it under one of STATE_DICT_KEYS is unwrapped. DiagnoseError otherwise."""
     import torch
 
-    from orchestrator.storage import _why_refused
+    from orchestrator.storage import why_refused
 
     if not os.path.exists(path):
         raise DiagnoseError(f"checkpoint {path} does not exist")
@@ -171,7 +171,7 @@ def read_state_dict(path: str) -> dict:
                 warnings.simplefilter("ignore")
                 state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except Exception as exc:  # refused globals, truncated, not a torch file: torch's own text is a page long
-            raise DiagnoseError(f"checkpoint {path} cannot be loaded safely ({_why_refused(exc)})") from None
+            raise DiagnoseError(f"checkpoint {path} cannot be loaded safely ({why_refused(exc)})") from None
     return _unwrap(state, path)
 
 

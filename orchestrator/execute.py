@@ -14,7 +14,7 @@ import sys
 from orchestrator.analysis_step import run_analysis
 from orchestrator.config import ConfigError
 from orchestrator.console import echo, progress_stream
-from orchestrator.exits import _user_errors
+from orchestrator.exits import user_errors
 from orchestrator.sweep_errors import InputError, SweepIncomplete, SweepInterrupted, SweepStopped
 
 
@@ -47,7 +47,7 @@ def _execute(cfg, run_dir: str, *, address, analysis: bool, resuming: bool, stop
         raise _input_error(exc) from exc
     where["run_dir"] = run_dir
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, storage=run_dir))
-    errors = _user_errors()
+    errors = user_errors()
     lock = runlock.RunLock(run_dir)
     try:
         try:
@@ -117,7 +117,7 @@ def _sweep(cfg, run_dir: str, plan, info: dict, address, stop):
     if plan.complete:
         echo("  nothing to do")
         return None, None, False
-    errors = _user_errors()
+    errors = user_errors()
     local_ray = note = watch = None
     try:
         try:

@@ -20,7 +20,9 @@ class UserError(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
-def _user_errors():
+def user_errors() -> tuple[type[Exception], ...]:
+    """The exceptions that mean bad input (a config, a run directory, a plan, a table), not a bug: a command
+    turns them into ``error: ...`` and exit status 2. Imported on call, so that importing exits stays cheap."""
     from analysis.tables import TableError
     from orchestrator.storage import RunDirError
     from orchestrator.plan import PlanError
@@ -28,7 +30,8 @@ def _user_errors():
     return (ConfigError, RunDirError, PlanError, TableError)
 
 
-def _fail(exc: Exception):
+def fail(exc: Exception):
+    """End the command on bad input: ``exc``'s message on one line as ``error: ...``, exit status 2."""
     raise UserError(" ".join(str(exc).split()))
 
 

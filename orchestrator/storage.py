@@ -373,11 +373,11 @@ def load_checkpoint(uri: str) -> tuple[dict | None, str | None]:
             raise TypeError(f"a {type(state).__name__}, not a checkpoint")
     except Exception as exc:  # truncated, not a torch file, or refused (it asked to call code)
         delete(uri)
-        return None, f"checkpoint {uri} could not be loaded safely ({_why_refused(exc)}); deleted it, trained from epoch 0"
+        return None, f"checkpoint {uri} could not be loaded safely ({why_refused(exc)}); deleted it, trained from epoch 0"
     return state, None
 
 
-def _why_refused(exc: Exception) -> str:
+def why_refused(exc: Exception) -> str:
     """What torch.load(weights_only=True) objected to, in a few words (its own message is a page long)."""
     text = " ".join(str(exc).split())
     asked = re.search(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) (\S+)", text)

@@ -12,23 +12,12 @@ import pytest
 
 from analysis.phases import PhaseRules
 from tests.analysis_synthetic import write_synthetic_run
-from tests.conftest import assert_clean_error, landscape_in_process
+from tests.conftest import assert_clean_error, landscape_in_process, snapshot
 
 
 def analyze(*args):
     """`landscape analyze ARGS` through click's runner, answered like a process."""
     return landscape_in_process("analyze", *args)
-
-
-def snapshot(folder) -> dict[str, bytes]:
-    """Every file under ``folder`` with its bytes: to check that a refused command changed nothing."""
-    out = {}
-    for dirpath, _dirs, names in os.walk(folder):
-        for name in names:
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as fh:
-                out[os.path.relpath(path, folder)] = fh.read()
-    return out
 
 
 @pytest.fixture

@@ -254,27 +254,6 @@ def test_every_fig2_claim_holds_under_seed_noise_on_the_released_results(release
         assert v[cid]["holds"] is True and v[cid]["p_holds"] >= 0.9, (cid, v[cid]["summary"])
 
 
-@pytest.fixture(scope="module")
-def released_tables(tmp_path_factory):
-    from analysis.reference import import_reference
-    from analysis.tables import RunTables
-    from tests.conftest import REFERENCE_ARCHIVE as ARCHIVE, require_reference_archive
-
-    require_reference_archive()
-    out = str(tmp_path_factory.mktemp("released"))
-    import_reference(str(ARCHIVE), out)
-    tables = RunTables(out)
-    return tables.read("models"), tables.read("pairs")
-
-
-@pytest.fixture(scope="module")
-def released_cells(released_tables):
-    from analysis.aggregate import aggregate_cells
-    from analysis.phases import label_phases
-
-    return label_phases(aggregate_cells(*released_tables))
-
-
 def test_analyze_writes_claims_json_and_a_report_section(tmp_path):
     from analysis.api import analyze_run
 

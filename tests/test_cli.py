@@ -22,13 +22,20 @@ import signal
 import subprocess
 import time
 
-import pandas as pd
 import pytest
 import yaml
 
 from analysis.schemas import CURVES_SCHEMA, MODELS_SCHEMA, PAIRS_SCHEMA
 from analysis.tables import RunTables
-from tests.conftest import assert_clean_error, hygienic_env, landscape_cmd, landscape_in_process, ray_processes_of
+from tests.conftest import (
+    assert_clean_error,
+    hygienic_env,
+    landscape_cmd,
+    landscape_in_process,
+    ray_processes_of,
+    snapshot,
+    write_finished_run,
+)
 
 
 def landscape(*args, env=None, timeout=300, cwd=None) -> subprocess.CompletedProcess:
@@ -345,16 +352,6 @@ def test_a_dead_raylet_ends_the_run_with_one_error_line(short_tmp, ray_tmpdir):
 # Without Ray: a run directory that is finished, or not a run at all
 
 
-def snapshot(folder: str) -> dict[str, bytes]:
-    out = {}
-    for dirpath, _dirs, names in os.walk(folder):
-        for name in names:
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as fh:
-                out[os.path.relpath(path, folder)] = fh.read()
-    return out
-
-
 def test_run_into_a_folder_that_is_not_this_run_is_refused_and_nothing_changes(tmp_path):
     """`landscape run smoke --out DIR` once overwrote a user's config.yaml, run.json and report.html and
     deleted their tables/models/mydata.parquet. A non-empty folder that is not a run of the same config is
@@ -386,43 +383,6 @@ def test_run_into_a_folder_that_is_not_this_run_is_refused_and_nothing_changes(t
         assert_clean_error(proc, str(folder), why, *advice)
         assert (f"landscape resume {folder}" in proc.stderr) == (folder != other), proc.stderr
         assert snapshot(str(folder)) == before, folder
-
-
-def write_finished_run(run_dir: str, overrides=()) -> "SweepConfig":
-    """The tables and weights of a finished `smoke` run (rows made up, weights real torch files): what
-    `status`, `resume` and the analysis read, without training anything."""
-    import torch
-
-    from orchestrator import storage
-    from orchestrator.config import load_config
-    from orchestrator.provenance import provenance
-    from orchestrator.jobs import mkey, pkey
-    from workloads.metric_discovery import run_metrics
-
-    cfg = load_config("smoke", [f"run.storage={run_dir}", *overrides])
-    added = run_metrics(cfg.metrics.extra).added  # a run of this version has its added metrics measured
-    added_values = {s.name: 1.0 for s in added}
-    storage.write_bytes(storage.config_uri(run_dir), cfg.to_yaml().encode())
-    storage.ensure_run_info(run_dir, cfg.name)
-    prov = provenance("finished", cfg.config_hash())
-    tables = RunTables(run_dir)
-    cell = lambda lv, tv: {"load_name": "width", "load_value": float(lv), "temperature_name": "batch_size",  # noqa
-                           "temperature_value": float(tv)}
-    for lv, tv, seed in cfg.model_keys():
-        key = mkey(cfg, lv, tv, seed)
-        sha = storage.save_state(storage.model_uri(run_dir, key), {"w": torch.full((3,), float(seed))})
-        loss = 0.01 if tv == 32 else 1.0
-        tables.write_part("models", key, [{**prov, **cell(lv, tv), "seed": seed, "status": "ok", "train_loss": loss,
-                                           "test_acc": 0.5, "hessian_top_eigenvalue": 2.0, "hessian_trace": 9.0,
-                                           "weights_sha256": sha, "device": "cpu", **added_values}], added=added)
-    for lv, tv, a, b in cfg.pair_keys():
-        key = pkey(cfg, lv, tv, a, b)
-        tables.write_part("curves", key, [{**prov, **cell(lv, tv), "seed_a": a, "seed_b": b, "t": t,
-                                           "train_error": 1.0 + (t == 0.5)} for t in (0.0, 0.5, 1.0)])
-        tables.write_part("pairs", key, [{**prov, **cell(lv, tv), "seed_a": a, "seed_b": b, "status": "ok",
-                                          "mode_connectivity": -1.5 if lv == 8 else 0.0, "t_star": 0.5,
-                                          "cka": 0.9, "cka_status": "ok", "l2_distance": 1.0}])
-    return cfg
 
 
 def test_status_and_the_end_of_a_run_read_each_part_once(tmp_path, monkeypatch):

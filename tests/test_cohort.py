@@ -22,6 +22,8 @@ from workloads.data import corrupt_labels, load_dataset
 from workloads.models import seeded_model
 from workloads.train import TrainConfig, evaluate, train
 
+from tests.conftest import relative_difference
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FAMILIES = [
@@ -42,14 +44,6 @@ def mnist1d():
 
 def members(name, shape, seeds=(0, 1, 2), width=4, **kw):
     return [seeded_model(name, s, width=width, num_classes=10, input_shape=shape, **kw) for s in seeds]
-
-
-def relative_difference(state: dict, reference: dict) -> float:
-    """||Δ||₂ / ||θ||₂ over the floating-point tensors of a state dict."""
-    keys = [k for k, v in reference.items() if v.is_floating_point()]
-    num = sum(float(((state[k].double() - reference[k].double()) ** 2).sum()) for k in keys)
-    den = sum(float((reference[k].double() ** 2).sum()) for k in keys)
-    return (num / den) ** 0.5
 
 
 # ---------------------------------------------------------------------------------------------------------

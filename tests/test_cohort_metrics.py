@@ -8,6 +8,7 @@ relative, trace within its reported standard error), where the cohort's products
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 
 import pytest
@@ -24,34 +25,21 @@ from workloads.cohort_experiment import (
 )
 from workloads.cohort_net import build_cohort_net
 from workloads.data import corrupt_labels, load_dataset
-from workloads.experiment import CellSpec, HessianSettings, ModelSpec, PairSpec, measure_pair, train_and_measure
+from workloads.experiment import ModelSpec, PairSpec, measure_pair, train_and_measure
 from workloads.metrics.cohort_curves import connect_cohort
 from workloads.metrics.cohort_hessian import CohortHessianOperator, estimate_hessian_cohort
 from workloads.metrics.connectivity import CurveConfig, connect_models
 from workloads.metrics.hessian import estimate_hessian
 from workloads.models import seeded_model
-from workloads.settings import CkaSettings, Workload
-from workloads.train import TrainConfig
 
-from tests.test_cohort import relative_difference
+from tests.conftest import relative_difference
+from tests.conftest import tiny_cell as digits_cell
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TIME_COLUMNS = ("train_seconds", "metrics_seconds", "wall_seconds", "finished_at", "started_at")
-
-
-def tiny_cell(**changes) -> CellSpec:
-    """sklearn digits (1437 train / 360 test), MLP width 8, 2 epochs (as tests/test_experiment.py)."""
-    fields = {f.name for f in dataclasses.fields(Workload)}
-    workload = Workload(dataset="digits", model="mlp", **{k: changes.pop(k) for k in list(changes) if k in fields})
-    cell = CellSpec(
-        load_name="width", load_value=8, temperature_name="batch_size", temperature_value=64, workload=workload,
-        training=TrainConfig(epochs=2, lr=0.05, momentum=0.9, weight_decay=5e-4),
-        hessian=HessianSettings(samples=300, eigen_max_iter=20, trace_max_probes=10),
-        curve=CurveConfig(epochs=2, lr=0.05, batch_size=64, points=5),
-        cka=CkaSettings(probes=100),
-    )
-    return dataclasses.replace(cell, **changes)
+# conftest's tiny cell, its curves trained 2 epochs as this file's cell always had (tests/test_experiment.py's: 1).
+tiny_cell = functools.partial(digits_cell, curve_epochs=2)
 
 
 @pytest.fixture(scope="module")

@@ -24,26 +24,14 @@ import torch
 from analysis.tables import RunTables
 from orchestrator import storage
 from orchestrator.cohorts import cohort_id, cohort_request, describe_cohorts, model_cohorts, pair_cohorts
-from orchestrator.config import ConfigError, apply_overrides, load_config, parse_config
-from orchestrator.fault_hook import FAULT_INJECT_ENV
+from orchestrator.config import ConfigError, load_config, parse_config
 from orchestrator.jobs import mkey, pkey
-from tests.conftest import hygienic_env, landscape_cmd
+from tests.conftest import hygienic_env, landscape_cmd, sweep, tiny_sweep_config
 
 
 def raw_config(**changes) -> dict:
     """digits, MLP width 8, 2 epochs, learning rates 0.05 / 1e6 (the second diverges), seeds 0 and 1."""
-    raw = {
-        "name": "cohorts",
-        "workload": {"dataset": "digits", "model": "mlp"},
-        "load": {"name": "width", "values": [8]},
-        "temperature": {"name": "learning_rate", "values": [0.05, 1.0e6]},
-        "seeds": [0, 1],
-        "training": {"epochs": 2, "batch_size": 64},
-        "metrics": {"hessian_samples": 100, "hessian_eigen_max_iter": 10, "hessian_trace_max_probes": 5,
-                    "cka_probes": 64, "curve": {"epochs": 1, "batch_size": 64, "points": 3}},
-        "run": {"max_failures": 1},
-    }
-    return apply_overrides(raw, [f"{k}={v}" for k, v in changes.items()])
+    return tiny_sweep_config("cohorts", [0.05, 1.0e6], epochs=2, max_failures=1, **changes)
 
 
 # The four models of raw_config in one cohort (auto would split them over the 2 CPUs of the Ray fixture).
@@ -178,20 +166,6 @@ def test_smoke_with_cohorts_equals_smoke_without(short_tmp):
 
 # ---------------------------------------------------------------------------------------------------------
 # In process, on the session's local Ray: divergence, a killed cohort, a resume with one member missing
-
-
-def sweep(cfg, run_dir: str, faults: dict | None, tmp_path, monkeypatch):
-    from orchestrator.resources import check_resources
-    from orchestrator.sweep import run_sweep
-
-    if faults is None:
-        monkeypatch.delenv(FAULT_INJECT_ENV, raising=False)
-    else:
-        path = tmp_path / f"faults-{len(os.listdir(tmp_path))}.json"
-        path.write_text(json.dumps(faults))
-        monkeypatch.setenv(FAULT_INJECT_ENV, str(path))
-    storage.write_bytes(storage.config_uri(run_dir), cfg.to_yaml().encode())
-    return run_sweep(cfg, run_dir, run_id="cohorts", resources=check_resources(cfg))
 
 
 def log_lines(path) -> list[dict]:

@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import shutil
@@ -38,7 +37,7 @@ from analysis.tables import SCHEMA_VERSION, RunTables
 from orchestrator import runlock, storage
 from orchestrator.config import load_config, parse_config
 from orchestrator.jobs import mkey, pkey
-from tests.conftest import assert_clean_error, hygienic_env, landscape_cmd
+from tests.conftest import assert_clean_error, hygienic_env, landscape_cmd, snapshot
 from tests.conftest import landscape_in_process as in_process
 
 LRS = [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08]  # one cell per kind of damage, and one left alone
@@ -84,24 +83,14 @@ def cli(ray_local, monkeypatch):
     signal.signal(signal.SIGTERM, sigterm)
 
 
-def digests(folder: str, suffix: str) -> dict[str, tuple]:
-    """File name -> (sha256 of its bytes, inode, mtime) for every file of ``folder`` ending in ``suffix``:
-    a file written again (atomically: a new inode) differs even when its bytes are the same."""
-    out = {}
-    for name in sorted(os.listdir(folder)):
-        if name.endswith(suffix) and not name.startswith("."):
-            path = os.path.join(folder, name)
-            with open(path, "rb") as f:
-                digest = hashlib.sha256(f.read()).hexdigest()
-            st = os.stat(path)
-            out[name[: -len(suffix)]] = (digest, st.st_ino, st.st_mtime_ns)
-    return out
-
-
-def snapshot(run_dir: str) -> dict:
+def run_snapshot(run_dir: str) -> dict:
+    """Each table's parts and the weights: key -> (bytes, inode, mtime), so that a file written again with the
+    same bytes differs too."""
     t = os.path.join(run_dir, "tables")
-    return {"models": digests(f"{t}/models", ".parquet"), "pairs": digests(f"{t}/pairs", ".parquet"),
-            "curves": digests(f"{t}/curves", ".parquet"), "weights": digests(f"{run_dir}/models", ".pt")}
+    return {"models": snapshot(f"{t}/models", ".parquet", identity=True),
+            "pairs": snapshot(f"{t}/pairs", ".parquet", identity=True),
+            "curves": snapshot(f"{t}/curves", ".parquet", identity=True),
+            "weights": snapshot(f"{run_dir}/models", ".pt", identity=True)}
 
 
 def truncate(path: str, size: int = 100) -> None:
@@ -140,7 +129,7 @@ def test_resume_repairs_exactly_what_was_damaged(cli, tmp_path):
     old_part = tables.part_uri("models", m(0.06, 1))
     pq.write_table(pq.read_table(old_part).drop_columns(["weights_sha256"]), old_part)
     before_rows = {t: tables.read(t) for t in ("models", "pairs", "curves")}
-    before = snapshot(run_dir)
+    before = run_snapshot(run_dir)
     weights = {k: storage.read_bytes(storage.model_uri(run_dir, k)) for k in before["weights"]}
     assert len(before["models"]) == 16 and len(before["pairs"]) == 8 and len(before["weights"]) == 16
     truncate(tables.part_uri("models", m(0.01, 0)))  # 1. a models part cut short
@@ -167,7 +156,7 @@ def test_resume_repairs_exactly_what_was_damaged(cli, tmp_path):
         f.write("[1, 2]")
 
     # `status` sees every damage without repairing anything.
-    damaged = snapshot(run_dir)
+    damaged = run_snapshot(run_dir)
     quick = cli("status", run_dir, "--quick")  # no hashing: sees the missing and the truncated weights only
     assert quick.exit_code == 1 and "2 ok model(s) without usable weights" in quick.output, quick.output
     status = cli("status", run_dir)
@@ -182,7 +171,7 @@ def test_resume_repairs_exactly_what_was_damaged(cli, tmp_path):
                  f"by resume: {p(0.05)}", f"1 ok pair(s) without a readable curve part, recomputed by resume: {p(0.05)}"):
         assert line in status.output, status.output
     assert f"missing {m(0.08, 1)}" in status.output  # its file holds another key: not done
-    assert snapshot(run_dir) == damaged
+    assert run_snapshot(run_dir) == damaged
 
     resumed = cli("resume", run_dir, "--no-analysis")
     assert resumed.exit_code == 0, resumed.output
@@ -217,7 +206,7 @@ def test_resume_repairs_exactly_what_was_damaged(cli, tmp_path):
 
     # Exactly the damaged models and the pairs that depend on them were recomputed; every other file
     # has the same bytes as before (the part without a hash column included).
-    after = snapshot(run_dir)
+    after = run_snapshot(run_dir)
     damaged_models = {m(0.01, 0), m(0.02, 1), m(0.03, 0), m(0.04, 1), m(0.07, 0), m(0.08, 1)}
     changed = {t: {k for k in after[t] if after[t][k] != before[t].get(k)} for t in after}
     assert changed["models"] == damaged_models

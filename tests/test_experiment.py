@@ -6,7 +6,6 @@ reports numbers of the wrong model, the wrong data or the wrong units fails here
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -17,7 +16,6 @@ import torch.nn.functional as F
 from analysis.schemas import CURVES_SCHEMA, MODELS_SCHEMA, PAIRS_SCHEMA
 from analysis.tables import RunTables
 from workloads.experiment import (
-    CellSpec,
     HessianSettings,
     ModelSpec,
     PairSpec,
@@ -27,28 +25,13 @@ from workloads.experiment import (
     train_and_measure,
     train_loss_drop,
 )
-from workloads.metrics.connectivity import CurveConfig
-from workloads.settings import CkaSettings, Workload
-from workloads.train import TrainConfig
+
+from tests.conftest import tiny_cell
 
 PROVENANCE_COLUMNS = {"run_id", "config_hash", "package_version", "library_versions", "schema_version"}
 CALLER_COLUMNS = PROVENANCE_COLUMNS | {"node_id", "model_uri", "weights_sha256"}  # set where the weights are stored
 # Set by the orchestrator: the cohort a row was computed in (null for a model trained alone, as here).
 CALLER_COLUMNS |= {"cohort"}
-
-
-def tiny_cell(**changes) -> CellSpec:
-    """sklearn digits (1437 train / 360 test, 64 inputs), MLP width 8, 2 epochs: well under a second."""
-    fields = {f.name for f in dataclasses.fields(Workload)}
-    workload = Workload(dataset="digits", model="mlp", **{k: changes.pop(k) for k in list(changes) if k in fields})
-    cell = CellSpec(
-        load_name="width", load_value=8, temperature_name="batch_size", temperature_value=64, workload=workload,
-        training=TrainConfig(epochs=2, lr=0.05, momentum=0.9, weight_decay=5e-4),
-        hessian=HessianSettings(samples=300, eigen_max_iter=20, trace_max_probes=10),
-        curve=CurveConfig(epochs=1, lr=0.05, batch_size=64, points=5),
-        cka=CkaSettings(probes=100),
-    )
-    return dataclasses.replace(cell, **changes)
 
 
 @pytest.fixture(scope="module")

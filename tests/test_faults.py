@@ -25,44 +25,20 @@ import pytest
 
 from analysis.tables import RunTables
 from orchestrator import storage
-from orchestrator.config import apply_overrides, parse_config
+from orchestrator.config import parse_config
 from orchestrator.fault_hook import FAULT_INJECT_ENV
 from orchestrator.jobs import mkey, pkey
 from orchestrator.sweep import run_sweep
+from tests.conftest import sweep, tiny_sweep_config
 
 pytestmark = pytest.mark.ray
 
 
 def raw_config(**changes) -> dict:
     """digits, MLP width 8, 1 epoch, learning rates 0.05 / 0.1 / 1e6 (diverges), seeds 0 and 1, one retry, no
-    cohorts."""
-    raw = {
-        "name": "faults",
-        "workload": {"dataset": "digits", "model": "mlp"},
-        "load": {"name": "width", "values": [8]},
-        "temperature": {"name": "learning_rate", "values": [0.05, 0.1, 1.0e6]},
-        "seeds": [0, 1],
-        "training": {"epochs": 1, "batch_size": 64},
-        "metrics": {"hessian_samples": 100, "hessian_eigen_max_iter": 10, "hessian_trace_max_probes": 5,
-                    "cka_probes": 64, "curve": {"epochs": 1, "batch_size": 64, "points": 3}},
-        "run": {"max_failures": 1},
-        # One model per trial: these are the faults of single jobs (tests/test_cohort_sweep.py: of cohorts).
-        "execution": {"cohort": "off"},
-    }
-    return apply_overrides(raw, [f"{k}={v}" for k, v in changes.items()])
-
-
-def sweep(cfg, run_dir: str, faults: dict | None, tmp_path, monkeypatch):
-    from orchestrator.resources import check_resources
-
-    if faults is None:
-        monkeypatch.delenv(FAULT_INJECT_ENV, raising=False)
-    else:
-        path = tmp_path / f"faults-{len(os.listdir(tmp_path))}.json"
-        path.write_text(json.dumps(faults))
-        monkeypatch.setenv(FAULT_INJECT_ENV, str(path))
-    storage.write_bytes(storage.config_uri(run_dir), cfg.to_yaml().encode())
-    return run_sweep(cfg, run_dir, run_id="faults", resources=check_resources(cfg))
+    cohorts: one model per trial, for these are the faults of single jobs (tests/test_cohort_sweep.py: of
+    cohorts)."""
+    return tiny_sweep_config("faults", [0.05, 0.1, 1.0e6], epochs=1, max_failures=1, cohort="off", **changes)
 
 
 def attempts(log_path) -> Counter:

@@ -18,9 +18,6 @@ from analysis.placement import (
     place_group,
     placement_text,
 )
-from tests.conftest import REFERENCE_ARCHIVE, require_reference_archive
-
-ARCHIVE = REFERENCE_ARCHIVE
 
 
 def models(*train_losses, **extra):
@@ -122,20 +119,6 @@ def test_text_names_phase_numbers_thresholds_and_guidance():
     assert "because: train loss 1.25 > 0.01: sharp; mc -5 < -1: poorly connected" in out
     assert "sharp vs flat: train_loss 1.25 nats" in out and "vs threshold 0.01 nats -> sharp [clear" in out
     assert "guidance (the paper's, section 4):" in out
-
-
-@pytest.fixture(scope="module")
-def released_cells(tmp_path_factory):
-    require_reference_archive()
-    from analysis.aggregate import aggregate_cells
-    from analysis.phases import label_phases
-    from analysis.reference import import_reference
-    from analysis.tables import RunTables
-
-    out = str(tmp_path_factory.mktemp("released"))
-    import_reference(str(ARCHIVE), out)
-    tables = RunTables(out)
-    return label_phases(aggregate_cells(tables.read("models"), tables.read("pairs")))
 
 
 def test_the_absolute_defaults_are_the_released_results_own_thresholds(released_cells):

@@ -15,7 +15,7 @@ from analysis.phases import label_phases
 from analysis.reference import ReferenceFormatError, import_reference, mode_connectivity_released
 from analysis.safe_pickle import UnsafePickleError, load_numpy_pickle
 from analysis.tables import RunTables
-from tests.conftest import REFERENCE_ARCHIVE, require_reference_archive
+from tests.conftest import REFERENCE_ARCHIVE, released_cell_files, require_reference_archive
 
 ARCHIVE = REFERENCE_ARCHIVE
 
@@ -83,48 +83,6 @@ def test_object_arrays_are_refused():
 # A small archive in the released format
 
 
-def _cell_files(k, bs, runs=(0, 1, 2), with_test=True):
-    """Files of one cell as the authors wrote them (numpy scalars inside dicts)."""
-    rng = np.random.default_rng(k * 1000 + bs)
-    train = {r: {"nll": 0.01 * (r + 1), "loss": 0.01 * (r + 1), "accuracy": 99.0 + r / 10} for r in runs}
-    files = {
-        "loss_acc.pkl": pickle.dumps(train, protocol=3),
-        "hessian.pkl": pickle.dumps(
-            {r: {"top_eigenvalue": [float(10 + r)], "trace": np.float64(100.0 + r)} for r in runs}, protocol=3
-        ),
-        "CKA_mixup_alpha_16.0.pkl": pickle.dumps(
-            {
-                "representation_similarity": {
-                    i: {j: [np.float32(1.0), np.float32(1.0 if i == j else rng.uniform(0.4, 0.8))] for j in runs}
-                    for i in runs
-                },
-                "classification_similarity": {i: {} for i in runs},
-                "test_accuracy": {},
-            },
-            protocol=3,
-        ),
-        "model_dist.pkl": pickle.dumps(
-            {"model_distance": {i: {j: {"dist": float(abs(i - j) * 10)} for j in runs} for i in runs}}, protocol=3
-        ),
-    }
-    if with_test:
-        files["loss_acc_test.pkl"] = pickle.dumps(
-            {r: {"nll": 0.5, "loss": 0.5, "accuracy": 80.0 + r} for r in runs}, protocol=3
-        )
-    buf = io.BytesIO()
-    np.savez(
-        buf,
-        ts=np.array([0, 0.25, 0.5, 0.75, 1.0]),
-        tr_err=np.array([1.0, 2.0, 7.0, 2.0, 3.0]),
-        tr_nll=np.full(5, 0.1),
-        tr_loss=np.full(5, 0.2),
-        te_err=np.full(5, 20.0),
-        te_nll=np.full(5, 0.6),
-    )
-    files["curve_test.npz"] = buf.getvalue()
-    return files
-
-
 def _write_tar(path, cells, extra=()):
     with tarfile.open(path, "w:gz") as tar:
         for (k, bs), files in cells.items():
@@ -138,7 +96,7 @@ def _write_tar(path, cells, extra=()):
 
 def test_import_maps_the_released_format(tmp_path):
     archive = tmp_path / "mini.tar.gz"
-    cells = {(2, 16): _cell_files(2, 16), (2, 19): _cell_files(2, 19, with_test=False)}
+    cells = {(2, 16): released_cell_files(2, 16), (2, 19): released_cell_files(2, 19, with_test=False)}
     _write_tar(archive, cells)
     summary = import_reference(str(archive), str(tmp_path / "run"))
     assert (summary.cells, summary.models, summary.pairs, summary.curve_points) == (2, 6, 6, 10)
@@ -174,7 +132,7 @@ def test_import_maps_the_released_format(tmp_path):
 
 def test_folder_and_tar_import_the_same(tmp_path):
     archive = tmp_path / "mini.tar.gz"
-    _write_tar(archive, {(1, 32): _cell_files(1, 32)})
+    _write_tar(archive, {(1, 32): released_cell_files(1, 32)})
     folder = tmp_path / "extracted"
     with tarfile.open(archive) as tar:
         tar.extractall(folder, filter="data")
@@ -188,7 +146,7 @@ def test_folder_and_tar_import_the_same(tmp_path):
 
 def test_malicious_member_in_archive_is_refused_by_name(tmp_path):
     marker = tmp_path / "pwned"
-    files = _cell_files(4, 64)
+    files = released_cell_files(4, 64)
     files["hessian.pkl"] = pickle.dumps({0: _RunsShell(f"touch {marker}")})
     archive = tmp_path / "evil.tar.gz"
     _write_tar(archive, {(4, 64): files})
@@ -198,7 +156,7 @@ def test_malicious_member_in_archive_is_refused_by_name(tmp_path):
 
 
 def test_links_in_the_archive_are_not_followed(tmp_path):
-    files = _cell_files(8, 128)
+    files = released_cell_files(8, 128)
     del files["hessian.pkl"]
     link = tarfile.TarInfo("different_knobs_subset_10/bs_128/lr_decay/ResNet18_w8/metrics/hessian.pkl")
     link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
@@ -239,7 +197,7 @@ def test_import_into_a_run_directory_is_refused_and_writes_nothing(tmp_path, wit
     from analysis.reference import ReferenceOutError
 
     archive = tmp_path / "mini.tar.gz"
-    _write_tar(archive, {(2, 16): _cell_files(2, 16)})
+    _write_tar(archive, {(2, 16): released_cell_files(2, 16)})
     run = tmp_path / "run"
     _live_run(run, 2, 16)
     if with_config:  # a run as `landscape run` leaves it; without config.yaml the tables' run_id still tells
@@ -254,7 +212,7 @@ def test_import_into_a_file_or_foreign_folder_is_refused(tmp_path):
     from analysis.reference import ReferenceOutError
 
     archive = tmp_path / "mini.tar.gz"
-    _write_tar(archive, {(2, 16): _cell_files(2, 16)})
+    _write_tar(archive, {(2, 16): released_cell_files(2, 16)})
     (tmp_path / "file").write_text("x")
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("mine")
@@ -266,7 +224,7 @@ def test_import_into_a_file_or_foreign_folder_is_refused(tmp_path):
 
 def test_reimport_into_an_earlier_import_replaces_it(tmp_path):
     archive = tmp_path / "mini.tar.gz"
-    _write_tar(archive, {(2, 16): _cell_files(2, 16)})
+    _write_tar(archive, {(2, 16): released_cell_files(2, 16)})
     out = tmp_path / "ref"
     (out).mkdir()  # an empty folder is fine too
     first = import_reference(str(archive), str(out))
@@ -284,7 +242,7 @@ def test_cli_import_into_a_run_is_one_clean_error(tmp_path):
     import orchestrator.cli as cli_module
 
     archive = tmp_path / "mini.tar.gz"
-    _write_tar(archive, {(2, 16): _cell_files(2, 16)})
+    _write_tar(archive, {(2, 16): released_cell_files(2, 16)})
     run = tmp_path / "run"
     _live_run(run, 2, 16)
     (run / "config.yaml").write_text("sweep:\n  name: demo\n")
@@ -389,7 +347,7 @@ def test_cli_import_of_a_damaged_or_malicious_archive_is_one_clean_error(tmp_pat
     from tests.conftest import assert_clean_error, landscape_in_process
 
     marker = tmp_path / "pwned"
-    files = _cell_files(4, 64)
+    files = released_cell_files(4, 64)
     where = "bs_64/lr_decay/ResNet18_w4/metrics/"
     if damage == "malicious pickle":
         files["hessian.pkl"] = pickle.dumps({0: _RunsShell(f"touch {marker}")})

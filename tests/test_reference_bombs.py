@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 
 from analysis import reference
-from tests.conftest import assert_clean_error, landscape_in_process
-from tests.test_reference import _cell_files
+from tests.conftest import assert_clean_error, landscape_in_process, released_cell_files
 
 WHERE = "different_knobs_subset_10/bs_64/lr_decay/ResNet18_w4/metrics/"
 MiB = 2**20
@@ -91,20 +90,20 @@ def refused_fast(tmp_path, archive, *fragments):
 
 def test_an_archive_unpacking_beyond_its_cap_is_refused(tmp_path):
     archive = tmp_path / "bomb.tar.gz"
-    write_archive(archive, _cell_files(4, 64), zeros={"padding.bin": reference.MAX_UNPACKED_BYTES + MiB})
+    write_archive(archive, released_cell_files(4, 64), zeros={"padding.bin": reference.MAX_UNPACKED_BYTES + MiB})
     assert archive.stat().st_size < 2 * MiB
     refused_fast(tmp_path, archive, str(archive), "unpacks to more than")
 
 
 def test_metrics_files_beyond_their_cap_are_refused(tmp_path):
     archive = tmp_path / "bomb.tar.gz"
-    write_archive(archive, _cell_files(4, 64), zeros={WHERE + "model_dist.pkl": reference.MAX_MEMBER_BYTES + 1})
+    write_archive(archive, released_cell_files(4, 64), zeros={WHERE + "model_dist.pkl": reference.MAX_MEMBER_BYTES + 1})
     refused_fast(tmp_path, archive, "model_dist.pkl", "more than")
 
 
 @pytest.mark.parametrize("npz", [npz_declaring_a_huge_array, npz_unpacking_to_a_large_array])
 def test_an_npz_array_beyond_its_cap_is_refused_before_it_is_read(tmp_path, npz):
-    files = _cell_files(4, 64)
+    files = released_cell_files(4, 64)
     files["curve_test.npz"] = npz()
     archive = tmp_path / "bomb.tar.gz"
     write_archive(archive, files)
@@ -114,7 +113,7 @@ def test_an_npz_array_beyond_its_cap_is_refused_before_it_is_read(tmp_path, npz)
 def test_too_many_runs_in_a_cell_are_refused(tmp_path):
     import pickle
 
-    files = _cell_files(4, 64)
+    files = released_cell_files(4, 64)
     files["loss_acc.pkl"] = pickle.dumps({r: {"loss": 0.1, "accuracy": 90.0} for r in range(5000)})
     archive = tmp_path / "runs.tar.gz"
     write_archive(archive, files)

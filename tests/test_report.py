@@ -3,7 +3,6 @@
 import base64
 import os
 import re
-import shutil
 import subprocess
 import urllib.parse
 
@@ -14,6 +13,7 @@ import pytest
 from analysis.api import analyze_run
 from analysis.plot_data import PANELS, PHASE_COLORS
 from tests.analysis_synthetic import EXPECTED_PHASES, write_synthetic_run
+from tests.conftest import chromium_executable
 
 REQUIRED_COLUMNS = [
     "load_name",
@@ -164,15 +164,6 @@ CHROMIUM_FLAGS = [
 ]
 
 
-def _chromium():
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is not installed; .ci/run installs Debian's chromium package")
-        pytest.skip("chromium not installed (apt-get install chromium)")
-    return exe
-
-
 def _render(exe, html_path, tmp_path, *extra):
     """(stdout, console lines) of one headless Chromium run on a local file."""
     profile = tmp_path / f"profile-{len(list(tmp_path.iterdir()))}"
@@ -187,7 +178,7 @@ def _render(exe, html_path, tmp_path, *extra):
 
 
 def test_console_detection_catches_a_broken_page(tmp_path):
-    exe = _chromium()
+    exe = chromium_executable()
     bad = tmp_path / "bad.html"
     bad.write_text("<!DOCTYPE html><html><body><script>throw new Error('kaput')</script></body></html>")
     _, console = _render(exe, bad, tmp_path, "--dump-dom")
@@ -195,7 +186,7 @@ def test_console_detection_catches_a_broken_page(tmp_path):
 
 
 def test_report_renders_in_chromium_without_console_errors(analysed, tmp_path):
-    exe = _chromium()
+    exe = chromium_executable()
     dom, console = _render(exe, analysed.report_path, tmp_path, "--dump-dom")
     assert console == []
     assert "Phase map" in dom and dom.count("data:image/png;base64,") == 1 and dom.count("<svg ") == len(PANELS) + 1

@@ -8,7 +8,6 @@ Expected numbers come from the synthetic run's definition (tests/analysis_synthe
 import math
 import os
 import re
-import shutil
 import statistics
 import urllib.parse
 
@@ -25,6 +24,7 @@ from tests.analysis_synthetic import (
     WIDTHS,
     write_synthetic_run,
 )
+from tests.conftest import chromium_executable
 
 CHROMIUM_FLAGS = [
     "--no-sandbox",
@@ -44,15 +44,6 @@ CONFIG = (
 PROVENANCE = '{"note": "</pre><script>window.pwned = 3</script>", "path": "/' + "very-long-folder/" * 40 + '"}'
 
 
-def _chromium() -> str:
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is not installed; .ci/run installs Debian's chromium package")
-        pytest.skip("chromium not installed (apt-get install chromium)")
-    return exe
-
-
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     run = str(tmp_path_factory.mktemp("interactive") / "run")
@@ -69,7 +60,7 @@ def report(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    exe = _chromium()
+    exe = chromium_executable()
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

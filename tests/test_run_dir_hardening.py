@@ -21,9 +21,7 @@ import os
 import pytest
 
 from orchestrator import storage
-from tests.conftest import assert_clean_error, landscape_in_process
-from tests.test_cli import write_finished_run
-from tests.test_s3_storage import BUCKET, keys, s3, s3_server  # noqa: F401  (pytest fixtures)
+from tests.conftest import BUCKET, assert_clean_error, keys, landscape_in_process, write_finished_run
 
 BAD_URIS = {
     "s3://bucket/a/../b/run": "a '..' path segment",
@@ -45,7 +43,7 @@ def test_run_dir_names_that_cannot_mean_one_place_are_refused():
     assert storage.normalise_run_dir("runs/../x") == os.path.abspath("x")  # a local path is resolved, not refused
 
 
-def test_a_bad_run_dir_uri_is_refused_before_anything_is_written(s3, tmp_path, monkeypatch):  # noqa: F811
+def test_a_bad_run_dir_uri_is_refused_before_anything_is_written(s3, tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "ray"))  # where a Ray started by mistake would show
     for command in (["run", "smoke", "--no-analysis", "--out"], ["resume"], ["status"]):
         for uri, why in BAD_URIS.items():

@@ -3,100 +3,20 @@
 `landscape run smoke --out s3://bucket/run` must put everything there (config, tables, model weights,
 Tune's experiment state, the analysis), `landscape status` and `landscape analyze` must read it back, and
 `resume` must find the run complete. Dummy credentials, the region and AWS_EC2_METADATA_DISABLED keep every
-client away from real cloud endpoints; the server is stopped by its pid.
+client away from real cloud endpoints; the server is stopped by its pid (fixtures s3_server and s3 in
+tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.conftest import hygienic_env, landscape_cmd
-
-BUCKET = "landscape-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def s3_env(endpoint: str) -> dict:
-    return {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_ENDPOINT_URL": endpoint,
-        # No profile or credentials file of the machine's user may be picked up.
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        "AWS_CONFIG_FILE": os.devnull,
-    }
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    """moto's S3 server on a free loopback port: yields its endpoint URL; killed by pid afterwards."""
-    server = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    if not os.path.exists(server):
-        pytest.skip("moto[server] is not installed (pip install -e .[test])")
-    port = _free_port()
-    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None, "moto_server exited"
-                assert time.monotonic() < deadline, "moto_server did not start in 30 s"
-                time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-    assert proc.poll() is not None
-
-
-@pytest.fixture
-def s3(s3_server, monkeypatch):
-    """The S3 environment in this process (for boto3 and pyarrow) and a fresh bucket; yields a boto3 client."""
-    import boto3
-
-    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
-        monkeypatch.delenv(key, raising=False)
-    for key, value in s3_env(s3_server).items():
-        monkeypatch.setenv(key, value)
-    client = boto3.client("s3", endpoint_url=s3_server)
-    if BUCKET not in [b["Name"] for b in client.list_buckets().get("Buckets", [])]:
-        client.create_bucket(Bucket=BUCKET)
-    return client
-
-
-def keys(client, prefix: str) -> list[str]:
-    out, token = [], None
-    while True:
-        kwargs = {"Bucket": BUCKET, "Prefix": prefix, **({"ContinuationToken": token} if token else {})}
-        page = client.list_objects_v2(**kwargs)
-        out += [o["Key"] for o in page.get("Contents", [])]
-        if not page.get("IsTruncated"):
-            return out
-        token = page["NextContinuationToken"]
+from tests.conftest import BUCKET, hygienic_env, keys, landscape_cmd, s3_env
 
 
 @pytest.mark.ray

@@ -12,43 +12,26 @@ import pytest
 
 from analysis.tables import RunTables
 from orchestrator import storage
-from orchestrator.config import ConfigError, SweepConfig, apply_overrides, build, parse_config
+from orchestrator.config import ConfigError, SweepConfig, build, parse_config
 from orchestrator.jobs import mkey, pkey
 from orchestrator.plan import make_plan, Plan, PlanError
 from orchestrator.state import SweepState
 from orchestrator.sweep import run_sweep
+from tests.conftest import sweep, tiny_sweep_config
 
 pytestmark = pytest.mark.ray
 
 
 def tiny_raw(**changes) -> dict:
     """digits, MLP, 1 epoch, two lr values (the second diverges), 2 seeds: 4 models, 2 pairs."""
-    raw = {
-        "name": "tiny",
-        "workload": {"dataset": "digits", "model": "mlp"},
-        "load": {"name": "width", "values": [8]},
-        "temperature": {"name": "learning_rate", "values": [0.05, 1.0e6]},
-        "seeds": [0, 1],
-        "training": {"epochs": 1, "batch_size": 64},
-        "metrics": {"hessian_samples": 100, "hessian_eigen_max_iter": 10, "hessian_trace_max_probes": 5,
-                    "cka_probes": 64, "curve": {"epochs": 1, "batch_size": 64, "points": 3}},
-        "run": {"max_failures": 0},
-    }
-    return apply_overrides(raw, [f"{k}={v}" for k, v in changes.items()])
-
-
-def sweep(cfg: SweepConfig, run_dir: str, ray_local):
-    from orchestrator.resources import check_resources
-
-    storage.write_bytes(storage.config_uri(run_dir), cfg.to_yaml().encode())
-    return run_sweep(cfg, run_dir, run_id="test-run", resources=check_resources(cfg))
+    return tiny_sweep_config("tiny", [0.05, 1.0e6], epochs=1, max_failures=0, **changes)
 
 
 @pytest.fixture(scope="module")
 def swept(ray_local, tmp_path_factory):
     cfg = parse_config(tiny_raw())
     run_dir = str(tmp_path_factory.mktemp("sweep") / "run")
-    summary = sweep(cfg, run_dir, ray_local)
+    summary = sweep(cfg, run_dir, run_id="test-run")
     return cfg, run_dir, summary
 
 
@@ -90,12 +73,12 @@ def test_rerun_computes_nothing_and_growth_only_new_keys(swept, ray_local, tmp_p
     shutil.copytree(run_dir, copy)
     before = RunTables(copy).read("models").set_index(["temperature_value", "seed"])["finished_at"].to_dict()
 
-    again = sweep(cfg, copy, ray_local)
+    again = sweep(cfg, copy, run_id="test-run")
     assert again.state.models.ok == 0 and again.state.attempted == set()
     # Grow: a third seed adds 2 models and, with all pairs for 3 seeds, 4 pairs (2 per cell).
     grown = dataclasses.replace(cfg, seeds=(0, 1, 2))
     assert grown.config_hash() == cfg.config_hash()
-    summary = sweep(grown, copy, ray_local)
+    summary = sweep(grown, copy, run_id="test-run")
     assert summary.state.models.ok + summary.state.models.diverged == 2
     assert summary.state.models.done_before == 4
     models = RunTables(copy).read("models")
@@ -113,7 +96,7 @@ def test_failed_jobs_are_recorded_and_retried_on_resume(ray_local, tmp_path):
     raw = tiny_raw(**{"temperature.name": "batch_size", "temperature.values": "[64, 5000]"})
     cfg = build(SweepConfig, raw, "")
     run_dir = str(tmp_path / "run")
-    summary = sweep(cfg, run_dir, ray_local)
+    summary = sweep(cfg, run_dir, run_id="test-run")
     models = RunTables(run_dir).read("models")
     failed = models[models.status == "failed"]
     assert len(failed) == 2 and set(failed.temperature_value) == {5000.0}

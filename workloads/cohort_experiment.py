@@ -37,13 +37,13 @@ from workloads.experiment import (
     ModelSpec,
     PairOutcome,
     PairSpec,
-    curve_history_rows,
-    _now,
     add_measurements,
+    curve_history_rows,
     hessian_points,
     load_trained,
     model_row,
     pair_rows,
+    utc_now,
 )
 from workloads.metric_discovery import measure_added
 from workloads.metrics.cka import cka_or_reason, softmax_outputs
@@ -231,7 +231,7 @@ def train_and_measure_cohort(specs: list[ModelSpec], *, execution: Execution = E
                           metrics_seconds=finished - trained, wall_seconds=finished - started)
         row, state = _model_row(spec, cell, ds, model, result, i, metrics.get(i), stacked, path)
         row.update(train_seconds=info.train_seconds / m, metrics_seconds=info.metrics_seconds / m,
-                   wall_seconds=info.wall_seconds / m, finished_at=_now())
+                   wall_seconds=info.wall_seconds / m, finished_at=utc_now())
         outcomes.append(CohortModelOutcome(row=row, state_dict=state, history=result.histories[i], cohort=info))
     return outcomes
 
@@ -292,7 +292,7 @@ def measure_pairs_cohort(specs: list[PairSpec], states: list[tuple[dict, dict]],
     _check_one_cohort(specs, pair_cohort_key, "pair")
     if len(states) != len(specs):
         raise ValueError(f"{len(specs)} pairs but {len(states)} (state_a, state_b) tuples")
-    started_at, started = _now(), time.perf_counter()
+    started_at, started = utc_now(), time.perf_counter()
     device = specs[0].device
     cells = [s.cell for s in specs]
     datasets = member_datasets(cells)
@@ -341,6 +341,6 @@ def _pair_outcome(spec, cell, curve, seed_a, seed_b, cka_result, l2, config, sta
     """experiment.measure_pair's rows for one pair."""
     row, curve_rows = pair_rows(cell, seed_a, seed_b, curve, cka_result, l2, config, spec.device, started_at)
     row["wall_seconds"] = share
-    row["finished_at"] = _now()
+    row["finished_at"] = utc_now()
     return CohortPairOutcome(row=row, curve_rows=curve_rows, cohort=info,
                              history_rows=curve_history_rows(cell.keys(), seed_a, seed_b, curve.history))

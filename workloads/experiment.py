@@ -172,7 +172,8 @@ class PairOutcome:
         return self.row["status"]
 
 
-def _now() -> datetime:
+def utc_now() -> datetime:
+    """Now, timezone-aware in UTC: the started_at / finished_at of every result row."""
     return datetime.now(timezone.utc)
 
 
@@ -310,7 +311,7 @@ def train_and_measure(spec: ModelSpec, *, checkpoint_fn=None, resume_state: dict
             state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     row["metrics_seconds"] = time.perf_counter() - metrics_started
     row["wall_seconds"] = time.perf_counter() - started
-    row["finished_at"] = _now()
+    row["finished_at"] = utc_now()
     return ModelOutcome(row=row, state_dict=state, history=result.history)
 
 
@@ -385,7 +386,7 @@ def measure_pair(spec: PairSpec, state_a: dict, state_b: dict) -> PairOutcome:
     state_a, state_b: the state dicts of seeds ``spec.seed_a`` and ``spec.seed_b``. A curve whose training
     diverges gives status "diverged" (mode connectivity null, CKA and L2 still measured).
     """
-    started_at = _now()
+    started_at = utc_now()
     started = time.perf_counter()
     cell = spec.cell
     seed_a, seed_b = sorted((int(spec.seed_a), int(spec.seed_b)))
@@ -406,6 +407,6 @@ def measure_pair(spec: PairSpec, state_a: dict, state_b: dict) -> PairOutcome:
     row, curve_rows = pair_rows(cell, seed_a, seed_b, curve, (cka, cka_status), l2, curve_config, spec.device,
                                 started_at)
     row["wall_seconds"] = time.perf_counter() - started
-    row["finished_at"] = _now()
+    row["finished_at"] = utc_now()
     return PairOutcome(row=row, curve_rows=curve_rows,
                        history_rows=curve_history_rows(cell.keys(), seed_a, seed_b, curve.history))

@@ -96,7 +96,7 @@ def _read_local(path: str, limit: int, kind: str, root: str | None, read: bool) 
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags)
-    except OSError as exc:
+    except OSError:
         if os.path.islink(path):
             raise RunFileError(
                 f"{path} is a symbolic link: a run directory's files are read only as regular files "

@@ -1,7 +1,9 @@
 """Mode connectivity: the scalar definition on textbook curves, the Bezier curve's algebra, BatchNorm
-recomputation, isolation between curves, and that curve training does what it is for."""
+recomputation (of a model and of a cohort), isolation between the pairs of a cohort, and that curve training
+does what it is for."""
 
 import copy
+import pickle
 import types
 
 import numpy as np
@@ -10,16 +12,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workloads.metrics.batchnorm import recompute_batchnorm, recompute_cohort_batchnorm
 from workloads.metrics.connectivity import (
-    BezierCurve,
     CurveConfig,
     CurveDiverged,
+    bezier_coefficients,
+    connect_cohort,
     connect_models,
+    curve_cohort,
     curve_lr_factor,
-    evaluate_curve,
+    curve_points,
+    evaluate_curves,
+    initial_middle,
     mode_connectivity,
-    recompute_bn,
-    train_curve,
+    train_curves,
 )
 
 # ------------------------------------------------------------------------------------------ test fixtures
@@ -75,6 +81,18 @@ def _manual_loss_error(model, x, y):
     with torch.no_grad():
         logits = model(x)
     return F.cross_entropy(logits.double(), y).item(), 100.0 * (logits.argmax(1) != y).double().mean().item()
+
+
+def _first(points):
+    """Pair 0's tensors of a {name: (P, *shape)} dict."""
+    return {name: t[0] for name, t in points.items()}
+
+
+def _train_one(a, b, x, y, config):
+    """train_curves of the one pair (a, b): (pair 0's middle point, history, None or CurveDiverged)."""
+    net, end_a, end_b = curve_cohort([(a, b)])
+    middle, [history], [failure] = train_curves(net, end_a, end_b, x, y.unsqueeze(0), [config])
+    return _first(middle), history, failure
 
 
 @pytest.fixture(scope="module")
@@ -146,12 +164,11 @@ def test_curve_lr_schedule_counts_epochs_from_one_as_garipov():
 
 
 @pytest.mark.parametrize("schedule, full, floor", [("garipov", 25, 6), ("garipov-epoch0", 26, 5)])
-def test_train_curve_uses_the_configured_epoch_count(schedule, full, floor):
-    # What train_curve actually sets, epoch by epoch (history["lr"]), for the new and the old numbering.
-    model_a, model_b = _mlp(1), _mlp(2)
+def test_train_curves_uses_the_configured_epoch_count(schedule, full, floor):
+    # What train_curves actually sets, epoch by epoch (history["lr"]), for the new and the old numbering.
     x, y = DATA[0][:64], DATA[1][:64]
-    curve = BezierCurve(model_a, model_b)
-    history = train_curve(curve, x, y, CurveConfig(epochs=50, lr=0.1, batch_size=64, lr_schedule=schedule))
+    _, history, _ = _train_one(_mlp(1), _mlp(2), x, y, CurveConfig(epochs=50, lr=0.1, batch_size=64,
+                                                                   lr_schedule=schedule))
     factors = [h["lr"] / 0.1 for h in history]
     assert sum(f == pytest.approx(1.0) for f in factors) == full
     assert sum(f == pytest.approx(0.01) for f in factors) == floor
@@ -175,102 +192,113 @@ def test_curve_config_validation_and_grid():
 
 def test_curve_points_follow_the_bezier_formula():
     a, b = _cnn(1), _cnn(2)
-    curve = BezierCurve(a, b)
+    _, end_a, end_b = curve_cohort([(a, b)])
+    middle = initial_middle(end_a, end_b)
     pa, pb = dict(a.named_parameters()), dict(b.named_parameters())
-    g0, g1, gh = curve.params_at(0.0), curve.params_at(1.0), curve.params_at(0.5)
+    g0, g1, gh = (_first(curve_points(end_a, middle, end_b, bezier_coefficients(t))) for t in (0.0, 1.0, 0.5))
     for name in pa:
         assert torch.equal(g0[name], pa[name])  # bit for bit
         assert torch.equal(g1[name], pb[name])
         torch.testing.assert_close(gh[name], (pa[name] + pb[name]) / 2)  # midpoint initialisation
-    # A general middle point and t: compare with the polynomial written out.
-    with torch.no_grad():
-        for p in curve.middle.values():
-            p.normal_()
-    pc = curve.endpoint_params("middle")
-    t = 0.3
-    gt = curve.params_at(t)
+    # A general middle point and t, shared (a tuple) or per pair (a (P, 3) tensor, here the pairs (a, b) and (b, a)
+    # at 0.3 and 0.8): compare with the polynomial written out.
+    middle = {k: torch.randn_like(v) for k, v in middle.items()}
+    pc = _first(middle)
+    gt = _first(curve_points(end_a, middle, end_b, bezier_coefficients(0.3)))
+    _, two_a, two_b = curve_cohort([(a, b), (b, a)])
+    two_middle = {k: torch.cat([v, v]) for k, v in middle.items()}
+    per_pair = curve_points(two_a, two_middle, two_b,
+                            torch.tensor([bezier_coefficients(0.3), bezier_coefficients(0.8)]))
     for name in pa:
-        manual = 0.49 * pa[name] + 0.42 * pc[name] + 0.09 * pb[name]
-        torch.testing.assert_close(gt[name], manual)
+        torch.testing.assert_close(gt[name], 0.49 * pa[name] + 0.42 * pc[name] + 0.09 * pb[name])
+        torch.testing.assert_close(per_pair[name][0], gt[name])
+        torch.testing.assert_close(per_pair[name][1], 0.04 * pb[name] + 0.32 * pc[name] + 0.64 * pa[name])
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        curve.params_at(1.5)
+        bezier_coefficients(1.5)
 
 
-def test_endpoints_are_copied_and_not_trainable():
+def test_endpoints_are_copied_and_not_trained():
     a, b = _mlp(1), _mlp(2)
-    curve = BezierCurve(a, b)
-    trainable = {n for n, p in curve.named_parameters() if p.requires_grad}
-    assert trainable == {f"middle.{k}" for k in curve.middle.keys()}
+    net, end_a, end_b = curve_cohort([(a, b)])
+    assert not any(t.requires_grad for t in list(end_a.values()) + list(end_b.values()))
     with torch.no_grad():
         a[1].weight.add_(1.0)  # changing the source model later does not move the curve
-    assert not torch.equal(curve.params_at(0.0)["1.weight"], a[1].weight)
+    assert not torch.equal(end_a["1.weight"][0], a[1].weight)
+    before = {k: v.clone() for k, v in list(end_a.items()) + [("b." + k, v) for k, v in end_b.items()]}
+    middle, _, _ = train_curves(net, end_a, end_b, DATA[0], DATA[1][None], [CurveConfig(epochs=1, batch_size=64)])
+    after = {k: v for k, v in list(end_a.items()) + [("b." + k, v) for k, v in end_b.items()]}
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not all(torch.equal(middle[k], v) for k, v in initial_middle(end_a, end_b).items())
 
 
 def test_gradients_flow_only_to_the_middle():
     a, b = _cnn(1), _cnn(2)
-    curve = BezierCurve(a, b)
+    net, end_a, end_b = curve_cohort([(a, b)])
+    middle = {k: v.requires_grad_(True) for k, v in initial_middle(end_a, end_b).items()}
     x, y = DATA[0][:64], DATA[1][:64]
-    F.cross_entropy(curve(x, 0.3), y).backward()
-    for name, p in curve.named_parameters():
-        if name.startswith("middle."):
-            assert p.grad is not None and p.grad.abs().sum() > 0, name
-        else:
-            assert p.grad is None, name
-    assert all(buf.grad is None for buf in curve.buffers())
+    net.train()
+    F.cross_entropy(net(net.inputs_shared(x), curve_points(end_a, middle, end_b, bezier_coefficients(0.3)))[0],
+                    y).backward()
+    for name, p in middle.items():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    ends = list(end_a.values()) + list(end_b.values()) + list(net.params().values())
+    assert all(p.grad is None for p in ends)
     assert all(p.grad is None for p in list(a.parameters()) + list(b.parameters()))
 
 
-def test_forward_equals_materialised_point_model():
-    a, b = _mlp(1), _mlp(2)
-    curve = BezierCurve(a, b)
+@pytest.mark.parametrize("make", [_mlp, _cnn], ids=["mlp", "cnn-bn"])
+def test_cohort_at_a_point_equals_a_model_holding_the_point(make):
+    a, b = make(1), make(2)
+    net, end_a, end_b = curve_cohort([(a, b)])
+    middle = {k: torch.randn_like(v) for k, v in initial_middle(end_a, end_b).items()}
+    points = _first(curve_points(end_a, middle, end_b, bezier_coefficients(0.7)))
+    point = copy.deepcopy(a)  # a's running statistics, as the cohort built from a holds
     with torch.no_grad():
-        for p in curve.middle.values():
-            p.normal_()
-    point = curve.point_model(0.7)
-    curve.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(curve(DATA[2], 0.7), point(DATA[2]))
-    with torch.no_grad():  # the point model is independent of the curve
-        next(point.parameters()).add_(1.0)
-        torch.testing.assert_close(curve(DATA[2], 0.7), curve.point_model(0.7)(DATA[2]))
+        for name, p in point.named_parameters():
+            p.copy_(points[name])
+        torch.testing.assert_close(net.eval()(net.inputs_shared(DATA[2]), {k: v[None] for k, v in points.items()})[0],
+                                   point.eval()(DATA[2]))
 
 
-def test_two_curves_in_one_process_do_not_interfere():
-    curve1 = BezierCurve(_mlp(1), _mlp(2))
-    curve2 = BezierCurve(_mlp(3), _mlp(4))
-    x = DATA[2]
-    with torch.no_grad():
-        ref1 = curve1.point_model(0.3)(x)
-        ref2 = curve2.point_model(0.8)(x)
-        out1 = curve1.eval()(x, 0.3)
-        out2 = curve2.eval()(x, 0.8)
-        out1_again = curve1(x, 0.3)
-    torch.testing.assert_close(out1, ref1)
-    torch.testing.assert_close(out2, ref2)
-    assert torch.equal(out1, out1_again)
-    # Training one curve leaves the other untouched.
-    before = [p.detach().clone() for p in curve1.middle.values()]
-    train_curve(curve2, DATA[0], DATA[1], CurveConfig(epochs=1, batch_size=64, seed=0))
-    assert all(torch.equal(p, q) for p, q in zip(before, curve1.middle.values()))
-    with torch.no_grad():
-        assert torch.equal(curve1.eval()(x, 0.3), out1)
+def test_pairs_in_one_cohort_do_not_interfere():
+    """Each pair of a cohort gets, bit for bit, what it gets alone (connect_models), with its own seed and lr."""
+    pairs = [(_mlp(1), _mlp(2)), (_mlp(3), _mlp(4))]
+    configs = [CurveConfig(epochs=2, batch_size=64, points=3, seed=0),
+               CurveConfig(epochs=2, batch_size=64, points=3, lr=0.05, seed=5)]
+    train_x, train_y, test_x, test_y = DATA
+    together = connect_cohort(*curve_cohort(pairs), train_x, train_y.expand(2, -1), test_x, test_y.expand(2, -1),
+                              configs)
+    for (a, b), config, got in zip(pairs, configs, together):
+        alone = connect_models(a, b, *DATA, config)
+        for key in ("train_error", "train_loss", "test_error", "test_loss"):
+            assert getattr(got, key).tolist() == getattr(alone, key).tolist(), key
+        assert [h["train_loss"] for h in got.history] == [h["train_loss"] for h in alone.history]
+    assert together[0].train_loss.tolist() != together[1].train_loss.tolist()
 
 
 def test_mismatched_endpoints_raise():
-    with pytest.raises(ValueError, match="same architecture"):
-        BezierCurve(_mlp(1), _mlp(1, bn=True))
+    with pytest.raises(ValueError, match="architecture"):
+        curve_cohort([(_mlp(1), _mlp(1, bn=True))])
 
 
 # ------------------------------------------------------------------------------------------ BatchNorm
 
 
-def test_recompute_bn_is_the_average_of_batch_statistics():
+def _evaluate_one(a, b, middle, config):
+    """evaluate_curves of the one pair (a, b) with pair 0's middle point (None: the initial midpoint)."""
+    net, end_a, end_b = curve_cohort([(a, b)])
+    middle = initial_middle(end_a, end_b) if middle is None else {k: v[None] for k, v in middle.items()}
+    train_x, train_y, test_x, test_y = DATA
+    return evaluate_curves(net, end_a, middle, end_b, train_x, train_y[None], test_x, test_y[None], [config])[0]
+
+
+def test_recompute_batchnorm_is_the_average_of_batch_statistics():
     model = _mlp(0, bn=True).eval()
     x = DATA[0][:96]
     captured = []
     hook = model[2].register_forward_hook(lambda mod, inp, out: captured.append(inp[0].detach().clone()))
     order = torch.randperm(96, generator=torch.Generator().manual_seed(7))
-    assert recompute_bn(model, x, batch_size=40, seed=7)
+    assert recompute_batchnorm(model, x, batch_size=40, seed=7, drop_last=True) is model
     hook.remove()
     assert len(captured) == 2  # 96 = 2 × 40 + 16: the partial batch is dropped
     # The layer saw the seeded permutation's batches, and keeps the plain average of their statistics.
@@ -282,31 +310,53 @@ def test_recompute_bn_is_the_average_of_batch_statistics():
     torch.testing.assert_close(model[2].running_mean, means.mean(0))
     torch.testing.assert_close(model[2].running_var, variances.mean(0))
     assert not model.training and model[2].momentum == 0.1  # mode and momentum restored
-    assert recompute_bn(_mlp(0), x) is False  # no BatchNorm: nothing to do
+    plain = _mlp(0)
+    before = copy.deepcopy(plain.state_dict())
+    assert recompute_batchnorm(plain, x) is plain  # no BatchNorm: nothing to do
+    assert all(torch.equal(v, before[k]) for k, v in plain.state_dict().items())
 
 
-@pytest.mark.parametrize("make", [_cnn, lambda seed: _mlp(seed, bn=True)], ids=["cnn-bn", "mlp-bn"])
-def test_bn_curve_endpoints_reproduce_the_models(make):
+@pytest.mark.parametrize("make", [_cnn, lambda seed: _mlp(seed, bn=True)], ids=["cnn-bn-grouped", "mlp-bn-vmap"])
+@pytest.mark.parametrize("seeds", [(7, 3), (7, 7)], ids=["own-orders", "shared-order"])
+def test_cohort_batchnorm_recompute_is_each_members(make, seeds):
+    """recompute_cohort_batchnorm gives member m what recompute_batchnorm gives member m's model with seeds[m]."""
+    models = [_sgd(make(1), 20, seed=1), _sgd(make(2), 20, seed=2)]
+    net, _, _ = curve_cohort([(models[0], models[1]), (models[1], models[0])])
+    net.load_stacked({k: torch.stack([m.state_dict()[k] for m in models]) for k in models[0].state_dict()})
+    x = DATA[0][:100]
+    assert recompute_cohort_batchnorm(net, x, seeds=list(seeds), batch_size=32, drop_last=True) is net
+    momenta = net.set_batchnorm_momentum(None)
+    assert not net.training and momenta and all(m == 0.1 for m in momenta)  # mode and momenta restored
+    for member, (model, seed) in enumerate(zip(models, seeds)):
+        want = recompute_batchnorm(copy.deepcopy(model), x, batch_size=32, seed=seed, drop_last=True).state_dict()
+        for name, value in want.items():
+            if name.endswith(("running_mean", "running_var")):
+                torch.testing.assert_close(net.stacked_state()[name][member], value, rtol=1e-5, atol=1e-6)
+
+
+# The one-pair cohort holds a BatchNorm after a convolution in grouped layers (for one member the same kernels as
+# the model's), one after a Linear in vmap, whose batched BatchNorm rounds float32 differently (~1e-8 relative).
+@pytest.mark.parametrize("make, loss_rel", [(_cnn, 1e-9), (lambda seed: _mlp(seed, bn=True), 1e-6)],
+                         ids=["cnn-bn", "mlp-bn"])
+def test_bn_curve_endpoints_reproduce_the_models(make, loss_rel):
     a, b = _sgd(make(1), 60, seed=1), _sgd(make(2), 60, seed=2)
-    curve = BezierCurve(a, b)
     train_x, train_y, test_x, test_y = DATA
-    res = evaluate_curve(curve, train_x, train_y, test_x, test_y, [0.0, 1.0], bn_batch_size=64)
+    res = _evaluate_one(a, b, None, CurveConfig(points=2, bn_batch_size=64))
     for i, model in enumerate((a, b)):
-        ref = copy.deepcopy(model)
-        recompute_bn(ref, train_x, batch_size=64)
+        ref = recompute_batchnorm(copy.deepcopy(model), train_x, batch_size=64, seed=0, drop_last=True)
         train_loss, train_err = _manual_loss_error(ref, train_x, train_y)
         test_loss, test_err = _manual_loss_error(ref, test_x, test_y)
         assert res["train_error"][i] == pytest.approx(train_err, abs=1e-9)
         assert res["test_error"][i] == pytest.approx(test_err, abs=1e-9)
-        assert res["train_loss"][i] == pytest.approx(train_loss, rel=1e-9)
-        assert res["test_loss"][i] == pytest.approx(test_loss, rel=1e-9)
+        assert res["train_loss"][i] == pytest.approx(train_loss, rel=loss_rel)
+        assert res["test_loss"][i] == pytest.approx(test_loss, rel=loss_rel)
     assert res["train_error"][0] < 60  # really trained (chance is 75%)
 
 
 def test_endpoints_without_bn_equal_the_models_exactly(trained_pair):
     a, b = trained_pair
     train_x, train_y, test_x, test_y = DATA
-    res = evaluate_curve(BezierCurve(a, b), train_x, train_y, test_x, test_y, [0.0, 1.0])
+    res = _evaluate_one(a, b, None, CurveConfig(points=2))
     for i, model in enumerate((a, b)):
         train_loss, train_err = _manual_loss_error(model, train_x, train_y)
         test_loss, test_err = _manual_loss_error(model, test_x, test_y)
@@ -324,30 +374,29 @@ def test_identical_endpoints_give_zero_connectivity():
     result = connect_models(model, copy.deepcopy(model), *DATA, CurveConfig(epochs=0, points=5))
     assert result.status == "ok" and result.mode_connectivity == 0.0 and result.t_star == 0.0
     assert np.all(result.train_error == result.train_error[0])
-    curve = BezierCurve(model, model)
+    _, end_a, end_b = curve_cohort([(model, model)])
+    middle = _first(initial_middle(end_a, end_b))
     for name, p in model.named_parameters():
-        assert torch.equal(curve.endpoint_params("middle")[name], p)  # the midpoint of equal models
+        assert torch.equal(middle[name], p)  # the midpoint of equal models
 
 
 def test_curve_training_lowers_the_loss_in_the_middle(trained_pair):
     a, b = trained_pair
-    train_x, train_y, test_x, test_y = DATA
-    curve = BezierCurve(a, b)
-    before = evaluate_curve(curve, train_x, train_y, test_x, test_y, [0.5])
-    ends = evaluate_curve(curve, train_x, train_y, test_x, test_y, [0.0, 1.0])
-    history = train_curve(curve, train_x, train_y, CurveConfig(epochs=40, lr=0.2, batch_size=64, seed=3))
-    after = evaluate_curve(curve, train_x, train_y, test_x, test_y, [0.5])
+    config = CurveConfig(epochs=40, lr=0.2, batch_size=64, seed=3, points=3)  # t = 0, 0.5, 1
+    before = _evaluate_one(a, b, None, config)
+    middle, history, failure = _train_one(a, b, DATA[0], DATA[1], config)
+    after = _evaluate_one(a, b, middle, config)
+    assert failure is None
     assert [h["epoch"] for h in history] == list(range(1, 41))
     # Epochs are numbered from 1 (Garipov): history[i] is epoch i + 1, at epoch/epochs = .025, .5, .75, .9, 1.
     lrs = [history[e]["lr"] for e in (0, 19, 29, 35, 39)]
     assert lrs == pytest.approx([0.2, 0.2, 0.2 * (1 - 0.99 * 0.25 / 0.4), 0.002, 0.002])
     # The straight midpoint of two independently trained networks is a barrier; the trained curve much less so.
-    assert before["train_loss"][0] > 3 * ends["train_loss"].max()
-    assert after["train_loss"][0] < 0.5 * before["train_loss"][0]
-    assert after["train_error"][0] < 0.5 * before["train_error"][0]
+    assert before["train_loss"][1] > 3 * before["train_loss"][[0, 2]].max()
+    assert after["train_loss"][1] < 0.5 * before["train_loss"][1]
+    assert after["train_error"][1] < 0.5 * before["train_error"][1]
     # The endpoints stayed where they were.
-    again = evaluate_curve(curve, train_x, train_y, test_x, test_y, [0.0, 1.0])
-    np.testing.assert_array_equal(again["train_loss"], ends["train_loss"])
+    np.testing.assert_array_equal(after["train_loss"][[0, 2]], before["train_loss"][[0, 2]])
 
 
 def test_connect_models_result_and_determinism(trained_pair):
@@ -371,14 +420,21 @@ def test_divergence_is_a_status_not_an_exception(trained_pair):
     result = connect_models(a, b, *DATA, CurveConfig(epochs=3, lr=1e12, batch_size=64))
     assert result.status == "diverged" and "diverged" in result.error
     assert result.mode_connectivity is None and result.t_star is None and result.ts.shape == (0,)
-    with pytest.raises(CurveDiverged):
-        train_curve(BezierCurve(a, b), DATA[0], DATA[1], CurveConfig(epochs=3, lr=1e12, batch_size=64))
+    # train_curves hands the failure back per pair, a CurveDiverged with the message and the epochs before it.
+    _, history, failure = _train_one(a, b, DATA[0], DATA[1], CurveConfig(epochs=3, lr=1e12, batch_size=64))
+    assert isinstance(failure, CurveDiverged) and str(failure) == result.error
+    assert result.error.startswith("curve training diverged in epoch ") and "mean loss" in result.error
+    assert failure.history is history and len(history) == len(result.history) < 3
+    again = pickle.loads(pickle.dumps(failure))  # crosses from a worker to the driver with its history
+    assert str(again) == str(failure) and again.history == failure.history
 
 
 def test_batch_larger_than_training_set_is_an_error(trained_pair):
     a, b = trained_pair
     with pytest.raises(ValueError, match="not shrunk"):
-        train_curve(BezierCurve(a, b), DATA[0][:32], DATA[1][:32], CurveConfig(epochs=1, batch_size=64))
+        _train_one(a, b, DATA[0][:32], DATA[1][:32], CurveConfig(epochs=1, batch_size=64))
+    with pytest.raises(ValueError, match="not shrunk"):
+        connect_models(a, b, DATA[0][:32], DATA[1][:32], DATA[2], DATA[3], CurveConfig(epochs=1, batch_size=64))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -400,8 +456,7 @@ def test_one_epoch_of_curve_training_matches_a_hand_derived_sgd():
     x = torch.randn(40, 5, generator=g, dtype=torch.float64)
     y = torch.randint(0, 3, (40,), generator=g)
     cfg = CurveConfig(epochs=1, lr=0.3, momentum=0.8, weight_decay=0.05, batch_size=8, seed=4)
-    curve = BezierCurve(a, b)
-    history = train_curve(curve, x, y, cfg)
+    middle, history, _ = _train_one(a, b, x, y, cfg)
 
     wa, ba, wb, bb = a.weight.detach(), a.bias.detach(), b.weight.detach(), b.bias.detach()
     wm, bm = (wa + wb) / 2, (ba + bb) / 2
@@ -429,7 +484,6 @@ def test_one_epoch_of_curve_training_matches_a_hand_derived_sgd():
         buf_b = grad_b if buf_b is None else cfg.momentum * buf_b + grad_b
         wm, bm = wm - lr * buf_w, bm - lr * buf_b
 
-    middle = curve.endpoint_params("middle")
     torch.testing.assert_close(middle["weight"].detach(), wm, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(middle["bias"].detach(), bm, rtol=1e-10, atol=1e-12)
     assert history[0]["train_loss"] == pytest.approx(np.mean(losses), rel=1e-10)

@@ -2,20 +2,20 @@
 
 Per model:   hessian_top_eigenvalue, hessian_trace, estimate_hessian (both at once, with iterations used)
 Per pair:    linear_cka (on mixup_probes shared by a cell), mode_connectivity along a trained Bezier
-             curve (connect_models), l2_distance
+             curve (connect_models; P pairs at once: connect_cohort), l2_distance
 """
 
 from workloads.metrics.cka import CKAUndefined, cka_or_reason, gram_linear_cka, linear_cka, mixup_probes, softmax_outputs
 from workloads.metrics.connectivity import (
-    BezierCurve,
     CurveConfig,
     CurveDiverged,
     CurveResult,
+    connect_cohort,
     connect_models,
-    evaluate_curve,
+    curve_cohort,
+    evaluate_curves,
     mode_connectivity,
-    recompute_bn,
-    train_curve,
+    train_curves,
 )
 from workloads.metrics.distance import l2_distance
 from workloads.metrics.hessian import (
@@ -27,16 +27,17 @@ from workloads.metrics.hessian import (
 )
 
 __all__ = [
-    "BezierCurve",
     "CKAUndefined",
     "CurveConfig",
     "CurveDiverged",
     "CurveResult",
     "HessianEstimate",
     "cka_or_reason",
+    "connect_cohort",
     "connect_models",
+    "curve_cohort",
     "estimate_hessian",
-    "evaluate_curve",
+    "evaluate_curves",
     "gram_linear_cka",
     "hessian_top_eigenvalue",
     "hessian_trace",
@@ -45,7 +46,6 @@ __all__ = [
     "mixup_probes",
     "mode_connectivity",
     "recompute_batchnorm",
-    "recompute_bn",
     "softmax_outputs",
-    "train_curve",
+    "train_curves",
 ]

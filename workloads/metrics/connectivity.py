@@ -1,5 +1,5 @@
-"""Mode connectivity along a trained quadratic Bezier curve (Garipov et al. 2018; method.md §4).
-(Over ~400 lines: the curve, its training, its evaluation and the metric are one method.)
+"""Mode connectivity along trained quadratic Bezier curves (Garipov et al. 2018; method.md §4), for P >= 1
+pairs of models at once. (Over ~400 lines: the curve, its training, its evaluation and the metric are one method.)
 
 Two trained models θ_a, θ_b are joined by
 
@@ -14,18 +14,24 @@ midpoint (θ_a + θ_b)/2, by drawing one t ~ U(0, 1) per minibatch and minimisin
 mc < 0: an error barrier between the models; mc ≈ 0: well connected; mc > 0: the curve beats the endpoints.
 
 Design choices:
-- t is an argument of every call (`curve(x, t)`, `curve.params_at(t)`), evaluated with
-  torch.func.functional_call on a template module: there is no global "current t", so any number of curves
-  can live in one process.
-- BatchNorm running statistics are not on the curve. For evaluation each point γ(t) is materialised as an
-  ordinary model and its statistics recomputed with one pass over the training data (train mode, cumulative
-  average); without that even the endpoints do not reproduce the trained models. During curve training the
-  template is in train mode, so BatchNorm uses batch statistics, as when the endpoints were trained.
+- One engine for any number of pairs: the P curves are a CohortNet of P members (workloads/cohort_net.py)
+  whose own parameters are NaN, every call passing the curve points γ_p(t_p), so any path that bypasses
+  them shows up at once; endpoints and middle points are {name: (P, *shape)} tensors. `connect_models`
+  connects one pair (P = 1), `connect_cohort` P pairs; a pair's result does not depend on the others.
+- t is an argument of every call (`curve_points`): there is no global "current t".
+- Each pair has its own CPU generator, seeded with its CurveConfig.seed, drawing per epoch one randperm(n)
+  and then one t ~ U(0, 1) per step, so a pair's curve is reproducible alone or in any cohort. A step at
+  t = 0 exactly does not involve θ_c: that pair takes no step. A pair whose epoch loss is not finite
+  diverges (`CurveDiverged`) and is frozen while the others go on.
+- BatchNorm running statistics are not on the curve. For evaluation they are recomputed at every point of
+  every pair (workloads/metrics/batchnorm.py: one seeded pass over the training inputs, cumulative average,
+  last partial batch dropped); without that even the endpoints do not reproduce the trained models. During
+  curve training the net is in train mode, so BatchNorm uses batch statistics, as when the endpoints were
+  trained.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -33,11 +39,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from workloads import objective
-from workloads.metrics.batchnorm import batchnorm_layers, recompute_batchnorm
-from workloads.objective import evaluate_model
+from workloads.cohort_net import CohortNet, build_cohort_net, stack_states
+from workloads.cohort_train import CohortSGD
+from workloads.metrics.batchnorm import recompute_cohort_batchnorm
 from workloads.settings import CURVE_LR_SCHEDULES, CurveConfig  # noqa: F401  (re-exported: declared there)
 
 # Two deviations |ē − e(t)| closer than this (percentage points) are a tie, and the first t wins. Needed because
@@ -81,189 +87,88 @@ def mode_connectivity(ts, errors) -> tuple[float, float]:
 
 
 def curve_mode_connectivity(curves: dict, config: CurveConfig) -> tuple[float, float]:
-    """(mc, t*) of an evaluated curve (``evaluate_curve``'s arrays): on the train error in percentage points, or,
+    """(mc, t*) of an evaluated curve (one pair of ``evaluate_curves``): on the train error in percentage points, or,
     with ``config.mc_on == "loss"``, on the train loss in nats (the paper's choice for translation, App. D.4)."""
     return mode_connectivity(curves["t"], curves["train_loss" if config.mc_on == "loss" else "train_error"])
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The curve
+# The curves
 
 
 def bezier_coefficients(t: float) -> tuple[float, float, float]:
-    """Weights of (θ_a, θ_c, θ_b) at t: ((1 − t)², 2t(1 − t), t²); they sum to 1."""
-    return (1.0 - t) ** 2, 2.0 * t * (1.0 - t), t * t
-
-
-def _check_t(t) -> float:
+    """Weights of (θ_a, θ_c, θ_b) at t: ((1 − t)², 2t(1 − t), t²); they sum to 1. ValueError outside [0, 1]."""
     t = float(t)
     if not 0.0 <= t <= 1.0:
         raise ValueError(f"t must lie in [0, 1], got {t}")
-    return t
+    return (1.0 - t) ** 2, 2.0 * t * (1.0 - t), t * t
 
 
-def _check_same_architecture(model_a: nn.Module, model_b: nn.Module) -> None:
-    """ValueError unless both models have the same parameter and buffer names and shapes."""
-    for kind, get in (("parameters", nn.Module.named_parameters), ("buffers", nn.Module.named_buffers)):
-        sa = {n: tuple(p.shape) for n, p in get(model_a)}
-        sb = {n: tuple(p.shape) for n, p in get(model_b)}
-        if sa.keys() != sb.keys():
-            diff = sorted(set(sa) ^ set(sb))
-            raise ValueError(f"endpoint models differ in their {kind} (not the same architecture): {diff[:5]}")
-        bad = [f"{n} {sa[n]} vs {sb[n]}" for n in sa if sa[n] != sb[n]]
-        if bad:
-            raise ValueError(f"endpoint models have {kind} of different shapes: {bad[:5]}")
+def curve_cohort(pairs: list[tuple[nn.Module, nn.Module]], device: str | torch.device = "cpu",
+                 backend: str | None = None) -> tuple[CohortNet, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """What connects `pairs` [(model_a, model_b), ...] of one architecture: (net, end_a, end_b) on `device`.
 
-
-def _key(name: str) -> str:
-    # Module attribute names cannot contain ".", so "layer1.0.conv1.weight" is stored as "layer1__0__conv1__weight".
-    return name.replace(".", "__")
-
-
-class BezierCurve(nn.Module):
-    """Quadratic Bezier curve between two models of one architecture; only the middle point is trainable.
-
-    model_a, model_b: the endpoints (copied; never modified). template: the architecture to evaluate
-    (default: a copy of model_a). Its own parameters are never read: they are set to NaN so that any path
-    bypassing the curve parameters shows up at once. Its buffers (e.g. BatchNorm running statistics) are
-    used in eval-mode calls of `forward`; for meaningful eval-mode numbers use `point_model(t)` followed by
-    `recompute_bn`, as `evaluate_curve` does.
-
-    Storage: `end_a`, `end_b` hold the endpoint parameters as buffers (move with .to(), not trainable);
-    `middle` is a ParameterDict with θ_c, initialised at (θ_a + θ_b)/2.
+    end_a, end_b: {name: (P, *shape)} copies of the endpoints' parameters (the models are not modified; ValueError
+    if they are not one architecture). net: a CohortNet of P members of the first model's architecture and
+    parameter dtype, whose own parameters and running statistics `connect_cohort` never reads. backend: a
+    cohort_net backend; None: "grouped" (BACKEND_BY_FAMILY's choice for every family) where it can hold the
+    architecture, else "vmap" (any module torch.func can call, e.g. a BatchNorm after a Linear).
     """
+    ends = stack_states([dict(m.named_parameters()) for m in [a for a, _ in pairs] + [b for _, b in pairs]])
+    p, template = len(pairs), pairs[0][0]
+    states = [a.state_dict() for a, _ in pairs]
+    if backend is None:
+        try:
+            net = build_cohort_net(template, states, "grouped", device)
+        except NotImplementedError:
+            net = build_cohort_net(template, states, "vmap", device)
+    else:
+        net = build_cohort_net(template, states, backend, device)
+    net.module.to(next(iter(ends.values())).dtype)  # grouped BatchNorm layers are built in the default dtype
+    end_a = {name: t[:p].to(device) for name, t in ends.items()}
+    end_b = {name: t[p:].to(device) for name, t in ends.items()}
+    return net, end_a, end_b
 
-    def __init__(self, model_a: nn.Module, model_b: nn.Module, *, template: nn.Module | None = None):
-        super().__init__()
-        _check_same_architecture(model_a, model_b)
-        template = copy.deepcopy(model_a if template is None else template)
-        _check_same_architecture(model_a, template)
-        pa, pb = dict(model_a.named_parameters()), dict(model_b.named_parameters())
-        self._names = list(pa)
-        self._keys = [_key(n) for n in self._names]
-        if len(set(self._keys)) != len(self._keys):
-            raise ValueError("parameter names collide after replacing '.' with '__'; rename the model's modules")
-        self._requires_grad = {n: p.requires_grad for n, p in pa.items()}
-        self.end_a = nn.Module()
-        self.end_b = nn.Module()
-        self.middle = nn.ParameterDict()
-        with torch.no_grad():
-            for name, key in zip(self._names, self._keys):
-                a = pa[name].detach().clone()
-                b = pb[name].detach().to(device=a.device, dtype=a.dtype).clone()
-                self.end_a.register_buffer(key, a)
-                self.end_b.register_buffer(key, b)
-                self.middle[key] = nn.Parameter(0.5 * (a + b))
-            template.requires_grad_(False)
-            for p in template.parameters():
-                p.fill_(math.nan)
-        self.template = template
 
-    @property
-    def param_names(self) -> list[str]:
-        """The template's parameter names, in order; the keys of `params_at`."""
-        return list(self._names)
+def initial_middle(end_a: dict, end_b: dict) -> dict[str, torch.Tensor]:
+    """Where training starts θ_c: the midpoints (θ_a + θ_b)/2, {name: (P, *shape)}."""
+    return {name: 0.5 * (end_a[name] + end_b[name]) for name in end_a}
 
-    def endpoint_params(self, which: str) -> dict[str, torch.Tensor]:
-        """name -> tensor for "a", "b" (the fixed endpoints) or "middle" (the trainable θ_c)."""
-        holder = {"a": self.end_a, "b": self.end_b, "middle": self.middle}[which]
-        return {n: getattr(holder, k) for n, k in zip(self._names, self._keys)}
 
-    def params_at(self, t: float) -> dict[str, torch.Tensor]:
-        """γ(t) for every parameter, as name -> tensor, differentiable with respect to the middle point.
+def curve_points(end_a: dict, middle: dict, end_b: dict, coefficients: torch.Tensor | tuple) -> dict[str, torch.Tensor]:
+    """γ_p(t_p) for every parameter, {name: (P, *shape)}, differentiable with respect to the middle points.
 
-        Terms with a zero weight are skipped, so γ(0) is θ_a and γ(1) is θ_b bit for bit (and stay finite
-        even if the middle point has diverged).
-        """
-        ca, cm, cb = bezier_coefficients(_check_t(t))
-        out = {}
-        for name, key in zip(self._names, self._keys):
-            terms = [
-                c * v
-                for c, v in ((ca, getattr(self.end_a, key)), (cm, self.middle[key]), (cb, getattr(self.end_b, key)))
-                if c != 0.0
-            ]
+    coefficients: a (P, 3) tensor (each pair its own t, as in training), or one (ca, cm, cb) tuple shared by
+    all pairs (evaluation); then terms with a zero weight are left out, so γ(0) is θ_a and γ(1) is θ_b bit for
+    bit (and stay finite even if a middle point has diverged).
+    """
+    out = {}
+    if isinstance(coefficients, tuple):
+        for name in end_a:
+            terms = [c * v for c, v in zip(coefficients, (end_a[name], middle[name], end_b[name])) if c != 0.0]
             total = terms[0]
             for term in terms[1:]:
                 total = total + term
             out[name] = total
         return out
-
-    def call_with(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """The template's forward pass on x with the given parameters (e.g. from `params_at`)."""
-        return functional_call(self.template, params, (x,))
-
-    def forward(self, x: torch.Tensor, t: float) -> torch.Tensor:
-        """Outputs of the model γ(t) on x: (batch, *input_shape) -> (batch, classes)."""
-        return self.call_with(self.params_at(t), x)
-
-    @torch.no_grad()
-    def point_model(self, t: float) -> nn.Module:
-        """An independent copy of the template holding γ(t) (detached), in eval mode.
-
-        Buffers (BatchNorm running statistics) are the template's, i.e. not yet valid for t: call
-        `recompute_bn` before evaluating a model with BatchNorm.
-        """
-        params = self.params_at(t)
-        model = copy.deepcopy(self.template)
-        for name, p in model.named_parameters():
-            p.copy_(params[name])
-            p.requires_grad_(self._requires_grad[name])
-        return model.eval()
+    ca, cm, cb = coefficients.unbind(1)
+    for name, a in end_a.items():
+        shape = (-1,) + (1,) * (a.dim() - 1)
+        out[name] = ca.view(shape) * a + cm.view(shape) * middle[name] + cb.view(shape) * end_b[name]
+    return out
 
 
-# ----------------------------------------------------------------------------------------------------------
-# BatchNorm and evaluation
-
-
-@torch.no_grad()
-def recompute_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 128, seed: int = 0) -> bool:
-    """Recompute BatchNorm running statistics as training sees the data; False if there is no BatchNorm.
-
-    x: (n, *input_shape). One pass in a seeded random order, the last partial batch dropped as in
-    training (see `recompute_batchnorm`).
-    """
-    if not batchnorm_layers(model):
-        return False
-    recompute_batchnorm(model, x, batch_size=batch_size, seed=seed, drop_last=True)
-    return True
-
-
-def loss_and_error(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> tuple[float, float]:
-    """(mean cross-entropy in nats, 0-1 error in percent) of `model` on (x, y), eval mode, no gradients."""
-    result = evaluate_model(model, x, y, batch_size=batch_size)
-    return result.loss, result.error_percent
-
-
-def evaluate_curve(
-    curve: BezierCurve,
-    train_x: torch.Tensor,
-    train_y: torch.Tensor,
-    test_x: torch.Tensor,
-    test_y: torch.Tensor,
-    ts,
-    *,
-    bn_batch_size: int = 128,
-    bn_seed: int = 0,
-    eval_batch_size: int = 1000,
-) -> dict[str, np.ndarray]:
-    """Train and test loss/error of the curve at each t in ts.
-
-    Each point is materialised (`point_model`) and, if the architecture has BatchNorm, its running statistics
-    are recomputed on the training inputs (`recompute_bn`, same batch size and seed for every t).
-    Returns float64 arrays of shape (len(ts),): t, train_error (percent), train_loss (nats), test_error, test_loss.
-    """
-    rows = {k: [] for k in ("t", "train_error", "train_loss", "test_error", "test_loss")}
-    for t in np.asarray(ts, dtype=np.float64):
-        model = curve.point_model(float(t))
-        recompute_bn(model, train_x, bn_batch_size, bn_seed)
-        train_loss, train_error = loss_and_error(model, train_x, train_y, eval_batch_size)
-        test_loss, test_error = loss_and_error(model, test_x, test_y, eval_batch_size)
-        for k, v in (("t", t), ("train_error", train_error), ("train_loss", train_loss),
-                     ("test_error", test_error), ("test_loss", test_loss)):
-            rows[k].append(v)
-        del model
-    return {k: np.asarray(v, dtype=np.float64) for k, v in rows.items()}
+def check_curve_configs(configs: list[CurveConfig], n: int) -> None:
+    """ValueError unless the pairs can share a cohort: same epochs, batch size, t-grid, device, B <= n."""
+    if not configs:
+        raise ValueError("a curve cohort needs at least one pair")
+    for key in ("epochs", "batch_size", "points", "lr_schedule", "device", "bn_batch_size", "eval_batch_size"):
+        values = sorted({str(getattr(c, key)) for c in configs})
+        if len(values) > 1:
+            raise ValueError(f"curve cohort members must share {key}; got {values}")
+    if configs[0].batch_size > n:
+        raise ValueError(f"batch_size {configs[0].batch_size} exceeds the training set ({n} examples); it is not "
+                         "shrunk because the batch size is part of the experiment")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -274,8 +179,8 @@ def curve_lr_factor(epoch: int, epochs: int) -> float:
     """Multiplier of the base lr in the epoch numbered `epoch` of `epochs`, as in Garipov et al.'s curve training:
     1 while epoch/epochs <= 0.5, then linear down to 0.01 at epoch/epochs = 0.9, then 0.01.
 
-    Garipov numbers the epochs 1..epochs (`CURVE_LR_SCHEDULES["garipov"]`); `train_curve` passes the number
-    its config's lr_schedule gives."""
+    Garipov numbers the epochs 1..epochs (`CURVE_LR_SCHEDULES["garipov"]`); `train_curves` passes the number
+    each pair's config's lr_schedule gives."""
     frac = epoch / epochs
     if frac <= 0.5:
         return 1.0
@@ -295,74 +200,128 @@ class CurveDiverged(RuntimeError):
         return (type(self), (self.args[0], self.history))
 
 
-def train_curve(curve: BezierCurve, train_x: torch.Tensor, train_y: torch.Tensor, config: CurveConfig) -> list[dict]:
-    """Train the middle point of `curve` in place; returns per-epoch history.
+def train_curves(net: CohortNet, end_a: dict, end_b: dict, train_x: torch.Tensor, train_y: torch.Tensor,
+                 configs: list[CurveConfig]) -> tuple[dict, list[list[dict]], list[CurveDiverged | None]]:
+    """Train the P middle points; returns (middle {name: (P, *shape)}, histories, per pair None or CurveDiverged).
 
-    train_x: (n, *input_shape), train_y: (n,) int64. The curve and data are moved to config.device.
-    Each minibatch (drawn without replacement, last partial batch dropped) gets its own t ~ U(0, 1), and the
-    loss is cross-entropy at γ(t) + 0.5·wd·||γ(t)||², minimised by SGD with momentum over the middle point only.
-    The lr of each epoch is config.lr x curve_lr_factor, with the epochs counted as config.lr_schedule says.
-    History entries: epoch (1-based), lr, train_loss (mean batch cross-entropy), train_error (percent, on the
-    batches at their t, train mode), objective (mean loss including the penalty), seconds (cumulative).
-    Raises CurveDiverged if an epoch's loss is not finite (checked once per epoch to avoid a device sync per
-    step), ValueError if batch_size exceeds the training set.
+    end_a, end_b: {name: (P, *shape)} endpoint parameters, on the device of train_x (n, *input_shape), shared;
+    train_y (P, n). Each minibatch (drawn without replacement, last partial batch dropped) gets per pair its
+    own t ~ U(0, 1); the loss is cross-entropy at γ_p(t_p) + 0.5·wd·||γ_p(t_p)||², minimised by SGD with
+    momentum over the middle points only, lr = config.lr x curve_lr_factor with the epochs counted as
+    config.lr_schedule says. History entries: epoch (1-based), lr, train_loss (mean batch cross-entropy),
+    train_error (percent, on the batches at their t, train mode), objective (mean loss including the penalty),
+    seconds (cumulative). Losses are checked once per epoch (a device sync per step would cost more); a pair
+    whose epoch loss is not finite gets a CurveDiverged holding its history so far, and stops. ValueError if
+    the configs cannot share a cohort (`check_curve_configs`).
     """
-    device = torch.device(config.device)
-    n = train_x.shape[0]
-    if config.batch_size > n:
-        raise ValueError(
-            f"batch_size {config.batch_size} exceeds the training set ({n} examples); it is not shrunk because "
-            "the batch size is part of the experiment"
-        )
-    curve.to(device)
-    x, y = train_x.to(device), train_y.to(device)
-    optimizer = torch.optim.SGD(curve.middle.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=0.0)
-    generator = torch.Generator().manual_seed(config.seed)  # CPU: permutations and t draws, no global RNG use
-    steps = n // config.batch_size
-    history: list[dict] = []
-    start_time = time.perf_counter()
-    curve.train()
-    first = CURVE_LR_SCHEDULES[config.lr_schedule]
-    per_example = objective.predictions(y[:1])  # predictions per example (1, or a sequence's targets)
-    for epoch in range(config.epochs):
-        lr = config.lr * curve_lr_factor(first + epoch, config.epochs)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        order = torch.randperm(n, generator=generator).to(device)
-        ce_sum = torch.zeros((), dtype=torch.float64, device=device)
-        obj_sum = torch.zeros((), dtype=torch.float64, device=device)
-        wrong = torch.zeros((), dtype=torch.int64, device=device)
+    p_count, n = net.members, int(train_x.shape[0])
+    check_curve_configs(configs, n)
+    batch, epochs, steps = configs[0].batch_size, configs[0].epochs, n // configs[0].batch_size
+    per_example = objective.predictions(train_y[0, :1])  # predictions per example (1, or a sequence's targets)
+    device = train_x.device
+    middle = {k: v.detach().requires_grad_(True) for k, v in initial_middle(end_a, end_b).items()}
+    params = list(middle.values())
+    sgd = CohortSGD(params, lr=[c.lr for c in configs], momentum=[c.momentum for c in configs],
+                    weight_decay=[0.0] * p_count, device=device)
+    half_wd = [0.5 * c.weight_decay for c in configs]
+    half_wd = half_wd[0] if len(set(half_wd)) == 1 else torch.tensor(half_wd, device=device)
+    generators = [torch.Generator().manual_seed(c.seed) for c in configs]  # CPU: orders and t draws
+    histories: list[list[dict]] = [[] for _ in range(p_count)]
+    diverged: list[CurveDiverged | None] = [None] * p_count
+    active = torch.ones(p_count, dtype=torch.bool, device=device)
+    started = time.perf_counter()
+    net.train()
+    for epoch in range(epochs):
+        if all(d is not None for d in diverged):
+            break
+        lrs = [c.lr * curve_lr_factor(CURVE_LR_SCHEDULES[c.lr_schedule] + epoch, c.epochs) for c in configs]
+        sgd.set_lr(lrs)
+        orders, ts = [], []
+        for g in generators:  # per pair: the permutation first, then one t per step
+            orders.append(torch.randperm(n, generator=g))
+            ts.append([float(torch.rand((), generator=g, dtype=torch.float64)) for _ in range(steps)])
+        order = torch.stack(orders).to(device)
+        t_cpu = torch.tensor(ts, dtype=torch.float64).t()  # (steps, P)
+        coefficients = torch.tensor([[bezier_coefficients(t) for t in row] for row in t_cpu.tolist()],
+                                    dtype=params[0].dtype).to(device)  # (steps, P, 3), as Python floats would
+        at_zero = (t_cpu == 0).tolist()
+        ce_sum = torch.zeros(p_count, dtype=torch.float64, device=device)
+        obj_sum = torch.zeros(p_count, dtype=torch.float64, device=device)
+        wrong = torch.zeros(p_count, dtype=torch.int64, device=device)
         for step in range(steps):
-            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-            t = float(torch.rand((), generator=generator, dtype=torch.float64))
-            params = curve.params_at(t)
-            logits = curve.call_with(params, x[idx])
-            ce = objective.mean_loss(logits, y[idx])
-            penalty = sum(p.pow(2).sum() for p in params.values())
-            loss = ce + 0.5 * config.weight_decay * penalty
-            # At t = 0 exactly (possible, if rare) γ(t) does not involve the middle point: its gradient is zero
-            # and the graph has nothing to differentiate, so there is no step to take.
-            if loss.requires_grad:
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+            index = order[:, step * batch:(step + 1) * batch]
+            points = curve_points(end_a, middle, end_b, coefficients[step])
+            ce, correct = objective.member_losses(net(net.inputs(train_x, index), points),
+                                                  objective.member_targets(train_y, index))
+            penalty = sum(w.pow(2).flatten(1).sum(1) for w in points.values())
+            loss = ce + half_wd * penalty
+            grads = torch.autograd.grad(loss.sum(), params)
+            mask = None  # at t = 0 exactly γ(t) does not involve θ_c: that pair takes no step
+            if any(at_zero[step]) or any(d is not None for d in diverged):
+                mask = active & torch.tensor([not z for z in at_zero[step]], device=device)
+            sgd.step(grads, mask)
             ce_sum += ce.detach()
             obj_sum += loss.detach()
-            wrong += objective.predictions(y[idx]) - objective.correct(logits.detach(), y[idx])
-        mean_ce, mean_obj = float(ce_sum) / steps, float(obj_sum) / steps
-        if not (math.isfinite(mean_ce) and math.isfinite(mean_obj)):
-            raise CurveDiverged(f"curve training diverged in epoch {epoch + 1}: mean loss {mean_ce}", history)
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "lr": lr,
-                "train_loss": mean_ce,
-                "train_error": 100.0 * float(wrong) / (steps * config.batch_size * per_example),
-                "objective": mean_obj,
-                "seconds": time.perf_counter() - start_time,
-            }
-        )
-    return history
+            wrong += batch * per_example - correct
+        mean_ce, mean_obj, wrong_list = (ce_sum / steps).tolist(), (obj_sum / steps).tolist(), wrong.tolist()
+        for pair in range(p_count):
+            if diverged[pair] is not None:
+                continue
+            if not (math.isfinite(mean_ce[pair]) and math.isfinite(mean_obj[pair])):
+                diverged[pair] = CurveDiverged(
+                    f"curve training diverged in epoch {epoch + 1}: mean loss {mean_ce[pair]}", histories[pair])
+                active[pair] = False
+                continue
+            histories[pair].append({"epoch": epoch + 1, "lr": lrs[pair], "train_loss": mean_ce[pair],
+                                    "train_error": 100.0 * wrong_list[pair] / (steps * batch * per_example),
+                                    "objective": mean_obj[pair], "seconds": time.perf_counter() - started})
+    return {k: v.detach() for k, v in middle.items()}, histories, diverged
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@torch.no_grad()
+def _loss_and_error(net: CohortNet, points: dict, x: torch.Tensor, y: torch.Tensor,
+                    batch_size: int) -> tuple[list[float], list[float]]:
+    """Per pair (mean cross-entropy in nats, error in percent) at its point on (x, y (P, n)), eval mode."""
+    n, p_count = int(x.shape[0]), net.members
+    total = torch.zeros(p_count, dtype=torch.float64, device=x.device)
+    wrong = torch.zeros(p_count, dtype=torch.int64, device=x.device)
+    net.eval()
+    for start in range(0, n, batch_size):
+        logits = net(net.inputs_shared(x[start:start + batch_size]), points)  # (P, b, ..., K)
+        yb = y[:, start:start + batch_size]
+        sums, hits = objective.member_summed_losses(logits, yb)
+        total += sums
+        wrong += objective.predictions(yb[0]) - hits
+    count = objective.predictions(y[0])  # one pair's predictions
+    return (total / count).tolist(), (100.0 * wrong.double() / count).tolist()
+
+
+def evaluate_curves(net: CohortNet, end_a: dict, middle: dict, end_b: dict, train_x, train_y, test_x, test_y,
+                    configs: list[CurveConfig]) -> list[dict[str, np.ndarray]]:
+    """Train and test loss and error of every pair's curve at each t of the configs' grid.
+
+    At each t every pair's point is formed (`curve_points`) and, if the architecture has BatchNorm, its
+    running statistics recomputed on the training inputs (`recompute_cohort_batchnorm`: batches of
+    bn_batch_size, in the order of the pair's seed, last partial batch dropped), then evaluated in eval mode.
+    x tensors shared, y (P, n). Returns per pair float64 arrays of shape (points,): t, train_error (percent),
+    train_loss (nats), test_error, test_loss.
+    """
+    rows = [{k: [] for k in ("t", "train_error", "train_loss", "test_error", "test_loss")} for _ in configs]
+    for t in np.asarray(configs[0].ts(), dtype=np.float64):
+        points = curve_points(end_a, middle, end_b, bezier_coefficients(float(t)))
+        recompute_cohort_batchnorm(net, train_x, seeds=[c.seed for c in configs], params=points,
+                                   batch_size=configs[0].bn_batch_size, drop_last=True)
+        train_loss, train_error = _loss_and_error(net, points, train_x, train_y, configs[0].eval_batch_size)
+        test_loss, test_error = _loss_and_error(net, points, test_x, test_y, configs[0].eval_batch_size)
+        for p, row in enumerate(rows):
+            for k, v in (("t", t), ("train_error", train_error[p]), ("train_loss", train_loss[p]),
+                         ("test_error", test_error[p]), ("test_loss", test_loss[p])):
+                row[k].append(v)
+    return [{k: np.asarray(v, dtype=np.float64) for k, v in row.items()} for row in rows]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -387,6 +346,38 @@ class CurveResult:
     config: CurveConfig | None = None
 
 
+def connect_cohort(net: CohortNet, end_a: dict, end_b: dict, train_x, train_y, test_x, test_y,
+                   configs: list[CurveConfig]) -> list[CurveResult]:
+    """Train P pairs' curves and measure their mode connectivity: one CurveResult per pair.
+
+    net: a CohortNet of P members (its own parameters are overwritten with NaN and never read); end_a, end_b:
+    {name: (P, *shape)} endpoint parameters (`curve_cohort` makes all three); x tensors shared, train_y (P, n),
+    test_y (P, m); all on one device. A pair whose curve diverges gets status "diverged" with the
+    CurveDiverged message in `error`, its history, empty arrays and mc None, instead of an exception.
+    """
+    started = time.perf_counter()
+    with torch.no_grad():
+        for p in net.params().values():
+            p.fill_(math.nan)  # any path that bypasses the curve points shows up at once
+    middle, histories, diverged = train_curves(net, end_a, end_b, train_x, train_y, configs)
+    curves = evaluate_curves(net, end_a, middle, end_b, train_x, train_y, test_x, test_y, configs)
+    seconds = time.perf_counter() - started
+    out = []
+    empty = np.zeros(0, dtype=np.float64)
+    for config, curve, history, failure in zip(configs, curves, histories, diverged):
+        if failure is not None:
+            out.append(CurveResult(ts=empty, train_error=empty, train_loss=empty, test_error=empty, test_loss=empty,
+                                   mode_connectivity=None, t_star=None, history=failure.history, status="diverged",
+                                   error=str(failure), seconds=seconds, config=config))
+            continue
+        mc, t_star = curve_mode_connectivity(curve, config)
+        out.append(CurveResult(ts=curve["t"], train_error=curve["train_error"], train_loss=curve["train_loss"],
+                               test_error=curve["test_error"], test_loss=curve["test_loss"], mode_connectivity=mc,
+                               t_star=t_star, history=history, status="ok", error=None, seconds=seconds,
+                               config=config))
+    return out
+
+
 def connect_models(
     model_a: nn.Module,
     model_b: nn.Module,
@@ -396,7 +387,7 @@ def connect_models(
     test_y: torch.Tensor | None = None,
     config: CurveConfig | None = None,
 ) -> CurveResult:
-    """Train a Bezier curve between two models and measure mode connectivity on its training error.
+    """Train a Bezier curve between two models and measure mode connectivity: `connect_cohort` of one pair.
 
     Call as connect_models(a, b, train_x, train_y, test_x, test_y, config) with tensors, or as
     connect_models(a, b, data, config) with a workloads.data.Dataset (anything with train_x, train_y, test_x,
@@ -413,25 +404,8 @@ def connect_models(
     elif train_y is None or test_x is None or test_y is None:
         raise TypeError("train_x, train_y, test_x and test_y are all required in the tensor form")
     config = CurveConfig() if config is None else config
-    start = time.perf_counter()
-    curve = BezierCurve(model_a, model_b).to(torch.device(config.device))
-    try:
-        history = train_curve(curve, train_x, train_y, config)
-    except CurveDiverged as exc:
-        empty = np.zeros(0, dtype=np.float64)
-        return CurveResult(
-            ts=empty, train_error=empty, train_loss=empty, test_error=empty, test_loss=empty,
-            mode_connectivity=None, t_star=None, history=exc.history, status="diverged", error=str(exc),
-            seconds=time.perf_counter() - start, config=config,
-        )
     device = torch.device(config.device)
-    curves = evaluate_curve(
-        curve, train_x.to(device), train_y.to(device), test_x.to(device), test_y.to(device), config.ts(),
-        bn_batch_size=config.bn_batch_size, bn_seed=config.seed, eval_batch_size=config.eval_batch_size,
-    )
-    mc, t_star = curve_mode_connectivity(curves, config)
-    return CurveResult(
-        ts=curves["t"], train_error=curves["train_error"], train_loss=curves["train_loss"],
-        test_error=curves["test_error"], test_loss=curves["test_loss"], mode_connectivity=mc, t_star=t_star,
-        history=history, status="ok", error=None, seconds=time.perf_counter() - start, config=config,
-    )
+    net, end_a, end_b = curve_cohort([(model_a, model_b)], device)
+    [result] = connect_cohort(net, end_a, end_b, train_x.to(device), train_y.to(device).unsqueeze(0),
+                              test_x.to(device), test_y.to(device).unsqueeze(0), [config])
+    return result

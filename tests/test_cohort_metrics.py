@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import threading
 
 import pytest
 import torch
@@ -86,6 +87,46 @@ def test_cohort_hessian_equals_each_members_estimate(digits, name, kw, backend, 
         assert abs(got[i].trace - want.trace) <= 2 * want.trace_std_error + 1e-3 * abs(want.trace)
         assert abs(got[i].eigen_iterations - want.eigen_iterations) <= 2
         assert got[i].samples == 120 and got[i].hvps == got[i].lanczos_steps + got[i].trace_probes
+
+
+@pytest.mark.parametrize("backend, block", [("grouped", 1), ("vmap", 4)])
+def test_a_model_is_the_one_member_case_of_the_cohort_estimator(digits, backend, block):
+    """estimate_hessian (one member, its module's products) and each member of a 3-member cohort run the same
+    estimator from the same seed (start vector, probes). Equal to float tolerance, not bit for bit: the cohort's
+    products come from other kernels (batched matmuls, grouped convolutions, torch.func), which sum in another
+    order. In float64 that rounding (~1e-16) leaves every stop where it was: the same counts, and λ_max, trace
+    and its standard error within 1e-9 relative."""
+    models = [m.double() for m in trained_members("cnn", digits, (0, 1, 2), width=4, batch_norm=True)]
+    net = build_cohort_net(models[0], [m.state_dict() for m in models], backend)
+    net.module.to(torch.float64)
+    x = digits.train_x[:120].double()
+    targets = torch.stack([digits.train_y[:120], corrupt_labels(digits, 0.3, 1).train_y[:120], digits.train_y[:120]])
+    opts = dict(eigen_max_iter=40, trace_max_probes=30, trace_block_size=block, seed=3)
+    got = estimate_hessian_cohort(net, x, targets, **opts)
+    for i, model in enumerate(models):
+        want = estimate_hessian(model, x, targets[i], **opts)
+        counts = ("eigen_iterations", "lanczos_steps", "trace_probes", "hvps")
+        assert [getattr(got[i], c) for c in counts] == [getattr(want, c) for c in counts]
+        for key in ("top_eigenvalue", "trace", "trace_std_error", "eigen_error_estimate"):
+            assert getattr(got[i], key) == pytest.approx(getattr(want, key), rel=1e-9), key
+
+
+def test_a_failed_cohort_product_raises_its_own_exception_once_every_member_stopped(digits, monkeypatch):
+    models = trained_members("mlp", digits, (0, 1, 2), width=4)
+    net = build_cohort_net(models[0], [m.state_dict() for m in models])
+    original, calls = CohortHessianOperator.__call__, []
+
+    def fails_on_the_fifth_call(self, vectors):
+        calls.append(sorted(vectors))
+        if len(calls) == 5:
+            raise torch.cuda.OutOfMemoryError("no room for this product")
+        return original(self, vectors)
+
+    monkeypatch.setattr(CohortHessianOperator, "__call__", fails_on_the_fifth_call)
+    with pytest.raises(torch.cuda.OutOfMemoryError, match="no room"):
+        estimate_hessian_cohort(net, digits.train_x[:60], digits.train_y[:60])
+    assert calls == [[0, 1, 2]] * 5  # all members' products in each call, none after the failure
+    assert not [t for t in threading.enumerate() if t.name.startswith("hessian-member")]
 
 
 @pytest.mark.parametrize("backend", ["grouped", "vmap"])

@@ -397,6 +397,19 @@ def test_pyhessian_chunked_matches_whole_batch():
     assert chunked.eigen_iterations > 0
 
 
+def test_a_failed_product_raises_its_own_exception(monkeypatch):
+    """The estimator runs a model as the one member of its lock-step driver: what a product raises (an out of
+    memory, say) still reaches the caller as itself."""
+    model, (x, y) = make_mlp(), data((6,))
+
+    def out_of_memory(self, v):
+        raise torch.cuda.OutOfMemoryError("no room for this product")
+
+    monkeypatch.setattr(HessianOperator, "__call__", out_of_memory)
+    with pytest.raises(torch.cuda.OutOfMemoryError, match="no room"):
+        estimate_hessian(model, x, y)
+
+
 def test_convenience_functions_fill_info_and_reject_bad_arguments():
     model, (x, y) = make_mlp(), data((6,))
     info: dict = {}

@@ -1,5 +1,6 @@
 """Hessian metrics of the training loss: top eigenvalue λ_max and trace (method.md §3).
-(Over ~400 lines: one estimator with two backends, its stopping rules and their measured accuracy.)
+(Over ~400 lines: one estimator, for one model or a cohort's members, with two backends, its stopping rules and
+their measured accuracy.)
 
 What is measured
     H = ∇²_θ L(θ), L = mean cross-entropy over the given points, θ = all parameters with requires_grad,
@@ -12,6 +13,12 @@ BatchNorm decides the metric
     the model's own running statistics. With ``recompute_bn_on=x_train`` the running statistics are first
     recomputed on those inputs (cumulative average, see `recompute_batchnorm`), the Hessian is measured with
     them, and the model's original statistics are put back; call `recompute_batchnorm` yourself to keep them.
+
+One estimator for M >= 1 members
+    `lanczos_members` runs the "lanczos" backend for every member in lock-step, all members' products in one
+    call: a model is one member with its module's HessianOperator, a cohort (cohort_hessian.py) M members of
+    one batched operator. A model is not made a one-member CohortNet: its module's own products need no layers
+    re-expressed (grouped kernels or torch.func) and can chunk the loss (batch_size), which the cohort's cannot.
 
 Backends
     "lanczos" (default). Hessian-vector products (HVPs) through one cached double-backward graph: the
@@ -60,6 +67,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import math
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -212,45 +220,38 @@ class HessianOperator:
         # A gradient that does not depend on θ (no grad_fn) has zero Hessian rows: leave it out of products.
         return [g if g is not None and g.requires_grad else None for g in total]
 
-    def _product(self, grads, v: torch.Tensor, retain: bool) -> torch.Tensor:
-        """H v for v (dim,), or H V row by row for a block V (b, dim) (one batched backward, see
-        `hessian_products`); a block of one row takes the single-vector path."""
-        if v.dim() == 2 and len(v) == 1:
-            return self._product(grads, v[0], retain).unsqueeze(0)
-        batched = v.dim() == 2
-        lead = (len(v),) if batched else ()
-        pieces = [p.reshape(*lead, *q.shape) for p, q in zip(v.split(self.numels, dim=-1), self.params)]
-        out = hessian_products(grads, self.params, pieces, retain=retain, batched=batched)
-        return torch.cat([o.reshape(*lead, -1) for o in out], dim=-1)
-
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         """v (dim,) -> H v; a block V (b, dim) -> (b, dim), row i = H V[i] (counts b products)."""
         self.count += len(v) if v.dim() == 2 else 1
-        v = v.to(self.dtype)
+        rows = (v if v.dim() == 2 else v.unsqueeze(0)).to(self.dtype)
         if self._grads is not None:
-            return self._product(self._grads, v, retain=True)
-        total = torch.zeros(v.shape, dtype=self.dtype, device=self.device)
-        for chunk in self.chunks:  # one chunk's graph alive at a time
-            total += self._product(self._gradient([chunk]), v, retain=False)
-        return total
+            out = hessian_products(self._grads, self.params, self.numels, rows, retain=True)
+        else:  # one chunk's graph alive at a time
+            out = sum(hessian_products(self._gradient([chunk]), self.params, self.numels, rows, retain=False)
+                      for chunk in self.chunks)
+        return out if v.dim() == 2 else out[0]
 
 
-def hessian_products(grads, params, grad_outputs, *, retain: bool, batched: bool) -> list[torch.Tensor]:
-    """One backward through a create_graph gradient: the Hessian applied to `grad_outputs`, per parameter.
+def hessian_products(grads, params, numels, rows: torch.Tensor, *, retain: bool) -> torch.Tensor:
+    """One backward through a create_graph gradient: the Hessian applied to each row of `rows`.
 
-    grads: ∇L per parameter (None: no second-order path, so a zero row block); grad_outputs: the vector's
-    piece per parameter, shaped like the parameter, or with batched=True (b, *parameter shape) for b vectors
-    at once (autograd's is_grads_batched: the backward is vmapped over the leading dimension). Returns the
-    pieces of H v (or of the b products) in the same shapes. Shared by HessianOperator and the cohort's
-    operator, so single-model and cohort products are the same computation.
+    grads: ∇L per parameter (None: no second-order path, so a zero row block). rows: (b, *stack, dim), each
+    row cut into per-parameter pieces of `numels` in `params` order; *stack are the parameters' leading dimensions
+    that a row spans: () for one module's parameters, (M,) for a cohort's stacked ones (M members' vectors at
+    once). A block of b > 1 rows is one batched backward (autograd's is_grads_batched, vmapped over the rows);
+    b = 1 is the plain backward. Returns H applied to each row, shaped as `rows`. Shared by HessianOperator and
+    the cohort's operator (cohort_hessian.py), so single-model and cohort products are the same computation.
     """
+    batched = len(rows) > 1
+    lead = rows.shape[:1] if batched else ()
+    pieces = [piece.reshape(*lead, *p.shape) for piece, p in zip(rows.split(numels, dim=-1), params)]
     used = [i for i, g in enumerate(grads) if g is not None]
-    out = [torch.zeros_like(piece) for piece in grad_outputs]
+    out = [torch.zeros_like(piece) for piece in pieces]
     if used:
-        hv = torch.autograd.grad([grads[i] for i in used], params, grad_outputs=[grad_outputs[i] for i in used],
+        hv = torch.autograd.grad([grads[i] for i in used], params, grad_outputs=[pieces[i] for i in used],
                                  retain_graph=retain, allow_unused=True, is_grads_batched=batched)
         out = [h if h is not None else z for h, z in zip(hv, out)]
-    return out
+    return torch.cat([o.reshape(*rows.shape[:-1], -1) for o in out], dim=-1)
 
 
 def _add(a, b):
@@ -452,27 +453,69 @@ def deflated_hutchinson(
     return TraceResult(trace, stderr, len(samples), samples)
 
 
-# ---- backends --------------------------------------------------------------------------------------------
+# ---- the estimator: Lanczos, then deflated Hutchinson, for each of M >= 1 members ----------------------
 
 
-def _lanczos_backend(model, inputs, targets, opts) -> dict:
-    params = _trainable(model)
-    retain = opts["retain_graphs"]
-    if retain is None:
-        retain = opts["batch_size"] is None or opts["batch_size"] >= len(inputs)
-    op = HessianOperator(model, params, inputs, targets, batch_size=opts["batch_size"], retain_graph=retain)
-    generator = torch.Generator().manual_seed(opts["seed"])
-    start = torch.randn(op.dim, generator=generator, dtype=torch.float64).to(op.device, op.dtype)
-    want_eigen, want_trace = opts["want_eigen"], opts["want_trace"]
+class _Lockstep:
+    """Members' threads ask for products; the last live member to ask computes them all and wakes the rest."""
+
+    def __init__(self, products: Callable[[dict], dict], members: list[int]):
+        self.products = products
+        self.live = set(members)
+        self.pending: dict[int, torch.Tensor] = {}
+        self.results: dict[int, torch.Tensor] = {}
+        self.failure: BaseException | None = None
+        self.cond = threading.Condition()
+
+    def matvec(self, member: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        def product(v: torch.Tensor) -> torch.Tensor:
+            with self.cond:
+                self.pending[member] = v
+                self._compute_if_all_asked()
+                while member not in self.results and self.failure is None:
+                    self.cond.wait()
+                if member not in self.results:
+                    raise RuntimeError("the members' Hessian-vector product failed") from self.failure
+                return self.results.pop(member)
+        return product
+
+    def done(self, member: int) -> None:
+        with self.cond:
+            self.live.discard(member)
+            self._compute_if_all_asked()
+
+    def _compute_if_all_asked(self) -> None:  # called holding the lock
+        if not self.pending or len(self.pending) < len(self.live) or self.failure is not None:
+            return
+        try:
+            self.results.update(self.products(self.pending))
+        except BaseException as err:  # every waiting member must wake up and fail
+            self.failure = err
+        finally:
+            self.pending = {}
+            self.cond.notify_all()
+
+
+def _nothing_yet() -> dict:
+    """The HessianEstimate fields a backend fills, as they stand before it has computed anything."""
+    return dict(top_eigenvalue=None, trace=None, eigen_error_estimate=None, trace_std_error=None,
+                eigen_iterations=0, trace_probes=0)
+
+
+def _one_member(matvec, dim: int, dtype, device, settings: dict, want_eigen: bool, want_trace: bool) -> dict:
+    """λ_max by `lanczos` and tr(H) by `deflated_hutchinson` on its basis, from a generator seeded with
+    settings["seed"]: the start vector, any restart vectors and the probes are drawn from it in this order."""
+    generator = torch.Generator().manual_seed(settings["seed"])
+    start = torch.randn(dim, generator=generator, dtype=torch.float64).to(device, dtype)
     run = lanczos(
-        op,
+        matvec,
         start,
-        tol=opts["eigen_tol"] if want_eigen else math.inf,
-        max_steps=max(opts["eigen_max_iter"], opts["deflation_steps"] if want_trace else 0),
-        min_steps=opts["deflation_steps"] if want_trace else 1,
+        tol=settings["eigen_tol"] if want_eigen else math.inf,
+        max_steps=max(settings["eigen_max_iter"], settings["deflation_steps"] if want_trace else 0),
+        min_steps=settings["deflation_steps"] if want_trace else 1,
         generator=generator,
     )
-    out = {"lanczos_steps": run.steps, "eigen_iterations": 0, "trace_probes": 0}
+    out = dict(_nothing_yet(), lanczos_steps=run.steps)
     if want_eigen:
         out.update(top_eigenvalue=run.eigenvalue, eigen_error_estimate=run.error_estimate,
                    eigen_iterations=run.converged_at or run.steps)
@@ -480,13 +523,69 @@ def _lanczos_backend(model, inputs, targets, opts) -> dict:
         basis = torch.stack(run.basis)
         run.basis.clear()  # one copy of the basis in memory, not two
         result = deflated_hutchinson(
-            op, op.dim, basis, float(np.sum(run.diagonal)), generator=generator, dtype=op.dtype,
-            device=op.device, tol=opts["trace_tol"],
-            max_probes=opts["trace_max_probes"], min_probes=opts["trace_min_probes"],
-            block_size=opts["trace_block_size"])
+            matvec, dim, basis, float(np.sum(run.diagonal)), generator=generator, dtype=dtype, device=device,
+            tol=settings["trace_tol"], max_probes=settings["trace_max_probes"],
+            min_probes=settings["trace_min_probes"], block_size=settings["trace_block_size"])
         out.update(trace=result.trace, trace_std_error=result.std_error, trace_probes=result.probes)
-    out["hvps"] = op.count
     return out
+
+
+def lanczos_members(
+    products: Callable[[dict[int, torch.Tensor]], dict[int, torch.Tensor]],
+    members: list[int],
+    dim: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    settings: dict,
+    *,
+    want_eigen: bool = True,
+    want_trace: bool = True,
+) -> dict[int, dict]:
+    """The "lanczos" backend for M >= 1 members: {member: HessianEstimate fields (hvps left to the caller)}.
+
+    products: {member: v (dim,) or a block (b, dim)} -> the same shapes with that member's Hessian applied (a
+    module's HessianOperator for one member, CohortHessianOperator for a cohort's). settings: estimate_hessian's
+    keyword arguments (eigen_tol, eigen_max_iter, trace_*, deflation_steps, seed). Each member runs `lanczos`,
+    then `deflated_hutchinson`, in a thread of its own, with a generator of its own seeded alike (the start
+    vector and probes of a single model with that seed); its products wait until every member still running has
+    asked, then all are computed in one call (members that stopped ask for nothing). One member is the same
+    code, each product computed as soon as asked. An exception is raised here once all members have finished.
+    """
+    lockstep = _Lockstep(products, members)
+    outs: dict[int, dict] = {}
+    failures: dict[int, BaseException] = {}
+
+    def work(member: int) -> None:
+        try:
+            outs[member] = _one_member(lockstep.matvec(member), dim, dtype, device, settings, want_eigen, want_trace)
+        except BaseException as err:
+            failures[member] = err
+        finally:
+            lockstep.done(member)
+
+    # The last member runs in the calling thread: one member (a single model) starts no thread at all, and
+    # keeps the caller's thread-local state (grad mode, CUDA device, signal handling).
+    threads = [threading.Thread(target=work, args=(i,), name=f"hessian-member-{i}") for i in members[:-1]]
+    for t in threads:
+        t.start()
+    if members:  # none: nothing to measure (a cohort whose members all diverged)
+        work(members[-1])
+    for t in threads:
+        t.join()
+    if failures:  # a failed product failed every member waiting on it: raise its own exception (an OOM, say)
+        raise lockstep.failure or failures[min(failures)]
+    return outs
+
+
+def _lanczos_backend(model, inputs, targets, settings, want_eigen, want_trace) -> dict:
+    retain = settings["retain_graphs"]
+    if retain is None:
+        retain = settings["batch_size"] is None or settings["batch_size"] >= len(inputs)
+    op = HessianOperator(model, _trainable(model), inputs, targets, batch_size=settings["batch_size"],
+                         retain_graph=retain)
+    out = lanczos_members(lambda asked: {0: op(asked[0])}, [0], op.dim, op.dtype, op.device, settings,
+                          want_eigen=want_eigen, want_trace=want_trace)[0]
+    return dict(out, hvps=op.count)
 
 
 @contextlib.contextmanager
@@ -520,7 +619,7 @@ def _grads_set_aside(params: list[torch.Tensor]) -> Iterator[None]:
             p.grad = g
 
 
-def _pyhessian_backend(model, inputs, targets, opts) -> dict:
+def _pyhessian_backend(model, inputs, targets, settings, want_eigen, want_trace) -> dict:
     # lazy: only this backend needs the package. (`import pyhessian.hessian as m` would give the class that
     # pyhessian/__init__.py rebinds to that name, not the module whose function we count.)
     ph_module = importlib.import_module("pyhessian.hessian")
@@ -529,9 +628,9 @@ def _pyhessian_backend(model, inputs, targets, opts) -> dict:
     cuda = device.type == "cuda"
     params = _trainable(model)
     inputs, targets = inputs.to(device), targets.to(device)
-    chunked = opts["batch_size"] is not None and opts["batch_size"] < len(inputs)
+    chunked = settings["batch_size"] is not None and settings["batch_size"] < len(inputs)
     criterion = objective.mean_loss  # what PyHessian calls as criterion(outputs, targets)
-    out = {"eigen_iterations": 0, "trace_probes": 0}
+    out = _nothing_yet()
     rng_devices = [device] if cuda else []
     with contextlib.ExitStack() as stack:
         stack.enter_context(_grads_set_aside(params))
@@ -541,9 +640,9 @@ def _pyhessian_backend(model, inputs, targets, opts) -> dict:
             stack.enter_context(torch.cuda.device(device))  # its .cuda() calls go to the model's GPU
         stack.enter_context(warnings.catch_warnings())
         warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
-        torch.manual_seed(opts["seed"])
+        torch.manual_seed(settings["seed"])
         if chunked:
-            loader = [(x, y) for x, y, _ in _chunks(inputs, targets, opts["batch_size"])]
+            loader = [(x, y) for x, y, _ in _chunks(inputs, targets, settings["batch_size"])]
             engine = ph_module.hessian(model, criterion, dataloader=loader, cuda=cuda)
             original = engine.dataloader_hv_product
 
@@ -554,12 +653,12 @@ def _pyhessian_backend(model, inputs, targets, opts) -> dict:
             engine.dataloader_hv_product = counted
         else:
             engine = ph_module.hessian(model, criterion, data=(inputs, targets), cuda=cuda)
-        if opts["want_eigen"]:
+        if want_eigen:
             before = counter[0]
-            values, _ = engine.eigenvalues(maxIter=opts["eigen_max_iter"], tol=opts["eigen_tol"], top_n=1)
+            values, _ = engine.eigenvalues(maxIter=settings["eigen_max_iter"], tol=settings["eigen_tol"], top_n=1)
             out.update(top_eigenvalue=float(values[0]), eigen_iterations=counter[0] - before)
-        if opts["want_trace"]:
-            samples = engine.trace(maxIter=opts["trace_max_probes"], tol=opts["trace_tol"])
+        if want_trace:
+            samples = engine.trace(maxIter=settings["trace_max_probes"], tol=settings["trace_tol"])
             stderr = float(np.std(samples, ddof=1) / math.sqrt(len(samples))) if len(samples) > 1 else math.inf
             out.update(trace=float(np.mean(samples)), trace_std_error=stderr, trace_probes=len(samples))
         out["hvps"] = counter[0]
@@ -624,31 +723,15 @@ def estimate_hessian(
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size}")
     if trace_tol is None:
         trace_tol = PYHESSIAN_TRACE_TOL if backend == "pyhessian" else TRACE_TOL
-    opts = dict(eigen_tol=eigen_tol, eigen_max_iter=eigen_max_iter, trace_tol=trace_tol,
-                trace_max_probes=trace_max_probes, trace_min_probes=trace_min_probes,
-                trace_block_size=trace_block_size,
-                deflation_steps=deflation_steps, seed=seed, batch_size=batch_size, retain_graphs=retain_graphs,
-                want_eigen=top_eigenvalue, want_trace=trace)
+    settings = dict(eigen_tol=eigen_tol, eigen_max_iter=eigen_max_iter, trace_tol=trace_tol,
+                    trace_max_probes=trace_max_probes, trace_min_probes=trace_min_probes,
+                    trace_block_size=trace_block_size, deflation_steps=deflation_steps, seed=seed,
+                    batch_size=batch_size, retain_graphs=retain_graphs)
     started = time.perf_counter()
     with _batchnorm_recomputed_on(model, recompute_bn_on, bn_batch_size) as recomputed, _eval_mode(model):
-        out = _BACKENDS[backend](model, inputs, targets, opts)
-    settings = {k: v for k, v in opts.items() if k not in ("want_eigen", "want_trace")}
-    return HessianEstimate(
-        top_eigenvalue=out.get("top_eigenvalue"),
-        trace=out.get("trace"),
-        eigen_iterations=out["eigen_iterations"],
-        trace_probes=out["trace_probes"],
-        backend=backend,
-        samples=len(inputs),
-        eigen_error_estimate=out.get("eigen_error_estimate"),
-        trace_std_error=out.get("trace_std_error"),
-        seconds=time.perf_counter() - started,
-        hvps=out["hvps"],
-        lanczos_steps=out.get("lanczos_steps", 0),
-        batch_size=batch_size,
-        bn_recomputed=recomputed,
-        settings=settings,
-    )
+        out = _BACKENDS[backend](model, inputs, targets, settings, top_eigenvalue, trace)
+    return HessianEstimate(**out, backend=backend, samples=len(inputs), seconds=time.perf_counter() - started,
+                           batch_size=batch_size, bn_recomputed=recomputed, settings=settings)
 
 
 def hessian_top_eigenvalue(model, inputs, targets, *, info: dict | None = None, **opts) -> float:

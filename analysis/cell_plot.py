@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analysis.admission import admit
+from analysis.aggregate import CELL_COLUMNS
 from analysis.api import default_out_dir, exists, has_config, upload_dir
 from analysis.history_data import cell_history, parse_cell
 from analysis.plots import figure_stem, save_training_curves
@@ -30,12 +31,17 @@ def plot_cell(run_dir: str, cell: str, *, out_dir: str | None = None) -> str:
     models = admit(tables.scan("models"), own_key_only).frame
     if models.empty and not exists(run_dir):
         raise ValueError(f"run directory {run_dir} does not exist; pass the folder `landscape run` wrote (its --out)")
-    load, temp, lv, tv = parse_cell(cell, models)
+    cells = _read_cells(join(run_dir, "analysis", "cells.parquet"), run_dir)
+    # An adaptive run's grid is wider than its trained cells: the analysis's cells name every cell of it.
+    grid = models if cells is None else pd.concat([models[CELL_COLUMNS], cells[CELL_COLUMNS]], ignore_index=True)
+    load, temp, lv, tv = parse_cell(cell, grid)
     history = admit(tables.scan("history"), own_key_only).frame
     history = history[(history["load_name"] == load) & (history["temperature_name"] == temp)]
-    cells_uri = join(run_dir, "analysis", "cells.parquet")
-    cells = _read_cells(cells_uri, run_dir)
     data = cell_history(history, lv, tv, cells=cells)
+    if data is None and _interpolated(cells, lv, tv):
+        raise ValueError(f"{load}={lv:g}, {temp}={tv:g} was not trained in this adaptive run (search: adaptive): "
+                         f"its phase was interpolated from the trained cells around it, so it has no training "
+                         f"curves; plot a trained cell (cells.parquet: interpolated = false)")
     if data is None:
         raise ValueError(f"{run_dir} has no training history for {load}={lv:g}, {temp}={tv:g}: runs made before "
                          f"the history table existed have none (a new run records it)")
@@ -52,12 +58,22 @@ def plot_cell(run_dir: str, cell: str, *, out_dir: str | None = None) -> str:
     return join(final_dir, name + ".png")
 
 
+def _interpolated(cells: pd.DataFrame | None, load_value: float, temperature_value: float) -> bool:
+    """Whether the analysis marked the cell as interpolated (an adaptive run's untrained cell)."""
+    if cells is None or "interpolated" not in cells.columns:
+        return False
+    hit = cells[(cells["load_value"] == load_value) & (cells["temperature_value"] == temperature_value)]
+    return bool(len(hit)) and bool(hit["interpolated"].fillna(False).astype(bool).all())
+
+
 def _read_cells(uri: str, run_dir: str) -> pd.DataFrame | None:
-    """The labelled cells of an earlier analysis (for the phase in a title), or None (also when it is not a
-    regular file of the run: analysis/run_files.py)."""
+    """The labelled cells of an earlier analysis (their phase for a title; an adaptive run's whole grid and
+    which of its cells were interpolated), or None (also when it is not a regular file of the run:
+    analysis/run_files.py, or lacks the cell columns)."""
     try:
-        data = read_run_file(uri, "table", root=run_dir)
-        return pq.ParquetFile(pa.BufferReader(data)).read(
-            columns=["load_value", "temperature_value", "phase"]).to_pandas()
+        frame = pq.ParquetFile(pa.BufferReader(read_run_file(uri, "table", root=run_dir))).read().to_pandas()
     except (OSError, pa.ArrowException, KeyError, ValueError):
         return None
+    if not set(CELL_COLUMNS + ["phase"]) <= set(frame.columns):
+        return None
+    return frame[[c for c in CELL_COLUMNS + ["phase", "interpolated"] if c in frame.columns]]

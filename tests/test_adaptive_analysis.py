@@ -23,6 +23,7 @@ from analysis.plot_data import cell_grid, heatmap_data, phase_map_data
 from analysis.tables import RunTables, model_key
 from orchestrator.analysis_step import summary_lines
 from tests.analysis_synthetic import BATCHES, EXPECTED_PHASES, SEEDS, WIDTHS, fig2_cells, write_synthetic_run
+from tests.conftest import assert_clean_error, landscape_in_process
 
 # The interior of the grid was never trained; three edge cells were trained at the starting seeds (0, 1) only;
 # the other edge cells were topped up to all three seeds.
@@ -197,3 +198,13 @@ def test_compare_names_the_changed_cells_that_were_interpolated(analysed):
     assert text.count("[interpolated in A and B: not trained]") == len(moved_untrained)
     doc = comparison_json(result)
     assert sum(c["sampling_a"] == "interpolated" for c in doc["changed_cells"]) == len(moved_untrained)
+
+
+def test_plotting_an_interpolated_cell_says_it_was_never_trained(analysed):
+    run_dir, _, _ = analysed
+    assert_clean_error(landscape_in_process("plot", run_dir, "--cell", "width=16,batch_size=32"),
+                       "width=16, batch_size=32 was not trained in this adaptive run",
+                       "interpolated from the trained cells", "plot a trained cell")
+    # a trained cell of the same run is not called interpolated (this synthetic run has no history table)
+    proc = landscape_in_process("plot", run_dir, "--cell", "width=8,batch_size=32")
+    assert proc.returncode != 0 and "no training history" in proc.stderr and "interpolated" not in proc.stderr

@@ -67,6 +67,14 @@ GALLERY = [
           "in Phase IV-B. However, \u2026 a \u201cdark band\u201d arises between different learning phases "
           "\u2026 for small models with poor connectivity, we find that training to zero loss can harm test "
           "accuracy"),
+    # Fig. 4 on the double-descent recipe (15% noise, no weight decay, constant lr, 300 epochs, lr as the
+    # temperature: App. D.3), where a test-error peak at the interpolation threshold is known to exist; the same
+    # figure and headline, reported beside cpu-noisy-labels, never in its place.
+    Entry("cpu-double-descent", "Fig. 4", ("best-in-iv-b", "dark-band-at-boundary", "sharp-beats-iii-on-noisy-labels"),
+          "the loss landscape which is both globally nice and locally flat achieves the best test accuracy, shown "
+          "in Phase IV-B. However, \u2026 a \u201cdark band\u201d arises between different learning phases "
+          "\u2026 for small models with poor connectivity, we find that training to zero loss can harm test "
+          "accuracy", variant_of="cpu-noisy-labels"),
     Entry("cpu-weight-decay", "Fig. 5", ("best-in-iv-b",),
           "once again, the best test accuracy is obtained when the loss landscape is both globally nice and locally "
           "flat"),

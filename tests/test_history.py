@@ -37,7 +37,7 @@ def test_epoch_result_is_the_mean_over_the_models_of_a_job():
 
 
 def test_history_rows_name_the_model_and_null_what_an_entry_lacks():
-    from workloads.experiment import history_rows
+    from workloads.rows import history_rows
 
     keys = {"load_name": "width", "load_value": 8.0, "temperature_name": "batch_size", "temperature_value": 32.0}
     rows = history_rows(keys, 1, [{"epoch": 0, "lr": 0.1, "train_loss": 2.0, "train_acc": 0.1, "seconds": 0.5}])
@@ -222,7 +222,7 @@ def test_landscape_plot_draws_any_cell_and_names_the_grid_for_a_wrong_one(tmp_pa
 
 
 def test_curve_history_rows_count_epochs_from_zero_and_seconds_per_epoch():
-    from workloads.experiment import curve_history_rows
+    from workloads.rows import curve_history_rows
 
     keys = {"load_name": "width", "load_value": 8.0, "temperature_name": "batch_size", "temperature_value": 32.0}
     history = [{"epoch": 1, "lr": 0.2, "train_loss": 1.5, "train_error": 40.0, "objective": 1.6, "seconds": 2.0},

@@ -43,7 +43,8 @@ def make_searcher_class():
             # Pair groups whose models are not all known yet; with auto, as many cohorts as trials run at once.
             self.waiting = pair_cohorts(cfg, plan.pairs_todo, state.slots)
             groups = model_cohorts(cfg, plan.models_todo, state.slots)
-            self.models = model_jobs(cfg, order_for_pairs(groups, self.waiting))
+            # Cohorts of one (off) keep the plan's order, longest cells first with a cell's seeds together.
+            self.models = model_jobs(cfg, order_for_pairs(groups, self.waiting) if cfg.execution.cohorts else groups)
             # Finished models that only need an added metric measured: a job of one each, which does not train.
             self.models += [model_job(cfg, [k]) for k in plan.models_to_measure]
             self.model_status = dict(plan.models_done)  # key -> ok | diverged | failed

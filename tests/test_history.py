@@ -87,8 +87,8 @@ def test_tensorboard_reads_every_epoch_of_a_smoke_run(short_tmp):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run_dir = os.path.join(short_tmp, "smoke")
-    # One trial per model (execution.cohort: off), so each model's epochs are one event file; the cohort form
-    # (one file per cohort: the mean over its members) is the next test.
+    # One trial per model (execution.cohort: off: cohorts of one), so each model's epochs are one event file; the
+    # cohort form (one file per cohort: the mean over its members) is the next test.
     proc = subprocess.run(landscape_cmd() + ["run", "smoke", "--out", run_dir, "--no-analysis", "--log",
                                              "tensorboard", "--set", "load.values=[8]", "--set", "execution.cohort=off"],
                           capture_output=True, text=True, timeout=300, env=hygienic_env())
@@ -109,7 +109,9 @@ def test_tensorboard_reads_every_epoch_of_a_smoke_run(short_tmp):
         assert [p.step for p in points] == [1, 2, 3]  # one Tune iteration per epoch, then the final result
         values = [p.value for p in points]  # float32 in the event file
         matched += [i for i, losses in enumerate(per_model) if values == pytest.approx(losses, rel=1e-6)]
-        assert events.Scalars("ray/tune/test_acc")[-1].step == SMOKE_EPOCHS + 1
+        # The final result last, each member's numbers under its label (a cohort of one: its seed).
+        (final,) = [t for t in scalars if t.startswith("ray/tune/seed_") and t.endswith("/test_acc")]
+        assert events.Scalars(final)[-1].step == SMOKE_EPOCHS + 1
     assert sorted(matched) == [0, 1, 2, 3]  # each model's epochs in TensorBoard are its rows of the history table
 
 

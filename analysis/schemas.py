@@ -88,8 +88,8 @@ def sane_spec(spec: MetricSpec) -> tuple[MetricSpec, str | None]:
         f"(e.g. '.3g'): shown with {FALLBACK_FORMAT!r} instead")
 
 
-COHORT_DOC = ("the cohort the row was computed in (models-<hash> / pairs-<hash> of its members' keys); null when "
-              "it was computed alone (execution.cohort: off, or rows written before cohorts)")
+COHORT_DOC = ("the cohort the row was computed in (models-<hash> / pairs-<hash> of its members' keys; a cohort of "
+              "one with execution.cohort: off); null in rows written before every job was a cohort")
 
 _PROVENANCE = [
     _f("run_id", pa.string(), doc="identifier of the run directory's sweep"),

@@ -7,7 +7,7 @@ Hessian settings), run as a Tune trial on a private local Ray in this one proces
   with     what a sweep's model job now does: the test set evaluated at the epochs of training.eval_every
            (auto: 5), every epoch reported to Tune (orchestrator/history.epoch_reporter: a blocking
            tune.report each), the history part written (orchestrator/history.write_history)
-  without  the job as before: no evaluation during training (workloads.train.eval_epochs replaced by an
+  without  the job as before: no evaluation during training (workloads.cohort_train.eval_epochs replaced by an
            empty set inside this benchmark's own workers), no epoch reports, no history part
 Both end with the same final tune.report. The variants alternate (with/without, then without/with) per
 repeat and width, so a change of the machine's load falls on both; a first uncounted job warms the worker up. It prints each job's wall time (the
@@ -37,7 +37,7 @@ def bench_job(config: dict) -> None:
     import torch
     from ray import tune
 
-    import workloads.train as train_module
+    import workloads.cohort_train as train_module
     from analysis.tables import RunTables
     from orchestrator.cells import cell_spec
     from orchestrator.config import load_config
@@ -58,7 +58,7 @@ def bench_job(config: dict) -> None:
     started, cpu_started = time.perf_counter(), time.process_time()
     if with_history:
         report = epoch_reporter(key)
-        outcome = train_and_measure(spec, epoch_fn=lambda entry: report([entry]))
+        outcome = train_and_measure(spec, epoch_fn=report)
         write_history(RunTables(config["run_dir"]), key, {"run_id": "bench", "schema_version": 1}, spec.cell.keys(),
                       seed, outcome.history)
     else:

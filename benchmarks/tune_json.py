@@ -76,7 +76,7 @@ def logger_alone(members: int, epochs: int, root: str) -> None:
 
     class Trial:  # what JsonLoggerCallback reads of a trial
         def __init__(self, path):
-            self.local_path, self.config, self.evaluated_params = path, {"kind": "model_cohort"}, {}
+            self.local_path, self.config, self.evaluated_params = path, {"kind": "model"}, {}
             self.checkpoint = None
             os.makedirs(path, exist_ok=True)
 
@@ -88,7 +88,7 @@ def logger_alone(members: int, epochs: int, root: str) -> None:
              "test_loss": 1.3456789, "test_acc": 0.4321}
     reports = [epoch_result("models-0", [{**entry, "epoch": e, "member": m} for m in range(members)], labels)
                for e in range(epochs)]
-    final = {"kind": "model_cohort", "key": "models-0", "status": "ok",
+    final = {"kind": "model", "key": "models-0", "status": "ok",
              "members": [{"key": f"k{m}", "status": "ok", "test_acc": 0.5, "hessian_trace": 10.0}
                          for m in range(members)],
              **{f"{label}/{name}": 0.5 for label in labels for name in ("test_acc", "hessian_top_eigenvalue")}}

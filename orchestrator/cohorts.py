@@ -15,11 +15,10 @@ in the sweep also the same resources (members of loads with other ``*_by_load`` 
                              alone was the critical path. Without slots (validate, estimate) nothing is
                              split. Not modelled: smaller cohorts let pair cohorts start sooner
                       N      at most N members
-                      off    no cohorts: one plain model or pair job per trial, as before cohorts existed
+                      off    cohorts of one: one model or pair per trial (the same job, engine and rows)
 
-A cohort's id names its members (a hash of their keys): the ``cohort`` column of their rows, and the name of
-its training checkpoint, so a resume whose cohort has other members never continues another cohort's
-checkpoint (it starts that cohort over).
+Plug-in models (user code) form cohorts as the built-ins do: the engine picks its backend from the model
+(workloads/cohort_net.py resolve_backend). A cohort's id names its members (orchestrator/jobs.py cohort_id).
 
 On GPUs a cohort has at most 1 / (its trial's GPU share) members (``member_cap``): it then holds at most the
 one GPU that many packed trials would have shared, and about their memory (a load whose trials need a whole
@@ -33,28 +32,10 @@ one whole GPU (a request of one GPU or more is kept as it is).
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 from orchestrator.config import SweepConfig
-from orchestrator.jobs import mkey, model_cohort_job, model_job, pair_cohort_job, pair_job, pkey
-
-
-def in_cohorts(cfg: SweepConfig) -> bool:
-    """Whether this sweep's jobs go through the cohort engine: execution.cohort is not off, and the model is a
-    family the engine's batched kernels implement (workloads/cohort_net.py BACKEND_BY_FAMILY: the built-ins).
-    A plug-in model (user code: layers the engine does not know) trains one model per trial, as with off."""
-    if not cfg.execution.cohorts:
-        return False
-    from workloads.cohort_net import BACKEND_BY_FAMILY
-
-    return cfg.workload.model in BACKEND_BY_FAMILY
-
-
-def cohort_id(stage: str, keys: list[str]) -> str:
-    """``models-<12 hex>`` / ``pairs-<12 hex>``: the sha256 of the sorted member keys."""
-    digest = hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:12]
-    return f"{stage}-{digest}"
+from orchestrator.jobs import model_job, pair_job
 
 
 def _resource_group(cfg: SweepConfig, load_value) -> tuple:
@@ -149,9 +130,9 @@ def _cohorts_of(cfg: SweepConfig, todo: list, stage: str, spec_class, plan, gpu_
 
 
 def model_cohorts(cfg: SweepConfig, todo: list, slots: int | None = None) -> list[list[tuple]]:
-    """The model keys ``todo`` [(load, temperature, seed)] as cohorts (lists of keys); singletons when off.
+    """The model keys ``todo`` [(load, temperature, seed)] as cohorts (lists of keys); cohorts of one when off.
     slots: trials that run at once (auto fills them, see the module doc); None: unknown."""
-    if not in_cohorts(cfg):  # before importing torch: one model per trial needs no planning
+    if not cfg.execution.cohorts:  # before importing torch: cohorts of one need no planning
         return [[k] for k in todo]
     from workloads.cohort_experiment import plan_model_cohorts
     from workloads.experiment import ModelSpec
@@ -161,8 +142,8 @@ def model_cohorts(cfg: SweepConfig, todo: list, slots: int | None = None) -> lis
 
 
 def pair_cohorts(cfg: SweepConfig, todo: list, slots: int | None = None) -> list[list[tuple]]:
-    """The pair keys ``todo`` [(load, temperature, seed_a, seed_b)] as cohorts; singletons when off."""
-    if not in_cohorts(cfg):  # before importing torch: one model per trial needs no planning
+    """The pair keys ``todo`` [(load, temperature, seed_a, seed_b)] as cohorts; cohorts of one when off."""
+    if not cfg.execution.cohorts:  # before importing torch: cohorts of one need no planning
         return [[k] for k in todo]
     from workloads.cohort_experiment import plan_pair_cohorts
     from workloads.experiment import PairSpec
@@ -189,20 +170,13 @@ def order_for_pairs(model_groups: list[list[tuple]], pair_groups: list[list[tupl
 
 
 def model_jobs(cfg: SweepConfig, cohorts: list[list[tuple]]) -> list[dict]:
-    """One job per cohort: a plain model job when cohorts are off, else a model_cohort job (of any size)."""
-    if not in_cohorts(cfg):
-        return [model_job(*group[0]) for group in cohorts]
-    return [model_cohort_job(cohort_id("models", [mkey(cfg, *k) for k in group]), group) for group in cohorts]
+    """One model job per cohort."""
+    return [model_job(cfg, group) for group in cohorts]
 
 
 def pair_jobs_of(cfg: SweepConfig, pairs: list[tuple]) -> list[dict]:
-    """The jobs of pairs whose models are all ok: one pair job each when cohorts are off, else one
-    pair_cohort job for them all (they were planned as one cohort)."""
-    if not pairs:
-        return []
-    if not in_cohorts(cfg):
-        return [pair_job(*k) for k in pairs]
-    return [pair_cohort_job(cohort_id("pairs", [pkey(cfg, *k) for k in pairs]), pairs)]
+    """The job of a pair cohort's pairs whose models are all ok (the others are resolved without a job)."""
+    return [pair_job(cfg, pairs)] if pairs else []
 
 
 def cohort_request(request: dict, members: int) -> dict:
@@ -222,10 +196,8 @@ def describe_cohorts(cfg: SweepConfig, models_todo: list, pairs_todo: list, slot
     """One line for `validate` and `run`: how many trials train the models and measure the pairs, and how many
     members each has, e.g. "cohorts (execution.cohort: auto): 4 training trials of 21 models each, 4 pair trials
     of 21 pairs each". slots: the trials at once (run); None (validate): auto is described unsplit."""
-    if not in_cohorts(cfg):
-        why = ("off (execution.cohort)" if not cfg.execution.cohorts
-               else f"none for a plug-in model ({cfg.workload.model})")
-        return (f"cohorts: {why}: {len(models_todo)} training trials and {len(pairs_todo)} pair "
+    if not cfg.execution.cohorts:
+        return (f"cohorts: off (execution.cohort): {len(models_todo)} training trials and {len(pairs_todo)} pair "
                 f"trials of one model or pair each")
     parts = []
     for groups, noun, what in ((model_cohorts(cfg, models_todo, slots), "training", "models"),

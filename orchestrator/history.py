@@ -65,7 +65,7 @@ def write_history(tables: RunTables, key: str, prov: dict, keys: dict, seed: int
     """Write (or replace) the ``history`` part of model ``key``: prov (orchestrator.provenance) and the model's
     cell keys (CellSpec.keys()) and seed on every row, one row per entry of ``history`` (TrainResult.history or
     a cohort member's). A model without a completed epoch has no part (an older one is removed)."""
-    from workloads.experiment import history_rows
+    from workloads.rows import history_rows
 
     rows = [{**prov, **row} for row in history_rows(keys, seed, history)]
     with storage.writing(tables.part_uri("history", key)):

@@ -1,7 +1,7 @@
 """A job's place: its device and node, its training checkpoints, and the weights of the models it builds on.
 
-What a model or pair job needs of the worker process it runs in and of the run directory, one model at a time
-(orchestrator/worker.py) or as a cohort (orchestrator/cohort_jobs.py).
+What a model or pair job (orchestrator/worker.py) needs of the worker process it runs in and of the run
+directory, for every member of its cohort.
 """
 
 from __future__ import annotations

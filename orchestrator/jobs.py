@@ -1,17 +1,19 @@
 """What a job of the sweep is: its kind, its key, and what every job is shipped with.
 
-A job is a plain dict (it is Tune's trial config):
-    model         {"kind": "model", "load", "temperature", "seed"}            train one model, measure it, save it
-    pair          {"kind": "pair", "load", "temperature", "seed_a", "seed_b"} connect two trained models of a cell
-    model_cohort  {"kind": "model_cohort", "cohort": ID, "members": [[load, temperature, seed], ...]}
-                  train and measure the members as one cohort (orchestrator/cohorts.py)
-    pair_cohort   {"kind": "pair_cohort", "cohort": ID, "members": [[load, temperature, seed_a, seed_b], ...]}
-Each member's key names its parts in the tables (analysis.tables.model_key / pair_key); ``job_keys`` lists
-them, ``stage`` says which table (models or pairs) a job fills.
+A job is a plain dict (it is Tune's trial config), a cohort of one or more members (orchestrator/cohorts.py;
+``execution.cohort: off`` makes every cohort one member):
+    model  {"kind": "model", "cohort": ID, "members": [[load, temperature, seed], ...]}
+           train the members as one cohort, measure them, save them
+    pair   {"kind": "pair", "cohort": ID, "members": [[load, temperature, seed_a, seed_b], ...]}
+           connect each member's two trained models of a cell, their curves trained as one cohort
+The cohort id names the members (a hash of their keys, ``cohort_id``). Each member's key names its parts in the
+tables (analysis.tables.model_key / pair_key); ``job_keys`` lists them, the kind says which table (models or
+pairs) a job fills.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from analysis.tables import model_key, pair_key
@@ -30,54 +32,40 @@ def pkey(cfg: SweepConfig, lv, tv, a, b) -> str:
     return pair_key(cfg.load.name, lv, cfg.temperature.name, tv, a, b)
 
 
-def model_job(lv, tv, seed) -> dict:
-    return {"kind": "model", "load": lv, "temperature": tv, "seed": int(seed)}
+def cohort_id(stage: str, keys: list[str]) -> str:
+    """``models-<12 hex>`` / ``pairs-<12 hex>``: the sha256 of the sorted member keys. It is the ``cohort`` column
+    of the members' rows and the name of the cohort's training checkpoint, so a resume whose cohort has other
+    members never continues another cohort's checkpoint (it starts that cohort over)."""
+    digest = hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:12]
+    return f"{stage}-{digest}"
 
 
-def pair_job(lv, tv, a, b) -> dict:
-    return {"kind": "pair", "load": lv, "temperature": tv, "seed_a": int(a), "seed_b": int(b)}
+def model_job(cfg: SweepConfig, members: list) -> dict:
+    """The job training ``members`` [(load, temperature, seed)] as one cohort."""
+    members = [[lv, tv, int(seed)] for lv, tv, seed in members]
+    return {"kind": "model", "cohort": cohort_id("models", [mkey(cfg, *m) for m in members]), "members": members}
 
 
-def model_cohort_job(cohort: str, members: list) -> dict:
-    return {"kind": "model_cohort", "cohort": cohort,
-            "members": [[lv, tv, int(seed)] for lv, tv, seed in members]}
+def pair_job(cfg: SweepConfig, members: list) -> dict:
+    """The job measuring the pairs ``members`` [(load, temperature, seed_a, seed_b)], their curves as one cohort."""
+    members = [[lv, tv, int(a), int(b)] for lv, tv, a, b in members]
+    return {"kind": "pair", "cohort": cohort_id("pairs", [pkey(cfg, *m) for m in members]), "members": members}
 
 
-def pair_cohort_job(cohort: str, members: list) -> dict:
-    return {"kind": "pair_cohort", "cohort": cohort,
-            "members": [[lv, tv, int(a), int(b)] for lv, tv, a, b in members]}
+def members(job: dict) -> list[tuple]:
+    """A job's members: (load, temperature, seed) of each model, or (load, temperature, seed_a, seed_b) of each
+    pair."""
+    return [tuple(m) for m in job["members"]]
 
 
-COHORT_KINDS = ("model_cohort", "pair_cohort")
-
-
-def stage(job: dict) -> str:
-    """"model" for the jobs that fill the models table, "pair" for those that fill pairs and curves."""
-    return "model" if job["kind"] in ("model", "model_cohort") else "pair"
-
-
-def job_key(cfg: SweepConfig, job: dict) -> str:
-    """The key of a plain job; a cohort job's id."""
-    if job["kind"] in COHORT_KINDS:
-        return job["cohort"]
-    if job["kind"] == "model":
-        return mkey(cfg, job["load"], job["temperature"], job["seed"])
-    return pkey(cfg, job["load"], job["temperature"], job["seed_a"], job["seed_b"])
-
-
-def member_jobs(job: dict) -> list[dict]:
-    """The plain jobs a job stands for: itself, or one per member of a cohort."""
-    if job["kind"] == "model_cohort":
-        return [model_job(*m) for m in job["members"]]
-    if job["kind"] == "pair_cohort":
-        return [pair_job(*m) for m in job["members"]]
-    return [job]
+def member_key(cfg: SweepConfig, kind: str, member: tuple) -> str:
+    """The table key of one member of a job of ``kind`` (model | pair)."""
+    return mkey(cfg, *member) if kind == "model" else pkey(cfg, *member)
 
 
 def job_keys(cfg: SweepConfig, job: dict) -> list[str]:
-    """The table keys a job computes: one, or every member's."""
-    return [job_key(cfg, j) for j in member_jobs(job)]
-
+    """The table keys a job computes, one per member."""
+    return [member_key(cfg, job["kind"], m) for m in members(job)]
 
 
 @dataclass(frozen=True)

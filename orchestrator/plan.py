@@ -56,7 +56,7 @@ class Plan:
     models_done: dict = field(default_factory=dict)  # model key -> status (ok | diverged)
     models_todo: list = field(default_factory=list)  # [(load, temperature, seed)]
     # Finished models (ok, weights present) lacking an added metric of the run: measured from their saved
-    # weights by a model job that does not train (orchestrator/worker.py _measure_job).
+    # weights by a model job that does not train (orchestrator/worker.py measure_added_metrics).
     models_to_measure: list = field(default_factory=list)  # [(load, temperature, seed)]
     pairs_done: dict = field(default_factory=dict)  # pair key -> status
     pairs_todo: list = field(default_factory=list)  # [(load, temperature, seed_a, seed_b)]

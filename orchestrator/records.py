@@ -1,4 +1,4 @@
-"""Rows the driver writes itself: a model job that kept failing, a pair that cannot be measured; and the
+"""Rows the driver writes itself: a model whose job kept failing, a pair that cannot be measured; and the
 error text of a failed Tune trial."""
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ def _utcnow():
     return datetime.now(timezone.utc)
 
 
-def write_failed_model(cfg, run_dir, run_id, job, error: str) -> None:
-    """The row of a model job that kept failing; StorageFullError when the run directory cannot be written."""
-    lv, tv, seed = job["load"], job["temperature"], job["seed"]
+def write_failed_model(cfg, run_dir, run_id, member: tuple, error: str) -> None:
+    """The row of model ``member`` (load, temperature, seed) whose job kept failing; StorageFullError when the
+    run directory cannot be written."""
+    lv, tv, seed = member
     row = {**provenance(run_id, cfg.config_hash()), "load_name": cfg.load.name, "load_value": float(lv),
            "temperature_name": cfg.temperature.name, "temperature_value": float(tv), "seed": int(seed),
            "status": "failed", "error": error, "finished_at": _utcnow(), "hessian_backend": cfg.metrics.hessian.backend}
@@ -30,10 +31,10 @@ def write_failed_model(cfg, run_dir, run_id, job, error: str) -> None:
         tables.write_part("models", key, [row])
 
 
-def write_unmeasured_pair(cfg, run_dir, run_id, job, status: str, error: str) -> None:
-    """A pair that cannot be measured (an endpoint diverged or failed, or the job failed); StorageFullError
-    when the run directory cannot be written."""
-    lv, tv, a, b = job["load"], job["temperature"], job["seed_a"], job["seed_b"]
+def write_unmeasured_pair(cfg, run_dir, run_id, member: tuple, status: str, error: str) -> None:
+    """Pair ``member`` (load, temperature, seed_a, seed_b) that cannot be measured (an endpoint diverged or
+    failed, or the job failed); StorageFullError when the run directory cannot be written."""
+    lv, tv, a, b = member
     now = _utcnow()
     c = cfg.metrics.curve
     row = {**provenance(run_id, cfg.config_hash()), "load_name": cfg.load.name, "load_value": float(lv),

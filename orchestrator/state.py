@@ -15,7 +15,7 @@ class KindCounts:
     keys: list = field(default_factory=list)  # every job key of this kind in the grid
     before: set = field(default_factory=set)  # keys found done (in the tables, or by the job itself)
     outcome: dict = field(default_factory=dict)  # key -> ok | diverged | failed, last outcome in this run
-    live: dict = field(default_factory=dict)  # trial id (a cohort's: (trial id, i)) -> key of the jobs running now
+    live: dict = field(default_factory=dict)  # (trial id, member index) -> key of the members running now
     seconds: dict = field(default_factory=dict)  # key -> wall seconds of its last job that did work
 
     @property
@@ -93,8 +93,8 @@ class SweepState:
             self.started = self.clock()
 
     def counts(self, kind: str) -> KindCounts:
-        """"model" or "model_cohort": the models; "pair" or "pair_cohort": the pairs."""
-        return self.models if kind in ("model", "model_cohort") else self.pairs
+        """"model": the models; "pair": the pairs."""
+        return self.models if kind == "model" else self.pairs
 
     def trial_started(self, trial_id: str, epochs: int = 0) -> None:
         """A trial started (again: a retried one starts its clock over); ``epochs``: how many it will report."""

@@ -51,7 +51,7 @@ from orchestrator import fault_hook, interrupts, storage
 from orchestrator.config import SweepConfig
 from orchestrator.cost import epoch_shares, job_costs
 from orchestrator.fault_hook import FAULT_INJECT_ENV
-from orchestrator.jobs import JobContext, job_key, mkey, pkey
+from orchestrator.jobs import JobContext, mkey, pkey
 from orchestrator.loggers import logger_callbacks
 from orchestrator.plan import Plan, make_plan
 from orchestrator.records import write_unmeasured_pair
@@ -128,11 +128,11 @@ def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, p
     Searcher = make_searcher_class()
     Recorder = make_recorder_class()
 
-    def on_unmeasured(job, status, error):
-        key = job_key(cfg, job)
+    def on_unmeasured(member, status, error):
+        key = pkey(cfg, *member)
         state.attempted.add(key)
         try:
-            write_unmeasured_pair(cfg, run_dir, run_id, job, status, error)
+            write_unmeasured_pair(cfg, run_dir, run_id, member, status, error)
         except storage.StorageFullError as exc:
             state.fatal = state.fatal or str(exc)
             return

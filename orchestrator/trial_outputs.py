@@ -1,7 +1,7 @@
 """What a sweep's Tune trials show to Tune's own tools (ExperimentAnalysis, TensorBoard, W&B, MLflow): their
 names, one label per member of a trial, each member's hyperparameters and its final metrics.
 
-A trial trains or measures one model or pair, or a cohort of them (orchestrator/cohorts.py), so a trial is
+A trial trains or measures a cohort of models or pairs, of one or more (orchestrator/cohorts.py), so a trial is
 named by what it computes, the knob values and seeds of its members:
 
     model width=64,batch_size=32,seeds=0-4        pair width=64,batch_size=32,seeds=0-1
@@ -26,7 +26,7 @@ import re
 
 from analysis.tables import format_value
 from orchestrator.config import SweepConfig, cell_knob_values
-from orchestrator.jobs import COHORT_KINDS, job_key, job_keys, stage
+from orchestrator.jobs import job_keys, members
 from workloads import knobs
 
 MAX_DIRNAME = 120  # characters of a trial's folder name (file systems allow 255 bytes; paths stay readable)
@@ -35,16 +35,6 @@ UNSAFE_IN_DIRNAME = re.compile(r"[^A-Za-z0-9._=+,~-]")
 # A member's final numbers, as its job reports them (the models / pairs row's column names).
 FINAL_MODEL_METRICS = ("test_acc", "test_loss", "train_loss", "train_acc", "hessian_top_eigenvalue", "hessian_trace")
 FINAL_PAIR_METRICS = ("mode_connectivity", "cka", "l2_distance")
-
-
-def members(job: dict) -> list[tuple]:
-    """A job's members: (load, temperature, seed) of each model, or (load, temperature, seed_a, seed_b) of each
-    pair."""
-    if job["kind"] in COHORT_KINDS:
-        return [tuple(m) for m in job["members"]]
-    if job["kind"] == "model":
-        return [(job["load"], job["temperature"], job["seed"])]
-    return [(job["load"], job["temperature"], job["seed_a"], job["seed_b"])]
 
 
 def seed_ranges(seeds) -> str:
@@ -73,13 +63,13 @@ def trial_name(cfg: SweepConfig, job: dict) -> str:
     found = members(job)
     parts = [f"{cfg.load.name}={_values_text(m[0] for m in found)}",
              f"{cfg.temperature.name}={_values_text(m[1] for m in found)}"]
-    if stage(job) == "model":
+    if job["kind"] == "model":
         seeds = {int(m[2]) for m in found}
         parts.append(f"seed={seed_ranges(seeds)}" if len(seeds) == 1 else f"seeds={seed_ranges(seeds)}")
     else:
         pairs = sorted({_pair_text(m[2], m[3]) for m in found})
         parts.append(f"seeds={pairs[0]}" if len(pairs) == 1 else f"pairs={'+'.join(pairs)}")
-    return f"{stage(job)} {','.join(parts)}"
+    return f"{job['kind']} {','.join(parts)}"
 
 
 def _short_hash(text: str) -> str:
@@ -110,7 +100,7 @@ class TrialNamer:
         if trial.trial_id not in self.dirnames:
             folder = dirname_of(self.name(trial))
             if folder in self.taken:  # another job of the same name: its own key tells them apart
-                folder = dirname_of(f"{folder}~{_short_hash(job_key(self.cfg, trial.config) + trial.trial_id)}")
+                folder = dirname_of(f"{folder}~{_short_hash(trial.config['cohort'] + trial.trial_id)}")
             self.taken.add(folder)
             self.dirnames[trial.trial_id] = folder
         return self.dirnames[trial.trial_id]
@@ -125,7 +115,7 @@ def member_labels(cfg: SweepConfig, job: dict) -> list[str]:
     labels = []
     for m in found:
         path = [f"{name}_{format_value(m[i])}" for name, i in varying]
-        path.append(f"seed_{int(m[2])}" if stage(job) == "model" else f"seeds_{_pair_text(m[2], m[3])}")
+        path.append(f"seed_{int(m[2])}" if job["kind"] == "model" else f"seeds_{_pair_text(m[2], m[3])}")
         labels.append("/".join(path))
     return labels
 
@@ -137,7 +127,7 @@ def member_hparams(cfg: SweepConfig, job: dict) -> dict[str, dict]:
     hparams = {}
     for label, m in zip(member_labels(cfg, job), members(job)):
         values = {cfg.load.name: float(m[0]), cfg.temperature.name: float(m[1])}
-        if stage(job) == "model":
+        if job["kind"] == "model":
             applied = knobs.applied(cell_knob_values(cfg, m[0], m[1]))
             training = cfg.training
             values.update(seed=int(m[2]), lr=float(applied.get("training.lr", training.lr)),
@@ -163,12 +153,11 @@ def final_values(kind: str, row: dict) -> dict:
 
 def final_member_metrics(cfg: SweepConfig, job: dict, result: dict) -> dict:
     """The final numbers of each member a job computed, ``{"<label>/<metric>": value}`` (the finite ones of
-    FINAL_MODEL_METRICS / FINAL_PAIR_METRICS), from the job's result (a plain job's, or a cohort's ``members``)."""
+    FINAL_MODEL_METRICS / FINAL_PAIR_METRICS), from the job's result (its ``members``)."""
     label_of = dict(zip(job_keys(cfg, job), member_labels(cfg, job)))
-    names = FINAL_MODEL_METRICS if stage(job) == "model" else FINAL_PAIR_METRICS
-    reported = result.get("members") if "members" in result else [result]
+    names = FINAL_MODEL_METRICS if job["kind"] == "model" else FINAL_PAIR_METRICS
     metrics = {}
-    for member in reported or ():
+    for member in result.get("members") or ():
         label = label_of.get(member.get("key"))
         if label is None:
             continue

@@ -8,21 +8,20 @@ import os
 
 from analysis.tables import RunTables
 from orchestrator import interrupts, storage
-from orchestrator.cohorts import (cohort_request, in_cohorts, model_cohorts, model_jobs, order_for_pairs,
-                                  pair_cohorts, pair_jobs_of)
+from orchestrator.cohorts import cohort_request, model_cohorts, model_jobs, order_for_pairs, pair_cohorts, pair_jobs_of
 from orchestrator.config import SweepConfig
-from orchestrator.jobs import (DONE_MODEL, DONE_PAIR, STORAGE_ERROR, job_key, job_keys, member_jobs, mkey, model_job,
-                               pair_job, stage)
+from orchestrator.jobs import DONE_MODEL, DONE_PAIR, STORAGE_ERROR, job_keys, member_key, members, mkey, model_job
 from orchestrator.plan import Plan
 from orchestrator.records import trial_error_text, write_failed_model, write_unmeasured_pair
 from orchestrator.state import SweepState
 from orchestrator.trial_outputs import member_hparams
 
 
-def member_results(result: dict | None) -> list[dict]:
-    """Per computed key, what its job reported: a plain job's result, or each member's of a cohort's."""
+def member_results(cfg: SweepConfig, job: dict, result: dict | None) -> list[dict]:
+    """What each member of ``job`` reported: the result's ``members``; a result without them (a trial that ended
+    before its final report, or a storage error) stands for every member."""
     result = result or {}
-    return list(result["members"]) if "members" in result else [result]
+    return list(result.get("members") or [{**result, "key": key} for key in job_keys(cfg, job)])
 
 
 def make_searcher_class():
@@ -44,9 +43,10 @@ def make_searcher_class():
             # Pair groups whose models are not all known yet; with auto, as many cohorts as trials run at once.
             self.waiting = pair_cohorts(cfg, plan.pairs_todo, state.slots)
             groups = model_cohorts(cfg, plan.models_todo, state.slots)
-            self.models = model_jobs(cfg, order_for_pairs(groups, self.waiting) if in_cohorts(cfg) else groups)
-            # Finished models that only need an added metric measured: plain model jobs that do not train.
-            self.models += [model_job(*k) for k in plan.models_to_measure]
+            # Cohorts of one (off) keep the plan's order, longest cells first with a cell's seeds together.
+            self.models = model_jobs(cfg, order_for_pairs(groups, self.waiting) if cfg.execution.cohorts else groups)
+            # Finished models that only need an added metric measured: a job of one each, which does not train.
+            self.models += [model_job(cfg, [k]) for k in plan.models_to_measure]
             self.model_status = dict(plan.models_done)  # key -> ok | diverged | failed
             self.ready: list = []  # pair jobs to hand out first
             self.live: dict = {}  # trial id -> job
@@ -86,16 +86,11 @@ def make_searcher_class():
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
             job = self.live.pop(trial_id, None)
-            if job is None or stage(job) != "model":
+            if job is None or job["kind"] != "model":
                 return
             if not error and (result or {}).get("status") == STORAGE_ERROR:
                 return  # the sweep stops; its pairs stay to do (a resume measures them)
-            if error:
-                reported = {}
-            elif "members" in (result or {}):
-                reported = {r.get("key"): r.get("status") for r in result["members"]}
-            else:
-                reported = {job_key(self.cfg, job): (result or {}).get("status")}
+            reported = {} if error else {r["key"]: r.get("status") for r in member_results(self.cfg, job, result)}
             for key in job_keys(self.cfg, job):
                 self.model_status[key] = reported.get(key) or "failed"
             self._release_pairs()
@@ -119,7 +114,7 @@ def make_searcher_class():
                     bad = [(s, st) for s, st in ((a, sa), (b, sb)) if st != "ok"]
                     status = "failed" if any(st == "failed" for _, st in bad) else "diverged"
                     why = ", ".join(f"model seed={s} {st}" for s, st in bad)
-                    self.on_unmeasured(pair_job(lv, tv, a, b), status, f"not measured: {why}")
+                    self.on_unmeasured((lv, tv, a, b), status, f"not measured: {why}")
                 self.ready += pair_jobs_of(self.cfg, measurable)
             self.waiting = still
 
@@ -142,19 +137,15 @@ def make_recorder_class():
             self.events: list = []  # (kind, key, status, result) for line-oriented logs
 
         def _start(self, trial) -> None:
-            """Every key the trial computes counts as running (a cohort's members: (trial id, i) entries)."""
-            live = self.state.counts(stage(trial.config)).live
-            keys = job_keys(self.cfg, trial.config)
-            if trial.config["kind"] in ("model", "pair"):
-                live[trial.trial_id] = keys[0]
-            else:
-                live.update({(trial.trial_id, i): key for i, key in enumerate(keys)})
-            # Its clock, for the ETA: a model (or model cohort) trial reports each of its epochs.
-            self.state.trial_started(trial.trial_id, self.cfg.training.epochs if stage(trial.config) == "model" else 0)
+            """Every key the trial computes counts as running: a (trial id, member index) entry each."""
+            live = self.state.counts(trial.config["kind"]).live
+            live.update({(trial.trial_id, i): key for i, key in enumerate(job_keys(self.cfg, trial.config))})
+            # Its clock, for the ETA: a model trial reports each of its epochs.
+            self.state.trial_started(trial.trial_id, self.cfg.training.epochs if trial.config["kind"] == "model" else 0)
 
         def _stop(self, trial) -> None:
-            live = self.state.counts(stage(trial.config)).live
-            for entry in [e for e in live if e == trial.trial_id or (isinstance(e, tuple) and e[0] == trial.trial_id)]:
+            live = self.state.counts(trial.config["kind"]).live
+            for entry in [e for e in live if isinstance(e, tuple) and e[0] == trial.trial_id]:
                 live.pop(entry, None)
             self.state.trial_stopped(trial.trial_id)
 
@@ -171,15 +162,15 @@ def make_recorder_class():
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             job = trial.config
-            kind = stage(job)
+            kind = job["kind"]
             counts = self.state.counts(kind)
             self._stop(trial)
             result = trial.last_result or {}
             if result.get("status", "failed") == STORAGE_ERROR:
                 self.state.fatal = self.state.fatal or result.get("error") or "the run directory cannot be written"
                 return
-            for member in member_results(result):
-                key = member.get("key") or job_key(self.cfg, job)
+            for member in member_results(self.cfg, job, result):
+                key = member["key"]
                 status = member.get("status", "failed")
                 if member.get("skipped"):
                     counts.before.add(key)
@@ -190,16 +181,16 @@ def make_recorder_class():
 
         def on_trial_error(self, iteration, trials, trial, **info):
             job = trial.config
-            kind = stage(job)
+            kind = job["kind"]
             counts = self.state.counts(kind)
             self._stop(trial)
             error = trial_error_text(trial)
             tables = RunTables(self.run_dir)
-            for member in member_jobs(job):
-                key = job_key(self.cfg, member)
-                # A cohort that died while writing its members' rows: the rows written are kept.
-                row = storage.read_part_row(tables, "models" if kind == "model" else "pairs", key) \
-                    if member is not job else None
+            for member in members(job):
+                key = member_key(self.cfg, kind, member)
+                # A job that died while writing its members' rows (or a retried one that had written some): the
+                # rows written are kept.
+                row = storage.read_part_row(tables, "models" if kind == "model" else "pairs", key)
                 if row and row.get("config_hash") == self.cfg.config_hash() and \
                         row.get("status") in (DONE_MODEL if kind == "model" else DONE_PAIR):
                     counts.outcome[key] = row["status"]
@@ -250,11 +241,9 @@ def job_resources(cfg: SweepConfig):
     from ray.tune.execution.placement_groups import PlacementGroupFactory
 
     def resources(job: dict):
-        members = member_jobs(job)
-        first = members[0]
-        r = cfg.trial_resources(first["load"]) if stage(job) == "model" else cfg.pair_resources(first["load"])
-        if job["kind"] not in ("model", "pair"):
-            r = cohort_request(r, len(members))
+        found = members(job)
+        load = found[0][0]
+        r = cohort_request(cfg.trial_resources(load) if job["kind"] == "model" else cfg.pair_resources(load), len(found))
         bundle = {"CPU": r["cpu"]}
         if r["gpu"] > 0:
             bundle["GPU"] = r["gpu"]

@@ -123,9 +123,13 @@ def test_the_numbers_are_the_sweeps(tmp_path):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     for ours, theirs in zip(result["models"], outcomes):
-        for metric in ("train_loss", "train_acc", "test_loss", "test_acc", "hessian_top_eigenvalue", "hessian_trace",
-                       "hessian_samples"):
+        for metric in ("train_loss", "train_acc", "test_loss", "test_acc", "hessian_samples"):
             assert ours[metric] == pytest.approx(theirs.row[metric], rel=1e-9), metric
+        # The sweep takes a model's Hessian-vector products through its cohort net (a cohort of one), diagnose
+        # through the module itself: the same products up to float32 rounding, until diagnose measures through
+        # the engine too.
+        for metric in ("hessian_top_eigenvalue", "hessian_trace"):
+            assert ours[metric] == pytest.approx(theirs.row[metric], rel=1e-6), metric
     (pair,) = result["pairs"]
     for metric in ("mode_connectivity", "cka", "l2_distance", "t_star"):
         assert pair[metric] == pytest.approx(sweep_pair[metric], rel=1e-9, abs=1e-12), metric

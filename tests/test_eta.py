@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from orchestrator.config import parse_config
-from orchestrator.jobs import mkey
+from orchestrator.jobs import mkey, model_job
 from orchestrator.state import EtaCountdown, SweepState
 
 
@@ -176,7 +176,7 @@ def test_the_recorder_feeds_the_trials_clocks_from_tunes_callbacks():
     recorder = make_recorder_class()(cfg, "/nonexistent", "run", state)
 
     class Trial:
-        trial_id, config = "t0", {"kind": "model", "load": 8, "temperature": 0.05, "seed": 0}
+        trial_id, config = "t0", model_job(cfg, [(8, 0.05, 0)])
         last_result = {"status": "ok", "wall_seconds": 9.0, "key": keys[0]}
 
     recorder.on_trial_start(0, [], Trial())

@@ -1,4 +1,4 @@
-"""workloads.experiment, the framework-free glue, on tiny settings (no Ray).
+"""workloads.experiment, one model or pair (the engine's cohort of one), on tiny settings (no Ray).
 
 Values in the rows are checked against independent recomputations from the returned weights, so a row that
 reports numbers of the wrong model, the wrong data or the wrong units fails here.
@@ -15,22 +15,16 @@ import torch.nn.functional as F
 
 from analysis.schemas import CURVES_SCHEMA, MODELS_SCHEMA, PAIRS_SCHEMA
 from analysis.tables import RunTables
-from workloads.experiment import (
-    HessianSettings,
-    ModelSpec,
-    PairSpec,
-    hessian_points,
-    load_trained,
-    measure_pair,
-    train_and_measure,
-    train_loss_drop,
-)
+from workloads.cohort_experiment import hessian_points, load_trained
+from workloads.experiment import ModelSpec, PairSpec, measure_pair, train_and_measure
+from workloads.rows import train_loss_drop
+from workloads.settings import HessianSettings
 
 from tests.conftest import tiny_cell
 
 PROVENANCE_COLUMNS = {"run_id", "config_hash", "package_version", "library_versions", "schema_version"}
 CALLER_COLUMNS = PROVENANCE_COLUMNS | {"node_id", "model_uri", "weights_sha256"}  # set where the weights are stored
-# Set by the orchestrator: the cohort a row was computed in (null for a model trained alone, as here).
+# Set by the orchestrator: the cohort a row was computed in (a model trained alone here is a cohort of one).
 CALLER_COLUMNS |= {"cohort"}
 
 

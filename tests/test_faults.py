@@ -27,7 +27,7 @@ from analysis.tables import RunTables
 from orchestrator import storage
 from orchestrator.config import parse_config
 from orchestrator.fault_hook import FAULT_INJECT_ENV
-from orchestrator.jobs import mkey, pkey
+from orchestrator.jobs import cohort_id, mkey, pkey
 from orchestrator.sweep import run_sweep
 from tests.conftest import sweep, tiny_sweep_config
 
@@ -35,9 +35,9 @@ pytestmark = pytest.mark.ray
 
 
 def raw_config(**changes) -> dict:
-    """digits, MLP width 8, 1 epoch, learning rates 0.05 / 0.1 / 1e6 (diverges), seeds 0 and 1, one retry, no
-    cohorts: one model per trial, for these are the faults of single jobs (tests/test_cohort_sweep.py: of
-    cohorts)."""
+    """digits, MLP width 8, 1 epoch, learning rates 0.05 / 0.1 / 1e6 (diverges), seeds 0 and 1, one retry,
+    execution.cohort off: cohorts of one, one model per trial, for these are the faults of single models
+    (tests/test_cohort_sweep.py: of larger cohorts)."""
     return tiny_sweep_config("faults", [0.05, 0.1, 1.0e6], epochs=1, max_failures=1, cohort="off", **changes)
 
 
@@ -123,8 +123,9 @@ def test_a_training_killed_after_a_checkpoint_continues_from_it(ray_local, tmp_p
     clean_history = RunTables(str(tmp_path / "clean")).read("history").sort_values("epoch")[columns]
     assert killed_history.epoch.tolist() == [0, 1, 2]
     assert killed_history.reset_index(drop=True).equals(clean_history.reset_index(drop=True))
-    # The checkpoint is removed once the model is done.
-    assert not os.path.exists(storage.checkpoint_uri(str(tmp_path / "killed"), key))
+    # The checkpoint (its cohort of one's) is removed once the model is done.
+    assert not os.path.exists(storage.checkpoint_uri(str(tmp_path / "killed"), killed.cohort))
+    assert killed.cohort == cohort_id("models", [key])
 
 
 class _RunsShell:
@@ -153,10 +154,12 @@ def test_a_crafted_or_truncated_checkpoint_runs_nothing_is_deleted_and_named(ray
     run_dir = str(tmp_path / "run")
     marker = tmp_path / "pwned"
     crafted, cut = mkey(cfg, 8, 0.05, 0), mkey(cfg, 8, 0.05, 1)
+    # Each model trains as a cohort of one: its checkpoint is its cohort's.
+    checkpoint = {key: storage.checkpoint_uri(run_dir, cohort_id("models", [key])) for key in (crafted, cut)}
     buffer = io.BytesIO()
     torch.save({"epoch": 1, "model": _RunsShell(f"touch {marker}")}, buffer)
-    storage.write_bytes(storage.checkpoint_uri(run_dir, crafted), buffer.getvalue())
-    storage.write_bytes(storage.checkpoint_uri(run_dir, cut), buffer.getvalue()[:200])
+    storage.write_bytes(checkpoint[crafted], buffer.getvalue())
+    storage.write_bytes(checkpoint[cut], buffer.getvalue()[:200])
 
     log = tmp_path / "attempts.jsonl"
     path = tmp_path / "faults.json"
@@ -176,8 +179,8 @@ def test_a_crafted_or_truncated_checkpoint_runs_nothing_is_deleted_and_named(ray
             (crafted, None), (cut, None)]
     text = lines.getvalue()
     for key in (crafted, cut):
-        assert f"checkpoint {storage.checkpoint_uri(run_dir, key)} could not be loaded safely" in text, text
-        assert not os.path.exists(storage.checkpoint_uri(run_dir, key))
+        assert f"checkpoint {checkpoint[key]} could not be loaded safely" in text, text
+        assert not os.path.exists(checkpoint[key])
     assert "deleted it, trained from epoch 0" in text
     assert "it asks to call posix.system, which no checkpoint does; nothing was run" in text  # says why
 

@@ -37,7 +37,7 @@ def test_epoch_result_is_the_mean_over_the_models_of_a_job():
 
 
 def test_history_rows_name_the_model_and_null_what_an_entry_lacks():
-    from workloads.experiment import history_rows
+    from workloads.rows import history_rows
 
     keys = {"load_name": "width", "load_value": 8.0, "temperature_name": "batch_size", "temperature_value": 32.0}
     rows = history_rows(keys, 1, [{"epoch": 0, "lr": 0.1, "train_loss": 2.0, "train_acc": 0.1, "seconds": 0.5}])
@@ -87,8 +87,8 @@ def test_tensorboard_reads_every_epoch_of_a_smoke_run(short_tmp):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run_dir = os.path.join(short_tmp, "smoke")
-    # One trial per model (execution.cohort: off), so each model's epochs are one event file; the cohort form
-    # (one file per cohort: the mean over its members) is the next test.
+    # One trial per model (execution.cohort: off: cohorts of one), so each model's epochs are one event file; the
+    # cohort form (one file per cohort: the mean over its members) is the next test.
     proc = subprocess.run(landscape_cmd() + ["run", "smoke", "--out", run_dir, "--no-analysis", "--log",
                                              "tensorboard", "--set", "load.values=[8]", "--set", "execution.cohort=off"],
                           capture_output=True, text=True, timeout=300, env=hygienic_env())
@@ -109,7 +109,9 @@ def test_tensorboard_reads_every_epoch_of_a_smoke_run(short_tmp):
         assert [p.step for p in points] == [1, 2, 3]  # one Tune iteration per epoch, then the final result
         values = [p.value for p in points]  # float32 in the event file
         matched += [i for i, losses in enumerate(per_model) if values == pytest.approx(losses, rel=1e-6)]
-        assert events.Scalars("ray/tune/test_acc")[-1].step == SMOKE_EPOCHS + 1
+        # The final result last, each member's numbers under its label (a cohort of one: its seed).
+        (final,) = [t for t in scalars if t.startswith("ray/tune/seed_") and t.endswith("/test_acc")]
+        assert events.Scalars(final)[-1].step == SMOKE_EPOCHS + 1
     assert sorted(matched) == [0, 1, 2, 3]  # each model's epochs in TensorBoard are its rows of the history table
 
 
@@ -222,7 +224,7 @@ def test_landscape_plot_draws_any_cell_and_names_the_grid_for_a_wrong_one(tmp_pa
 
 
 def test_curve_history_rows_count_epochs_from_zero_and_seconds_per_epoch():
-    from workloads.experiment import curve_history_rows
+    from workloads.rows import curve_history_rows
 
     keys = {"load_name": "width", "load_value": 8.0, "temperature_name": "batch_size", "temperature_value": 32.0}
     history = [{"epoch": 1, "lr": 0.2, "train_loss": 1.5, "train_error": 40.0, "objective": 1.6, "seconds": 2.0},

@@ -19,7 +19,7 @@ def _run_with_failures(run_dir: str, failed: int):
     storage.write_bytes(storage.config_uri(run_dir), cfg.to_yaml().encode())
     keys = list(cfg.model_keys())
     for lv, tv, seed in keys[:failed]:
-        write_failed_model(cfg, run_dir, "run-1", {"load": lv, "temperature": tv, "seed": seed},
+        write_failed_model(cfg, run_dir, "run-1", (lv, tv, seed),
                            "RuntimeError: out of luck")
     return cfg, keys
 

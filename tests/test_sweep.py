@@ -13,7 +13,7 @@ import pytest
 from analysis.tables import RunTables
 from orchestrator import storage
 from orchestrator.config import ConfigError, SweepConfig, build, parse_config
-from orchestrator.jobs import mkey, pkey
+from orchestrator.jobs import mkey, model_job, pair_job, pkey
 from orchestrator.plan import make_plan, Plan, PlanError
 from orchestrator.state import SweepState
 from orchestrator.sweep import run_sweep
@@ -162,7 +162,7 @@ def test_searcher_hands_out_pairs_as_soon_as_their_models_exist():
     s.on_trial_complete("t1", {"status": "ok"})
     job = s.suggest("t3")
     hparams = job.pop("hparams")  # what Tune's loggers show of each member (orchestrator/trial_outputs.py)
-    assert job == {"kind": "pair", "load": 8, "temperature": 0.05, "seed_a": 0, "seed_b": 1}
+    assert job == pair_job(cfg, [(8, 0.05, 0, 1)]) and job["members"] == [[8, 0.05, 0, 1]]  # a cohort of one
     assert list(hparams) == ["seeds_0-1"] and (hparams["seeds_0-1"]["seed_a"], hparams["seeds_0-1"]["seed_b"]) == (0, 1)
     # A diverged model resolves its pairs on the driver without a job.
     s.on_trial_complete("t2", {"status": "diverged"})
@@ -179,8 +179,8 @@ def test_searcher_hands_out_pairs_as_soon_as_their_models_exist():
             break
         rest.append(job)
         s.on_trial_complete(f"x{len(rest) - 1}", {"status": "ok"})
-    assert sorted((j["temperature"], j["seed_a"], j["seed_b"]) for j in rest) == [(0.05, 0, 2), (0.05, 1, 2), (0.1, 1, 2)]
-    assert sorted((j["temperature"], j["seed_a"], j["seed_b"], st) for j, st in unmeasured) == [
+    assert sorted(tuple(m[1:]) for j in rest for m in j["members"]) == [(0.05, 0, 2), (0.05, 1, 2), (0.1, 1, 2)]
+    assert sorted((tv, a, b, st) for (lv, tv, a, b), st in unmeasured) == [
         (0.1, 0, 1, "diverged"), (0.1, 0, 2, "diverged")]
     from ray.tune.search import Searcher
 
@@ -248,8 +248,7 @@ def test_counts_never_exceed_the_grid_and_nothing_runs_after_the_end():
 
     class Trial:
         def __init__(self, trial_id, seed, result):
-            self.trial_id, self.config, self.last_result = trial_id, {"kind": "model", "load": 8,
-                                                                      "temperature": 0.05, "seed": seed}, result
+            self.trial_id, self.config, self.last_result = trial_id, model_job(cfg, [(8, 0.05, seed)]), result
 
     first = Trial("a", 1, {"status": "failed", "wall_seconds": 1.0})
     recorder.on_trial_start(0, [], first)

@@ -19,7 +19,7 @@ import pytest
 
 from analysis.tables import RunTables
 from orchestrator.config import load_config
-from orchestrator.jobs import model_cohort_job, model_job, pair_cohort_job, pair_job
+from orchestrator.jobs import model_job, pair_job
 from orchestrator.trial_outputs import (MAX_DIRNAME, TrialNamer, dirname_of, final_member_metrics, member_hparams,
                                         member_labels, seed_ranges, trial_name)
 from tests.conftest import assert_clean_error, hygienic_env, landscape_cmd, landscape_in_process
@@ -33,13 +33,13 @@ def smoke():
 
 
 def test_trials_are_named_by_the_knob_values_and_seeds_they_train(smoke):
-    cohort = model_cohort_job("models-1", [[64, 32, s] for s in range(5)])
+    cohort = model_job(smoke, [[64, 32, s] for s in range(5)])
     assert trial_name(smoke, cohort) == "model width=64,batch_size=32,seeds=0-4"
-    assert trial_name(smoke, model_job(64, 32, 3)) == "model width=64,batch_size=32,seed=3"
-    assert trial_name(smoke, pair_job(64, 32, 1, 0)) == "pair width=64,batch_size=32,seeds=0-1"
-    pairs = pair_cohort_job("pairs-1", [[8, 256, 1, 2], [8, 256, 0, 1], [8, 256, 0, 2]])
+    assert trial_name(smoke, model_job(smoke, [(64, 32, 3)])) == "model width=64,batch_size=32,seed=3"
+    assert trial_name(smoke, pair_job(smoke, [(64, 32, 1, 0)])) == "pair width=64,batch_size=32,seeds=0-1"
+    pairs = pair_job(smoke, [[8, 256, 1, 2], [8, 256, 0, 1], [8, 256, 0, 2]])
     assert trial_name(smoke, pairs) == "pair width=8,batch_size=256,pairs=0-1+0-2+1-2"
-    mixed = model_cohort_job("models-2", [[8, 32, 0], [8, 256, 0], [8, 32, 2]])
+    mixed = model_job(smoke, [[8, 32, 0], [8, 256, 0], [8, 32, 2]])
     assert trial_name(smoke, mixed) == "model width=8,batch_size=32+256,seeds=0+2"
     assert seed_ranges([7, 0, 1, 2, 4, 6]) == "0-2+4+6-7"
 
@@ -55,7 +55,7 @@ def test_a_trial_folder_is_safe_short_and_never_shared(smoke):
             self.trial_id, self.config = trial_id, config
 
     namer = TrialNamer(smoke)
-    first, again = Trial("t1", model_job(8, 32, 0)), Trial("t2", model_job(8, 32, 0))
+    first, again = Trial("t1", model_job(smoke, [(8, 32, 0)])), Trial("t2", model_job(smoke, [(8, 32, 0)]))
     assert namer.dirname(first) == "model_width=8,batch_size=32,seed=0"
     assert namer.dirname(first) == namer.dirname(first)  # Tune may ask twice: the same answer
     assert namer.dirname(again).startswith("model_width=8,batch_size=32,seed=0~")  # a name taken: another folder
@@ -63,34 +63,35 @@ def test_a_trial_folder_is_safe_short_and_never_shared(smoke):
 
 
 def test_each_member_has_its_own_label_and_hyperparameters(smoke):
-    cohort = model_cohort_job("models-1", [[64, 32, 0], [64, 32, 3]])
+    cohort = model_job(smoke, [[64, 32, 0], [64, 32, 3]])
     assert member_labels(smoke, cohort) == ["seed_0", "seed_3"]
-    mixed = model_cohort_job("models-2", [[64, 32, 0], [64, 256, 0]])
+    mixed = model_job(smoke, [[64, 32, 0], [64, 256, 0]])
     assert member_labels(smoke, mixed) == ["batch_size_32/seed_0", "batch_size_256/seed_0"]  # distinct
-    assert member_labels(smoke, pair_job(8, 32, 1, 0)) == ["seeds_0-1"]
+    assert member_labels(smoke, pair_job(smoke, [(8, 32, 1, 0)])) == ["seeds_0-1"]
     assert member_hparams(smoke, cohort)["seed_3"] == {"width": 64.0, "batch_size": 32, "seed": 3, "lr": 0.05,
                                                        "weight_decay": 5e-4, "epochs": 3}
-    assert member_hparams(smoke, pair_job(8, 32, 1, 0))["seeds_0-1"] == {
+    assert member_hparams(smoke, pair_job(smoke, [(8, 32, 1, 0)]))["seeds_0-1"] == {
         "width": 8.0, "batch_size": 32.0, "seed_a": 0, "seed_b": 1, "curve_epochs": 2, "curve_lr": 0.05}
     # The temperature sets the learning rate: the member's lr is its knob value, not training.lr
     lr_sweep = load_config("smoke", ["temperature.name=learning_rate", "temperature.values=[0.01, 0.2]"])
-    assert member_hparams(lr_sweep, model_job(8, 0.2, 1))["seed_1"]["lr"] == 0.2
-    for label in member_labels(smoke, mixed) + member_labels(smoke, pair_cohort_job("p", [[8, 32, 0, 1]])):
+    assert member_hparams(lr_sweep, model_job(lr_sweep, [(8, 0.2, 1)]))["seed_1"]["lr"] == 0.2
+    for label in member_labels(smoke, mixed) + member_labels(smoke, pair_job(smoke, [[8, 32, 0, 1]])):
         assert MLFLOW_METRIC_NAME.match(f"{label}/epoch_train_loss"), label
 
 
 def test_final_metrics_are_each_members_finite_numbers(smoke):
-    cohort = model_cohort_job("models-1", [[64, 32, 0], [64, 32, 1]])
-    result = {"kind": "model_cohort", "key": "models-1", "status": "ok", "members": [
+    cohort = model_job(smoke, [[64, 32, 0], [64, 32, 1]])
+    result = {"kind": "model", "key": cohort["cohort"], "status": "ok", "members": [
         {"key": "width=64__batch_size=32__seed=0", "status": "ok", "test_acc": 0.5, "hessian_top_eigenvalue": 12.0,
          "hessian_trace": 40.0},
         {"key": "width=64__batch_size=32__seed=1", "status": "diverged", "test_acc": None,
          "hessian_top_eigenvalue": float("nan")}]}
     assert final_member_metrics(smoke, cohort, result) == {
         "seed_0/test_acc": 0.5, "seed_0/hessian_top_eigenvalue": 12.0, "seed_0/hessian_trace": 40.0}
-    pair = {"kind": "pair", "key": "width=8__batch_size=32__seeds=0-1", "status": "ok", "mode_connectivity": -1.5,
-            "cka": 0.9, "l2_distance": 3.0}
-    assert final_member_metrics(smoke, pair_job(8, 32, 0, 1), pair) == {
+    pair = {"kind": "pair", "key": "pairs-1", "status": "ok", "members": [
+        {"key": "width=8__batch_size=32__seeds=0-1", "status": "ok", "mode_connectivity": -1.5, "cka": 0.9,
+         "l2_distance": 3.0}]}
+    assert final_member_metrics(smoke, pair_job(smoke, [(8, 32, 0, 1)]), pair) == {
         "seeds_0-1/mode_connectivity": -1.5, "seeds_0-1/cka": 0.9, "seeds_0-1/l2_distance": 3.0}
 
 

@@ -1,13 +1,15 @@
-"""Cohorts of models and of pairs, from specs to table rows: workloads/experiment.py, vectorised.
+"""The engine: cohorts of models and of pairs, from specs (workloads/experiment.py) to table rows
+(workloads/rows.py). Every model of a sweep trains here, alone as a cohort of one (experiment.py's
+train_and_measure / measure_pair) or with others; nothing here knows about Ray, storage or provenance.
 
     plan_model_cohorts(list[ModelSpec], max_size) -> list[list[ModelSpec]]   which models may train together
-    train_and_measure_cohort(list[ModelSpec]) -> list[CohortModelOutcome]    one outcome per member, in order
+    train_and_measure_cohort(list[ModelSpec]) -> list[ModelOutcome]    one outcome per member, in order
     plan_pair_cohorts(list[PairSpec], max_size) -> list[list[PairSpec]]
-    measure_pairs_cohort(list[PairSpec], states) -> list[CohortPairOutcome]  one outcome per pair, in order
+    measure_pairs_cohort(list[PairSpec], states) -> list[PairOutcome]  one outcome per pair, in order
 
-Outcomes are experiment.py's ModelOutcome / PairOutcome (rows with exactly the same columns, weights, curve
-rows) plus ``cohort``, a CohortInfo with the bookkeeping the orchestrator needs (size, member index, backend,
-the cohort's own seconds). Time columns are each member's share: train_seconds, metrics_seconds and
+Outcomes are ModelOutcome / PairOutcome: a member's rows (the columns of analysis/tables.py without the caller's
+provenance), weights, curve rows and ``cohort``, a CohortInfo with the bookkeeping the orchestrator needs
+(size, member index, backend, the cohort's own seconds). Time columns are each member's share: train_seconds, metrics_seconds and
 wall_seconds are the cohort's divided by its size, so sums over rows stay the compute spent.
 
 Which models share a cohort (``model_cohort_key``): one architecture (model, model_args, width), the same
@@ -23,28 +25,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 from workloads.cohort_net import build_cohort_net, member_state, resolve_backend
 from workloads.cohort_train import Execution, evaluate_cohort, train_cohort
 from workloads.data import Dataset
 from workloads.fingerprint import execution_path
-from workloads.experiment import (
-    EVAL_BATCH_SIZE,
-    ModelOutcome,
-    ModelSpec,
-    PairOutcome,
-    PairSpec,
-    add_measurements,
-    curve_history_rows,
-    hessian_points,
-    load_trained,
-    model_row,
-    pair_rows,
-    utc_now,
-)
 from workloads.metric_discovery import measure_added
 from workloads.metrics.cka import cka_or_reason, softmax_outputs
 from workloads.metrics.probes import make_probes, probe_pool
@@ -53,6 +42,8 @@ from workloads.metrics.cohort_hessian import estimate_hessian_cohort
 from workloads.metrics.distance import l2_distance
 from workloads.metrics.hessian import estimate_hessian
 from workloads.models import count_parameters
+from workloads.rows import add_measurements, curve_history_rows, model_row, pair_rows, utc_now
+from workloads.settings import HessianSettings
 
 # On a CPU the members' Hessian-vector products are taken together only for models of at most this many
 # parameters. `benchmarks/cohort.py --hessian` (docs/benchmarks.md, "Cohorts: the engine"; 3 MLPs, 1000 points): the
@@ -60,6 +51,7 @@ from workloads.models import count_parameters
 # x0.6-0.7 at 23k-79k: the batched products' 3x larger tensors fall out of the caches). On CUDA they are
 # always taken together (launch-bound there).
 HESSIAN_COHORT_CPU_MAX_PARAMS = 4096
+EVAL_BATCH_SIZE = 1000  # examples per forward pass in evaluation (memory only; no effect on values)
 
 
 @dataclass(frozen=True)
@@ -77,13 +69,55 @@ class CohortInfo:
 
 
 @dataclass
-class CohortModelOutcome(ModelOutcome):
+class ModelOutcome:
+    """row: the ``models`` columns the engine knows (no provenance, node_id, model_uri, cohort).
+    state_dict: the trained weights on the CPU (None when training diverged). history: per-epoch log.
+    cohort: the cohort's bookkeeping (its size, this member's index, the cohort's own seconds)."""
+
+    row: dict
+    state_dict: dict | None
+    history: list[dict]
     cohort: CohortInfo | None = None
+
+    @property
+    def status(self) -> str:
+        return self.row["status"]
 
 
 @dataclass
-class CohortPairOutcome(PairOutcome):
+class PairOutcome:
+    """row: the ``pairs`` columns the engine knows; curve_rows: one ``curves`` row per t; history_rows: one
+    ``curve_history`` row per epoch of the curve's training; cohort: as in ModelOutcome."""
+
+    row: dict
+    curve_rows: list[dict]
+    history_rows: list[dict] = field(default_factory=list)
     cohort: CohortInfo | None = None
+
+    @property
+    def status(self) -> str:
+        return self.row["status"]
+
+
+def hessian_points(data: Dataset, settings: HessianSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training points the Hessian is taken over: a seeded subset of ``settings.samples`` (all if fewer).
+
+    Returns (x (k, *input_shape), y (k,)); the same points for every seed of a cell.
+    """
+    n = data.train_size
+    if settings.samples >= n:
+        return data.train_x, data.train_y
+    gen = torch.Generator(device="cpu").manual_seed(int(settings.seed))
+    index = torch.randperm(n, generator=gen)[: settings.samples].sort().values.to(data.train_x.device)
+    return data.train_x[index], data.train_y[index]
+
+
+def load_trained(cell, seed: int, state_dict: dict, data: Dataset, device: str) -> nn.Module:
+    """A model of the cell (a workloads.experiment.CellSpec) with the given trained weights, on ``device``, in
+    eval mode."""
+    model = cell.build_model(seed, data)
+    model.load_state_dict(state_dict)
+    return model.to(device).eval()
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -184,12 +218,13 @@ def _use_cohort_hessian(settings, device: str, params: int, samples: int) -> boo
 
 
 def train_and_measure_cohort(specs: list[ModelSpec], *, execution: Execution = Execution(), checkpoint_fn=None,
-                             resume_state: dict | None = None, epoch_fn=None) -> list[CohortModelOutcome]:
-    """``train_and_measure`` for every spec, trained as one cohort; outcomes in the order of ``specs``.
+                             resume_state: dict | None = None, epoch_fn=None) -> list[ModelOutcome]:
+    """Train every spec's model of a cell and measure it, as one cohort; outcomes in the order of ``specs``.
 
     checkpoint_fn / resume_state: one checkpoint for the whole cohort (workloads/cohort_checkpoint.py), naming
     its members (``member_key``); a resume_state of other members is a ValueError starting "resume_state".
-    A diverged member gets status "diverged", null metrics and no weights, as there; the others are measured.
+    A diverged member gets status "diverged", null metrics and no weights (the reason in ``error``); the others
+    are measured. Exceptions (bad settings, out of memory) propagate: the caller decides about retries.
     """
     _check_one_cohort(specs, model_cohort_key, "model")
     seen = [(tuple(sorted(s.cell.keys().items())), int(s.seed)) for s in specs]
@@ -232,7 +267,7 @@ def train_and_measure_cohort(specs: list[ModelSpec], *, execution: Execution = E
         row, state = _model_row(spec, cell, ds, model, result, i, metrics.get(i), stacked, path)
         row.update(train_seconds=info.train_seconds / m, metrics_seconds=info.metrics_seconds / m,
                    wall_seconds=info.wall_seconds / m, finished_at=utc_now())
-        outcomes.append(CohortModelOutcome(row=row, state_dict=state, history=result.histories[i], cohort=info))
+        outcomes.append(ModelOutcome(row=row, state_dict=state, history=result.histories[i], cohort=info))
     return outcomes
 
 
@@ -262,7 +297,7 @@ def _hessians(net, models, base: Dataset, train_y: torch.Tensor, datasets, specs
 
 
 def _model_row(spec, cell, ds, model, result, i: int, measured, stacked, path: str) -> tuple[dict, dict | None]:
-    """experiment.train_and_measure's row for member i (times filled in by the caller)."""
+    """The ``models`` row of member i (times filled in by the caller)."""
     row = model_row(cell, spec.seed, ds, model, status=result.statuses[i], error=result.errors[i],
                     history=result.histories[i], epochs_completed=result.epochs_completed[i], device=spec.device,
                     execution=path)
@@ -272,7 +307,7 @@ def _model_row(spec, cell, ds, model, result, i: int, measured, stacked, path: s
     if not add_measurements(row, (train_loss, train_acc), (test_loss, test_acc), est):
         return row, None
     state = member_state(stacked, i)
-    if cell.added_metrics:  # the run's added metrics, on the member's trained weights, as train_and_measure does
+    if cell.added_metrics:  # the run's added metrics, on the member's trained weights
         model.load_state_dict(state)
         row.update(measure_added(model.to(spec.device).eval(), ds.to(spec.device), cell.added_metrics))
     return row, state
@@ -283,11 +318,13 @@ def _model_row(spec, cell, ds, model, result, i: int, measured, stacked, path: s
 
 
 def measure_pairs_cohort(specs: list[PairSpec], states: list[tuple[dict, dict]], *,
-                         execution: Execution = Execution()) -> list[CohortPairOutcome]:
-    """``measure_pair`` for every spec, the curves trained as one cohort; outcomes in the order of ``specs``.
+                         execution: Execution = Execution()) -> list[PairOutcome]:
+    """Connect and compare every spec's two trained models, the curves trained as one cohort; outcomes in the
+    order of ``specs``.
 
     states: per spec (state_a, state_b), the state dicts of its seed_a and seed_b. CKA and L2 are computed
-    pair by pair exactly as measure_pair does; a diverged curve gives status "diverged" as there.
+    pair by pair; a diverged curve gives status "diverged" (mode connectivity null, CKA and L2 still
+    measured).
     """
     _check_one_cohort(specs, pair_cohort_key, "pair")
     if len(states) != len(specs):
@@ -337,10 +374,10 @@ def measure_pairs_cohort(specs: list[PairSpec], states: list[tuple[dict, dict]],
 
 
 def _pair_outcome(spec, cell, curve, seed_a, seed_b, cka_result, l2, config, started_at, share,
-                  info) -> CohortPairOutcome:
-    """experiment.measure_pair's rows for one pair."""
+                  info) -> PairOutcome:
+    """The rows of one pair of a pair cohort."""
     row, curve_rows = pair_rows(cell, seed_a, seed_b, curve, cka_result, l2, config, spec.device, started_at)
     row["wall_seconds"] = share
     row["finished_at"] = utc_now()
-    return CohortPairOutcome(row=row, curve_rows=curve_rows, cohort=info,
+    return PairOutcome(row=row, curve_rows=curve_rows, cohort=info,
                              history_rows=curve_history_rows(cell.keys(), seed_a, seed_b, curve.history))

@@ -28,12 +28,13 @@ import torch
 from torch import nn
 
 from workloads.data import Dataset, load_dataset
-from workloads.experiment import EVAL_BATCH_SIZE, HessianSettings, hessian_points
+from workloads.cohort_experiment import EVAL_BATCH_SIZE, hessian_points
 from workloads.metrics.cka import cka_or_reason, softmax_outputs
 from workloads.metrics.connectivity import CurveConfig, connect_models
 from workloads.metrics.distance import l2_distance
 from workloads.metrics.hessian import estimate_hessian
 from workloads.models import count_parameters, seeded_model
+from workloads.settings import HessianSettings
 from workloads.train import evaluate
 
 MODEL_ARGUMENTS = ("width", "num_classes", "input_shape")  # what every model builder is called with

@@ -7,7 +7,7 @@ Hessian settings), run as a Tune trial on a private local Ray in this one proces
   with     what a sweep's model job now does: the test set evaluated at the epochs of training.eval_every
            (auto: 5), every epoch reported to Tune (orchestrator/history.epoch_reporter: a blocking
            tune.report each), the history part written (orchestrator/history.write_history)
-  without  the job as before: no evaluation during training (workloads.train.eval_epochs replaced by an
+  without  the job as before: no evaluation during training (workloads.cohort_train.eval_epochs replaced by an
            empty set inside this benchmark's own workers), no epoch reports, no history part
 Both end with the same final tune.report. The variants alternate (with/without, then without/with) per
 repeat and width, so a change of the machine's load falls on both; a first uncounted job warms the worker up. It prints each job's wall time (the
@@ -37,7 +37,7 @@ def bench_job(config: dict) -> None:
     import torch
     from ray import tune
 
-    import workloads.train as train_module
+    import workloads.cohort_train as engine
     from analysis.tables import RunTables
     from orchestrator.cells import cell_spec
     from orchestrator.config import load_config
@@ -54,7 +54,7 @@ def bench_job(config: dict) -> None:
     spec = ModelSpec(cell_spec(cfg, lv, tv), seed, "cpu")
     with_history = config["variant"] == "with"
     # The reference is the job before the history existed: no test evaluation during training at all.
-    train_module.eval_epochs = eval_epochs if with_history else (lambda epochs, every: frozenset())
+    engine.eval_epochs = eval_epochs if with_history else (lambda epochs, every: frozenset())
     started, cpu_started = time.perf_counter(), time.process_time()
     if with_history:
         report = epoch_reporter(key)

@@ -73,12 +73,14 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig, *,
     set_seed(config.seed)
     backend = resolve_backend("auto", model, 1, data.train_x[:2])
     net = build_cohort_net(model, [model.state_dict()], backend, device)
-    one = (lambda y: y.unsqueeze(0))  # the member axis of a cohort of one
-    test_set = (data.test_x, one(data.test_y)) if data.test_y.shape[0] else None
-    report = None if epoch_fn is None else (lambda entries: epoch_fn({k: v for k, v in entries[0].items()
-                                                                      if k != "member"}))
-    result = train_cohort(net, data.train_x, one(data.train_y), [config], checkpoint_fn=checkpoint_fn,
-                          resume_state=resume_state, test_set=test_set, epoch_fn=report)
+    # Targets get the member axis of a cohort of one: (1, n, ...).
+    test_set = (data.test_x, data.test_y.unsqueeze(0)) if data.test_y.shape[0] else None
+
+    def report(entries: list[dict]) -> None:  # the one member's entry, without the cohort's member index
+        epoch_fn({k: v for k, v in entries[0].items() if k != "member"})
+
+    result = train_cohort(net, data.train_x, data.train_y.unsqueeze(0), [config], checkpoint_fn=checkpoint_fn,
+                          resume_state=resume_state, test_set=test_set, epoch_fn=None if epoch_fn is None else report)
     model.to(device).load_state_dict(member_state(net.stacked_state(), 0))
     return TrainResult(model, result.histories[0], result.statuses[0], result.errors[0],
                        result.epochs_completed[0], backend)

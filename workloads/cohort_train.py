@@ -14,7 +14,7 @@ because the batch size *is* the temperature being measured. Each member gets exa
 - its own BatchNorm batch and running statistics.
 The loss is the sum of the members' mean cross-entropies, whose gradient for member m is exactly that of
 its own loss. So a member's weights equal its run alone up to float rounding (bit for bit for the grouped
-mlp and cnn on a CPU: tests/test_cohort.py).
+mlp on a CPU; a grouped convolution's weight gradient rounds by its group count: tests/test_cohort.py).
 
 The global torch/numpy/python RNGs: nothing in a grouped or vmap training step draws from them (every draw is
 from a member's own generator); the plain backend's (one member) forward may (dropout), so its member's seed
@@ -392,8 +392,9 @@ def _train(net, train_x, train_y, configs, execution, device, checkpoint_fn, res
         _restore_buffers(net, frozen)
         seconds = time.perf_counter() - began
         per_example = objective.predictions(y[0, :1])  # predictions per example (1, or a sequence's targets)
-        # In float64, where summing a few thousand float32 losses is exact in any order: a member's mean does not
-        # depend on how many members share the (steps, M) tensor (a float32 mean over dim 0 rounds by layout).
+        # In float64, where an epoch's float32 losses (24-bit mantissas a few binades apart) sum exactly in any
+        # order: a member's mean does not depend on how many members share the (steps, M) tensor, whose float32
+        # mean over dim 0 rounds by its layout.
         mean_loss = losses.double().mean(0).tolist()
         accuracy = (correct.double() / (steps * batch * per_example)).tolist()
         for member in range(m):

@@ -1,5 +1,6 @@
 """A cohort: M models of one architecture held as one model whose every tensor has a leading member axis.
-(Over ~400 lines: the grouped layers and the vmap backend share the CohortNet interface they implement.)
+(Over ~400 lines: the grouped layers, the vmap and plain backends and the choice between them share the
+CohortNet interface they implement.)
 
 The cohort's state dict has exactly the keys of one member's state dict, each tensor of shape (M, *shape)
 (``stack_states`` / ``member_state`` convert), so checkpoints, optimiser state and the per-member weights

@@ -93,7 +93,7 @@ def _train_stage(cohort, tally: Tally, k: int, singles: bool, quiet: bool = Fals
 
     def one_each():
         for m, d, c in zip(models, datasets, configs):
-            train_cohort(build_cohort_net(m, [m.state_dict()]), d.train_x, d.train_y, [c])
+            train_cohort(build_cohort_net(m, [m.state_dict()]), d.train_x, d.train_y.unsqueeze(0), [c])
 
     runs = [("alone", alone), ("together", together)] + ([("single", one_each)] if singles else [])
     if k % 2:
@@ -268,7 +268,7 @@ def backends(args) -> int:
                                 train(copy.deepcopy(m), data, c)
                         else:
                             net = build_cohort_net(models[0], [m.state_dict() for m in models], name)
-                            train_cohort(net, data.train_x, data.train_y, configs)
+                            train_cohort(net, data.train_x, data.train_y.expand(len(configs), -1), configs)
                         if rep:
                             times[name].append((time.perf_counter() - started) / steps)
                 med = {k: statistics.median(v) for k, v in times.items()}

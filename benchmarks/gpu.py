@@ -261,7 +261,8 @@ def _cohort(sizes: Sizes, width: int, batch: int, members: int, variant: str):
         configs = [TrainConfig(epochs=epochs, batch_size=batch, lr=0.01, seed=s, device=sizes.device)
                    for s in range(members)]
         with _variant_context("cudnn.benchmark" if variant == "cudnn.benchmark" else PLAIN, sizes.device):
-            result = train_cohort(net, data.train_x, data.train_y, configs, execution=execution, epoch_fn=epoch_fn)
+            labels = data.train_y.expand(members, -1)  # every member on the same labels
+            result = train_cohort(net, data.train_x, labels, configs, execution=execution, epoch_fn=epoch_fn)
         if any(s != "ok" for s in result.statuses):
             raise RuntimeError(next(e for e in result.errors if e))
 
@@ -408,10 +409,11 @@ def evaluation(sizes: Sizes, budget: Budget) -> list[dict]:
                   for s in range(sizes.members)]
         alone = models[0].to(sizes.device)
         net = build_cohort_net(models[0], [m.state_dict() for m in models], "grouped", sizes.device)
+        labels = y.expand(sizes.members, -1)  # every member on the same labels
         seconds = {}
         try:
             for side, call in (("one at a time", lambda: evaluate(alone, x, y)),
-                               (f"cohort of {sizes.members}", lambda: evaluate_cohort(net, x, y))):
+                               (f"cohort of {sizes.members}", lambda: evaluate_cohort(net, x, labels))):
                 call()
                 _sync(sizes.device)
                 started = time.perf_counter()

@@ -37,7 +37,7 @@ def bench_job(config: dict) -> None:
     import torch
     from ray import tune
 
-    import workloads.cohort_train as train_module
+    import workloads.cohort_train as engine
     from analysis.tables import RunTables
     from orchestrator.cells import cell_spec
     from orchestrator.config import load_config
@@ -54,7 +54,7 @@ def bench_job(config: dict) -> None:
     spec = ModelSpec(cell_spec(cfg, lv, tv), seed, "cpu")
     with_history = config["variant"] == "with"
     # The reference is the job before the history existed: no test evaluation during training at all.
-    train_module.eval_epochs = eval_epochs if with_history else (lambda epochs, every: frozenset())
+    engine.eval_epochs = eval_epochs if with_history else (lambda epochs, every: frozenset())
     started, cpu_started = time.perf_counter(), time.process_time()
     if with_history:
         report = epoch_reporter(key)

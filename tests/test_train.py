@@ -151,14 +151,22 @@ def test_real_training_learns_mnist1d(mnist1d):
     assert train_loss < np.log(10) - 0.5
 
 
-def test_step_count_drops_last_partial_batch(small):
+def test_step_count_drops_last_partial_batch(small, monkeypatch):
     """Count forward passes in train mode: n=1003, B=300 -> 3 full batches per epoch, never a 4th of 103."""
+    from workloads.cohort_net import GroupedNet
+
     assert small.train_size == 1003
-    model = mlp(small)
     sizes = []
-    model.register_forward_hook(lambda m, inp, out: sizes.append(inp[0].shape[0]) if m.training else None)
-    train(model, small, TrainConfig(epochs=2, batch_size=300, lr=0.01))
-    assert sizes == [300] * 6
+    forward = GroupedNet.forward
+
+    def counting(net, inputs, params=None):
+        if net.training:
+            sizes.append(inputs.shape[1])  # the mlp's member-major layout: (M, B, features)
+        return forward(net, inputs, params)
+
+    monkeypatch.setattr(GroupedNet, "forward", counting)
+    result = train(mlp(small), small, TrainConfig(epochs=2, batch_size=300, lr=0.01))
+    assert result.backend == "grouped" and sizes == [300] * 6
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -242,7 +250,9 @@ def test_resume_is_bit_exact(small):
     straight = train(cnn_bn(small), small, cfg, checkpoint_fn=states.append)
     assert [s["epoch"] for s in states] == [2, 4]
     first = states[0]
-    assert len(first["history"]) == 2 and first["model"]["1.weight"].device.type == "cpu"
+    # One checkpoint format: workloads/cohort_checkpoint.py's, for a cohort of one (a member axis of 1).
+    assert len(first["histories"][0]) == 2 and first["state"]["1.weight"].device.type == "cpu"
+    assert first["state"]["1.weight"].shape[0] == 1
 
     resumed = train(cnn_bn(small, seed=99), small, cfg, resume_state=first)  # its own init is overwritten
     assert resumed.status == "ok" and resumed.epochs_completed == 4
@@ -279,13 +289,37 @@ def test_a_checkpoint_loads_without_executing_code_and_resumes_bit_exactly(small
     assert torch.equal(t1, t2) and np.array_equal(n1, n2) and p1 == p2
 
 
+def dropout_mlp(data, seed=0):
+    """Draws from the global torch generator in every training step: the engine runs it with backend plain."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Linear(40, 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, data.num_classes))
+
+
+def test_a_dropout_model_is_reproducible_and_resumes_bit_exactly(small):
+    """Its masks come from the global generators: train() seeds them, and the checkpoint carries their states
+    (without them the resumed run would draw epoch 0's masks again)."""
+    cfg = TrainConfig(epochs=3, batch_size=100, lr=0.05, checkpoint_every=1)
+    states = []
+    straight = train(dropout_mlp(small), small, cfg, checkpoint_fn=states.append)
+    assert straight.backend == "plain" and straight.status == "ok"
+    again = train(dropout_mlp(small), small, cfg)
+    assert torch.equal(params(straight.model), params(again.model))
+    other_seed = train(dropout_mlp(small), small, TrainConfig(epochs=3, batch_size=100, lr=0.05, seed=1))
+    assert not torch.equal(params(straight.model), params(other_seed.model))
+    resumed = train(dropout_mlp(small, seed=5), small, cfg, resume_state=states[0])
+    assert torch.equal(params(straight.model), params(resumed.model))
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in straight.history]
+    assert strip == [{k: v for k, v in h.items() if k != "seconds"} for h in resumed.history]
+
+
 def test_a_foreign_resume_state_is_a_resume_state_error(small):
     from workloads.train import ResumeStateError
 
     cfg = TrainConfig(epochs=2, batch_size=100, lr=0.05, checkpoint_every=1)
     states = []
     train(mlp(small), small, cfg, checkpoint_fn=states.append)
-    for bad in ({"epoch": 1}, [1, 2], {**states[0], "model": {"nope": torch.zeros(1)}}, {**states[0], "epoch": 99}):
+    for bad in ({"epoch": 1}, [1, 2], {**states[0], "state": {"nope": torch.zeros(1)}}, {**states[0], "epoch": 99}):
         with pytest.raises(ResumeStateError):
             train(mlp(small), small, cfg, resume_state=bad)
 
@@ -294,7 +328,7 @@ def test_checkpoint_is_a_snapshot(small):
     cfg = TrainConfig(epochs=2, batch_size=100, lr=0.05, checkpoint_every=1)
     states = []
     result = train(mlp(small), small, cfg, checkpoint_fn=states.append)
-    w0 = states[0]["model"]["1.weight"]
+    w0 = states[0]["state"]["1.weight"][0]
     assert not torch.equal(w0, result.model.state_dict()["1.weight"])  # not aliased to live weights
 
 
@@ -359,4 +393,4 @@ def test_a_time_triggered_checkpoint_is_the_same_checkpoint(small):
           checkpoint_fn=none.append)
     assert [s["epoch"] for s in by_time] == [s["epoch"] for s in by_epoch] == [1, 2] and none == []
     for a, b in zip(by_time, by_epoch):
-        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+        assert all(torch.equal(a["state"][k], b["state"][k]) for k in a["state"])

@@ -1,4 +1,5 @@
-"""Cohort training checkpoints: one per cohort, plain data only, resuming bit for bit.
+"""Training checkpoints (one per cohort, a single model being a cohort of one): plain data only, resuming bit
+for bit.
 
 A checkpoint is a dict of tensors, lists, dicts, strings, numbers and None (nothing else), so
 ``torch.load(path, weights_only=True)`` reads it and nothing read from a run directory can execute code:
@@ -12,22 +13,28 @@ A checkpoint is a dict of tensors, lists, dicts, strings, numbers and None (noth
     generators        one uint8 tensor per member: its batch-order generator's state
     histories         per member, train.py's per-epoch history dicts
     errors            per member, None (active) or its divergence message (frozen)
+    rng               (optional) torch's, numpy's and python's global generator states: a model whose training
+                      forward pass draws random numbers (dropout; the plain backend) resumes bit for bit
 
-Every problem found when resuming is a ValueError whose message starts with "resume_state" and says what
-is wrong (the orchestrator retrains from scratch on such errors, as for single models).
+Every problem found when resuming is a ResumeStateError (a ValueError) whose message starts with
+"resume_state" and says what is wrong (the orchestrator retrains from scratch on such errors).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import random
 
+import numpy as np
 import torch
 
-from workloads.train import RESUME_MAY_DIFFER, TrainConfig
+from workloads.settings import TrainConfig
 
 CHECKPOINT_FORMAT = "landscape-cohort-train"
 CHECKPOINT_VERSION = 1
+# Config fields that may differ between a checkpointed run and its resumption (they do not change the math).
+RESUME_MAY_DIFFER = ("device", "checkpoint_every", "checkpoint_minutes", "eval_every")
 _KEYS = ("format", "version", "epoch", "configs", "members", "state", "momentum", "generators", "histories", "errors")
 
 
@@ -50,17 +57,23 @@ def checkpoint_state(epochs_done: int, net, sgd, orders: list[torch.Generator], 
         "generators": [g.get_state() for g in orders],
         "histories": copy.deepcopy(run.histories),
         "errors": list(run.errors),
+        "rng": global_rng_state(),
     }
 
 
-def _fail(problem: str) -> ValueError:
-    return ValueError(f"resume_state is not a usable cohort checkpoint: {problem}")
+class ResumeStateError(ValueError):
+    """A resume_state (a training checkpoint) that cannot continue this training: made with other settings,
+    for other members, or not a checkpoint at all. The caller starts from epoch 0 instead."""
+
+
+def _fail(problem: str) -> ResumeStateError:
+    return ResumeStateError(f"resume_state is not a usable cohort checkpoint: {problem}")
 
 
 def restore_checkpoint(state, net, sgd, orders: list[torch.Generator], run, configs: list[TrainConfig],
                        members: list[str] | None) -> int:
     """Load a ``checkpoint_state`` dict into the cohort, optimiser, generators and bookkeeping; returns the
-    next epoch. ValueError ("resume_state ...") naming the problem when it does not fit this cohort (other
+    next epoch. ResumeStateError ("resume_state ...") naming the problem when it does not fit this cohort (other
     members, when both name theirs; other configs; other shapes)."""
     if not isinstance(state, dict):
         raise _fail(f"expected a dict, got {type(state).__name__}")
@@ -75,7 +88,7 @@ def restore_checkpoint(state, net, sgd, orders: list[torch.Generator], run, conf
         if not isinstance(state[key], list) or len(state[key]) != m:
             raise _fail(f"{key} must be a list of {m} members")
     if members is not None and state["members"] is not None and list(state["members"]) != [str(k) for k in members]:
-        raise ValueError(f"resume_state was made for other cohort members: {state['members']} vs now "
+        raise ResumeStateError(f"resume_state was made for other cohort members: {state['members']} vs now "
                          f"{[str(k) for k in members]}")
     _check_configs(state["configs"], configs)
     epoch = state["epoch"]
@@ -105,6 +118,11 @@ def restore_checkpoint(state, net, sgd, orders: list[torch.Generator], run, conf
             raise _fail(f"generator state of member {i} ({err})") from None
     if not all(e is None or isinstance(e, str) for e in state["errors"]):
         raise _fail("errors must be None or strings")
+    if "rng" in state:
+        try:
+            set_global_rng_state(state["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+            raise _fail(f"rng states ({type(err).__name__}: {err})") from None
     run.histories = copy.deepcopy(state["histories"])
     run.errors = list(state["errors"])
     return epoch
@@ -118,4 +136,44 @@ def _check_configs(saved: list, configs: list[TrainConfig]) -> None:
         differ = sorted(k for k, v in now.items() if k not in RESUME_MAY_DIFFER and k in old and old[k] != v)
         if differ:
             detail = ", ".join(f"{k}: checkpoint {old[k]!r} vs now {now[k]!r}" for k in differ)
-            raise ValueError(f"resume_state was made with a different TrainConfig for member {i} ({detail})")
+            raise ResumeStateError(f"resume_state was made with a different TrainConfig for member {i} ({detail})")
+
+
+# --------------------------------------------------------------------------------------------------------
+# The global generators
+
+
+def global_rng_state() -> dict:
+    """The global torch / numpy / python RNG states as tensors and plain numbers only.
+
+    A checkpoint must load with ``torch.load(..., weights_only=True)``, which refuses anything but tensors,
+    containers and primitives (it never calls code named by the file): numpy's state (an ndarray inside a
+    tuple) and python's (a tuple of 625 ints) are stored as int64 tensors plus numbers.
+    """
+    _kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state(legacy=True)  # kind is always MT19937
+    version, internal, gauss_next = random.getstate()
+    rng = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                  "cached_gaussian": float(cached_gaussian)},
+        "python": {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64),
+                   "gauss_next": None if gauss_next is None else float(gauss_next)},
+    }
+    if torch.cuda.is_available():
+        rng["cuda"] = [s.detach().cpu() for s in torch.cuda.get_rng_state_all()]
+    return rng
+
+
+def set_global_rng_state(rng: dict) -> None:
+    """Inverse of global_rng_state (CUDA states only where the device count matches)."""
+    if "torch" in rng:
+        torch.set_rng_state(rng["torch"])
+    if "numpy" in rng:
+        n = rng["numpy"]
+        np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), int(n["pos"]), int(n["has_gauss"]),
+                             float(n["cached_gaussian"])))
+    if "python" in rng:
+        p = rng["python"]
+        random.setstate((int(p["version"]), tuple(int(v) for v in p["internal"].tolist()), p["gauss_next"]))
+    if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(rng["cuda"])

@@ -235,7 +235,7 @@ def train_and_measure_cohort(specs: list[ModelSpec], *, execution: Execution = E
     device = specs[0].device
     datasets = member_datasets(cells)
     models = [cell.build_model(s.seed, ds) for cell, s, ds in zip(cells, specs, datasets)]
-    backend = resolve_backend(execution.backend, cells[0].model)
+    backend = resolve_backend(execution.backend, models[0], len(models), datasets[0].train_x)
     net = build_cohort_net(models[0], [m.state_dict() for m in models], backend, device)
     configs = [cell.train_config(s.seed, device) for cell, s in zip(cells, specs)]
     base = datasets[0].to(device)
@@ -351,7 +351,7 @@ def measure_pairs_cohort(specs: list[PairSpec], states: list[tuple[dict, dict]],
         cka.append(cka_or_reason(softmax_outputs(model_a, probes), softmax_outputs(model_b, probes)))
         l2.append(l2_distance(model_a, model_b))
         ends.append((model_a, model_b))
-    backend = resolve_backend(execution.backend, cells[0].model)
+    backend = resolve_backend(execution.backend, ends[0][0], len(ends), base.train_x)
     template = ends[0][0]
     net = build_cohort_net(template, [a.state_dict() for a, _ in ends], backend, device)
     end_a = {n: torch.stack([dict(a.named_parameters())[n].detach() for a, _ in ends]) for n, _ in

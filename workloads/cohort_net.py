@@ -1,9 +1,10 @@
 """A cohort: M models of one architecture held as one model whose every tensor has a leading member axis.
-(Over ~400 lines: the grouped layers and the vmap backend share the CohortNet interface they implement.)
+(Over ~400 lines: the grouped layers, the vmap and plain backends and the choice between them share the
+CohortNet interface they implement.)
 
 The cohort's state dict has exactly the keys of one member's state dict, each tensor of shape (M, *shape)
 (``stack_states`` / ``member_state`` convert), so checkpoints, optimiser state and the per-member weights
-handed to the rest of the project are plain indexing. Two ways to run the M forward passes as one:
+handed to the rest of the project are plain indexing. Three ways to run the M forward passes:
 
     grouped   hand-batched kernels: Linear -> baddbmm over the member axis; Conv -> one convolution with
               groups = M (members' channels side by side, (B, M*C, ...)); BatchNorm -> one BatchNorm over
@@ -11,12 +12,14 @@ handed to the rest of the project are plain indexing. Two ways to run the M forw
               layers of models.py (ReLU, pools, residual additions) work unchanged on that layout.
     vmap      torch.func: functional_call of the member architecture under vmap over stacked parameters and
               buffers (running statistics are batched too, so their in-place updates stay per member).
+    plain     one member (M = 1) run by its own module through functional_call, the member axis squeezed: any
+              model, including one whose training forward pass draws random numbers (dropout).
 
-Both take the inputs prepared by ``inputs(x, index)`` (member m sees x[index[m]]) or ``inputs_shared(x)``
-(every member sees x) and return logits (M, B, num_classes). ``BACKEND_BY_FAMILY`` records which one is
-faster per model family (benchmarks/cohort.py --backends measured it) and is what backend "auto" picks.
-(Over 400 lines: both backends stay in this module so that their one contract, the stacked state under the
-member names, is declared once.)
+All take the inputs prepared by ``inputs(x, index)`` (member m sees x[index[m]]) or ``inputs_shared(x)``
+(every member sees x) and return logits (M, B, ...). ``resolve_backend`` picks one from the model's structure:
+grouped where every layer has a hand-batched version (the built-ins; it was 1.2-2.2x faster per step than
+vmap for them, docs/benchmarks.md "Cohorts: the engine"), else vmap where a vmapped pass runs and draws no
+random numbers, else plain.
 """
 
 from __future__ import annotations
@@ -30,13 +33,10 @@ from torch.func import functional_call, vmap
 
 from workloads import models as model_zoo
 
-BACKENDS = ("grouped", "vmap")
-# Faster backend per model family, from `python benchmarks/cohort.py --backends` (docs/benchmarks.md, "Cohorts:
-# the engine"; 1 thread, 3 members, batch 16-128): grouped took 1.2-2.2x less time
-# per step than torch.func for the mlp (k 8-256), 1.2-2.0x for the cnn (k 4-64, BatchNorm), 1.3-1.6x for
-# resnet18 (k 2-8, 32x32); vmap's per-call dispatch and functional_call cost more than they save here.
-# Not yet measured on a GPU (benchmarks/gpu.py step 4 times both at batch 128); vgg11 follows the convnets.
-BACKEND_BY_FAMILY = {"mlp": "grouped", "cnn": "grouped", "resnet18": "grouped", "vgg11": "grouped"}
+# In the order "auto" tries them: the fastest first (grouped beat vmap 1.2-2.2x per step for mlp, cnn and
+# resnet18 on one CPU thread, `python benchmarks/cohort.py --backends`; not yet measured on a GPU), the most
+# general last.
+BACKENDS = ("grouped", "vmap", "plain")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -172,36 +172,43 @@ def _is_conv_net(module: nn.Module) -> bool:
     return any(isinstance(m, (nn.Conv1d, nn.Conv2d)) for m in module.modules())
 
 
+def _is(module: nn.Module, classes: tuple) -> bool:
+    """An instance of one of ``classes`` whose forward is that class's own: a subclass that rewrites forward
+    (a plug-in's Sequential that does more than chain its children) is not the layer the grouped copy assumes."""
+    return any(isinstance(module, c) and type(module).forward is c.forward for c in classes)
+
+
 def _batched_copy(module: nn.Module, members: int, folded: bool) -> nn.Module:
-    """A copy of ``module`` with every layer replaced by its hand-batched version (see the module doc)."""
-    if isinstance(module, nn.Linear):
+    """A copy of ``module`` with every layer replaced by its hand-batched version (see the module doc);
+    NotImplementedError naming the first layer that has none."""
+    if _is(module, (nn.Linear,)):
         return BatchedLinear(members, module)
-    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+    if _is(module, (nn.Conv1d, nn.Conv2d)):
         return GroupedConv(members, module)
-    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+    if _is(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
         if not folded:
             raise NotImplementedError("grouped cohorts support BatchNorm only after convolutions")
         return BatchedBatchNorm(members, module)
-    if isinstance(module, nn.Flatten):
+    if _is(module, (nn.Flatten,)):
         if (module.start_dim, module.end_dim) != (1, -1):
             raise NotImplementedError("grouped cohorts support nn.Flatten() with the default dims only")
         return FoldedFlatten(members) if folded else MemberFlatten()
-    if isinstance(module, model_zoo.AddChannel):
+    if _is(module, (model_zoo.AddChannel,)):
         return nn.Identity()  # (B, M, L) already is the folded layout of M one-channel signals
-    if isinstance(module, _LAYOUT_FREE):
+    if _is(module, _LAYOUT_FREE):
         return copy.deepcopy(module)
-    if isinstance(module, _CONTAINERS):
+    if _is(module, _CONTAINERS):
         if module._parameters or module._buffers:
             raise NotImplementedError(f"grouped cohorts: {type(module).__name__} holds tensors of its own")
         out = copy.copy(module)  # same class and forward; children replaced below
         out._modules = {name: _batched_copy(child, members, folded) for name, child in module.named_children()}
         out._parameters, out._buffers = {}, {}
         return out
-    raise NotImplementedError(f"grouped cohorts do not support {type(module).__name__} layers; use backend 'vmap'")
+    raise NotImplementedError(f"grouped cohorts do not support {type(module).__name__} layers")
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The two backends
+# The backends
 
 
 class CohortNet:
@@ -318,7 +325,7 @@ class GroupedNet(CohortNet):
         self.module = _batched_copy(template, members, self.folded)
         names = [n for n, _ in template.named_parameters()]
         if [n for n, _ in self.module.named_parameters()] != names:  # the member names are the contract
-            raise NotImplementedError("grouped cohort lost the member parameter names; use backend 'vmap'")
+            raise NotImplementedError("grouped cohort lost the member parameter names")
         for name, p in self.module.named_parameters():
             p.requires_grad_(self._template_requires_grad[name])
 
@@ -351,10 +358,8 @@ class GroupedNet(CohortNet):
         return functional_call(self.module, params, (inputs,), strict=False)
 
 
-class VmapNet(CohortNet):
-    """The torch.func backend: vmap over functional_call of the member architecture."""
-
-    backend = "vmap"
+class _FunctionalNet(CohortNet):
+    """What vmap and plain share: the member architecture run by functional_call over the stacked tensors."""
 
     def __init__(self, template: nn.Module, members: int):
         super().__init__(template, members)
@@ -363,22 +368,41 @@ class VmapNet(CohortNet):
         for name, tensor in list(holder.named_parameters()) + list(holder.named_buffers()):
             owner_name, _, attr = name.rpartition(".")
             owner = holder.get_submodule(owner_name)
-            stacked = torch.zeros(members, *tensor.shape, dtype=tensor.dtype)
+            # The template's values, repeated: a buffer left out of the state dict (non-persistent, e.g. a
+            # mask) is never loaded and must keep them; parameters and the rest are loaded over them.
+            stacked = tensor.detach().unsqueeze(0).repeat(members, *([1] * tensor.dim()))
             if isinstance(tensor, nn.Parameter):
                 setattr(owner, attr, nn.Parameter(stacked, requires_grad=tensor.requires_grad))
             else:
-                owner.register_buffer(attr, stacked)
+                owner.register_buffer(attr, stacked, persistent=attr not in owner._non_persistent_buffers_set)
         self.module = holder  # never called: holds the stacked tensors under the member names
-        self._vmapped = {dim: vmap(self._call_one, in_dims=(0, 0, dim)) for dim in (0, None)}
-
-    def _call_one(self, params, buffers, x):
-        return functional_call(self.template, (params, buffers), (x,))
 
     def _stat_layers(self) -> list[nn.Module]:
         return _tracking_batchnorms(self.module)
 
     def _momentum_layers(self) -> list[nn.Module]:
-        return _tracking_batchnorms(self.template)  # the vmapped calls run the template's layers
+        return _tracking_batchnorms(self.template)  # the functional calls run the template's layers
+
+    def _tensors(self, params: dict[str, torch.Tensor] | None):
+        """(stacked parameters with ``params`` replacing some, stacked buffers); the template set to the mode."""
+        stacked = dict(self.module.named_parameters())
+        if params is not None:
+            stacked.update(params)
+        self.template.train(self.module.training)
+        return stacked, dict(self.module.named_buffers())
+
+
+class VmapNet(_FunctionalNet):
+    """The torch.func backend: vmap over functional_call of the member architecture."""
+
+    backend = "vmap"
+
+    def __init__(self, template: nn.Module, members: int):
+        super().__init__(template, members)
+        self._vmapped = {dim: vmap(self._call_one, in_dims=(0, 0, dim)) for dim in (0, None)}
+
+    def _call_one(self, params, buffers, x):
+        return functional_call(self.template, (params, buffers), (x,))
 
     def inputs(self, x: torch.Tensor, index: torch.Tensor):
         return (_gather(x, index), 0)
@@ -391,12 +415,36 @@ class VmapNet(CohortNet):
 
     def forward(self, inputs, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         x, dim = inputs
-        stacked = dict(self.module.named_parameters())
-        if params is not None:
-            stacked.update(params)
-        buffers = dict(self.module.named_buffers())
-        self.template.train(self.module.training)
+        stacked, buffers = self._tensors(params)
         return self._vmapped[dim](stacked, buffers, x)
+
+
+class PlainNet(_FunctionalNet):
+    """One member run by its own module: functional_call over the stacked (1, *shape) tensors with the member
+    axis squeezed (views, so in-place updates of running statistics land in the stack). Runs any model, also
+    one that draws random numbers in training (from torch's global generators, as the module alone would)."""
+
+    backend = "plain"
+
+    def __init__(self, template: nn.Module, members: int):
+        if members != 1:
+            raise ValueError(f"the plain backend runs one member at a time, not a cohort of {members}: this "
+                             "model needs a cohort of one per member (see resolve_backend for why)")
+        super().__init__(template, members)
+
+    def inputs(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return _gather(x, index)  # (1, B, *input_shape)
+
+    def inputs_shared(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unsqueeze(0)
+
+    def batch_of(self, inputs: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        return inputs[:, start:stop]
+
+    def forward(self, inputs: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        stacked, buffers = self._tensors(params)
+        member = {name: t[0] for name, t in (stacked | buffers).items()}
+        return functional_call(self.template, member, (inputs[0],)).unsqueeze(0)
 
 
 def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -408,13 +456,82 @@ def _tracking_batchnorms(module: nn.Module) -> list[nn.Module]:
     return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
 
-def resolve_backend(backend: str, family: str) -> str:
-    """"auto" -> BACKEND_BY_FAMILY[family] (grouped for unknown families); otherwise checked and returned."""
-    if backend == "auto":
-        return BACKEND_BY_FAMILY.get(family, "grouped")
-    if backend not in BACKENDS:
+# ---------------------------------------------------------------------------------------------------------
+# Choosing and building
+
+
+def resolve_backend(backend: str, template: nn.Module, members: int, example: torch.Tensor) -> str:
+    """The backend that trains ``members`` copies of ``template``'s architecture: "auto" -> the first of
+    BACKENDS that can; a named one is checked. ValueError saying why each candidate cannot.
+
+    example: a few training inputs (>= 2 rows; only the first two are used) for the probes of vmap: one
+    train-mode forward pass that must leave torch's global generators where they were, and a two-member
+    forward and backward pass under vmap that must run. Both run on copies: ``template`` and every random
+    stream are left as they were.
+    """
+    if backend != "auto" and backend not in BACKENDS:
         raise ValueError(f"unknown cohort backend {backend!r}; choose auto or one of {BACKENDS}")
-    return backend
+    problems = {}
+    for name in BACKENDS if backend == "auto" else (backend,):
+        problem = _PROBLEMS[name](template, members, example[:2])
+        if problem is None:
+            return name
+        problems[name] = problem
+    detail = "; ".join(f"{name}: {problem}" for name, problem in problems.items())
+    which = "no cohort backend can" if backend == "auto" else f"cohort backend {backend!r} cannot"
+    raise ValueError(f"{which} train {members} x {type(template).__name__} ({detail})")
+
+
+def _grouped_problem(template: nn.Module, members: int, example: torch.Tensor) -> str | None:
+    """Why the hand-batched layers cannot hold this model, or None. Built on the meta device: free."""
+    try:
+        with torch.device("meta"):
+            GroupedNet(template, 1)
+    except NotImplementedError as err:
+        return str(err)
+    return None
+
+
+def _vmap_problem(template: nn.Module, members: int, example: torch.Tensor) -> str | None:
+    """Why vmap cannot train this model, or None. Randomness is read from the generators' states, not from
+    layer types: that also catches F.dropout or torch.randn written in a user's forward. vmap would give
+    every member the same draws where the members alone would each draw their own."""
+    example = example.to(model_zoo.model_device(template, "cpu"))
+    try:
+        if _draws_random_numbers(template, example):
+            return ("its training forward pass draws random numbers (dropout or the like), which vmap would "
+                    "share between members; it trains with backend 'plain', one member at a time")
+        net = VmapNet(template, 2).train()
+        out = net(net.inputs_shared(example))
+        trainable = [p for p in net.params().values() if p.requires_grad]
+        if trainable:
+            torch.autograd.grad(out.float().sum(), trainable)
+    except Exception as err:  # whatever stops the probe means no vmap; plain then shows the model's own error
+        first_line = (str(err).splitlines() or [""])[0][:200]
+        return f"its forward and backward pass does not run under vmap ({type(err).__name__}: {first_line})"
+    return None
+
+
+def _draws_random_numbers(template: nn.Module, example: torch.Tensor) -> bool:
+    """Whether one train-mode forward pass of a copy of ``template`` moves torch's global CPU generator or the
+    example's CUDA generator (restored afterwards by fork_rng)."""
+    model = copy.deepcopy(template).train()
+    cuda = [example.device] if example.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda), torch.no_grad():
+        before = [torch.get_rng_state(), *(torch.cuda.get_rng_state(d) for d in cuda)]
+        model(example)
+        after = [torch.get_rng_state(), *(torch.cuda.get_rng_state(d) for d in cuda)]
+    return not all(torch.equal(a, b) for a, b in zip(before, after))
+
+
+def _plain_problem(template: nn.Module, members: int, example: torch.Tensor) -> str | None:
+    if members != 1:
+        return f"it runs one member at a time, not {members}: train these members in cohorts of one"
+    return None
+
+
+_PROBLEMS = {"grouped": _grouped_problem, "vmap": _vmap_problem, "plain": _plain_problem}
+_NETS = {"grouped": GroupedNet, "vmap": VmapNet, "plain": PlainNet}
 
 
 def build_cohort_net(template: nn.Module, states: list[dict], backend: str = "grouped",
@@ -422,9 +539,10 @@ def build_cohort_net(template: nn.Module, states: list[dict], backend: str = "gr
     """The cohort of ``len(states)`` members of ``template``'s architecture, holding those states, on ``device``.
 
     template: one member model (its weights are not used); states: the members' state dicts (e.g. each
-    seed's ``seeded_model(...).state_dict()``). backend: "grouped" or "vmap" (see the module doc).
+    seed's ``seeded_model(...).state_dict()``). backend: one of BACKENDS (see the module doc and
+    ``resolve_backend``, which says which one a model can use).
     """
-    cls = {"grouped": GroupedNet, "vmap": VmapNet}.get(backend)
+    cls = _NETS.get(backend)
     if cls is None:
         raise ValueError(f"unknown cohort backend {backend!r}; choose one of {BACKENDS}")
     net = cls(template, len(states))

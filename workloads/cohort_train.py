@@ -1,23 +1,28 @@
-"""Cohort training: M members of one architecture and step count trained as one model (workloads/cohort_net.py).
-(Over ~400 lines: the training loop, its optimizer, its checkpoint hooks and its evaluation are one method.)
+"""The training engine: M >= 1 models of one architecture and step count trained as one (workloads/cohort_net.py);
+workloads.train.train is its cohort of one. (Over ~400 lines: the training loop, its optimizer, its schedule,
+its checkpoint hooks and its evaluation are one method.)
 
-Each member gets exactly what ``workloads.train.train`` would give it alone:
+What the method fixes (method.md, section 2), per member: SGD with momentum, weight decay on every parameter,
+minibatches drawn without replacement (a fresh permutation per epoch), the last partial batch dropped, a
+constant learning rate or x0.1 at 75% of the epochs, and a batch size that is never changed to fit memory
+because the batch size *is* the temperature being measured. Each member gets exactly what it would get alone:
 - its batch order: a CPU ``torch.Generator`` seeded with its TrainConfig.seed draws one ``randperm(n)`` per
-  epoch, floor(n / B) steps, the last partial batch dropped (train.py ``_run_epoch``);
+  epoch (the same order on every device), floor(n / B) steps;
 - its initialisation (the state it was stacked from), its labels (label noise: same x, its own y);
 - its learning rate (schedule and scaling), weight decay and momentum: ``CohortSGD`` is torch.optim.SGD's
   update per member: d = g + wd·p; buf = momentum·buf + d (buf = d on the first step); p -= lr·buf;
 - its own BatchNorm batch and running statistics.
 The loss is the sum of the members' mean cross-entropies, whose gradient for member m is exactly that of
-its own loss. So a member's weights equal the one-at-a-time run's up to float rounding (tests/test_cohort.py).
+its own loss. So a member's weights equal its run alone up to float rounding (bit for bit for the grouped
+mlp on a CPU; a grouped convolution's weight gradient rounds by its group count: tests/test_cohort.py).
 
-Differences from train(): the global torch/numpy/python RNGs are not seeded per member (nothing in the
-training step draws from them; every draw is from a member's own generator). A member whose loss goes
-non-finite is frozen (parameters, momentum, BatchNorm statistics) and reported as diverged with train()'s
-message while the others continue. Non-finite losses are looked for every DIVERGENCE_CHECK_STEPS steps as in
-train.py: no host synchronisation per step; data stay on the device.
+The global torch/numpy/python RNGs: nothing in a grouped or vmap training step draws from them (every draw is
+from a member's own generator); the plain backend's (one member) forward may (dropout), so its member's seed
+seeds them and checkpoints store them. A member whose loss goes non-finite is frozen (parameters, momentum,
+BatchNorm statistics) and reported as diverged while the others continue. Non-finite losses are looked for
+every DIVERGENCE_CHECK_STEPS steps: no host synchronisation per step; data stay on the device.
 
-Execution settings (never part of the math beyond float rounding): backend (grouped | vmap | auto),
+Execution settings (never part of the math beyond float rounding): backend (auto | grouped | vmap | plain),
 compile (off | default | reduce-overhead (CUDA graphs) | max-autotune: torch.compile of the forward + loss),
 precision (fp32 | bf16 autocast of the forward pass in training; evaluation is always fp32).
 """
@@ -25,36 +30,48 @@ precision (fp32 | bf16 autocast of the forward pass in training; evaluation is a
 from __future__ import annotations
 
 import contextlib
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import torch
 
 from workloads import objective
 from workloads.cohort_checkpoint import checkpoint_state, restore_checkpoint
-from workloads.cohort_net import CohortNet
-from workloads.settings import COMPILE_MODES, PRECISIONS, eval_epochs  # declared once, with the sweep's execution settings
-from workloads.train import DIVERGENCE_CHECK_STEPS, TrainConfig, TrainingOOMError, checkpoint_due, learning_rate
+from workloads.cohort_net import BACKENDS, CohortNet
+# COMPILE_MODES and PRECISIONS are declared once, with the sweep's execution settings
+from workloads.settings import COMPILE_MODES, PRECISIONS, TrainConfig, eval_epochs
 
 EVAL_BATCH_SIZE = 1000  # examples per forward pass in evaluation (memory only)
 # An epoch's batches are gathered once per epoch (a step then only slices a view) when the M permuted copies
 # of the training inputs take at most this many bytes; otherwise each step gathers its own batch.
 EPOCH_GATHER_BYTES = 256 * 2**20
+STEP_AT_FRACTION = 0.75  # "step" schedule: lr x STEP_FACTOR from epoch int(0.75 * epochs) on (authors' code)
+STEP_FACTOR = 0.1
+# Non-finite losses are looked for every this many steps (and at each epoch end): one device sync per
+# 32 steps instead of one per step, while the first bad step is still reported exactly.
+DIVERGENCE_CHECK_STEPS = 32
+
+
+class TrainingOOMError(RuntimeError):
+    """The device ran out of memory; the batch size is never shrunk, so the trial fails instead."""
 
 
 @dataclass(frozen=True)
 class Execution:
-    """How a cohort runs. backend: "auto" (BACKEND_BY_FAMILY), "grouped" or "vmap"; compile: torch.compile mode
-    of the training forward pass or "off"; precision: "fp32" or "bf16" (autocast, training only)."""
+    """How a cohort runs. backend: "auto" (cohort_net.resolve_backend) or one of cohort_net.BACKENDS; compile:
+    torch.compile mode of the training forward pass or "off"; precision: "fp32" or "bf16" (autocast, training
+    only)."""
 
     backend: str = "auto"
     compile: str = "off"
     precision: str = "fp32"
 
     def __post_init__(self):
-        if self.backend not in ("auto", "grouped", "vmap"):
-            raise ValueError(f"execution backend must be auto, grouped or vmap, got {self.backend!r}")
+        if self.backend != "auto" and self.backend not in BACKENDS:
+            raise ValueError(f"execution backend must be auto or one of {BACKENDS}, got {self.backend!r}")
         if self.compile not in COMPILE_MODES:
             raise ValueError(f"execution compile must be one of {COMPILE_MODES}, got {self.compile!r}")
         if self.precision not in PRECISIONS:
@@ -63,14 +80,45 @@ class Execution:
 
 @dataclass
 class CohortTrainResult:
-    """Per member (lists of length M): history (train.py's per-epoch dicts), status "ok" | "diverged", error
-    (train.py's message, or None) and epochs_completed. net: the trained cohort, on the training device."""
+    """Per member (lists of length M): history, one dict per completed epoch: epoch (0-based), lr, train_loss
+    (mean over the epoch's batches, train mode), train_acc (fraction, same batches), seconds (wall time of the
+    epoch's steps), and test_loss / test_acc (full test set, eval mode) after the epochs of ``eval_every``
+    (None at the others); status "ok" | "diverged"; error (why it diverged: epoch, step, loss, lr, batch size)
+    or None; epochs_completed. net: the trained cohort, on the training device."""
 
     net: CohortNet
     histories: list[list[dict]]
     statuses: list[str]
     errors: list[str | None]
     epochs_completed: list[int] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Seeds, learning rate, checkpoint timing
+
+
+def set_seed(seed: int) -> None:
+    """Seed python's ``random``, numpy's global generator and torch (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds all CUDA devices
+
+
+def learning_rate(config: TrainConfig, epoch: int) -> float:
+    """The learning rate used throughout epoch ``epoch`` (0-based)."""
+    lr = config.lr
+    if config.lr_scaling == "linear":
+        lr = lr * config.batch_size / config.base_batch_size
+    if config.schedule == "step" and epoch >= int(STEP_AT_FRACTION * config.epochs):
+        lr = lr * STEP_FACTOR
+    return lr
+
+
+def checkpoint_due(epochs_done: int, every: int, minutes: float, seconds_since: float) -> bool:
+    """Whether a training writes its checkpoint after ``epochs_done`` epochs: every ``every``-th epoch
+    (``checkpoint_every``; 0 = off), or once ``minutes`` (``checkpoint_minutes``; 0 = off) have passed since
+    the last checkpoint or the start (``seconds_since``)."""
+    return bool(every and epochs_done % every == 0) or bool(minutes and seconds_since >= minutes * 60)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -224,8 +272,16 @@ def check_cohort_configs(configs: list[TrainConfig], n: int) -> None:
             raise ValueError(f"cohort members must share {key} (step counts and device agree); got {values}")
     b = configs[0].batch_size
     if b > n:
-        raise ValueError(f"TrainConfig.batch_size={b} exceeds the training-set size n={n}; it is never shrunk: "
-                         "the batch size is the experiment")
+        raise ValueError(f"TrainConfig.batch_size={b} exceeds the training-set size n={n} (it is never shrunk: "
+                         "the batch size is the experiment)")
+
+
+def check_member_targets(y: torch.Tensor, m: int, n: int, name: str) -> None:
+    """ValueError unless ``y`` is (M, n, ...): each member's targets, one row (a label, or a sequence's tokens)
+    per example. Never guessed from the shape: (n, T) token targets and (M, n) labels look alike."""
+    if y.dim() < 2 or tuple(y.shape[:2]) != (m, n):
+        raise ValueError(f"{name} must be (M, n, ...) = ({m}, {n}, ...): each member's targets (targets all "
+                         f"members share: y.expand({m}, *y.shape)), got {tuple(y.shape)}")
 
 
 def train_cohort(net: CohortNet, train_x: torch.Tensor, train_y: torch.Tensor, configs: list[TrainConfig], *,
@@ -233,16 +289,17 @@ def train_cohort(net: CohortNet, train_x: torch.Tensor, train_y: torch.Tensor, c
                  resume_state: dict | None = None, members: list[str] | None = None,
                  test_set: tuple[torch.Tensor, torch.Tensor] | None = None,
                  epoch_fn: Callable[[list[dict]], None] | None = None) -> CohortTrainResult:
-    """Train the M members of ``net`` in place; train_x (n, *input_shape) shared, train_y (M, n) or (n,).
+    """Train the M members of ``net`` in place; train_x (n, *input_shape) shared, train_y (M, n, ...) each
+    member's targets (a label per example, or a sequence's tokens: workloads/objective.py).
 
-    test_set: (test_x, test_y (M, n_test) or (n_test,)); with it the test loss and accuracy of every active
+    test_set: (test_x, test_y (M, n_test, ...)); with it the test loss and accuracy of every active
     member are added to its history after the epochs ``eval_epochs(epochs, eval_every)`` (eval mode: the
-    weights and BatchNorm statistics of training are not changed), as workloads.train does. epoch_fn(entries)
+    weights and BatchNorm statistics of training are not changed). epoch_fn(entries)
     is called after every epoch with the history entries of the members still active (for live progress),
     each with its ``member`` index added (not in the history).
 
     configs: one TrainConfig per member (same epochs, batch_size, device; any lr, momentum, weight decay,
-    schedule, seed). checkpoint_fn(state) is called when workloads.train.checkpoint_due says (every
+    schedule, seed). checkpoint_fn(state) is called when ``checkpoint_due`` says (every
     ``checkpoint_every``-th epoch, or ``checkpoint_minutes`` after the last checkpoint) with a CPU copy
     of the whole cohort (tensors, lists, dicts and numbers only: ``torch.load(weights_only=True)`` reads it);
     passed back as ``resume_state`` it continues bit for bit. members: optional names of the members (stored
@@ -253,16 +310,22 @@ def train_cohort(net: CohortNet, train_x: torch.Tensor, train_y: torch.Tensor, c
     check_cohort_configs(configs, n)
     if len(configs) != net.members:
         raise ValueError(f"{len(configs)} configs for a cohort of {net.members} members")
+    check_member_targets(train_y, net.members, n, "train_y")
+    if test_set is not None:
+        check_member_targets(test_set[1], net.members, int(test_set[0].shape[0]), "test_set's targets")
     device = torch.device(configs[0].device)
     try:
         return _train(net, train_x, train_y, configs, execution, device, checkpoint_fn, resume_state, members,
                       test_set, epoch_fn)
     except torch.cuda.OutOfMemoryError as err:
         params = sum(p[0].numel() for p in net.params().values())
+        what, remedy = ((f"a {params:,}-parameter model", "run this trial on a device with more memory or drop it "
+                         "from the grid") if net.members == 1 else
+                        (f"a cohort of {net.members} models of {params:,} parameters", "use fewer members per "
+                         "cohort or a device with more memory"))
         raise TrainingOOMError(
-            f"out of memory on {device} training a cohort of {net.members} models of {params:,} parameters at "
-            f"batch_size={configs[0].batch_size} (n={n}); the batch size is never shrunk: use fewer members per "
-            f"cohort or a device with more memory") from err
+            f"out of memory on {device} training {what} at batch_size={configs[0].batch_size} (n={n}); the batch "
+            f"size is the experiment and is never shrunk: {remedy}") from err
 
 
 def _train(net, train_x, train_y, configs, execution, device, checkpoint_fn, resume_state,
@@ -273,13 +336,13 @@ def _train(net, train_x, train_y, configs, execution, device, checkpoint_fn, res
     steps = n // batch
     net.to(device)
     x = train_x.to(device)
-    y = (train_y if train_y.dim() == 2 else train_y.unsqueeze(0).expand(m, n)).to(device)
-    if tuple(y.shape) != (m, n):
-        raise ValueError(f"train_y must be (n,) or (M, n) = ({m}, {n}), got {tuple(y.shape)}")
+    y = train_y.to(device)
     params = [p for p in net.params().values() if p.requires_grad]
     sgd = CohortSGD.for_training(params, configs, device)
     orders = [torch.Generator(device="cpu").manual_seed(c.seed) for c in configs]
     run = _Run(histories=[[] for _ in range(m)], errors=[None] * m)
+    if net.backend == "plain":  # its forward may draw from the global generators (dropout): seeded as the member
+        set_seed(configs[0].seed)
     start = 0
     if resume_state is not None:
         start = restore_checkpoint(resume_state, net, sgd, orders, run, configs, members)
@@ -329,7 +392,11 @@ def _train(net, train_x, train_y, configs, execution, device, checkpoint_fn, res
         _restore_buffers(net, frozen)
         seconds = time.perf_counter() - began
         per_example = objective.predictions(y[0, :1])  # predictions per example (1, or a sequence's targets)
-        mean_loss, accuracy = losses.mean(0).tolist(), (correct.double() / (steps * batch * per_example)).tolist()
+        # In float64, where an epoch's float32 losses (24-bit mantissas a few binades apart) sum exactly in any
+        # order: a member's mean does not depend on how many members share the (steps, M) tensor, whose float32
+        # mean over dim 0 rounds by its layout.
+        mean_loss = losses.double().mean(0).tolist()
+        accuracy = (correct.double() / (steps * batch * per_example)).tolist()
         for member in range(m):
             if run.errors[member] is None:
                 run.histories[member].append({"epoch": epoch, "lr": lrs[member], "train_loss": mean_loss[member],
@@ -392,13 +459,13 @@ def _restore_buffers(net: CohortNet, frozen: dict[int, dict]) -> None:
 @torch.no_grad()
 def evaluate_cohort(net: CohortNet, x: torch.Tensor, y: torch.Tensor, *,
                     batch_size: int = EVAL_BATCH_SIZE) -> tuple[list[float], list[float]]:
-    """Per member (mean cross-entropy, accuracy) on x (n, *input_shape), y (M, n) or (n,), as
+    """Per member (mean cross-entropy, accuracy) on x (n, *input_shape), y (M, n, ...) each member's targets, as
     workloads.train.evaluate: eval mode (running statistics), fp32, batches of ``batch_size``."""
     n, m = int(x.shape[0]), net.members
     if n == 0:
         raise ValueError("evaluate_cohort() needs at least one example")
     device = next(iter(net.params().values())).device
-    y = y if y.dim() > 1 and y.shape[0] == m and y.shape[1] == n else y.unsqueeze(0).expand(m, *y.shape)
+    check_member_targets(y, m, n, "y")
     was_training = net.training
     net.eval()
     total = torch.zeros(m, dtype=torch.float64, device=device)
@@ -417,5 +484,6 @@ def evaluate_cohort(net: CohortNet, x: torch.Tensor, y: torch.Tensor, *,
     return (total / count).tolist(), (correct.double() / count).tolist()
 
 
-__all__ = ["Execution", "CohortSGD", "CohortTrainResult", "train_cohort", "evaluate_cohort", "member_losses",
-           "check_cohort_configs", "COMPILE_MODES", "PRECISIONS"]
+__all__ = ["Execution", "CohortSGD", "CohortTrainResult", "TrainingOOMError", "train_cohort", "evaluate_cohort",
+           "member_losses", "check_cohort_configs", "check_member_targets", "set_seed", "learning_rate",
+           "checkpoint_due", "DIVERGENCE_CHECK_STEPS", "COMPILE_MODES", "PRECISIONS"]

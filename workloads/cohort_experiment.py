@@ -37,7 +37,7 @@ from workloads.fingerprint import execution_path
 from workloads.metric_discovery import measure_added
 from workloads.metrics.cka import cka_or_reason, softmax_outputs
 from workloads.metrics.probes import make_probes, probe_pool
-from workloads.metrics.cohort_curves import connect_cohort
+from workloads.metrics.connectivity import connect_cohort, curve_cohort
 from workloads.metrics.cohort_hessian import estimate_hessian_cohort
 from workloads.metrics.distance import l2_distance
 from workloads.metrics.hessian import estimate_hessian
@@ -352,12 +352,7 @@ def measure_pairs_cohort(specs: list[PairSpec], states: list[tuple[dict, dict]],
         l2.append(l2_distance(model_a, model_b))
         ends.append((model_a, model_b))
     backend = resolve_backend(execution.backend, ends[0][0], len(ends), base.train_x)
-    template = ends[0][0]
-    net = build_cohort_net(template, [a.state_dict() for a, _ in ends], backend, device)
-    end_a = {n: torch.stack([dict(a.named_parameters())[n].detach() for a, _ in ends]) for n, _ in
-             template.named_parameters()}
-    end_b = {n: torch.stack([dict(b.named_parameters())[n].detach() for _, b in ends]) for n, _ in
-             template.named_parameters()}
+    net, end_a, end_b = curve_cohort(ends, device, backend)
     train_y = torch.stack([ds.train_y for ds in datasets]).to(device)
     test_y = torch.stack([ds.test_y for ds in datasets]).to(device)
     configs = [dataclasses.replace(cell.curve, device=device) for cell in cells]

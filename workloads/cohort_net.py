@@ -214,7 +214,7 @@ def _batched_copy(module: nn.Module, members: int, folded: bool) -> nn.Module:
 class CohortNet:
     """M models as one. ``module`` holds the stacked tensors under the member names (its state_dict() is the
     cohort state); ``forward(inputs, params=None)`` -> logits (M, B, num_classes), with ``params`` replacing
-    (some of) the stacked parameters for that call (the curve points of workloads/metrics/cohort_curves.py).
+    (some of) the stacked parameters for that call (the curve points of workloads/metrics/connectivity.py).
     """
 
     backend = ""

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from workloads import objective
-from workloads.cohort_net import CohortNet, build_cohort_net, stack_states
+from workloads.cohort_net import CohortNet, build_cohort_net, resolve_backend, stack_states
 from workloads.cohort_train import CohortSGD
 from workloads.metrics.batchnorm import recompute_cohort_batchnorm
 from workloads.settings import CURVE_LR_SCHEDULES, CurveConfig  # noqa: F401  (re-exported: declared there)
@@ -111,8 +111,8 @@ def curve_cohort(pairs: list[tuple[nn.Module, nn.Module]], device: str | torch.d
     end_a, end_b: {name: (P, *shape)} copies of the endpoints' parameters (the models are not modified; ValueError
     if they are not one architecture). net: a CohortNet of P members of the first model's architecture and
     parameter dtype, whose own parameters and running statistics `connect_cohort` never reads. backend: a
-    cohort_net backend; None: "grouped" (BACKEND_BY_FAMILY's choice for every family) where it can hold the
-    architecture, else "vmap" (any module torch.func can call, e.g. a BatchNorm after a Linear).
+    cohort_net backend (connect_models and the sweep pass what resolve_backend("auto", ...) chose); None:
+    "grouped" where it can hold the architecture, else "vmap" (e.g. a BatchNorm after a Linear).
     """
     ends = stack_states([dict(m.named_parameters()) for m in [a for a, _ in pairs] + [b for _, b in pairs]])
     p, template = len(pairs), pairs[0][0]
@@ -405,7 +405,7 @@ def connect_models(
         raise TypeError("train_x, train_y, test_x and test_y are all required in the tensor form")
     config = CurveConfig() if config is None else config
     device = torch.device(config.device)
-    net, end_a, end_b = curve_cohort([(model_a, model_b)], device)
+    net, end_a, end_b = curve_cohort([(model_a, model_b)], device, resolve_backend("auto", model_a, 1, train_x))
     [result] = connect_cohort(net, end_a, end_b, train_x.to(device), train_y.to(device).unsqueeze(0),
                               test_x.to(device), test_y.to(device).unsqueeze(0), [config])
     return result

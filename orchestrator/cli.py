@@ -116,8 +116,16 @@ def validate(config, overrides, address):
     problem = missing_data_root(cfg)
     if problem:
         click.echo(f"  note: workload.data_root: {problem}; a local run needs it here, a cluster on its nodes")
-    from orchestrator.cohorts import describe_cohorts
+    from orchestrator.cohorts import describe_cohorts, for_the_model
+    from orchestrator.run_facts import trains_one_member_per_cohort
 
+    if not problem:  # the model is built on the config's data: without it the jobs find out
+        try:
+            cfg, note = for_the_model(cfg, trains_one_member_per_cohort(cfg))
+        except Exception as exc:  # the model's or dataset's own error: reported, the rest of the check goes on
+            note = f"could not build the model to choose its cohort backend ({type(exc).__name__}: {exc})"
+        if note:
+            click.echo(f"  note: {note}")
     click.echo(f"  {describe_cohorts(cfg, cfg.model_keys(), cfg.pair_keys())}")
     on_gpus = cfg.with_gpus_available(True)  # resources.gpu: auto, on a cluster with GPUs
     if any(on_gpus.trial_gpu(lv) for lv in cfg.load.values):

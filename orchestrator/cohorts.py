@@ -32,6 +32,7 @@ one whole GPU (a request of one GPU or more is kept as it is).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from orchestrator.config import SweepConfig
@@ -44,6 +45,17 @@ def _resource_group(cfg: SweepConfig, load_value) -> tuple:
     by_cpu = {float(k): float(v) for k, v in r.cpu_by_load.items()}
     by_gpu = {float(k): float(v) for k, v in r.gpu_by_load.items()}
     return by_cpu.get(float(load_value)), by_gpu.get(float(load_value))
+
+
+def for_the_model(cfg: SweepConfig, one_member_reason: str) -> tuple[SweepConfig, str | None]:
+    """``cfg`` with cohorts of one member when its model needs them (``one_member_reason``: run_facts'
+    ``trains_one_member_per_cohort``, e.g. a model drawing random numbers in its forward pass), and the note
+    that says so; else ``cfg`` unchanged and None. Decided once, before the cohorts are printed and formed."""
+    if not one_member_reason or not cfg.execution.cohorts:
+        return cfg, None
+    note = (f"{one_member_reason}: each cohort of {cfg.workload.model} has one member (the plain backend, as with "
+            f"execution.cohort: off)")
+    return dataclasses.replace(cfg, execution=dataclasses.replace(cfg.execution, cohort="off")), note
 
 
 def member_cap(cfg: SweepConfig, gpu_share: float | None) -> int | None:

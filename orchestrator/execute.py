@@ -37,6 +37,7 @@ def _execute(cfg, run_dir: str, *, address, analysis: bool, resuming: bool, stop
     import dataclasses
 
     from orchestrator import ray_leftovers, run_facts, runlock, storage
+    from orchestrator.cohorts import for_the_model
     from orchestrator.config import config_warnings
     from orchestrator.plan import make_plan
 
@@ -66,6 +67,7 @@ def _execute(cfg, run_dir: str, *, address, analysis: bool, resuming: bool, stop
             storage.write_bytes(storage.config_uri(run_dir), cfg.to_yaml().encode())
             where["resumable"] = True  # `landscape resume RUN_DIR` reads that config.yaml
             run_facts.record(run_dir, plan.facts, cfg)  # what status reads instead of running the config's code
+            cfg, one_member_note = for_the_model(cfg, plan.facts.one_member_cohorts)  # as printed, as run
             info, run_info_note = storage.ensure_run_info(run_dir, cfg.name)
         except errors as exc:
             raise _input_error(exc) from exc
@@ -76,6 +78,8 @@ def _execute(cfg, run_dir: str, *, address, analysis: bool, resuming: bool, stop
              f"{len(cfg.model_keys())} models, {len(cfg.pair_keys())} pairs -> {run_dir}")
         for warning in config_warnings(cfg):
             echo(f"warning: {warning}", err=True)
+        if one_member_note:
+            echo(f"  note: {one_member_note}")
         if leftover:
             echo(f"  note: stopped {len(leftover)} process(es) left by the local Ray of an earlier, killed run")
         for note in plan.repaired + ([run_info_note] if run_info_note else []):

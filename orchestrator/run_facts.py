@@ -42,6 +42,9 @@ class RunFacts:
     added_metrics: tuple = ()  # names of the run's added metrics (the package's own and metrics.extra's)
     unresolved_metrics: tuple = ()  # metrics.extra entries whose metric names are not known (never imported)
     source: str = "measured"  # measured | recorded | assumed
+    # Why no backend trains two members of the model as one (workloads/cohort_net.py resolve_backend, e.g. dropout
+    # in its forward pass), so its cohorts have one member each (the plain backend); "" when they need not.
+    one_member_cohorts: str = ""
 
     def params(self, width: int) -> float:
         """The parameter count at ``width``: measured or recorded, else scaled from the nearest known width as
@@ -77,7 +80,30 @@ def measure(cfg: SweepConfig) -> RunFacts:
         except Exception:  # a cost estimate: a width that does not build is sized by params()
             continue
     added = tuple(spec.name for spec in run_metrics(cfg.metrics.extra).added)
-    return RunFacts(int(train), tuple(int(d) for d in shape), int(classes), parameters, added)
+    return RunFacts(int(train), tuple(int(d) for d in shape), int(classes), parameters, added,
+                    one_member_cohorts=trains_one_member_per_cohort(cfg))
+
+
+def trains_one_member_per_cohort(cfg: SweepConfig) -> str:
+    """Why ``cfg``'s model trains one member per cohort, or "" when it need not: the engine's backend choice
+    for two members of the grid's first cell fails where one member works (the plain backend), e.g. a model
+    that draws random numbers in its forward pass (dropout). Any other failure is left to the jobs, which report
+    it with the model's own error."""
+    from orchestrator.cells import cell_spec
+    from workloads.cohort_net import resolve_backend
+
+    cell = cell_spec(cfg, cfg.load.values[0], cfg.temperature.values[0])
+    data = cell.data()
+    model = cell.build_model(cfg.seeds[0], data)
+    try:
+        resolve_backend("auto", model, 2, data.train_x[:2])
+        return ""
+    except ValueError as exc:
+        why = str(exc)
+    try:
+        return why if resolve_backend("auto", model, 1, data.train_x[:2]) == "plain" else ""
+    except ValueError:
+        return ""
 
 
 def assumed(cfg: SweepConfig) -> RunFacts:

@@ -208,6 +208,36 @@ def test_readme_example_runs_from_a_folder_holding_only_its_two_files(user_folde
 
 
 @pytest.mark.ray
+def test_a_model_with_dropout_trains_one_member_per_cohort_as_validate_and_run_say(user_folder, ray_tmpdir):
+    """The engine's backends cannot train two members of a model that draws random numbers in its forward pass
+    (vmap would share the draws): validate and run say so, and the sweep forms cohorts of one (plain)."""
+    (user_folder / "dropnets.py").write_text(textwrap.dedent("""
+        import math
+        from torch import nn
+
+        def build(*, width, num_classes, input_shape):
+            return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), width), nn.ReLU(),
+                                 nn.Dropout(0.2), nn.Linear(width, num_classes))
+    """))
+    raw = readme_example()["my.yaml"].replace("mynets:build", "dropnets:build").replace("model_args: {depth: 1}",
+                                                                                       "model_args: {}")
+    (user_folder / "drop.yaml").write_text(raw)
+    note = "draws random numbers"
+    checked = _run(["validate", "drop.yaml"], user_folder, hygienic_env(ray_tmpdir), timeout=120)
+    assert checked.returncode == 0 and note in checked.stdout, (checked.stdout, checked.stderr)
+    assert "each cohort of dropnets:build has one member" in checked.stdout
+    assert "4 training trials and 2 pair trials of one model or pair each" in checked.stdout, checked.stdout
+    proc = _run(["run", "drop.yaml", "--out", "run", "--no-analysis"], user_folder, hygienic_env(ray_tmpdir))
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    assert note in proc.stdout and "4/4 models, 2/2 pairs" in proc.stdout
+    tables = RunTables(str(user_folder / "run"))
+    models, pairs = tables.read("models"), tables.read("pairs")
+    assert (models.status == "ok").all() and (pairs.status == "ok").all(), models[["status", "error"]]
+    assert models["cohort"].nunique() == 4  # one member per cohort
+    assert {json.loads(p)["backend"] for p in models["execution_path"]} == {"plain"}
+
+
+@pytest.mark.ray
 def test_an_exception_inside_the_users_model_reaches_the_user_as_its_own(user_folder, ray_tmpdir):
     (user_folder / "badnets.py").write_text(textwrap.dedent("""
         import math

@@ -87,16 +87,17 @@ def estimate_hessian_cohort(
     """λ_max and trace of each member's Hessian, as ``estimate_hessian(member, inputs, targets_m, ...)``
     with backend "lanczos", batch_size None and no BatchNorm recompute (the only settings offered here).
 
-    inputs (k, *input_shape) shared by all members; targets (M, k) or (k,). members: which to measure
+    inputs (k, *input_shape) shared by all members; targets (M, k, ...) (each member's; a token model's
+    (M, k, T)) or (k, ...) shared. members: which to measure
     (default all; e.g. leave out diverged ones); the others get None. The cohort's modes are restored.
     """
     if not (top_eigenvalue or trace):
         raise ValueError("nothing to compute: top_eigenvalue and trace are both False")
-    k = len(inputs)
-    if k == 0 or targets.shape[-1] != k:
-        raise ValueError(f"need as many targets as inputs, and at least one: got {k} and {targets.shape[-1]}")
-    m = net.members
-    targets = targets if targets.dim() == 2 else targets.unsqueeze(0).expand(m, k)
+    k, m = len(inputs), net.members
+    if targets.dim() < 2 or tuple(targets.shape[:2]) != (m, k):  # shared targets: every member's the same
+        targets = targets.unsqueeze(0).expand(m, *targets.shape)
+    if k == 0 or targets.shape[1] != k:
+        raise ValueError(f"need as many targets as inputs, and at least one: got {k} and {targets.shape[1]}")
     members = list(range(m)) if members is None else sorted(set(members))
     settings = dict(eigen_tol=eigen_tol, eigen_max_iter=eigen_max_iter, trace_tol=trace_tol,
                     trace_max_probes=trace_max_probes, trace_min_probes=trace_min_probes,

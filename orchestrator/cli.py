@@ -126,7 +126,8 @@ def validate(config, overrides, address):
             note = f"could not build the model to choose its cohort backend ({type(exc).__name__}: {exc})"
         if note:
             click.echo(f"  note: {note}")
-    click.echo(f"  {describe_cohorts(cfg, cfg.model_keys(), cfg.pair_keys())}")
+    if not address:  # with a cluster, after its resources: the GPU share decides the cohorts' sizes
+        click.echo(f"  {describe_cohorts(cfg, cfg.model_keys(), cfg.pair_keys())}")
     on_gpus = cfg.with_gpus_available(True)  # resources.gpu: auto, on a cluster with GPUs
     if any(on_gpus.trial_gpu(lv) for lv in cfg.load.values):
         from orchestrator.estimate import estimate_gpu_hours
@@ -144,6 +145,8 @@ def validate(config, overrides, address):
         from orchestrator import ray_env
         from orchestrator.resources import autoscaler_node_types, check_resources
 
+        from orchestrator.tune_adapters import concurrent_slots
+
         try:
             ray_env.init_ray(address)
             plan = check_resources(cfg, node_types=autoscaler_node_types())
@@ -152,6 +155,8 @@ def validate(config, overrides, address):
         finally:
             shutdown_ray()
         echo_resources(cfg, plan)
+        cfg = cfg.with_gpus_available(bool(plan["cluster"]["gpu_available"]))  # as `run` decides it
+        click.echo(f"  {describe_cohorts(cfg, cfg.model_keys(), cfg.pair_keys(), concurrent_slots(cfg, plan))}")
 
 
 LOG_HELP = ("Also send every job's epochs and results to Tune's logger for this tool: tensorboard (event files "

@@ -144,6 +144,8 @@ def _sweep(cfg, run_dir: str, plan, info: dict, address, stop):
             resources = check_resources(cfg, node_types=node_types)
         except errors as exc:
             raise _input_error(exc) from exc
+        # resources.gpu: auto decided once, for this cluster: the cohorts printed below are the ones that run.
+        cfg = cfg.with_gpus_available(bool(resources["cluster"]["gpu_available"]))
         echo_resources(cfg, resources)
         from orchestrator.cohorts import describe_cohorts
 

@@ -189,3 +189,38 @@ def test_quarter_gpus_run_four_trials_at_once_on_a_declared_gpu(short_tmp):
     starts = ends - pd.to_timedelta(models.wall_seconds, unit="s")
     overlap = max_overlap(list(starts), list(ends))
     assert overlap == 4, f"{overlap} trials at once; intervals:\n{pd.DataFrame({'start': starts, 'end': ends})}"
+
+
+def test_the_cohorts_printed_for_a_gpu_cluster_are_the_cohorts_that_run(short_tmp):
+    """`gpu: auto` on a cluster with a GPU caps a cohort at 1 / its share (4 members at a quarter GPU) and auto
+    splits cohorts to fill the trials at once: validate --address and run print the cohorts after deciding the
+    GPU share for the cluster, so the printed line describes the cohorts whose rows the models table holds."""
+    import re
+
+    config = os.path.join(short_tmp, "cohorts.yaml")
+    with open(config, "w") as f:
+        yaml.safe_dump({**PACKING, "name": "gpu-cohorts", "training": {"epochs": 3, "lr": 0.05},
+                        "execution": {"cohort": "auto"}}, f)
+    run_dir = os.path.join(short_tmp, "run")
+    pattern = r"cohorts \(execution.cohort: auto\): (\d+) training trials? of (\d+(?:-\d+)?) models each"
+    with LoopbackCluster() as cluster:
+        cluster.start_head(num_cpus=4, num_gpus=1)
+        env = hygienic_env(cluster.temp_dir)
+        check = subprocess.run(landscape_cmd() + ["validate", config, "--address", cluster.address],
+                               capture_output=True, text=True, env=env, timeout=120)
+        assert check.returncode == 0, check.stderr
+        proc = subprocess.run(landscape_cmd() + ["run", config, "--address", cluster.address, "--out", run_dir,
+                                                 "--no-analysis"],
+                              capture_output=True, text=True, env=env, timeout=240)
+        assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+        survivors = cluster.stop()
+    assert not survivors, survivors
+    validated, ran = re.search(pattern, check.stdout), re.search(pattern, proc.stdout)
+    assert validated and ran, (check.stdout, proc.stdout)
+    assert validated.groups() == ran.groups()
+    models = RunTables(run_dir).read("models")
+    assert len(models) == 6 and (models.status == "ok").all(), models[["status", "error"]]
+    sizes = sorted(models.groupby("cohort").size())
+    printed = [int(s) for s in ran.group(2).split("-")]
+    assert len(sizes) == int(ran.group(1)) and (sizes[0], sizes[-1]) == (printed[0], printed[-1]), (sizes, ran.group(0))
+    assert max(sizes) <= 4  # at most 1 / 0.25 members: one GPU's worth of packed trials

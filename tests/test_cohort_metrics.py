@@ -303,3 +303,16 @@ def test_which_models_and_pairs_share_a_cohort():
     with pytest.raises(ValueError, match="cannot share a cohort"):
         train_and_measure_cohort(by_batch)
 
+
+
+def test_a_members_hessian_estimate_does_not_depend_on_its_place_in_the_cohort():
+    """Each member of a 5-member grouped MLP cohort gets the bits it gets measured alone: the products handed
+    to each member's Lanczos are its own copies (a view into the cohort's block starts at another memory
+    alignment per member, and the vectorised dot products then rounded differently for some members)."""
+    models = [seeded_model("mlp", s, width=16, num_classes=10, input_shape=(40,), depth=2) for s in range(5)]
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(128, 40, generator=gen), torch.randint(0, 10, (5, 128), generator=gen)
+    together = estimate_hessian_cohort(build_cohort_net(models[0], [m.state_dict() for m in models]), x, y)
+    for i, model in enumerate(models):
+        [alone] = estimate_hessian_cohort(build_cohort_net(model, [model.state_dict()]), x, y[i:i + 1])
+        assert (alone.top_eigenvalue, alone.trace) == (together[i].top_eigenvalue, together[i].trace), i

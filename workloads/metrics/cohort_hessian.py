@@ -63,7 +63,10 @@ class CohortHessianOperator:
             stacked[: rows[member], member] = v.to(self.dtype)
             self.counts[member] += rows[member]
         flat = hessian_products(self.grads, self.params, self.numels, stacked, retain=True)  # (width, M, dim)
-        return {member: flat[: rows[member], member] if v.dim() == 2 else flat[0, member]
+        # Copies, not views into ``flat``: a view of member m starts m * dim elements in, and the vectorised
+        # reductions Lanczos then runs on it (dot products, norms) round differently at another alignment, so
+        # a member's estimate would depend on its place in the cohort.
+        return {member: (flat[: rows[member], member] if v.dim() == 2 else flat[0, member]).clone()
                 for member, v in vectors.items()}
 
 

@@ -41,13 +41,12 @@ def measure(cfg, keys: list[tuple], run_dir: str) -> tuple[list[float], list[flo
 
     from orchestrator import storage
     from orchestrator.cells import cell_spec
-    from orchestrator.cohorts import cohort_id
-    from orchestrator.jobs import mkey
+    from orchestrator.jobs import cohort_id, mkey
     from orchestrator.job_io import checkpoint_writer
     from workloads.cohort_experiment import member_datasets, member_key
     from workloads.cohort_net import build_cohort_net
     from workloads.cohort_train import train_cohort
-    from workloads.experiment import ModelSpec
+    from workloads.specs import ModelSpec
 
     specs = [ModelSpec(cell_spec(cfg, lv, tv), seed, "cpu") for lv, tv, seed in keys]
     cells = [s.cell for s in specs]

@@ -191,7 +191,7 @@ def grid(args) -> int:
     from orchestrator.config import load_config
     from orchestrator.cells import cell_spec
     from workloads.cohort_experiment import plan_model_cohorts
-    from workloads.experiment import ModelSpec
+    from workloads.specs import ModelSpec
 
     cfg = load_config(args.config, args.set)
     specs = [ModelSpec(cell_spec(cfg, lv, tv), seed) for lv, tv, seed in cfg.model_keys()]

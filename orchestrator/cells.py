@@ -11,8 +11,8 @@ from workloads.metric_discovery import run_metrics
 
 
 def cell_spec(cfg: SweepConfig, load_value: float, temperature_value: float):
-    """The workloads.experiment.CellSpec of one grid cell."""
-    from workloads.experiment import CellSpec
+    """The workloads.specs.CellSpec of one grid cell."""
+    from workloads.specs import CellSpec
 
     # "~/data" is the home of the node that runs the job.
     workload = dataclasses.replace(cfg.workload, data_root=expand_data_root(cfg.workload.data_root))

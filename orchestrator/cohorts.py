@@ -147,7 +147,7 @@ def model_cohorts(cfg: SweepConfig, todo: list, slots: int | None = None) -> lis
     if not cfg.execution.cohorts:  # before importing torch: cohorts of one need no planning
         return [[k] for k in todo]
     from workloads.cohort_experiment import plan_model_cohorts
-    from workloads.experiment import ModelSpec
+    from workloads.specs import ModelSpec
 
     return _cohorts_of(cfg, todo, "models", ModelSpec, plan_model_cohorts,
                        lambda lv: None if cfg.gpu_is_auto else cfg.trial_gpu(lv), slots)
@@ -158,7 +158,7 @@ def pair_cohorts(cfg: SweepConfig, todo: list, slots: int | None = None) -> list
     if not cfg.execution.cohorts:  # before importing torch: cohorts of one need no planning
         return [[k] for k in todo]
     from workloads.cohort_experiment import plan_pair_cohorts
-    from workloads.experiment import PairSpec
+    from workloads.specs import PairSpec
 
     return _cohorts_of(cfg, todo, "pairs", PairSpec, plan_pair_cohorts,
                        lambda lv: None if cfg.gpu_is_auto else cfg.pair_resources(lv)["gpu"], slots)

@@ -111,7 +111,7 @@ def _skipped(key: str, kind: str, row: dict) -> dict:
 def train_models(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
     """Train and measure the members of a model job; returns the trial's result (see the module doc)."""
     from workloads.cohort_experiment import train_and_measure_cohort
-    from workloads.experiment import ModelSpec
+    from workloads.specs import ModelSpec
 
     started = time.perf_counter()
     tables = RunTables(context.run_dir)
@@ -220,7 +220,7 @@ def measure_added_metrics(cfg: SweepConfig, context: JobContext, member: tuple, 
 def measure_pairs(cfg: SweepConfig, context: JobContext, job: dict) -> dict:
     """Measure the pairs of a pair job, their curves trained as one; returns the trial's result."""
     from workloads.cohort_experiment import measure_pairs_cohort
-    from workloads.experiment import PairSpec
+    from workloads.specs import PairSpec
 
     started = time.perf_counter()
     tables = RunTables(context.run_dir)

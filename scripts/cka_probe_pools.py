@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     from orchestrator.cells import cell_spec
     from orchestrator.status import load_run_config
     from workloads.data import load_dataset
-    from workloads.experiment import load_trained
+    from workloads.cohort_experiment import load_trained
     from workloads.metrics.cka import cka_or_reason, softmax_outputs
     from workloads.metrics.probes import mixup_probes, sample_points
 

@@ -34,7 +34,7 @@ import pytest
 
 if TYPE_CHECKING:  # annotations only: importing them here would load torch for every test
     from orchestrator.config import SweepConfig
-    from workloads.experiment import CellSpec
+    from workloads.specs import CellSpec
 
 RAY_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
@@ -310,9 +310,9 @@ def tiny_cell(*, curve_epochs: int = 1, **changes) -> "CellSpec":
     """
     import dataclasses
 
-    from workloads.experiment import CellSpec, HessianSettings
     from workloads.metrics.connectivity import CurveConfig
-    from workloads.settings import CkaSettings, Workload
+    from workloads.settings import CkaSettings, HessianSettings, Workload
+    from workloads.specs import CellSpec
     from workloads.train import TrainConfig
 
     fields = {f.name for f in dataclasses.fields(Workload)}

@@ -44,6 +44,7 @@ from workloads.metrics.hessian import estimate_hessian
 from workloads.models import count_parameters
 from workloads.rows import add_measurements, curve_history_rows, model_row, pair_rows, utc_now
 from workloads.settings import HessianSettings
+from workloads.specs import ModelSpec, PairSpec
 
 # On a CPU the members' Hessian-vector products are taken together only for models of at most this many
 # parameters. `benchmarks/cohort.py --hessian` (docs/benchmarks.md, "Cohorts: the engine"; 3 MLPs, 1000 points): the
@@ -113,7 +114,7 @@ def hessian_points(data: Dataset, settings: HessianSettings) -> tuple[torch.Tens
 
 
 def load_trained(cell, seed: int, state_dict: dict, data: Dataset, device: str) -> nn.Module:
-    """A model of the cell (a workloads.experiment.CellSpec) with the given trained weights, on ``device``, in
+    """A model of the cell (a workloads.specs.CellSpec) with the given trained weights, on ``device``, in
     eval mode."""
     model = cell.build_model(seed, data)
     model.load_state_dict(state_dict)

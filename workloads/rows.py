@@ -17,8 +17,7 @@ from workloads.metric_specs import BUILTINS
 from workloads.models import count_parameters
 from workloads.settings import MC_ON
 
-# ``cell`` below is a workloads.experiment.CellSpec (named, not imported: experiment.py calls the engine, which
-# imports this module).
+# ``cell`` below is a workloads.specs.CellSpec (named, not imported: the rows need none of its code).
 
 
 def utc_now() -> datetime:

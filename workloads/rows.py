@@ -16,8 +16,7 @@ from workloads.fingerprint import dataset_sha256
 from workloads.metric_specs import BUILTINS
 from workloads.models import count_parameters
 from workloads.settings import MC_ON
-
-# ``cell`` below is a workloads.specs.CellSpec (named, not imported: the rows need none of its code).
+from workloads.specs import CellSpec
 
 
 def utc_now() -> datetime:

@@ -156,12 +156,13 @@ def test_gpu_by_load_on_a_cpu_only_cluster_fails_fast(short_tmp, ray_tmpdir):
     assert time.monotonic() - started < 60
 
 
-@pytest.mark.ray
-@pytest.mark.slow
-def test_quarter_gpus_run_four_trials_at_once_on_a_declared_gpu(short_tmp):
-    config = os.path.join(short_tmp, "packing.yaml")
+def validate_and_run_on_a_declared_gpu(short_tmp: str, raw: dict):
+    """`landscape validate --address` and `landscape run --address` of the config ``raw`` on a loopback cluster of
+    4 CPUs and 1 declared GPU (stopped afterwards, leaving no process): (validate's and run's CompletedProcess,
+    the run directory)."""
+    config = os.path.join(short_tmp, f"{raw['name']}.yaml")
     with open(config, "w") as f:
-        yaml.safe_dump(PACKING, f)
+        yaml.safe_dump(raw, f)
     run_dir = os.path.join(short_tmp, "run")
     with LoopbackCluster() as cluster:
         cluster.start_head(num_cpus=4, num_gpus=1)
@@ -169,15 +170,22 @@ def test_quarter_gpus_run_four_trials_at_once_on_a_declared_gpu(short_tmp):
         check = subprocess.run(landscape_cmd() + ["validate", config, "--address", cluster.address],
                                capture_output=True, text=True, env=env, timeout=120)
         assert check.returncode == 0, check.stderr
-        assert "cluster: 1 node(s), 4 CPU, 1 GPU" in check.stdout, check.stdout
-        assert "GPUs: auto -> the cluster has GPUs: 0.25 GPU per trial" in check.stdout, check.stdout
-        assert "trials at once: 4 at width 128 (0.5 CPU + 0.25 GPU each)" in check.stdout, check.stdout
         proc = subprocess.run(landscape_cmd() + ["run", config, "--address", cluster.address, "--out", run_dir,
                                                  "--no-analysis"],
                               capture_output=True, text=True, env=env, timeout=240)
         assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
         survivors = cluster.stop()
     assert not survivors, survivors
+    return check, proc, run_dir
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_quarter_gpus_run_four_trials_at_once_on_a_declared_gpu(short_tmp):
+    check, proc, run_dir = validate_and_run_on_a_declared_gpu(short_tmp, PACKING)
+    assert "cluster: 1 node(s), 4 CPU, 1 GPU" in check.stdout, check.stdout
+    assert "GPUs: auto -> the cluster has GPUs: 0.25 GPU per trial" in check.stdout, check.stdout
+    assert "trials at once: 4 at width 128 (0.5 CPU + 0.25 GPU each)" in check.stdout, check.stdout
     assert "trials at once: 4 at width 128 (0.5 CPU + 0.25 GPU each)" in proc.stdout
     # No CUDA here: the trials ran on the CPU, recorded it, and the command said so.
     assert "CUDA was not available" in proc.stderr, proc.stderr[-2000:]
@@ -191,30 +199,17 @@ def test_quarter_gpus_run_four_trials_at_once_on_a_declared_gpu(short_tmp):
     assert overlap == 4, f"{overlap} trials at once; intervals:\n{pd.DataFrame({'start': starts, 'end': ends})}"
 
 
+@pytest.mark.ray
 def test_the_cohorts_printed_for_a_gpu_cluster_are_the_cohorts_that_run(short_tmp):
     """`gpu: auto` on a cluster with a GPU caps a cohort at 1 / its share (4 members at a quarter GPU) and auto
     splits cohorts to fill the trials at once: validate --address and run print the cohorts after deciding the
     GPU share for the cluster, so the printed line describes the cohorts whose rows the models table holds."""
     import re
 
-    config = os.path.join(short_tmp, "cohorts.yaml")
-    with open(config, "w") as f:
-        yaml.safe_dump({**PACKING, "name": "gpu-cohorts", "training": {"epochs": 3, "lr": 0.05},
-                        "execution": {"cohort": "auto"}}, f)
-    run_dir = os.path.join(short_tmp, "run")
     pattern = r"cohorts \(execution.cohort: auto\): (\d+) training trials? of (\d+(?:-\d+)?) models each"
-    with LoopbackCluster() as cluster:
-        cluster.start_head(num_cpus=4, num_gpus=1)
-        env = hygienic_env(cluster.temp_dir)
-        check = subprocess.run(landscape_cmd() + ["validate", config, "--address", cluster.address],
-                               capture_output=True, text=True, env=env, timeout=120)
-        assert check.returncode == 0, check.stderr
-        proc = subprocess.run(landscape_cmd() + ["run", config, "--address", cluster.address, "--out", run_dir,
-                                                 "--no-analysis"],
-                              capture_output=True, text=True, env=env, timeout=240)
-        assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
-        survivors = cluster.stop()
-    assert not survivors, survivors
+    check, proc, run_dir = validate_and_run_on_a_declared_gpu(
+        short_tmp, {**PACKING, "name": "gpu-cohorts", "training": {"epochs": 3, "lr": 0.05},
+                    "execution": {"cohort": "auto"}})
     validated, ran = re.search(pattern, check.stdout), re.search(pattern, proc.stdout)
     assert validated and ran, (check.stdout, proc.stdout)
     assert validated.groups() == ran.groups()

@@ -124,7 +124,7 @@ def test_a_failed_cohort_product_raises_its_own_exception_once_every_member_stop
 
     monkeypatch.setattr(CohortHessianOperator, "__call__", fails_on_the_fifth_call)
     with pytest.raises(torch.cuda.OutOfMemoryError, match="no room"):
-        estimate_hessian_cohort(net, digits.train_x[:60], digits.train_y[:60])
+        estimate_hessian_cohort(net, digits.train_x[:60], digits.train_y[:60].expand(3, -1))
     assert calls == [[0, 1, 2]] * 5  # all members' products in each call, none after the failure
     assert not [t for t in threading.enumerate() if t.name.startswith("hessian-member")]
 

@@ -19,6 +19,7 @@ import torch
 
 from workloads import objective
 from workloads.cohort_net import CohortNet
+from workloads.cohort_train import check_member_targets
 from workloads.metrics.hessian import (
     DEFLATION_STEPS,
     EIGEN_MAX_ITER,
@@ -37,7 +38,7 @@ class CohortHessianOperator:
     """{member: v (dim,)} -> {member: H_m v}, all in one backward pass through the cohort's gradient graph.
 
     dim = one member's number of trainable scalars; vectors are flat in the member model's parameters()
-    order, as hessian.py's HessianOperator. inputs (k, *input_shape) are shared; targets (M, k).
+    order, as hessian.py's HessianOperator. inputs (k, *input_shape) are shared; targets (M, k, ...).
     """
 
     def __init__(self, net: CohortNet, inputs: torch.Tensor, targets: torch.Tensor):
@@ -90,17 +91,17 @@ def estimate_hessian_cohort(
     """λ_max and trace of each member's Hessian, as ``estimate_hessian(member, inputs, targets_m, ...)``
     with backend "lanczos", batch_size None and no BatchNorm recompute (the only settings offered here).
 
-    inputs (k, *input_shape) shared by all members; targets (M, k, ...) (each member's; a token model's
-    (M, k, T)) or (k, ...) shared. members: which to measure
+    inputs (k, *input_shape) shared by all members; targets (M, k, ...): each member's (a token model's
+    (M, k, T); targets all share: y.expand(M, *y.shape)), as the training engine takes them. members: which to measure
     (default all; e.g. leave out diverged ones); the others get None. The cohort's modes are restored.
     """
     if not (top_eigenvalue or trace):
         raise ValueError("nothing to compute: top_eigenvalue and trace are both False")
-    k, m = len(inputs), net.members
-    if targets.dim() < 2 or tuple(targets.shape[:2]) != (m, k):  # shared targets: every member's the same
-        targets = targets.unsqueeze(0).expand(m, *targets.shape)
-    if k == 0 or targets.shape[1] != k:
-        raise ValueError(f"need as many targets as inputs, and at least one: got {k} and {targets.shape[1]}")
+    k = len(inputs)
+    if k == 0:
+        raise ValueError("need at least one input point")
+    check_member_targets(targets, net.members, k, "targets")
+    m = net.members
     members = list(range(m)) if members is None else sorted(set(members))
     settings = dict(eigen_tol=eigen_tol, eigen_max_iter=eigen_max_iter, trace_tol=trace_tol,
                     trace_max_probes=trace_max_probes, trace_min_probes=trace_min_probes,

@@ -26,7 +26,7 @@ from analysis.tables import join
 from orchestrator import storage
 from orchestrator.config import SweepConfig
 from orchestrator.jobs import mkey, pkey
-from orchestrator.plan import Plan, Stage
+from orchestrator.plan import Plan
 
 WAVES_DIR = "adaptive"
 
@@ -113,15 +113,13 @@ def restrict(cfg: SweepConfig, plan: Plan, replay_: Replay) -> Plan:
     """``plan`` limited to the keys of the derived waves: what is left to do is the current wave's, and what
     status expects is what the policy asked for (the cells it did not choose are not missing)."""
     models, pairs = replay_.model_keys(cfg), replay_.pair_keys(cfg)
-    stages = {
-        table: Stage(expected=[k for k in stage.expected if k in wanted], status=stage.status, errors=stage.errors)
-        for (table, stage), wanted in zip(plan.stages.items(), (models, pairs))
-    } if list(plan.stages) == ["models", "pairs"] else plan.stages
-    return dataclasses.replace(
-        plan, stages=stages,
-        models_todo=[k for k in plan.models_todo if mkey(cfg, *k) in models],
-        pairs_todo=[k for k in plan.pairs_todo if pkey(cfg, *k) in pairs],
-        models_to_measure=[k for k in plan.models_to_measure if mkey(cfg, *k) in models])
+    wanted = {"models": models, "pairs": pairs}
+    tables = {table: dataclasses.replace(keys, expected=tuple(k for k in keys.expected if k in wanted[table]))
+              for table, keys in plan.tables.items()}
+    return dataclasses.replace(plan, tables=tables,
+                               models_todo=tuple(k for k in plan.models_todo if mkey(cfg, *k) in models),
+                               pairs_todo=tuple(k for k in plan.pairs_todo if pkey(cfg, *k) in pairs),
+                               models_to_measure=tuple(k for k in plan.models_to_measure if mkey(cfg, *k) in models))
 
 
 def wave_uri(run_dir: str, number: int) -> str:

@@ -8,8 +8,8 @@ in the sweep also the same resources (members of loads with other ``*_by_load`` 
 
     execution.cohort: auto   every cohort that can share one, then, with S trials running at once (``slots``,
                              known when the run starts), the costliest cohort split into equal parts while
-                             that shortens the stage's estimated wall time: the longer of its longest cohort
-                             and its total cost over S (orchestrator/cost.py's cohort_cost: the per-step
+                             that shortens the estimated wall time of these trials: the longer of the longest
+                             cohort and their total cost over S (orchestrator/cost.py's cohort_cost: the per-step
                              overhead once per cohort, the arithmetic per member). One 90-model cohort would
                              train on one of two CPUs while the other idles; the demo's width-256 cohort
                              alone was the critical path. Without slots (validate, estimate) nothing is
@@ -69,16 +69,16 @@ def member_cap(cfg: SweepConfig, gpu_share: float | None) -> int | None:
     return cap
 
 
-def fill_slots(cfg: SweepConfig, cohorts: list[list[tuple]], stage: str, slots: int | None) -> list[list[tuple]]:
-    """Auto's ``cohorts`` (keys (load, temperature, ...) of one cell shape each) split into equal parts while that
-    shortens the stage's estimated wall time on ``slots`` trials at once: the longer of its longest cohort and its
-    total cost over the slots (each part pays the per-step overhead again). Unchanged for an explicit N, or
-    without slots."""
+def fill_slots(cfg: SweepConfig, cohorts: list[list[tuple]], table: str, slots: int | None) -> list[list[tuple]]:
+    """Auto's ``cohorts`` (keys (load, temperature, ...) of one cell shape each, of the jobs writing ``table``)
+    split into equal parts while that shortens their estimated wall time on ``slots`` trials at once: the longer
+    of the longest cohort and their total cost over the slots (each part pays the per-step overhead again).
+    Unchanged for an explicit N, or without slots."""
     if cfg.execution.cohort_cap is not None or not slots or slots <= 1 or not cohorts:
         return cohorts
     from orchestrator.cost import cohort_cost
 
-    price = cohort_cost(cfg, stage) or (lambda lv, tv, members: float(members))  # unknown: count members
+    price = cohort_cost(cfg, table) or (lambda lv, tv, members: float(members))  # unknown: count members
     parts = [1] * len(cohorts)
 
     def part_cost(i: int, n_parts: int) -> float:
@@ -125,7 +125,7 @@ def _grouped(cfg: SweepConfig, todo: list, spec_of, plan, gpu_of) -> list[list]:
     return sorted(cohorts, key=lambda group: order[group[0]])
 
 
-def _cohorts_of(cfg: SweepConfig, todo: list, stage: str, spec_class, plan, gpu_of, slots: int | None
+def _cohorts_of(cfg: SweepConfig, todo: list, table: str, spec_class, plan, gpu_of, slots: int | None
                 ) -> list[list[tuple]]:
     """``todo`` keys (load, temperature, *seeds) as cohorts by ``plan``; each key's spec is spec_class(cell,
     *seeds), with one CellSpec per cell."""
@@ -138,7 +138,7 @@ def _cohorts_of(cfg: SweepConfig, todo: list, stage: str, spec_class, plan, gpu_
             cells[(key[0], key[1])] = cell_spec(cfg, key[0], key[1])
         return spec_class(cells[(key[0], key[1])], *(int(s) for s in key[2:]))
 
-    return fill_slots(cfg, _grouped(cfg, list(todo), spec_of, plan, gpu_of), stage, slots)
+    return fill_slots(cfg, _grouped(cfg, list(todo), spec_of, plan, gpu_of), table, slots)
 
 
 def model_cohorts(cfg: SweepConfig, todo: list, slots: int | None = None) -> list[list[tuple]]:

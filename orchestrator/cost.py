@@ -61,15 +61,15 @@ JOB_OVERHEAD_S = 0.7  # per job: data, model build, writing the weights and part
 HESSIAN_PRODUCTS = 50  # Hessian-vector products per model, typical (Lanczos + Hutchinson; capped at 100 + 100)
 
 
-def cohort_cost(cfg: SweepConfig, stage: str, facts=None):
-    """cost(lv, tv, members): the estimated seconds of one cohort trial of ``stage`` ("models" or "pairs") with
-    that many members of the cell: the per-step overhead once, the arithmetic once per member (one cohort step
-    serves every member). None when the model cannot be sized."""
+def cohort_cost(cfg: SweepConfig, table: str, facts=None):
+    """cost(lv, tv, members): the estimated seconds of one cohort trial writing ``table`` ("models" or "pairs")
+    with that many members of the cell: the per-step overhead once, the arithmetic once per member (one cohort
+    step serves every member). None when the model cannot be sized."""
     try:
         model_cost, pair_cost = _cost_model(cfg, facts)
     except Exception:  # an estimate: never fail a sweep over it
         return None
-    return model_cost if stage == "models" else pair_cost
+    return model_cost if table == "models" else pair_cost
 
 
 def _cost_model(cfg: SweepConfig, facts=None):

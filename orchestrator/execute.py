@@ -1,5 +1,6 @@
 """`landscape run` and `landscape resume` after their config is loaded: take the run directory's lock, make
-the plan, start (or join) Ray, run the sweep, report what is done, analyse; stop cleanly on signals.
+the plan (assess the run directory, repair what it found), start (or join) Ray, run the sweep, report what is
+done, analyse; stop cleanly on signals.
 
 Shared by the command line and the Python API (landscape/): :func:`execute` prints through orchestrator.console
 (which the API captures) and ends badly only by raising the exceptions of orchestrator/sweep_errors.py, which
@@ -39,7 +40,7 @@ def _execute(cfg, run_dir: str, *, address, analysis: bool, resuming: bool, stop
     from orchestrator import ray_leftovers, run_facts, runlock, storage
     from orchestrator.cohorts import for_the_model
     from orchestrator.config import config_warnings
-    from orchestrator.plan import make_plan
+    from orchestrator.plan import assess, repair
 
     stop.check()  # a Ctrl-C while the config loaded: nothing is done yet
     try:
@@ -57,7 +58,7 @@ def _execute(cfg, run_dir: str, *, address, analysis: bool, resuming: bool, stop
             lock.acquire()
             leftover = ray_leftovers.stop_leftover_ray(run_dir)  # of an earlier `landscape` here that was killed
             _check_saved_config(cfg, run_dir, resuming)
-            plan = make_plan(cfg, run_dir)  # fails fast on incompatible rows, before Ray starts
+            plan = repair(run_dir, assess(cfg, run_dir, facts=run_facts.measure(cfg)))  # PlanError before Ray starts
             if cfg.adaptive_search:  # what is left is the current wave's, derived from the tables
                 from orchestrator import adaptive_sweep
 
@@ -69,6 +70,7 @@ def _execute(cfg, run_dir: str, *, address, analysis: bool, resuming: bool, stop
             run_facts.record(run_dir, plan.facts, cfg)  # what status reads instead of running the config's code
             cfg, one_member_note = for_the_model(cfg, plan.facts.one_member_cohorts)  # as printed, as run
             info, run_info_note = storage.ensure_run_info(run_dir, cfg.name)
+            plan = dataclasses.replace(plan, repaired=plan.repaired + ((run_info_note,) if run_info_note else ()))
         except errors as exc:
             raise _input_error(exc) from exc
         except OSError as exc:
@@ -82,13 +84,8 @@ def _execute(cfg, run_dir: str, *, address, analysis: bool, resuming: bool, stop
             echo(f"  note: {one_member_note}")
         if leftover:
             echo(f"  note: stopped {len(leftover)} process(es) left by the local Ray of an earlier, killed run")
-        for note in plan.repaired + ([run_info_note] if run_info_note else []):
-            echo(f"  repair: {note}")
-        if resuming or plan.models_done or plan.pairs_done:
-            echo(f"  already done: {len(plan.models_done)} models, {len(plan.pairs_done)} pairs; "
-                 f"to do: {len(plan.models_todo)} models, {len(plan.pairs_todo)} pairs"
-                 + (f", {len(plan.models_to_measure)} finished models to measure (added metrics, from their saved "
-                    f"weights; no training)" if plan.models_to_measure else ""))
+        for line in plan.describe(resuming=resuming):
+            echo(line)
         stop.check()
         summary, stopped, ray_lost = _sweep(cfg, run_dir, plan, info, address, stop)
         final = summary.plan_after if summary else plan  # made from the tables after the last round
@@ -198,9 +195,9 @@ def _report_and_analyse(cfg, run_dir: str, final, summary, analysis: bool) -> No
     _warn_gpu_without_cuda(models)
     took = f" in {summary.seconds:.1f} s" if summary else ""
     if cfg.adaptive_search:  # the policy's keys, not the grid's: untrained cells are not missing results
-        echo(f"sweep finished{took}: {len(final.stages['models'].expected)} of the grid's {len(cfg.model_keys())} "
-             f"models and {len(final.stages['pairs'].expected)} of its {len(cfg.pair_keys())} pairs chosen by the "
-             f"adaptive search, {final.stages['models'].count('ok') + final.stages['models'].count('diverged')} "
+        echo(f"sweep finished{took}: {len(final.tables['models'].expected)} of the grid's {len(cfg.model_keys())} "
+             f"models and {len(final.tables['pairs'].expected)} of its {len(cfg.pair_keys())} pairs chosen by the "
+             f"adaptive search, {final.tables['models'].count('ok') + final.tables['models'].count('diverged')} "
              f"models done; waves in {run_dir}/adaptive, tables in {run_dir}/tables")
     else:
         echo(f"sweep finished{took}: {len(final.models_done)}/{len(cfg.model_keys())} models, "

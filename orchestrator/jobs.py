@@ -32,12 +32,12 @@ def pkey(cfg: SweepConfig, lv, tv, a, b) -> str:
     return pair_key(cfg.load.name, lv, cfg.temperature.name, tv, a, b)
 
 
-def cohort_id(stage: str, keys: list[str]) -> str:
+def cohort_id(table: str, keys: list[str]) -> str:
     """``models-<12 hex>`` / ``pairs-<12 hex>``: the sha256 of the sorted member keys. It is the ``cohort`` column
     of the members' rows and the name of the cohort's training checkpoint, so a resume whose cohort has other
     members never continues another cohort's checkpoint (it starts that cohort over)."""
     digest = hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:12]
-    return f"{stage}-{digest}"
+    return f"{table}-{digest}"
 
 
 def model_job(cfg: SweepConfig, members: list) -> dict:

@@ -1,4 +1,5 @@
-"""`landscape status RUN_DIR`: per stage, what the tables say is done, diverged, failed and missing."""
+"""`landscape status RUN_DIR`: per table, what the tables say is done, diverged, failed and missing (the plan as
+orchestrator/plan.py assesses it: status never repairs)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import os
 from analysis.tables import RunTables, join
 from orchestrator import runlock, storage
 from orchestrator.config import ConfigError
-from orchestrator.run_facts import FACTS_FILE
+from orchestrator.run_facts import FACTS_FILE, for_reading
 from orchestrator.run_config import RUN_CONFIG_FIX, load_run_config  # noqa: F401 (where scripts import them)
 
-MAX_LISTED = 8  # failed / missing keys listed per stage
+MAX_LISTED = 8  # failed / missing keys listed per table
 
 
 def tables_only_status(run_dir: str, scans: dict) -> tuple[str, dict]:
@@ -29,13 +30,7 @@ def tables_only_status(run_dir: str, scans: dict) -> tuple[str, dict]:
 
 
 def run_status(run_dir: str, *, verify_weights: bool = True) -> str:
-    return run_status_problems(run_dir, verify_weights=verify_weights)[0]
-
-
-def run_status_problems(run_dir: str, *, verify_weights: bool = True) -> tuple[str, str | None]:
-    """(the text of `landscape status`, a one-line problem that makes it exit non-zero, or None)."""
-    text, problem, _ = run_status_report(run_dir, verify_weights=verify_weights)
-    return text, problem
+    return run_status_report(run_dir, verify_weights=verify_weights)[0]
 
 
 def run_status_report(run_dir: str, *, verify_weights: bool = True) -> tuple[str, str | None, dict]:
@@ -53,11 +48,11 @@ def run_status_report(run_dir: str, *, verify_weights: bool = True) -> tuple[str
                           f"tables/<table>/ folders of Parquet parts: restore or remove what is in the way") from None
 
 
-STAGE_NAMES = {"models": "stage 1 models", "pairs": "stage 2 pairs "}
+TABLE_HEADINGS = {"models": "stage 1 models", "pairs": "stage 2 pairs "}
 
 
 def _run_status(run_dir: str, verify_weights: bool = True) -> tuple[str, str | None, dict]:
-    from orchestrator.plan import make_plan, scan_tables
+    from orchestrator.plan import assess, scan_tables
 
     # A link or a device under the name counts too: load_run_config refuses it by name (analysis/run_files.py).
     has_config = storage.exists(storage.config_uri(run_dir)) or os.path.lexists(storage.config_uri(run_dir))
@@ -70,7 +65,7 @@ def _run_status(run_dir: str, verify_weights: bool = True) -> tuple[str, str | N
         return text, None, data
     cfg = load_run_config(run_dir)
     info = storage.read_run_info(run_dir) or {}
-    plan = make_plan(cfg, run_dir, repair=False, scans=scans, verify_weights=verify_weights)
+    plan = assess(cfg, run_dir, scans=scans, verify_weights=verify_weights, facts=for_reading(run_dir, cfg))
     search_lines, search = [], {"search": "grid"}
     if cfg.adaptive_search:  # expected: the keys the policy chose, derived from the tables (never the wave files)
         from orchestrator import adaptive_sweep
@@ -83,7 +78,7 @@ def _run_status(run_dir: str, verify_weights: bool = True) -> tuple[str, str | N
     lines = format_plan(plan, run_dir, cfg.name, info.get("run_id", "?"), runlock.lock_holder(run_dir))
     text = "\n".join(lines[:3] + search_lines + lines[3:])
     problems = []
-    failed = {table: len(stage.failed) for table, stage in plan.stages.items() if stage.failed}
+    failed = {table: len(keys.failed) for table, keys in plan.tables.items() if keys.failed}
     if failed:
         problems.append(" and ".join(f"{n} {table[:-1]} job(s)" for table, n in failed.items())
                         + f" failed; `landscape resume {run_dir}` retries them")
@@ -98,14 +93,11 @@ def _run_status(run_dir: str, verify_weights: bool = True) -> tuple[str, str | N
 
 def status_data(plan, run_dir: str, name: str, run_id: str | None, holder: str | None, problem: str | None) -> dict:
     """`landscape status --json`: the facts of format_plan's lines, keys in full."""
-    stages = {}
-    for table, stage in plan.stages.items():
-        stages[table] = {"expected": len(stage.expected), "ok": stage.count("ok"),
-                         "diverged": stage.count("diverged"),
-                         "failed": [{"key": k, "error": stage.errors.get(k)} for k in stage.failed],
-                         "missing": list(stage.missing)}
+    per_table = {table: {"expected": len(keys.expected), "ok": keys.count("ok"), "diverged": keys.count("diverged"),
+                         "failed": [{"key": k, "error": keys.errors.get(k)} for k in keys.failed],
+                         "missing": list(keys.missing)} for table, keys in plan.tables.items()}
     return {"run_dir": run_dir, "config": name, "config_hash": plan.config_hash, "run_id": run_id,
-            "sweep_running": holder, "stages": stages, "broken_weights": dict(plan.broken_weights),
+            "sweep_running": holder, "stages": per_table, "broken_weights": dict(plan.broken_weights),
             "models_to_measure": len(plan.models_to_measure),
             "other_hashes": {t: v for t, v in plan.other_hashes.items() if v},
             "curves_stored": len(set(plan.scans["curves"].row_parts)), "broken_curves": list(plan.broken_curves),
@@ -113,13 +105,13 @@ def status_data(plan, run_dir: str, name: str, run_id: str | None, holder: str |
 
 
 def format_plan(plan, run_dir: str, name: str, run_id: str, holder: str | None) -> list[str]:
-    """The lines of `landscape status`: what the plan found, per stage, and what a resume repairs."""
+    """The lines of `landscape status`: what the plan found, per table, and what a resume repairs."""
     lines = [f"run {run_dir}", f"  config {name!r} (hash {plan.config_hash}), run id {run_id}"]
     lines.append(f"  sweep: running ({holder})" if holder else "  sweep: not running")
-    for table, stage in plan.stages.items():
-        failed, missing = stage.failed, stage.missing
-        lines.append(f"{STAGE_NAMES.get(table, table)}: {len(stage.expected)} expected · {stage.count('ok')} ok · "
-                     f"{stage.count('diverged')} diverged · {len(failed)} failed · {len(missing)} missing")
+    for table, keys in plan.tables.items():
+        failed, missing = keys.failed, keys.missing
+        lines.append(f"{TABLE_HEADINGS.get(table, table)}: {len(keys.expected)} expected · {keys.count('ok')} ok · "
+                     f"{keys.count('diverged')} diverged · {len(failed)} failed · {len(missing)} missing")
         lines.extend(_damage_lines(table, plan))
         if table == "models" and plan.broken_weights:
             broken = plan.broken_weights
@@ -134,7 +126,7 @@ def format_plan(plan, run_dir: str, name: str, run_id: str, holder: str | None) 
         if plan.other_hashes.get(table):
             lines.append(f"  rows with another config hash: {plan.other_hashes[table]}")
         for key in failed[:MAX_LISTED]:
-            lines.append(f"  failed  {key}: {stage.errors.get(key)}")
+            lines.append(f"  failed  {key}: {keys.errors.get(key)}")
         for key in missing[:MAX_LISTED]:
             lines.append(f"  missing {key}")
         more = max(len(failed) - MAX_LISTED, 0) + max(len(missing) - MAX_LISTED, 0)

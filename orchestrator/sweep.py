@@ -47,13 +47,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from analysis.tables import join
-from orchestrator import fault_hook, interrupts, storage
+from orchestrator import fault_hook, interrupts, run_facts, storage
 from orchestrator.config import SweepConfig
 from orchestrator.cost import epoch_shares, job_costs
 from orchestrator.fault_hook import FAULT_INJECT_ENV
 from orchestrator.jobs import JobContext, mkey, pkey
 from orchestrator.loggers import logger_callbacks
-from orchestrator.plan import Plan, make_plan
+from orchestrator.plan import Plan, assess, repair
 from orchestrator.records import write_unmeasured_pair
 from orchestrator.state import SweepState
 from orchestrator.trial_outputs import TrialNamer
@@ -97,10 +97,10 @@ def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, p
     """Run every job the tables say is missing; Ray must be initialised and resources checked.
 
     ``progress``: a Tune Callback factory taking (state, recorder) (orchestrator.progress.make_progress).
-    ``plan``: the plan the caller has just made (saves reading the tables again). After each Tune experiment
-    the plan is made again from the tables (a job may have been lost with a worker, or models retrained);
-    jobs not yet attempted in this run get another round. Raises storage.StorageFullError (after removing
-    the temporary files of cut writes) when the run directory cannot be written: the sweep stops at once.
+    ``plan``: the plan the caller has just assessed and repaired (saves reading the tables again). After each
+    Tune experiment it is assessed and repaired again (a job may have been lost with a worker, or models
+    retrained); jobs not yet attempted in this run get another round. Raises storage.StorageFullError (after
+    removing the temporary files of cut writes) when the run directory cannot be written: the sweep stops at once.
     ``scope``: (model keys, pair keys) the sweep is limited to (a wave of an adaptive search,
     orchestrator/adaptive_sweep.py); None: the whole grid.
     """
@@ -110,7 +110,7 @@ def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, p
     # resources.gpu: auto becomes a number here, as check_resources decided it for this cluster.
     cfg = cfg.with_gpus_available(bool(resources.get("cluster", {}).get("gpu_available")))
     config_hash = cfg.config_hash()
-    plan_before = plan if plan is not None else make_plan(cfg, run_dir)
+    plan_before = plan if plan is not None else repair(run_dir, assess(cfg, run_dir, facts=run_facts.measure(cfg)))
     state = SweepState(slots=concurrent_slots(cfg, resources), costs=job_costs(cfg, plan_before.facts),
                        epoch_shares=epoch_shares(cfg, plan_before.facts))
     state.models.keys = [mkey(cfg, *k) for k in cfg.model_keys()]
@@ -160,8 +160,8 @@ def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, p
                          and mkey(cfg, *k) in in_scope[0]]
         if not todo_models and not todo_pairs and not todo_measures:
             break
-        round_plan = dataclasses.replace(plan, models_todo=todo_models, pairs_todo=todo_pairs,
-                                         models_to_measure=todo_measures)
+        round_plan = dataclasses.replace(plan, models_todo=tuple(todo_models), pairs_todo=tuple(todo_pairs),
+                                         models_to_measure=tuple(todo_measures))
         try:
             searcher = Searcher(cfg, round_plan, state, on_unmeasured)
             search_alg = searcher
@@ -201,6 +201,6 @@ def run_sweep(cfg: SweepConfig, run_dir: str, *, run_id: str, resources: dict, p
         # Weights were hashed once, by the plan before the sweep (and as each was written): between rounds only
         # their sizes are checked again, not every byte of every file of the run. The facts (costs, added
         # metrics) are those measured before the sweep: the config's data is not loaded again every round.
-        plan = make_plan(cfg, run_dir, verify_weights=False, facts=plan_before.facts)
+        plan = repair(run_dir, assess(cfg, run_dir, verify_weights=False, facts=plan_before.facts))
     return SweepSummary(run_dir=run_dir, run_id=run_id, seconds=time.monotonic() - started,
                         plan_before=plan_before, plan_after=plan, state=state, resources=resources)

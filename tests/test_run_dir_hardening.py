@@ -61,7 +61,8 @@ def flip_a_byte(path: str) -> None:
 
 def test_a_flipped_bit_in_finished_weights_is_found_and_only_its_model_and_pairs_are_redone(tmp_path):
     from orchestrator.jobs import mkey, pkey
-    from orchestrator.plan import make_plan
+    from orchestrator.plan import assess, repair
+    from orchestrator.run_facts import measure
 
     run_dir = str(tmp_path / "run")
     cfg = write_finished_run(run_dir)
@@ -81,7 +82,7 @@ def test_a_flipped_bit_in_finished_weights_is_found_and_only_its_model_and_pairs
     assert quick.returncode == 0 and "damaged" not in quick.stdout, (quick.stdout, quick.stderr)
     assert open(weights, "rb").read() == flipped  # status changes nothing
 
-    plan = make_plan(cfg, run_dir)  # what `resume` does first
+    plan = repair(run_dir, assess(cfg, run_dir, facts=measure(cfg)))  # what `resume` does first
     users = {pkey(cfg, *k) for k in cfg.pair_keys() if k[:2] == (lv, tv) and seed in k[2:]}
     assert users, "the smoke grid has a pair using that model"
     assert [mkey(cfg, *k) for k in plan.models_todo] == [damaged]
@@ -92,6 +93,80 @@ def test_a_flipped_bit_in_finished_weights_is_found_and_only_its_model_and_pairs
     assert open(os.path.join(run_dir, "quarantine", "models", f"{damaged}.pt"), "rb").read() == flipped
     assert any(f"model {damaged}: weights file damaged" in note for note in plan.repaired), plan.repaired
 
+
+
+def _every_file(run_dir: str) -> dict:
+    """Every folder (as None) and every file (its bytes) under ``run_dir``, by relative path."""
+    found = {}
+    for folder, dirs, files in os.walk(run_dir):
+        for name in dirs:
+            found[os.path.relpath(os.path.join(folder, name), run_dir)] = None
+        for name in files:
+            path = os.path.join(folder, name)
+            found[os.path.relpath(path, run_dir)] = open(path, "rb").read()
+    return found
+
+
+def test_assessing_a_damaged_run_changes_nothing_and_repair_then_makes_exactly_what_it_found(tmp_path):
+    """`status` and `assess` only read: a misplaced part, a truncated weights file, an unreadable part and the
+    temporary file of a cut write stay as they are, byte for byte. `repair` of that assessment then moves the
+    parts aside, deletes the truncated weights, the stale pair rows and the temporary file, and nothing else."""
+    import shutil
+
+    from analysis.tables import RunTables
+    from orchestrator.jobs import mkey, pkey
+    from orchestrator.plan import Repair, assess, repair
+    from orchestrator.run_facts import for_reading, measure
+
+    run_dir = str(tmp_path / "run")
+    cfg = write_finished_run(run_dir)
+    tables = RunTables(run_dir)
+    (lv, tv, a), (_, _, b), (lv2, tv2, c) = cfg.model_keys()[0], cfg.model_keys()[1], cfg.model_keys()[2]
+    misplaced, truncated, unreadable = mkey(cfg, lv, tv, b), mkey(cfg, lv2, tv2, c), pkey(cfg, *cfg.pair_keys()[-1])
+    shutil.copy(tables.part_uri("models", mkey(cfg, lv, tv, a)), tables.part_uri("models", misplaced))
+    weights = storage.model_uri(run_dir, truncated)
+    with open(weights, "r+b") as f:
+        f.truncate(os.path.getsize(weights) // 2)
+    with open(tables.part_uri("pairs", unreadable), "wb") as f:
+        f.write(b"not a parquet file")
+    temporary = os.path.join(tables.tables_dir, "models", f".{misplaced}.{'0' * 32}.tmp")
+    with open(temporary, "wb") as f:
+        f.write(b"half a part")
+    before = _every_file(run_dir)
+
+    status = landscape_in_process("status", run_dir)
+    assert status.returncode == 1, (status.stdout, status.stderr)
+    assert f"model {truncated}: weights file truncated" in status.stdout, status.stdout
+    assert f"1 unreadable part(s), moved aside and recomputed by resume: {unreadable}" in status.stdout
+    assert f"{misplaced}.parquet: its rows are {mkey(cfg, lv, tv, a)}" in status.stdout, status.stdout
+    plan = assess(cfg, run_dir, facts=for_reading(run_dir, cfg))
+    assert _every_file(run_dir) == before  # the folders and every file's bytes: status and assess changed nothing
+    assert [r.action for r in plan.repairs if r.found] == ["move aside", "move aside", "delete"]  # as found
+
+    retrained = {misplaced, truncated}
+    users = {pkey(cfg, *k) for k in cfg.pair_keys() if {mkey(cfg, *k[:2], k[2]), mkey(cfg, *k[:2], k[3])} & retrained}
+    notes = repair(run_dir, assess(cfg, run_dir, facts=measure(cfg))).repaired
+    assert notes[0].startswith("removed 1 temporary file(s) of writes cut short") and not os.path.exists(temporary)
+    assert notes[1:] == (  # in the order of the tables, then the models of the grid
+        f"models part {misplaced}.parquet does not hold {misplaced} (its rows are {mkey(cfg, lv, tv, a)}): moved "
+        f"to {os.path.join(run_dir, 'quarantine', 'tables', 'models', misplaced + '.parquet')}, recomputed",
+        f"unreadable pairs part {unreadable} (ArrowInvalid): moved to "
+        f"{os.path.join(run_dir, 'quarantine', 'tables', 'pairs', unreadable + '.parquet')}, recomputed",
+        f"model {truncated}: weights file truncated, retrained"), notes
+    after = _every_file(run_dir)
+    gone = {path for path in before if path not in after}
+    assert gone == {os.path.relpath(p, run_dir) for p in (
+        temporary, weights, tables.part_uri("models", misplaced), tables.part_uri("pairs", unreadable),
+        *(tables.part_uri("pairs", key) for key in users))}
+    assert {path for path in after if path not in before} == {
+        "quarantine", "quarantine/tables", "quarantine/tables/models", "quarantine/tables/pairs",
+        f"quarantine/tables/models/{misplaced}.parquet", f"quarantine/tables/pairs/{unreadable}.parquet"}
+    assert all(after[path] == before[path] for path in after if path in before)  # nothing else rewritten
+    again = assess(cfg, run_dir, facts=measure(cfg))
+    # Nothing left to change: only the weights, now missing, to train again.
+    assert again.repairs == (Repair(f"model {truncated}: weights file missing", "", weights, "retrained"),)
+    assert {mkey(cfg, *k) for k in again.models_todo} == retrained
+    assert {pkey(cfg, *k) for k in again.pairs_todo} == users | {unreadable}
 
 def test_analyze_during_a_live_sweep_says_so_and_never_advises_resume(tmp_path):
     import shutil

@@ -14,7 +14,8 @@ from analysis.tables import RunTables
 from orchestrator import storage
 from orchestrator.config import ConfigError, SweepConfig, build, parse_config
 from orchestrator.jobs import mkey, model_job, pair_job, pkey
-from orchestrator.plan import make_plan, Plan, PlanError
+from orchestrator.plan import Plan, PlanError, assess, repair
+from orchestrator.run_facts import for_reading, measure
 from orchestrator.state import SweepState
 from orchestrator.sweep import run_sweep
 from tests.conftest import sweep, tiny_sweep_config
@@ -105,7 +106,7 @@ def test_failed_jobs_are_recorded_and_retried_on_resume(ray_local, tmp_path):
     assert pairs.loc[64.0, "status"] == "ok"
     assert pairs.loc[5000.0, "status"] == "failed" and "not measured" in pairs.loc[5000.0, "error"]
     assert summary.state.models.failed == 2
-    plan = make_plan(cfg, run_dir)
+    plan = repair(run_dir, assess(cfg, run_dir, facts=measure(cfg)))
     assert sorted(k[1] for k in plan.models_todo) == [5000, 5000] and len(plan.pairs_todo) == 1
 
 
@@ -113,7 +114,7 @@ def test_plan_repairs_broken_results(swept, tmp_path):
     cfg, run_dir, _ = swept
     copy = str(tmp_path / "run")
     shutil.copytree(run_dir, copy)
-    assert make_plan(cfg, copy).complete
+    assert repair(copy, assess(cfg, copy, facts=measure(cfg))).complete
     # A truncated part, a deleted weights file and a deleted curve part are all found and redone.
     key0 = mkey(cfg, 8, 0.05, 0)
     part = RunTables(copy).part_uri("models", mkey(cfg, 8, 1e6, 1))
@@ -121,7 +122,7 @@ def test_plan_repairs_broken_results(swept, tmp_path):
         f.truncate(100)
     os.remove(storage.model_uri(copy, key0))
     os.remove(RunTables(copy).part_uri("curves", pkey(cfg, 8, 0.05, 0, 1)))
-    plan = make_plan(cfg, copy)
+    plan = repair(copy, assess(cfg, copy, facts=measure(cfg)))
     assert sorted(plan.models_todo) == sorted([(8, 0.05, 0), (8, 1e6, 1)])
     assert len(plan.pairs_todo) == 2  # the ok pair (curve missing, model retrained) and the diverged cell's
     assert len(plan.repaired) == 3
@@ -131,8 +132,10 @@ def test_plan_repairs_broken_results(swept, tmp_path):
 def test_plan_refuses_rows_of_other_settings(swept, tmp_path):
     cfg, run_dir, _ = swept
     changed = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, epochs=2))
+    plan = assess(changed, run_dir, facts=measure(changed))
+    assert plan.other_hashes["models"] == [cfg.config_hash()]  # assessing only records them
     with pytest.raises(PlanError, match="other settings"):
-        make_plan(changed, run_dir)
+        repair(run_dir, plan)
 
 
 def test_resource_check_against_the_running_cluster(ray_local):
@@ -300,9 +303,7 @@ def test_a_workers_own_error_reaches_the_failed_row(ray_local, tmp_path, monkeyp
     read): its period is TUNE_STATE_PERIOD_S, not Tune's ~10 s."""
     from ray.tune.execution import experiment_state
 
-    from orchestrator.plan import make_plan
     from orchestrator.resources import check_resources
-    from orchestrator.run_facts import for_reading
     from orchestrator.tune_adapters import TUNE_STATE_PERIOD_S
 
     periods = []
@@ -318,7 +319,7 @@ def test_a_workers_own_error_reaches_the_failed_row(ray_local, tmp_path, monkeyp
     run_dir = str(tmp_path / "run")
     # The plan's facts as assumed (a plan that measured them would load the misnamed dataset on the driver).
     storage.write_bytes(storage.config_uri(run_dir), cfg.to_yaml().encode())
-    plan = make_plan(cfg, run_dir, facts=for_reading(run_dir, cfg))
+    plan = repair(run_dir, assess(cfg, run_dir, facts=for_reading(run_dir, cfg)))
     summary = run_sweep(cfg, run_dir, run_id="test-run", resources=check_resources(cfg), plan=plan)
     models = RunTables(run_dir).read("models")
     assert (models.status == "failed").all() and len(models) == 2

@@ -196,6 +196,11 @@ def _fraction_verdict(agree: int, total: int, what: str, empty: str) -> Verdict:
     return Verdict(holds, evidence, f"{head}: {frac:.0%} of {total} {what} (needs {MIN_AGREEING_FRACTION:.0%})")
 
 
+def _trend(metric: str, sign: int, words: str) -> Callable[[pd.DataFrame, RunFacts], Verdict]:
+    """The check of a claim that the load trend of ``metric`` has the sign ``sign`` (``words`` says so)."""
+    return lambda cells, facts: _trend_verdict(cells, metric, sign, words)
+
+
 def _trend_verdict(cells: pd.DataFrame, metric: str, sign: int, words: str) -> Verdict:
     """Holds when the load trend of ``metric`` has the sign ``sign`` in >= MIN_AGREEING_FRACTION of the rows."""
     rhos = row_trends(cells, metric)
@@ -462,14 +467,6 @@ def _sharp_beats_iii(cells, facts) -> Verdict:
                                            "test accuracy in I/II", "no column holds both III and I/II")
 
 
-def _mc_falls_with_noise(cells, facts) -> Verdict:
-    return _trend_verdict(cells, "mode_connectivity", -1, "mode connectivity falls with label noise")
-
-
-def _cka_falls_with_noise(cells, facts) -> Verdict:
-    return _trend_verdict(cells, "cka", -1, "CKA falls with label noise")
-
-
 def _trace_insensitive_to_noise(cells, facts) -> Verdict:
     cells = cells.reset_index(drop=True)
     v = _num(cells, "log_hessian_trace")
@@ -493,18 +490,6 @@ def _trace_insensitive_to_noise(cells, facts) -> Verdict:
     return Verdict(holds, ev, f"{'holds' if holds else 'does not hold'}: log trace (natural log) varies by {rn:.2f} "
                               f"along the noise axis and {rt:.2f} along the temperature axis (medians; needs the "
                               f"first below {NOISE_VS_TEMPERATURE_RANGE:g} x the second)")
-
-
-def _cka_rises_with_data(cells, facts) -> Verdict:
-    return _trend_verdict(cells, "cka", +1, "CKA rises with the training-set size")
-
-
-def _accuracy_rises_with_data(cells, facts) -> Verdict:
-    return _trend_verdict(cells, "test_acc", +1, "test accuracy rises with the training-set size")
-
-
-def _mc_falls_with_data(cells, facts) -> Verdict:
-    return _trend_verdict(cells, "mode_connectivity", -1, "mode connectivity falls with the training-set size")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -594,11 +579,11 @@ CLAIMS: list[Claim] = [
     Claim("mc-falls-with-label-noise", "Fig. 7",
           "More randomised labels make the landscape more poorly connected: mc falls with label noise.",
           f"mc falls with noise (negative Spearman) in >= {MIN_AGREEING_FRACTION:.0%} of the temperature rows",
-          _load_is("label_noise"), _mc_falls_with_noise),
+          _load_is("label_noise"), _trend("mode_connectivity", -1, "mode connectivity falls with label noise")),
     Claim("cka-falls-with-label-noise", "Fig. 7",
           "More randomised labels make trained models less similar: CKA falls with label noise.",
           f"CKA falls with noise in >= {MIN_AGREEING_FRACTION:.0%} of the temperature rows",
-          _load_is("label_noise"), _cka_falls_with_noise),
+          _load_is("label_noise"), _trend("cka", -1, "CKA falls with label noise")),
     Claim("trace-insensitive-to-label-noise", "Fig. 7",
           "Label noise barely changes the Hessian: temperature, not noise, sets the trace.",
           f"the log-trace range along the noise axis < {NOISE_VS_TEMPERATURE_RANGE:g} x its range along temperature",
@@ -606,15 +591,16 @@ CLAIMS: list[Claim] = [
     Claim("cka-rises-with-data", "Fig. 6",
           "More data makes trained models more similar: CKA rises with the training-set size.",
           f"CKA rises with the training-set size in >= {MIN_AGREEING_FRACTION:.0%} of the temperature rows",
-          _load_is("train_fraction"), _cka_rises_with_data),
+          _load_is("train_fraction"), _trend("cka", +1, "CKA rises with the training-set size")),
     Claim("accuracy-rises-with-data", "Fig. 6",
           "Test accuracy rises with the training-set size.",
           f"test accuracy rises with the training-set size in >= {MIN_AGREEING_FRACTION:.0%} of the temperature rows",
-          _load_is("train_fraction"), _accuracy_rises_with_data),
+          _load_is("train_fraction"), _trend("test_acc", +1, "test accuracy rises with the training-set size")),
     Claim("mc-falls-with-data", "Fig. 6",
           "At a fixed width, more data makes the landscape more poorly connected (the white region shrinks).",
           f"mc falls with the training-set size in >= {MIN_AGREEING_FRACTION:.0%} of the temperature rows",
-          _load_is("train_fraction"), _mc_falls_with_data),
+          _load_is("train_fraction"),
+          _trend("mode_connectivity", -1, "mode connectivity falls with the training-set size")),
 ]
 CLAIM_BY_ID = {c.id: c for c in CLAIMS}
 

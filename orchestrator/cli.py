@@ -292,17 +292,7 @@ def status(run_dir, quick, as_json):
               help="Seed resamplings behind each claim's p and each label's confidence (0: off).")
 def analyze(run_dir, rules, out_dir, bootstrap_draws):
     """Phase diagram, heatmaps and report of RUN_DIR."""
-    import yaml
-
-    parsed = {}
-    for item in rules:
-        if "=" not in item:
-            fail(ConfigError(f"--rule {item!r}: expected KEY=VALUE"))
-        k, v = item.split("=", 1)
-        try:
-            parsed[k.strip()] = yaml.safe_load(v)
-        except yaml.YAMLError:
-            fail(ConfigError(f"--rule {item!r}: the value is not valid YAML"))
+    parsed = _key_values("--rule", rules)
     try:
         from analysis import api
     except ImportError as exc:

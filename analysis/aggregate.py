@@ -40,10 +40,6 @@ PAIR_METRICS = BUILTINS.names("pair")
 # Hessian figures are log(mean over seeds), like the paper; name of the log column per metric.
 LOG_OF_MEAN = {s.name: s.log_name for s in BUILTINS.all if s.log_name}
 
-# Of the pairwise metrics, only these are expected for every pair; mode connectivity is computed for the
-# connected pairs only (the authors connect one pair per cell), so its count is reported but not demanded.
-PAIR_METRICS_EXPECTED_FOR_ALL = [s.name for s in BUILTINS.per("pair") if s.expected_for_all]
-
 
 def aggregate_cells(
     models: pd.DataFrame, pairs: pd.DataFrame, *, expected_seeds: Iterable[int] | None = None,

@@ -18,9 +18,6 @@ from workloads.metric_specs import BUILTINS, SPEC_METADATA_KEY, MetricSpec
 SCHEMA_VERSION = 1
 
 TABLE_NAMES = ("models", "pairs", "curves")  # the tables a sweep's plan is made from (what is done)
-# Tables that record how a result came about, not whether it is done: read by the analysis, never by the plan.
-# A run made before one existed simply has none of its parts.
-RECORD_TABLES = ("history", "curve_history")
 
 
 def _f(name: str, type_: pa.DataType, unit: str = "", doc: str = "") -> pa.Field:

@@ -34,8 +34,6 @@ from workloads.settings import (
     width_check,
 )
 
-AXES = ("load", "temperature")
-
 
 @dataclass(frozen=True)
 class KnobSpec:

@@ -33,9 +33,7 @@ from dataclasses import dataclass
 from orchestrator import gpu_rates
 from orchestrator.cells import cell_quantities
 from orchestrator.config import ConfigError, SweepConfig, token_inputs, workload_facts
-from orchestrator.gpu_rates import (  # noqa: F401  (re-exported: the names callers and tests always used)
-    DEFAULT_GPU, MEASURED_RATES_ENV, MEASURED_RATES_PATH, RATES_FORMAT, RATES_VERSION, CohortRates, GpuBasis,
-    forward_flops, member_job_seconds, rates_path, read_rates, write_rates)
+from orchestrator.gpu_rates import DEFAULT_GPU, GpuBasis, forward_flops, member_job_seconds, rates_path, read_rates
 from workloads.dataset_facts import DATASET_FACTS
 
 DEFAULT_TEST_SIZE = 10000  # examples, for a dataset whose test size is not known without loading it
@@ -52,9 +50,6 @@ def measured_basis(path: str | None = None) -> GpuBasis | None:
         return read_rates(path or rates_path())
     except gpu_rates.RatesFileError as exc:
         raise RatesFileError(str(exc)) from None
-
-
-write_measured_rates = write_rates  # benchmarks/gpu.py's writer, under the name this module always had
 
 
 def default_basis() -> GpuBasis:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from importlib import metadata
 
 import pyarrow as pa
 
@@ -276,3 +277,11 @@ def field_units(table: str) -> dict[str, str]:
 
 def library_versions_json(versions: dict[str, str]) -> str:
     return json.dumps(versions, sort_keys=True)
+
+
+def landscape_version() -> str:
+    """This package's installed version, "unknown" when it runs from a source tree that is not installed."""
+    try:
+        return metadata.version("landscape")
+    except metadata.PackageNotFoundError:
+        return "unknown"

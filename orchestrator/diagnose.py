@@ -244,6 +244,7 @@ def run_diagnosis(request: DiagnoseRequest, progress: Callable[[str], None] | No
 def _diagnose(request: DiagnoseRequest, progress: Callable[[str], None] | None) -> dict:
     from analysis.phases import PhaseRules, rules_for_mc_unit
     from analysis.placement import json_ready, place_group
+    from analysis.schemas import landscape_version
     from workloads.settings import MC_ON
 
     started = time.perf_counter()
@@ -317,7 +318,7 @@ def _diagnose(request: DiagnoseRequest, progress: Callable[[str], None] | None) 
         settings={"source": settings.source, "metrics": settings.section, "device": device,
                   "threads": int(request.threads)},
         seconds=time.perf_counter() - started,
-        landscape_version=_version(),
+        landscape_version=landscape_version(),
     )
     return json_ready(out)
 
@@ -350,15 +351,6 @@ def _on_device(curve, device: str):
 
 def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("landscape")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def text(result: dict) -> str:

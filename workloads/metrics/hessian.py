@@ -78,7 +78,8 @@ import torch
 from torch import nn
 
 from workloads import objective
-from workloads.metrics.batchnorm import batchnorm_layers, recompute_batchnorm
+from workloads.cohort_net import batchnorm_layers
+from workloads.metrics.batchnorm import recompute_batchnorm
 from workloads.models import model_device
 
 # ---- defaults, in one place ------------------------------------------------------------------------------

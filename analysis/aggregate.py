@@ -41,6 +41,13 @@ PAIR_METRICS = BUILTINS.names("pair")
 LOG_OF_MEAN = {s.name: s.log_name for s in BUILTINS.all if s.log_name}
 
 
+def numeric_column(frame: pd.DataFrame, col: str) -> np.ndarray:
+    """(n,) float values of ``frame[col]``: NaN where a value is not a number, all NaN when there is no column."""
+    if col not in frame.columns:
+        return np.full(len(frame), np.nan)
+    return pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=float)
+
+
 def aggregate_cells(
     models: pd.DataFrame, pairs: pd.DataFrame, *, expected_seeds: Iterable[int] | None = None,
     metrics: MetricSet = BUILTINS, expected_by_cell: Mapping[tuple[float, float], Iterable[int]] | None = None,

@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.adaptive_cells import trained_only
+from analysis.aggregate import numeric_column
 from analysis.plot_data import temperature_hot_when_large
 from analysis.tables import format_value
 
@@ -132,15 +133,9 @@ class Claim:
 # Measures shared by the claims
 
 
-def _num(cells: pd.DataFrame, col: str) -> np.ndarray:
-    if col not in cells:
-        return np.full(len(cells), np.nan)
-    return pd.to_numeric(cells[col], errors="coerce").to_numpy(dtype=float)
-
-
 def _hotness(cells: pd.DataFrame, facts: RunFacts) -> np.ndarray:
     """(n,) larger = hotter: the temperature value, negated for batch size (small batches are hot)."""
-    t = _num(cells, "temperature_value")
+    t = numeric_column(cells, "temperature_value")
     return t if temperature_hot_when_large(facts.temperature_name) else -t
 
 
@@ -180,7 +175,7 @@ def row_trends(cells: pd.DataFrame, metric: str) -> dict[str, float]:
     """Per temperature value, the Spearman correlation of ``metric`` with the load (rows with >= 3 values)."""
     out = {}
     for tv, g in cells.groupby("temperature_value"):
-        rho = spearman(_num(g, "load_value"), _num(g, metric))
+        rho = spearman(numeric_column(g, "load_value"), numeric_column(g, metric))
         if math.isfinite(rho):
             out[format_value(tv)] = round(rho, 3)
     return out
@@ -232,7 +227,7 @@ def _sharp_is_hot(cells, facts) -> Verdict:
 
 
 def _poor_is_small(cells, facts) -> Verdict:
-    a, n = ordered_pairs(cells, WELL, POOR, same="temperature_value", position=_num(cells, "load_value"))
+    a, n = ordered_pairs(cells, WELL, POOR, same="temperature_value", position=numeric_column(cells, "load_value"))
     return _fraction_verdict(a, n, "same-temperature pairs of a poorly (I/III) and a well-connected (II/IV) cell "
                                    "have the poorly connected one narrower", "no temperature has both")
 
@@ -262,7 +257,7 @@ def _tenfold(cells, facts) -> Verdict:
     cells' median lies above 10 x floor by the rules' definition, and the flat cells sit near the floor; their
     ratio exceeds ten nearly by construction. Reported beside, flagged so."""
     cells = cells.reset_index(drop=True)
-    loss, cls = _num(cells, "train_loss"), cells["sharpness_class"].to_numpy()
+    loss, cls = numeric_column(cells, "train_loss"), cells["sharpness_class"].to_numpy()
     ratios, examples = [], []
     for lv, idx in cells.groupby("load_value").indices.items():
         order = idx[np.argsort(_hotness(cells, facts)[idx], kind="stable")]
@@ -295,7 +290,7 @@ def _hessian_sharp(cells, facts) -> Verdict:
     cls = cells["sharpness_class"].to_numpy()
     ev, ok = {}, []
     for col in ("log_hessian_top_eigenvalue", "log_hessian_trace"):
-        v = _num(cells, col)
+        v = numeric_column(cells, col)
         s, f = _median(v[cls == "sharp"]), _median(v[cls == "flat"])
         if not (math.isfinite(s) and math.isfinite(f)):
             return Verdict(None, {}, "cannot be measured: the run needs both sharp and flat cells with a Hessian")
@@ -314,7 +309,7 @@ def _best_in(phases: tuple[str, ...]) -> Callable[[pd.DataFrame, RunFacts], Verd
     error of each cell's mean (test_acc_std / sqrt(test_acc_n)) in the evidence: how many standard errors the
     lead is tells a reader whether a lead of a few thousandths is a lead at all (the bootstrap decides p)."""
     def verdict(cells, facts) -> Verdict:
-        acc = _num(cells, "test_acc")
+        acc = numeric_column(cells, "test_acc")
         if not np.isfinite(acc).any():
             return Verdict(None, {}, "cannot be measured: no cell has a test accuracy")
         labels = _phases(cells)
@@ -324,7 +319,7 @@ def _best_in(phases: tuple[str, ...]) -> Callable[[pd.DataFrame, RunFacts], Verd
                            f"cannot be decided: the best cell ({_where(cells, top, facts)}, test accuracy "
                            f"{acc[top]:.4g}) has no phase")
         with np.errstate(invalid="ignore", divide="ignore"):
-            se = _num(cells, "test_acc_std") / np.sqrt(_num(cells, "test_acc_n"))
+            se = numeric_column(cells, "test_acc_std") / np.sqrt(numeric_column(cells, "test_acc_n"))
         inside = np.isin(labels, phases) & np.isfinite(acc)
         outside = ~np.isin(labels, phases) & (labels != None) & np.isfinite(acc)  # noqa: E711 (object array)
         named = "/".join(phases)
@@ -369,10 +364,10 @@ def _best_of(cells, acc, se, mask, facts) -> dict | None:
 
 def _cka_tracks_accuracy(cells, facts) -> Verdict:
     iv = np.isin(_phases(cells), PHASE_IV)
-    rho = spearman(_num(cells, "cka")[iv], _num(cells, "test_acc")[iv])
+    rho = spearman(numeric_column(cells, "cka")[iv], numeric_column(cells, "test_acc")[iv])
     ev = {"phase_iv_cells": int(iv.sum()), "spearman_cka_test_acc": None if math.isnan(rho) else round(rho, 3),
           "needed": MIN_RANK_CORRELATION}
-    n = int((iv & np.isfinite(_num(cells, "cka")) & np.isfinite(_num(cells, "test_acc"))).sum())
+    n = int((iv & np.isfinite(numeric_column(cells, "cka")) & np.isfinite(numeric_column(cells, "test_acc"))).sum())
     if n < 3:
         return Verdict(None, ev, f"cannot be measured: {n} phase-IV cells with CKA and test accuracy (a rank "
                                  f"correlation needs {MIN_CELLS_FOR_CORRELATION} to resolve)")
@@ -390,7 +385,7 @@ def _cka_tracks_accuracy(cells, facts) -> Verdict:
 
 def _iii_flat_but_worse(cells, facts) -> Verdict:
     phases, cls = _phases(cells), cells["sharpness_class"].to_numpy()
-    lam, acc = _num(cells, "log_hessian_top_eigenvalue"), _num(cells, "test_acc")
+    lam, acc = numeric_column(cells, "log_hessian_top_eigenvalue"), numeric_column(cells, "test_acc")
     iii, iva = phases == "III", phases == "IV-A"
     if not iii.any() or not iva.any():
         return Verdict(None, {}, "cannot be measured: the run needs phase-III and phase-IV-A cells")
@@ -424,7 +419,7 @@ def _dark_band(cells, facts) -> Verdict:
     crossing, dips, examples = 0, 0, []
     for name, line in _lines(cells, facts):
         cls = line["sharpness_class"].to_numpy()
-        acc, std, n = _num(line, "test_acc"), _num(line, "test_acc_std"), _num(line, "test_acc_n")
+        acc, std, n = (numeric_column(line, col) for col in ("test_acc", "test_acc_std", "test_acc_n"))
         edges = [j for j in range(len(cls) - 1) if {cls[j], cls[j + 1]} == {"sharp", "flat"}]
         if not edges:
             continue
@@ -453,7 +448,7 @@ def _dark_band(cells, facts) -> Verdict:
 
 
 def _sharp_beats_iii(cells, facts) -> Verdict:
-    phases, acc = _phases(cells), _num(cells, "test_acc")
+    phases, acc = _phases(cells), numeric_column(cells, "test_acc")
     agree = total = 0
     for lv in pd.unique(cells["load_value"]):
         col = cells["load_value"].to_numpy() == lv
@@ -469,7 +464,7 @@ def _sharp_beats_iii(cells, facts) -> Verdict:
 
 def _trace_insensitive_to_noise(cells, facts) -> Verdict:
     cells = cells.reset_index(drop=True)
-    v = _num(cells, "log_hessian_trace")
+    v = numeric_column(cells, "log_hessian_trace")
 
     def ranges(by: str) -> list[float]:
         """Per group of ``by``, the range of the finite log traces (groups with >= 2 of them)."""

@@ -80,7 +80,7 @@ class DiagnoseRequest:
     rules: dict = field(default_factory=dict)  # --rule name=value (analysis.phases.PhaseRules)
     device: str = "auto"
     # torch's CPU threads while measuring. 1, as a sweep job with resources.cpu: 1: small models gain nothing from
-    # more, and on a loaded machine lose a lot (measured: docs/benchmarks.md, "Measurements behind constants").
+    # more threads and can lose much (docs/benchmarks.md, "Measurements behind constants").
     threads: int = 1
 
 

@@ -5,7 +5,7 @@ Per pair:    linear_cka (on mixup_probes shared by a cell), mode_connectivity al
              curve (connect_models; P pairs at once: connect_cohort), l2_distance
 """
 
-from workloads.metrics.cka import CKAUndefined, cka_or_reason, gram_linear_cka, linear_cka, mixup_probes, softmax_outputs
+from workloads.metrics.cka import CKAUndefined, cka_or_reason, linear_cka, mixup_probes, softmax_outputs
 from workloads.metrics.connectivity import (
     CurveConfig,
     CurveDiverged,
@@ -38,7 +38,6 @@ __all__ = [
     "curve_cohort",
     "estimate_hessian",
     "evaluate_curves",
-    "gram_linear_cka",
     "hessian_top_eigenvalue",
     "hessian_trace",
     "l2_distance",

@@ -48,8 +48,8 @@ import pandas as pd
 
 from analysis.adaptive_cells import trained_only
 from analysis.aggregate import numeric_column
-from analysis.plot_data import temperature_hot_when_large
 from analysis.tables import format_value
+from workloads import knobs
 
 # ------------------------------------------------------------------------------------------------------------
 # Thresholds (the same for every run)
@@ -136,7 +136,7 @@ class Claim:
 def _hotness(cells: pd.DataFrame, facts: RunFacts) -> np.ndarray:
     """(n,) larger = hotter: the temperature value, negated for batch size (small batches are hot)."""
     t = numeric_column(cells, "temperature_value")
-    return t if temperature_hot_when_large(facts.temperature_name) else -t
+    return t if knobs.hot_when_large(facts.temperature_name) else -t
 
 
 def _phases(cells: pd.DataFrame) -> np.ndarray:

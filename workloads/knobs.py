@@ -99,10 +99,6 @@ def names(axis: str) -> tuple[str, ...]:
     return tuple(k.name for k in KNOBS.values() if k.axis == axis)
 
 
-def knob(name: str) -> KnobSpec | None:
-    return KNOBS.get(name)
-
-
 def hot_when_large(temperature_name: str) -> bool:
     """Whether large values of a temperature knob mean more SGD noise (an unknown knob is assumed so)."""
     spec = KNOBS.get(temperature_name)

@@ -80,7 +80,7 @@ class Estimate:
                 f"per step")
 
 
-def _members_by_cell(cfg: SweepConfig, groups: list[list[tuple]]) -> dict:
+def _members_by_cell(groups: list[list[tuple]]) -> dict:
     """(load, temperature) -> the size of the cohort its first member is in."""
     out = {}
     for group in groups:
@@ -96,8 +96,8 @@ def estimate_gpu_hours(cfg: SweepConfig, basis: GpuBasis | None = None) -> Estim
 
     basis = basis or default_basis()
     cfg = cfg.with_gpus_available(True)  # resources.gpu: auto -> its GPU share
-    model_members = _members_by_cell(cfg, model_cohorts(cfg, cfg.model_keys()))
-    pair_members = _members_by_cell(cfg, pair_cohorts(cfg, cfg.pair_keys()))
+    model_members = _members_by_cell(model_cohorts(cfg, cfg.model_keys()))
+    pair_members = _members_by_cell(pair_cohorts(cfg, cfg.pair_keys()))
     full, shape, classes = workload_facts(cfg.workload)
     tokens = token_inputs(cfg.workload)
     facts = DATASET_FACTS.get(cfg.workload.dataset)

@@ -40,9 +40,12 @@ PAIR_METRICS = BUILTINS.names("pair")
 # Hessian figures are log(mean over seeds), like the paper; name of the log column per metric.
 LOG_OF_MEAN = {s.name: s.log_name for s in BUILTINS.all if s.log_name}
 
-# Of the pairwise metrics, only these are expected for every pair; mode connectivity is computed for the
-# connected pairs only (the authors connect one pair per cell), so its count is reported but not demanded.
-PAIR_METRICS_EXPECTED_FOR_ALL = [s.name for s in BUILTINS.per("pair") if s.expected_for_all]
+
+def numeric_column(frame: pd.DataFrame, col: str) -> np.ndarray:
+    """(n,) float values of ``frame[col]``: NaN where a value is not a number, all NaN when there is no column."""
+    if col not in frame.columns:
+        return np.full(len(frame), np.nan)
+    return pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=float)
 
 
 def aggregate_cells(

@@ -26,7 +26,6 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from importlib import metadata
 
 import numpy as np
 import pandas as pd
@@ -50,6 +49,7 @@ from analysis.reference import ReferenceImportSummary
 from analysis.reference import import_reference as _import_reference
 from analysis.report import DiagramSection, render_report
 from analysis.run_files import read_run_file
+from analysis.schemas import landscape_version
 from analysis.tables import RunTables, TableScan, join, resolve
 from workloads.atomic import write_atomically
 from workloads.metric_specs import merged
@@ -386,7 +386,7 @@ def _analyze_into(run_dir, out_dir, shown_dir, phase_rules, color_ranges, expect
 
     provenance = {
         "tables": _table_provenance(models),
-        "analysis": {"package_version": _version(),
+        "analysis": {"package_version": landscape_version(),
                      "rules_file": join(shown_dir, os.path.basename(rules_path)) if shown_dir != out_dir else rules_path},
     }
     source = _read_run_text(run_dir, "provenance.json", "json", warnings)
@@ -523,10 +523,3 @@ def _derived_thresholds(cells: pd.DataFrame) -> dict:
             "cka_split": float(split.iloc[0]) if len(split) else None,
         }
     return out
-
-
-def _version() -> str:
-    try:
-        return metadata.version("landscape")
-    except metadata.PackageNotFoundError:
-        return "unknown"

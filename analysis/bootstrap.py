@@ -37,7 +37,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis.aggregate import CELL_COLUMNS
+from analysis.aggregate import CELL_COLUMNS, numeric_column
 from analysis.phases import PhaseRules, label_phases
 from workloads.metric_specs import BUILTINS, MetricSet
 
@@ -78,7 +78,7 @@ def resample_cells(models: pd.DataFrame, pairs: pd.DataFrame, cells: pd.DataFram
         model_w = counts[:, np.searchsorted(seeds, m["seed"].to_numpy(dtype=int))]
         for specs, frame in ((model_specs, m), (pair_specs, p)):
             for spec in specs:
-                values = _values(frame, spec.name)
+                values = numeric_column(frame, spec.name)
                 if frame is m:
                     weights = model_w
                 else:
@@ -135,12 +135,6 @@ def _label(phase) -> str:
 
 def _groups(df: pd.DataFrame) -> dict:
     return {k: g for k, g in df.groupby(CELL_COLUMNS, sort=False)} if len(df) else {}
-
-
-def _values(frame: pd.DataFrame, col: str) -> np.ndarray:
-    if col not in frame.columns:
-        return np.full(len(frame), np.nan)
-    return pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=float)
 
 
 def _repeat(column: pd.Series, draws: int) -> np.ndarray:

@@ -47,8 +47,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.adaptive_cells import trained_only
-from analysis.plot_data import temperature_hot_when_large
+from analysis.aggregate import numeric_column
 from analysis.tables import format_value
+from workloads import knobs
 
 # ------------------------------------------------------------------------------------------------------------
 # Thresholds (the same for every run)
@@ -132,16 +133,10 @@ class Claim:
 # Measures shared by the claims
 
 
-def _num(cells: pd.DataFrame, col: str) -> np.ndarray:
-    if col not in cells:
-        return np.full(len(cells), np.nan)
-    return pd.to_numeric(cells[col], errors="coerce").to_numpy(dtype=float)
-
-
 def _hotness(cells: pd.DataFrame, facts: RunFacts) -> np.ndarray:
     """(n,) larger = hotter: the temperature value, negated for batch size (small batches are hot)."""
-    t = _num(cells, "temperature_value")
-    return t if temperature_hot_when_large(facts.temperature_name) else -t
+    t = numeric_column(cells, "temperature_value")
+    return t if knobs.hot_when_large(facts.temperature_name) else -t
 
 
 def _phases(cells: pd.DataFrame) -> np.ndarray:
@@ -180,7 +175,7 @@ def row_trends(cells: pd.DataFrame, metric: str) -> dict[str, float]:
     """Per temperature value, the Spearman correlation of ``metric`` with the load (rows with >= 3 values)."""
     out = {}
     for tv, g in cells.groupby("temperature_value"):
-        rho = spearman(_num(g, "load_value"), _num(g, metric))
+        rho = spearman(numeric_column(g, "load_value"), numeric_column(g, metric))
         if math.isfinite(rho):
             out[format_value(tv)] = round(rho, 3)
     return out
@@ -194,6 +189,11 @@ def _fraction_verdict(agree: int, total: int, what: str, empty: str) -> Verdict:
     evidence = {"agreeing": agree, "pairs": total, "fraction": round(frac, 3), "needed": MIN_AGREEING_FRACTION}
     head = "holds" if holds else "does not hold"
     return Verdict(holds, evidence, f"{head}: {frac:.0%} of {total} {what} (needs {MIN_AGREEING_FRACTION:.0%})")
+
+
+def _trend(metric: str, sign: int, words: str) -> Callable[[pd.DataFrame, RunFacts], Verdict]:
+    """The check of a claim that the load trend of ``metric`` has the sign ``sign`` (``words`` says so)."""
+    return lambda cells, facts: _trend_verdict(cells, metric, sign, words)
 
 
 def _trend_verdict(cells: pd.DataFrame, metric: str, sign: int, words: str) -> Verdict:
@@ -227,7 +227,7 @@ def _sharp_is_hot(cells, facts) -> Verdict:
 
 
 def _poor_is_small(cells, facts) -> Verdict:
-    a, n = ordered_pairs(cells, WELL, POOR, same="temperature_value", position=_num(cells, "load_value"))
+    a, n = ordered_pairs(cells, WELL, POOR, same="temperature_value", position=numeric_column(cells, "load_value"))
     return _fraction_verdict(a, n, "same-temperature pairs of a poorly (I/III) and a well-connected (II/IV) cell "
                                    "have the poorly connected one narrower", "no temperature has both")
 
@@ -257,7 +257,7 @@ def _tenfold(cells, facts) -> Verdict:
     cells' median lies above 10 x floor by the rules' definition, and the flat cells sit near the floor; their
     ratio exceeds ten nearly by construction. Reported beside, flagged so."""
     cells = cells.reset_index(drop=True)
-    loss, cls = _num(cells, "train_loss"), cells["sharpness_class"].to_numpy()
+    loss, cls = numeric_column(cells, "train_loss"), cells["sharpness_class"].to_numpy()
     ratios, examples = [], []
     for lv, idx in cells.groupby("load_value").indices.items():
         order = idx[np.argsort(_hotness(cells, facts)[idx], kind="stable")]
@@ -290,7 +290,7 @@ def _hessian_sharp(cells, facts) -> Verdict:
     cls = cells["sharpness_class"].to_numpy()
     ev, ok = {}, []
     for col in ("log_hessian_top_eigenvalue", "log_hessian_trace"):
-        v = _num(cells, col)
+        v = numeric_column(cells, col)
         s, f = _median(v[cls == "sharp"]), _median(v[cls == "flat"])
         if not (math.isfinite(s) and math.isfinite(f)):
             return Verdict(None, {}, "cannot be measured: the run needs both sharp and flat cells with a Hessian")
@@ -309,7 +309,7 @@ def _best_in(phases: tuple[str, ...]) -> Callable[[pd.DataFrame, RunFacts], Verd
     error of each cell's mean (test_acc_std / sqrt(test_acc_n)) in the evidence: how many standard errors the
     lead is tells a reader whether a lead of a few thousandths is a lead at all (the bootstrap decides p)."""
     def verdict(cells, facts) -> Verdict:
-        acc = _num(cells, "test_acc")
+        acc = numeric_column(cells, "test_acc")
         if not np.isfinite(acc).any():
             return Verdict(None, {}, "cannot be measured: no cell has a test accuracy")
         labels = _phases(cells)
@@ -319,7 +319,7 @@ def _best_in(phases: tuple[str, ...]) -> Callable[[pd.DataFrame, RunFacts], Verd
                            f"cannot be decided: the best cell ({_where(cells, top, facts)}, test accuracy "
                            f"{acc[top]:.4g}) has no phase")
         with np.errstate(invalid="ignore", divide="ignore"):
-            se = _num(cells, "test_acc_std") / np.sqrt(_num(cells, "test_acc_n"))
+            se = numeric_column(cells, "test_acc_std") / np.sqrt(numeric_column(cells, "test_acc_n"))
         inside = np.isin(labels, phases) & np.isfinite(acc)
         outside = ~np.isin(labels, phases) & (labels != None) & np.isfinite(acc)  # noqa: E711 (object array)
         named = "/".join(phases)
@@ -364,10 +364,10 @@ def _best_of(cells, acc, se, mask, facts) -> dict | None:
 
 def _cka_tracks_accuracy(cells, facts) -> Verdict:
     iv = np.isin(_phases(cells), PHASE_IV)
-    rho = spearman(_num(cells, "cka")[iv], _num(cells, "test_acc")[iv])
+    rho = spearman(numeric_column(cells, "cka")[iv], numeric_column(cells, "test_acc")[iv])
     ev = {"phase_iv_cells": int(iv.sum()), "spearman_cka_test_acc": None if math.isnan(rho) else round(rho, 3),
           "needed": MIN_RANK_CORRELATION}
-    n = int((iv & np.isfinite(_num(cells, "cka")) & np.isfinite(_num(cells, "test_acc"))).sum())
+    n = int((iv & np.isfinite(numeric_column(cells, "cka")) & np.isfinite(numeric_column(cells, "test_acc"))).sum())
     if n < 3:
         return Verdict(None, ev, f"cannot be measured: {n} phase-IV cells with CKA and test accuracy (a rank "
                                  f"correlation needs {MIN_CELLS_FOR_CORRELATION} to resolve)")
@@ -385,7 +385,7 @@ def _cka_tracks_accuracy(cells, facts) -> Verdict:
 
 def _iii_flat_but_worse(cells, facts) -> Verdict:
     phases, cls = _phases(cells), cells["sharpness_class"].to_numpy()
-    lam, acc = _num(cells, "log_hessian_top_eigenvalue"), _num(cells, "test_acc")
+    lam, acc = numeric_column(cells, "log_hessian_top_eigenvalue"), numeric_column(cells, "test_acc")
     iii, iva = phases == "III", phases == "IV-A"
     if not iii.any() or not iva.any():
         return Verdict(None, {}, "cannot be measured: the run needs phase-III and phase-IV-A cells")
@@ -419,7 +419,7 @@ def _dark_band(cells, facts) -> Verdict:
     crossing, dips, examples = 0, 0, []
     for name, line in _lines(cells, facts):
         cls = line["sharpness_class"].to_numpy()
-        acc, std, n = _num(line, "test_acc"), _num(line, "test_acc_std"), _num(line, "test_acc_n")
+        acc, std, n = (numeric_column(line, col) for col in ("test_acc", "test_acc_std", "test_acc_n"))
         edges = [j for j in range(len(cls) - 1) if {cls[j], cls[j + 1]} == {"sharp", "flat"}]
         if not edges:
             continue
@@ -448,7 +448,7 @@ def _dark_band(cells, facts) -> Verdict:
 
 
 def _sharp_beats_iii(cells, facts) -> Verdict:
-    phases, acc = _phases(cells), _num(cells, "test_acc")
+    phases, acc = _phases(cells), numeric_column(cells, "test_acc")
     agree = total = 0
     for lv in pd.unique(cells["load_value"]):
         col = cells["load_value"].to_numpy() == lv
@@ -462,17 +462,9 @@ def _sharp_beats_iii(cells, facts) -> Verdict:
                                            "test accuracy in I/II", "no column holds both III and I/II")
 
 
-def _mc_falls_with_noise(cells, facts) -> Verdict:
-    return _trend_verdict(cells, "mode_connectivity", -1, "mode connectivity falls with label noise")
-
-
-def _cka_falls_with_noise(cells, facts) -> Verdict:
-    return _trend_verdict(cells, "cka", -1, "CKA falls with label noise")
-
-
 def _trace_insensitive_to_noise(cells, facts) -> Verdict:
     cells = cells.reset_index(drop=True)
-    v = _num(cells, "log_hessian_trace")
+    v = numeric_column(cells, "log_hessian_trace")
 
     def ranges(by: str) -> list[float]:
         """Per group of ``by``, the range of the finite log traces (groups with >= 2 of them)."""
@@ -493,18 +485,6 @@ def _trace_insensitive_to_noise(cells, facts) -> Verdict:
     return Verdict(holds, ev, f"{'holds' if holds else 'does not hold'}: log trace (natural log) varies by {rn:.2f} "
                               f"along the noise axis and {rt:.2f} along the temperature axis (medians; needs the "
                               f"first below {NOISE_VS_TEMPERATURE_RANGE:g} x the second)")
-
-
-def _cka_rises_with_data(cells, facts) -> Verdict:
-    return _trend_verdict(cells, "cka", +1, "CKA rises with the training-set size")
-
-
-def _accuracy_rises_with_data(cells, facts) -> Verdict:
-    return _trend_verdict(cells, "test_acc", +1, "test accuracy rises with the training-set size")
-
-
-def _mc_falls_with_data(cells, facts) -> Verdict:
-    return _trend_verdict(cells, "mode_connectivity", -1, "mode connectivity falls with the training-set size")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -594,11 +574,11 @@ CLAIMS: list[Claim] = [
     Claim("mc-falls-with-label-noise", "Fig. 7",
           "More randomised labels make the landscape more poorly connected: mc falls with label noise.",
           f"mc falls with noise (negative Spearman) in >= {MIN_AGREEING_FRACTION:.0%} of the temperature rows",
-          _load_is("label_noise"), _mc_falls_with_noise),
+          _load_is("label_noise"), _trend("mode_connectivity", -1, "mode connectivity falls with label noise")),
     Claim("cka-falls-with-label-noise", "Fig. 7",
           "More randomised labels make trained models less similar: CKA falls with label noise.",
           f"CKA falls with noise in >= {MIN_AGREEING_FRACTION:.0%} of the temperature rows",
-          _load_is("label_noise"), _cka_falls_with_noise),
+          _load_is("label_noise"), _trend("cka", -1, "CKA falls with label noise")),
     Claim("trace-insensitive-to-label-noise", "Fig. 7",
           "Label noise barely changes the Hessian: temperature, not noise, sets the trace.",
           f"the log-trace range along the noise axis < {NOISE_VS_TEMPERATURE_RANGE:g} x its range along temperature",
@@ -606,15 +586,16 @@ CLAIMS: list[Claim] = [
     Claim("cka-rises-with-data", "Fig. 6",
           "More data makes trained models more similar: CKA rises with the training-set size.",
           f"CKA rises with the training-set size in >= {MIN_AGREEING_FRACTION:.0%} of the temperature rows",
-          _load_is("train_fraction"), _cka_rises_with_data),
+          _load_is("train_fraction"), _trend("cka", +1, "CKA rises with the training-set size")),
     Claim("accuracy-rises-with-data", "Fig. 6",
           "Test accuracy rises with the training-set size.",
           f"test accuracy rises with the training-set size in >= {MIN_AGREEING_FRACTION:.0%} of the temperature rows",
-          _load_is("train_fraction"), _accuracy_rises_with_data),
+          _load_is("train_fraction"), _trend("test_acc", +1, "test accuracy rises with the training-set size")),
     Claim("mc-falls-with-data", "Fig. 6",
           "At a fixed width, more data makes the landscape more poorly connected (the white region shrinks).",
           f"mc falls with the training-set size in >= {MIN_AGREEING_FRACTION:.0%} of the temperature rows",
-          _load_is("train_fraction"), _mc_falls_with_data),
+          _load_is("train_fraction"),
+          _trend("mode_connectivity", -1, "mode connectivity falls with the training-set size")),
 ]
 CLAIM_BY_ID = {c.id: c for c in CLAIMS}
 

@@ -22,19 +22,38 @@ class CurveSeries:
 
 
 @dataclass
-class CurveData:
+class CellPanel:
+    """The cell a figure panel draws (this module's curves, analysis/history_data.py's training curves)."""
+
     load_name: str
     load_value: float
     temperature_name: str
     temperature_value: float
     phase: str | None
-    series: list[CurveSeries]
 
     @property
     def title(self) -> str:
         phase = f" (phase {self.phase})" if self.phase else ""
         load = f"{self.load_name}={format_value(self.load_value)}"
         return f"{load}, {self.temperature_name}={format_value(self.temperature_value)}{phase}"
+
+
+@dataclass
+class CurveData(CellPanel):
+    series: list[CurveSeries]
+
+
+def cell_rows(table: pd.DataFrame, load_value: float, temperature_value: float) -> pd.DataFrame:
+    """The rows of ``table`` (one with the cell columns) that belong to one cell."""
+    return table[(table["load_value"] == float(load_value)) & (table["temperature_value"] == float(temperature_value))]
+
+
+def cell_phase(cells: pd.DataFrame | None, load_value: float, temperature_value: float) -> str | None:
+    """The phase of one cell in the labelled ``cells``, None when they are not given or do not label it."""
+    if cells is None or "phase" not in cells:
+        return None
+    hit = cell_rows(cells, load_value, temperature_value)
+    return hit["phase"].iloc[0] if len(hit) and isinstance(hit["phase"].iloc[0], str) else None
 
 
 def curve_data(
@@ -46,9 +65,7 @@ def curve_data(
     pairs: pd.DataFrame | None = None,
 ) -> CurveData:
     """Train error along every stored curve of one cell (curves table rows), with each pair's mc when known."""
-    sel = curves[
-        (curves["load_value"] == float(load_value)) & (curves["temperature_value"] == float(temperature_value))
-    ]
+    sel = cell_rows(curves, load_value, temperature_value)
     if sel.empty:
         raise ValueError(f"no curves stored for the cell load={load_value}, temperature={temperature_value}")
     series = []
@@ -56,24 +73,13 @@ def curve_data(
         g = g.sort_values("t")
         mc = None
         if pairs is not None and len(pairs):
-            hit = pairs[
-                (pairs["load_value"] == float(load_value))
-                & (pairs["temperature_value"] == float(temperature_value))
-                & (pairs["seed_a"] == a)
-                & (pairs["seed_b"] == b)
-            ]["mode_connectivity"].dropna()
+            cell_pairs = cell_rows(pairs, load_value, temperature_value)
+            hit = cell_pairs[(cell_pairs["seed_a"] == a) & (cell_pairs["seed_b"] == b)]["mode_connectivity"].dropna()
             mc = float(hit.iloc[0]) if len(hit) else None
         series.append(CurveSeries(int(a), int(b), g["t"].to_numpy(float), g["train_error"].to_numpy(float), mc))
-    phase = None
-    if cells is not None and "phase" in cells:
-        hit = cells[
-            (cells["load_value"] == float(load_value)) & (cells["temperature_value"] == float(temperature_value))
-        ]
-        phase = hit["phase"].iloc[0] if len(hit) and isinstance(hit["phase"].iloc[0], str) else None
     first = sel.iloc[0]
-    return CurveData(
-        first["load_name"], float(load_value), first["temperature_name"], float(temperature_value), phase, series
-    )
+    return CurveData(first["load_name"], float(load_value), first["temperature_name"], float(temperature_value),
+                     cell_phase(cells, load_value, temperature_value), series)
 
 
 def representative_cells(cells: pd.DataFrame, curves: pd.DataFrame) -> list[tuple[float, float]]:

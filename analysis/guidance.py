@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from analysis.plot_data import temperature_hot_when_large
 from analysis.tables import format_value
 from workloads import knobs
 
@@ -71,7 +70,7 @@ def _lowest_load_all_well_connected(cells: pd.DataFrame) -> float | None:
 def _hotness(cells: pd.DataFrame) -> pd.Series:
     """Per cell, larger = hotter (the temperature value, negated for batch size)."""
     t = pd.to_numeric(cells["temperature_value"], errors="coerce")
-    return t if temperature_hot_when_large(cells["temperature_name"].iloc[0]) else -t
+    return t if knobs.hot_when_large(cells["temperature_name"].iloc[0]) else -t
 
 
 def convergence_findings(cells: pd.DataFrame) -> list[Finding]:

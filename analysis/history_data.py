@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from analysis.curve_data import CellPanel, cell_phase, cell_rows
 from analysis.tables import format_value
 
 
@@ -25,19 +26,8 @@ class SeedHistory:
 
 
 @dataclass
-class CellHistory:
-    load_name: str
-    load_value: float
-    temperature_name: str
-    temperature_value: float
-    phase: str | None
+class CellHistory(CellPanel):
     seeds: list[SeedHistory]
-
-    @property
-    def title(self) -> str:
-        phase = f" (phase {self.phase})" if self.phase else ""
-        return (f"{self.load_name}={format_value(self.load_value)}, "
-                f"{self.temperature_name}={format_value(self.temperature_value)}{phase}")
 
 
 def cell_history(history: pd.DataFrame, load_value: float, temperature_value: float, *,
@@ -45,7 +35,7 @@ def cell_history(history: pd.DataFrame, load_value: float, temperature_value: fl
     """Every seed's curves of one cell (rows of the history table, one knob pair), or None when it has none.
 
     Epochs are shown 1-based (epochs done) so that the last point is at ``training.epochs``."""
-    sel = history[(history["load_value"] == float(load_value)) & (history["temperature_value"] == float(temperature_value))]
+    sel = cell_rows(history, load_value, temperature_value)
     if sel.empty:
         return None
     seeds = []
@@ -54,13 +44,9 @@ def cell_history(history: pd.DataFrame, load_value: float, temperature_value: fl
         tested = g[g["test_acc"].notna()]
         seeds.append(SeedHistory(int(seed), g["epoch"].to_numpy(float) + 1, g["train_loss"].to_numpy(float),
                                  tested["epoch"].to_numpy(float) + 1, tested["test_acc"].to_numpy(float)))
-    phase = None
-    if cells is not None and "phase" in cells:
-        hit = cells[(cells["load_value"] == float(load_value)) & (cells["temperature_value"] == float(temperature_value))]
-        phase = hit["phase"].iloc[0] if len(hit) and isinstance(hit["phase"].iloc[0], str) else None
     first = sel.iloc[0]
     return CellHistory(str(first["load_name"]), float(load_value), str(first["temperature_name"]),
-                       float(temperature_value), phase, seeds)
+                       float(temperature_value), cell_phase(cells, load_value, temperature_value), seeds)
 
 
 class CellSpecError(ValueError):

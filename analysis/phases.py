@@ -240,7 +240,7 @@ def label_phases(cells: pd.DataFrame, rules: PhaseRules | Mapping | None = None,
         classes_k.append(k_class)
         phases.append(phase)
         reasons.append(
-            "; ".join(t for t in (s_txt, c_txt, k_txt) if t) + _undecided_suffix(sharp[i], poor[i], phase, cka[i])
+            "; ".join(t for t in (s_txt, c_txt, k_txt) if t) + _undecided_suffix(sharp[i], poor[i], phase)
         )
     out["sharpness_class"] = pd.array(classes_s, dtype="object")
     out["sharpness_threshold"] = loss_thr
@@ -339,7 +339,7 @@ def _conn_text(mc, thr, poor) -> str:
     return f"mc {mc:.3g} {'<' if poor else '>='} -{thr:.3g}: {'poorly' if poor else 'well'} connected"
 
 
-def _undecided_suffix(sharp, poor, phase, cka) -> str:
+def _undecided_suffix(sharp, poor, phase) -> str:
     """For a null phase, which labels the known values still allow."""
     if phase is not None:
         return ""

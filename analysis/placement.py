@@ -169,7 +169,7 @@ def place_group(models: list[dict], pairs: list[dict], rules: PhaseRules | Mappi
     draws, _ = labelled_draws(model_frame, pair_frame, cell, used)
     (frequency,), (runner_up,) = phase_confidence(labelled, draws)
     phase = row["phase"] if isinstance(row["phase"], str) else None
-    decisions = _decisions(row, used, sources, phase)
+    decisions = _decisions(row, used, sources)
     confidence, note = _confidence(decisions, phase)
     metrics = {m: {"mean": _num(row[m]), "std": _num(row[f"{m}_std"]), "n": int(row[f"{m}_n"]),
                    "unit": _UNITS.get(m, "")} for m in SHOWN_METRICS}
@@ -218,7 +218,7 @@ def _decision(transition, quantity, row, threshold, source, outcome) -> Decision
                     z, level)
 
 
-def _decisions(row, rules: PhaseRules, sources: dict, phase: str | None) -> list[Decision]:
+def _decisions(row, rules: PhaseRules, sources: dict) -> list[Decision]:
     """The decisions that made the phase: sharpness and connectivity (when measured), CKA inside phase IV."""
     out = []
     if isinstance(row["sharpness_class"], str):

@@ -136,12 +136,6 @@ class Grid:
         return out
 
 
-def temperature_hot_when_large(temperature_name: str) -> bool:
-    """True when large values of the temperature knob mean more SGD noise, drawn on top (workloads/knobs.py;
-    an unknown knob is assumed so)."""
-    return knobs.hot_when_large(temperature_name)
-
-
 def cell_grid(cells: pd.DataFrame) -> Grid:
     """The grid of a table of cells holding exactly one load and one temperature knob."""
     loads, temps = sorted(set(cells["load_name"])), sorted(set(cells["temperature_name"]))
@@ -152,7 +146,7 @@ def cell_grid(cells: pd.DataFrame) -> Grid:
             f"(cells.temperature_name == {temps[0]!r})]"
         )
     x = tuple(sorted({float(v) for v in cells["load_value"]}))
-    y = sorted({float(v) for v in cells["temperature_value"]}, reverse=temperature_hot_when_large(temps[0]))
+    y = sorted({float(v) for v in cells["temperature_value"]}, reverse=knobs.hot_when_large(temps[0]))
     return Grid(loads[0], temps[0], x, tuple(y))
 
 

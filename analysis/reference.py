@@ -51,7 +51,6 @@ import re
 import tarfile
 import zlib
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 
 import numpy as np
 import pyarrow as pa
@@ -61,7 +60,7 @@ import pyarrow.parquet as pq
 from analysis.run_files import RunFileError, read_run_file
 from analysis.safe_npz import NpzError, load_npz
 from analysis.safe_pickle import load_numpy_pickle
-from analysis.schemas import TABLE_NAMES, library_versions_json
+from analysis.schemas import TABLE_NAMES, landscape_version, library_versions_json
 from analysis.tables import RunTables, format_value, join, pair_key, resolve
 
 RUN_ID = "taxonomy-released"
@@ -431,13 +430,6 @@ def cell_rows(
 # Entry point
 
 
-def _package_version() -> str:
-    try:
-        return metadata.version("landscape")
-    except metadata.PackageNotFoundError:  # running from a source tree that is not installed
-        return "unknown"
-
-
 def reference_cell_key(k: int, bs: int) -> str:
     """Part key of one imported cell, e.g. ``width=16__batch_size=128__released``."""
     return f"{LOAD_NAME}={format_value(k)}__{TEMPERATURE_NAME}={format_value(bs)}__released"
@@ -504,7 +496,7 @@ def import_reference(archive: str, out: str, *, schedule: str | None = None) -> 
     common = {
         "run_id": RUN_ID,
         "config_hash": sha[:16],
-        "package_version": _package_version(),
+        "package_version": landscape_version(),
         "library_versions": library_versions_json({"numpy": np.__version__, "source": "released archive"}),
     }
     tables = RunTables(out)

@@ -13,7 +13,6 @@ through :func:`read_run_file`, which reads
 Object stores (s3://, gs://) have no symlinks or devices; the size limit applies there too.
 
     read_run_file(uri, kind, root=None) -> bytes     the checked bytes, or RunFileError
-    check_run_file(uri, kind, root=None) -> int      the checks alone (the size), for readers that stream
 
 Plain Python and pyarrow's file systems: every layer may use it.
 """
@@ -91,7 +90,7 @@ def _describe(mode: int) -> str:
     return "not a regular file"
 
 
-def _read_local(path: str, limit: int, kind: str, root: str | None, read: bool) -> tuple[bytes, int]:
+def _read_local(path: str, limit: int, kind: str, root: str | None) -> bytes:
     _refuse_linked_folders(path, root)
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     try:
@@ -109,8 +108,6 @@ def _read_local(path: str, limit: int, kind: str, root: str | None, read: bool) 
             raise RunFileError(f"{path} is {_describe(info.st_mode)}, not a regular file: it is not read")
         if info.st_size > limit:
             raise RunFileError(_too_large(path, info.st_size, limit, kind))
-        if not read:
-            return b"", info.st_size
         chunks, total = [], 0
         while total <= limit:
             chunk = os.read(fd, min(1 * MiB, limit + 1 - total))
@@ -120,7 +117,7 @@ def _read_local(path: str, limit: int, kind: str, root: str | None, read: bool) 
             total += len(chunk)
         if total > limit:
             raise RunFileError(_too_large(path, total, limit, kind))
-        return b"".join(chunks), total
+        return b"".join(chunks)
     finally:
         os.close(fd)
 
@@ -130,7 +127,7 @@ def _too_large(path: str, size: int, limit: int, kind: str) -> str:
             f"directory may have: it is not read (a run never writes one so large; check where it came from)")
 
 
-def _read_remote(uri: str, limit: int, kind: str, read: bool) -> tuple[bytes, int]:
+def _read_remote(uri: str, limit: int, kind: str) -> bytes:
     fs, path = pafs.FileSystem.from_uri(uri)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
@@ -139,13 +136,11 @@ def _read_remote(uri: str, limit: int, kind: str, read: bool) -> tuple[bytes, in
         raise RunFileError(f"{uri} is not a file: it is not read")
     if info.size is not None and info.size > limit:
         raise RunFileError(_too_large(uri, info.size, limit, kind))
-    if not read:
-        return b"", int(info.size or 0)
     with fs.open_input_stream(path) as fh:
         data = fh.read(limit + 1)
     if len(data) > limit:
         raise RunFileError(_too_large(uri, len(data), limit, kind))
-    return data, len(data)
+    return data
 
 
 def read_run_file(uri: str, kind: str, root: str | None = None) -> bytes:
@@ -156,16 +151,8 @@ def read_run_file(uri: str, kind: str, root: str | None = None) -> bytes:
     """
     limit = _limit(kind)
     if _is_local(uri):
-        return _read_local(_local_path(uri), limit, kind, root, True)[0]
-    return _read_remote(uri, limit, kind, True)[0]
-
-
-def check_run_file(uri: str, kind: str, root: str | None = None) -> int:
-    """The checks of :func:`read_run_file` without the read; returns the file's size in bytes."""
-    limit = _limit(kind)
-    if _is_local(uri):
-        return _read_local(_local_path(uri), limit, kind, root, False)[1]
-    return _read_remote(uri, limit, kind, False)[1]
+        return _read_local(_local_path(uri), limit, kind, root)
+    return _read_remote(uri, limit, kind)
 
 
 def read_config(run_dir: str) -> tuple[dict | None, str | None]:

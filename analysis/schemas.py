@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from importlib import metadata
 
 import pyarrow as pa
 
@@ -18,9 +19,6 @@ from workloads.metric_specs import BUILTINS, SPEC_METADATA_KEY, MetricSpec
 SCHEMA_VERSION = 1
 
 TABLE_NAMES = ("models", "pairs", "curves")  # the tables a sweep's plan is made from (what is done)
-# Tables that record how a result came about, not whether it is done: read by the analysis, never by the plan.
-# A run made before one existed simply has none of its parts.
-RECORD_TABLES = ("history", "curve_history")
 
 
 def _f(name: str, type_: pa.DataType, unit: str = "", doc: str = "") -> pa.Field:
@@ -279,3 +277,11 @@ def field_units(table: str) -> dict[str, str]:
 
 def library_versions_json(versions: dict[str, str]) -> str:
     return json.dumps(versions, sort_keys=True)
+
+
+def landscape_version() -> str:
+    """This package's installed version, "unknown" when it runs from a source tree that is not installed."""
+    try:
+        return metadata.version("landscape")
+    except metadata.PackageNotFoundError:
+        return "unknown"

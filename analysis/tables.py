@@ -186,20 +186,9 @@ class RunTables:
         """All parts of ``table`` as one DataFrame (empty, with the schema's columns, when none).
 
         ``on_corrupt``: "raise" (a clear TableError naming the part and the fix) or "skip" (leave
-        unreadable parts out; :meth:`corrupt_parts` lists them so they can be recomputed).
+        unreadable parts out; :meth:`scan`'s ``unreadable`` lists them so they can be recomputed).
         """
-        return self.read_checked(table, on_corrupt=on_corrupt)[0]
-
-    def read_checked(self, table: str, *, on_corrupt: str = "raise") -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-        """(``read(table)``, the (key, reason) of every unreadable part) in one pass over the parts."""
-        found = self.scan(table, on_corrupt=on_corrupt)
-        return found.frame, found.unreadable
-
-    def corrupt_parts(self, table: str) -> list[tuple[str, str]]:
-        """(key, reason) for every part of ``table`` that cannot be read against its schema.
-
-        A readable part of another schema version is not listed: TableError (it is not to be recomputed)."""
-        return self.scan(table, on_corrupt="skip").unreadable
+        return self.scan(table, on_corrupt=on_corrupt).frame
 
     def scan(self, table: str, *, on_corrupt: str = "skip") -> "TableScan":
         """One read of every part of ``table``: its rows, the part each row came from, the unreadable parts.

@@ -7,12 +7,6 @@ import os
 from orchestrator.console import echo
 
 
-def analysis_out_dir(run_dir: str, out_dir: str | None) -> str | None:
-    """None (the analysis default: RUN_DIR/analysis on the run's own storage, URIs included), or the
-    user's folder or URI."""
-    return out_dir
-
-
 def saved_rules(run_dir: str) -> tuple[dict, str | None]:
     """(the non-default phase rules of the analysis in RUN_DIR/analysis/phase_rules.json, a note for the
     user or None): what `landscape analyze --rule` chose, so that a later run or resume of the directory
@@ -64,8 +58,8 @@ def run_analysis(run_dir: str, *, scans: dict | None = None, pairs_expected: boo
     if note:
         echo(f"  note: {note}")
     try:
-        result = api.analyze_run(run_dir, rules=rules or None, out_dir=analysis_out_dir(run_dir, None), scans=scans,
-                                 pairs_expected=pairs_expected)
+        # No out_dir: the analysis writes RUN_DIR/analysis, on the run's own storage (URIs included).
+        result = api.analyze_run(run_dir, rules=rules or None, scans=scans, pairs_expected=pairs_expected)
     except Exception as exc:  # the sweep's results are safe; analysis problems must not hide them
         echo(f"  analysis failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}; "
              f"retry with `landscape analyze {run_dir}`", err=True)

@@ -29,7 +29,7 @@ import threading
 
 import click
 
-from orchestrator.analysis_step import analyse_during_sweep, analysis_out_dir, echo_analysis, run_config_hash
+from orchestrator.analysis_step import analyse_during_sweep, echo_analysis, run_config_hash
 from orchestrator.config import ConfigError
 from orchestrator.execute import echo_resources, execute, shutdown_ray
 from orchestrator.exits import EXIT_INCOMPLETE, StoppedExit, fail, user_errors
@@ -292,17 +292,7 @@ def status(run_dir, quick, as_json):
               help="Seed resamplings behind each claim's p and each label's confidence (0: off).")
 def analyze(run_dir, rules, out_dir, bootstrap_draws):
     """Phase diagram, heatmaps and report of RUN_DIR."""
-    import yaml
-
-    parsed = {}
-    for item in rules:
-        if "=" not in item:
-            fail(ConfigError(f"--rule {item!r}: expected KEY=VALUE"))
-        k, v = item.split("=", 1)
-        try:
-            parsed[k.strip()] = yaml.safe_load(v)
-        except yaml.YAMLError:
-            fail(ConfigError(f"--rule {item!r}: the value is not valid YAML"))
+    parsed = _key_values("--rule", rules)
     try:
         from analysis import api
     except ImportError as exc:
@@ -316,7 +306,7 @@ def analyze(run_dir, rules, out_dir, bootstrap_draws):
     try:
         with refusing_user_code("landscape analyze"):  # the tables and the saved config, as data
             result = analyse_during_sweep(run_dir, lambda: api.analyze_run(  # a live sweep: no advice to resume
-                run_dir, rules=parsed or None, out_dir=analysis_out_dir(run_dir, out_dir),
+                run_dir, rules=parsed or None, out_dir=out_dir,
                 pairs_expected=_pairs_expected(run_dir), config_hash=config_hash, bootstrap_draws=bootstrap_draws))
     except (ValueError, LookupError, OSError, *user_errors()) as exc:
         fail(exc)

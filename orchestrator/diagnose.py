@@ -80,7 +80,7 @@ class DiagnoseRequest:
     rules: dict = field(default_factory=dict)  # --rule name=value (analysis.phases.PhaseRules)
     device: str = "auto"
     # torch's CPU threads while measuring. 1, as a sweep job with resources.cpu: 1: small models gain nothing from
-    # more, and on a loaded machine lose a lot (measured: docs/benchmarks.md, "Measurements behind constants").
+    # more threads and can lose much (docs/benchmarks.md, "Measurements behind constants").
     threads: int = 1
 
 
@@ -244,6 +244,7 @@ def run_diagnosis(request: DiagnoseRequest, progress: Callable[[str], None] | No
 def _diagnose(request: DiagnoseRequest, progress: Callable[[str], None] | None) -> dict:
     from analysis.phases import PhaseRules, rules_for_mc_unit
     from analysis.placement import json_ready, place_group
+    from analysis.schemas import landscape_version
     from workloads.settings import MC_ON
 
     started = time.perf_counter()
@@ -317,7 +318,7 @@ def _diagnose(request: DiagnoseRequest, progress: Callable[[str], None] | None) 
         settings={"source": settings.source, "metrics": settings.section, "device": device,
                   "threads": int(request.threads)},
         seconds=time.perf_counter() - started,
-        landscape_version=_version(),
+        landscape_version=landscape_version(),
     )
     return json_ready(out)
 
@@ -350,15 +351,6 @@ def _on_device(curve, device: str):
 
 def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("landscape")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def text(result: dict) -> str:

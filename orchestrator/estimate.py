@@ -33,9 +33,7 @@ from dataclasses import dataclass
 from orchestrator import gpu_rates
 from orchestrator.cells import cell_quantities
 from orchestrator.config import ConfigError, SweepConfig, token_inputs, workload_facts
-from orchestrator.gpu_rates import (  # noqa: F401  (re-exported: the names callers and tests always used)
-    DEFAULT_GPU, MEASURED_RATES_ENV, MEASURED_RATES_PATH, RATES_FORMAT, RATES_VERSION, CohortRates, GpuBasis,
-    forward_flops, member_job_seconds, rates_path, read_rates, write_rates)
+from orchestrator.gpu_rates import DEFAULT_GPU, GpuBasis, forward_flops, member_job_seconds, rates_path, read_rates
 from workloads.dataset_facts import DATASET_FACTS
 
 DEFAULT_TEST_SIZE = 10000  # examples, for a dataset whose test size is not known without loading it
@@ -52,9 +50,6 @@ def measured_basis(path: str | None = None) -> GpuBasis | None:
         return read_rates(path or rates_path())
     except gpu_rates.RatesFileError as exc:
         raise RatesFileError(str(exc)) from None
-
-
-write_measured_rates = write_rates  # benchmarks/gpu.py's writer, under the name this module always had
 
 
 def default_basis() -> GpuBasis:
@@ -85,7 +80,7 @@ class Estimate:
                 f"per step")
 
 
-def _members_by_cell(cfg: SweepConfig, groups: list[list[tuple]]) -> dict:
+def _members_by_cell(groups: list[list[tuple]]) -> dict:
     """(load, temperature) -> the size of the cohort its first member is in."""
     out = {}
     for group in groups:
@@ -101,8 +96,8 @@ def estimate_gpu_hours(cfg: SweepConfig, basis: GpuBasis | None = None) -> Estim
 
     basis = basis or default_basis()
     cfg = cfg.with_gpus_available(True)  # resources.gpu: auto -> its GPU share
-    model_members = _members_by_cell(cfg, model_cohorts(cfg, cfg.model_keys()))
-    pair_members = _members_by_cell(cfg, pair_cohorts(cfg, cfg.pair_keys()))
+    model_members = _members_by_cell(model_cohorts(cfg, cfg.model_keys()))
+    pair_members = _members_by_cell(pair_cohorts(cfg, cfg.pair_keys()))
     full, shape, classes = workload_facts(cfg.workload)
     tokens = token_inputs(cfg.workload)
     facts = DATASET_FACTS.get(cfg.workload.dataset)

@@ -8,7 +8,6 @@ from orchestrator.config import ConfigError
 
 EXIT_BAD_INPUT = 2
 EXIT_INCOMPLETE = 1  # the sweep ended without every result: failed jobs, missing keys, a full disk, a dead Ray
-EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM gives 128 + 15
 
 
 class UserError(click.ClickException):

@@ -8,7 +8,6 @@ from torch import nn
 from workloads.metrics.cka import (
     CKAUndefined,
     cka_or_reason,
-    gram_linear_cka,
     linear_cka,
     mixup_plan,
     mixup_probes,
@@ -18,6 +17,19 @@ from workloads.metrics.cka import (
 
 def _rand(shape, seed):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def gram_linear_cka(x, y) -> float:
+    """The reference: linear CKA in Gram (HSIC) form, <HKH, HLH>_F / (||HKH||_F ||HLH||_F) with K = XXᵀ and
+    L = YYᵀ (m × m), centred on the Gram matrices (H K H without forming H), so it shares no intermediate step
+    with linear_cka's feature-space form. Clamped at 1 as linear_cka is."""
+    x, y = (torch.as_tensor(a, dtype=torch.float64) for a in (x, y))
+
+    def double_centre(k):
+        return k - k.mean(dim=0, keepdim=True) - k.mean(dim=1, keepdim=True) + k.mean()
+
+    kc, lc = double_centre(x @ x.T), double_centre(y @ y.T)
+    return min(float((kc * lc).sum() / (torch.linalg.matrix_norm(kc) * torch.linalg.matrix_norm(lc))), 1.0)
 
 
 @pytest.mark.parametrize("m,d1,d2", [(50, 7, 4), (30, 10, 10), (8, 20, 3)])
@@ -86,7 +98,7 @@ def test_constant_output_is_undefined_with_reason():
     with pytest.raises(CKAUndefined, match="model A's outputs are constant"):
         linear_cka(const, x)
     with pytest.raises(CKAUndefined, match="model B's outputs are constant"):
-        gram_linear_cka(x, const)
+        linear_cka(x, const)
     value, reason = cka_or_reason(x, const)
     assert value is None and reason == "undefined: model B's outputs are constant on the probes"
     value, reason = cka_or_reason(const, const)

@@ -164,10 +164,10 @@ def test_three_pairs_together_equal_each_pair_alone(digits, name, kw, dtype, bac
     base = CurveConfig(epochs=3, lr=0.05, batch_size=128, points=3, bn_batch_size=100)  # epoch 3: lr decays
     configs = [base, dataclasses.replace(base, lr=0.02, seed=3), dataclasses.replace(base, momentum=0.5, seed=1)]
     x, tx = digits.train_x.to(dtype), digits.test_x.to(dtype)
-    got = connect_cohort(*curve_cohort(pairs, backend=backend), x, digits.train_y.expand(3, -1), tx,
+    got = connect_cohort(*curve_cohort(pairs, "cpu", backend), x, digits.train_y.expand(3, -1), tx,
                          digits.test_y.expand(3, -1), configs)
     for (a, b), config, result in zip(pairs, configs, got):
-        [want] = connect_cohort(*curve_cohort([(a, b)], backend=backend), x, digits.train_y[None], tx,
+        [want] = connect_cohort(*curve_cohort([(a, b)], "cpu", backend), x, digits.train_y[None], tx,
                                 digits.test_y[None], [config])
         assert result.status == want.status == "ok"
         assert result.mode_connectivity == want.mode_connectivity and result.t_star == want.t_star
@@ -184,8 +184,8 @@ def test_a_diverged_curve_is_frozen_while_the_others_finish(digits):
     pairs = [(models[0], models[1]), (models[1], models[2])]
     ok = CurveConfig(epochs=2, lr=0.05, batch_size=128, points=5)
     configs = [dataclasses.replace(ok, lr=1e6), ok]
-    got = connect_cohort(*curve_cohort(pairs), digits.train_x, digits.train_y.expand(2, -1), digits.test_x,
-                         digits.test_y.expand(2, -1), configs)
+    got = connect_cohort(*curve_cohort(pairs, "cpu", "grouped"), digits.train_x, digits.train_y.expand(2, -1),
+                         digits.test_x, digits.test_y.expand(2, -1), configs)
     alone = connect_models(*pairs[0], digits, configs[0])
     assert got[0].status == alone.status == "diverged" and got[0].error == alone.error
     assert [h["train_loss"] for h in got[0].history] == [h["train_loss"] for h in alone.history]

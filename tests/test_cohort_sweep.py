@@ -356,9 +356,9 @@ def test_the_searcher_releases_a_pair_cohort_as_soon_as_its_models_exist():
 
 def test_the_estimate_uses_measured_rates_when_a_file_exists_and_cohorts_share_the_step_overhead(tmp_path,
                                                                                                   monkeypatch):
-    from orchestrator import estimate
+    from orchestrator import estimate, gpu_rates
 
-    monkeypatch.setenv(estimate.MEASURED_RATES_ENV, str(tmp_path / "none.json"))
+    monkeypatch.setenv(gpu_rates.MEASURED_RATES_ENV, str(tmp_path / "none.json"))
     cfg = load_config("paper-width-batch", check_data=False)
     assumed = estimate.estimate_gpu_hours(cfg)
     assert assumed.basis == estimate.DEFAULT_GPU and "assumed" in assumed.summary()
@@ -379,8 +379,8 @@ def test_the_estimate_uses_measured_rates_when_a_file_exists_and_cohorts_share_t
     assert estimate.estimate_gpu_hours(off_one, flat).gpu_hours * 3600 == pytest.approx(4 * steps * 0.25)
 
     path = tmp_path / "rates.json"
-    estimate.write_measured_rates(str(path), "NVIDIA H200", 2.0e14, 1e-3, "2026-12-01")
-    monkeypatch.setenv(estimate.MEASURED_RATES_ENV, str(path))
+    gpu_rates.write_rates(str(path), "NVIDIA H200", 2.0e14, 1e-3, "2026-12-01")
+    monkeypatch.setenv(gpu_rates.MEASURED_RATES_ENV, str(path))
     measured = estimate.estimate_gpu_hours(cfg)
     assert "measured 2026-12-01" in measured.summary() and "assumed" not in measured.summary()
     assert measured.basis.sustained_flops == 2.0e14 and measured.gpu_hours < assumed.gpu_hours

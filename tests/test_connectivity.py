@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workloads.cohort_net import resolve_backend
 from workloads.metrics.batchnorm import recompute_batchnorm, recompute_cohort_batchnorm
 from workloads.metrics.connectivity import (
     CurveConfig,
@@ -62,6 +63,11 @@ def _cnn(seed):
     )
 
 
+def _curve_cohort(pairs):
+    """curve_cohort on the CPU, with the backend the sweep chooses for the pairs' architecture."""
+    return curve_cohort(pairs, "cpu", resolve_backend("auto", pairs[0][0], len(pairs), DATA[0]))
+
+
 def _sgd(model, steps, seed, lr=0.1):
     """A few plain SGD steps (independent of workloads.train), leaving the model in eval mode."""
     x, y = DATA[0], DATA[1]
@@ -90,7 +96,7 @@ def _first(points):
 
 def _train_one(a, b, x, y, config):
     """train_curves of the one pair (a, b): (pair 0's middle point, history, None or CurveDiverged)."""
-    net, end_a, end_b = curve_cohort([(a, b)])
+    net, end_a, end_b = _curve_cohort([(a, b)])
     middle, [history], [failure] = train_curves(net, end_a, end_b, x, y.unsqueeze(0), [config])
     return _first(middle), history, failure
 
@@ -192,7 +198,7 @@ def test_curve_config_validation_and_grid():
 
 def test_curve_points_follow_the_bezier_formula():
     a, b = _cnn(1), _cnn(2)
-    _, end_a, end_b = curve_cohort([(a, b)])
+    _, end_a, end_b = _curve_cohort([(a, b)])
     middle = initial_middle(end_a, end_b)
     pa, pb = dict(a.named_parameters()), dict(b.named_parameters())
     g0, g1, gh = (_first(curve_points(end_a, middle, end_b, bezier_coefficients(t))) for t in (0.0, 1.0, 0.5))
@@ -205,7 +211,7 @@ def test_curve_points_follow_the_bezier_formula():
     middle = {k: torch.randn_like(v) for k, v in middle.items()}
     pc = _first(middle)
     gt = _first(curve_points(end_a, middle, end_b, bezier_coefficients(0.3)))
-    _, two_a, two_b = curve_cohort([(a, b), (b, a)])
+    _, two_a, two_b = _curve_cohort([(a, b), (b, a)])
     two_middle = {k: torch.cat([v, v]) for k, v in middle.items()}
     per_pair = curve_points(two_a, two_middle, two_b,
                             torch.tensor([bezier_coefficients(0.3), bezier_coefficients(0.8)]))
@@ -219,7 +225,7 @@ def test_curve_points_follow_the_bezier_formula():
 
 def test_endpoints_are_copied_and_not_trained():
     a, b = _mlp(1), _mlp(2)
-    net, end_a, end_b = curve_cohort([(a, b)])
+    net, end_a, end_b = _curve_cohort([(a, b)])
     assert not any(t.requires_grad for t in list(end_a.values()) + list(end_b.values()))
     with torch.no_grad():
         a[1].weight.add_(1.0)  # changing the source model later does not move the curve
@@ -233,7 +239,7 @@ def test_endpoints_are_copied_and_not_trained():
 
 def test_gradients_flow_only_to_the_middle():
     a, b = _cnn(1), _cnn(2)
-    net, end_a, end_b = curve_cohort([(a, b)])
+    net, end_a, end_b = _curve_cohort([(a, b)])
     middle = {k: v.requires_grad_(True) for k, v in initial_middle(end_a, end_b).items()}
     x, y = DATA[0][:64], DATA[1][:64]
     net.train()
@@ -249,7 +255,7 @@ def test_gradients_flow_only_to_the_middle():
 @pytest.mark.parametrize("make", [_mlp, _cnn], ids=["mlp", "cnn-bn"])
 def test_cohort_at_a_point_equals_a_model_holding_the_point(make):
     a, b = make(1), make(2)
-    net, end_a, end_b = curve_cohort([(a, b)])
+    net, end_a, end_b = _curve_cohort([(a, b)])
     middle = {k: torch.randn_like(v) for k, v in initial_middle(end_a, end_b).items()}
     points = _first(curve_points(end_a, middle, end_b, bezier_coefficients(0.7)))
     point = copy.deepcopy(a)  # a's running statistics, as the cohort built from a holds
@@ -266,7 +272,7 @@ def test_pairs_in_one_cohort_do_not_interfere():
     configs = [CurveConfig(epochs=2, batch_size=64, points=3, seed=0),
                CurveConfig(epochs=2, batch_size=64, points=3, lr=0.05, seed=5)]
     train_x, train_y, test_x, test_y = DATA
-    together = connect_cohort(*curve_cohort(pairs), train_x, train_y.expand(2, -1), test_x, test_y.expand(2, -1),
+    together = connect_cohort(*_curve_cohort(pairs), train_x, train_y.expand(2, -1), test_x, test_y.expand(2, -1),
                               configs)
     for (a, b), config, got in zip(pairs, configs, together):
         alone = connect_models(a, b, *DATA, config)
@@ -278,7 +284,7 @@ def test_pairs_in_one_cohort_do_not_interfere():
 
 def test_mismatched_endpoints_raise():
     with pytest.raises(ValueError, match="architecture"):
-        curve_cohort([(_mlp(1), _mlp(1, bn=True))])
+        _curve_cohort([(_mlp(1), _mlp(1, bn=True))])
 
 
 # ------------------------------------------------------------------------------------------ BatchNorm
@@ -286,7 +292,7 @@ def test_mismatched_endpoints_raise():
 
 def _evaluate_one(a, b, middle, config):
     """evaluate_curves of the one pair (a, b) with pair 0's middle point (None: the initial midpoint)."""
-    net, end_a, end_b = curve_cohort([(a, b)])
+    net, end_a, end_b = _curve_cohort([(a, b)])
     middle = initial_middle(end_a, end_b) if middle is None else {k: v[None] for k, v in middle.items()}
     train_x, train_y, test_x, test_y = DATA
     return evaluate_curves(net, end_a, middle, end_b, train_x, train_y[None], test_x, test_y[None], [config])[0]
@@ -321,7 +327,7 @@ def test_recompute_batchnorm_is_the_average_of_batch_statistics():
 def test_cohort_batchnorm_recompute_is_each_members(make, seeds):
     """recompute_cohort_batchnorm gives member m what recompute_batchnorm gives member m's model with seeds[m]."""
     models = [_sgd(make(1), 20, seed=1), _sgd(make(2), 20, seed=2)]
-    net, _, _ = curve_cohort([(models[0], models[1]), (models[1], models[0])])
+    net, _, _ = _curve_cohort([(models[0], models[1]), (models[1], models[0])])
     net.load_stacked({k: torch.stack([m.state_dict()[k] for m in models]) for k in models[0].state_dict()})
     x = DATA[0][:100]
     assert recompute_cohort_batchnorm(net, x, seeds=list(seeds), batch_size=32, drop_last=True) is net
@@ -374,7 +380,7 @@ def test_identical_endpoints_give_zero_connectivity():
     result = connect_models(model, copy.deepcopy(model), *DATA, CurveConfig(epochs=0, points=5))
     assert result.status == "ok" and result.mode_connectivity == 0.0 and result.t_star == 0.0
     assert np.all(result.train_error == result.train_error[0])
-    _, end_a, end_b = curve_cohort([(model, model)])
+    _, end_a, end_b = _curve_cohort([(model, model)])
     middle = _first(initial_middle(end_a, end_b))
     for name, p in model.named_parameters():
         assert torch.equal(middle[name], p)  # the midpoint of equal models

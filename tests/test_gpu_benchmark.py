@@ -131,7 +131,8 @@ def test_the_paper_grid_table_is_the_built_in_config():
 
 def test_the_projection_is_estimate_py_s_estimate_of_the_built_in_config():
     from orchestrator.config import load_config
-    from orchestrator.estimate import DEFAULT_GPU, CohortRates, estimate_gpu_hours
+    from orchestrator.estimate import DEFAULT_GPU, estimate_gpu_hours
+    from orchestrator.gpu_rates import CohortRates
 
     gpu = load_script()
     cfg = load_config("paper-width-batch", check_data=False)
@@ -176,13 +177,12 @@ def test_the_rate_fit_recovers_rates_from_exact_step_times_and_falls_back_on_non
 
 
 def test_the_rates_file_round_trips_its_cohort_section_and_refuses_a_bad_one(tmp_path):
-    from orchestrator import estimate
+    from orchestrator import estimate, gpu_rates
 
     path = tmp_path / "rates.json"
-    estimate.write_measured_rates(str(path), "NVIDIA H100", 1e14, 6e-3, "2026-12-07",
-                                  estimate.CohortRates(5, 8e13, 7e-3))
+    gpu_rates.write_rates(str(path), "NVIDIA H100", 1e14, 6e-3, "2026-12-07", gpu_rates.CohortRates(5, 8e13, 7e-3))
     basis = estimate.measured_basis(str(path))
-    assert basis.cohort == estimate.CohortRates(5, 8e13, 7e-3) and "NVIDIA H100, measured 2026-12-07" in basis.name
+    assert basis.cohort == gpu_rates.CohortRates(5, 8e13, 7e-3) and "NVIDIA H100, measured 2026-12-07" in basis.name
     from orchestrator.config import load_config
 
     shown = estimate.estimate_gpu_hours(load_config("paper-width-batch", check_data=False), basis).summary()

@@ -9,7 +9,6 @@ import math
 import pytest
 import torch
 
-from analysis.plot_data import temperature_hot_when_large
 from orchestrator.cells import cell_quantities, cell_spec
 from orchestrator.config import ConfigError, apply_overrides, parse_config
 from workloads import knobs
@@ -50,7 +49,7 @@ def test_what_a_knob_sets_reaches_the_cell():
 def test_hot_and_cold_advice_and_the_figures_ask_the_knob():
     assert not knobs.hot_when_large("batch_size") and knobs.hot_when_large("weight_decay")
     for name in knobs.names("temperature"):
-        assert temperature_hot_when_large(name) == KNOBS[name].hot_when_large
+        assert knobs.hot_when_large(name) == KNOBS[name].hot_when_large
         assert knobs.cooler(name) and knobs.hotter(name)
     assert knobs.hot_when_large("some_new_knob")  # unknown: assumed hot when large, as before
 
@@ -68,7 +67,7 @@ def test_a_new_knob_is_one_declaration(monkeypatch, one_torch_thread):
     assert cell.train_config(1, "cpu").momentum == 0.99 and cell.train_config(1, "cpu").lr == cfg.training.lr
     with pytest.raises(ConfigError, match=r"temperature.values\[0\]: a momentum must lie in \[0, 1\), got 1.5"):
         parse_config(raw(**{"temperature.name": "momentum", "temperature.values": "[1.5]"}))
-    assert knobs.cooler("momentum") == "less momentum" and temperature_hot_when_large("momentum")
+    assert knobs.cooler("momentum") == "less momentum" and knobs.hot_when_large("momentum")
     # And the model it trains is trained with that momentum.
     from workloads.experiment import ModelSpec, train_and_measure
 

@@ -49,7 +49,7 @@ def test_truncated_part_is_reported_with_the_fix(tmp_path):
     open(uri, "wb").write(data[: len(data) // 2])
     with pytest.raises(TableError, match="resume"):
         tables.read("models")
-    assert [k for k, _ in tables.corrupt_parts("models")] == [key]
+    assert [k for k, _ in tables.scan("models").unreadable] == [key]
     assert len(tables.read("models", on_corrupt="skip")) == 1
 
 
@@ -102,7 +102,8 @@ def test_a_column_added_later_reads_as_null_in_older_parts(tmp_path):
     _drop_columns(old, ["weights_sha256", "hessian_trace"])
     newer = tables.write_part("models", model_key("width", 8, "batch_size", 16, 1), [_model_row(1)])
     pq.write_table(pq.read_table(newer).append_column("a_future_column", pa.array([1.5])), newer)
-    df, bad = tables.read_checked("models")
+    scan = tables.scan("models")
+    df, bad = scan.frame, scan.unreadable
     assert bad == [] and len(df) == 2 and "a_future_column" not in df.columns
     assert df.weights_sha256.isna().all() and df.hessian_trace.isna().all()
     assert df.set_index("seed").loc[0, "train_loss"] == 0.5
@@ -112,7 +113,7 @@ def test_a_part_without_its_key_columns_is_unreadable(tmp_path):
     tables = RunTables(str(tmp_path))
     uri = tables.write_part("models", "k", [_model_row()])
     _drop_columns(uri, ["seed"])
-    assert tables.corrupt_parts("models") == [("k", "TableError: missing columns ['seed']")]
+    assert tables.scan("models").unreadable == [("k", "TableError: missing columns ['seed']")]
 
 
 def test_a_newer_schema_version_says_to_upgrade(tmp_path):

@@ -378,10 +378,10 @@ class _FunctionalNet(CohortNet):
         self.module = holder  # never called: holds the stacked tensors under the member names
 
     def _stat_layers(self) -> list[nn.Module]:
-        return _tracking_batchnorms(self.module)
+        return batchnorm_layers(self.module)
 
     def _momentum_layers(self) -> list[nn.Module]:
-        return _tracking_batchnorms(self.template)  # the functional calls run the template's layers
+        return batchnorm_layers(self.template)  # the functional calls run the template's layers
 
     def _tensors(self, params: dict[str, torch.Tensor] | None):
         """(stacked parameters with ``params`` replacing some, stacked buffers); the template set to the mode."""
@@ -452,7 +452,8 @@ def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.index_select(0, index.reshape(-1)).view(*index.shape, *x.shape[1:])
 
 
-def _tracking_batchnorms(module: nn.Module) -> list[nn.Module]:
+def batchnorm_layers(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers (any dimension) that keep running statistics."""
     return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
 

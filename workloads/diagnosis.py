@@ -37,8 +37,6 @@ from workloads.models import count_parameters, seeded_model
 from workloads.settings import HessianSettings
 from workloads.train import evaluate
 
-MODEL_ARGUMENTS = ("width", "num_classes", "input_shape")  # what every model builder is called with
-DATASET_ARGUMENTS = ("root", "seed")  # what every dataset function is called with
 MODEL_INIT_SEED = 0  # the weights are replaced by a checkpoint's; the seed only keeps building reproducible
 
 

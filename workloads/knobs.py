@@ -34,8 +34,6 @@ from workloads.settings import (
     width_check,
 )
 
-AXES = ("load", "temperature")
-
 
 @dataclass(frozen=True)
 class KnobSpec:
@@ -99,10 +97,6 @@ KNOBS: dict[str, KnobSpec] = {k.name: k for k in (
 def names(axis: str) -> tuple[str, ...]:
     """The knob names of one axis, in declaration order."""
     return tuple(k.name for k in KNOBS.values() if k.axis == axis)
-
-
-def knob(name: str) -> KnobSpec | None:
-    return KNOBS.get(name)
 
 
 def hot_when_large(temperature_name: str) -> bool:

@@ -112,11 +112,6 @@ class Evaluation:
         """Fraction of right predictions."""
         return self.correct / self.count
 
-    @property
-    def error_percent(self) -> float:
-        """Percentage of wrong predictions."""
-        return 100.0 * (self.count - self.correct) / self.count
-
 
 def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1000) -> Evaluation:
     """Loss and accuracy of ``model`` on inputs x (n, ...) and targets y (n, ...): eval mode (BatchNorm running

@@ -69,7 +69,7 @@ class CellSpec:
         """The value of one knob in this cell, as the setting it sets takes it (None where a fixed transform
         is not set)."""
         value = self.knob_values().get(name)
-        return None if value is None else knobs.knob(name).convert(value)
+        return None if value is None else knobs.KNOBS[name].convert(value)
 
     # Fixed or axis value of the data knobs (None = not applied), as the cohort engine reads them.
     train_fraction = property(lambda self: self.knob_value("train_fraction"))
@@ -88,7 +88,7 @@ class CellSpec:
         drawn first, then its labels corrupted), each with the cell's ``data_seed``."""
         ds = load_dataset(self.dataset, self.data_root, seed=self.data_seed, args=self.workload.dataset_args)
         for knob_name, value in self.knob_values().items():
-            spec = knobs.knob(knob_name)
+            spec = knobs.KNOBS[knob_name]
             if value is not None and spec.target[0] == "data":
                 ds = spec.transform_function()(ds, float(value), self.data_seed)
         return ds

@@ -19,7 +19,6 @@ from torch import nn
 from workloads.cohort_checkpoint import ResumeStateError  # noqa: F401  (re-exported: the refusal of a resume_state)
 from workloads.cohort_net import build_cohort_net, member_state, resolve_backend
 from workloads.cohort_train import (  # noqa: F401  (re-exported: the engine's rules, which train() follows)
-    DIVERGENCE_CHECK_STEPS,
     TrainingOOMError,
     checkpoint_due,
     learning_rate,
@@ -29,7 +28,7 @@ from workloads.cohort_train import (  # noqa: F401  (re-exported: the engine's r
 from workloads.data import Dataset
 from workloads.models import seeded_model  # noqa: F401  (re-exported: build the model under a seed)
 from workloads.objective import evaluate_model
-from workloads.settings import LR_SCALINGS, SCHEDULES, TrainConfig, eval_epochs  # noqa: F401  (re-exported)
+from workloads.settings import TrainConfig
 
 
 @dataclass
@@ -94,4 +93,4 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
 
 
 __all__ = ["TrainConfig", "TrainResult", "TrainingOOMError", "ResumeStateError", "train", "evaluate", "set_seed",
-           "learning_rate", "checkpoint_due", "seeded_model", "DIVERGENCE_CHECK_STEPS"]
+           "learning_rate", "checkpoint_due", "seeded_model"]

@@ -20,42 +20,24 @@ from orchestrator.config.checks import (
     MAX_MODELS,
     cell_knob_values,
     config_warnings,
-    dataset_facts,
     expand_data_root,
     missing_data_root,
-    transformed_train_size,
     token_inputs,
-    validate,
     workload_facts,
 )
 from orchestrator.config.loading import (
     apply_overrides,
     builtin_names,
-    builtin_path,
     describe_builtin,
-    is_saved_form,
     load_config,
     parse_config,
     parse_yaml,
     read_raw,
 )
-from orchestrator.config.schema import (
-    AUTO_GPU,
-    CURVE_LR_SCHEDULES,
-    AxisConfig,
-    ExecutionConfig,
-    MetricsConfig,
-    ResourcesConfig,
-    RunSettings,
-    SweepConfig,
-    pairs_per_cell,
-    seed_pairs,
-)
+from orchestrator.config.schema import CURVE_LR_SCHEDULES, SweepConfig, seed_pairs
 
 __all__ = [
-    "AUTO_GPU", "CURVE_LR_SCHEDULES", "MAX_MODELS", "AxisConfig", "ExecutionConfig", "ConfigError", "MetricsConfig", "ResourcesConfig",
-    "RunSettings", "SweepConfig", "apply_overrides", "build", "builtin_names", "builtin_path", "cell_knob_values",
-    "config_warnings", "dataset_facts", "describe_builtin", "expand_data_root", "is_saved_form", "load_config",
-    "missing_data_root", "pairs_per_cell", "parse_config", "parse_yaml", "read_raw", "seed_pairs",
-    "token_inputs", "transformed_train_size", "validate", "workload_facts",
+    "CURVE_LR_SCHEDULES", "MAX_MODELS", "ConfigError", "SweepConfig", "apply_overrides", "build", "builtin_names",
+    "cell_knob_values", "config_warnings", "describe_builtin", "expand_data_root", "load_config", "missing_data_root",
+    "parse_config", "parse_yaml", "read_raw", "seed_pairs", "token_inputs", "workload_facts",
 ]

@@ -156,7 +156,7 @@ def _check_added_metrics(cfg: SweepConfig) -> None:
 def _check_axes(cfg: SweepConfig) -> None:
     """Each axis names a knob of its kind (workloads/knobs.py) and lists distinct values that knob accepts."""
     for axis, section in ((cfg.load, "load"), (cfg.temperature, "temperature")):
-        spec = knobs.knob(axis.name)
+        spec = knobs.KNOBS.get(axis.name)
         if spec is None or spec.axis != section:
             fail(f"{section}.name", choice_problem(axis.name, knobs.names(section)))
     for axis, section in ((cfg.load, "load"), (cfg.temperature, "temperature")):
@@ -164,7 +164,7 @@ def _check_axes(cfg: SweepConfig) -> None:
             fail(f"{section}.values", f"the {section} axis is empty: list at least one {axis.name} value")
         if len(set(map(float, axis.values))) != len(axis.values):
             fail(f"{section}.values", f"{list(axis.values)} repeats a value; list each value once")
-        spec = knobs.knob(axis.name)
+        spec = knobs.KNOBS[axis.name]
         for i, value in enumerate(axis.values):
             problem = spec.check(value)
             if problem:
@@ -198,7 +198,7 @@ def _check_workload(cfg: SweepConfig, check_data: bool) -> int:
                 path = f"workload.{kind}_args" if "takes no option" in str(exc) else f"workload.{kind}"
                 fail(path, one_line(exc).removeprefix(f"{path}: "))
     for name in knobs.fixed_knobs(w):
-        if name == cfg.load.name and getattr(w, name) is not None and knobs.knob(name).optional_fixed:
+        if name == cfg.load.name and getattr(w, name) is not None and knobs.KNOBS[name].optional_fixed:
             fail(f"workload.{name}", f"the load axis is {name} already: remove this fixed value")
     facts = DATASET_FACTS.get(w.dataset)
     if facts is not None and facts.needs_root:

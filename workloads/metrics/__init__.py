@@ -2,50 +2,25 @@
 
 Per model:   hessian_top_eigenvalue, hessian_trace, estimate_hessian (both at once, with iterations used)
 Per pair:    linear_cka (on mixup_probes shared by a cell), mode_connectivity along a trained Bezier
-             curve (connect_models; P pairs at once: connect_cohort), l2_distance
+             curve (connect_models; P pairs at once: connectivity.connect_cohort), l2_distance
 """
 
-from workloads.metrics.cka import CKAUndefined, cka_or_reason, gram_linear_cka, linear_cka, mixup_probes, softmax_outputs
-from workloads.metrics.connectivity import (
-    CurveConfig,
-    CurveDiverged,
-    CurveResult,
-    connect_cohort,
-    connect_models,
-    curve_cohort,
-    evaluate_curves,
-    mode_connectivity,
-    train_curves,
-)
+from workloads.metrics.cka import CKAUndefined, linear_cka, mixup_probes
+from workloads.metrics.connectivity import CurveConfig, CurveResult, connect_models, mode_connectivity
 from workloads.metrics.distance import l2_distance
-from workloads.metrics.hessian import (
-    HessianEstimate,
-    estimate_hessian,
-    hessian_top_eigenvalue,
-    hessian_trace,
-    recompute_batchnorm,
-)
+from workloads.metrics.hessian import HessianEstimate, estimate_hessian, hessian_top_eigenvalue, hessian_trace
 
 __all__ = [
     "CKAUndefined",
     "CurveConfig",
-    "CurveDiverged",
     "CurveResult",
     "HessianEstimate",
-    "cka_or_reason",
-    "connect_cohort",
     "connect_models",
-    "curve_cohort",
     "estimate_hessian",
-    "evaluate_curves",
-    "gram_linear_cka",
     "hessian_top_eigenvalue",
     "hessian_trace",
     "l2_distance",
     "linear_cka",
     "mixup_probes",
     "mode_connectivity",
-    "recompute_batchnorm",
-    "softmax_outputs",
-    "train_curves",
 ]

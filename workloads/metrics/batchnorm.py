@@ -13,13 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from workloads.cohort_net import CohortNet
+from workloads.cohort_net import CohortNet, batchnorm_layers
 from workloads.models import model_device
-
-
-def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    """The BatchNorm layers (any dimension) that keep running statistics."""
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
 
 def pass_plan(n: int, batch_size: int, seed: int | None, drop_last: bool) -> tuple[torch.Tensor, list[int], int]:

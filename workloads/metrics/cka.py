@@ -7,8 +7,8 @@ inputs as
 
 which, on column-centred X̃ = HX and Ỹ = HY, equals ||X̃ᵀỸ||²_F / (||X̃ᵀX̃||_F ||ỸᵀỸ||_F). The second
 ("feature-space") form costs O(m d²) instead of O(m²) memory and time, which matters because m is in the
-hundreds or thousands while d is the number of classes. `linear_cka` uses it; `gram_linear_cka` keeps the
-Gram/HSIC form as an independent reference for tests.
+hundreds or thousands while d is the number of classes. `linear_cka` uses it; the tests check it against
+the Gram/HSIC form (tests/test_cka.py).
 
 A model whose outputs are constant over the probes (e.g. a collapsed or diverged network) makes both forms 0/0.
 That is reported as `CKAUndefined` with a reason, never as NaN, so a table can say why a value is missing.
@@ -93,26 +93,6 @@ def linear_cka(x, y, *, names: tuple[str, str] = _DEFAULT_NAMES) -> float:
     self_y = torch.linalg.matrix_norm(yc.T @ yc)  # (d2 × d2)
     value = float(cross / (self_x * self_y))
     # Cauchy-Schwarz bounds the exact value by 1; rounding can overshoot by an ulp or two (e.g. CKA(X, X)).
-    return min(value, 1.0)
-
-
-def gram_linear_cka(x, y, *, names: tuple[str, str] = _DEFAULT_NAMES) -> float:
-    """Linear CKA in Gram (HSIC) form: <HKH, HLH>_F / (||HKH||_F ||HLH||_F) with K = XXᵀ, L = YYᵀ (m × m).
-
-    The O(m²) reference for `linear_cka`; same inputs, errors and range. Centring is done on the Gram matrix
-    (double centring), not on the features, so the two functions share no intermediate step.
-    """
-    xt = _as_float64_matrix(x, names[0])
-    yt = _as_float64_matrix(y, names[1]).to(xt.device)
-    _check_pair(xt, yt, names)
-
-    def double_centre(k: torch.Tensor) -> torch.Tensor:  # H K H without forming H
-        return k - k.mean(dim=0, keepdim=True) - k.mean(dim=1, keepdim=True) + k.mean()
-
-    k, l = xt @ xt.T, yt @ yt.T
-    kc, lc = double_centre(k), double_centre(l)
-    _raise_if_constant((_is_constant(k, kc), _is_constant(l, lc)), names)
-    value = float((kc * lc).sum() / (torch.linalg.matrix_norm(kc) * torch.linalg.matrix_norm(lc)))
     return min(value, 1.0)
 
 

@@ -104,26 +104,19 @@ def bezier_coefficients(t: float) -> tuple[float, float, float]:
     return (1.0 - t) ** 2, 2.0 * t * (1.0 - t), t * t
 
 
-def curve_cohort(pairs: list[tuple[nn.Module, nn.Module]], device: str | torch.device = "cpu",
-                 backend: str | None = None) -> tuple[CohortNet, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def curve_cohort(pairs: list[tuple[nn.Module, nn.Module]], device: str | torch.device,
+                 backend: str) -> tuple[CohortNet, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """What connects `pairs` [(model_a, model_b), ...] of one architecture: (net, end_a, end_b) on `device`.
 
     end_a, end_b: {name: (P, *shape)} copies of the endpoints' parameters (the models are not modified; ValueError
     if they are not one architecture). net: a CohortNet of P members of the first model's architecture and
     parameter dtype, whose own parameters and running statistics `connect_cohort` never reads. backend: a
-    cohort_net backend (connect_models and the sweep pass what resolve_backend("auto", ...) chose); None:
-    "grouped" where it can hold the architecture, else "vmap" (e.g. a BatchNorm after a Linear).
+    cohort_net backend (connect_models and the sweep pass what resolve_backend("auto", ...) chose).
     """
     ends = stack_states([dict(m.named_parameters()) for m in [a for a, _ in pairs] + [b for _, b in pairs]])
     p, template = len(pairs), pairs[0][0]
     states = [a.state_dict() for a, _ in pairs]
-    if backend is None:
-        try:
-            net = build_cohort_net(template, states, "grouped", device)
-        except NotImplementedError:
-            net = build_cohort_net(template, states, "vmap", device)
-    else:
-        net = build_cohort_net(template, states, backend, device)
+    net = build_cohort_net(template, states, backend, device)
     net.module.to(next(iter(ends.values())).dtype)  # grouped BatchNorm layers are built in the default dtype
     end_a = {name: t[:p].to(device) for name, t in ends.items()}
     end_b = {name: t[p:].to(device) for name, t in ends.items()}

@@ -78,7 +78,8 @@ import torch
 from torch import nn
 
 from workloads import objective
-from workloads.metrics.batchnorm import batchnorm_layers, recompute_batchnorm
+from workloads.cohort_net import batchnorm_layers
+from workloads.metrics.batchnorm import recompute_batchnorm
 from workloads.models import model_device
 
 # ---- defaults, in one place ------------------------------------------------------------------------------
@@ -90,8 +91,8 @@ TRACE_MAX_PROBES = 100  # cap on Hutchinson probes (HVPs); the authors' cap
 TRACE_PROBE_BLOCK = 1  # Hutchinson probes multiplied together (`deflated_hutchinson`). 1, measured: on a CPU
 #                       thread a product over 1000 points is already matrix-matrix work (the points are the other
 #                       dimension); on the demo's MLP blocks of 4-16 were 0.76-1.12x as fast per probe at every
-#                       width (benchmarks/hessian_probes.py, docs/benchmarks.md 2026-12-07), before the extra
-#                       probes a per-block stopping check costs
+#                       width, before the extra probes a per-block stopping check costs (benchmarks/hessian_probes.py;
+#                       docs/benchmarks.md, "Hutchinson trace probes in blocks")
 TRACE_MIN_PROBES = 3  # fewest probes before the standard error is trusted (it comes from mean ||Az||², see
 #                       `deflated_hutchinson`, which is steady after a few probes)
 DEFLATION_STEPS = 20  # fewest Lanczos steps when the trace is wanted: enough to capture the ~#classes

@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from analysis.tables import RunTables  # noqa: E402
-from orchestrator.status import load_run_config  # noqa: E402
+from orchestrator.run_config import load_run_config  # noqa: E402
 from orchestrator.cost import job_costs  # noqa: E402
 from orchestrator.jobs import mkey, pkey
 from orchestrator.state import SweepState

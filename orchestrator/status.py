@@ -9,7 +9,7 @@ from analysis.tables import RunTables, join
 from orchestrator import runlock, storage
 from orchestrator.config import ConfigError
 from orchestrator.run_facts import FACTS_FILE, for_reading
-from orchestrator.run_config import RUN_CONFIG_FIX, load_run_config  # noqa: F401 (where scripts import them)
+from orchestrator.run_config import load_run_config
 
 MAX_LISTED = 8  # failed / missing keys listed per table
 

@@ -209,7 +209,7 @@ def section(info: dict, entry: Entry, claims: list[dict], docs_dir: str) -> str:
     import pandas as pd
 
     from analysis.plot_data import text_grid
-    from orchestrator.status import load_run_config
+    from orchestrator.run_config import load_run_config
 
     cfg = load_run_config(info["run_dir"])  # as run: with the overrides, if any
     analysis = os.path.join(info["run_dir"], "analysis")

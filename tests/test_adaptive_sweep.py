@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from analysis.tables import RunTables
-from tests.conftest import assert_clean_error, hygienic_env, landscape_cmd, landscape_in_process, private_ray_tmpdir
+from tests.helpers import assert_clean_error, hygienic_env, landscape_cmd, landscape_in_process, private_ray_tmpdir
 
 # smoke on a 4 x 4 grid at one epoch: coarse cells every 3rd value (with the edges: indices 0 and 3), so the
 # first wave has 4 cells x 2 seeds; the boundary waves fill in what lies between phases.

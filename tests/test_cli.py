@@ -27,7 +27,7 @@ import yaml
 
 from analysis.schemas import CURVES_SCHEMA, MODELS_SCHEMA, PAIRS_SCHEMA
 from analysis.tables import RunTables
-from tests.conftest import (
+from tests.helpers import (
     assert_clean_error,
     hygienic_env,
     landscape_cmd,

@@ -27,7 +27,7 @@ from workloads.data import Dataset, corrupt_labels, load_dataset
 from workloads.models import seeded_model
 from workloads.train import TrainConfig, evaluate, train
 
-from tests.conftest import relative_difference
+from tests.helpers import relative_difference
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -37,8 +37,8 @@ from analysis.tables import SCHEMA_VERSION, RunTables
 from orchestrator import runlock, storage
 from orchestrator.config import load_config, parse_config
 from orchestrator.jobs import mkey, pkey
-from tests.conftest import assert_clean_error, hygienic_env, landscape_cmd, snapshot
-from tests.conftest import landscape_in_process as in_process
+from tests.helpers import assert_clean_error, hygienic_env, landscape_cmd, snapshot
+from tests.helpers import landscape_in_process as in_process
 
 LRS = [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08]  # one cell per kind of damage, and one left alone
 

@@ -20,7 +20,7 @@ import torch
 
 from orchestrator.config import load_config
 from orchestrator.diagnose import text
-from tests.conftest import assert_clean_error, landscape_in_process
+from tests.helpers import assert_clean_error, landscape_in_process
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

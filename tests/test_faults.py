@@ -29,7 +29,7 @@ from orchestrator.config import parse_config
 from orchestrator.fault_hook import FAULT_INJECT_ENV
 from orchestrator.jobs import cohort_id, mkey, pkey
 from orchestrator.sweep import run_sweep
-from tests.conftest import sweep, tiny_sweep_config
+from tests.helpers import sweep, tiny_sweep_config
 
 pytestmark = pytest.mark.ray
 

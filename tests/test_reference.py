@@ -15,7 +15,7 @@ from analysis.phases import label_phases
 from analysis.reference import ReferenceFormatError, import_reference, mode_connectivity_released
 from analysis.safe_pickle import UnsafePickleError, load_numpy_pickle
 from analysis.tables import RunTables
-from tests.conftest import REFERENCE_ARCHIVE, released_cell_files, require_reference_archive
+from tests.helpers import REFERENCE_ARCHIVE, released_cell_files, require_reference_archive
 
 ARCHIVE = REFERENCE_ARCHIVE
 
@@ -344,7 +344,7 @@ def test_cli_import_of_a_damaged_or_malicious_archive_is_one_clean_error(tmp_pat
     """`landscape import-reference` on an archive with a pickle that asks to run code, a pickle or .npz cut
     short, or a .tar.gz cut short: one `error:` line naming the file, no traceback, nothing executed, and
     nothing written to --out."""
-    from tests.conftest import assert_clean_error, landscape_in_process
+    from tests.helpers import assert_clean_error, landscape_in_process
 
     marker = tmp_path / "pwned"
     files = released_cell_files(4, 64)

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.conftest import BUCKET, hygienic_env, keys, landscape_cmd, s3_env
+from tests.helpers import BUCKET, hygienic_env, keys, landscape_cmd, s3_env
 
 
 @pytest.mark.ray

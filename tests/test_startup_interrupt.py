@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from tests.conftest import hygienic_env, landscape_cmd, ray_processes_of
+from tests.helpers import hygienic_env, landscape_cmd, ray_processes_of
 
 BLOCKED = "width=8__batch_size=256__seed=0"  # a model job of smoke that never finishes (the fault hook's "block")
 

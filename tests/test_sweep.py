@@ -17,7 +17,7 @@ from orchestrator.jobs import mkey, model_job, pair_job, pkey
 from orchestrator.plan import make_plan, Plan, PlanError
 from orchestrator.state import SweepState
 from orchestrator.sweep import run_sweep
-from tests.conftest import sweep, tiny_sweep_config
+from tests.helpers import sweep, tiny_sweep_config
 
 pytestmark = pytest.mark.ray
 

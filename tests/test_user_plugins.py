@@ -15,7 +15,7 @@ import pytest
 
 from analysis.tables import RunTables
 from orchestrator.config import ConfigError, parse_config
-from tests.conftest import assert_clean_error, hygienic_env, landscape_cmd, landscape_in_process
+from tests.helpers import assert_clean_error, hygienic_env, landscape_cmd, landscape_in_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USER_MODULES = ("mynets", "badnets", "userpkg")

@@ -1,4 +1,4 @@
-"""The fixtures tests share: a private 2-CPU local Ray, private temp folders, one torch thread, the authors'
+"""The fixtures tests share: a private 2-CPU local Ray, private temp folders, one torch thread, MNIST-1D, the authors'
 released results imported once, and a local S3 stand-in. Plain helpers live in tests/helpers.py; a test file never
 imports from another test_*.py (tests/test_import_cycles.py checks it).
 
@@ -80,6 +80,14 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def mnist1d():
+    """MNIST-1D (4000 train / 1000 test points of 40 inputs, 10 classes), loaded once per module."""
+    from workloads.data import load_dataset  # lazily: most tests of analysis/ never need torch
+
+    return load_dataset("mnist1d")
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ Nothing here imports Ray or torch at module level: conftest.py imports this modu
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -67,6 +68,13 @@ def landscape_cmd() -> list[str]:
     if os.path.exists(script):
         return [script]
     return [sys.executable, "-m", "orchestrator.cli"]
+
+
+def landscape_run(*args, env: dict | None = None, timeout: float = 300, cwd=None) -> "subprocess.CompletedProcess":
+    """`landscape ARGS` as a real process (the installed console script), its output captured as text; ``env``
+    defaults to hygienic_env() (a fresh private RAY_TMPDIR)."""
+    return subprocess.run(landscape_cmd() + [str(a) for a in args], capture_output=True, text=True, timeout=timeout,
+                          env=hygienic_env() if env is None else env, cwd=cwd)
 
 
 def landscape_in_process(*args) -> "subprocess.CompletedProcess":
@@ -209,6 +217,35 @@ def snapshot(folder, suffix: str = "", identity: bool = False) -> dict:
             rel = os.path.relpath(path, folder)
             out[rel[: -len(suffix)] if suffix else rel] = data
     return out
+
+
+class TouchesWhenUnpickled:
+    """Pickles into a call of os.system that creates ``marker``: what a crafted checkpoint, weights or metrics file
+    would do when loaded with pickle. The marker's absence afterwards shows that nothing ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@contextlib.contextmanager
+def user_module_folder(folder: pathlib.Path, monkeypatch, modules: dict[str, str]):
+    """``folder`` (outside the repository) holding a user's modules (name -> source), as the working directory,
+    as a user's own code would stand: none of them imported yet, nor importable from sys.path until the code
+    under test adds the folder. Yields the folder; forgets the modules again afterwards."""
+    for name, source in modules.items():
+        (folder / f"{name}.py").write_text(source)
+    monkeypatch.chdir(folder)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(folder))])
+    for name in modules:
+        sys.modules.pop(name, None)
+    try:
+        yield folder
+    finally:
+        for name in modules:
+            sys.modules.pop(name, None)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 import textwrap
 
@@ -15,7 +14,7 @@ import pytest
 
 from analysis.tables import RunTables
 from orchestrator.config import ConfigError, parse_config
-from tests.helpers import assert_clean_error, hygienic_env, landscape_cmd, landscape_in_process
+from tests.helpers import assert_clean_error, hygienic_env, landscape_in_process, landscape_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USER_MODULES = ("mynets", "badnets", "userpkg")
@@ -166,7 +165,7 @@ def test_the_runtime_environment_ships_the_users_file_or_package(user_folder):
 
 
 def _run(args, cwd, env, timeout=300):
-    return subprocess.run(landscape_cmd() + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return landscape_run(*args, cwd=cwd, env=env, timeout=timeout)
 
 
 @pytest.mark.ray

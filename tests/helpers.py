@@ -331,6 +331,20 @@ def sweep(cfg, run_dir: str, faults: dict | None = None, tmp_path=None, monkeypa
     return run_sweep(cfg, run_dir, run_id=run_id or cfg.name, resources=check_resources(cfg))
 
 
+def write_block_faults(folder: str, keys, *, started: str | None = None, log: str | None = None) -> str:
+    """A fault plan (orchestrator.fault_hook) in ``folder``/faults.json in which each job of ``keys`` waits,
+    when it starts, for a file that never appears (creating ``started`` first, when given): a sweep that cannot
+    finish before the test acts on it, however fast the machine. ``log``: the hook's log of attempts. Returns
+    the plan's path, for LANDSCAPE_FAULT_INJECT."""
+    path = os.path.join(folder, "faults.json")
+    never = os.path.join(folder, "never")
+    crash = [{"key": key, "mode": "block", "until": never, **({"started": started} if started else {})}
+             for key in keys]
+    with open(path, "w") as f:
+        json.dump({**({"log": log} if log else {}), "crash": crash}, f)
+    return path
+
+
 def write_finished_run(run_dir: str, overrides=()) -> "SweepConfig":
     """The tables and weights of a finished `smoke` run (rows made up, weights real torch files): what
     `status`, `resume` and the analysis read, without training anything."""

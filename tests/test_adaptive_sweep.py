@@ -17,7 +17,7 @@ import pytest
 
 from analysis.tables import RunTables
 from tests.helpers import (assert_clean_error, hygienic_env, landscape_cmd, landscape_in_process, landscape_run,
-                           private_ray_tmpdir)
+                           private_ray_tmpdir, write_block_faults)
 
 # smoke on a 4 x 4 grid at one epoch: coarse cells every 3rd value (with the edges: indices 0 and 3), so the
 # first wave has 4 cells x 2 seeds; the boundary waves fill in what lies between phases.
@@ -171,10 +171,7 @@ def test_killed_between_waves_resumes_with_the_same_waves_and_no_key_trained_twi
     held = [model_key("width", w, "batch_size", b, s) for w in (8, 16, 32, 64) for b in (32, 64, 128, 256)
             for s in (0, 1) if w in (16, 32) or b in (64, 128)]  # all but the coarse cells (edges of a 4 x 4 grid)
     first_log, resume_log = os.path.join(short, "first.jsonl"), os.path.join(short, "resume.jsonl")
-    faults = os.path.join(short, "faults.json")
-    with open(faults, "w") as f:
-        json.dump({"log": first_log, "crash": [{"key": k, "mode": "block", "until": os.path.join(short, "never"),
-                                                "started": started} for k in held]}, f)
+    faults = write_block_faults(short, held, started=started, log=first_log)
     try:
         proc = subprocess.Popen(landscape_cmd() + ["run", "smoke", "--out", run_dir, "--no-analysis", *ADAPTIVE],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

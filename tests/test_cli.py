@@ -35,6 +35,7 @@ from tests.helpers import (
     landscape_run,
     ray_processes_of,
     snapshot,
+    write_block_faults,
     write_finished_run,
 )
 
@@ -220,10 +221,7 @@ def start_blocked_run(short_tmp: str, ray_tmpdir: str, *extra: str) -> tuple[sub
     appears: the sweep cannot finish before the test has acted, however fast the machine. Returns (process,
     run dir, the file the blocked job creates when it starts waiting)."""
     run_dir, started = os.path.join(short_tmp, "run"), os.path.join(short_tmp, "started")
-    faults = os.path.join(short_tmp, "faults.json")
-    with open(faults, "w") as f:
-        json.dump({"crash": [{"key": BLOCKED, "mode": "block", "until": os.path.join(short_tmp, "never"),
-                              "started": started}]}, f)
+    faults = write_block_faults(short_tmp, [BLOCKED], started=started)
     env = hygienic_env(ray_tmpdir, LANDSCAPE_FAULT_INJECT=faults)
     proc = subprocess.Popen(landscape_cmd() + ["run", "smoke", "--out", run_dir, "--no-analysis", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

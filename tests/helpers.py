@@ -231,12 +231,14 @@ class TouchesWhenUnpickled:
 
 
 @contextlib.contextmanager
-def user_module_folder(folder: pathlib.Path, monkeypatch, modules: dict[str, str]):
-    """``folder`` (outside the repository) holding a user's modules (name -> source), as the working directory,
-    as a user's own code would stand: none of them imported yet, nor importable from sys.path until the code
-    under test adds the folder. Yields the folder; forgets the modules again afterwards."""
-    for name, source in modules.items():
-        (folder / f"{name}.py").write_text(source)
+def user_module_folder(folder: pathlib.Path, monkeypatch, files: dict[str, str], forget=()):
+    """``folder`` (outside the repository) holding a user's files (name -> text), as the working directory, as a
+    user's own code would stand: its modules not imported yet, nor importable from sys.path until the code under
+    test adds the folder. Yields the folder. The modules of the .py files, and those named in ``forget`` (that
+    the test writes later), are forgotten before and after."""
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    modules = {name[:-3] for name in files if name.endswith(".py")} | set(forget)
     monkeypatch.chdir(folder)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(folder))])
     for name in modules:

@@ -40,7 +40,8 @@ from tests.helpers import tiny_cell as digits_cell
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TIME_COLUMNS = ("train_seconds", "metrics_seconds", "wall_seconds", "finished_at", "started_at")
-# The shared tiny cell (tests/helpers.py), its curves trained 2 epochs as this file's cell always had (tests/test_experiment.py's: 1).
+# The shared tiny cell (tests/helpers.py), its curves trained 2 epochs as this file's cell always had
+# (tests/test_experiment.py's: 1).
 tiny_cell = functools.partial(digits_cell, curve_epochs=2)
 
 

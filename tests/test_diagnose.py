@@ -163,7 +163,7 @@ USER_CODE = textwrap.dedent("""
 
 @pytest.fixture
 def user_dir(tmp_path, monkeypatch):
-    with user_module_folder(tmp_path, monkeypatch, {"mynets": USER_CODE}) as folder:
+    with user_module_folder(tmp_path, monkeypatch, {"mynets.py": USER_CODE}) as folder:
         yield folder
 
 
@@ -218,9 +218,10 @@ def untrained(tmp_path):
 def test_crafted_checkpoints_are_refused_and_nothing_runs(tmp_path, untrained):
     marker = tmp_path / "ran"
     as_zip, as_pickle, as_new_pickle = tmp_path / "evil.pt", tmp_path / "evil.pkl", tmp_path / "evil4.pkl"
-    torch.save({"0.weight": TouchesWhenUnpickled(marker)}, as_zip)
-    as_pickle.write_bytes(pickle.dumps(TouchesWhenUnpickled(marker), protocol=2))  # torch's legacy format is protocol 2
-    as_new_pickle.write_bytes(pickle.dumps(TouchesWhenUnpickled(marker), protocol=4))  # refused before its global is read
+    runs_code = TouchesWhenUnpickled(marker)
+    torch.save({"0.weight": runs_code}, as_zip)
+    as_pickle.write_bytes(pickle.dumps(runs_code, protocol=2))  # torch's legacy format is protocol 2
+    as_new_pickle.write_bytes(pickle.dumps(runs_code, protocol=4))  # refused before its global is read
     for evil, named in ((as_zip, "posix.system"), (as_pickle, "posix.system"), (as_new_pickle, "objects")):
         proc = _diagnose([untrained[0], str(evil)], 8)
         assert_clean_error(proc, f"checkpoint {evil} cannot be loaded safely", named, "nothing was run")

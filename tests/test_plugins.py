@@ -29,9 +29,9 @@ def user_dir(tmp_path, monkeypatch):
 
         CONSTANT = 3
     """)
-    modules = {"mynets": mynets, "broken": "raise RuntimeError('the user module is broken')\n",
-               "needs": "import no_such_dependency_xyz\n"}
-    with user_module_folder(tmp_path, monkeypatch, modules) as folder:
+    files = {"mynets.py": mynets, "broken.py": "raise RuntimeError('the user module is broken')\n",
+             "needs.py": "import no_such_dependency_xyz\n"}
+    with user_module_folder(tmp_path, monkeypatch, files) as folder:
         yield folder
 
 

@@ -32,7 +32,7 @@ import sys
 import time
 import uuid
 
-from tests.conftest import RAY_ENV
+from tests.helpers import RAY_ENV
 
 RAY_WORKER_PORTS = range(10002, 20000)  # Ray's default worker port range: the GCS port must avoid it
 START_TIMEOUT_S = 90

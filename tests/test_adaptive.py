@@ -25,7 +25,7 @@ from analysis.adaptive import (
     next_wave,
 )
 from analysis.aggregate import aggregate_cells
-from tests.conftest import REFERENCE_ARCHIVE, require_reference_archive
+from tests.helpers import REFERENCE_ARCHIVE, require_reference_archive
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ARCHIVE = REFERENCE_ARCHIVE

@@ -23,7 +23,7 @@ from analysis.plot_data import cell_grid, heatmap_data, phase_map_data
 from analysis.tables import RunTables, model_key
 from orchestrator.analysis_step import summary_lines
 from tests.analysis_synthetic import BATCHES, EXPECTED_PHASES, SEEDS, WIDTHS, fig2_cells, write_synthetic_run
-from tests.conftest import assert_clean_error, landscape_in_process
+from tests.helpers import assert_clean_error, landscape_in_process
 
 # The interior of the grid was never trained; three edge cells were trained at the starting seeds (0, 1) only;
 # the other edge cells were topped up to all three seeds.

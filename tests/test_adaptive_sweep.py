@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 
 from analysis.tables import RunTables
-from tests.conftest import assert_clean_error, hygienic_env, landscape_cmd, landscape_in_process, private_ray_tmpdir
+from tests.helpers import (assert_clean_error, hygienic_env, landscape_cmd, landscape_in_process, landscape_run,
+                           private_ray_tmpdir, write_block_faults)
 
 # smoke on a 4 x 4 grid at one epoch: coarse cells every 3rd value (with the edges: indices 0 and 3), so the
 # first wave has 4 cells x 2 seeds; the boundary waves fill in what lies between phases.
@@ -24,11 +25,6 @@ ADAPTIVE = ["--set", "search=adaptive", "--set", "load.values=[8, 16, 32, 64]",
             "--set", "temperature.values=[32, 64, 128, 256]", "--set", "training.epochs=1",
             "--set", "metrics.curve.epochs=1", "--set", "adaptive.coarse_step=3"]
 GRID_MODELS = 4 * 4 * 2
-
-
-def landscape(*args, env, timeout=420) -> subprocess.CompletedProcess:
-    return subprocess.run(landscape_cmd() + [str(a) for a in args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -78,7 +74,7 @@ def adaptive_run():
     env = hygienic_env(ray_tmp)
     run_dir = os.path.join(tmp, "run")
     try:
-        proc = landscape("run", "smoke", "--out", run_dir, *ADAPTIVE, env=env)
+        proc = landscape_run("run", "smoke", "--out", run_dir, *ADAPTIVE, env=env, timeout=420)
         assert proc.returncode == 0, (proc.stdout, proc.stderr)
         yield run_dir, env, proc
     finally:
@@ -124,7 +120,7 @@ def test_adaptive_run_trains_the_waves_and_fewer_models_than_the_grid(adaptive_r
     assert shown_trained["complete"].all() and shown_trained["members_missing"].isna().all()
     assert f"{len(trained)} of 16 cells trained" in proc.stdout and "interpolated (not trained)" in proc.stdout
 
-    status = landscape("status", run_dir, env=env, timeout=180)
+    status = landscape_run("status", run_dir, env=env, timeout=180)
     assert status.returncode == 0, (status.stdout, status.stderr)
     assert f"search: adaptive: {len(numbered)} wave(s) derived from the tables" in status.stdout
     assert "untrained on purpose" in status.stdout and "finished:" in status.stdout
@@ -132,10 +128,10 @@ def test_adaptive_run_trains_the_waves_and_fewer_models_than_the_grid(adaptive_r
         in status.stdout
 
     # Finished: a resume trains nothing, and it keeps the search (another mode is refused, clearly).
-    again = landscape("resume", run_dir, "--no-analysis", env=env, timeout=240)
+    again = landscape_run("resume", run_dir, "--no-analysis", env=env, timeout=240)
     assert again.returncode == 0, (again.stdout, again.stderr)
     assert "nothing to do" in again.stdout
-    refused = landscape("resume", run_dir, "--set", "search=grid", "--set", "adaptive=null", env=env, timeout=240)
+    refused = landscape_run("resume", run_dir, "--set", "search=grid", "--set", "adaptive=null", env=env, timeout=240)
     assert_clean_error(refused, "was run with search: adaptive", "a run keeps its search")
 
 
@@ -151,7 +147,7 @@ def test_resume_after_losing_the_last_wave_derives_it_again(adaptive_run):
     tables = RunTables(run_dir)
     for key in lost:
         os.remove(tables.part_uri("models", key))
-    resumed = landscape("resume", run_dir, "--no-analysis", env=env, timeout=300)
+    resumed = landscape_run("resume", run_dir, "--no-analysis", env=env, timeout=300)
     assert resumed.returncode == 0, (resumed.stdout, resumed.stderr)
     assert f"to do: {len(lost)} models, {len(before[last]['pair_keys'])} pairs" in resumed.stdout
     assert f"wave {before[last]['wave']}: {len(lost)} models" in resumed.stdout
@@ -175,10 +171,7 @@ def test_killed_between_waves_resumes_with_the_same_waves_and_no_key_trained_twi
     held = [model_key("width", w, "batch_size", b, s) for w in (8, 16, 32, 64) for b in (32, 64, 128, 256)
             for s in (0, 1) if w in (16, 32) or b in (64, 128)]  # all but the coarse cells (edges of a 4 x 4 grid)
     first_log, resume_log = os.path.join(short, "first.jsonl"), os.path.join(short, "resume.jsonl")
-    faults = os.path.join(short, "faults.json")
-    with open(faults, "w") as f:
-        json.dump({"log": first_log, "crash": [{"key": k, "mode": "block", "until": os.path.join(short, "never"),
-                                                "started": started} for k in held]}, f)
+    faults = write_block_faults(short, held, started=started, log=first_log)
     try:
         proc = subprocess.Popen(landscape_cmd() + ["run", "smoke", "--out", run_dir, "--no-analysis", *ADAPTIVE],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -201,8 +194,8 @@ def test_killed_between_waves_resumes_with_the_same_waves_and_no_key_trained_twi
 
         with open(faults, "w") as f:
             json.dump({"log": resume_log}, f)
-        resumed = landscape("resume", run_dir, "--no-analysis",
-                            env=hygienic_env(ray_tmp, LANDSCAPE_FAULT_INJECT=faults), timeout=300)
+        resumed = landscape_run("resume", run_dir, "--no-analysis",
+                                env=hygienic_env(ray_tmp, LANDSCAPE_FAULT_INJECT=faults), timeout=300)
         assert resumed.returncode == 0, (resumed.stdout, resumed.stderr)
         assert wave_files(run_dir) == wave_files(reference_run)
         trained_now = [json.loads(line)["key"] for line in open(resume_log)]
@@ -221,7 +214,7 @@ def test_status_json_names_the_waves(adaptive_run):
     """`status --json` carries what the status text says of the search: each wave's counts, and that it finished."""
     run_dir, env, _ = adaptive_run
     numbered = [w for name, w in wave_files(run_dir).items() if name.startswith("wave-")]
-    proc = landscape("status", run_dir, "--json", env=env, timeout=180)
+    proc = landscape_run("status", run_dir, "--json", env=env, timeout=180)
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     search = json.loads(proc.stdout)["search"]
     assert search["search"] == "adaptive" and search["finished"] and search["current_wave"] is None

@@ -12,7 +12,7 @@ import pytest
 
 from analysis.phases import PhaseRules
 from tests.analysis_synthetic import write_synthetic_run
-from tests.conftest import assert_clean_error, landscape_in_process, snapshot
+from tests.helpers import assert_clean_error, landscape_in_process, snapshot
 
 
 def analyze(*args):

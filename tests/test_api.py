@@ -19,7 +19,7 @@ import pytest
 import landscape
 from landscape.columns import with_knob_columns
 from tests.analysis_synthetic import BATCHES, WIDTHS, write_synthetic_run
-from tests.conftest import assert_clean_error, hygienic_env, landscape_in_process
+from tests.helpers import assert_clean_error, hygienic_env, landscape_in_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A researcher's own analysis.py, as it sits beside their notebooks: it must never be imported in the tool's place.

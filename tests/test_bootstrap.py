@@ -194,7 +194,7 @@ def test_analyze_bootstrap_zero_switches_resampling_off(tmp_path):
     import json
 
     from tests.analysis_synthetic import write_synthetic_run
-    from tests.conftest import landscape_in_process
+    from tests.helpers import landscape_in_process
 
     run = tmp_path / "run"
     write_synthetic_run(str(run), only=[(8, 16), (16, 16), (8, 128), (16, 128)])

@@ -27,20 +27,17 @@ import yaml
 
 from analysis.schemas import CURVES_SCHEMA, MODELS_SCHEMA, PAIRS_SCHEMA
 from analysis.tables import RunTables
-from tests.conftest import (
+from tests.helpers import (
     assert_clean_error,
     hygienic_env,
     landscape_cmd,
     landscape_in_process,
+    landscape_run,
     ray_processes_of,
     snapshot,
+    write_block_faults,
     write_finished_run,
 )
-
-
-def landscape(*args, env=None, timeout=300, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(landscape_cmd() + list(args), capture_output=True, text=True, timeout=timeout,
-                          env=env or hygienic_env(), cwd=cwd)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -48,7 +45,7 @@ def landscape(*args, env=None, timeout=300, cwd=None) -> subprocess.CompletedPro
 
 
 def test_configs_lists_builtins_with_counts():
-    proc = landscape("configs")
+    proc = landscape_run("configs")
     assert proc.returncode == 0, proc.stderr
     lines = {line.split()[0]: line for line in proc.stdout.splitlines()}
     assert "8 models, 4 pairs" in lines["smoke"]
@@ -56,19 +53,20 @@ def test_configs_lists_builtins_with_counts():
 
 
 def test_validate_ok_and_errors(tmp_path):
-    proc = landscape("validate", "smoke", "--set", "training.epochs=2")
+    proc = landscape_run("validate", "smoke", "--set", "training.epochs=2")
     assert proc.returncode == 0 and proc.stdout.startswith("ok: smoke"), proc.stderr
-    assert_clean_error(landscape("validate", "smoke", "--set", "training.epoch=2"), "did you mean 'training.epochs'")
+    assert_clean_error(landscape_run("validate", "smoke", "--set", "training.epoch=2"),
+                       "did you mean 'training.epochs'")
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"name": "b", "load": {"name": "width", "values": []},
                                    "temperature": {"name": "batch_size", "values": [32]}}))
-    assert_clean_error(landscape("validate", str(bad)), "load.values", "empty")
-    assert_clean_error(landscape("validate", "no-such-config"), "neither a built-in")
+    assert_clean_error(landscape_run("validate", str(bad)), "load.values", "empty")
+    assert_clean_error(landscape_run("validate", "no-such-config"), "neither a built-in")
 
 
 def test_status_and_resume_of_a_non_run_dir_are_clean_errors(tmp_path):
-    assert_clean_error(landscape("status", str(tmp_path)), "not a run directory")
-    assert_clean_error(landscape("resume", str(tmp_path)), "not a run directory")
+    assert_clean_error(landscape_run("status", str(tmp_path)), "not a run directory")
+    assert_clean_error(landscape_run("resume", str(tmp_path)), "not a run directory")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -78,8 +76,8 @@ def test_status_and_resume_of_a_non_run_dir_are_clean_errors(tmp_path):
 @pytest.mark.ray
 def test_gpu_request_on_a_cpu_only_cluster_fails_fast(short_tmp):
     started = time.monotonic()
-    proc = landscape("run", "smoke", "--out", os.path.join(short_tmp, "run"), "--set", "resources.gpu=0.5",
-                     timeout=120)
+    proc = landscape_run("run", "smoke", "--out", os.path.join(short_tmp, "run"), "--set", "resources.gpu=0.5",
+                         timeout=120)
     assert_clean_error(proc, "resources.gpu", "no GPU")
     assert time.monotonic() - started < 90
 
@@ -111,7 +109,7 @@ def test_smoke_through_the_cli(short_tmp):
     try:
         _wait_for_lock(run_dir, proc)
         # A second process on the same run directory refuses, clearly and at once.
-        second = landscape("run", "smoke", "--out", run_dir, "--no-analysis", timeout=60)
+        second = landscape_run("run", "smoke", "--out", run_dir, "--no-analysis", timeout=60)
         assert_clean_error(second, "in use by another landscape process")
         out, err = proc.communicate(timeout=240)
     finally:
@@ -196,7 +194,7 @@ def test_smoke_through_the_cli(short_tmp):
     assert pairs.started_at.min() < models.finished_at.max()
     assert wall < 180, f"smoke took {wall:.0f} s"
 
-    status = landscape("status", run_dir)
+    status = landscape_run("status", run_dir)
     assert status.returncode == 0, status.stderr
     assert "stage 1 models: 8 expected · 8 ok · 0 diverged · 0 failed · 0 missing" in status.stdout
     assert "stage 2 pairs : 4 expected · 4 ok" in status.stdout and "not running" in status.stdout
@@ -204,21 +202,15 @@ def test_smoke_through_the_cli(short_tmp):
 
     # Resuming a finished run has nothing to do and does not start Ray.
     before = sorted(models.finished_at.tolist())
-    again = landscape("resume", run_dir, "--no-analysis", timeout=120)
+    again = landscape_run("resume", run_dir, "--no-analysis", timeout=120)
     assert again.returncode == 0, again.stderr
     assert "nothing to do" in again.stdout
     after = sorted(RunTables(run_dir).read("models").finished_at.tolist())
     assert before == after
 
     # Changing a training setting of an existing run is refused, naming the setting.
-    changed = landscape("resume", run_dir, "--set", "training.epochs=5", timeout=120)
+    changed = landscape_run("resume", run_dir, "--set", "training.epochs=5", timeout=120)
     assert_clean_error(changed, "training.epochs")
-
-
-def _ray_processes_of(ray_tmpdir: str) -> list[str]:
-    """Live processes of this test's private Ray: daemons name its temp dir on their command line; workers
-    (whose command line Ray rewrites to "ray::...") carry it as RAY_TMPDIR in their environment."""
-    return ray_processes_of(ray_tmpdir)
 
 
 BLOCKED = "width=8__batch_size=256__seed=0"  # a model job of smoke that the tests below keep from finishing
@@ -229,10 +221,7 @@ def start_blocked_run(short_tmp: str, ray_tmpdir: str, *extra: str) -> tuple[sub
     appears: the sweep cannot finish before the test has acted, however fast the machine. Returns (process,
     run dir, the file the blocked job creates when it starts waiting)."""
     run_dir, started = os.path.join(short_tmp, "run"), os.path.join(short_tmp, "started")
-    faults = os.path.join(short_tmp, "faults.json")
-    with open(faults, "w") as f:
-        json.dump({"crash": [{"key": BLOCKED, "mode": "block", "until": os.path.join(short_tmp, "never"),
-                              "started": started}]}, f)
+    faults = write_block_faults(short_tmp, [BLOCKED], started=started)
     env = hygienic_env(ray_tmpdir, LANDSCAPE_FAULT_INJECT=faults)
     proc = subprocess.Popen(landscape_cmd() + ["run", "smoke", "--out", run_dir, "--no-analysis", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -249,9 +238,9 @@ def wait_for(proc: subprocess.Popen, ready, what: str, timeout: float = 150) -> 
 
 def assert_ray_gone(ray_tmpdir: str, grace: float = 30) -> None:
     deadline = time.monotonic() + grace
-    while _ray_processes_of(ray_tmpdir) and time.monotonic() < deadline:
+    while ray_processes_of(ray_tmpdir) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not _ray_processes_of(ray_tmpdir), _ray_processes_of(ray_tmpdir)
+    assert not ray_processes_of(ray_tmpdir), ray_processes_of(ray_tmpdir)
 
 
 @pytest.mark.ray
@@ -279,7 +268,7 @@ def test_interrupt_then_resume(short_tmp, ray_tmpdir):
 
     done_before = {(r.load_value, r.temperature_value, r.seed): r.finished_at for r in tables.read("models").itertuples()}
     assert len(done_before) >= 2 and BLOCKED not in tables.part_keys("models")
-    resumed = landscape("resume", run_dir, "--no-analysis", env=hygienic_env(ray_tmpdir), timeout=240)
+    resumed = landscape_run("resume", run_dir, "--no-analysis", env=hygienic_env(ray_tmpdir), timeout=240)
     assert resumed.returncode == 0, (resumed.stdout, resumed.stderr)
     models, pairs = tables.read("models"), tables.read("pairs")
     assert len(models) == 8 and len(pairs) == 4

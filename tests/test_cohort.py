@@ -23,11 +23,11 @@ from workloads import objective
 from workloads.cohort_checkpoint import CHECKPOINT_FORMAT, ResumeStateError
 from workloads.cohort_net import BACKENDS, build_cohort_net, member_state, resolve_backend
 from workloads.cohort_train import Execution, evaluate_cohort, learning_rate, train_cohort
-from workloads.data import Dataset, corrupt_labels, load_dataset
+from workloads.data import Dataset, corrupt_labels
 from workloads.models import seeded_model
 from workloads.train import TrainConfig, evaluate, train
 
-from tests.conftest import relative_difference
+from tests.helpers import relative_difference
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -40,11 +40,6 @@ FAMILIES = [
     ("vgg11", (3, 32, 32), {}),
 ]
 FAMILY_IDS = [f"{name}-{'x'.join(map(str, shape))}{'-bn' if kw else ''}" for name, shape, kw in FAMILIES]
-
-
-@pytest.fixture(scope="module")
-def mnist1d():
-    return load_dataset("mnist1d")
 
 
 def members(name, shape, seeds=(0, 1, 2), width=4, **kw):

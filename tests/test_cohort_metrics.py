@@ -34,13 +34,14 @@ from workloads.metrics.connectivity import CurveConfig, connect_cohort, connect_
 from workloads.metrics.hessian import estimate_hessian
 from workloads.models import seeded_model
 
-from tests.conftest import relative_difference
-from tests.conftest import tiny_cell as digits_cell
+from tests.helpers import relative_difference
+from tests.helpers import tiny_cell as digits_cell
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TIME_COLUMNS = ("train_seconds", "metrics_seconds", "wall_seconds", "finished_at", "started_at")
-# conftest's tiny cell, its curves trained 2 epochs as this file's cell always had (tests/test_experiment.py's: 1).
+# The shared tiny cell (tests/helpers.py), its curves trained 2 epochs as this file's cell always had
+# (tests/test_experiment.py's: 1).
 tiny_cell = functools.partial(digits_cell, curve_epochs=2)
 
 

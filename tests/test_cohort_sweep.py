@@ -26,7 +26,7 @@ from orchestrator import storage
 from orchestrator.cohorts import cohort_request, describe_cohorts, model_cohorts, pair_cohorts
 from orchestrator.config import ConfigError, load_config, parse_config
 from orchestrator.jobs import cohort_id, mkey, pkey
-from tests.conftest import hygienic_env, landscape_cmd, sweep, tiny_sweep_config
+from tests.helpers import hygienic_env, landscape_cmd, sweep, tiny_sweep_config
 
 
 def raw_config(**changes) -> dict:

@@ -14,8 +14,8 @@ from analysis.phases import label_phases
 from analysis.reference import import_reference
 from analysis.tables import RunTables
 from tests.analysis_synthetic import CELLS, EXPECTED_PHASES, write_synthetic_run
-from tests.conftest import assert_clean_error, landscape_in_process, require_reference_archive
-from tests.conftest import REFERENCE_ARCHIVE as ARCHIVE
+from tests.helpers import assert_clean_error, landscape_in_process, require_reference_archive
+from tests.helpers import REFERENCE_ARCHIVE as ARCHIVE
 
 # On the synthetic run, mc_threshold=4.5 turns exactly one cell from poorly to well connected: width 16, batch 64
 # (mc -4.0; every other poorly connected cell has mc <= -5). It joins phase IV with CKA 0.50; the phase-IV CKA

@@ -342,7 +342,7 @@ def test_a_grid_of_millions_of_models_or_pairs_is_refused_before_it_is_built():
 
 def test_a_config_without_seed_pairs_warns_that_there_will_be_no_phases():
     from orchestrator.config import config_warnings
-    from tests.conftest import landscape_in_process
+    from tests.helpers import landscape_in_process
 
     assert config_warnings(parse_config(base())) == []
     for changes in ({"seeds": "[0]"}, {"metrics.pairs": "[]"}):

@@ -24,7 +24,6 @@ import io
 import os
 import shutil
 import signal
-import subprocess
 import time
 
 import pandas as pd
@@ -37,8 +36,8 @@ from analysis.tables import SCHEMA_VERSION, RunTables
 from orchestrator import runlock, storage
 from orchestrator.config import load_config, parse_config
 from orchestrator.jobs import mkey, pkey
-from tests.conftest import assert_clean_error, hygienic_env, landscape_cmd, snapshot
-from tests.conftest import landscape_in_process as in_process
+from tests.helpers import assert_clean_error, hygienic_env, landscape_run, snapshot
+from tests.helpers import landscape_in_process as in_process
 
 LRS = [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08]  # one cell per kind of damage, and one left alone
 
@@ -243,11 +242,6 @@ def test_resume_repairs_exactly_what_was_damaged(cli, tmp_path):
 # Refused before Ray starts
 
 
-def landscape(*args, env, timeout=120) -> subprocess.CompletedProcess:
-    """The real console script (one case per test: a process costs seconds of imports)."""
-    return subprocess.run(landscape_cmd() + list(args), capture_output=True, text=True, env=env, timeout=timeout)
-
-
 def no_ray_started(ray_tmpdir: str) -> bool:
     return not os.listdir(ray_tmpdir)  # Ray would have made its session folder here
 
@@ -273,7 +267,7 @@ def test_a_run_dir_of_another_schema_version_is_refused_not_repaired(short_tmp, 
     parts = sorted(os.listdir(os.path.join(run_dir, "tables", "models")))
 
     env = hygienic_env(ray_tmpdir)
-    assert_clean_error(landscape("resume", run_dir, env=env), "schema version")
+    assert_clean_error(landscape_run("resume", run_dir, env=env, timeout=120), "schema version")
     for args in (["status", run_dir], ["run", "smoke", "--out", run_dir, "--no-analysis"]):
         assert_clean_error(in_process(*args), "schema version")
     assert sorted(os.listdir(os.path.join(run_dir, "tables", "models"))) == parts  # nothing deleted
@@ -303,7 +297,8 @@ def test_a_damaged_saved_config_is_a_clean_error(short_tmp, ray_tmpdir):
         if name == "empty":
             assert_clean_error(in_process("status", run_dir), "config.yaml is empty")
         if name == "binary":
-            assert_clean_error(landscape("resume", run_dir, env=env), "config.yaml", "not valid YAML")
+            assert_clean_error(landscape_run("resume", run_dir, env=env, timeout=120), "config.yaml",
+                               "not valid YAML")
     assert no_ray_started(ray_tmpdir)
 
 
@@ -319,8 +314,8 @@ def test_a_missing_dataset_folder_is_a_clean_error_at_once(short_tmp, ray_tmpdir
     env = hygienic_env(ray_tmpdir)
     run_dir = os.path.join(short_tmp, "cifar")
     started = time.monotonic()
-    proc = landscape("run", "smoke", "--out", run_dir, "--set", "workload.dataset=cifar10",
-                     "--set", "workload.data_root=/nonexistent/cifar", env=env)
+    proc = landscape_run("run", "smoke", "--out", run_dir, "--set", "workload.dataset=cifar10",
+                         "--set", "workload.data_root=/nonexistent/cifar", env=env, timeout=120)
     assert_clean_error(proc, "workload.data_root", "/nonexistent/cifar", "does not exist")
     assert time.monotonic() - started < 60
     assert not os.path.exists(run_dir)
@@ -329,7 +324,8 @@ def test_a_missing_dataset_folder_is_a_clean_error_at_once(short_tmp, ray_tmpdir
     cfg = load_config("smoke", ["workload.dataset=cifar10", "workload.data_root=/nonexistent/cifar"],
                       check_data=False)
     storage.write_bytes(storage.config_uri(run_dir), cfg.to_yaml().encode())
-    assert_clean_error(landscape("resume", run_dir, env=env), "workload.data_root", "does not exist")
+    assert_clean_error(landscape_run("resume", run_dir, env=env, timeout=120), "workload.data_root",
+                       "does not exist")
     assert no_ray_started(ray_tmpdir)
 
 

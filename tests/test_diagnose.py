@@ -20,7 +20,7 @@ import torch
 
 from orchestrator.config import load_config
 from orchestrator.diagnose import text
-from tests.conftest import assert_clean_error, landscape_in_process
+from tests.helpers import TouchesWhenUnpickled, assert_clean_error, landscape_in_process, user_module_folder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -163,12 +163,8 @@ USER_CODE = textwrap.dedent("""
 
 @pytest.fixture
 def user_dir(tmp_path, monkeypatch):
-    (tmp_path / "mynets.py").write_text(USER_CODE)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
-    sys.modules.pop("mynets", None)
-    yield tmp_path
-    sys.modules.pop("mynets", None)
+    with user_module_folder(tmp_path, monkeypatch, {"mynets.py": USER_CODE}) as folder:
+        yield folder
 
 
 def test_a_plugin_model_and_dataset_from_a_folder_with_safetensors_checkpoints(user_dir):
@@ -207,14 +203,6 @@ def test_a_plugin_model_and_dataset_from_a_folder_with_safetensors_checkpoints(u
 # Bad input: one `error:` line, exit 2, nothing run
 
 
-class RunsCode:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 @pytest.fixture
 def untrained(tmp_path):
     """Two untrained width-8 MLP checkpoints (bad-input tests fail before measuring anything)."""
@@ -230,9 +218,10 @@ def untrained(tmp_path):
 def test_crafted_checkpoints_are_refused_and_nothing_runs(tmp_path, untrained):
     marker = tmp_path / "ran"
     as_zip, as_pickle, as_new_pickle = tmp_path / "evil.pt", tmp_path / "evil.pkl", tmp_path / "evil4.pkl"
-    torch.save({"0.weight": RunsCode(marker)}, as_zip)
-    as_pickle.write_bytes(pickle.dumps(RunsCode(marker), protocol=2))  # torch's legacy format is protocol 2
-    as_new_pickle.write_bytes(pickle.dumps(RunsCode(marker), protocol=4))  # refused before its global is read
+    runs_code = TouchesWhenUnpickled(marker)
+    torch.save({"0.weight": runs_code}, as_zip)
+    as_pickle.write_bytes(pickle.dumps(runs_code, protocol=2))  # torch's legacy format is protocol 2
+    as_new_pickle.write_bytes(pickle.dumps(runs_code, protocol=4))  # refused before its global is read
     for evil, named in ((as_zip, "posix.system"), (as_pickle, "posix.system"), (as_new_pickle, "objects")):
         proc = _diagnose([untrained[0], str(evil)], 8)
         assert_clean_error(proc, f"checkpoint {evil} cannot be loaded safely", named, "nothing was run")

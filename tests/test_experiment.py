@@ -20,7 +20,7 @@ from workloads.experiment import ModelSpec, PairSpec, measure_pair, train_and_me
 from workloads.rows import train_loss_drop
 from workloads.settings import HessianSettings
 
-from tests.conftest import tiny_cell
+from tests.helpers import tiny_cell
 
 PROVENANCE_COLUMNS = {"run_id", "config_hash", "package_version", "library_versions", "schema_version"}
 CALLER_COLUMNS = PROVENANCE_COLUMNS | {"node_id", "model_uri", "weights_sha256"}  # set where the weights are stored

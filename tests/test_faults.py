@@ -29,7 +29,7 @@ from orchestrator.config import parse_config
 from orchestrator.fault_hook import FAULT_INJECT_ENV
 from orchestrator.jobs import cohort_id, mkey, pkey
 from orchestrator.sweep import run_sweep
-from tests.conftest import sweep, tiny_sweep_config
+from tests.helpers import TouchesWhenUnpickled, sweep, tiny_sweep_config
 
 pytestmark = pytest.mark.ray
 
@@ -128,16 +128,6 @@ def test_a_training_killed_after_a_checkpoint_continues_from_it(ray_local, tmp_p
     assert killed.cohort == cohort_id("models", [key])
 
 
-class _RunsShell:
-    """Pickles into a call of os.system: what a crafted checkpoint would do when loaded with pickle."""
-
-    def __init__(self, command):
-        self.command = command
-
-    def __reduce__(self):
-        return (os.system, (self.command,))
-
-
 def test_a_crafted_or_truncated_checkpoint_runs_nothing_is_deleted_and_named(ray_local, tmp_path, monkeypatch):
     """Run directories are shared, so a checkpoint can be anyone's file. One that asks to run code (a pickle
     of os.system) is refused without running it, one cut short is refused too; each is deleted, its model
@@ -157,7 +147,7 @@ def test_a_crafted_or_truncated_checkpoint_runs_nothing_is_deleted_and_named(ray
     # Each model trains as a cohort of one: its checkpoint is its cohort's.
     checkpoint = {key: storage.checkpoint_uri(run_dir, cohort_id("models", [key])) for key in (crafted, cut)}
     buffer = io.BytesIO()
-    torch.save({"epoch": 1, "model": _RunsShell(f"touch {marker}")}, buffer)
+    torch.save({"epoch": 1, "model": TouchesWhenUnpickled(marker)}, buffer)
     storage.write_bytes(checkpoint[crafted], buffer.getvalue())
     storage.write_bytes(checkpoint[cut], buffer.getvalue()[:200])
 

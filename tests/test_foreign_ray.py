@@ -20,7 +20,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import hygienic_env, landscape_cmd
+from tests.helpers import hygienic_env, landscape_cmd
 from tests.raycluster import LoopbackCluster
 
 

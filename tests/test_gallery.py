@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from orchestrator.config import builtin_names, load_config, read_raw
-from tests.conftest import hygienic_env
+from tests.helpers import hygienic_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGED_DATA = {"mnist1d", "digits"}  # generated or shipped by an installed package: no download, no data_root

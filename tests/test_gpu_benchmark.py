@@ -16,7 +16,7 @@ import time
 import pytest
 import torch
 
-from tests.conftest import hygienic_env
+from tests.helpers import hygienic_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "gpu.py")

@@ -20,7 +20,7 @@ import yaml
 from analysis.tables import RunTables
 from orchestrator.config import parse_config
 from orchestrator.resources import check_resources, describe_plan
-from tests.conftest import hygienic_env, landscape_cmd
+from tests.helpers import hygienic_env, landscape_cmd
 from tests.raycluster import LoopbackCluster
 
 # Six trials of one cell asking for half a CPU each and `gpu: auto` (the default: auto_gpu_share = 0.25 of

@@ -16,7 +16,7 @@ import pytest
 
 from analysis.schemas import HISTORY_SCHEMA
 from analysis.tables import RunTables
-from tests.conftest import assert_clean_error, hygienic_env, landscape_cmd, landscape_in_process
+from tests.helpers import assert_clean_error, hygienic_env, landscape_cmd, landscape_in_process
 
 SMOKE_EPOCHS = 3
 

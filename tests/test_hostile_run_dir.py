@@ -18,7 +18,7 @@ import pytest
 
 from analysis.tables import RunTables, model_key
 from tests.analysis_synthetic import COMMON, write_synthetic_run
-from tests.conftest import assert_clean_error, landscape_in_process
+from tests.helpers import assert_clean_error, landscape_in_process
 
 CONFIG = os.path.join(os.path.dirname(__file__), os.pardir, "orchestrator", "configs", "demo.yaml")
 

@@ -8,7 +8,8 @@ __init__) is how Python imports any submodule and is not an edge.
 A leading underscore says "only this module uses it", so its owner may change it freely; a second module reaching
 for it breaks that promise silently. What two modules share gets a public name.
 
-Likewise no test file imports another test_*.py: what tests share lives in tests/conftest.py.
+Likewise no test file imports another test_*.py: what tests share lives in tests/helpers.py (fixtures in
+tests/conftest.py).
 """
 
 import ast
@@ -233,14 +234,14 @@ def imported_test_modules(path: pathlib.Path) -> list[str]:
 def test_the_test_import_finder_finds_each_kind(tmp_path):
     planted = tmp_path / "test_x.py"
     planted.write_text("import tests.test_a\nfrom tests.test_b import f\nfrom tests import test_c, conftest\n"
-                       "from .test_d import g\nfrom . import test_e\nfrom tests.conftest import h\n")
+                       "from .test_d import g\nfrom . import test_e\nfrom tests.helpers import h\n")
     assert imported_test_modules(planted) == [
         "test_x.py:1: tests.test_a", "test_x.py:2: tests.test_b", "test_x.py:3: tests.test_c",
         "test_x.py:4: tests.test_d", "test_x.py:5: tests.test_e"]
 
 
 def test_no_test_file_imports_another():
-    """What two test files share lives in tests/conftest.py (its docstring says so), not in one of them."""
+    """What two test files share lives in tests/helpers.py (fixtures: tests/conftest.py), not in one of them."""
     found = [line for path in sorted((ROOT / "tests").glob("*.py")) for line in imported_test_modules(path)]
-    assert not found, "test files importing another test file (move what they share into tests/conftest.py):\n" + \
+    assert not found, "test files importing another test file (move what they share into tests/helpers.py):\n" + \
         "\n".join(found)

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from analysis.tables import RunTables
-from tests.conftest import hygienic_env, landscape_cmd
+from tests.helpers import hygienic_env, landscape_cmd
 from tests.raycluster import LoopbackCluster, cluster_nodes, is_loopback, listening_addresses
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

@@ -18,7 +18,7 @@ import zipfile
 
 import pytest
 
-from tests.conftest import hygienic_env
+from tests.helpers import hygienic_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Top-level folders of the repository that are not part of the tool: they must stay out of the wheel.

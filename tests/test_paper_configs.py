@@ -23,7 +23,7 @@ from orchestrator.config import (
 )
 from orchestrator.estimate import DEFAULT_GPU, GpuBasis, estimate_gpu_hours, forward_flops
 from orchestrator.resources import check_resources
-from tests.conftest import hygienic_env, landscape_cmd
+from tests.helpers import hygienic_env, landscape_cmd
 
 PAPER = ["paper-width-batch", "paper-width-batch-lr-decay", "paper-width-batch-noisy", "paper-width-wd",
          "paper-data-batch", "paper-noise-batch"]

@@ -12,7 +12,7 @@ from analysis.tables import RunTables
 from orchestrator.cells import cell_spec
 from orchestrator.config import load_config
 from orchestrator.jobs import mkey, pkey
-from tests.conftest import hygienic_env
+from tests.helpers import hygienic_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTINGS = ["training.epochs=2", "metrics.curve.epochs=1"]

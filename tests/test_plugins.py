@@ -10,6 +10,7 @@ import textwrap
 import pytest
 
 from workloads.plugins import PluginError, check_call, is_reference, load_reference, module_origin, split_reference
+from tests.helpers import user_module_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -17,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture
 def user_dir(tmp_path, monkeypatch):
     """A folder outside the repository holding a user's module, as the working directory."""
-    (tmp_path / "mynets.py").write_text(textwrap.dedent("""
+    mynets = textwrap.dedent("""
         def build(*, width, num_classes, input_shape, depth=2):
             return ("model", width, num_classes, input_shape, depth)
 
@@ -27,16 +28,11 @@ def user_dir(tmp_path, monkeypatch):
                 return kw
 
         CONSTANT = 3
-    """))
-    (tmp_path / "broken.py").write_text("raise RuntimeError('the user module is broken')\n")
-    (tmp_path / "needs.py").write_text("import no_such_dependency_xyz\n")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
-    for name in ("mynets", "broken", "needs"):
-        sys.modules.pop(name, None)
-    yield tmp_path
-    for name in ("mynets", "broken", "needs"):
-        sys.modules.pop(name, None)
+    """)
+    files = {"mynets.py": mynets, "broken.py": "raise RuntimeError('the user module is broken')\n",
+             "needs.py": "import no_such_dependency_xyz\n"}
+    with user_module_folder(tmp_path, monkeypatch, files) as folder:
+        yield folder
 
 
 def test_reference_syntax():

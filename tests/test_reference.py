@@ -15,7 +15,7 @@ from analysis.phases import label_phases
 from analysis.reference import ReferenceFormatError, import_reference, mode_connectivity_released
 from analysis.safe_pickle import UnsafePickleError, load_numpy_pickle
 from analysis.tables import RunTables
-from tests.conftest import REFERENCE_ARCHIVE, released_cell_files, require_reference_archive
+from tests.helpers import REFERENCE_ARCHIVE, TouchesWhenUnpickled, released_cell_files, require_reference_archive
 
 ARCHIVE = REFERENCE_ARCHIVE
 
@@ -24,19 +24,9 @@ ARCHIVE = REFERENCE_ARCHIVE
 # Restricted unpickler
 
 
-class _RunsShell:
-    """Pickles into a call of os.system: what a malicious metrics file would do."""
-
-    def __init__(self, command):
-        self.command = command
-
-    def __reduce__(self):
-        return (os.system, (self.command,))
-
-
 def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path):
     marker = tmp_path / "pwned"
-    data = pickle.dumps({0: {"loss": _RunsShell(f"touch {marker}")}})
+    data = pickle.dumps({0: {"loss": TouchesWhenUnpickled(marker)}})
     with pytest.raises(UnsafePickleError) as err:
         load_numpy_pickle(data, source="bs_16/lr_decay/ResNet18_w1/metrics/loss_acc.pkl")
     message = str(err.value)
@@ -147,7 +137,7 @@ def test_folder_and_tar_import_the_same(tmp_path):
 def test_malicious_member_in_archive_is_refused_by_name(tmp_path):
     marker = tmp_path / "pwned"
     files = released_cell_files(4, 64)
-    files["hessian.pkl"] = pickle.dumps({0: _RunsShell(f"touch {marker}")})
+    files["hessian.pkl"] = pickle.dumps({0: TouchesWhenUnpickled(marker)})
     archive = tmp_path / "evil.tar.gz"
     _write_tar(archive, {(4, 64): files})
     with pytest.raises(UnsafePickleError, match=r"bs_64/lr_decay/ResNet18_w4/metrics/hessian\.pkl"):
@@ -344,13 +334,13 @@ def test_cli_import_of_a_damaged_or_malicious_archive_is_one_clean_error(tmp_pat
     """`landscape import-reference` on an archive with a pickle that asks to run code, a pickle or .npz cut
     short, or a .tar.gz cut short: one `error:` line naming the file, no traceback, nothing executed, and
     nothing written to --out."""
-    from tests.conftest import assert_clean_error, landscape_in_process
+    from tests.helpers import assert_clean_error, landscape_in_process
 
     marker = tmp_path / "pwned"
     files = released_cell_files(4, 64)
     where = "bs_64/lr_decay/ResNet18_w4/metrics/"
     if damage == "malicious pickle":
-        files["hessian.pkl"] = pickle.dumps({0: _RunsShell(f"touch {marker}")})
+        files["hessian.pkl"] = pickle.dumps({0: TouchesWhenUnpickled(marker)})
         expected = [where + "hessian.pkl", "Nothing was executed"]
     elif damage == "truncated pickle":
         files["loss_acc.pkl"] = files["loss_acc.pkl"][:20]

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from analysis import reference
-from tests.conftest import assert_clean_error, landscape_in_process, released_cell_files
+from tests.helpers import assert_clean_error, landscape_in_process, released_cell_files
 
 WHERE = "different_knobs_subset_10/bs_64/lr_decay/ResNet18_w4/metrics/"
 MiB = 2**20

@@ -14,7 +14,7 @@ import pytest
 
 from analysis.reference import mode_connectivity_released, read_archive_files
 from workloads.metrics import mode_connectivity
-from tests.conftest import REFERENCE_ARCHIVE, require_reference_archive
+from tests.helpers import REFERENCE_ARCHIVE, require_reference_archive
 
 ARCHIVE = REFERENCE_ARCHIVE
 

@@ -13,7 +13,7 @@ import pytest
 from analysis.api import analyze_run
 from analysis.plot_data import PANELS, PHASE_COLORS
 from tests.analysis_synthetic import EXPECTED_PHASES, write_synthetic_run
-from tests.conftest import chromium_executable
+from tests.helpers import chromium_executable
 
 REQUIRED_COLUMNS = [
     "load_name",

@@ -24,7 +24,7 @@ from tests.analysis_synthetic import (
     WIDTHS,
     write_synthetic_run,
 )
-from tests.conftest import chromium_executable
+from tests.helpers import chromium_executable
 
 CHROMIUM_FLAGS = [
     "--no-sandbox",

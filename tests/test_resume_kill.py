@@ -31,7 +31,7 @@ import pytest
 from analysis.tables import RunTables
 from orchestrator.runlock import RunLock, lock_holder
 from orchestrator.storage import RunDirError
-from tests.conftest import hygienic_env, landscape_cmd, ray_processes_of
+from tests.helpers import hygienic_env, landscape_cmd, ray_processes_of
 
 def wait_until_gone(ray_tmpdir: str, timeout: float = 45) -> list[str]:
     deadline = time.monotonic() + timeout
@@ -257,7 +257,7 @@ def test_the_checks_accept_a_real_ray_of_a_killed_driver(short_tmp, ray_tmpdir, 
         real_tmp = os.path.realpath(ray_tmpdir)
 
         def kill(pid, sig):  # what each process was, independently of the checks, the moment it is killed:
-            if sig == signal.SIGKILL:  # as conftest.ray_processes_of, daemons name the tmpdir on their command
+            if sig == signal.SIGKILL:  # as helpers.ray_processes_of, daemons name the tmpdir on their command
                 with open(f"/proc/{pid}/cmdline", "rb") as f:  # line, workers inherit it in their environment
                     named = ray_tmpdir.encode() in f.read().replace(b"\0", b" ")
                 with open(f"/proc/{pid}/environ", "rb") as f:

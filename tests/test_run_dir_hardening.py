@@ -21,7 +21,7 @@ import os
 import pytest
 
 from orchestrator import storage
-from tests.conftest import BUCKET, assert_clean_error, keys, landscape_in_process, write_finished_run
+from tests.helpers import BUCKET, assert_clean_error, keys, landscape_in_process, write_finished_run
 
 BAD_URIS = {
     "s3://bucket/a/../b/run": "a '..' path segment",

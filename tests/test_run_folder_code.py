@@ -19,7 +19,7 @@ import yaml
 
 from orchestrator.run_config import load_run_config
 from tests.analysis_synthetic import BATCHES, SEEDS, WIDTHS, write_synthetic_run
-from tests.conftest import assert_clean_error, landscape_in_process
+from tests.helpers import assert_clean_error, landscape_in_process
 
 MODULE = "evilcode"  # the module every reference of the crafted config names
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 
 import pytest
 
-from tests.conftest import BUCKET, hygienic_env, keys, landscape_cmd, s3_env
+from tests.helpers import BUCKET, hygienic_env, keys, landscape_run, s3_env
 
 
 @pytest.mark.ray
@@ -28,8 +27,7 @@ def test_sweep_tables_models_tune_and_analysis_on_s3(s3, s3_server, short_tmp, r
     os.makedirs(cwd)
 
     def landscape(*args, timeout=240):
-        return subprocess.run(landscape_cmd() + list(args), capture_output=True, text=True, env=env, cwd=cwd,
-                              timeout=timeout)
+        return landscape_run(*args, env=env, cwd=cwd, timeout=timeout)
 
     proc = landscape("run", "smoke", "--out", run)
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])

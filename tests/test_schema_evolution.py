@@ -23,7 +23,7 @@ import yaml
 
 from orchestrator.config import parse_config
 from workloads.metric_discovery import package_metrics
-from tests.conftest import hygienic_env, landscape_cmd, landscape_in_process
+from tests.helpers import hygienic_env, landscape_cmd, landscape_in_process
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "data", "run_v0_1_0")
 

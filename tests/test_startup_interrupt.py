@@ -14,7 +14,6 @@ so the sweep cannot end on its own before the signal, however fast the machine.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -22,7 +21,7 @@ import time
 
 import pytest
 
-from tests.conftest import hygienic_env, landscape_cmd, ray_processes_of
+from tests.helpers import hygienic_env, landscape_cmd, ray_processes_of, write_block_faults
 
 BLOCKED = "width=8__batch_size=256__seed=0"  # a model job of smoke that never finishes (the fault hook's "block")
 
@@ -72,9 +71,7 @@ def test_ctrl_c_at_any_moment_of_start_up_exits_130_with_the_next_step(short_tmp
 
     run_dir = os.path.join(short_tmp, "run")
     out_path, err_path = os.path.join(short_tmp, "out.txt"), os.path.join(short_tmp, "err.txt")
-    faults = os.path.join(short_tmp, "faults.json")
-    with open(faults, "w") as f:
-        json.dump({"crash": [{"key": BLOCKED, "mode": "block", "until": os.path.join(short_tmp, "never")}]}, f)
+    faults = write_block_faults(short_tmp, [BLOCKED])
     env = hygienic_env(ray_tmpdir, LANDSCAPE_FAULT_INJECT=faults)
     with open(out_path, "w") as out, open(err_path, "w") as err:
         proc = subprocess.Popen(landscape_cmd() + ["run", "smoke", "--out", run_dir, "--no-analysis"],

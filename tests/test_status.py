@@ -9,7 +9,7 @@ from orchestrator import storage
 from orchestrator.config import load_config
 from orchestrator.jobs import mkey
 from orchestrator.records import write_failed_model
-from tests.conftest import landscape_in_process
+from tests.helpers import landscape_in_process
 
 SEEDS = list(range(10))  # smoke's 2 x 2 cells x 10 seeds = 40 models
 

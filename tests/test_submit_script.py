@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import hygienic_env
+from tests.helpers import hygienic_env
 
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "submit_sweep.py")
 

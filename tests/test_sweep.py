@@ -18,7 +18,7 @@ from orchestrator.plan import Plan, PlanError, assess, repair
 from orchestrator.run_facts import for_reading, measure
 from orchestrator.state import SweepState
 from orchestrator.sweep import run_sweep
-from tests.conftest import sweep, tiny_sweep_config
+from tests.helpers import sweep, tiny_sweep_config
 
 pytestmark = pytest.mark.ray
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workloads.data import Dataset, load_dataset, subsample_train
+from workloads.data import Dataset, subsample_train
 from workloads.train import (
     TrainConfig,
     TrainingOOMError,
@@ -21,11 +21,6 @@ from workloads.train import (
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def mnist1d():
-    return load_dataset("mnist1d")
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from orchestrator.config import load_config
 from orchestrator.jobs import model_job, pair_job
 from orchestrator.trial_outputs import (MAX_DIRNAME, TrialNamer, dirname_of, final_member_metrics, member_hparams,
                                         member_labels, seed_ranges, trial_name)
-from tests.conftest import assert_clean_error, hygienic_env, landscape_cmd, landscape_in_process
+from tests.helpers import assert_clean_error, hygienic_env, landscape_cmd, landscape_in_process
 
 MLFLOW_METRIC_NAME = re.compile(r"^[/\w.\- ]*$")  # what MLflow accepts in a metric or param name
 

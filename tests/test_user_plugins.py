@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 import textwrap
 
@@ -15,7 +14,7 @@ import pytest
 
 from analysis.tables import RunTables
 from orchestrator.config import ConfigError, parse_config
-from tests.conftest import assert_clean_error, hygienic_env, landscape_cmd, landscape_in_process
+from tests.helpers import assert_clean_error, hygienic_env, landscape_in_process, landscape_run, user_module_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USER_MODULES = ("mynets", "badnets", "userpkg")
@@ -37,15 +36,8 @@ def readme_example() -> dict[str, str]:
 def user_folder(tmp_path, monkeypatch):
     """A folder outside the repository holding exactly README's two files, as the working directory."""
     assert not str(tmp_path).startswith(ROOT)
-    for name, text in readme_example().items():
-        (tmp_path / name).write_text(text)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
-    for name in USER_MODULES:
-        sys.modules.pop(name, None)
-    yield tmp_path
-    for name in USER_MODULES:
-        sys.modules.pop(name, None)
+    with user_module_folder(tmp_path, monkeypatch, readme_example(), forget=USER_MODULES) as folder:
+        yield folder
 
 
 def example_raw(**workload) -> dict:
@@ -166,7 +158,7 @@ def test_the_runtime_environment_ships_the_users_file_or_package(user_folder):
 
 
 def _run(args, cwd, env, timeout=300):
-    return subprocess.run(landscape_cmd() + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return landscape_run(*args, cwd=cwd, env=env, timeout=timeout)
 
 
 @pytest.mark.ray

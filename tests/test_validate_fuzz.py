@@ -25,7 +25,7 @@ from click.testing import CliRunner
 
 from orchestrator.cli import main
 from orchestrator.config import read_raw
-from tests.conftest import hygienic_env, landscape_cmd
+from tests.helpers import hygienic_env, landscape_cmd
 
 BASE, _ = read_raw("smoke")
 SEED = int(os.environ.get("LANDSCAPE_FUZZ_SEED", "20240611"))

@@ -1,6 +1,6 @@
 """The cells of an adaptive run as the analysis shows them: every grid cell, trained or interpolated (issue #22).
 
-A run made with ``search: adaptive`` (orchestrator/adaptive_sweep.py) trains only the cells its policy chose
+A run made with ``search: adaptive`` (orchestrator/driver/adaptive_sweep.py) trains only the cells its policy chose
 (analysis/adaptive.py), most at their starting seeds, a few topped up to all seeds. Its analysis keeps that in
 view:
 

@@ -2,9 +2,9 @@
 
     python benchmarks/checkpoint_cost.py [CONFIG] [--set KEY=VALUE ...] [--epochs 4] [--threads 1]
 
-The cohort is the one the sweep would form of the config's widest cell row (orchestrator.cohorts.model_cohorts;
+The cohort is the one the sweep would form of the config's widest cell row (orchestrator.planning.cohorts.model_cohorts;
 the demo: 21 models). It is trained for --epochs epochs as a sweep's worker trains it (workloads.cohort_train),
-writing its checkpoint after every epoch through the sweep's own writer (orchestrator.worker.checkpoint_writer
+writing its checkpoint after every epoch through the sweep's own writer (orchestrator.worker.trainable.checkpoint_writer
 into a temporary run directory); which setting triggers a checkpoint does not change what one costs. Per epoch:
   epoch       the training steps of the epoch (its history's ``seconds``)
   checkpoint  from the end of the epoch's bookkeeping (epoch_fn) to the written file: the CPU copy of the cohort
@@ -29,7 +29,7 @@ sys.path.insert(0, ROOT)
 
 def largest_cohort(cfg) -> list[tuple]:
     """The keys of the cohort the sweep forms for the widest load value (ties: the first)."""
-    from orchestrator.cohorts import model_cohorts
+    from orchestrator.planning.cohorts import model_cohorts
 
     cohorts = model_cohorts(cfg, cfg.model_keys())
     return max(cohorts, key=lambda keys: (max(k[0] for k in keys), len(keys)))
@@ -39,10 +39,10 @@ def measure(cfg, keys: list[tuple], run_dir: str) -> tuple[list[float], list[flo
     """(epoch seconds, checkpoint seconds, checkpoint bytes) of training the cohort ``keys``."""
     import torch
 
-    from orchestrator import storage
-    from orchestrator.cells import cell_spec
-    from orchestrator.jobs import cohort_id, mkey
-    from orchestrator.job_io import checkpoint_writer
+    from orchestrator.rundir import storage
+    from orchestrator.planning.cells import cell_spec
+    from orchestrator.planning.jobs import cohort_id, mkey
+    from orchestrator.worker.job_io import checkpoint_writer
     from workloads.cohort_experiment import member_datasets, member_key
     from workloads.cohort_net import build_cohort_net
     from workloads.cohort_train import train_cohort

@@ -138,7 +138,7 @@ def _models_stage(cohort, tally: Tally, k: int, states: dict) -> None:
 
 
 def _pairs_stage(cfg, states: dict, tally: Tally, max_cohort) -> None:
-    from orchestrator.cells import cell_spec
+    from orchestrator.planning.cells import cell_spec
     from workloads.cohort_experiment import measure_pairs_cohort, plan_pair_cohorts
     from workloads.experiment import PairSpec, measure_pair
 
@@ -189,7 +189,7 @@ def _warm_up(cohort) -> None:
 
 def grid(args) -> int:
     from orchestrator.config import load_config
-    from orchestrator.cells import cell_spec
+    from orchestrator.planning.cells import cell_spec
     from workloads.cohort_experiment import plan_model_cohorts
     from workloads.specs import ModelSpec
 

@@ -49,7 +49,7 @@ def train_checkpoints(folder: str, width: int, count: int, epochs: int) -> list[
 
 def landscape_cmd() -> list[str]:
     script = os.path.join(os.path.dirname(sys.executable), "landscape")
-    return [script] if os.path.exists(script) else [sys.executable, "-m", "orchestrator.cli"]
+    return [script] if os.path.exists(script) else [sys.executable, "-m", "orchestrator.cli.main"]
 
 
 def timed_diagnose(paths: list[str], width: int, threads: int) -> tuple[float, dict]:

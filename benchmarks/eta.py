@@ -24,10 +24,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from analysis.tables import RunTables  # noqa: E402
-from orchestrator.run_config import load_run_config  # noqa: E402
-from orchestrator.cost import job_costs  # noqa: E402
-from orchestrator.jobs import mkey, pkey
-from orchestrator.state import SweepState
+from orchestrator.config.run_config import load_run_config  # noqa: E402
+from orchestrator.planning.cost import job_costs  # noqa: E402
+from orchestrator.planning.jobs import mkey, pkey
+from orchestrator.driver.state import SweepState
 
 
 def replay(run_dir: str, slots: int) -> list[dict]:

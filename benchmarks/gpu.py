@@ -4,7 +4,7 @@ estimates, and the paper grid's projected GPU-hours.
     python benchmarks/gpu.py [--budget-s 400] [--rates-out PATH] [--peak-tflops T] [--with-sweep] [--cpu-dry-run]
 
 Needs only torch and numpy (no Ray, yaml, click, pyhessian, mnist1d, torchvision or sklearn: it imports
-torch-only modules of workloads/ and orchestrator/gpu_rates.py, lazily) and a CUDA GPU; the data are random
+torch-only modules of workloads/ and orchestrator/planning/gpu_rates.py, lazily) and a CUDA GPU; the data are random
 CIFAR-shaped tensors made on the GPU (step times do not depend on pixel values). On a machine without CUDA it
 says so and exits 0. docs/benchmarks.md says how to run it and where its figures go.
 
@@ -16,9 +16,9 @@ says so and exits 0. docs/benchmarks.md says how to run it and where its figures
      sweeps run them (fp32 with torch's default TF32 convolutions, cuDNN autotuning off).
   2. Rates: step time = fixed cost + FLOPs / rate fitted to step 1's points, one at a time and per cohort step
      separately; written at once to benchmarks/gpu_rates.json (--rates-out), which `landscape validate` and
-     orchestrator/estimate.py then use instead of the assumed A10G figures.
+     orchestrator/planning/estimate.py then use instead of the assumed A10G figures.
   3. The paper grid (paper-width-batch: 910 models, 910 pairs) in GPU-hours on this GPU: with its cohorts,
-     without, and from the assumed rates, through orchestrator/gpu_rates.py's formula (the one estimate.py uses).
+     without, and from the assumed rates, through orchestrator/planning/gpu_rates.py's formula (the one estimate.py uses).
   4. Evaluation, timed apart: the 10,000-image test split, one model (workloads.train.evaluate) vs a cohort
      (workloads.cohort_train.evaluate_cohort), per width.
   5. Memory of the paper's largest requests: the widest width of each GPU share at batch 1024, as the cohort
@@ -59,7 +59,7 @@ CIFAR_RESIDENT_BYTES = (50000 + 10000) * 3 * 32 * 32 * 4  # a trial keeps CIFAR-
 
 # paper-width-batch's grid (orchestrator/configs/paper-width-batch.yaml), kept here because the GPU machine has
 # no yaml; tests/test_gpu_benchmark.py checks that it equals the built-in config and that the projection equals
-# orchestrator/estimate.py's estimate of it.
+# orchestrator/planning/estimate.py's estimate of it.
 PAPER_GRID = {
     "config": "paper-width-batch", "model": "resnet18", "input_shape": (3, 32, 32), "classes": 10,
     "train_size": 50000, "test_size": 10000,
@@ -280,7 +280,7 @@ def measure_steps(sizes: Sizes, data, width: int, batch: int, members: int, vari
     engine compiles its step anew in every call. An out-of-memory is a finding."""
     import torch
 
-    from orchestrator.gpu_rates import forward_flops
+    from orchestrator.planning.gpu_rates import forward_flops
     from workloads.train import TrainingOOMError
 
     timing = Timing(width, batch, members, variant)
@@ -512,11 +512,11 @@ def grid_share(width: int) -> float:
 
 
 def project_paper_grid(basis, cohorts: bool = True, packed: bool = True) -> tuple[float, float]:
-    """(training + metrics, curves) GPU-hours of PAPER_GRID at ``basis``: orchestrator/estimate.py's arithmetic
+    """(training + metrics, curves) GPU-hours of PAPER_GRID at ``basis``: orchestrator/planning/estimate.py's arithmetic
     through the same orchestrator/gpu_rates.member_job_seconds. cohorts: members = 1 / GPU share (the member cap
     a sweep's cohorts fill: every cell has 5 seeds and a width's pairs share their curve's steps); packed False:
     every trial charged a whole GPU's fixed cost per step (no overlap between packed trials credited)."""
-    from orchestrator.gpu_rates import forward_flops, member_job_seconds
+    from orchestrator.planning.gpu_rates import forward_flops, member_job_seconds
 
     g = PAPER_GRID
     n, test = g["train_size"], g["test_size"]
@@ -541,7 +541,7 @@ def project_paper_grid(basis, cohorts: bool = True, packed: bool = True) -> tupl
 
 def measured_basis(device_name: str, timings: list[Timing], members: int):
     """(GpuBasis from step 1's plain points, lines saying how) or (None, lines) when too few were measured."""
-    from orchestrator.gpu_rates import CohortRates, GpuBasis
+    from orchestrator.planning.gpu_rates import CohortRates, GpuBasis
 
     plain = [t for t in timings if t.variant == PLAIN]
     alone = fit_rates([t for t in plain if t.members == 1])
@@ -563,7 +563,7 @@ def measured_basis(device_name: str, timings: list[Timing], members: int):
 
 def projection(basis) -> list[str]:
     """Step 3's lines: the paper grid with cohorts, without, without packing credit, and at the assumed rates."""
-    from orchestrator.gpu_rates import DEFAULT_GPU
+    from orchestrator.planning.gpu_rates import DEFAULT_GPU
 
     g = PAPER_GRID
     models = len(g["widths"]) * len(g["batches"]) * g["seeds"]
@@ -655,7 +655,7 @@ def summary(members: int, device_name: str, timings: list[Timing], extra: list[T
 
 def write_rates_file(basis, rates_out: str | None, device: str, device_name: str) -> str:
     """Write the measured rates (on a GPU by default to benchmarks/gpu_rates.json); returns what happened."""
-    from orchestrator.gpu_rates import MEASURED_RATES_PATH, write_rates
+    from orchestrator.planning.gpu_rates import MEASURED_RATES_PATH, write_rates
 
     rates_out = rates_out or (MEASURED_RATES_PATH if device == "cuda" else None)
     if basis is None:
@@ -672,7 +672,7 @@ def main(argv=None) -> int:
     parser.add_argument("--budget-s", type=float, default=400.0,
                         help="wall-clock budget in seconds; measurements that no longer fit are skipped (default 400)")
     parser.add_argument("--rates-out", default=None, metavar="PATH",
-                        help="where the fitted rates are written for orchestrator/estimate.py (default on a GPU: "
+                        help="where the fitted rates are written for orchestrator/planning/estimate.py (default on a GPU: "
                              "benchmarks/gpu_rates.json; the dry run writes only when given)")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="dense bf16 peak of this GPU for the MFU (default: datasheet table)")
@@ -716,7 +716,7 @@ def main(argv=None) -> int:
 
     # The rates and the projection come right after the steps they are fitted to, outside the budget's alarm:
     # written before anything slower (compilation) can run out of time.
-    section("2. Rates for orchestrator/estimate.py")
+    section("2. Rates for orchestrator/planning/estimate.py")
     basis, rate_lines = measured_basis(device_name, timings, sizes.members)
     rates_note = write_rates_file(basis, args.rates_out, sizes.device, device_name)
     for line in rate_lines + [f"  {rates_note}"]:

@@ -78,7 +78,7 @@ def cuda_path(sizes: Sizes) -> dict:
     import torch
 
     from orchestrator.config import parse_config
-    from orchestrator.cells import cell_spec
+    from orchestrator.planning.cells import cell_spec
     from workloads.experiment import ModelSpec, PairSpec, measure_pair, train_and_measure
 
     raw = {**SWEEP, "load": {"name": "width", "values": [sizes.path_width]},
@@ -162,9 +162,10 @@ class GpuSampler:
 
 def packed_sweep(sizes: Sizes, keep: str | None) -> dict:
     from analysis.tables import RunTables
-    from orchestrator import ray_env, resources, storage
+    from orchestrator.cluster import ray_env, resources
+    from orchestrator.rundir import storage
     from orchestrator.config import parse_config
-    from orchestrator.sweep import run_sweep
+    from orchestrator.driver.sweep import run_sweep
 
     raw = {**SWEEP, "workload": sizes.workload, "load": {"name": "width", "values": list(sizes.widths)},
            "temperature": {"name": "batch_size", "values": list(sizes.batches)},

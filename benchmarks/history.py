@@ -39,10 +39,10 @@ def bench_job(config: dict) -> None:
 
     import workloads.cohort_train as engine
     from analysis.tables import RunTables
-    from orchestrator.cells import cell_spec
+    from orchestrator.planning.cells import cell_spec
     from orchestrator.config import load_config
-    from orchestrator.history import epoch_reporter, write_history
-    from orchestrator.jobs import mkey
+    from orchestrator.worker.history import epoch_reporter, write_history
+    from orchestrator.planning.jobs import mkey
     from workloads.experiment import ModelSpec, train_and_measure
     from workloads.settings import eval_epochs
 
@@ -79,7 +79,7 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix=f"bench-history-{uuid.uuid4().hex[:6]}-", dir="/tmp")
     os.environ.update({"RAY_TMPDIR": os.path.join(tmp, "ray"), "RAY_AUTH_MODE": "disabled"})
     os.makedirs(os.environ["RAY_TMPDIR"])
-    from orchestrator.ray_env import init_ray
+    from orchestrator.cluster.ray_env import init_ray
 
     import ray
     from ray import tune

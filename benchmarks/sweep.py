@@ -65,7 +65,7 @@ def ray_env() -> dict:
 
 def landscape_cmd() -> list[str]:
     script = os.path.join(os.path.dirname(sys.executable), "landscape")
-    return [script] if os.path.exists(script) else [sys.executable, "-m", "orchestrator.cli"]
+    return [script] if os.path.exists(script) else [sys.executable, "-m", "orchestrator.cli.main"]
 
 
 def run_orchestrator(config_path: str, run_dir: str) -> float:
@@ -83,8 +83,8 @@ def run_orchestrator(config_path: str, run_dir: str) -> float:
 def run_sequential(cfg) -> tuple[float, dict, dict]:
     """Wall time, {model key: row}, {pair key: row} of the plain loop."""
     started = time.perf_counter()
-    from orchestrator.cells import cell_spec
-    from orchestrator.jobs import mkey, pkey
+    from orchestrator.planning.cells import cell_spec
+    from orchestrator.planning.jobs import mkey, pkey
     from workloads.experiment import ModelSpec, PairSpec, measure_pair, train_and_measure
 
     states, models, pairs = {}, {}, {}
@@ -178,7 +178,7 @@ def main() -> None:
     print(f"mean training job (loop):         {sum(r['wall_seconds'] for r in models.values()) / len(models):.1f} s")
 
     # Same numbers both ways (thread counts may change the last bits of float reductions).
-    from orchestrator.jobs import mkey, pkey
+    from orchestrator.planning.jobs import mkey, pkey
 
     acc_diff = max(abs(r.test_acc - models[mkey(cfg, r.load_value, r.temperature_value, r.seed)]["test_acc"])
                    for r in orch_models.itertuples())

@@ -4,7 +4,7 @@ without it, side by side in one process, and the logger's own cost per report of
     python benchmarks/tune_json.py [--config smoke] [--epochs 20] [--repeats 3] [--keep DIR]
 
 1. The sweep: CONFIG (default: the built-in smoke grid, 8 models in cohorts and 4 pairs, here with EPOCHS epochs
-   so that every trial reports many times) run through orchestrator.sweep.run_sweep on one private local Ray
+   so that every trial reports many times) run through orchestrator.driver.sweep.run_sweep on one private local Ray
    started once by this process, REPEATS times each way, alternating which goes first (a change of the
    machine's load falls on both): ``logging: []`` (the default now) and ``logging: [json]`` (Tune's
    JsonLoggerCallback: params.json, params.pkl and one result.json line per report per trial). It prints
@@ -12,7 +12,7 @@ without it, side by side in one process, and the logger's own cost per report of
    of the sums, json / none.
 2. The logger alone, driver side (Tune's callbacks run in the driver's event loop, between results): the
    reports of one cohort trial of MEMBERS models (default 21, the demo's largest) for 60 epochs, as the sweep
-   makes them (orchestrator.history.epoch_result with every member's label) and its final result, fed to
+   makes them (orchestrator.worker.history.epoch_result with every member's label) and its final result, fed to
    JsonLoggerCallback; it prints the milliseconds per report and the bytes written per trial.
 Timings on a machine shared with other work are indicative only: re-run on idle cores to quote them.
 """
@@ -32,8 +32,8 @@ sys.path.insert(0, ROOT)
 
 
 def one_sweep(cfg, run_dir: str) -> float:
-    from orchestrator.resources import check_resources
-    from orchestrator.sweep import run_sweep
+    from orchestrator.cluster.resources import check_resources
+    from orchestrator.driver.sweep import run_sweep
 
     summary = run_sweep(cfg, run_dir, run_id=uuid.uuid4().hex[:12], resources=check_resources(cfg, node_types=[]))
     done = len(summary.plan_after.models_done), len(summary.plan_after.pairs_done)
@@ -43,7 +43,7 @@ def one_sweep(cfg, run_dir: str) -> float:
 
 
 def sweeps(config: str, epochs: int, repeats: int, root: str) -> None:
-    from orchestrator import ray_env
+    from orchestrator.cluster import ray_env
     from orchestrator.config import load_config
 
     base = load_config(config, [f"training.epochs={epochs}"])
@@ -72,7 +72,7 @@ def sweeps(config: str, epochs: int, repeats: int, root: str) -> None:
 def logger_alone(members: int, epochs: int, root: str) -> None:
     from ray.tune.logger import JsonLoggerCallback
 
-    from orchestrator.history import epoch_result
+    from orchestrator.worker.history import epoch_result
 
     class Trial:  # what JsonLoggerCallback reads of a trial
         def __init__(self, path):

@@ -22,7 +22,7 @@ import orchestrator  # noqa: F401  (imported for that side effect)
 from landscape.comparing import RunComparison, compare
 from landscape.results import LandscapeWarning, Run, load_run
 from landscape.sweeps import resume, run
-from orchestrator.sweep_errors import (
+from orchestrator.driver.sweep_errors import (
     InputError,
     LandscapeError,
     SweepIncomplete,

@@ -20,9 +20,9 @@ from analysis.bootstrap import DEFAULT_DRAWS
 from analysis.compare import Comparison, compare_runs
 from analysis.compare_report import comparison_json, comparison_text
 from landscape.results import READ_ERRORS, LandscapeWarning, Run
-from orchestrator.analysis_step import run_config_hash
-from orchestrator.storage import normalise_run_dir
-from orchestrator.sweep_errors import InputError
+from orchestrator.driver.analysis_step import run_config_hash
+from orchestrator.rundir.storage import normalise_run_dir
+from orchestrator.driver.sweep_errors import InputError
 
 
 @dataclasses.dataclass

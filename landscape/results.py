@@ -30,8 +30,8 @@ from analysis.schemas import TableError
 from analysis.tables import RunTables, join
 from landscape.columns import with_knob_columns
 from orchestrator.config import ConfigError, parse_config, parse_yaml
-from orchestrator.storage import RunDirError, config_uri, list_entries, normalise_run_dir
-from orchestrator.sweep_errors import InputError, LandscapeError
+from orchestrator.rundir.storage import RunDirError, config_uri, list_entries, normalise_run_dir
+from orchestrator.driver.sweep_errors import InputError, LandscapeError
 
 CLAIM_COLUMNS = ["diagram", "id", "claim", "figure", "applies", "holds", "evidence", "rule", "summary"]
 READ_ERRORS = (OSError, ValueError, TableError, RunDirError, pa.ArrowException)
@@ -126,8 +126,8 @@ class Run:
 
     def status(self) -> str:
         """Per stage: what is done, diverged, failed and missing (what `landscape status` prints)."""
-        from orchestrator.plan import PlanError
-        from orchestrator.status import run_status
+        from orchestrator.planning.plan import PlanError
+        from orchestrator.cli.status import run_status
 
         try:
             return run_status(self.dir)

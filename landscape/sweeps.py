@@ -5,7 +5,7 @@
 
 Nothing is printed unless ``verbose``: what the command line would print is kept in ``Run.log``, and its
 ``warning:`` lines become LandscapeWarnings. Nothing exits the interpreter: a sweep that does not end with
-every result raises (orchestrator/sweep_errors.py: InputError before anything runs, SweepIncomplete or
+every result raises (orchestrator/driver/sweep_errors.py: InputError before anything runs, SweepIncomplete or
 SweepStopped after, SweepInterrupted on Ctrl-C), and whatever was finished is kept for ``resume``.
 """
 
@@ -19,11 +19,11 @@ import yaml
 
 from landscape.results import LandscapeWarning, Run
 from orchestrator.config import ConfigError
-from orchestrator.console import captured, echo
-from orchestrator.execute import execute
-from orchestrator.run_config import config_to_resume, config_to_run, default_run_dir
-from orchestrator.storage import normalise_run_dir
-from orchestrator.sweep_errors import InputError
+from orchestrator.cli.console import captured, echo
+from orchestrator.driver.execute import execute
+from orchestrator.config.run_config import config_to_resume, config_to_run, default_run_dir
+from orchestrator.rundir.storage import normalise_run_dir
+from orchestrator.driver.sweep_errors import InputError
 from workloads.plugins import code_from
 
 

@@ -31,8 +31,8 @@ def main(argv=None) -> int:
 
     from analysis.claims import row_trends
     from analysis.plot_data import text_grid
-    from orchestrator.cells import cell_spec
-    from orchestrator.run_config import load_run_config
+    from orchestrator.planning.cells import cell_spec
+    from orchestrator.config.run_config import load_run_config
     from workloads.data import load_dataset
     from workloads.cohort_experiment import load_trained
     from workloads.metrics.cka import cka_or_reason, softmax_outputs

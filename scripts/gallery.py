@@ -98,7 +98,7 @@ VERDICT = {True: "holds", False: "**does not hold**", None: "unresolved"}
 
 def landscape_cmd() -> list[str]:
     script = os.path.join(os.path.dirname(sys.executable), "landscape")
-    return [script] if os.path.exists(script) else [sys.executable, "-m", "orchestrator.cli"]
+    return [script] if os.path.exists(script) else [sys.executable, "-m", "orchestrator.cli.main"]
 
 
 def reduced_overrides(name: str) -> list[str]:
@@ -209,7 +209,7 @@ def section(info: dict, entry: Entry, claims: list[dict], docs_dir: str) -> str:
     import pandas as pd
 
     from analysis.plot_data import text_grid
-    from orchestrator.run_config import load_run_config
+    from orchestrator.config.run_config import load_run_config
 
     cfg = load_run_config(info["run_dir"])  # as run: with the overrides, if any
     analysis = os.path.join(info["run_dir"], "analysis")

@@ -2,7 +2,7 @@
 
     python scripts/pilot.py CONFIG [--set KEY=VALUE ...] --out DIR [--no-pairs] [--threads 1]
 
-Runs the same functions as `landscape run` (orchestrator.sweep.cell_spec -> workloads.experiment), writes the
+Runs the same functions as `landscape run` (orchestrator.driver.sweep.cell_spec -> workloads.experiment), writes the
 same tables into DIR (so `landscape analyze DIR` works on it), analyses it and prints the phase map and the
 deciding metrics as text grids (docs/science.md quotes them). Also writes DIR/pilot_times.json: the CPU
 seconds of every job, from which the wall time of `landscape run` on idle cores is estimated (sum / cores,
@@ -36,9 +36,9 @@ def main(argv=None) -> int:
     from analysis.plot_data import text_grid
     from analysis.tables import RunTables
     from orchestrator.config import load_config
-    from orchestrator.provenance import provenance
-    from orchestrator.cells import cell_spec
-    from orchestrator.jobs import mkey, pkey
+    from orchestrator.rundir.provenance import provenance
+    from orchestrator.planning.cells import cell_spec
+    from orchestrator.planning.jobs import mkey, pkey
     from workloads.experiment import ModelSpec, PairSpec, measure_pair, train_and_measure
 
     torch.set_num_threads(args.threads)

@@ -19,7 +19,7 @@ def head_address() -> str:
 
 def main(argv: list[str]) -> int:
     try:
-        from orchestrator.cli import main as landscape
+        from orchestrator.cli.main import main as landscape
     except ImportError:
         sys.exit("landscape is not installed on this node: run `ray up cluster.yaml` again (setup_commands install it)")
     args = ["run", *argv]

@@ -63,11 +63,11 @@ def hygienic_env(ray_tmpdir: str | None = None, **extra) -> dict:
 
 
 def landscape_cmd() -> list[str]:
-    """The installed console script next to this interpreter, else `python -m orchestrator.cli`."""
+    """The installed console script next to this interpreter, else `python -m orchestrator.cli.main`."""
     script = os.path.join(os.path.dirname(sys.executable), "landscape")
     if os.path.exists(script):
         return [script]
-    return [sys.executable, "-m", "orchestrator.cli"]
+    return [sys.executable, "-m", "orchestrator.cli.main"]
 
 
 def landscape_run(*args, env: dict | None = None, timeout: float = 300, cwd=None) -> "subprocess.CompletedProcess":
@@ -85,7 +85,7 @@ def landscape_in_process(*args) -> "subprocess.CompletedProcess":
 
     from click.testing import CliRunner
 
-    import orchestrator.cli as cli_module
+    import orchestrator.cli.main as cli_module
 
     sigterm = signal.getsignal(signal.SIGTERM)  # main() installs a SIGTERM handler: keep pytest's
     try:
@@ -314,14 +314,14 @@ def sweep(cfg, run_dir: str, faults: dict | None = None, tmp_path=None, monkeypa
     """run_sweep in this process, as `landscape run` calls it (config.yaml written first, resources checked), on
     the session's local Ray (the caller holds the ray_local fixture). Returns its summary.
 
-    ``faults``: a plan for orchestrator.fault_hook, written to a file in ``tmp_path`` that LANDSCAPE_FAULT_INJECT
+    ``faults``: a plan for orchestrator.rundir.fault_hook, written to a file in ``tmp_path`` that LANDSCAPE_FAULT_INJECT
     names (set through ``monkeypatch``); without faults, a given ``monkeypatch`` clears the variable. The run id
     is ``run_id``, else the config's name.
     """
-    from orchestrator import storage
-    from orchestrator.fault_hook import FAULT_INJECT_ENV
-    from orchestrator.resources import check_resources
-    from orchestrator.sweep import run_sweep
+    from orchestrator.rundir import storage
+    from orchestrator.rundir.fault_hook import FAULT_INJECT_ENV
+    from orchestrator.cluster.resources import check_resources
+    from orchestrator.driver.sweep import run_sweep
 
     if faults is not None:
         path = tmp_path / f"faults-{len(os.listdir(tmp_path))}.json"
@@ -334,7 +334,7 @@ def sweep(cfg, run_dir: str, faults: dict | None = None, tmp_path=None, monkeypa
 
 
 def write_block_faults(folder: str, keys, *, started: str | None = None, log: str | None = None) -> str:
-    """A fault plan (orchestrator.fault_hook) in ``folder``/faults.json in which each job of ``keys`` waits,
+    """A fault plan (orchestrator.rundir.fault_hook) in ``folder``/faults.json in which each job of ``keys`` waits,
     when it starts, for a file that never appears (creating ``started`` first, when given): a sweep that cannot
     finish before the test acts on it, however fast the machine. ``log``: the hook's log of attempts. Returns
     the plan's path, for LANDSCAPE_FAULT_INJECT."""
@@ -353,10 +353,10 @@ def write_finished_run(run_dir: str, overrides=()) -> "SweepConfig":
     import torch
 
     from analysis.tables import RunTables
-    from orchestrator import storage
+    from orchestrator.rundir import storage
     from orchestrator.config import load_config
-    from orchestrator.provenance import provenance
-    from orchestrator.jobs import mkey, pkey
+    from orchestrator.rundir.provenance import provenance
+    from orchestrator.planning.jobs import mkey, pkey
     from workloads.metric_discovery import run_metrics
 
     cfg = load_config("smoke", [f"run.storage={run_dir}", *overrides])

@@ -21,7 +21,7 @@ from analysis.api import analyze_run, label_run
 from analysis.claims import evaluate_claims
 from analysis.plot_data import cell_grid, heatmap_data, phase_map_data
 from analysis.tables import RunTables, model_key
-from orchestrator.analysis_step import summary_lines
+from orchestrator.driver.analysis_step import summary_lines
 from tests.analysis_synthetic import BATCHES, EXPECTED_PHASES, SEEDS, WIDTHS, fig2_cells, write_synthetic_run
 from tests.helpers import assert_clean_error, landscape_in_process
 

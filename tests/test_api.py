@@ -139,7 +139,7 @@ def test_a_users_analysis_py_in_the_working_directory_changes_nothing(tmp_path):
         import sys
         assert sys.path[0] == ""  # this folder first, before the tool's own
         import landscape, analysis.tables
-        from orchestrator.cli import main
+        from orchestrator.cli.main import main
         print(analysis.__file__)
         print(len(landscape.load_run("run").models))
         sys.argv = ["landscape", "validate", "smoke"]
@@ -174,7 +174,7 @@ def test_a_sweep_from_python_raises_when_incomplete_then_resumes_and_reads(tmp_p
     """One fresh interpreter outside the repository, in a folder holding the researcher's analysis.py: a smoke
     sweep with one job made to fail raises SweepIncomplete (the interpreter goes on), resume finishes it, and
     the run reads back with the knobs' columns, cells and claims. Nothing is printed."""
-    from orchestrator.fault_hook import FAULT_INJECT_ENV
+    from orchestrator.rundir.fault_hook import FAULT_INJECT_ENV
 
     (tmp_path / "analysis.py").write_text(USER_ANALYSIS)
     failing = "width=64__batch_size=256__seed=1"

@@ -83,7 +83,7 @@ def test_gpu_request_on_a_cpu_only_cluster_fails_fast(short_tmp):
 
 
 def _wait_for_lock(run_dir: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    from orchestrator.runlock import lock_holder
+    from orchestrator.rundir.runlock import lock_holder
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -249,7 +249,7 @@ def test_interrupt_then_resume(short_tmp, ray_tmpdir):
     """Ctrl-C stops the sweep cleanly (Ray shut down, lock released, exit 130, a resume hint); `resume`
     then computes only what is missing, and rows finished before the interrupt are kept as they were.
     One job is blocked by the fault hook, so the sweep is still running when the signal comes."""
-    from orchestrator.runlock import lock_holder
+    from orchestrator.rundir.runlock import lock_holder
 
     proc, run_dir, started = start_blocked_run(short_tmp, ray_tmpdir)
     tables = RunTables(run_dir)
@@ -287,7 +287,7 @@ def test_sigterm_and_a_second_ctrl_c_stop_like_one_ctrl_c(short_tmp, ray_tmpdir,
     """SIGTERM (a scheduler's timeout) ends like Ctrl-C: exit 143, the resume hint, Ray stopped, no "***
     SIGTERM received ***" abort (Ray installs its own handler after ray.init; the command puts its own
     back). A second Ctrl-C while the first one stops Ray is ignored: no atexit traceback."""
-    from orchestrator.runlock import lock_holder
+    from orchestrator.rundir.runlock import lock_holder
 
     proc, run_dir, started = start_blocked_run(short_tmp, ray_tmpdir)
     try:
@@ -314,8 +314,8 @@ def test_sigterm_and_a_second_ctrl_c_stop_like_one_ctrl_c(short_tmp, ray_tmpdir,
 def test_a_dead_raylet_ends_the_run_with_one_error_line(short_tmp, ray_tmpdir):
     """The local Ray's raylet killed under a running sweep (the OOM killer, a stray kill): one `error:` line
     naming it, exit 1, the resume hint, the lock released, nothing of that Ray left, no temporary parts."""
-    from orchestrator.ray_leftovers import read_record
-    from orchestrator.runlock import lock_holder
+    from orchestrator.cluster.ray_leftovers import read_record
+    from orchestrator.rundir.runlock import lock_holder
 
     proc, run_dir, started = start_blocked_run(short_tmp, ray_tmpdir)
     try:
@@ -439,7 +439,7 @@ def test_a_one_seed_run_is_told_there_are_no_phases_not_to_resume_for_pairs(tmp_
 def test_the_analysis_at_the_end_of_a_run_is_made_under_the_run_lock(tmp_path, monkeypatch):
     """Another `run`/`resume` of the directory must not start while the analysis still reads the tables."""
     from analysis import api
-    from orchestrator.runlock import lock_holder
+    from orchestrator.rundir.runlock import lock_holder
 
     run_dir = str(tmp_path / "run")
     write_finished_run(run_dir)

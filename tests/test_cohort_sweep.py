@@ -1,4 +1,4 @@
-"""Cohorts in the sweep (execution.cohort, orchestrator/cohorts.py and worker.py), on a real local Ray.
+"""Cohorts in the sweep (execution.cohort, orchestrator/planning/cohorts.py and worker.py), on a real local Ray.
 
   * `landscape run smoke` with cohorts (the default) and with `--set execution.cohort=off` give the same keys,
     the same weights (<= 1e-4 relative), test accuracies within one test example and mc within 0.5 pp;
@@ -22,10 +22,10 @@ import pytest
 import torch
 
 from analysis.tables import RunTables
-from orchestrator import storage
-from orchestrator.cohorts import cohort_request, describe_cohorts, model_cohorts, pair_cohorts
+from orchestrator.rundir import storage
+from orchestrator.planning.cohorts import cohort_request, describe_cohorts, model_cohorts, pair_cohorts
 from orchestrator.config import ConfigError, load_config, parse_config
-from orchestrator.jobs import cohort_id, mkey, pkey
+from orchestrator.planning.jobs import cohort_id, mkey, pkey
 from tests.helpers import hygienic_env, landscape_cmd, sweep, tiny_sweep_config
 
 
@@ -321,9 +321,9 @@ def test_the_searcher_releases_a_pair_cohort_as_soon_as_its_models_exist():
     pair cohort is handed out as soon as both its cells are trained, ahead of the model cohorts left."""
     from ray.tune.search import Searcher
 
-    from orchestrator.plan import Plan
-    from orchestrator.state import SweepState
-    from orchestrator.tune_adapters import make_searcher_class
+    from orchestrator.planning.plan import Plan
+    from orchestrator.driver.state import SweepState
+    from orchestrator.driver.tune_adapters import make_searcher_class
 
     cfg = parse_config(raw_config(**{"load.values": "[8, 16]", "temperature.name": "batch_size",
                                      "temperature.values": "[32, 64]"}))
@@ -356,7 +356,7 @@ def test_the_searcher_releases_a_pair_cohort_as_soon_as_its_models_exist():
 
 def test_the_estimate_uses_measured_rates_when_a_file_exists_and_cohorts_share_the_step_overhead(tmp_path,
                                                                                                   monkeypatch):
-    from orchestrator import estimate, gpu_rates
+    from orchestrator.planning import estimate, gpu_rates
 
     monkeypatch.setenv(gpu_rates.MEASURED_RATES_ENV, str(tmp_path / "none.json"))
     cfg = load_config("paper-width-batch", check_data=False)

@@ -17,7 +17,7 @@ from orchestrator.config import (
     read_raw,
     seed_pairs,
 )
-from orchestrator.resources import check_resources, fits_on_node
+from orchestrator.cluster.resources import check_resources, fits_on_node
 
 
 def base(**changes) -> dict:
@@ -444,7 +444,7 @@ def test_curve_lr_schedule_is_validated_and_matches_the_workloads():
 
 
 def test_the_sweep_passes_the_lr_schedule_to_the_curve():
-    from orchestrator.cells import cell_spec
+    from orchestrator.planning.cells import cell_spec
 
     for schedule in ("garipov", "garipov-epoch0"):
         cfg = parse_config(base(**{"metrics.curve.lr_schedule": schedule}))

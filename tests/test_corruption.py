@@ -33,9 +33,9 @@ import yaml
 from click.testing import CliRunner
 
 from analysis.tables import SCHEMA_VERSION, RunTables
-from orchestrator import runlock, storage
+from orchestrator.rundir import runlock, storage
 from orchestrator.config import load_config, parse_config
-from orchestrator.jobs import mkey, pkey
+from orchestrator.planning.jobs import mkey, pkey
 from tests.helpers import assert_clean_error, hygienic_env, landscape_run, snapshot
 from tests.helpers import landscape_in_process as in_process
 
@@ -63,9 +63,9 @@ def cli(ray_local, monkeypatch):
     """`landscape ...` in this process on the session's Ray (which the command must not shut down)."""
     import io
 
-    import orchestrator.cli as cli_module
-    import orchestrator.execute as execute_module
-    import orchestrator.progress as progress
+    import orchestrator.cli.main as cli_module
+    import orchestrator.driver.execute as execute_module
+    import orchestrator.driver.progress as progress
 
     monkeypatch.setattr(execute_module, "shutdown_ray", lambda: None)
     # Tune pickles its callbacks; click's captured stdout cannot be pickled (the real sys.stdout can).
@@ -349,7 +349,7 @@ def test_a_full_disk_mid_sweep_stops_with_one_error_line_and_resume_continues(cl
     by the fault hook (no root tricks: a real full disk cannot be made safely on a shared machine)."""
     import json
 
-    from orchestrator.fault_hook import FAULT_INJECT_ENV
+    from orchestrator.rundir.fault_hook import FAULT_INJECT_ENV
 
     config = tiny_yaml(tmp_path / "corrupt.yaml")
     run_dir = str(tmp_path / "run")
@@ -400,7 +400,7 @@ def test_a_sweep_that_ends_incomplete_exits_1_and_says_what_is_missing(cli, tmp_
     (an incomplete sweep without failed rows used to exit 0)."""
     import json
 
-    from orchestrator.fault_hook import FAULT_INJECT_ENV
+    from orchestrator.rundir.fault_hook import FAULT_INJECT_ENV
 
     config = tiny_yaml(tmp_path / "corrupt.yaml")
     cfg = parse_config(yaml.safe_load(open(config)))

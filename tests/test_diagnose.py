@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from orchestrator.config import load_config
-from orchestrator.diagnose import text
+from orchestrator.cli.diagnose import text
 from tests.helpers import TouchesWhenUnpickled, assert_clean_error, landscape_in_process, user_module_folder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -64,7 +64,7 @@ def _diagnose(paths, width, *extra):
 @pytest.mark.slow
 def test_small_and_wide_models_land_in_different_phases_with_reasons(trained):
     # Text, from a fresh interpreter in which Ray cannot be imported: diagnose needs neither Ray nor a sweep.
-    code = ("import sys; sys.modules['ray'] = None\nfrom orchestrator.cli import main\n"
+    code = ("import sys; sys.modules['ray'] = None\nfrom orchestrator.cli.main import main\n"
             f"main(['diagnose', *{trained['small']!r}, '--model', 'mlp', '--width', '{SMALL}', '--data', 'mnist1d'])")
     small_text = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert small_text.returncode == 0, small_text.stderr
@@ -109,7 +109,7 @@ def test_small_and_wide_models_land_in_different_phases_with_reasons(trained):
 
 def test_the_numbers_are_the_sweeps(tmp_path):
     """With a sweep config's metric settings, diagnose measures what the sweep's own jobs measure."""
-    from orchestrator.cells import cell_spec
+    from orchestrator.planning.cells import cell_spec
     from workloads.experiment import ModelSpec, PairSpec, measure_pair, train_and_measure
 
     cell = cell_spec(load_config("smoke", check_data=False), 8, 32)
@@ -270,13 +270,13 @@ def test_bad_input_is_one_clear_line(tmp_path, untrained):
         proc = landscape_in_process("diagnose", *paths, "--model", "mlp", "--width", "8", "--data", "mnist1d", *extra)
         assert_clean_error(proc, *fragments)
     # A state dict nested under "state_dict" (a training script's checkpoint) is read as the state dict.
-    from orchestrator.diagnose import read_state_dict
+    from orchestrator.cli.diagnose import read_state_dict
 
     assert set(read_state_dict(nested)) == set(torch.load(b, weights_only=True))
 
 
 def test_metric_settings_default_to_the_demo_and_follow_a_config():
-    from orchestrator.diagnose import metric_settings
+    from orchestrator.cli.diagnose import metric_settings
 
     demo = load_config("demo", check_data=False).metrics
     default = metric_settings(None, (), 3)

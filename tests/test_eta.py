@@ -12,8 +12,8 @@ import threading
 import pytest
 
 from orchestrator.config import parse_config
-from orchestrator.jobs import mkey, model_job
-from orchestrator.state import EtaCountdown, SweepState
+from orchestrator.planning.jobs import mkey, model_job
+from orchestrator.driver.state import EtaCountdown, SweepState
 
 
 class Clock:
@@ -118,7 +118,7 @@ def test_a_running_jobs_epochs_are_scaled_to_the_whole_job_by_their_share_of_its
 
 def test_the_epochs_share_of_a_job_grows_with_its_epochs():
     from orchestrator.config import load_config
-    from orchestrator.cost import epoch_shares
+    from orchestrator.planning.cost import epoch_shares
 
     few, many = epoch_shares(load_config("smoke")), epoch_shares(load_config("smoke", ["training.epochs=30"]))
     assert few.keys() == many.keys() and len(few) == 8
@@ -153,7 +153,7 @@ def test_the_countdown_counts_down_between_estimates_and_never_below_zero():
     assert calls == []  # nothing new: the last estimate counted down, not estimated again
     clock.t += 500
     assert countdown.read(state) == 0.0
-    from orchestrator.progress import status_line
+    from orchestrator.driver.progress import status_line
 
     assert status_line(state, countdown=countdown).endswith("ETA finishing")  # jobs are left
     clock.t += 1
@@ -163,7 +163,7 @@ def test_the_countdown_counts_down_between_estimates_and_never_below_zero():
 
 
 def test_the_recorder_feeds_the_trials_clocks_from_tunes_callbacks():
-    from orchestrator.tune_adapters import make_recorder_class
+    from orchestrator.driver.tune_adapters import make_recorder_class
 
     cfg = parse_config({
         "name": "tiny", "workload": {"dataset": "digits", "model": "mlp"},
@@ -208,8 +208,8 @@ class FakeTerminal(io.StringIO):
 
 
 def test_the_terminal_view_draws_a_bar_with_the_counts_and_the_events_above_it(monkeypatch):
-    from orchestrator import progress as progress_module
-    from orchestrator.progress import format_seconds, make_progress
+    from orchestrator.driver import progress as progress_module
+    from orchestrator.driver.progress import format_seconds, make_progress
 
     monkeypatch.setattr(progress_module, "TICK_S", 3600.0)  # the test draws; the thread waits until closed
     clock = Clock()
@@ -256,7 +256,7 @@ def test_the_terminal_view_draws_a_bar_with_the_counts_and_the_events_above_it(m
 def test_the_redraw_thread_counts_the_eta_down_while_tune_is_quiet(monkeypatch):
     """The thread is the only drawer here: after one Tune callback the clock moves on and the ETA on the
     terminal follows (waited for, with a generous limit: no race with the thread's timing)."""
-    from orchestrator import progress as progress_module
+    from orchestrator.driver import progress as progress_module
 
     monkeypatch.setattr(progress_module, "TICK_S", 0.01)
     clock = Clock()
@@ -291,7 +291,7 @@ def test_the_redraw_thread_counts_the_eta_down_while_tune_is_quiet(monkeypatch):
 
 def test_the_view_is_closed_after_an_experiment_that_raised():
     """Ctrl-C ends tuner.fit() without on_experiment_end: run_sweep closes the view itself (no bar left)."""
-    from orchestrator.sweep import _closed_after
+    from orchestrator.driver.sweep import _closed_after
 
     closed = []
 

@@ -1,4 +1,4 @@
-"""Worker faults injected into the real job code (orchestrator.sweep's LANDSCAPE_FAULT_INJECT testing hook),
+"""Worker faults injected into the real job code (orchestrator.driver.sweep's LANDSCAPE_FAULT_INJECT testing hook),
 with marker files as in Ray Tune's own restore tests: a crash while the marker is absent creates it, so
 the job crashes exactly once; without a marker it crashes on every attempt.
 
@@ -24,11 +24,11 @@ from collections import Counter
 import pytest
 
 from analysis.tables import RunTables
-from orchestrator import storage
+from orchestrator.rundir import storage
 from orchestrator.config import parse_config
-from orchestrator.fault_hook import FAULT_INJECT_ENV
-from orchestrator.jobs import cohort_id, mkey, pkey
-from orchestrator.sweep import run_sweep
+from orchestrator.rundir.fault_hook import FAULT_INJECT_ENV
+from orchestrator.planning.jobs import cohort_id, mkey, pkey
+from orchestrator.driver.sweep import run_sweep
 from tests.helpers import TouchesWhenUnpickled, sweep, tiny_sweep_config
 
 pytestmark = pytest.mark.ray
@@ -137,7 +137,7 @@ def test_a_crafted_or_truncated_checkpoint_runs_nothing_is_deleted_and_named(ray
 
     import torch
 
-    from orchestrator.progress import make_progress
+    from orchestrator.driver.progress import make_progress
 
     changes = {"temperature.values": "[0.05]", "training.epochs": 2, "training.checkpoint_every": 1}
     cfg = parse_config(raw_config(**changes))
@@ -156,7 +156,7 @@ def test_a_crafted_or_truncated_checkpoint_runs_nothing_is_deleted_and_named(ray
     path.write_text(json.dumps({"log": str(log)}))
     monkeypatch.setenv(FAULT_INJECT_ENV, str(path))
     storage.write_bytes(storage.config_uri(run_dir), cfg.to_yaml().encode())
-    from orchestrator.resources import check_resources
+    from orchestrator.cluster.resources import check_resources
 
     lines = io.StringIO()
     run_sweep(cfg, run_dir, run_id="faults", resources=check_resources(cfg),
@@ -178,7 +178,7 @@ def test_a_crafted_or_truncated_checkpoint_runs_nothing_is_deleted_and_named(ray
 def test_the_hook_does_nothing_unless_armed_and_an_injected_write_fault_stops_the_sweep(tmp_path):
     """Production code calls the hook unconditionally: disarmed (no LANDSCAPE_FAULT_INJECT), every call is a
     no-op; armed, a write fault inside storage.writing becomes the StorageFullError that stops a sweep."""
-    from orchestrator import fault_hook
+    from orchestrator.rundir import fault_hook
 
     faults = tmp_path / "faults.json"
     faults.write_text(json.dumps({"log": str(tmp_path / "log"), "crash": [

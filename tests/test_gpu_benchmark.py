@@ -86,7 +86,7 @@ def test_cpu_dry_run_reaches_its_summary_without_ray_yaml_click_pyhessian_mnist1
     assert f"rates written to {rates}" in out
     data = json.loads(rates.read_text())
     assert data["format"] == "landscape-gpu-rates" and data["cohort"]["members"] == 2
-    from orchestrator.estimate import measured_basis
+    from orchestrator.planning.estimate import measured_basis
 
     basis = measured_basis(str(rates))
     assert basis.cohort is not None and basis.cohort.sustained_flops > 0 and basis.step_overhead_s > 0
@@ -131,8 +131,8 @@ def test_the_paper_grid_table_is_the_built_in_config():
 
 def test_the_projection_is_estimate_py_s_estimate_of_the_built_in_config():
     from orchestrator.config import load_config
-    from orchestrator.estimate import DEFAULT_GPU, estimate_gpu_hours
-    from orchestrator.gpu_rates import CohortRates
+    from orchestrator.planning.estimate import DEFAULT_GPU, estimate_gpu_hours
+    from orchestrator.planning.gpu_rates import CohortRates
 
     gpu = load_script()
     cfg = load_config("paper-width-batch", check_data=False)
@@ -177,7 +177,7 @@ def test_the_rate_fit_recovers_rates_from_exact_step_times_and_falls_back_on_non
 
 
 def test_the_rates_file_round_trips_its_cohort_section_and_refuses_a_bad_one(tmp_path):
-    from orchestrator import estimate, gpu_rates
+    from orchestrator.planning import estimate, gpu_rates
 
     path = tmp_path / "rates.json"
     gpu_rates.write_rates(str(path), "NVIDIA H100", 1e14, 6e-3, "2026-12-07", gpu_rates.CohortRates(5, 8e13, 7e-3))

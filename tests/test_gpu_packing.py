@@ -19,7 +19,7 @@ import yaml
 
 from analysis.tables import RunTables
 from orchestrator.config import parse_config
-from orchestrator.resources import check_resources, describe_plan
+from orchestrator.cluster.resources import check_resources, describe_plan
 from tests.helpers import hygienic_env, landscape_cmd
 from tests.raycluster import LoopbackCluster
 
@@ -75,7 +75,7 @@ def test_autoscaler_workers_count_before_they_exist(tmp_path, monkeypatch):
     import json
 
     from orchestrator.config import ConfigError
-    from orchestrator.resources import autoscaler_node_types
+    from orchestrator.cluster.resources import autoscaler_node_types
 
     bootstrap = tmp_path / "ray_bootstrap_config.yaml"
     bootstrap.write_text(json.dumps({

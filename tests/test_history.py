@@ -22,7 +22,7 @@ SMOKE_EPOCHS = 3
 
 
 def test_epoch_result_is_the_mean_over_the_models_of_a_job():
-    from orchestrator.history import epoch_result
+    from orchestrator.worker.history import epoch_result
 
     one = {"epoch": 4, "lr": 0.1, "train_loss": 1.0, "train_acc": 0.5, "seconds": 2.0, "test_loss": None,
            "test_acc": None}
@@ -63,7 +63,7 @@ def test_eval_every_and_logging_leave_the_config_hash_alone():
 
 
 def test_unknown_or_missing_logger_is_one_clear_error_before_ray(tmp_path, monkeypatch):
-    from orchestrator import loggers
+    from orchestrator.driver import loggers
 
     out = str(tmp_path / "run")
     assert_clean_error(landscape_in_process("run", "smoke", "--out", out, "--log", "tensorbord"),

@@ -43,7 +43,7 @@ def model_row(width=8, batch=16, seed=0, **over):
 @pytest.fixture
 def run_with_config(tmp_path):
     """A synthetic run with a real config.yaml whose hash its rows carry (what `landscape run` leaves)."""
-    from orchestrator.run_config import load_run_config
+    from orchestrator.config.run_config import load_run_config
 
     run = tmp_path / "run"
     run.mkdir()

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from orchestrator.cells import cell_quantities, cell_spec
+from orchestrator.planning.cells import cell_quantities, cell_spec
 from orchestrator.config import ConfigError, apply_overrides, parse_config
 from workloads import knobs
 from workloads.data import load_dataset

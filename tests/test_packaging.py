@@ -78,7 +78,7 @@ def test_the_wheel_holds_every_file_of_every_package(wheel):
     assert not extra, f"the wheel holds files that are not in the source tree: {extra[:10]}"
     entry_points = zipfile.ZipFile(wheel).read(
         next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
-    assert "landscape = orchestrator.cli:main" in entry_points
+    assert "landscape = orchestrator.cli.main:main" in entry_points
 
 
 def wheel_venv(folder: str, wheel: str) -> str:
@@ -105,14 +105,14 @@ def wheel_venv(folder: str, wheel: str) -> str:
 WHERE_FROM = """
 import json, sys
 import landscape  # first: it pins the tool's packages, so the analysis.py in this folder is not imported
-import analysis.tables, orchestrator.cli, workloads.extra_metrics
+import analysis.tables, orchestrator.cli.main, workloads.extra_metrics
 from workloads.metric_discovery import package_metrics
 from workloads.metric_specs import BUILTINS
 
 run = landscape.load_run(sys.argv[1])
 ok = lambda df: df[df.status == "ok"]
 print(json.dumps({
-    "files": [m.__file__ for m in (analysis.tables, landscape, orchestrator.cli, workloads.extra_metrics)],
+    "files": [m.__file__ for m in (analysis.tables, landscape, orchestrator.cli.main, workloads.extra_metrics)],
     "finders": [repr(f) for f in sys.meta_path],
     "metrics": {s.name: (s.per, int(ok(run.models if s.per == "model" else run.pairs)[s.name].notna().sum()))
                 for s in BUILTINS.all + package_metrics()},

@@ -21,8 +21,8 @@ from orchestrator.config import (
     parse_config,
     read_raw,
 )
-from orchestrator.estimate import DEFAULT_GPU, GpuBasis, estimate_gpu_hours, forward_flops
-from orchestrator.resources import check_resources
+from orchestrator.planning.estimate import DEFAULT_GPU, GpuBasis, estimate_gpu_hours, forward_flops
+from orchestrator.cluster.resources import check_resources
 from tests.helpers import hygienic_env, landscape_cmd
 
 PAPER = ["paper-width-batch", "paper-width-batch-lr-decay", "paper-width-batch-noisy", "paper-width-wd",
@@ -95,7 +95,7 @@ def test_estimate_arithmetic_against_a_hand_count():
 
 
 def test_fixed_label_noise_and_fraction_on_a_width_grid():
-    from orchestrator.cells import cell_spec
+    from orchestrator.planning.cells import cell_spec
     from workloads.data import corrupt_labels, load_dataset, subsample_train
 
     raw = {"name": "f", "workload": {"dataset": "digits", "model": "mlp", "label_noise": 0.2, "train_fraction": 0.5,
@@ -130,7 +130,7 @@ def test_cpu_by_load_overrides_cpu():
 
 def test_data_root_tilde_is_expanded_where_the_data_is_read(monkeypatch, tmp_path):
     from orchestrator.config import missing_data_root
-    from orchestrator.cells import cell_spec
+    from orchestrator.planning.cells import cell_spec
 
     monkeypatch.setenv("HOME", str(tmp_path))
     cfg = load_config("paper-width-batch", check_data=False)

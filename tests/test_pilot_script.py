@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from analysis.tables import RunTables
-from orchestrator.cells import cell_spec
+from orchestrator.planning.cells import cell_spec
 from orchestrator.config import load_config
-from orchestrator.jobs import mkey, pkey
+from orchestrator.planning.jobs import mkey, pkey
 from tests.helpers import hygienic_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator.cells import cell_spec
+from orchestrator.planning.cells import cell_spec
 from orchestrator.config import ConfigError, apply_overrides, parse_config, read_raw
 from workloads.experiment import PairSpec, measure_pair
 from workloads.metrics.cka import softmax_outputs

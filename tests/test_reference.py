@@ -229,7 +229,7 @@ def test_cli_import_into_a_run_is_one_clean_error(tmp_path):
 
     from click.testing import CliRunner
 
-    import orchestrator.cli as cli_module
+    import orchestrator.cli.main as cli_module
 
     archive = tmp_path / "mini.tar.gz"
     _write_tar(archive, {(2, 16): released_cell_files(2, 16)})

@@ -29,8 +29,8 @@ import time
 import pytest
 
 from analysis.tables import RunTables
-from orchestrator.runlock import RunLock, lock_holder
-from orchestrator.storage import RunDirError
+from orchestrator.rundir.runlock import RunLock, lock_holder
+from orchestrator.rundir.storage import RunDirError
 from tests.helpers import hygienic_env, landscape_cmd, ray_processes_of
 
 def wait_until_gone(ray_tmpdir: str, timeout: float = 45) -> list[str]:
@@ -139,8 +139,8 @@ def test_a_resume_stops_only_the_marked_ray_of_a_dead_landscape(tmp_path, monkey
     else could have written, or a live `landscape` touch nothing."""
     import json
 
-    from orchestrator import ray_leftovers
-    from orchestrator.ray_leftovers import LOCAL_RAY_NOTE, MARK_VARIABLE, new_mark, record_path, stop_leftover_ray
+    from orchestrator.cluster import ray_leftovers
+    from orchestrator.cluster.ray_leftovers import LOCAL_RAY_NOTE, MARK_VARIABLE, new_mark, record_path, stop_leftover_ray
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -230,13 +230,13 @@ def test_the_checks_accept_a_real_ray_of_a_killed_driver(short_tmp, ray_tmpdir, 
     """The other side of the rule above, on a real local Ray started as `landscape` starts it (marked, recorded
     privately): once its driver is SIGKILLed, stop_leftover_ray stops exactly that Ray's processes (found
     independently by its private RAY_TMPDIR), whatever fate-sharing had not stopped yet."""
-    from orchestrator.ray_leftovers import read_record, stop_leftover_ray
+    from orchestrator.cluster.ray_leftovers import read_record, stop_leftover_ray
 
     run_dir = os.path.join(short_tmp, "run")
     os.makedirs(run_dir)
     driver_code = (
         "import sys, time\n"
-        "from orchestrator import ray_env, ray_leftovers\n"
+        "from orchestrator.cluster import ray_env, ray_leftovers\n"
         "mark = ray_leftovers.new_mark()\n"
         "ray_leftovers.remember_local_ray(sys.argv[1], mark)\n"
         "context = ray_env.init_ray(object_store_mb=100, num_cpus=1, local_env={ray_leftovers.MARK_VARIABLE: mark})\n"

@@ -20,7 +20,7 @@ import os
 
 import pytest
 
-from orchestrator import storage
+from orchestrator.rundir import storage
 from tests.helpers import BUCKET, assert_clean_error, keys, landscape_in_process, write_finished_run
 
 BAD_URIS = {
@@ -60,9 +60,9 @@ def flip_a_byte(path: str) -> None:
 
 
 def test_a_flipped_bit_in_finished_weights_is_found_and_only_its_model_and_pairs_are_redone(tmp_path):
-    from orchestrator.jobs import mkey, pkey
-    from orchestrator.plan import assess, repair
-    from orchestrator.run_facts import measure
+    from orchestrator.planning.jobs import mkey, pkey
+    from orchestrator.planning.plan import assess, repair
+    from orchestrator.planning.run_facts import measure
 
     run_dir = str(tmp_path / "run")
     cfg = write_finished_run(run_dir)
@@ -114,9 +114,9 @@ def test_assessing_a_damaged_run_changes_nothing_and_repair_then_makes_exactly_w
     import shutil
 
     from analysis.tables import RunTables
-    from orchestrator.jobs import mkey, pkey
-    from orchestrator.plan import Repair, assess, repair
-    from orchestrator.run_facts import for_reading, measure
+    from orchestrator.planning.jobs import mkey, pkey
+    from orchestrator.planning.plan import Repair, assess, repair
+    from orchestrator.planning.run_facts import for_reading, measure
 
     run_dir = str(tmp_path / "run")
     cfg = write_finished_run(run_dir)
@@ -172,7 +172,7 @@ def test_analyze_during_a_live_sweep_says_so_and_never_advises_resume(tmp_path):
     import shutil
 
     from analysis.tables import RunTables
-    from orchestrator.runlock import RunLock
+    from orchestrator.rundir.runlock import RunLock
 
     run_dir = str(tmp_path / "run")
     write_finished_run(run_dir)
@@ -198,8 +198,8 @@ def test_analyze_during_a_live_sweep_says_so_and_never_advises_resume(tmp_path):
 def test_a_failed_save_of_tunes_state_on_a_full_disk_stops_the_sweep_without_a_traceback():
     import ray.tune.execution.experiment_state as experiment_state
 
-    from orchestrator.state import SweepState
-    from orchestrator.tune_adapters import TUNE_STATE_LOGGER, tune_state_write_failures
+    from orchestrator.driver.state import SweepState
+    from orchestrator.driver.tune_adapters import TUNE_STATE_LOGGER, tune_state_write_failures
 
     assert experiment_state.logger.name == TUNE_STATE_LOGGER  # where Tune logs the failure (Ray 2.x)
     shown = []

@@ -17,7 +17,7 @@ import textwrap
 import pytest
 import yaml
 
-from orchestrator.run_config import load_run_config
+from orchestrator.config.run_config import load_run_config
 from tests.analysis_synthetic import BATCHES, SEEDS, WIDTHS, write_synthetic_run
 from tests.helpers import assert_clean_error, landscape_in_process
 
@@ -146,7 +146,7 @@ def test_status_with_recorded_facts_reports_missing_added_metrics_without_import
     import zipfile
 
     from analysis.tables import RunTables
-    from orchestrator.run_facts import FORMAT, VERSION
+    from orchestrator.planning.run_facts import FORMAT, VERSION
 
     run, _, markers = shared
     (run / "models").mkdir()
@@ -237,7 +237,7 @@ def test_resume_leaves_off_a_logger_that_sends_data_away_unless_asked_on_its_com
 
 
 def test_loggers_for_resume_keep_local_loggers_and_drop_remote_ones(monkeypatch):
-    from orchestrator.loggers import loggers_for_resume
+    from orchestrator.driver.loggers import loggers_for_resume
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -280,7 +280,7 @@ def test_recorded_facts_are_read_back_only_as_the_data_run_writes(tmp_path):
     import json
 
     from orchestrator.config import load_config
-    from orchestrator.run_facts import assumed, for_reading, measure, record, recorded, to_json
+    from orchestrator.planning.run_facts import assumed, for_reading, measure, record, recorded, to_json
 
     cfg = load_config("smoke", check_data=False)
     run = tmp_path / "run"

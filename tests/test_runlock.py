@@ -1,4 +1,4 @@
-"""The local run dir's lock (orchestrator/runlock.py, an flock through filelock), without starting Ray.
+"""The local run dir's lock (orchestrator/rundir/runlock.py, an flock through filelock), without starting Ray.
 
 * While one RunLock holds a run dir, a second RunLock (in this process or another) is refused at once with a
   message naming the holder and `landscape resume`, and lock_holder names the holder without taking the lock.
@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
-from orchestrator.runlock import RunLock, lock_holder
-from orchestrator.storage import RunDirError
+from orchestrator.rundir.runlock import RunLock, lock_holder
+from orchestrator.rundir.storage import RunDirError
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,7 +39,7 @@ def test_a_held_run_dir_is_refused_and_its_holder_named(tmp_path):
                                               f"`landscape resume {run_dir}`"):
             RunLock(run_dir).acquire()
         other = _in_another_process(
-            "import sys; from orchestrator.runlock import RunLock, lock_holder\n"
+            "import sys; from orchestrator.rundir.runlock import RunLock, lock_holder\n"
             f"print(lock_holder({run_dir!r}))\n"
             f"RunLock({run_dir!r}).acquire()\n")
         assert other.returncode != 0 and "in use by another landscape process" in other.stderr, other.stderr
@@ -54,7 +54,7 @@ def test_a_held_run_dir_is_refused_and_its_holder_named(tmp_path):
 def test_a_dead_holders_lock_is_free(tmp_path):
     run_dir = str(tmp_path / "run")
     dead = _in_another_process(
-        "import os; from orchestrator.runlock import RunLock\n"
+        "import os; from orchestrator.rundir.runlock import RunLock\n"
         f"RunLock({run_dir!r}).acquire()\n"
         "os._exit(0)  # no release: as a killed process\n")
     assert dead.returncode == 0, dead.stderr

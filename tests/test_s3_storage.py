@@ -81,9 +81,9 @@ def test_lease_lock_on_a_uri_run_dir(s3, monkeypatch):
     """Two processes never hold one S3 run dir: a live lease refuses, a released or expired one is taken."""
     import json
 
-    from orchestrator import runlock, storage
-    from orchestrator.runlock import RunLock, lock_holder
-    from orchestrator.storage import RunDirError
+    from orchestrator.rundir import runlock, storage
+    from orchestrator.rundir.runlock import RunLock, lock_holder
+    from orchestrator.rundir.storage import RunDirError
 
     run = f"s3://{BUCKET}/runs/locked"
     first = RunLock(run).acquire()
@@ -127,7 +127,7 @@ def test_lease_lock_on_a_uri_run_dir(s3, monkeypatch):
 def test_a_torn_lease_read_is_read_again_not_taken_for_a_free_lock(monkeypatch):
     """A read overlapping a renewal on an object store can return a cut document (seen in CI with moto);
     the lock must read again rather than think the lease is gone."""
-    from orchestrator import runlock, storage
+    from orchestrator.rundir import runlock, storage
 
     full = json.dumps({"token": "t", "pid": 1, "host": "h", "since": "s", "renewed": 1.0}).encode()
     reads = iter([full[:-1], full])
@@ -140,7 +140,7 @@ def test_a_torn_lease_read_is_read_again_not_taken_for_a_free_lock(monkeypatch):
 def test_a_repair_moves_a_part_aside_on_s3_too(s3):
     """What a resume does with an unreadable or misplaced part, on an object store: the object is moved to
     RUN_DIR/quarantine/<its path> (a numbered name when that is taken), never deleted."""
-    from orchestrator import storage
+    from orchestrator.rundir import storage
 
     run = f"s3://{BUCKET}/runs/quarantine"
     part = f"{run}/tables/models/mydata.parquet"

@@ -91,7 +91,7 @@ def test_a_notebook_dataclass_and_the_config_run_the_same_check():
 
 
 def test_the_config_embeds_the_workloads_declarations_and_a_job_gets_them_as_they_are():
-    from orchestrator.cells import cell_spec
+    from orchestrator.planning.cells import cell_spec
 
     cfg = parse_config(small(**{"metrics.hessian_samples": 200, "metrics.curve.points": 7}))
     assert isinstance(cfg.training, TrainConfig) and isinstance(cfg.metrics.curve, CurveConfig)

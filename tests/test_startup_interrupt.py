@@ -1,7 +1,7 @@
 """Ctrl-C during the start-up of `landscape run` (config loading, planning, Ray starting, Tune setting up) ends
 like a Ctrl-C during the sweep: exit 130, the right next step, no traceback, nothing of its Ray left.
 
-Before orchestrator/interrupts.py, SIGINT at 0.5 to 15 s into `landscape run smoke` on a busy 2-core machine
+Before orchestrator/driver/interrupts.py, SIGINT at 0.5 to 15 s into `landscape run smoke` on a busy 2-core machine
 gave click's "Aborted!" (exit 1, no resume line) in 9 of 13 tries, once a sweep that ran to its end (the
 KeyboardInterrupt was swallowed inside ray.init), and a user saw segfaults (exit 139) in 3 of 11.
 
@@ -28,7 +28,7 @@ BLOCKED = "width=8__batch_size=256__seed=0"  # a model job of smoke that never f
 
 def handlers_in_place(pid: int) -> bool:
     """The command's own SIGTERM handler is installed (/proc/PID/status SigCgt): `landscape run` installs it
-    with its SIGINT one, at the start of the command (orchestrator/cli.py main), and Python does not catch
+    with its SIGINT one, at the start of the command (orchestrator/cli/main.py main), and Python does not catch
     SIGTERM by itself."""
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -58,7 +58,7 @@ MOMENTS = [
 
 
 def _ray_record(run_dir: str):
-    from orchestrator.ray_leftovers import read_record
+    from orchestrator.cluster.ray_leftovers import read_record
 
     return read_record(run_dir)  # written just before ray.init, with the mark its processes will carry
 
@@ -67,7 +67,7 @@ def _ray_record(run_dir: str):
 @pytest.mark.slow
 @pytest.mark.parametrize("name,ready,delay", MOMENTS, ids=[m[0] for m in MOMENTS])
 def test_ctrl_c_at_any_moment_of_start_up_exits_130_with_the_next_step(short_tmp, ray_tmpdir, name, ready, delay):
-    from orchestrator.runlock import lock_holder
+    from orchestrator.rundir.runlock import lock_holder
 
     run_dir = os.path.join(short_tmp, "run")
     out_path, err_path = os.path.join(short_tmp, "out.txt"), os.path.join(short_tmp, "err.txt")

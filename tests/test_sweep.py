@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 
 from analysis.tables import RunTables
-from orchestrator import storage
+from orchestrator.rundir import storage
 from orchestrator.config import ConfigError, SweepConfig, build, parse_config
-from orchestrator.jobs import mkey, model_job, pair_job, pkey
-from orchestrator.plan import Plan, PlanError, assess, repair
-from orchestrator.run_facts import for_reading, measure
-from orchestrator.state import SweepState
-from orchestrator.sweep import run_sweep
+from orchestrator.planning.jobs import mkey, model_job, pair_job, pkey
+from orchestrator.planning.plan import Plan, PlanError, assess, repair
+from orchestrator.planning.run_facts import for_reading, measure
+from orchestrator.driver.state import SweepState
+from orchestrator.driver.sweep import run_sweep
 from tests.helpers import sweep, tiny_sweep_config
 
 pytestmark = pytest.mark.ray
@@ -139,7 +139,7 @@ def test_plan_refuses_rows_of_other_settings(swept, tmp_path):
 
 
 def test_resource_check_against_the_running_cluster(ray_local):
-    from orchestrator.resources import check_resources
+    from orchestrator.cluster.resources import check_resources
 
     cfg = parse_config(tiny_raw(**{"resources.gpu": 0.25}))
     with pytest.raises(ConfigError, match="no GPU"):
@@ -149,7 +149,7 @@ def test_resource_check_against_the_running_cluster(ray_local):
 
 
 def test_searcher_hands_out_pairs_as_soon_as_their_models_exist():
-    from orchestrator.tune_adapters import make_searcher_class
+    from orchestrator.driver.tune_adapters import make_searcher_class
 
     # One model per trial (tests/test_cohort_sweep.py has the same property for cohorts).
     cfg = parse_config(tiny_raw(**{"temperature.values": "[0.05, 0.1]", "seeds": "[0, 1, 2]",
@@ -164,7 +164,7 @@ def test_searcher_hands_out_pairs_as_soon_as_their_models_exist():
     assert s.suggest("t2")["kind"] == "model"  # seed 1 of the cell is not done yet
     s.on_trial_complete("t1", {"status": "ok"})
     job = s.suggest("t3")
-    hparams = job.pop("hparams")  # what Tune's loggers show of each member (orchestrator/trial_outputs.py)
+    hparams = job.pop("hparams")  # what Tune's loggers show of each member (orchestrator/driver/trial_outputs.py)
     assert job == pair_job(cfg, [(8, 0.05, 0, 1)]) and job["members"] == [[8, 0.05, 0, 1]]  # a cohort of one
     assert list(hparams) == ["seeds_0-1"] and (hparams["seeds_0-1"]["seed_a"], hparams["seeds_0-1"]["seed_b"]) == (0, 1)
     # A diverged model resolves its pairs on the driver without a job.
@@ -193,7 +193,7 @@ def test_searcher_hands_out_pairs_as_soon_as_their_models_exist():
 def test_progress_lines_and_status_line():
     import io
 
-    from orchestrator.progress import format_seconds, make_progress, status_line
+    from orchestrator.driver.progress import format_seconds, make_progress, status_line
 
     state = SweepState(slots=2, clock=lambda: 50.0)  # a clock that stands still: the ETA does not count down
     state.models.keys = [f"m{i}" for i in range(4)]
@@ -240,7 +240,7 @@ def test_progress_lines_and_status_line():
 def test_counts_never_exceed_the_grid_and_nothing_runs_after_the_end():
     """A job retried by Tune, and a key redone in a later round (its weights were found broken), count once,
     with their last outcome: "9/8 models" was shown before. Once the experiment ends nothing is running."""
-    from orchestrator.tune_adapters import make_recorder_class
+    from orchestrator.driver.tune_adapters import make_recorder_class
 
     cfg = parse_config(tiny_raw())
     keys = [mkey(cfg, *k) for k in cfg.model_keys()]
@@ -274,7 +274,7 @@ def test_the_eta_weights_what_is_left_by_its_estimated_cost():
     """Jobs run longest first, so the first to finish are the slowest: the mean of their times times the
     number left overestimated the demo 2-4x at the start. With costs, the cheap jobs left count as cheap."""
     from orchestrator.config import load_config
-    from orchestrator.cost import job_costs, order_models
+    from orchestrator.planning.cost import job_costs, order_models
 
     cfg = load_config("cpu-lr-decay")  # width x batch size: a wide spread of job costs (the demo's is ~2x)
     costs = job_costs(cfg)
@@ -303,8 +303,8 @@ def test_a_workers_own_error_reaches_the_failed_row(ray_local, tmp_path, monkeyp
     read): its period is TUNE_STATE_PERIOD_S, not Tune's ~10 s."""
     from ray.tune.execution import experiment_state
 
-    from orchestrator.resources import check_resources
-    from orchestrator.tune_adapters import TUNE_STATE_PERIOD_S
+    from orchestrator.cluster.resources import check_resources
+    from orchestrator.driver.tune_adapters import TUNE_STATE_PERIOD_S
 
     periods = []
     real_init = experiment_state._ExperimentCheckpointManager.__init__

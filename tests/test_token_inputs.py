@@ -112,7 +112,7 @@ def test_the_config_checks_the_probe_maker_against_the_inputs(translation_on_pat
                                           "mean 'crossover'?"):
         parse_config(translation_raw(cka_probe_maker="crosover"))
     cfg = parse_config(translation_raw(cka_probe_maker="crossover"))
-    from orchestrator.cells import cell_spec
+    from orchestrator.planning.cells import cell_spec
     from workloads.rows import measured_on
 
     assert measured_on(cell_spec(cfg, 8, 32)) == {"mc_unit": "nats", "cka_probe_maker": "crossover", "cka_probe_pool": "train"}

@@ -1,4 +1,4 @@
-"""What Tune's own tools see of a sweep (orchestrator/trial_outputs.py): trials named by what they train, one
+"""What Tune's own tools see of a sweep (orchestrator/driver/trial_outputs.py): trials named by what they train, one
 curve per model of a cohort, each member's hyperparameters and final metrics, and a tune folder that
 tune.ExperimentAnalysis reads.
 
@@ -19,8 +19,8 @@ import pytest
 
 from analysis.tables import RunTables
 from orchestrator.config import load_config
-from orchestrator.jobs import model_job, pair_job
-from orchestrator.trial_outputs import (MAX_DIRNAME, TrialNamer, dirname_of, final_member_metrics, member_hparams,
+from orchestrator.planning.jobs import model_job, pair_job
+from orchestrator.driver.trial_outputs import (MAX_DIRNAME, TrialNamer, dirname_of, final_member_metrics, member_hparams,
                                         member_labels, seed_ranges, trial_name)
 from tests.helpers import assert_clean_error, hygienic_env, landscape_cmd, landscape_in_process
 
@@ -96,7 +96,7 @@ def test_final_metrics_are_each_members_finite_numbers(smoke):
 
 
 def test_epoch_reports_give_every_member_its_own_numbers():
-    from orchestrator.history import epoch_result
+    from orchestrator.worker.history import epoch_result
 
     one = {"epoch": 0, "lr": 0.1, "train_loss": 1.0, "train_acc": 0.5, "seconds": 2.0, "test_loss": None,
            "test_acc": None}
@@ -111,7 +111,7 @@ def test_epoch_reports_give_every_member_its_own_numbers():
 
 
 def test_tensorboard_without_its_package_is_one_error_naming_the_extra(tmp_path, monkeypatch):
-    from orchestrator import loggers
+    from orchestrator.driver import loggers
 
     monkeypatch.setattr(loggers, "installed", lambda package: package != "tensorboardX")
     out = str(tmp_path / "run")
@@ -216,9 +216,9 @@ def cli_in_process(ray_local, monkeypatch):
     Ray, which the command must not shut down."""
     import io
 
-    import orchestrator.cli as cli_module
-    import orchestrator.execute as execute_module
-    import orchestrator.progress as progress
+    import orchestrator.cli.main as cli_module
+    import orchestrator.driver.execute as execute_module
+    import orchestrator.driver.progress as progress
     from click.testing import CliRunner
 
     monkeypatch.setattr(execute_module, "shutdown_ray", lambda: None)

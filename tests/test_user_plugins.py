@@ -82,11 +82,11 @@ def test_validate_learns_the_users_data_once_and_builds_the_model(user_folder):
         raw["metrics"]["curve"]["batch_size"] = 32
         cfg = parse_config(raw)
         parse_config(raw)
-        from orchestrator.cells import cell_spec, cell_quantities
+        from orchestrator.planning.cells import cell_spec, cell_quantities
 
         cell = cell_spec(cfg, 16, 32)
         data = cell.data()
-        from orchestrator.run_facts import measure
+        from orchestrator.planning.run_facts import measure
 
         facts = measure(cfg)  # what run and resume record for the cost model
         assert cell_quantities(cfg, 16, 32, facts.train_size) == (16, 32, 100)
@@ -137,7 +137,7 @@ def test_bad_plugins_are_one_clear_error(user_folder, code, workload, fragments)
 
 
 def test_the_runtime_environment_ships_the_users_file_or_package(user_folder):
-    from orchestrator.shipping import runtime_env
+    from orchestrator.cluster.shipping import runtime_env
 
     assert runtime_env(parse_config(example_raw())) == {"py_modules": [str(user_folder / "mynets.py")]}
     (user_folder / "userpkg" / "nets").mkdir(parents=True)
@@ -172,7 +172,7 @@ def test_readme_example_runs_from_a_folder_holding_only_its_two_files(user_folde
     assert len(models) == 4 and (models.status == "ok").all(), models[["status", "error"]]
     assert len(pairs) == 2 and (pairs.status == "ok").all(), pairs[["status", "error"]]
     assert set(models.train_size) == {600} and (models.num_params[models.load_value == 16] == 8 * 16 + 16 + 16 * 3 + 3).all()
-    # What run learned from the user's code, recorded for status to read as data (orchestrator/run_facts.py).
+    # What run learned from the user's code, recorded for status to read as data (orchestrator/planning/run_facts.py).
     facts = json.loads((user_folder / "run" / "facts.json").read_text())
     assert (facts["train_size"], facts["input_shape"], facts["num_classes"]) == (600, [8], 3)
     assert facts["parameters"] == {"4": 8 * 4 + 4 + 4 * 3 + 3, "16": 8 * 16 + 16 + 16 * 3 + 3}
@@ -285,7 +285,7 @@ def test_the_users_module_reaches_cluster_workers_only_through_the_runtime_envir
 
 
 def test_a_worker_that_lacks_an_installed_plugin_says_to_install_it_on_every_node():
-    from orchestrator.worker import _reraise_missing_plugin
+    from orchestrator.worker.trainable import _reraise_missing_plugin
     from workloads.models import MODELS
     from workloads.plugins import PluginError
 

@@ -3,7 +3,7 @@
 Readers see the old file or the new one, never half of one; two writers of one file each write their own
 temporary file (the later rename wins, whole); a write cut short (a full disk, an interrupt) removes its
 temporary file. Temporary files are named ``.<name>.<32 hex digits>.tmp`` (``is_temporary_name``), so that
-what a killed writer left behind can be recognised and removed (orchestrator/storage.py).
+what a killed writer left behind can be recognised and removed (orchestrator/rundir/storage.py).
 
 Plain Python (no torch, no pyarrow): every layer uses it, the analysis included.
 """

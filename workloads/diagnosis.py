@@ -1,6 +1,6 @@
 """A practitioner's own trained models, measured as a sweep measures the models and pairs of one cell.
 
-`landscape diagnose` (orchestrator/diagnose.py) builds the models from the user's checkpoints and passes them
+`landscape diagnose` (orchestrator/cli/diagnose.py) builds the models from the user's checkpoints and passes them
 here; the numbers go on to analysis/placement.py, which places them on the taxonomy. The measurements are the
 sweep's (workloads/experiment.py), with the same functions and settings:
 

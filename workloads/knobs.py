@@ -11,7 +11,7 @@ What a knob sets (``sets``) is one of:
     training.<field>       a field of workloads.settings.TrainConfig (the training of every model of the cell)
 
 Everything that asks about knobs asks here: config validation (values, names), the cell of a job
-(workloads/specs.py CellSpec), the cost model and the GPU estimate (orchestrator/cost.py, estimate.py),
+(workloads/specs.py CellSpec), the cost model and the GPU estimate (orchestrator/planning/cost.py, estimate.py),
 the figures (plot_data: which end of the temperature axis is drawn on top) and the guidance (how to cool down).
 A new knob is one entry in KNOBS (and its transform in workloads/data.py when it changes the data).
 

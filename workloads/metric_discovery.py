@@ -9,7 +9,7 @@ A run computes, besides the built-ins (workloads/metric_specs.py):
   entry point is computed only when a config names it, so installing a package never changes what a run does.
 
 A metric does not change the other values of a row, so adding one keeps the config hash; ``landscape resume``
-measures a metric that a finished model lacks from its saved weights (orchestrator/worker.py), never by
+measures a metric that a finished model lacks from its saved weights (orchestrator/worker/trainable.py), never by
 retraining. Only per-model metrics with a ``compute`` function can be added so far.
 
 Torch-free at import: the compute functions are imported when a model is measured.

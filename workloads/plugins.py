@@ -78,7 +78,7 @@ def split_reference(reference: str) -> tuple[str, str]:
 # the context managers below.
 _POLICY = {"working_directory": True, "dirs": (), "refused": None}
 
-# Set by `resume` for the processes that run its jobs (Ray workers, orchestrator/shipping.py): the folder they must
+# Set by `resume` for the processes that run its jobs (Ray workers, orchestrator/cluster/shipping.py): the folder they must
 # not import users' code from. Ray puts the driver's working directory first on every worker's sys.path, so a
 # resume run from inside a shared run folder would otherwise import that folder's copy of the user's module there.
 NOT_FROM_ENV = "LANDSCAPE_USER_CODE_NOT_FROM"

@@ -1,5 +1,5 @@
 """The settings of a sweep's work: a cell of the grid (CellSpec), one model of it (ModelSpec), one pair of its
-seeds (PairSpec). Plain frozen dataclasses, built once by the orchestrator (orchestrator/cells.py) and passed to
+seeds (PairSpec). Plain frozen dataclasses, built once by the orchestrator (orchestrator/planning/cells.py) and passed to
 the engine (workloads/cohort_experiment.py; workloads/experiment.py for one model or pair).
 
 A *cell* is one (load, temperature) point of the grid; its seeds share the data (subset and label noise are

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator.loggers import loggers_check
+from orchestrator.driver.loggers import loggers_check
 from orchestrator.config.build import ConfigError, as_number, hashed, int_list, number_list, plain, show, string_list
 from workloads.settings import (
     COMPILE_MODES,
@@ -228,12 +228,12 @@ class SweepConfig:
     resources: ResourcesConfig = setting(factory=ResourcesConfig)
     execution: ExecutionConfig = setting(factory=ExecutionConfig, hashed=False)
     run: RunSettings = setting(factory=RunSettings)
-    # Where Tune sends every job's epochs and results besides the tables (orchestrator/loggers.py); how a run
+    # Where Tune sends every job's epochs and results besides the tables (orchestrator/driver/loggers.py); how a run
     # is watched does not change a result, and science_dict leaves it out. Tune's JSON files are on by default
     # (what tune.ExperimentAnalysis reads; their cost: docs/benchmarks.md); runs saved before they were keep ().
     logging: tuple = setting(("json",), doc="Tune logger callbacks: tensorboard | wandb | mlflow | json | csv "
                                             "([] for none)", parse=string_list, check=loggers_check, legacy=())
-    # Which of the grid's models are trained (orchestrator/adaptive_sweep.py): all of them (grid), or waves chosen
+    # Which of the grid's models are trained (orchestrator/driver/adaptive_sweep.py): all of them (grid), or waves chosen
     # by analysis.adaptive from the results so far. Which rows exist, not what a row's values are: not in the
     # config hash (rows of an adaptive and a grid run compare); a run keeps its mode (execute checks resume).
     search: str = setting("grid", doc="grid (every model of the grid) | adaptive (waves: coarse grid, boundary "

@@ -16,7 +16,7 @@ have nothing to be relative to, so both become absolute (a rule given explicitly
   it has not fitted its training set as well as the paper's converged models did;
 - poorly vs well connected: exactly as in a sweep (mc < -max(``mc_threshold``, ``mc_noise_z`` x SE));
 - IV-A vs IV-B: ``cka_threshold`` when set, else ``RELEASED_CKA_SPLIT``, the split the default rules draw on
-  the released results (the median CKA of their 63 phase-IV cells; tests/test_placement.py recomputes it
+  the released results (the median CKA of their 63 phase-IV cells; tests/analysis/test_placement.py recomputes it
   from the archive). CKA levels depend on the data and the model (MNIST-1D MLPs span 0.3-0.99 in this
   project's pilots), and the paper calls IV-A -> IV-B a smooth crossover: the call names the split it used,
   and a sweep's own split (``landscape analyze``) is the better reference when there is one.

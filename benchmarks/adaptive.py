@@ -47,7 +47,7 @@ from analysis.aggregate import aggregate_cells  # noqa: E402
 from analysis.phases import label_phases, mc_unit, rules_for_mc_unit  # noqa: E402
 from analysis.tables import RunTables  # noqa: E402
 
-# Where tests/test_released_metrics.py looks for it too: $LANDSCAPE_REFERENCE_ARCHIVE, else next to the checkout.
+# Where tests/analysis/test_released_metrics.py looks for it too: $LANDSCAPE_REFERENCE_ARCHIVE, else next to the checkout.
 DEFAULT_ARCHIVE = os.environ.get("LANDSCAPE_REFERENCE_ARCHIVE") or os.path.join(
     os.path.dirname(ROOT), "shared", "reference", "taxonomy-released", "results.tar.gz")
 MAX_WAVES = 100  # a policy that has not stopped by then is a bug; the replay says so rather than loop

@@ -35,7 +35,7 @@ note (one that runs past the budget's end is stopped), so the rates, the project
 reached. Exit status 1 only when a plain step failed with an error (an out-of-memory is reported as a finding).
 
 --cpu-dry-run runs the same logic on the CPU with tiny sizes (ResNet18 k in {1, 2} on 8x8 images; no
-compilation); its figures mean nothing, it tests the script (tests/test_gpu_benchmark.py).
+compilation); its figures mean nothing, it tests the script (tests/project/test_gpu_benchmark.py).
 (Over 400 lines: one script for one GPU session, since a GPU is lent rarely and briefly.)
 """
 
@@ -58,7 +58,7 @@ A10G_BYTES = 24 * 1024**3  # cluster.yaml's g5 workers
 CIFAR_RESIDENT_BYTES = (50000 + 10000) * 3 * 32 * 32 * 4  # a trial keeps CIFAR-10 on its GPU (fp32)
 
 # paper-width-batch's grid (orchestrator/configs/paper-width-batch.yaml), kept here because the GPU machine has
-# no yaml; tests/test_gpu_benchmark.py checks that it equals the built-in config and that the projection equals
+# no yaml; tests/project/test_gpu_benchmark.py checks that it equals the built-in config and that the projection equals
 # orchestrator/planning/estimate.py's estimate of it.
 PAPER_GRID = {
     "config": "paper-width-batch", "model": "resnet18", "input_shape": (3, 32, 32), "classes": 10,

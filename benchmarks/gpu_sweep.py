@@ -184,7 +184,7 @@ def packed_sweep(sizes: Sizes, keep: str | None) -> dict:
         import ray
 
         plan = resources.check_resources(cfg)
-        for line in resources.describe_plan(cfg, plan):
+        for line in resources.describe_capacity(cfg, plan):
             print(f"  {line}")
         storage.write_bytes(storage.config_uri(run_dir), cfg.to_yaml().encode())
         info, _ = storage.ensure_run_info(run_dir, cfg.name)

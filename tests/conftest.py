@@ -1,6 +1,6 @@
 """The fixtures tests share: a private 2-CPU local Ray, private temp folders, one torch thread, MNIST-1D, the authors'
 released results imported once, and a local S3 stand-in. Plain helpers live in tests/helpers.py; a test file never
-imports from another test_*.py (tests/test_import_cycles.py checks it).
+imports from another test_*.py (tests/project/test_import_cycles.py checks it).
 
 Ray hygiene (see INTERFACES.md): the cluster listens on 127.0.0.1 only, writes no auth token in ~/.ray, sends
 no usage stats, keeps its sockets and logs in a private short temp dir (unix socket paths are limited to

@@ -1,5 +1,5 @@
 """Plain helpers that tests share: one place for what two test files would otherwise copy. A test file never
-imports from another test_*.py (tests/test_import_cycles.py checks it); fixtures stay in tests/conftest.py, which
+imports from another test_*.py (tests/project/test_import_cycles.py checks it); fixtures stay in tests/conftest.py, which
 pytest finds by itself. Two topic modules stand beside this one: analysis_synthetic.py (synthetic runs, also used
 by benchmarks/) and raycluster.py (a loopback multi-node Ray cluster).
 
@@ -29,6 +29,10 @@ import pytest
 if TYPE_CHECKING:  # annotations only: importing them here would load torch for every test
     from orchestrator.config import SweepConfig
     from workloads.specs import CellSpec
+
+# Where a test file finds the repository and the test data, whichever folder of tests/ it sits in.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS_DATA = os.path.join(REPO_ROOT, "tests", "data")
 
 RAY_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",

@@ -14,7 +14,7 @@ because the batch size *is* the temperature being measured. Each member gets exa
 - its own BatchNorm batch and running statistics.
 The loss is the sum of the members' mean cross-entropies, whose gradient for member m is exactly that of
 its own loss. So a member's weights equal its run alone up to float rounding (bit for bit for the grouped
-mlp on a CPU; a grouped convolution's weight gradient rounds by its group count: tests/test_cohort.py).
+mlp on a CPU; a grouped convolution's weight gradient rounds by its group count: tests/workloads/test_cohort.py).
 
 The global torch/numpy/python RNGs: nothing in a grouped or vmap training step draws from them (every draw is
 from a member's own generator); the plain backend's (one member) forward may (dropout), so its member's seed

@@ -144,19 +144,18 @@ def validate(config, overrides, address):
     if address:
         from orchestrator.cluster import ray_env
         from orchestrator.cluster.resources import autoscaler_node_types, check_resources
-
         from orchestrator.driver.tune_adapters import concurrent_slots
 
         try:
             ray_env.init_ray(address)
-            plan = check_resources(cfg, node_types=autoscaler_node_types())
+            capacity = check_resources(cfg, node_types=autoscaler_node_types())
         except ConfigError as exc:
             fail(exc)
         finally:
             shutdown_ray()
-        echo_resources(cfg, plan)
-        cfg = cfg.with_gpus_available(bool(plan["cluster"]["gpu_available"]))  # as `run` decides it
-        click.echo(f"  {describe_cohorts(cfg, cfg.model_keys(), cfg.pair_keys(), concurrent_slots(cfg, plan))}")
+        echo_resources(cfg, capacity)
+        cfg = cfg.with_gpus_available(bool(capacity["cluster"]["gpu_available"]))  # as `run` decides it
+        click.echo(f"  {describe_cohorts(cfg, cfg.model_keys(), cfg.pair_keys(), concurrent_slots(cfg, capacity))}")
 
 
 LOG_HELP = ("Also send every job's epochs and results to Tune's logger for this tool: tensorboard (event files "

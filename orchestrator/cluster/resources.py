@@ -85,7 +85,7 @@ def _at_most(request: dict, nodes: list[dict], node_types: list[dict]) -> int:
 
 def check_resources(cfg: SweepConfig, nodes: list[dict] | None = None,
                     node_types: list[dict] | None = None) -> dict:
-    """Fail fast when the cluster cannot run a job of the sweep; returns a plan for the user.
+    """Fail fast when the cluster cannot run a job of the sweep; returns what it can run (the capacity the run prints).
 
     Returns {"cluster": {"cpu", "gpu", "nodes"}, "trials_at_once": {load value: n}, "pairs_at_once": {...},
     "trials_at_most": {...}, "pairs_at_most": {...}, "requests": {load value: {"trial": {cpu, gpu}, "pair":
@@ -102,15 +102,15 @@ def check_resources(cfg: SweepConfig, nodes: list[dict] | None = None,
     total_cpu = sum(n["cpu"] for n in nodes)
     total_gpu = sum(n["gpu"] for n in nodes)
     any_gpu = total_gpu > 0 or any(t["gpu"] > 0 for t in node_types)
-    plan = {"cluster": {"cpu": total_cpu, "gpu": total_gpu, "nodes": len(nodes), "gpu_available": any_gpu},
+    capacity = {"cluster": {"cpu": total_cpu, "gpu": total_gpu, "nodes": len(nodes), "gpu_available": any_gpu},
             "trials_at_once": {}, "pairs_at_once": {}, "trials_at_most": {}, "pairs_at_most": {}, "requests": {},
             "max_concurrent": cfg.run.max_concurrent, "autoscaler": node_types, "gpu_auto": cfg.gpu_is_auto}
     cfg = cfg.with_gpus_available(any_gpu)  # resources.gpu: auto -> GPUs when the cluster has any
     for lv in cfg.load.values:
-        plan["requests"][lv] = {"trial": cfg.trial_resources(lv), "pair": cfg.pair_resources(lv)}
+        capacity["requests"][lv] = {"trial": cfg.trial_resources(lv), "pair": cfg.pair_resources(lv)}
         for kind, request in (("trial", cfg.trial_resources(lv)), ("pair", cfg.pair_resources(lv))):
             field = "resources.gpu" if kind == "trial" else "resources.pair_gpu"
-            if kind == "trial" and plan["gpu_auto"] and float(lv) not in {float(k) for k in cfg.resources.gpu_by_load}:
+            if kind == "trial" and capacity["gpu_auto"] and float(lv) not in {float(k) for k in cfg.resources.gpu_by_load}:
                 field = "resources.auto_gpu_share"  # what decided this request
             if request["gpu"] > 0 and not any_gpu:
                 raise ConfigError(
@@ -128,35 +128,35 @@ def check_resources(cfg: SweepConfig, nodes: list[dict] | None = None,
                     f"than any node has (largest: {biggest['cpu']:g} CPU, {biggest['gpu']:g} GPU); lower the request"
                 )
             at_once = sum(fits_on_node(request, n) for n in nodes)
-            plan["trials_at_once" if kind == "trial" else "pairs_at_once"][lv] = at_once
-            plan["trials_at_most" if kind == "trial" else "pairs_at_most"][lv] = _at_most(
+            capacity["trials_at_once" if kind == "trial" else "pairs_at_once"][lv] = at_once
+            capacity["trials_at_most" if kind == "trial" else "pairs_at_most"][lv] = _at_most(
                 request, nodes, node_types)
-    return plan
+    return capacity
 
 
-def describe_plan(cfg: SweepConfig, plan: dict) -> list[str]:
+def describe_capacity(cfg: SweepConfig, capacity: dict) -> list[str]:
     """Lines for the user: the cluster, and how many trials and pair jobs run at once, by load group.
 
     Loads with the same request are grouped: "trials at once: 4 at width 4, 8, 16 (1 CPU + 0.25 GPU each);
     1 at width 64 (1 CPU + 1 GPU each)".
     """
-    c = plan["cluster"]
+    c = capacity["cluster"]
     lines = [f"cluster: {c['nodes']} node(s), {c['cpu']:g} CPU, {c['gpu']:g} GPU"]
-    for t in plan.get("autoscaler") or []:
+    for t in capacity.get("autoscaler") or []:
         lines.append(f"  autoscaler may add: up to {t['count']} x {t['name']} ({t['cpu']:g} CPU, {t['gpu']:g} GPU)")
-    if plan.get("gpu_auto"):
+    if capacity.get("gpu_auto"):
         if c.get("gpu_available"):
             lines.append(f"GPUs: auto -> the cluster has GPUs: {cfg.resources.auto_gpu_share:g} GPU per trial "
                          f"(resources.auto_gpu_share) unless resources.gpu_by_load says otherwise")
         else:
             lines.append("GPUs: auto -> CPU-only cluster: every job runs on CPUs")
-    cap = plan.get("max_concurrent")
+    cap = capacity.get("max_concurrent")
     for kind, noun in (("trial", "trials"), ("pair", "pair jobs")):
         groups: dict = {}
         for lv in cfg.load.values:
-            req = plan["requests"][lv][kind]
-            now = plan[f"{kind}s_at_once"][lv]
-            most = plan[f"{kind}s_at_most"][lv]
+            req = capacity["requests"][lv][kind]
+            now = capacity[f"{kind}s_at_once"][lv]
+            most = capacity[f"{kind}s_at_most"][lv]
             groups.setdefault((req["cpu"], req["gpu"], now, most), []).append(lv)
         parts = []
         for (cpu, gpu, now, most), loads in groups.items():

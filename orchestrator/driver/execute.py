@@ -333,10 +333,10 @@ def _warn_gpu_without_cuda(models) -> None:
              f"in the worker, so they trained on the CPU (see the device column)", err=True)
 
 
-def echo_resources(cfg, plan: dict) -> None:
-    from orchestrator.cluster.resources import describe_plan
+def echo_resources(cfg, capacity: dict) -> None:
+    from orchestrator.cluster.resources import describe_capacity
 
-    for line in describe_plan(cfg, plan):
+    for line in describe_capacity(cfg, capacity):
         echo(f"  {line}")
 
 

@@ -253,8 +253,8 @@ def job_resources(cfg: SweepConfig):
     return resources
 
 
-def concurrent_slots(cfg: SweepConfig, plan_resources: dict) -> int:
-    counts = list(plan_resources.get("trials_at_once", {}).values())
+def concurrent_slots(cfg: SweepConfig, capacity: dict) -> int:
+    counts = list(capacity.get("trials_at_once", {}).values())
     slots = max(1, min(counts)) if counts else 1
     if cfg.run.max_concurrent:
         slots = min(slots, cfg.run.max_concurrent)

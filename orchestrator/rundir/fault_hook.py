@@ -1,6 +1,6 @@
 """Fault injection, for tests only: a no-op unless LANDSCAPE_FAULT_INJECT is set on the driver.
 
-tests/test_faults.py, test_corruption.py, test_cohort_sweep.py and test_api.py make the real job code crash,
+tests/driver/test_faults.py, test_corruption.py, test_cohort_sweep.py and test_api.py make the real job code crash,
 stall or meet a full disk through it. It lives in the package, not in tests/, because the jobs run in Ray
 worker processes that import the installed package only; the driver ships the fault file's path to them in
 JobContext.faults. Production code touches it at these places only, each a no-op while nothing is armed:

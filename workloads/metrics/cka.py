@@ -8,7 +8,7 @@ inputs as
 which, on column-centred X̃ = HX and Ỹ = HY, equals ||X̃ᵀỸ||²_F / (||X̃ᵀX̃||_F ||ỸᵀỸ||_F). The second
 ("feature-space") form costs O(m d²) instead of O(m²) memory and time, which matters because m is in the
 hundreds or thousands while d is the number of classes. `linear_cka` uses it; the tests check it against
-the Gram/HSIC form (tests/test_cka.py).
+the Gram/HSIC form (tests/workloads/test_cka.py).
 
 A model whose outputs are constant over the probes (e.g. a collapsed or diverged network) makes both forms 0/0.
 That is reported as `CKAUndefined` with a reason, never as NaN, so a table can say why a value is missing.

@@ -8,7 +8,7 @@ points (eval mode, BatchNorm running statistics, no weight decay), whose Hessian
 m's Hessian as block m, so one double-backward through the cohort's cached gradient graph gives H_m v_m for
 every member at once (a block of trace probes per member when trace_block_size > 1). Results equal the
 single-model ones up to the float rounding of the products, which can move a stop by a step: the tolerances of
-hessian.py apply (tests/test_cohort_metrics.py).
+hessian.py apply (tests/workloads/test_cohort_metrics.py).
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ Backends
         once). Kept as published apart from bookkeeping: HVPs are counted, global RNG state is forked and
         seeded, .grad fields and modes are restored.
 
-Accuracy of the defaults (eigen_tol=1e-3, trace_tol=1e-2; see benchmarks/hessian.py and tests/test_hessian.py)
+Accuracy of the defaults (eigen_tol=1e-3, trace_tol=1e-2; see benchmarks/hessian.py and tests/workloads/test_hessian.py)
     λ_max: stops at an estimated relative error ≤ 1e-3. Measured: worst of 40 seeds 5e-4 on a small-gap MLP
     (λ2/λ1 = 0.94; median 1e-4), ≤ 3e-5 on ResNet18 k=4 and k=8. Do not loosen eigen_tol to 1e-2 on small
     gaps: Lanczos can settle on λ2 before λ1 shows up (7% error seen). (PyHessian at the authors' 1e-3 change

@@ -1,0 +1,1 @@
+"""analysis/: tables, phases, claims, plots and reports, from Parquet alone."""

@@ -1,0 +1,1 @@
+"""The repository as a whole: layering, import cycles, packaging, scripts and benchmarks."""

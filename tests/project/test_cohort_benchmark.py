@@ -1,0 +1,28 @@
+"""benchmarks/cohort.py runs (grid mode, the smoke config for one epoch) and reports MLP weights equal to rounding."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+
+import pytest
+from tests.helpers import REPO_ROOT
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the script sets 1 thread; the fixture restores
+
+SCRIPT = os.path.join(REPO_ROOT, "benchmarks", "cohort.py")
+
+
+def test_grid_mode_times_both_ways_and_reports_the_differences(capsys):
+    spec = importlib.util.spec_from_file_location("cohort_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["smoke", "--set", "training.epochs=1", "--singles"]) == 0
+    out = capsys.readouterr().out
+    assert "smoke: 8 models in 4 cohorts" in out and out.count("M=2 ") == 4, out
+    assert "training: one at a time" in out and "speed-up x" in out and "cohort of one" in out, out
+    # Batched and plain matrix products may sum in another order on another CPU (CI's gave 1.65e-07 after one
+    # epoch, this machine 0): float rounding, not a different computation.
+    found = re.search(r"weights (\S+) relative, test accuracy (\d+) test example", out)
+    assert found and float(found[1]) <= 1e-5 and int(found[2]) <= 1, out

@@ -1,0 +1,1 @@
+"""The run directory: its lock, hostile and damaged folders, remote storage."""

@@ -1,0 +1,1 @@
+"""workloads/: models, data, the training engine and the metrics, without Ray."""

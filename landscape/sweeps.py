@@ -19,7 +19,7 @@ import yaml
 
 from landscape.results import LandscapeWarning, Run
 from orchestrator.config import ConfigError
-from orchestrator.cli.console import captured, echo
+from orchestrator.driver.console import captured, echo
 from orchestrator.driver.execute import execute
 from orchestrator.config.run_config import config_to_resume, config_to_run, default_run_dir
 from orchestrator.rundir.storage import normalise_run_dir

@@ -1,2 +1,2 @@
-"""The ``landscape`` command line: its commands (main.py), what they print (console.py), how they end (exits.py),
-and the commands that only read a run (status.py) or measure a user's own models (diagnose.py)."""
+"""The ``landscape`` command line: its commands (main.py), how they end (exits.py), and the commands that only read
+a run (status.py) or measure a user's own models (diagnose.py)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from orchestrator.config import ConfigError
 
 EXIT_BAD_INPUT = 2
 EXIT_INCOMPLETE = 1  # the sweep ended without every result: failed jobs, missing keys, a full disk, a dead Ray
@@ -17,16 +16,6 @@ class UserError(click.ClickException):
 
     def show(self, file=None):
         click.echo(f"error: {self.format_message()}", err=True)
-
-
-def user_errors() -> tuple[type[Exception], ...]:
-    """The exceptions that mean bad input (a config, a run directory, a plan, a table), not a bug: a command
-    turns them into ``error: ...`` and exit status 2. Imported on call, so that importing exits stays cheap."""
-    from analysis.tables import TableError
-    from orchestrator.rundir.storage import RunDirError
-    from orchestrator.planning.plan import PlanError
-
-    return (ConfigError, RunDirError, PlanError, TableError)
 
 
 def fail(exc: Exception):

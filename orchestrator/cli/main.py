@@ -32,8 +32,8 @@ import click
 from orchestrator.driver.analysis_step import analyse_during_sweep, echo_analysis, run_config_hash
 from orchestrator.config import ConfigError
 from orchestrator.driver.execute import echo_resources, execute, shutdown_ray
-from orchestrator.cli.exits import EXIT_INCOMPLETE, StoppedExit, fail, user_errors
-from orchestrator.driver.sweep_errors import InputError, SweepIncomplete, SweepInterrupted, SweepStopped
+from orchestrator.cli.exits import EXIT_INCOMPLETE, StoppedExit, fail
+from orchestrator.driver.sweep_errors import InputError, SweepIncomplete, SweepInterrupted, SweepStopped, user_errors
 
 
 # ---------------------------------------------------------------------------------------------------------

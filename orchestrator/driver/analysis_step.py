@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from orchestrator.cli.console import echo
+from orchestrator.driver.console import echo
 
 
 def saved_rules(run_dir: str) -> tuple[dict, str | None]:

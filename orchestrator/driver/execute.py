@@ -2,7 +2,7 @@
 the plan (assess the run directory, repair what it found), start (or join) Ray, run the sweep, report what is
 done, analyse; stop cleanly on signals.
 
-Shared by the command line and the Python API (landscape/): :func:`execute` prints through orchestrator.cli.console
+Shared by the command line and the Python API (landscape/): :func:`execute` prints through orchestrator.driver.console
 (which the API captures) and ends badly only by raising the exceptions of orchestrator/driver/sweep_errors.py, which
 the command line turns into its messages and exit statuses.
 """
@@ -14,8 +14,8 @@ import sys
 
 from orchestrator.driver.analysis_step import run_analysis
 from orchestrator.config import ConfigError
-from orchestrator.cli.console import echo, progress_stream
-from orchestrator.cli.exits import user_errors
+from orchestrator.driver.console import echo, progress_stream
+from orchestrator.driver.sweep_errors import user_errors
 from orchestrator.driver.sweep_errors import InputError, SweepIncomplete, SweepInterrupted, SweepStopped
 
 

@@ -1,7 +1,7 @@
 """Tune's own logger callbacks, turned on by ``logging: [tensorboard, wandb, mlflow, json, csv]`` in a sweep config or
 ``--log NAME`` on `landscape run` / `resume`: every job's epoch reports (orchestrator/worker/history.py: the mean of
 a trial's models and each model's own numbers under its label) and final result (each member's final metrics,
-orchestrator/driver/trial_outputs.py) go to the tool a Ray Tune user already watches.
+orchestrator/worker/trial_outputs.py) go to the tool a Ray Tune user already watches.
 
 Only what the config asks for: its default is ``[json]`` (Tune's result.json / params.json per trial, so that
 tune.ExperimentAnalysis reads a run; cost measured by benchmarks/tune_json.py, docs/benchmarks.md), ``[]``

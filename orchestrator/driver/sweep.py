@@ -56,9 +56,9 @@ from orchestrator.rundir.fault_hook import FAULT_INJECT_ENV
 from orchestrator.planning.jobs import JobContext, mkey, pkey
 from orchestrator.driver.loggers import logger_callbacks
 from orchestrator.planning.plan import Plan, assess, repair
-from orchestrator.driver.records import write_unmeasured_pair
+from orchestrator.worker.records import write_unmeasured_pair
 from orchestrator.driver.state import SweepState
-from orchestrator.driver.trial_outputs import TrialNamer
+from orchestrator.worker.trial_outputs import TrialNamer
 from orchestrator.driver.tune_adapters import (
     job_resources,
     make_recorder_class,

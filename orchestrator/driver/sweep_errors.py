@@ -59,3 +59,14 @@ class SweepInterrupted(KeyboardInterrupt):
             return (f"interrupted{name} before the sweep started: nothing was done in {self.run_dir}; "
                     f"start it again the same way")
         return f"interrupted{name}; continue with: landscape resume {self.run_dir}"
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """The exceptions that mean bad input (a config, a run directory, a plan, a table), not a bug: a command
+    turns them into ``error: ...`` and exit status 2. Imported on call, so that importing this module stays cheap."""
+    from analysis.tables import TableError
+    from orchestrator.config import ConfigError
+    from orchestrator.rundir.storage import RunDirError
+    from orchestrator.planning.plan import PlanError
+
+    return (ConfigError, RunDirError, PlanError, TableError)

@@ -13,9 +13,9 @@ from orchestrator.planning.cohorts import cohort_request, model_cohorts, model_j
 from orchestrator.config import SweepConfig
 from orchestrator.planning.jobs import DONE_MODEL, DONE_PAIR, STORAGE_ERROR, job_keys, member_key, members, mkey, model_job
 from orchestrator.planning.plan import Plan
-from orchestrator.driver.records import trial_error_text, write_failed_model, write_unmeasured_pair
+from orchestrator.worker.records import trial_error_text, write_failed_model, write_unmeasured_pair
 from orchestrator.driver.state import SweepState
-from orchestrator.driver.trial_outputs import member_hparams
+from orchestrator.worker.trial_outputs import member_hparams
 
 
 def member_results(cfg: SweepConfig, job: dict, result: dict | None) -> list[dict]:

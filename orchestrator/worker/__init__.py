@@ -1,2 +1,3 @@
 """What runs inside a Tune worker: the sweep's trainable (trainable.py), a job's device, checkpoints and weights
-(job_io.py), and a model's training history (history.py)."""
+(job_io.py), a model's training history (history.py), the rows a job writes besides its results (records.py), and
+what each trial shows to Tune's own tools (trial_outputs.py)."""

@@ -4,7 +4,7 @@ a model job its one model's history, a cohort job each member's.
 
     epoch_reporter(key, labels)    -> a function of one epoch's entries (one per model trained together) that
                                       reports their mean and each model's own numbers (under its label,
-                                      orchestrator/driver/trial_outputs.py) to Tune: Ray's dashboard and the logger
+                                      orchestrator/worker/trial_outputs.py) to Tune: Ray's dashboard and the logger
                                       callbacks (orchestrator/driver/loggers.py) see every epoch of every model
     write_history(tables, ...)     the history part of one model, written before its models row
     write_curve_history(tables, ...)   the curve_history part of one pair, written before its pairs row

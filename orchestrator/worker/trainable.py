@@ -31,8 +31,8 @@ from orchestrator.worker.history import epoch_reporter, write_curve_history, wri
 from orchestrator.worker.job_io import checkpoint_writer, job_device, load_weights, node_id, torch_device
 from orchestrator.planning.jobs import DONE_MODEL, DONE_PAIR, STORAGE_ERROR, JobContext, cohort_id, members, mkey, pkey
 from orchestrator.rundir.provenance import provenance
-from orchestrator.driver.records import write_unmeasured_pair
-from orchestrator.driver.trial_outputs import final_member_metrics, final_values, member_labels, trial_name
+from orchestrator.worker.records import write_unmeasured_pair
+from orchestrator.worker.trial_outputs import final_member_metrics, final_values, member_labels, trial_name
 from workloads.metric_discovery import missing_metrics
 
 
@@ -72,7 +72,7 @@ def run_job(config: dict, context: JobContext) -> None:
                   "error": str(exc), "wall_seconds": time.perf_counter() - started}
     else:
         # The trial's name (so a row of tune.ExperimentAnalysis says what it trained) and each member's final
-        # numbers under its own label, beside the result the driver reads (orchestrator/driver/trial_outputs.py).
+        # numbers under its own label, beside the result the driver reads (orchestrator/worker/trial_outputs.py).
         result = {**result, "trial": trial_name(cfg, config), **final_member_metrics(cfg, config, result)}
     tune.report(result)
 

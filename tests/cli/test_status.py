@@ -8,7 +8,7 @@ import json
 from orchestrator.rundir import storage
 from orchestrator.config import load_config
 from orchestrator.planning.jobs import mkey
-from orchestrator.driver.records import write_failed_model
+from orchestrator.worker.records import write_failed_model
 from tests.helpers import landscape_in_process
 
 SEEDS = list(range(10))  # smoke's 2 x 2 cells x 10 seeds = 40 models

@@ -164,7 +164,7 @@ def test_searcher_hands_out_pairs_as_soon_as_their_models_exist():
     assert s.suggest("t2")["kind"] == "model"  # seed 1 of the cell is not done yet
     s.on_trial_complete("t1", {"status": "ok"})
     job = s.suggest("t3")
-    hparams = job.pop("hparams")  # what Tune's loggers show of each member (orchestrator/driver/trial_outputs.py)
+    hparams = job.pop("hparams")  # what Tune's loggers show of each member (orchestrator/worker/trial_outputs.py)
     assert job == pair_job(cfg, [(8, 0.05, 0, 1)]) and job["members"] == [[8, 0.05, 0, 1]]  # a cohort of one
     assert list(hparams) == ["seeds_0-1"] and (hparams["seeds_0-1"]["seed_a"], hparams["seeds_0-1"]["seed_b"]) == (0, 1)
     # A diverged model resolves its pairs on the driver without a job.

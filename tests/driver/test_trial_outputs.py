@@ -1,4 +1,4 @@
-"""What Tune's own tools see of a sweep (orchestrator/driver/trial_outputs.py): trials named by what they train, one
+"""What Tune's own tools see of a sweep (orchestrator/worker/trial_outputs.py): trials named by what they train, one
 curve per model of a cohort, each member's hyperparameters and final metrics, and a tune folder that
 tune.ExperimentAnalysis reads.
 
@@ -20,7 +20,7 @@ import pytest
 from analysis.tables import RunTables
 from orchestrator.config import load_config
 from orchestrator.planning.jobs import model_job, pair_job
-from orchestrator.driver.trial_outputs import (MAX_DIRNAME, TrialNamer, dirname_of, final_member_metrics, member_hparams,
+from orchestrator.worker.trial_outputs import (MAX_DIRNAME, TrialNamer, dirname_of, final_member_metrics, member_hparams,
                                         member_labels, seed_ranges, trial_name)
 from tests.helpers import assert_clean_error, hygienic_env, landscape_cmd, landscape_in_process
 

@@ -5,7 +5,7 @@
 The steps, each with the sweep's own code:
 1. metric settings: the ``metrics`` section of a sweep config (``--config``; default the built-in ``demo``, whose
    curve and Hessian settings were chosen for the small models a CPU trains), with ``--set metrics.*`` on top,
-   validated by orchestrator/config.py and turned into the workloads' settings by sweep.cell_spec; which pairs
+   validated by orchestrator/config/ and turned into the workloads' settings by planning/cells.py cell_spec; which pairs
    are connected follows ``metrics.pairs`` (auto: all pairs up to 3 checkpoints, else a ring), the checkpoints
    numbered from 0 in the order given;
 2. the data (``--data``) and the model (``--model`` with ``--width`` / ``--model-arg``), built-in or the user's

@@ -17,7 +17,7 @@ systems so that every node of a cluster reaches the same files.
 The rule: every file read from a run directory is loaded without executing code. Run directories are shared
 (buckets, group folders), so anyone who can write one must not be able to run code in the process that
 reads it. Each reader, and why it cannot execute anything:
-    config.yaml          yaml.SafeLoader (orchestrator/config.py parse_yaml): plain YAML types only, no tags
+    config.yaml          yaml.SafeLoader (orchestrator/config/loading.py parse_yaml): plain YAML types only, no tags
     run.json, .lock, .lock-holder.json, analysis/phase_rules.json, provenance.json    json.loads
     tables/*.parquet     pyarrow (analysis/tables.py): columns cast to our schema; no pandas metadata and no
                          Python extension types are used (pyarrow >= 14.0.1 never unpickles them)

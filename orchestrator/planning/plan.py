@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from analysis.schemas import TABLE_NAMES
-from analysis.tables import RunTables, TableScan, join, resolve
+from analysis.tables import RunTables, TableScan, join
 from orchestrator.rundir import storage
 from orchestrator.config import SweepConfig
 from orchestrator.planning.cost import order_models
@@ -210,8 +210,7 @@ def repair(run_dir: str, plan: Plan) -> Plan:
     for r in plan.repairs:
         moved = storage.move_aside(run_dir, r.uri) if r.action == "move aside" else None
         if r.action == "delete":  # one that fails raises: a stale pair row left behind would count as done
-            fs, path = resolve(r.uri)
-            fs.delete_file(path)
+            storage.delete(r.uri, best_effort=False)
         if r.found:
             notes.append(f"{r.found}{f': moved to {moved}' if moved else ''}, {r.redo}")
     return dataclasses.replace(plan, repairs=(), repaired=plan.repaired + tuple(notes))

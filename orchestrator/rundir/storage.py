@@ -196,12 +196,17 @@ def exists(uri: str) -> bool:
     return fs.get_file_info(path).type == pafs.FileType.File
 
 
-def delete(uri: str) -> None:
+def delete(uri: str, *, best_effort: bool = True) -> None:
+    """Delete one file; a file already gone is fine. ``best_effort``: any other failure is ignored too (a cleanup
+    that may fail); else it raises (a repair whose file left behind would count as done)."""
     fs, path = resolve(uri)
     try:
         fs.delete_file(path)
-    except (FileNotFoundError, OSError):
+    except FileNotFoundError:
         pass
+    except OSError:
+        if not best_effort:
+            raise
 
 
 def list_entries(dir_uri: str) -> list[str]:

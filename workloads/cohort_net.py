@@ -6,6 +6,8 @@ The cohort's state dict has exactly the keys of one member's state dict, each te
 (``stack_states`` / ``member_state`` convert), so checkpoints, optimiser state and the per-member weights
 handed to the rest of the project are plain indexing. Three ways to run the M forward passes:
 
+    fused     an MLP (a chain of Linear and ReLU layers) held as grouped, trained by a hand-written step
+              (workloads/cohort_fused.py: forward, backward and SGD over one flat buffer, no autograd).
     grouped   hand-batched kernels: Linear -> baddbmm over the member axis; Conv -> one convolution with
               groups = M (members' channels side by side, (B, M*C, ...)); BatchNorm -> one BatchNorm over
               M*C channels, so every member has its own batch statistics and running statistics. The other
@@ -17,7 +19,8 @@ handed to the rest of the project are plain indexing. Three ways to run the M fo
 
 All take the inputs prepared by ``inputs(x, index)`` (member m sees x[index[m]]) or ``inputs_shared(x)``
 (every member sees x) and return logits (M, B, ...). ``resolve_backend`` picks one from the model's structure:
-grouped where every layer has a hand-batched version (the built-ins; it was 1.2-2.2x faster per step than
+fused for a chain of Linear and ReLU layers (the mlp family: docs/benchmarks.md "Cohorts: the fused MLP step"),
+else grouped where every layer has a hand-batched version (the built-ins; it was 1.2-2.2x faster per step than
 vmap for them, docs/benchmarks.md "Cohorts: the engine"), else vmap where a vmapped pass runs and draws no
 random numbers, else plain.
 """
@@ -33,10 +36,10 @@ from torch.func import functional_call, vmap
 
 from workloads import models as model_zoo
 
-# In the order "auto" tries them: the fastest first (grouped beat vmap 1.2-2.2x per step for mlp, cnn and
-# resnet18 on one CPU thread, `python benchmarks/cohort.py --backends`; not yet measured on a GPU), the most
-# general last.
-BACKENDS = ("grouped", "vmap", "plain")
+# In the order "auto" tries them: the fastest first (fused beat grouped for the mlp, `python benchmarks/cohort.py
+# --fused`; grouped beat vmap 1.2-2.2x per step for mlp, cnn and resnet18 on one CPU thread, `--backends`; not
+# yet measured on a GPU), the most general last.
+BACKENDS = ("fused", "grouped", "vmap", "plain")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -358,6 +361,37 @@ class GroupedNet(CohortNet):
         return functional_call(self.module, params, (inputs,), strict=False)
 
 
+class FusedNet(GroupedNet):
+    """The grouped layers of an MLP, which workloads/cohort_fused.py trains without autograd. ``linears``: its
+    BatchedLinear layers in order; between two of them a ReLU, before the first at most a flatten. Anything
+    else (another layer, a Linear without bias, a frozen parameter) is a NotImplementedError."""
+
+    backend = "fused"
+
+    def __init__(self, template: nn.Module, members: int):
+        super().__init__(template, members)
+        self.linears = mlp_chain(self.module)
+        if not all(p.requires_grad for p in self.module.parameters()):
+            raise NotImplementedError("the fused step trains every parameter; this model freezes some")
+
+
+def mlp_chain(module: nn.Module) -> list[BatchedLinear]:
+    """The Linear layers of a grouped ``Sequential(flatten?, Linear, (ReLU, Linear)*)``, or NotImplementedError
+    saying what differs."""
+    if type(module) is not nn.Sequential:
+        raise NotImplementedError(f"the fused step trains an nn.Sequential of Linear and ReLU layers, not a "
+                                  f"{type(module).__name__}")
+    layers = list(module.children())
+    if layers and isinstance(layers[0], MemberFlatten):
+        layers = layers[1:]
+    linears, relus = layers[0::2], layers[1::2]
+    if (not linears or not all(isinstance(m, BatchedLinear) and m.bias is not None for m in linears)
+            or not all(type(m) is nn.ReLU for m in relus) or len(relus) != len(linears) - 1):
+        raise NotImplementedError("the fused step trains Linear layers (with bias) separated by ReLUs, ending "
+                                  "in a Linear: " + ", ".join(type(m).__name__ for m in module.children()))
+    return linears
+
+
 class _FunctionalNet(CohortNet):
     """What vmap and plain share: the member architecture run by functional_call over the stacked tensors."""
 
@@ -493,6 +527,16 @@ def _grouped_problem(template: nn.Module, members: int, example: torch.Tensor) -
     return None
 
 
+def _fused_problem(template: nn.Module, members: int, example: torch.Tensor) -> str | None:
+    """Why the fused step cannot train this model, or None (built on the meta device)."""
+    try:
+        with torch.device("meta"):
+            FusedNet(template, 1)
+    except NotImplementedError as err:
+        return str(err)
+    return None
+
+
 def _vmap_problem(template: nn.Module, members: int, example: torch.Tensor) -> str | None:
     """Why vmap cannot train this model, or None. Randomness is read from the generators' states, not from
     layer types: that also catches F.dropout or torch.randn written in a user's forward. vmap would give
@@ -531,8 +575,8 @@ def _plain_problem(template: nn.Module, members: int, example: torch.Tensor) -> 
     return None
 
 
-_PROBLEMS = {"grouped": _grouped_problem, "vmap": _vmap_problem, "plain": _plain_problem}
-_NETS = {"grouped": GroupedNet, "vmap": VmapNet, "plain": PlainNet}
+_PROBLEMS = {"fused": _fused_problem, "grouped": _grouped_problem, "vmap": _vmap_problem, "plain": _plain_problem}
+_NETS = {"fused": FusedNet, "grouped": GroupedNet, "vmap": VmapNet, "plain": PlainNet}
 
 
 def build_cohort_net(template: nn.Module, states: list[dict], backend: str = "grouped",

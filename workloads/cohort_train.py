@@ -22,8 +22,9 @@ seeds them and checkpoints store them. A member whose loss goes non-finite is fr
 BatchNorm statistics) and reported as diverged while the others continue. Non-finite losses are looked for
 every DIVERGENCE_CHECK_STEPS steps: no host synchronisation per step; data stay on the device.
 
-Execution settings (never part of the math beyond float rounding): backend (auto | grouped | vmap | plain),
-compile (off | default | reduce-overhead (CUDA graphs) | max-autotune: torch.compile of the forward + loss),
+Execution settings (never part of the math beyond float rounding): backend (auto | fused | grouped | vmap |
+plain), compile (off | default | reduce-overhead (CUDA graphs) | max-autotune: torch.compile of the forward +
+loss; of the whole step for the fused backend),
 precision (fp32 | bf16 autocast of the forward pass in training; evaluation is always fp32).
 """
 
@@ -40,6 +41,7 @@ import torch
 
 from workloads import objective
 from workloads.cohort_checkpoint import checkpoint_state, restore_checkpoint
+from workloads.cohort_fused import FlatSGD, FusedStep
 from workloads.cohort_net import BACKENDS, CohortNet
 # COMPILE_MODES and PRECISIONS are declared once, with the sweep's execution settings
 from workloads.settings import COMPILE_MODES, PRECISIONS, TrainConfig, eval_epochs
@@ -258,6 +260,28 @@ def make_loss_step(net: CohortNet, execution: Execution, device: torch.device) -
     return loss_step
 
 
+def make_train_step(net: CohortNet, params: list[torch.Tensor], configs: list[TrainConfig], execution: Execution,
+                    device: torch.device) -> tuple[CohortSGD | FlatSGD, Callable]:
+    """(optimiser, step) for the epoch loop: step(inputs, labels, active) -> (losses (M,), correct (M,)) does one
+    SGD step of every member (active: None, or (M,) bool with the frozen members False).
+
+    The fused backend in fp32: workloads/cohort_fused.py's hand-written step (compiled whole if
+    execution.compile says so). Otherwise the loss by ``make_loss_step``, its gradient by autograd, and
+    CohortSGD (also for a fused net under bf16 autocast, whose backward the fused step does not write out)."""
+    if net.backend == "fused" and execution.precision == "fp32":
+        flat = FlatSGD.for_training(params, configs, device)
+        return flat, FusedStep(net, flat, execution.compile)
+    sgd = CohortSGD.for_training(params, configs, device)
+    loss_step = make_loss_step(net, execution, device)
+
+    def step(inputs, labels, active):
+        losses, correct = loss_step(inputs, labels)
+        sgd.step(torch.autograd.grad(losses.sum(), params), active)
+        return losses.detach(), correct
+
+    return sgd, step
+
+
 # --------------------------------------------------------------------------------------------------------
 # Training
 
@@ -338,7 +362,7 @@ def _train(net, train_x, train_y, configs, execution, device, checkpoint_fn, res
     x = train_x.to(device)
     y = train_y.to(device)
     params = [p for p in net.params().values() if p.requires_grad]
-    sgd = CohortSGD.for_training(params, configs, device)
+    sgd, train_step = make_train_step(net, params, configs, execution, device)
     orders = [torch.Generator(device="cpu").manual_seed(c.seed) for c in configs]
     run = _Run(histories=[[] for _ in range(m)], errors=[None] * m)
     if net.backend == "plain":  # its forward may draw from the global generators (dropout): seeded as the member
@@ -346,7 +370,6 @@ def _train(net, train_x, train_y, configs, execution, device, checkpoint_fn, res
     start = 0
     if resume_state is not None:
         start = restore_checkpoint(resume_state, net, sgd, orders, run, configs, members)
-    loss_step = make_loss_step(net, execution, device)
     active = torch.tensor([e is None for e in run.errors], device=device)
     # Frozen members -> their BatchNorm buffers when frozen, put back after every epoch (the forward pass
     # still runs them). After a resume the checkpoint's buffers are those values already.
@@ -375,10 +398,8 @@ def _train(net, train_x, train_y, configs, execution, device, checkpoint_fn, res
             else:
                 index = perms[:, step * batch:(step + 1) * batch]
                 inputs, labels = net.inputs(x, index), objective.member_targets(y, index)
-            step_losses, step_correct = loss_step(inputs, labels)
-            grads = torch.autograd.grad(step_losses.sum(), params)
-            sgd.step(grads, None if all_active else active)
-            losses[step] = step_losses.detach()
+            step_losses, step_correct = train_step(inputs, labels, None if all_active else active)
+            losses[step] = step_losses
             correct += step_correct
             if (step + 1) % DIVERGENCE_CHECK_STEPS == 0 or step == steps - 1:
                 for member, bad_step, value in _newly_diverged(losses, checked, step + 1, run.errors):
@@ -485,5 +506,5 @@ def evaluate_cohort(net: CohortNet, x: torch.Tensor, y: torch.Tensor, *,
 
 
 __all__ = ["Execution", "CohortSGD", "CohortTrainResult", "TrainingOOMError", "train_cohort", "evaluate_cohort",
-           "member_losses", "check_cohort_configs", "check_member_targets", "set_seed", "learning_rate",
+           "member_losses", "make_train_step", "check_cohort_configs", "check_member_targets", "set_seed", "learning_rate",
            "checkpoint_due", "DIVERGENCE_CHECK_STEPS", "COMPILE_MODES", "PRECISIONS"]

@@ -1,0 +1,196 @@
+"""The fused training step of MLP cohorts (backend "fused", cohort_net.FusedNet): forward, backward and SGD
+written out, no autograd and no per-parameter Python loop.
+
+Why: a narrow MLP's cohort step was framework-bound (autograd, the loss, CohortSGD's loop over parameters:
+~60% of a step at width 32), and a wide one paid 12-15% for copying bmm's transposed weight gradients
+(docs/benchmarks.md "Cohorts: the fused MLP step"). Here
+
+- every trainable parameter is a view into one (M, P) buffer (member m's P numbers in row m; a weight
+  (M, out, in) keeps the grouped layout, with member stride P), its gradient and momentum buffer likewise,
+  so SGD is four whole-buffer operations with (M, 1) per-member factors;
+- the weight gradient of a layer is one bmm written straight into its view of the gradient buffer,
+  dW = dZ^T @ H (M, out, in): no transpose, no copy;
+- the loss is what the autograd path differentiates: the sum over members of each member's mean
+  cross-entropy over its batch, so member m's gradient is that of its own loss, dZ_last = (softmax - onehot) / B.
+
+The update is torch.optim.SGD's arithmetic per element and member (as CohortSGD's): d = g + wd*p;
+buf = momentum*buf + d (buf = d on the first step: buffers start at zero); p = p - lr*buf. Every operation
+acts on each member's row alone (bmm per member, reductions over its own batch, elementwise ops with its own
+factors), so a member's weights do not depend on the cohort's size or company: bit for bit on one host
+(tests/workloads/test_cohort_fused.py).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from workloads.cohort_net import FusedNet, MemberFlatten
+from workloads.settings import TrainConfig
+
+
+class FlatSGD:
+    """CohortSGD over one (M, P) buffer: the cohort's trainable parameters become views into ``flat`` (their
+    values copied in), their gradients views into ``grad``, their momentum buffers views into ``momentum``.
+
+    params: the stacked (M, *shape) parameters in the net's order (re-pointed in place: the net, its state
+    dict and checkpoints see the views). ``buffers`` (get and set, as CohortSGD's list) are the momentum
+    views; setting them copies the values in (a checkpoint's). The update is ``FusedStep``'s (with the
+    backward). lr, momentum, weight decay: one number per member, held as
+    (M, 1) tensors of the parameters' dtype.
+    """
+
+    def __init__(self, params: list[torch.Tensor], *, lr: list[float], momentum: list[float],
+                 weight_decay: list[float], device: torch.device):
+        m = params[0].shape[0]
+        sizes = [p[0].numel() for p in params]
+        dtype = params[0].dtype
+        self.flat = torch.cat([p.detach().reshape(m, -1) for p in params], dim=1).to(device)
+        self.grad = torch.zeros_like(self.flat)
+        self.momentum = torch.zeros_like(self.flat)
+        self.params = params
+        self._buffers = _views(self.momentum, params, sizes)
+        with torch.no_grad():
+            for p, view in zip(params, _views(self.flat, params, sizes)):
+                p.data = view
+        self.device, self.dtype = device, dtype
+        self.lr = self._factor(lr)
+        self.mom = self._factor(momentum)
+        self.weight_decay = self._factor(weight_decay)
+
+    @classmethod
+    def for_training(cls, params: list[torch.Tensor], configs: list[TrainConfig], device) -> "FlatSGD":
+        return cls(params, lr=[c.lr for c in configs], momentum=[c.momentum for c in configs],
+                   weight_decay=[c.weight_decay for c in configs], device=device)
+
+    def _factor(self, values: list[float]) -> torch.Tensor:
+        return torch.tensor([float(v) for v in values], dtype=self.dtype, device=self.device).view(-1, 1)
+
+    def set_lr(self, lrs: list[float]) -> None:
+        self.lr = self._factor(lrs)
+
+    @property
+    def buffers(self) -> list[torch.Tensor]:
+        return self._buffers
+
+    @buffers.setter
+    def buffers(self, values: list[torch.Tensor]) -> None:
+        with torch.no_grad():
+            for view, value in zip(self._buffers, values):
+                view.copy_(value)
+
+
+def _views(flat: torch.Tensor, params: list[torch.Tensor], sizes: list[int]) -> list[torch.Tensor]:
+    """Views of flat (M, P) shaped as ``params``, consecutive in their order."""
+    out, start = [], 0
+    for p, size in zip(params, sizes):
+        out.append(flat[:, start:start + size].view(p.shape))
+        start += size
+    return out
+
+
+def sgd_update(flat: torch.Tensor, grad: torch.Tensor, momentum: torch.Tensor, lr: torch.Tensor,
+               weight_decay: torch.Tensor, mom: torch.Tensor) -> None:
+    """torch.optim.SGD's step for every member at once, in place: flat, grad, momentum (M, P); lr,
+    weight_decay, mom (M, 1). grad is overwritten by d = g + wd*p."""
+    d = grad.addcmul_(weight_decay, flat)
+    momentum.mul_(mom).add_(d)
+    flat.addcmul_(lr, momentum, value=-1.0)
+
+
+def layer_views(flat: torch.Tensor, layout: tuple[tuple[int, int], ...]
+                ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(weights [(M, out, in)], biases [(M, out)]): views of flat (M, P) holding the Linear layers of ``layout``
+    ((out, in) per layer) as FlatSGD packs a FusedNet's parameters: weight then bias, layer after layer."""
+    m = flat.shape[0]
+    weights, biases, start = [], [], 0
+    for out_features, in_features in layout:
+        weights.append(flat[:, start:start + out_features * in_features].view(m, out_features, in_features))
+        start += out_features * in_features
+        biases.append(flat[:, start:start + out_features])
+        start += out_features
+    return weights, biases
+
+
+def forward_backward(flat: torch.Tensor, grad: torch.Tensor, layout: tuple[tuple[int, int], ...], x: torch.Tensor,
+                     y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One MLP cohort's loss and gradients: flat (M, P) its parameters (``layer_views``), x (M, B, in) inputs,
+    y (M, B) int64 labels. The gradient of the sum over members of their mean cross-entropies is written into
+    grad (M, P), laid out as flat. Returns (mean cross-entropy per member (M,), correct predictions per member
+    (M,) int64)."""
+    weights, biases = layer_views(flat, layout)
+    weight_grads, bias_grads = layer_views(grad, layout)
+    hidden = [x]  # the input of every Linear
+    z = x
+    for i, (w, b) in enumerate(zip(weights, biases)):
+        z = torch.baddbmm(b.unsqueeze(1), hidden[-1], w.transpose(1, 2))
+        if i < len(weights) - 1:
+            hidden.append(z.relu())
+    labels = y.unsqueeze(2)
+    log_p = torch.log_softmax(z, dim=2)
+    losses = -log_p.gather(2, labels).squeeze(2).mean(1)
+    correct = (z.argmax(2) == y).sum(1)
+    dz = log_p.exp()  # softmax; minus the one-hot target, over the batch size: d(mean loss) / d logits
+    dz = dz.scatter_add(2, labels, torch.full(labels.shape, -1.0, dtype=dz.dtype, device=dz.device))
+    dz = dz / x.shape[1]
+    for i in range(len(weights) - 1, -1, -1):
+        torch.bmm(dz.transpose(1, 2), hidden[i], out=weight_grads[i])
+        torch.sum(dz, dim=1, out=bias_grads[i])
+        if i:
+            dz = torch.bmm(dz, weights[i]).masked_fill(hidden[i] <= 0, 0.0)  # ReLU's backward, as autograd's
+    return losses, correct
+
+
+def fused_step(flat: torch.Tensor, grad: torch.Tensor, momentum: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+               lr: torch.Tensor, weight_decay: torch.Tensor, mom: torch.Tensor, layout: tuple[tuple[int, int], ...]
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward, backward and SGD update of every member, in place on flat, grad and momentum (M, P): what
+    FusedStep runs, eager or compiled (a module-level function of tensors and the layout only, so one
+    compilation serves every cohort of the same shapes)."""
+    losses, correct = forward_backward(flat, grad, layout, x, y)
+    sgd_update(flat, grad, momentum, lr, weight_decay, mom)
+    return losses, correct
+
+
+_COMPILED: dict[str, object] = {}  # torch.compile mode -> compiled fused_step
+
+
+class FusedStep:
+    """The training step of a FusedNet: ``step(inputs, labels, active)`` -> (losses (M,), correct (M,)), the
+    parameters updated in place. inputs as ``net.inputs`` makes them (M, B, *input_shape), labels (M, B);
+    active: None or (M,) bool (False: a frozen member). compile: a torch.compile mode for forward, backward
+    and update together, or "off"."""
+
+    def __init__(self, net: FusedNet, sgd: FlatSGD, compile: str = "off"):
+        order = [t for layer in net.linears for t in (layer.weight, layer.bias)]
+        if [id(t) for t in order] != [id(p) for p in sgd.params]:  # layer_views' packing
+            raise ValueError("FlatSGD must hold the FusedNet's parameters, weight then bias, layer after layer")
+        self.layout = tuple((layer.weight.shape[1], layer.weight.shape[2]) for layer in net.linears)
+        self.flatten = isinstance(next(iter(net.module.children())), MemberFlatten)
+        self.sgd = sgd
+        if compile == "off":
+            self._step = fused_step
+        else:
+            self._step = _COMPILED.setdefault(compile, torch.compile(fused_step, mode=compile, dynamic=False))
+
+    @torch.no_grad()
+    def __call__(self, inputs: torch.Tensor, labels: torch.Tensor, active: torch.Tensor | None = None):
+        x = inputs.flatten(2) if self.flatten else inputs
+        sgd = self.sgd
+
+        def run():
+            return self._step(sgd.flat, sgd.grad, sgd.momentum, x, labels, sgd.lr, sgd.weight_decay, sgd.mom,
+                              self.layout)
+
+        if active is None:
+            return run()
+        # Frozen members: every member steps with the arithmetic of a cohort where all step (so an active
+        # member's weights do not depend on another's divergence), then the frozen rows of parameters and
+        # momentum are put back bit for bit (advanced indexing copies them).
+        inactive = ~active
+        saved = sgd.flat[inactive], sgd.momentum[inactive]
+        out = run()
+        sgd.flat[inactive], sgd.momentum[inactive] = saved
+        return out
+
+
+__all__ = ["FlatSGD", "FusedStep", "forward_backward", "fused_step", "layer_views", "sgd_update"]

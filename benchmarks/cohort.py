@@ -3,6 +3,7 @@
     python benchmarks/cohort.py [CONFIG] [--set KEY=VALUE ...] [--stage train|models|all] [--max-cohort N]
     python benchmarks/cohort.py --backends      grouped kernels vs torch.func per model family (training steps)
     python benchmarks/cohort.py --hessian       vectorised vs one-at-a-time Hessian per MLP width
+    python benchmarks/cohort.py --fused         the grouped engine's step vs the fused MLP step (eager, compiled)
 
 Grid mode (default: the built-in demo, 72 trainings of 70 epochs). The grid's models are grouped as the
 orchestrator will group them (workloads.cohort_experiment.plan_model_cohorts: the seeds of a cell for a
@@ -328,6 +329,86 @@ def hessian(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------------
+# The fused MLP step vs the grouped engine
+
+
+def fp32_peak(size: int = 2048, repeats: int = 3) -> float:
+    """FLOP/s of torch.mm on two (size, size) float32 matrices, best of ``repeats`` (the machine's practical peak
+    at the current thread count)."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = min(_seconds(lambda: torch.mm(a, b)) for _ in range(repeats))
+    return 2 * size**3 / best
+
+
+def _seconds(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def mlp_step_flops(layout: list[tuple[int, int]], batch: int, members: int) -> int:
+    """Multiply-add FLOPs of one training step's matrix products: layout (out, in) per Linear; per layer the
+    forward and the weight gradient (2 * B * in * out each) and, but for the first layer, the input gradient."""
+    per_member = sum((6 if i else 4) * batch * i_f * o_f for i, (o_f, i_f) in enumerate(layout))
+    return per_member * members
+
+
+def fused(args) -> int:
+    import torch
+
+    from workloads.cohort_net import build_cohort_net
+    from workloads.cohort_train import Execution, train_cohort
+    from workloads.models import seeded_model
+    from workloads.train import TrainConfig
+
+    members, batch, n = args.members, 64, 4000  # the demo: MNIST-1D's 4000 training examples, batch 64
+    steps = n // batch
+    engines = {"grouped": ("grouped", Execution()), "fused": ("fused", Execution()),
+               "compiled": ("fused", Execution(compile="default"))}
+    load = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else ["?"] * 3
+    peak = fp32_peak()
+    print(f"MLP 40-w-w-10, cohort of {members}, batch {batch}, one epoch of {steps} steps per timing through "
+          f"train_cohort, median of {args.repeats}; {args.threads} thread(s); torch.mm 2048^2 fp32: "
+          f"{peak / 1e9:.1f} GFLOP/s; load average {' '.join(load)}", flush=True)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(n, 40, generator=gen), torch.randint(0, 10, (n,), generator=gen)
+    for width in args.widths:
+        models = [seeded_model("mlp", s, width=width, num_classes=10, input_shape=(40,)) for s in range(members)]
+        configs = [TrainConfig(epochs=1, batch_size=batch, lr=0.05, momentum=0.9, weight_decay=5e-4, seed=s)
+                   for s in range(members)]
+        layout = [(width, 40), (width, width), (10, width)]
+        flops = mlp_step_flops(layout, batch, members)
+
+        def run(name):
+            backend, execution = engines[name]
+            net = build_cohort_net(models[0], [m.state_dict() for m in models], backend)
+            train_cohort(net, x, y.expand(members, -1), configs, execution=execution)
+            return net.stacked_state()
+
+        compile_seconds = _seconds(lambda: run("compiled"))  # the first call compiles: untimed below
+        states = {name: run(name) for name in ("grouped", "fused")}
+        times = {name: [] for name in engines}
+        for rep in range(args.repeats):
+            order = list(engines) if rep % 2 == 0 else list(reversed(engines))
+            for name in order:
+                times[name].append(_seconds(lambda: run(name)) / steps)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        diff = _relative(states["fused"], states["grouped"])
+        pct = {k: 100 * flops / v / peak for k, v in med.items()}
+        print(f"  w={width:<4} grouped {med['grouped'] * 1e3:6.2f} ms/step ({pct['grouped']:4.1f}% of peak) | fused "
+              f"{med['fused'] * 1e3:6.2f} ({pct['fused']:4.1f}%, x{med['grouped'] / med['fused']:.2f}) | compiled "
+              f"{med['compiled'] * 1e3:6.2f} ({pct['compiled']:4.1f}%, x{med['grouped'] / med['compiled']:.2f}; "
+              f"compiling {compile_seconds:.0f} s) | weights fused vs grouped after {steps} steps: {diff:.1e} "
+              "relative", flush=True)
+    load = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else ["?"] * 3
+    print(f"load average at the end: {' '.join(load)}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("config", nargs="?", default="demo", help="built-in name or YAML path (default demo)")
@@ -338,8 +419,11 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--backends", action="store_true", help="grouped vs torch.func per model family")
     parser.add_argument("--hessian", action="store_true", help="vectorised vs one-at-a-time Hessian")
+    parser.add_argument("--fused", action="store_true", help="the grouped engine's step vs the fused MLP step")
+    parser.add_argument("--members", type=int, default=5, help="--fused: cohort size")
+    parser.add_argument("--widths", type=int, nargs="+", default=[32, 64, 128, 256], help="--fused: MLP widths")
     parser.add_argument("--steps", type=int, default=20, help="--backends: steps per timing")
-    parser.add_argument("--repeats", type=int, default=3, help="--backends / --hessian: timed repeats")
+    parser.add_argument("--repeats", type=int, default=3, help="--backends / --hessian / --fused: timed repeats")
     args = parser.parse_args(argv)
 
     import torch
@@ -349,6 +433,8 @@ def main(argv=None) -> int:
         return backends(args)
     if args.hessian:
         return hessian(args)
+    if args.fused:
+        return fused(args)
     return grid(args)
 
 

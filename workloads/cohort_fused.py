@@ -112,11 +112,12 @@ def layer_views(flat: torch.Tensor, layout: tuple[tuple[int, int], ...]
 
 
 def forward_backward(flat: torch.Tensor, grad: torch.Tensor, layout: tuple[tuple[int, int], ...], x: torch.Tensor,
-                     y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                     y: torch.Tensor, products_out: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """One MLP cohort's loss and gradients: flat (M, P) its parameters (``layer_views``), x (M, B, in) inputs,
     y (M, B) int64 labels. The gradient of the sum over members of their mean cross-entropies is written into
     grad (M, P), laid out as flat. Returns (mean cross-entropy per member (M,), correct predictions per member
-    (M,) int64)."""
+    (M,) int64). products_out: the weight gradients' bmm writes into grad itself (out=); False copies its result
+    there (torch.compile cannot trace an out= view with member stride P, and plans the write itself)."""
     weights, biases = layer_views(flat, layout)
     weight_grads, bias_grads = layer_views(grad, layout)
     hidden = [x]  # the input of every Linear
@@ -133,20 +134,24 @@ def forward_backward(flat: torch.Tensor, grad: torch.Tensor, layout: tuple[tuple
     dz = dz.scatter_add(2, labels, torch.full(labels.shape, -1.0, dtype=dz.dtype, device=dz.device))
     dz = dz / x.shape[1]
     for i in range(len(weights) - 1, -1, -1):
-        torch.bmm(dz.transpose(1, 2), hidden[i], out=weight_grads[i])
-        torch.sum(dz, dim=1, out=bias_grads[i])
+        if products_out:
+            torch.bmm(dz.transpose(1, 2), hidden[i], out=weight_grads[i])
+            torch.sum(dz, dim=1, out=bias_grads[i])
+        else:
+            weight_grads[i].copy_(torch.bmm(dz.transpose(1, 2), hidden[i]))
+            bias_grads[i].copy_(dz.sum(1))
         if i:
             dz = torch.bmm(dz, weights[i]).masked_fill(hidden[i] <= 0, 0.0)  # ReLU's backward, as autograd's
     return losses, correct
 
 
 def fused_step(flat: torch.Tensor, grad: torch.Tensor, momentum: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-               lr: torch.Tensor, weight_decay: torch.Tensor, mom: torch.Tensor, layout: tuple[tuple[int, int], ...]
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+               lr: torch.Tensor, weight_decay: torch.Tensor, mom: torch.Tensor, layout: tuple[tuple[int, int], ...],
+               products_out: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward, backward and SGD update of every member, in place on flat, grad and momentum (M, P): what
     FusedStep runs, eager or compiled (a module-level function of tensors and the layout only, so one
-    compilation serves every cohort of the same shapes)."""
-    losses, correct = forward_backward(flat, grad, layout, x, y)
+    compilation serves every cohort of the same shapes). products_out: as forward_backward."""
+    losses, correct = forward_backward(flat, grad, layout, x, y, products_out)
     sgd_update(flat, grad, momentum, lr, weight_decay, mom)
     return losses, correct
 
@@ -167,6 +172,7 @@ class FusedStep:
         self.layout = tuple((layer.weight.shape[1], layer.weight.shape[2]) for layer in net.linears)
         self.flatten = isinstance(next(iter(net.module.children())), MemberFlatten)
         self.sgd = sgd
+        self.products_out = compile == "off"
         if compile == "off":
             self._step = fused_step
         else:
@@ -179,7 +185,7 @@ class FusedStep:
 
         def run():
             return self._step(sgd.flat, sgd.grad, sgd.momentum, x, labels, sgd.lr, sgd.weight_decay, sgd.mom,
-                              self.layout)
+                              self.layout, self.products_out)
 
         if active is None:
             return run()

@@ -147,21 +147,20 @@ def test_real_training_learns_mnist1d(mnist1d):
 
 
 def test_step_count_drops_last_partial_batch(small, monkeypatch):
-    """Count forward passes in train mode: n=1003, B=300 -> 3 full batches per epoch, never a 4th of 103."""
-    from workloads.cohort_net import GroupedNet
+    """Count training steps: n=1003, B=300 -> 3 full batches per epoch, never a 4th of 103."""
+    from workloads import cohort_fused
 
     assert small.train_size == 1003
     sizes = []
-    forward = GroupedNet.forward
+    step = cohort_fused.fused_step
 
-    def counting(net, inputs, params=None):
-        if net.training:
-            sizes.append(inputs.shape[1])  # the mlp's member-major layout: (M, B, features)
-        return forward(net, inputs, params)
+    def counting(flat, grad, momentum, x, *args):
+        sizes.append(x.shape[1])  # the mlp's member-major layout: (M, B, features)
+        return step(flat, grad, momentum, x, *args)
 
-    monkeypatch.setattr(GroupedNet, "forward", counting)
+    monkeypatch.setattr(cohort_fused, "fused_step", counting)
     result = train(mlp(small), small, TrainConfig(epochs=2, batch_size=300, lr=0.01))
-    assert result.backend == "grouped" and sizes == [300] * 6
+    assert result.backend == "fused" and sizes == [300] * 6
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ EVAL_BATCH_SIZE = 1000  # examples per forward pass in evaluation (memory only; 
 
 @dataclass(frozen=True)
 class CohortInfo:
-    """size: members in the cohort; index: this member's position; backend: grouped | vmap; hessian:
+    """size: members in the cohort; index: this member's position; backend: fused | grouped | vmap | plain; hessian:
     "cohort" (products taken together) or "per-member"; *_seconds: the whole cohort's times."""
 
     size: int

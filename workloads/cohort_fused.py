@@ -29,14 +29,14 @@ from workloads.settings import TrainConfig
 
 
 class FlatSGD:
-    """CohortSGD over one (M, P) buffer: the cohort's trainable parameters become views into ``flat`` (their
-    values copied in), their gradients views into ``grad``, their momentum buffers views into ``momentum``.
+    """CohortSGD's state over (M, P) buffers: the cohort's trainable parameters become views into ``flat``
+    (their values copied in), their gradients live in ``grad``, their momentum buffers in ``velocity``.
 
-    params: the stacked (M, *shape) parameters in the net's order (re-pointed in place: the net, its state
-    dict and checkpoints see the views). ``buffers`` (get and set, as CohortSGD's list) are the momentum
-    views; setting them copies the values in (a checkpoint's). The update is ``FusedStep``'s (with the
-    backward). lr, momentum, weight decay: one number per member, held as
-    (M, 1) tensors of the parameters' dtype.
+    params: the stacked (M, *shape) parameters in the net's order (re-pointed in place, so the net, its state
+    dict and checkpoints see the views). ``buffers`` (read and assigned, as CohortSGD's list) are the momentum
+    buffers as views shaped like ``params``; assigning copies the values in (a checkpoint's). lr, momentum,
+    weight_decay: one number per member, held as (M, 1) tensors of the parameters' dtype. The update itself is
+    ``sgd_update``, run by ``FusedStep`` after the backward.
     """
 
     def __init__(self, params: list[torch.Tensor], *, lr: list[float], momentum: list[float],
@@ -46,15 +46,15 @@ class FlatSGD:
         dtype = params[0].dtype
         self.flat = torch.cat([p.detach().reshape(m, -1) for p in params], dim=1).to(device)
         self.grad = torch.zeros_like(self.flat)
-        self.momentum = torch.zeros_like(self.flat)
+        self.velocity = torch.zeros_like(self.flat)
         self.params = params
-        self._buffers = _views(self.momentum, params, sizes)
+        self._buffers = _views(self.velocity, params, sizes)
         with torch.no_grad():
             for p, view in zip(params, _views(self.flat, params, sizes)):
                 p.data = view
         self.device, self.dtype = device, dtype
         self.lr = self._factor(lr)
-        self.mom = self._factor(momentum)
+        self.momentum = self._factor(momentum)
         self.weight_decay = self._factor(weight_decay)
 
     @classmethod
@@ -88,13 +88,13 @@ def _views(flat: torch.Tensor, params: list[torch.Tensor], sizes: list[int]) -> 
     return out
 
 
-def sgd_update(flat: torch.Tensor, grad: torch.Tensor, momentum: torch.Tensor, lr: torch.Tensor,
-               weight_decay: torch.Tensor, mom: torch.Tensor) -> None:
-    """torch.optim.SGD's step for every member at once, in place: flat, grad, momentum (M, P); lr,
-    weight_decay, mom (M, 1). grad is overwritten by d = g + wd*p."""
+def sgd_update(flat: torch.Tensor, grad: torch.Tensor, velocity: torch.Tensor, lr: torch.Tensor,
+               weight_decay: torch.Tensor, momentum: torch.Tensor) -> None:
+    """torch.optim.SGD's step for every member at once, in place: flat, grad, velocity (its momentum buffer)
+    (M, P); lr, weight_decay, momentum (M, 1). grad is overwritten by d = g + wd*p."""
     d = grad.addcmul_(weight_decay, flat)
-    momentum.mul_(mom).add_(d)
-    flat.addcmul_(lr, momentum, value=-1.0)
+    velocity.mul_(momentum).add_(d)
+    flat.addcmul_(lr, velocity, value=-1.0)
 
 
 def layer_views(flat: torch.Tensor, layout: tuple[tuple[int, int], ...]
@@ -145,14 +145,14 @@ def forward_backward(flat: torch.Tensor, grad: torch.Tensor, layout: tuple[tuple
     return losses, correct
 
 
-def fused_step(flat: torch.Tensor, grad: torch.Tensor, momentum: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-               lr: torch.Tensor, weight_decay: torch.Tensor, mom: torch.Tensor, layout: tuple[tuple[int, int], ...],
-               products_out: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward, backward and SGD update of every member, in place on flat, grad and momentum (M, P): what
+def fused_step(flat: torch.Tensor, grad: torch.Tensor, velocity: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+               lr: torch.Tensor, weight_decay: torch.Tensor, momentum: torch.Tensor,
+               layout: tuple[tuple[int, int], ...], products_out: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward, backward and SGD update of every member, in place on flat, grad and velocity (M, P): what
     FusedStep runs, eager or compiled (a module-level function of tensors and the layout only, so one
     compilation serves every cohort of the same shapes). products_out: as forward_backward."""
     losses, correct = forward_backward(flat, grad, layout, x, y, products_out)
-    sgd_update(flat, grad, momentum, lr, weight_decay, mom)
+    sgd_update(flat, grad, velocity, lr, weight_decay, momentum)
     return losses, correct
 
 
@@ -176,7 +176,9 @@ class FusedStep:
         if compile == "off":
             self._step = fused_step
         else:
-            self._step = _COMPILED.setdefault(compile, torch.compile(fused_step, mode=compile, dynamic=False))
+            if compile not in _COMPILED:
+                _COMPILED[compile] = torch.compile(fused_step, mode=compile, dynamic=False)
+            self._step = _COMPILED[compile]
 
     @torch.no_grad()
     def __call__(self, inputs: torch.Tensor, labels: torch.Tensor, active: torch.Tensor | None = None):
@@ -184,7 +186,7 @@ class FusedStep:
         sgd = self.sgd
 
         def run():
-            return self._step(sgd.flat, sgd.grad, sgd.momentum, x, labels, sgd.lr, sgd.weight_decay, sgd.mom,
+            return self._step(sgd.flat, sgd.grad, sgd.velocity, x, labels, sgd.lr, sgd.weight_decay, sgd.momentum,
                               self.layout, self.products_out)
 
         if active is None:
@@ -193,9 +195,9 @@ class FusedStep:
         # member's weights do not depend on another's divergence), then the frozen rows of parameters and
         # momentum are put back bit for bit (advanced indexing copies them).
         inactive = ~active
-        saved = sgd.flat[inactive], sgd.momentum[inactive]
+        saved = sgd.flat[inactive], sgd.velocity[inactive]
         out = run()
-        sgd.flat[inactive], sgd.momentum[inactive] = saved
+        sgd.flat[inactive], sgd.velocity[inactive] = saved
         return out
 
 

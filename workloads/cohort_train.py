@@ -506,5 +506,5 @@ def evaluate_cohort(net: CohortNet, x: torch.Tensor, y: torch.Tensor, *,
 
 
 __all__ = ["Execution", "CohortSGD", "CohortTrainResult", "TrainingOOMError", "train_cohort", "evaluate_cohort",
-           "member_losses", "make_train_step", "check_cohort_configs", "check_member_targets", "set_seed", "learning_rate",
-           "checkpoint_due", "DIVERGENCE_CHECK_STEPS", "COMPILE_MODES", "PRECISIONS"]
+           "member_losses", "make_train_step", "check_cohort_configs", "check_member_targets", "set_seed",
+           "learning_rate", "checkpoint_due", "DIVERGENCE_CHECK_STEPS", "COMPILE_MODES", "PRECISIONS"]

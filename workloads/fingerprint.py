@@ -36,7 +36,7 @@ def dataset_sha256(data: Dataset) -> str:
 def execution_path(device: str, *, engine: str, backend: str, precision: str = "fp32",
                    compile_mode: str = "off") -> str:
     """JSON object (sorted keys) naming the path a model was trained on: engine ("single" | "cohort"), backend
-    ("module" for one model; "grouped" | "vmap" for a cohort), precision, compile mode, torch version, and the
+    ("module" for one model; a cohort_net backend for a cohort), precision, compile mode, torch version, and the
     machine: the CPU instruction set torch dispatches to, its BLAS, the thread count; on CUDA the device name
     and the CUDA and cuDNN versions."""
     path = {"engine": engine, "backend": backend, "precision": precision, "compile": compile_mode,

@@ -132,9 +132,9 @@ def test_parameters_gradients_and_momentum_are_views_of_one_buffer_each():
     assert sgd.flat.shape == (2, sum(p[0].numel() for p in params))
     for p, b, buf in zip(params, before, sgd.buffers):
         assert torch.equal(p, b) and p.untyped_storage().data_ptr() == sgd.flat.untyped_storage().data_ptr()
-        assert buf.untyped_storage().data_ptr() == sgd.momentum.untyped_storage().data_ptr()
+        assert buf.untyped_storage().data_ptr() == sgd.velocity.untyped_storage().data_ptr()
     sgd.buffers = [torch.ones_like(p) for p in params]  # a checkpoint's momentum lands in the flat buffer
-    assert bool((sgd.momentum == 1).all())
+    assert bool((sgd.velocity == 1).all())
 
 
 def test_evaluation_after_fused_training_is_the_grouped_forward():

@@ -434,3 +434,53 @@ def chromium_executable() -> str:
             pytest.fail("chromium is not installed; .ci/run installs Debian's chromium package")
         pytest.skip("chromium not installed (apt-get install chromium)")
     return exe
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The training engine's references (tests/workloads/test_cohort.py, test_cohort_fused.py)
+
+
+def sgd_reference(model, x, y, config, dtype=None):
+    """A plain loop of the member's module with torch.optim.SGD in the method's batch order (a fresh
+    randperm(n) per epoch from a CPU generator seeded with config.seed, floor(n / B) steps, the schedule's lr).
+    dtype: the reference's float type (default float32). Returns (state dict, [(mean batch loss, accuracy) per
+    epoch])."""
+    import copy
+
+    import torch
+
+    from workloads import objective
+    from workloads.cohort_train import learning_rate
+
+    dtype = dtype or torch.float32
+    model = copy.deepcopy(model).to(dtype).train()
+    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    order = torch.Generator().manual_seed(config.seed)
+    n, b = len(y), config.batch_size
+    history = []
+    for epoch in range(config.epochs):
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(config, epoch)
+        perm = torch.randperm(n, generator=order)
+        losses, hits = [], 0
+        for step in range(n // b):
+            idx = perm[step * b:(step + 1) * b]
+            logits = model(x[idx].to(dtype) if x.is_floating_point() else x[idx])
+            loss = objective.mean_loss(logits, y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.detach())
+            hits += int(objective.correct(logits.detach(), y[idx]))
+        history.append((float(torch.stack(losses).mean()), hits / ((n // b) * b * y[0].numel())))
+    return model.state_dict(), history
+
+
+def round_trip(state: dict) -> dict:
+    """A training checkpoint saved and loaded as a run directory's file is: torch.load(weights_only=True)."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)  # plain data only: nothing in it can run code

@@ -1,8 +1,8 @@
 """The training engine (workloads/cohort_net.py, cohort_train.py, cohort_checkpoint.py) against one-at-a-time runs.
 
 The reference is independent of the engine: a plain loop of the member's nn.Module with torch.optim.SGD in the
-method's batch order (``_sgd_reference``), in float32 and, where float32 rounding of different kernels would be
-amplified by BatchNorm nets, in float64, where the cohort must agree to rounding. workloads.train.train is the
+method's batch order (``tests.helpers.sgd_reference``), in float32 and, where float32 rounding of different
+kernels would be amplified by BatchNorm nets, in float64, where the cohort must agree to rounding. workloads.train.train is the
 engine's cohort of one: the tests below also hold a member alone against the same member in a cohort.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import io
 import os
 import sys
 
@@ -19,7 +18,6 @@ import torch
 
 from torch import nn
 
-from workloads import objective
 from workloads.cohort_checkpoint import CHECKPOINT_FORMAT, ResumeStateError
 from workloads.cohort_net import BACKENDS, build_cohort_net, member_state, resolve_backend
 from workloads.cohort_train import Execution, evaluate_cohort, learning_rate, train_cohort
@@ -27,7 +25,7 @@ from workloads.data import Dataset, corrupt_labels
 from workloads.models import seeded_model
 from workloads.train import TrainConfig, evaluate, train
 
-from tests.helpers import relative_difference
+from tests.helpers import relative_difference, round_trip, sgd_reference
 from tests.helpers import REPO_ROOT
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -50,33 +48,6 @@ def members(name, shape, seeds=(0, 1, 2), width=4, **kw):
 def train_shared(net, data, configs, **kw):
     """train_cohort on ``data`` with every member on the same labels (the (M, n) view of data.train_y)."""
     return train_cohort(net, data.train_x, data.train_y.expand(net.members, -1), configs, **kw)
-
-
-def _sgd_reference(model, x, y, config, dtype=torch.float32):
-    """A plain loop of the member's module with torch.optim.SGD in the method's batch order (a fresh
-    randperm(n) per epoch from a CPU generator seeded with config.seed, floor(n / B) steps, the schedule's lr).
-    Returns (state dict, [(mean batch loss, accuracy) per epoch])."""
-    model = copy.deepcopy(model).to(dtype).train()
-    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    order = torch.Generator().manual_seed(config.seed)
-    n, b = len(y), config.batch_size
-    history = []
-    for epoch in range(config.epochs):
-        for group in opt.param_groups:
-            group["lr"] = learning_rate(config, epoch)
-        perm = torch.randperm(n, generator=order)
-        losses, hits = [], 0
-        for step in range(n // b):
-            idx = perm[step * b:(step + 1) * b]
-            logits = model(x[idx].to(dtype) if x.is_floating_point() else x[idx])
-            loss = objective.mean_loss(logits, y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.detach())
-            hits += int(objective.correct(logits.detach(), y[idx]))
-        history.append((float(torch.stack(losses).mean()), hits / ((n // b) * b * y[0].numel())))
-    return model.state_dict(), history
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -126,7 +97,7 @@ def _check_against_train(data, models, configs, result, *, rel=1e-4):
     stacked = result.net.stacked_state()
     for i, (model, config) in enumerate(zip(models, configs)):
         d = data if not isinstance(data, list) else data[i]
-        state, history = _sgd_reference(model, d.train_x, d.train_y, config)
+        state, history = sgd_reference(model, d.train_x, d.train_y, config)
         assert result.statuses[i] == "ok"
         assert relative_difference(member_state(stacked, i), state) <= rel
         assert len(result.histories[i]) == len(history)
@@ -282,7 +253,7 @@ def test_float64_batchnorm_nets_equal_torch_optim_per_member(name, kw, backend):
     train_cohort(net, x, y.expand(count, -1), configs)
     stacked = net.stacked_state()
     for i, (model, config) in enumerate(zip(models, configs)):
-        state, _ = _sgd_reference(model, x, y, config, torch.float64)
+        state, _ = sgd_reference(model, x, y, config, torch.float64)
         assert relative_difference(member_state(stacked, i), state) <= 1e-12
 
 
@@ -333,13 +304,6 @@ def test_a_frozen_member_keeps_its_weights(mnist1d):
 # Checkpoints
 
 
-def _round_trip(state: dict) -> dict:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)  # plain data only: nothing in it can run code
-
-
 @pytest.mark.parametrize("name, kw", [("mlp", {}), ("cnn", {"batch_norm": True})], ids=["mlp", "cnn-bn"])
 def test_checkpoint_resumes_bit_exactly_and_loads_weights_only(mnist1d, name, kw):
     models = members(name, (40,), width=4, **kw)
@@ -350,7 +314,7 @@ def test_checkpoint_resumes_bit_exactly_and_loads_weights_only(mnist1d, name, kw
     whole = train_shared(full, mnist1d, configs, checkpoint_fn=saved.append)
     assert [s["epoch"] for s in saved] == [1, 2, 3] and saved[0]["format"] == CHECKPOINT_FORMAT
     resumed_net = build_cohort_net(models[0], [m.state_dict() for m in models])
-    resumed = train_shared(resumed_net, mnist1d, configs, resume_state=_round_trip(saved[0]))
+    resumed = train_shared(resumed_net, mnist1d, configs, resume_state=round_trip(saved[0]))
     for key, value in full.stacked_state().items():  # bit for bit, the frozen member's NaNs included
         torch.testing.assert_close(resumed_net.stacked_state()[key], value, rtol=0, atol=0, equal_nan=True)
     without_time = lambda histories: [[{k: v for k, v in h.items() if k != "seconds"} for h in hs]  # noqa: E731

@@ -2,7 +2,7 @@
 
 Bit for bit where the arithmetic is the same by construction: a member alone or in cohorts of any size, a frozen
 member, a resumed checkpoint, the bf16 fallback. To rounding against torch.optim.SGD on the member's own
-nn.Sequential (``_sgd_reference``: autograd's backward, torch's update).
+nn.Sequential (``tests.helpers.sgd_reference``: autograd's backward, torch's update).
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from workloads.cohort_train import Execution, train_cohort
 from workloads.models import seeded_model
 from workloads.train import TrainConfig
 
-from tests.helpers import relative_difference
-from tests.workloads.test_cohort import _round_trip, _sgd_reference
+from tests.helpers import relative_difference, round_trip, sgd_reference
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -80,7 +79,7 @@ def test_members_equal_torch_optim_sgd_in_float64(dtype, rel):
     net, result = _train(indices, x, y)
     assert result.statuses == ["ok"] * len(indices)
     for i, (model, config) in enumerate(zip(_models(indices), _configs(indices))):
-        want, history = _sgd_reference(model, x.double(), y, config, torch.float64)
+        want, history = sgd_reference(model, x.double(), y, config, torch.float64)
         assert relative_difference(member_state(net.stacked_state(), i), want) <= rel
         losses = [h["train_loss"] for h in result.histories[i]]  # kept by the epoch loop in float32
         assert losses == pytest.approx([h[0] for h in history], rel=max(rel, 1e-6))
@@ -116,7 +115,7 @@ def test_a_checkpoint_resumes_bit_for_bit():
     whole_net, whole = _train(indices, x, y, config={"checkpoint_every": 1}, checkpoint_fn=saved.append)
     assert [s["epoch"] for s in saved] == [1, 2, 3]
     assert all(s["momentum"]["1.weight"].is_contiguous() for s in saved)  # a CPU copy, not the (M, P) views
-    resumed_net, resumed = _train(indices, x, y, config={"checkpoint_every": 1}, resume_state=_round_trip(saved[1]))
+    resumed_net, resumed = _train(indices, x, y, config={"checkpoint_every": 1}, resume_state=round_trip(saved[1]))
     for key, value in whole_net.stacked_state().items():
         assert torch.equal(resumed_net.stacked_state()[key], value), key
     assert ([[h["train_loss"] for h in hs] for hs in resumed.histories] ==

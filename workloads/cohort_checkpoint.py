@@ -39,7 +39,8 @@ _KEYS = ("format", "version", "epoch", "configs", "members", "state", "momentum"
 
 
 def _cpu(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.detach().to("cpu", copy=True)
+    """A contiguous CPU copy (the fused backend's weights and momentum are transposed views)."""
+    return tensor.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
 
 
 def checkpoint_state(epochs_done: int, net, sgd, orders: list[torch.Generator], run, configs: list[TrainConfig],

@@ -5,11 +5,12 @@ Why: a narrow MLP's cohort step was framework-bound (autograd, the loss, CohortS
 ~60% of a step at width 32), and a wide one paid 12-15% for copying bmm's transposed weight gradients
 (docs/benchmarks.md "Cohorts: the fused MLP step"). Here
 
-- every trainable parameter is a view into one (M, P) buffer (member m's P numbers in row m; a weight
-  (M, out, in) keeps the grouped layout, with member stride P), its gradient and momentum buffer likewise,
-  so SGD is four whole-buffer operations with (M, 1) per-member factors;
-- the weight gradient of a layer is one bmm written straight into its view of the gradient buffer,
-  dW = dZ^T @ H (M, out, in): no transpose, no copy;
+- every trainable parameter is a view into one (M, P) buffer (member m's P numbers in row m), its gradient
+  and momentum buffer likewise, so SGD is four whole-buffer operations with (M, 1) per-member factors;
+- a Linear's weight is stored transposed, W^T (in, out) row-major per member, the layout of the products:
+  the forward is H @ W^T, the input gradient dZ @ W, and the weight gradient one bmm, d(W^T) = H^T @ dZ,
+  copied into its place as it comes (no transposed copy). The parameter the net, its state dict and checkpoints
+  see is the (M, out, in) transposed view of that block;
 - the loss is what the autograd path differentiates: the sum over members of each member's mean
   cross-entropy over its batch, so member m's gradient is that of its own loss, dZ_last = (softmax - onehot) / B.
 
@@ -17,7 +18,9 @@ The update is torch.optim.SGD's arithmetic per element and member (as CohortSGD'
 buf = momentum*buf + d (buf = d on the first step: buffers start at zero); p = p - lr*buf. Every operation
 acts on each member's row alone (bmm per member, reductions over its own batch, elementwise ops with its own
 factors), so a member's weights do not depend on the cohort's size or company: bit for bit on one host
-(tests/workloads/test_cohort_fused.py).
+(tests/workloads/test_cohort_fused.py). The products are those autograd takes for the grouped layers; the other
+orientation of the weight gradient, dZ^T @ H, was not: at two threads a cohort of one rounded it differently
+from a cohort of three when `out` was 10 (the BLAS threads a single product otherwise).
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ class FlatSGD:
     (their values copied in), their gradients live in ``grad``, their momentum buffers in ``velocity``.
 
     params: the stacked (M, *shape) parameters in the net's order (re-pointed in place, so the net, its state
-    dict and checkpoints see the views). ``buffers`` (read and assigned, as CohortSGD's list) are the momentum
+    dict and checkpoints see the views). A 3-D one, a Linear's weight (M, out, in), is stored as (M, in, out)
+    and seen through its transpose (``layer_views``). ``buffers`` (read and assigned, as CohortSGD's list) are the momentum
     buffers as views shaped like ``params``; assigning copies the values in (a checkpoint's). lr, momentum,
     weight_decay: one number per member, held as (M, 1) tensors of the parameters' dtype. The update itself is
     ``sgd_update``, run by ``FusedStep`` after the backward.
@@ -44,7 +48,7 @@ class FlatSGD:
         m = params[0].shape[0]
         sizes = [p[0].numel() for p in params]
         dtype = params[0].dtype
-        self.flat = torch.cat([p.detach().reshape(m, -1) for p in params], dim=1).to(device)
+        self.flat = torch.cat([_stored(p.detach()).reshape(m, -1) for p in params], dim=1).to(device)
         self.grad = torch.zeros_like(self.flat)
         self.velocity = torch.zeros_like(self.flat)
         self.params = params
@@ -79,11 +83,16 @@ class FlatSGD:
                 view.copy_(value)
 
 
+def _stored(p: torch.Tensor) -> torch.Tensor:
+    """A parameter in its stored orientation: a Linear's weight (M, out, in) as (M, in, out), others as they are."""
+    return p.transpose(1, 2) if p.dim() == 3 else p
+
+
 def _views(flat: torch.Tensor, params: list[torch.Tensor], sizes: list[int]) -> list[torch.Tensor]:
-    """Views of flat (M, P) shaped as ``params``, consecutive in their order."""
+    """Views of flat (M, P) shaped as ``params``, consecutive in their order (weights through ``_stored``)."""
     out, start = [], 0
     for p, size in zip(params, sizes):
-        out.append(flat[:, start:start + size].view(p.shape))
+        out.append(_stored(flat[:, start:start + size].view(_stored(p).shape)))
         start += size
     return out
 
@@ -99,12 +108,12 @@ def sgd_update(flat: torch.Tensor, grad: torch.Tensor, velocity: torch.Tensor, l
 
 def layer_views(flat: torch.Tensor, layout: tuple[tuple[int, int], ...]
                 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """(weights [(M, out, in)], biases [(M, out)]): views of flat (M, P) holding the Linear layers of ``layout``
-    ((out, in) per layer) as FlatSGD packs a FusedNet's parameters: weight then bias, layer after layer."""
+    """(transposed weights [(M, in, out)], biases [(M, out)]): views of flat (M, P) holding the Linear layers of
+    ``layout`` ((out, in) per layer) as FlatSGD packs a FusedNet's parameters: W^T then bias, layer after layer."""
     m = flat.shape[0]
     weights, biases, start = [], [], 0
     for out_features, in_features in layout:
-        weights.append(flat[:, start:start + out_features * in_features].view(m, out_features, in_features))
+        weights.append(flat[:, start:start + out_features * in_features].view(m, in_features, out_features))
         start += out_features * in_features
         biases.append(flat[:, start:start + out_features])
         start += out_features
@@ -112,18 +121,22 @@ def layer_views(flat: torch.Tensor, layout: tuple[tuple[int, int], ...]
 
 
 def forward_backward(flat: torch.Tensor, grad: torch.Tensor, layout: tuple[tuple[int, int], ...], x: torch.Tensor,
-                     y: torch.Tensor, products_out: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                     y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One MLP cohort's loss and gradients: flat (M, P) its parameters (``layer_views``), x (M, B, in) inputs,
     y (M, B) int64 labels. The gradient of the sum over members of their mean cross-entropies is written into
     grad (M, P), laid out as flat. Returns (mean cross-entropy per member (M,), correct predictions per member
-    (M,) int64). products_out: the weight gradients' bmm writes into grad itself (out=); False copies its result
-    there (torch.compile cannot trace an out= view with member stride P, and plans the write itself)."""
-    weights, biases = layer_views(flat, layout)
+    (M,) int64).
+
+    Each gradient is computed into a fresh tensor and copied into its place (a plain copy: same orientation).
+    Written with out= into the view, whose member stride is P, bmm took another path for M > 1 than for a
+    cohort of one (whose view is contiguous) and rounded the last layer's gradient differently; torch.compile
+    cannot trace such an out= either."""
+    weights, biases = layer_views(flat, layout)  # W^T (M, in, out)
     weight_grads, bias_grads = layer_views(grad, layout)
     hidden = [x]  # the input of every Linear
     z = x
     for i, (w, b) in enumerate(zip(weights, biases)):
-        z = torch.baddbmm(b.unsqueeze(1), hidden[-1], w.transpose(1, 2))
+        z = torch.baddbmm(b.unsqueeze(1), hidden[-1], w)
         if i < len(weights) - 1:
             hidden.append(z.relu())
     labels = y.unsqueeze(2)
@@ -134,25 +147,21 @@ def forward_backward(flat: torch.Tensor, grad: torch.Tensor, layout: tuple[tuple
     dz = dz.scatter_add(2, labels, torch.full(labels.shape, -1.0, dtype=dz.dtype, device=dz.device))
     dz = dz / x.shape[1]
     for i in range(len(weights) - 1, -1, -1):
-        if products_out:
-            torch.bmm(dz.transpose(1, 2), hidden[i], out=weight_grads[i])
-            torch.sum(dz, dim=1, out=bias_grads[i])
-        else:
-            weight_grads[i].copy_(torch.bmm(dz.transpose(1, 2), hidden[i]))
-            bias_grads[i].copy_(dz.sum(1))
+        weight_grads[i].copy_(torch.bmm(hidden[i].transpose(1, 2), dz))
+        bias_grads[i].copy_(dz.sum(1))
         if i:
             # ReLU's backward, autograd's own kernel (0 where the ReLU's output is <= 0): one pass, not two
-            dz = torch.ops.aten.threshold_backward(torch.bmm(dz, weights[i]), hidden[i], 0)
+            dz = torch.ops.aten.threshold_backward(torch.bmm(dz, weights[i].transpose(1, 2)), hidden[i], 0)
     return losses, correct
 
 
 def fused_step(flat: torch.Tensor, grad: torch.Tensor, velocity: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
                lr: torch.Tensor, weight_decay: torch.Tensor, momentum: torch.Tensor,
-               layout: tuple[tuple[int, int], ...], products_out: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+               layout: tuple[tuple[int, int], ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward, backward and SGD update of every member, in place on flat, grad and velocity (M, P): what
     FusedStep runs, eager or compiled (a module-level function of tensors and the layout only, so one
-    compilation serves every cohort of the same shapes). products_out: as forward_backward."""
-    losses, correct = forward_backward(flat, grad, layout, x, y, products_out)
+    compilation serves every cohort of the same shapes)."""
+    losses, correct = forward_backward(flat, grad, layout, x, y)
     sgd_update(flat, grad, velocity, lr, weight_decay, momentum)
     return losses, correct
 
@@ -173,7 +182,6 @@ class FusedStep:
         self.layout = tuple((layer.weight.shape[1], layer.weight.shape[2]) for layer in net.linears)
         self.flatten = isinstance(next(iter(net.module.children())), MemberFlatten)
         self.sgd = sgd
-        self.products_out = compile == "off"
         if compile == "off":
             self._step = fused_step
         else:
@@ -183,12 +191,15 @@ class FusedStep:
 
     @torch.no_grad()
     def __call__(self, inputs: torch.Tensor, labels: torch.Tensor, active: torch.Tensor | None = None):
+        if labels.dim() != 2:
+            raise ValueError(f"the fused MLP step trains on one label per example, (M, B) targets; got "
+                             f"{tuple(labels.shape)}")
         x = inputs.flatten(2) if self.flatten else inputs
         sgd = self.sgd
 
         def run():
             return self._step(sgd.flat, sgd.grad, sgd.velocity, x, labels, sgd.lr, sgd.weight_decay, sgd.momentum,
-                              self.layout, self.products_out)
+                              self.layout)
 
         if active is None:
             return run()

@@ -66,8 +66,10 @@ def stack_states(states: list[dict]) -> dict[str, torch.Tensor]:
 
 
 def member_state(stacked: dict[str, torch.Tensor], m: int) -> dict[str, torch.Tensor]:
-    """Member m's own state dict: a CPU copy of stacked[name][m] for every name."""
-    return {name: t[m].detach().to("cpu", copy=True) for name, t in stacked.items()}
+    """Member m's own state dict: a contiguous CPU copy of stacked[name][m] for every name (the fused backend's
+    weights are transposed views: their copies are laid out as a member's own)."""
+    return {name: t[m].detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
+            for name, t in stacked.items()}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -373,6 +375,13 @@ class FusedNet(GroupedNet):
         self.linears = mlp_chain(self.module)
         if not all(p.requires_grad for p in self.module.parameters()):
             raise NotImplementedError("the fused step trains every parameter; this model freezes some")
+
+    def forward(self, inputs: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """The grouped forward on contiguous weights: after fused training they are transposed views (the
+        layout of the step's products), which the BLAS would multiply in another order; a copy per call
+        keeps evaluation, curves and Hessians the grouped backend's to the bit."""
+        strided = {n: p.contiguous() for n, p in self.module.named_parameters() if not p.is_contiguous()}
+        return super().forward(inputs, {**strided, **(params or {})} if strided else params)
 
 
 def mlp_chain(module: nn.Module) -> list[BatchedLinear]:

@@ -344,6 +344,14 @@ def fp32_peak(size: int = 2048, repeats: int = 3) -> float:
     return 2 * size**3 / best
 
 
+def _load_average() -> str:
+    """The 1, 5 and 15 minute load averages (other processes' work that the timings share the cores with)."""
+    if not os.path.exists("/proc/loadavg"):
+        return "unknown"
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
 def _seconds(fn) -> float:
     started = time.perf_counter()
     fn()
@@ -358,6 +366,10 @@ def mlp_step_flops(layout: list[tuple[int, int]], batch: int, members: int) -> i
 
 
 def fused(args) -> int:
+    """Per MLP width: one epoch of the demo's training (MNIST-1D-shaped random data, batch 64) by the grouped
+    engine, the fused step and the compiled fused step, interleaved, each through train_cohort from a fresh
+    cohort; ms per step, ratios to grouped, % of the fp32 peak measured first, and how far the fused weights
+    end from the grouped ones (float rounding). The first compiled epoch, which compiles, is timed apart."""
     import torch
 
     from workloads.cohort_net import build_cohort_net
@@ -369,11 +381,11 @@ def fused(args) -> int:
     steps = n // batch
     engines = {"grouped": ("grouped", Execution()), "fused": ("fused", Execution()),
                "compiled": ("fused", Execution(compile="default"))}
-    load = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else ["?"] * 3
+    load = _load_average()
     peak = fp32_peak()
     print(f"MLP 40-w-w-10, cohort of {members}, batch {batch}, one epoch of {steps} steps per timing through "
           f"train_cohort, median of {args.repeats}; {args.threads} thread(s); torch.mm 2048^2 fp32: "
-          f"{peak / 1e9:.1f} GFLOP/s; load average {' '.join(load)}", flush=True)
+          f"{peak / 1e9:.1f} GFLOP/s; load average {load}", flush=True)
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(n, 40, generator=gen), torch.randint(0, 10, (n,), generator=gen)
     for width in args.widths:
@@ -404,8 +416,7 @@ def fused(args) -> int:
               f"{med['compiled'] * 1e3:6.2f} ({pct['compiled']:4.1f}%, x{med['grouped'] / med['compiled']:.2f}; "
               f"compiling {compile_seconds:.0f} s) | weights fused vs grouped after {steps} steps: {diff:.1e} "
               "relative", flush=True)
-    load = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else ["?"] * 3
-    print(f"load average at the end: {' '.join(load)}")
+    print(f"load average at the end: {_load_average()}")
     return 0
 
 

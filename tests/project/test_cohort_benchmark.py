@@ -26,3 +26,24 @@ def test_grid_mode_times_both_ways_and_reports_the_differences(capsys):
     # epoch, this machine 0): float rounding, not a different computation.
     found = re.search(r"weights (\S+) relative, test accuracy (\d+) test example", out)
     assert found and float(found[1]) <= 1e-5 and int(found[2]) <= 1, out
+
+
+def test_fused_mode_times_the_engines_side_by_side(capsys, monkeypatch):
+    """--fused at one small width (compiled with aot_eager: the same graph capture without ~20 s of C++)."""
+    import torch
+
+    from workloads import cohort_fused
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, mode=None, dynamic=None: real_compile(
+        fn, backend="aot_eager", dynamic=dynamic))
+    monkeypatch.setattr(cohort_fused, "_COMPILED", {})
+    spec = importlib.util.spec_from_file_location("cohort_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--fused", "--widths", "8", "--members", "2", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "torch.mm 2048^2 fp32:" in out and "load average" in out, out
+    found = re.search(r"w=8 .*grouped +\S+ ms/step .*fused +\S+ .*x\S+\) \| compiled .* (\S+) relative", out)
+    assert found and float(found[1]) <= 1e-5, out  # the fused weights end where the grouped ones do, to rounding
+    assert module.mlp_step_flops([(8, 40), (8, 8), (10, 8)], 64, 2) == 2 * 64 * (4 * 320 + 6 * 64 + 6 * 80)

@@ -113,6 +113,12 @@ class AdaptiveSettings:
     resamples and says little. A value is near its threshold when it lies within ``max(absolute margin,
     top_up_z x pooled standard error)`` of it; the seed-to-seed spread is pooled over every trained cell with
     two or more values, so that a cell's two seeds need not estimate their own spread.
+
+    The top-up defaults (no fixed loss margin, one standard error, one seed at a time) were chosen after replaying
+    the policy on the authors' released grid and on two full demo runs; the alternatives' figures are in
+    docs/science.md ("Adaptive sweeps on the demo's knobs"). The former fixed margin (a train loss within 2x of the
+    sharpness threshold) suited a cliff of ~11x between neighbours; the demo's boundary is a 2-4x step, so it
+    topped up most of the demo's cells.
     """
 
     coarse_step: int = 3  # grid steps between coarse cells; keep <= 3-4 so that no island hides inside a block
@@ -124,8 +130,11 @@ class AdaptiveSettings:
     neighbours: int = 4  # 4 (edge neighbours) or 8 (also diagonal) for boundary detection
     refine_iv: bool = True  # whether the IV-A/IV-B crossover counts as a boundary and a reason to top up
     top_up: bool = True
-    top_up_z: float = 2.0  # standard errors (pooled seed spread / sqrt(n)) a value must clear its threshold by
-    loss_margin: float = 2.0  # train loss within this factor of the sharpness threshold is uncertain
+    # seeds one top-up adds to a cell; None: all the rest at once. One at a time is sequential sampling: a cell
+    # whose label clears its threshold after one more seed stops there, at the cost of more waves
+    top_up_seeds: int | None = 1
+    top_up_z: float = 1.0  # standard errors (pooled seed spread / sqrt(n)) a value must clear its threshold by
+    loss_margin: float = 1.0  # train loss within this factor of the sharpness threshold is uncertain (1: none)
     # mode connectivity within this many units (pp or nats) of -threshold is uncertain; well below the 1 pp
     # threshold itself, or every well-connected cell (|mc| <= 0.1 pp in the released results) would count
     mc_margin: float = 0.5
@@ -152,6 +161,8 @@ class AdaptiveSettings:
             ("mc_margin", self.mc_margin >= 0, ">= 0"),
             ("mc_loss_margin", self.mc_loss_margin >= 0, ">= 0"),
             ("cka_margin", self.cka_margin >= 0, ">= 0"),
+            ("top_up_seeds", self.top_up_seeds is None or (isinstance(self.top_up_seeds, int)
+                                                          and self.top_up_seeds >= 1), "unset or an integer >= 1"),
             ("budget_models", self.budget_models is None or self.budget_models >= 0, "unset or >= 0"),
         ]
         for name, ok, want in checks:
@@ -192,7 +203,7 @@ def _convert_setting(name: str, raw, default):
         return raw if isinstance(raw, PhaseRules) else PhaseRules.from_mapping(raw)
     text = raw.strip().lower() if isinstance(raw, str) else None
     try:
-        if name in ("full_seeds", "budget_models"):
+        if name in ("full_seeds", "budget_models", "top_up_seeds"):
             return None if raw is None or text in ("", "none", "null") else _integer(raw)
         if name == "coarse_offset":
             parts = raw.split(",") if isinstance(raw, str) else list(raw)
@@ -607,7 +618,7 @@ def top_up_requests(grid: Grid, filled: pd.DataFrame, trained: dict, models: pd.
     found = []
     for (i, j), (closeness, why) in uncertain_cells(grid, filled, models, pairs, settings).items():
         lv, tv = grid.load_values[i], grid.temperature_values[j]
-        missing = _missing(full, trained.get((lv, tv), ()))
+        missing = _missing(full, trained.get((lv, tv), ()))[: settings.top_up_seeds]
         if missing:
             found.append((closeness, i, j, CellRequest(lv, tv, missing, "top-up", why)))
     return [r for *_, r in sorted(found, key=lambda x: x[:3])]

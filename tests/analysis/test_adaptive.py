@@ -166,13 +166,40 @@ def test_interpolation_is_linear_between_measured_cells_and_nearest_averages_tie
         interpolate(values, "cubic")
 
 
-def test_an_uncertain_cell_is_topped_up_to_the_full_seeds():
-    # one flat, well-connected region; the cell at load index 3 has mc right at the -1 pp threshold
-    models, pairs = synthetic_tables(GRID, lambda i, j: 1e-3, mc_of=lambda i, j: -1.1 if (i, j) == (3, 3) else 0.0)
+def near_threshold_tables():
+    """One flat, well-connected region; the cell at index (3, 3) has mc -1.1, right at the -1 pp threshold."""
+    return synthetic_tables(GRID, lambda i, j: 1e-3, mc_of=lambda i, j: -1.1 if (i, j) == (3, 3) else 0.0)
+
+
+def top_ups_of(waves) -> list[tuple[int, tuple[int, int], tuple[int, ...]]]:
+    """(wave number, cell index, seeds) of every top-up request."""
+    return [(k, GRID.index(c.load_value, c.temperature_value), c.seeds)
+            for k, w in enumerate(waves) for c in w.cells if c.reason == "top-up"]
+
+
+def test_an_uncertain_cell_is_topped_up_to_the_full_seeds_at_once():
+    models, pairs = near_threshold_tables()
+    waves, _, _ = drive(AdaptiveSettings(coarse_step=3, top_up_seeds=None), GRID, models, pairs)
+    assert [(cell, seeds) for _, cell, seeds in top_ups_of(waves)] == [((3, 3), (2, 3, 4))]
+    assert "mc -1.1 near -1" in next(c for w in waves for c in w.cells if c.reason == "top-up").detail
+
+
+def test_by_default_a_top_up_adds_one_seed_a_wave_while_the_cell_stays_uncertain():
+    models, pairs = near_threshold_tables()  # every seed pair of the cell at -1.1: it never clears
+    waves, _, _ = drive(AdaptiveSettings(coarse_step=3), GRID, models, pairs)
+    top_ups = top_ups_of(waves)
+    assert [(cell, seeds) for _, cell, seeds in top_ups] == [((3, 3), (2,)), ((3, 3), (3,)), ((3, 3), (4,))]
+    assert [k for k, _, _ in top_ups] == sorted({k for k, _, _ in top_ups})  # one wave each, in seed order
+
+
+def test_a_cell_whose_label_clears_after_one_more_seed_gets_no_more():
+    models, pairs = near_threshold_tables()
+    cell = (pairs.load_value == GRID.load_values[3]) & (pairs.temperature_value == GRID.temperature_values[3])
+    pairs.loc[cell & ((pairs.seed_a == 2) | (pairs.seed_b == 2)), "mode_connectivity"] = 0.0
     waves, shown_m, _ = drive(AdaptiveSettings(coarse_step=3), GRID, models, pairs)
-    top_ups = [c for w in waves for c in w.cells if c.reason == "top-up"]
-    assert [(GRID.index(c.load_value, c.temperature_value), c.seeds) for c in top_ups] == [((3, 3), (2, 3, 4))]
-    assert "mc -1.1 near -1" in top_ups[0].detail
+    assert [(cell, seeds) for _, cell, seeds in top_ups_of(waves)] == [((3, 3), (2,))]  # mean mc -0.37: clear
+    trained = shown_m[(shown_m.load_value == GRID.load_values[3]) & (shown_m.temperature_value == GRID.temperature_values[3])]
+    assert sorted(trained.seed) == [0, 1, 2]
 
 
 def test_budget_keeps_the_most_valuable_cells_and_stops():
@@ -229,14 +256,15 @@ def test_cell_means_equal_aggregate_cells(released):
 
 
 def test_replay_on_the_released_results_reaches_the_full_map(released):
-    """The measured outcome of the default policy (coarse step 3 with edges, 2 starting seeds, boundary waves,
-    top-up to 5): over all 9 coarse offsets (seeds 0 and 1 first: the archive's only curve is between them),
-    the worst start agrees with the full 5-seed map on every cell at <= 40% of the model trainings."""
+    """Issue #22's target for the default policy (coarse step 3 with edges, 2 starting seeds, boundary waves,
+    top-ups one seed at a time): over all 9 coarse offsets (seeds 0 and 1 first: the archive's only curve is
+    between them), the worst start agrees with the full 5-seed map on >= 98% of the cells at <= 40% of the model
+    trainings (measured: 99.5% at 30.3-32.4%; the former top-up rule, 100% at 36.1-39.6%)."""
     bench = _benchmark()
     models, pairs = released
     summary = bench.run_one("released", models, pairs, AdaptiveSettings(), 0, False, log=lambda *_: None)
     assert summary["starts"] == 9
-    assert min(summary["agreement"]) == 1.0
+    assert min(summary["agreement"]) >= 0.98
     assert max(summary["models"]) <= 0.40
     assert max(summary["curves"]) <= 0.65  # fewer seeds save trainings, not curves: every trained cell has one
     assert summary["target_met"]
@@ -245,13 +273,14 @@ def test_replay_on_the_released_results_reaches_the_full_map(released):
 def test_replay_over_ten_seed_choices_with_the_curve_standing_in(released):
     """Other starting seeds than {0, 1}: the cell's one released curve stands in for the first pair trained
     (benchmarks/adaptive.py --mc-stand-in). 10 of the 90 (offset, seed pair) starts, spread evenly; measured:
-    every start agrees with the full map on every cell at <= 40% of the model trainings."""
+    every start agrees with the full map on >= 98% of the cells at <= 40% of the model trainings (over all 90
+    starts: 98.6-100% at 26.8-33.3%)."""
     bench = _benchmark()
     models, pairs = released
     summary = bench.run_one("released", models, pairs, AdaptiveSettings(), 10, True, log=lambda *_: None)
     assert summary["starts"] == 10
     assert len({tuple(s) for s in summary["seed_choices"]}) >= 4
-    assert min(summary["agreement"]) == 1.0
+    assert min(summary["agreement"]) >= 0.98
     assert max(summary["models"]) <= 0.40
 
 
@@ -277,7 +306,7 @@ def test_a_trained_cell_without_a_measured_pair_is_topped_up():
     gone = (pairs.load_value == GRID.load_values[9]) & (pairs.temperature_value == GRID.temperature_values[9])
     models.loc[(models.load_value == GRID.load_values[9]) & (models.temperature_value == GRID.temperature_values[9])
                & (models.seed == 1), "status"] = "diverged"
-    waves, _, _ = drive(AdaptiveSettings(), GRID, models, pairs[~gone])
+    waves, _, _ = drive(AdaptiveSettings(top_up_seeds=None), GRID, models, pairs[~gone])
     top_ups = [c for w in waves for c in w.cells if c.reason == "top-up"]
     assert [(GRID.index(c.load_value, c.temperature_value), c.seeds) for c in top_ups] == [((9, 9), (2, 3, 4))]
     assert "not measured" in top_ups[0].detail

@@ -73,7 +73,9 @@ def _save(fig, stem: str, formats=FORMATS) -> dict[str, str]:
     for fmt in formats:
         path = f"{stem}.{fmt}"
         # Written whole and renamed over the name: a link planted under it is replaced, never written through.
-        write_atomically(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=PNG_DPI if fmt == "png" else None))
+        # "tight": the phase map's legend sits right of its axes and grows with its entries (an adaptive run's)
+        write_atomically(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=PNG_DPI if fmt == "png" else None,
+                                                       bbox_inches="tight"))
         paths[fmt] = path
     return paths
 

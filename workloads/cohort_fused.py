@@ -25,6 +25,8 @@ from a cohort of three when `out` was 10 (the BLAS threads a single product othe
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from workloads.cohort_net import FusedNet, MemberFlatten
@@ -100,9 +102,13 @@ def _views(flat: torch.Tensor, params: list[torch.Tensor], sizes: list[int]) -> 
 def sgd_update(flat: torch.Tensor, grad: torch.Tensor, velocity: torch.Tensor, lr: torch.Tensor,
                weight_decay: torch.Tensor, momentum: torch.Tensor) -> None:
     """torch.optim.SGD's step for every member at once, in place: flat, grad, velocity (its momentum buffer)
-    (M, P); lr, weight_decay, momentum (M, 1). grad is overwritten by d = g + wd*p."""
+    (M, P); lr, weight_decay, momentum (M, 1). grad is overwritten by d = g + wd*p.
+
+    Three passes over the buffers: addcmul is one fused multiply-add per element (rounded once, vector body
+    and tail alike, so a member's bits do not depend on where its row falls), which also folds the momentum's
+    multiply and add into one pass: buf = d + momentum*buf."""
     d = grad.addcmul_(weight_decay, flat)
-    velocity.mul_(momentum).add_(d)
+    torch.addcmul(d, velocity, momentum, out=velocity)
     flat.addcmul_(lr, velocity, value=-1.0)
 
 
@@ -120,35 +126,84 @@ def layer_views(flat: torch.Tensor, layout: tuple[tuple[int, int], ...]
     return weights, biases
 
 
-def forward_backward(flat: torch.Tensor, grad: torch.Tensor, layout: tuple[tuple[int, int], ...], x: torch.Tensor,
-                     y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One MLP cohort's loss and gradients: flat (M, P) its parameters (``layer_views``), x (M, B, in) inputs,
-    y (M, B) int64 labels. The gradient of the sum over members of their mean cross-entropies is written into
-    grad (M, P), laid out as flat. Returns (mean cross-entropy per member (M,), correct predictions per member
-    (M,) int64).
+# The last layer's output columns (the classes) are padded to a multiple of this many: MKL's batched products
+# with 10 output columns ran 3-5x slower than with 16 ((5, 64, 256) @ (5, 256, 10): 210 us, with 16 columns
+# 40 us), a sixth of a step at width 64.
+LOGIT_PAD = 16
+
+
+def padded(n: int) -> int:
+    return -(-n // LOGIT_PAD) * LOGIT_PAD
+
+
+class StepBuffers(NamedTuple):
+    """What one step reads and writes besides its inputs, made once per batch size (``step_buffers``): the
+    layers' W^T (M, in, out) and biases (M, out), views of flat (the last layer's of ``last``); their gradients'
+    views of grad; last_source, the last layer's W^T and bias in flat (M, in + 1, C); last (M, in + 1, C'),
+    them padded to C' = padded(C) classes; minus_one (M, B, 1), the one-hot target's -1; out_features per
+    layer. Made per step, the views cost more Python time than a width-32 step's elementwise work."""
+
+    weights: list[torch.Tensor]
+    biases: list[torch.Tensor]
+    weight_grads: list[torch.Tensor]
+    bias_grads: list[torch.Tensor]
+    last_source: torch.Tensor
+    last: torch.Tensor
+    minus_one: torch.Tensor
+    out_features: tuple[int, ...]
+
+
+def step_buffers(flat: torch.Tensor, grad: torch.Tensor, layout: tuple[tuple[int, int], ...],
+                 batch: int) -> StepBuffers:
+    """The ``StepBuffers`` of a cohort's flat parameters and gradients (M, P) at one batch size. The padding
+    classes have zero weights and bias -inf: their logits are -inf, their probability and so their gradient
+    exactly 0, so they add exact zeros to every product and sum; only the first C columns of ``last`` are
+    written (from last_source) each step."""
+    m, (classes, in_features) = flat.shape[0], layout[-1]
+    weights, biases = layer_views(flat, layout)
+    weight_grads, bias_grads = layer_views(grad, layout)
+    last_source = flat[:, flat.shape[1] - (in_features + 1) * classes:].view(m, in_features + 1, classes)
+    last = flat.new_zeros(m, in_features + 1, padded(classes))
+    last[:, in_features, classes:] = float("-inf")
+    weights[-1], biases[-1] = last[:, :in_features], last[:, in_features]
+    return StepBuffers(weights, biases, weight_grads, bias_grads, last_source, last,
+                       flat.new_full((m, batch, 1), -1.0), tuple(out for out, _ in layout))
+
+
+def cross_entropy_backward(logits: torch.Tensor, y: torch.Tensor, minus_one: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(each member's mean cross-entropy over its batch (M,), correct predictions (M,) int64, the logits'
+    gradient (softmax - onehot) / B (M, B, C)) from logits (M, B, C) and labels y (M, B): the gradient in
+    three passes over the log-probabilities, in place (exp, the -1 at each label, the division)."""
+    labels = y.unsqueeze(2)
+    log_p = torch.log_softmax(logits, dim=2)
+    losses = log_p.gather(2, labels).squeeze(2).mean(1).neg_()
+    correct = (logits.argmax(2) == y).sum(1)
+    dz = log_p.exp_().scatter_add_(2, labels, minus_one).div_(logits.shape[1])
+    return losses, correct, dz
+
+
+def forward_backward(buffers: StepBuffers, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One MLP cohort's loss and gradients: buffers its parameters and gradients (``step_buffers``), x (M, B, in)
+    inputs, y (M, B) int64 labels. The gradient of the sum over members of their mean cross-entropies is written
+    into the gradient views. Returns (mean cross-entropy per member (M,), correct predictions per member (M,)
+    int64).
 
     Each gradient is computed into a fresh tensor and copied into its place (a plain copy: same orientation).
     Written with out= into the view, whose member stride is P, bmm took another path for M > 1 than for a
     cohort of one (whose view is contiguous) and rounded the last layer's gradient differently; torch.compile
-    cannot trace such an out= either."""
-    weights, biases = layer_views(flat, layout)  # W^T (M, in, out)
-    weight_grads, bias_grads = layer_views(grad, layout)
+    cannot trace such an out= either. The last layer runs on its padded copy (``LOGIT_PAD``)."""
+    weights, biases = buffers.weights, buffers.biases
+    buffers.last[..., :buffers.last_source.shape[2]].copy_(buffers.last_source)
     hidden = [x]  # the input of every Linear
-    z = x
-    for i, (w, b) in enumerate(zip(weights, biases)):
-        z = torch.baddbmm(b.unsqueeze(1), hidden[-1], w)
-        if i < len(weights) - 1:
-            hidden.append(z.relu())
-    labels = y.unsqueeze(2)
-    log_p = torch.log_softmax(z, dim=2)
-    losses = -log_p.gather(2, labels).squeeze(2).mean(1)
-    correct = (z.argmax(2) == y).sum(1)
-    dz = log_p.exp()  # softmax; minus the one-hot target, over the batch size: d(mean loss) / d logits
-    dz = dz.scatter_add(2, labels, torch.full(labels.shape, -1.0, dtype=dz.dtype, device=dz.device))
-    dz = dz / x.shape[1]
+    for w, b in zip(weights[:-1], biases[:-1]):
+        hidden.append(torch.baddbmm(b.unsqueeze(1), hidden[-1], w).relu_())  # in place: z is not needed again
+    logits = torch.baddbmm(biases[-1].unsqueeze(1), hidden[-1], weights[-1])  # (M, B, C')
+    losses, correct, dz = cross_entropy_backward(logits, y, buffers.minus_one)
     for i in range(len(weights) - 1, -1, -1):
-        weight_grads[i].copy_(torch.bmm(hidden[i].transpose(1, 2), dz))
-        bias_grads[i].copy_(dz.sum(1))
+        out = buffers.out_features[i]  # < dz's columns for the padded last layer
+        buffers.weight_grads[i].copy_(torch.bmm(hidden[i].transpose(1, 2), dz)[..., :out])
+        buffers.bias_grads[i].copy_(dz.sum(1)[:, :out])
         if i:
             # ReLU's backward, autograd's own kernel (0 where the ReLU's output is <= 0): one pass, not two
             dz = torch.ops.aten.threshold_backward(torch.bmm(dz, weights[i].transpose(1, 2)), hidden[i], 0)
@@ -157,16 +212,25 @@ def forward_backward(flat: torch.Tensor, grad: torch.Tensor, layout: tuple[tuple
 
 def fused_step(flat: torch.Tensor, grad: torch.Tensor, velocity: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
                lr: torch.Tensor, weight_decay: torch.Tensor, momentum: torch.Tensor,
-               layout: tuple[tuple[int, int], ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward, backward and SGD update of every member, in place on flat, grad and velocity (M, P): what
-    FusedStep runs, eager or compiled (a module-level function of tensors and the layout only, so one
-    compilation serves every cohort of the same shapes)."""
-    losses, correct = forward_backward(flat, grad, layout, x, y)
+               buffers: StepBuffers) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward, backward and SGD update of every member, in place on flat, grad and velocity (M, P) (buffers:
+    their ``step_buffers``): what FusedStep runs eager."""
+    losses, correct = forward_backward(buffers, x, y)
     sgd_update(flat, grad, velocity, lr, weight_decay, momentum)
     return losses, correct
 
 
-_COMPILED: dict[str, object] = {}  # torch.compile mode -> compiled fused_step
+def traced_step(flat: torch.Tensor, grad: torch.Tensor, velocity: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                lr: torch.Tensor, weight_decay: torch.Tensor, momentum: torch.Tensor,
+                layout: tuple[tuple[int, int], ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """fused_step with its buffers made inside: what FusedStep compiles (a module-level function of tensors and
+    the layout only, so one compilation serves every cohort of the same shapes, and no input is a view of
+    another)."""
+    return fused_step(flat, grad, velocity, x, y, lr, weight_decay, momentum,
+                      step_buffers(flat, grad, layout, x.shape[1]))
+
+
+_COMPILED: dict[str, object] = {}  # torch.compile mode -> compiled traced_step
 
 
 class FusedStep:
@@ -182,11 +246,13 @@ class FusedStep:
         self.layout = tuple((layer.weight.shape[1], layer.weight.shape[2]) for layer in net.linears)
         self.flatten = isinstance(next(iter(net.module.children())), MemberFlatten)
         self.sgd = sgd
-        if compile == "off":
+        self._buffers: dict[int, StepBuffers] = {}  # batch size -> eager step's buffers
+        self.compiled = compile != "off"
+        if not self.compiled:
             self._step = fused_step
         else:
             if compile not in _COMPILED:
-                _COMPILED[compile] = torch.compile(fused_step, mode=compile, dynamic=False)
+                _COMPILED[compile] = torch.compile(traced_step, mode=compile, dynamic=False)
             self._step = _COMPILED[compile]
 
     @torch.no_grad()
@@ -196,10 +262,14 @@ class FusedStep:
                              f"{tuple(labels.shape)}")
         x = inputs.flatten(2) if self.flatten else inputs
         sgd = self.sgd
+        batch = x.shape[1]
+        if not self.compiled and batch not in self._buffers:
+            self._buffers[batch] = step_buffers(sgd.flat, sgd.grad, self.layout, batch)
+        last = self.layout if self.compiled else self._buffers[batch]
 
         def run():
             return self._step(sgd.flat, sgd.grad, sgd.velocity, x, labels, sgd.lr, sgd.weight_decay, sgd.momentum,
-                              self.layout)
+                              last)
 
         if active is None:
             return run()
@@ -213,4 +283,5 @@ class FusedStep:
         return out
 
 
-__all__ = ["FlatSGD", "FusedStep", "forward_backward", "fused_step", "layer_views", "sgd_update"]
+__all__ = ["FlatSGD", "FusedStep", "LOGIT_PAD", "StepBuffers", "cross_entropy_backward", "forward_backward",
+           "fused_step", "layer_views", "padded", "sgd_update", "step_buffers", "traced_step"]

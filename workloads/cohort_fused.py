@@ -39,7 +39,7 @@ class FlatSGD:
 
     params: the stacked (M, *shape) parameters in the net's order (re-pointed in place, so the net, its state
     dict and checkpoints see the views). A 3-D one, a Linear's weight (M, out, in), is stored as (M, in, out)
-    and seen through its transpose (``layer_views``). ``buffers`` (read and assigned, as CohortSGD's list) are the momentum
+    and seen through its transpose (``layer_blocks``). ``buffers`` (read and assigned, as CohortSGD's list) are the momentum
     buffers as views shaped like ``params``; assigning copies the values in (a checkpoint's). lr, momentum,
     weight_decay: one number per member, held as (M, 1) tensors of the parameters' dtype. The update itself is
     ``sgd_update``, run by ``FusedStep`` after the backward.
@@ -99,31 +99,28 @@ def _views(flat: torch.Tensor, params: list[torch.Tensor], sizes: list[int]) -> 
     return out
 
 
-def sgd_update(flat: torch.Tensor, grad: torch.Tensor, velocity: torch.Tensor, lr: torch.Tensor,
-               weight_decay: torch.Tensor, momentum: torch.Tensor) -> None:
-    """torch.optim.SGD's step for every member at once, in place: flat, grad, velocity (its momentum buffer)
-    (M, P); lr, weight_decay, momentum (M, 1). grad is overwritten by d = g + wd*p.
+def sgd_update(flat: torch.Tensor, decayed: torch.Tensor, velocity: torch.Tensor, lr: torch.Tensor,
+               momentum: torch.Tensor) -> None:
+    """torch.optim.SGD's step for every member at once, in place on flat and velocity (its momentum buffer)
+    (M, P): decayed (M, P) holds d = g + wd*p (``forward_backward`` writes it); lr, momentum (M, 1).
 
-    Three passes over the buffers: addcmul is one fused multiply-add per element (rounded once, vector body
-    and tail alike, so a member's bits do not depend on where its row falls), which also folds the momentum's
+    Two passes over the buffers: addcmul is one fused multiply-add per element (rounded once, vector body
+    and tail alike, so a member's bits do not depend on where its row falls), which folds the momentum's
     multiply and add into one pass: buf = d + momentum*buf."""
-    d = grad.addcmul_(weight_decay, flat)
-    torch.addcmul(d, velocity, momentum, out=velocity)
+    torch.addcmul(decayed, velocity, momentum, out=velocity)
     flat.addcmul_(lr, velocity, value=-1.0)
 
 
-def layer_views(flat: torch.Tensor, layout: tuple[tuple[int, int], ...]
-                ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """(transposed weights [(M, in, out)], biases [(M, out)]): views of flat (M, P) holding the Linear layers of
-    ``layout`` ((out, in) per layer) as FlatSGD packs a FusedNet's parameters: W^T then bias, layer after layer."""
-    m = flat.shape[0]
-    weights, biases, start = [], [], 0
+def layer_blocks(flat: torch.Tensor, layout: tuple[tuple[int, int], ...]) -> list[torch.Tensor]:
+    """Views of flat (M, P) holding the Linear layers of ``layout`` ((out, in) per layer) as FlatSGD packs a
+    FusedNet's parameters, W^T then bias, layer after layer: per layer one (M, in + 1, out) block, its rows
+    :in the weight W^T and its row in the bias."""
+    m, blocks, start = flat.shape[0], [], 0
     for out_features, in_features in layout:
-        weights.append(flat[:, start:start + out_features * in_features].view(m, in_features, out_features))
-        start += out_features * in_features
-        biases.append(flat[:, start:start + out_features])
-        start += out_features
-    return weights, biases
+        size = (in_features + 1) * out_features
+        blocks.append(flat[:, start:start + size].view(m, in_features + 1, out_features))
+        start += size
+    return blocks
 
 
 # The last layer's output columns (the classes) are padded to a multiple of this many: MKL's batched products
@@ -137,16 +134,27 @@ def padded(n: int) -> int:
 
 
 class StepBuffers(NamedTuple):
-    """What one step reads and writes besides its inputs, made once per batch size (``step_buffers``): the
-    layers' W^T (M, in, out) and biases (M, out), views of flat (the last layer's of ``last``); their gradients'
-    views of grad; last_source, the last layer's W^T and bias in flat (M, in + 1, C); last (M, in + 1, C'),
-    them padded to C' = padded(C) classes; minus_one (M, B, 1), the one-hot target's -1; out_features per
-    layer. Made per step, the views cost more Python time than a width-32 step's elementwise work."""
+    """What one step reads and writes besides its inputs, made once per batch size (``step_buffers``).
 
-    weights: list[torch.Tensor]
-    biases: list[torch.Tensor]
-    weight_grads: list[torch.Tensor]
-    bias_grads: list[torch.Tensor]
+    Every Linear runs as one product with its bias folded in: its input with a column of ones appended,
+    (M, B, in + 1), times its (M, in + 1, out) block [W^T; bias], so the weight gradient's product
+    [H, 1]^T @ dZ yields the bias gradient (the sum of dZ over the batch) in its last row, already laid out as
+    the block in grad: no bias sum, and one elementwise pass puts a layer's whole gradient in place.
+
+    inputs: each Linear's input buffer (M, B, in + 1), ones in its last column; features: their first ``in``
+    columns (what x and the ReLUs write); blocks: the products' blocks, views of flat but the last layer's, which
+    is ``last``; params, grads: every layer's block in flat and in grad; weights_t: each block's W^T rows
+    transposed, W (M, out, in), for the input gradient; last_source: the last layer's block in flat
+    (M, in + 1, C); last (M, in + 1, C'): it padded to C' = padded(C) classes; minus_one (M, B, 1): the one-hot
+    target's -1; out_features per layer. Made per step, the views alone cost more Python time than a width-32
+    step's elementwise work."""
+
+    inputs: list[torch.Tensor]
+    features: list[torch.Tensor]
+    blocks: list[torch.Tensor]
+    params: list[torch.Tensor]
+    grads: list[torch.Tensor]
+    weights_t: list[torch.Tensor]
     last_source: torch.Tensor
     last: torch.Tensor
     minus_one: torch.Tensor
@@ -159,14 +167,14 @@ def step_buffers(flat: torch.Tensor, grad: torch.Tensor, layout: tuple[tuple[int
     classes have zero weights and bias -inf: their logits are -inf, their probability and so their gradient
     exactly 0, so they add exact zeros to every product and sum; only the first C columns of ``last`` are
     written (from last_source) each step."""
-    m, (classes, in_features) = flat.shape[0], layout[-1]
-    weights, biases = layer_views(flat, layout)
-    weight_grads, bias_grads = layer_views(grad, layout)
-    last_source = flat[:, flat.shape[1] - (in_features + 1) * classes:].view(m, in_features + 1, classes)
-    last = flat.new_zeros(m, in_features + 1, padded(classes))
-    last[:, in_features, classes:] = float("-inf")
-    weights[-1], biases[-1] = last[:, :in_features], last[:, in_features]
-    return StepBuffers(weights, biases, weight_grads, bias_grads, last_source, last,
+    m, classes = flat.shape[0], layout[-1][0]
+    params, grads = layer_blocks(flat, layout), layer_blocks(grad, layout)
+    last = flat.new_zeros(m, params[-1].shape[1], padded(classes))
+    last[:, -1, classes:] = float("-inf")
+    blocks = params[:-1] + [last]
+    inputs = [flat.new_ones(m, batch, in_features + 1) for _, in_features in layout]
+    return StepBuffers(inputs, [h[..., :-1] for h in inputs], blocks, params, grads,
+                       [block[:, :-1].transpose(1, 2) for block in blocks], params[-1], last,
                        flat.new_full((m, batch, 1), -1.0), tuple(out for out, _ in layout))
 
 
@@ -183,30 +191,32 @@ def cross_entropy_backward(logits: torch.Tensor, y: torch.Tensor, minus_one: tor
     return losses, correct, dz
 
 
-def forward_backward(buffers: StepBuffers, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def forward_backward(buffers: StepBuffers, x: torch.Tensor, y: torch.Tensor, weight_decay: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """One MLP cohort's loss and gradients: buffers its parameters and gradients (``step_buffers``), x (M, B, in)
-    inputs, y (M, B) int64 labels. The gradient of the sum over members of their mean cross-entropies is written
-    into the gradient views. Returns (mean cross-entropy per member (M,), correct predictions per member (M,)
-    int64).
+    inputs, y (M, B) int64 labels, weight_decay (M, 1). Into the gradient blocks goes d = g + wd*p, g the
+    gradient of the sum over members of their mean cross-entropies (SGD's first step, done as each gradient is
+    put in place: no pass of its own over the buffers). Returns (mean cross-entropy per member (M,), correct
+    predictions per member (M,) int64).
 
-    Each gradient is computed into a fresh tensor and copied into its place (a plain copy: same orientation).
+    Each product is computed into a fresh tensor, then combined into its place elementwise (same orientation).
     Written with out= into the view, whose member stride is P, bmm took another path for M > 1 than for a
     cohort of one (whose view is contiguous) and rounded the last layer's gradient differently; torch.compile
     cannot trace such an out= either. The last layer runs on its padded copy (``LOGIT_PAD``)."""
-    weights, biases = buffers.weights, buffers.biases
+    inputs, features = buffers.inputs, buffers.features
     buffers.last[..., :buffers.last_source.shape[2]].copy_(buffers.last_source)
-    hidden = [x]  # the input of every Linear
-    for w, b in zip(weights[:-1], biases[:-1]):
-        hidden.append(torch.baddbmm(b.unsqueeze(1), hidden[-1], w).relu_())  # in place: z is not needed again
-    logits = torch.baddbmm(biases[-1].unsqueeze(1), hidden[-1], weights[-1])  # (M, B, C')
+    features[0].copy_(x)
+    for i, block in enumerate(buffers.blocks[:-1]):
+        torch.clamp_min(torch.bmm(inputs[i], block), 0, out=features[i + 1])  # the ReLU, into the next input
+    logits = torch.bmm(inputs[-1], buffers.blocks[-1])  # (M, B, C')
     losses, correct, dz = cross_entropy_backward(logits, y, buffers.minus_one)
-    for i in range(len(weights) - 1, -1, -1):
-        out = buffers.out_features[i]  # < dz's columns for the padded last layer
-        buffers.weight_grads[i].copy_(torch.bmm(hidden[i].transpose(1, 2), dz)[..., :out])
-        buffers.bias_grads[i].copy_(dz.sum(1)[:, :out])
+    decay = weight_decay.unsqueeze(2)
+    for i in range(len(inputs) - 1, -1, -1):
+        gradient = torch.bmm(inputs[i].transpose(1, 2), dz)[..., :buffers.out_features[i]]  # [dW^T; db]
+        torch.addcmul(gradient, decay, buffers.params[i], out=buffers.grads[i])
         if i:
             # ReLU's backward, autograd's own kernel (0 where the ReLU's output is <= 0): one pass, not two
-            dz = torch.ops.aten.threshold_backward(torch.bmm(dz, weights[i].transpose(1, 2)), hidden[i], 0)
+            dz = torch.ops.aten.threshold_backward(torch.bmm(dz, buffers.weights_t[i]), features[i], 0)
     return losses, correct
 
 
@@ -215,8 +225,8 @@ def fused_step(flat: torch.Tensor, grad: torch.Tensor, velocity: torch.Tensor, x
                buffers: StepBuffers) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward, backward and SGD update of every member, in place on flat, grad and velocity (M, P) (buffers:
     their ``step_buffers``): what FusedStep runs eager."""
-    losses, correct = forward_backward(buffers, x, y)
-    sgd_update(flat, grad, velocity, lr, weight_decay, momentum)
+    losses, correct = forward_backward(buffers, x, y, weight_decay)
+    sgd_update(flat, grad, velocity, lr, momentum)
     return losses, correct
 
 
@@ -241,7 +251,7 @@ class FusedStep:
 
     def __init__(self, net: FusedNet, sgd: FlatSGD, compile: str = "off"):
         order = [t for layer in net.linears for t in (layer.weight, layer.bias)]
-        if [id(t) for t in order] != [id(p) for p in sgd.params]:  # layer_views' packing
+        if [id(t) for t in order] != [id(p) for p in sgd.params]:  # layer_blocks' packing
             raise ValueError("FlatSGD must hold the FusedNet's parameters, weight then bias, layer after layer")
         self.layout = tuple((layer.weight.shape[1], layer.weight.shape[2]) for layer in net.linears)
         self.flatten = isinstance(next(iter(net.module.children())), MemberFlatten)
@@ -284,4 +294,4 @@ class FusedStep:
 
 
 __all__ = ["FlatSGD", "FusedStep", "LOGIT_PAD", "StepBuffers", "cross_entropy_backward", "forward_backward",
-           "fused_step", "layer_views", "padded", "sgd_update", "step_buffers", "traced_step"]
+           "fused_step", "layer_blocks", "padded", "sgd_update", "step_buffers", "traced_step"]

@@ -6,16 +6,24 @@ Why: a narrow MLP's cohort step was framework-bound (autograd, the loss, CohortS
 (docs/benchmarks.md "Cohorts: the fused MLP step"). Here
 
 - every trainable parameter is a view into one (M, P) buffer (member m's P numbers in row m), its gradient
-  and momentum buffer likewise, so SGD is four whole-buffer operations with (M, 1) per-member factors;
-- a Linear's weight is stored transposed, W^T (in, out) row-major per member, the layout of the products:
-  the forward is H @ W^T, the input gradient dZ @ W, and the weight gradient one bmm, d(W^T) = H^T @ dZ,
-  copied into its place as it comes (no transposed copy). The parameter the net, its state dict and checkpoints
-  see is the (M, out, in) transposed view of that block;
+  and momentum buffer likewise, so the momentum and the parameter updates are one whole-buffer operation each
+  with (M, 1) per-member factors;
+- a Linear's weight is stored transposed, W^T (in, out) row-major per member, followed by its bias: one
+  (in + 1, out) block [W^T; b], the layout of the products. With a column of ones appended to its input H,
+  the forward is one bmm, [H, 1] @ [W^T; b], the weight and bias gradients one bmm, [H, 1]^T @ dZ (no bias
+  sum), put into place with the weight decay added as it comes (no transposed copy, no pass of its own), and
+  the input gradient dZ @ W. The parameter the net, its state dict and checkpoints see is the (M, out, in)
+  transposed view of the W^T rows;
+- the last layer's classes are padded to a multiple of 16 with classes of logit -inf (``LOGIT_PAD``): MKL's
+  products with 10 output columns ran at a fifth of the speed;
+- the views and buffers a step uses are made once per batch size (``StepBuffers``): made per step their Python
+  time rivalled a narrow step's arithmetic;
 - the loss is what the autograd path differentiates: the sum over members of each member's mean
   cross-entropy over its batch, so member m's gradient is that of its own loss, dZ_last = (softmax - onehot) / B.
 
 The update is torch.optim.SGD's arithmetic per element and member (as CohortSGD's): d = g + wd*p;
-buf = momentum*buf + d (buf = d on the first step: buffers start at zero); p = p - lr*buf. Every operation
+buf = momentum*buf + d (buf = d on the first step: buffers start at zero); p = p - lr*buf, the first two
+each one fused multiply-add (addcmul), so to rounding, not bit for bit, torch's. Every operation
 acts on each member's row alone (bmm per member, reductions over its own batch, elementwise ops with its own
 factors), so a member's weights do not depend on the cohort's size or company: bit for bit on one host
 (tests/workloads/test_cohort_fused.py). The products are those autograd takes for the grouped layers; the other
@@ -35,14 +43,15 @@ from workloads.settings import TrainConfig
 
 class FlatSGD:
     """CohortSGD's state over (M, P) buffers: the cohort's trainable parameters become views into ``flat``
-    (their values copied in), their gradients live in ``grad``, their momentum buffers in ``velocity``.
+    (their values copied in), their gradients (with the weight decay added: d = g + wd*p) live in ``grad``,
+    their momentum buffers in ``velocity``.
 
     params: the stacked (M, *shape) parameters in the net's order (re-pointed in place, so the net, its state
     dict and checkpoints see the views). A 3-D one, a Linear's weight (M, out, in), is stored as (M, in, out)
-    and seen through its transpose (``layer_blocks``). ``buffers`` (read and assigned, as CohortSGD's list) are the momentum
-    buffers as views shaped like ``params``; assigning copies the values in (a checkpoint's). lr, momentum,
+    and seen through its transpose (``layer_blocks``). ``buffers`` (read and assigned, as CohortSGD's list) are
+    the momentum buffers as views shaped like ``params``; assigning copies the values in (a checkpoint's). lr, momentum,
     weight_decay: one number per member, held as (M, 1) tensors of the parameters' dtype. The update itself is
-    ``sgd_update``, run by ``FusedStep`` after the backward.
+    ``forward_backward``'s weight decay and ``sgd_update``, run by ``FusedStep``.
     """
 
     def __init__(self, params: list[torch.Tensor], *, lr: list[float], momentum: list[float],
@@ -145,9 +154,9 @@ class StepBuffers(NamedTuple):
     columns (what x and the ReLUs write); blocks: the products' blocks, views of flat but the last layer's, which
     is ``last``; params, grads: every layer's block in flat and in grad; weights_t: each block's W^T rows
     transposed, W (M, out, in), for the input gradient; last_source: the last layer's block in flat
-    (M, in + 1, C); last (M, in + 1, C'): it padded to C' = padded(C) classes, last_head its first C columns; minus_one (M, B, 1): the one-hot
-    target's -1; out_features per layer. Made per step, the views alone cost more Python time than a width-32
-    step's elementwise work."""
+    (M, in + 1, C); last (M, in + 1, C'): it padded to C' = padded(C) classes, last_head its first C columns;
+    minus_one (M, B, 1): the one-hot target's -1; out_features per layer. Made per step, the views alone cost
+    more Python time than a width-32 step's elementwise work."""
 
     inputs: list[torch.Tensor]
     features: list[torch.Tensor]
@@ -183,7 +192,8 @@ def cross_entropy_backward(logits: torch.Tensor, y: torch.Tensor, minus_one: tor
                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(each member's mean cross-entropy over its batch (M,), correct predictions (M,) int64, the logits'
     gradient (softmax - onehot) / B (M, B, C)) from logits (M, B, C) and labels y (M, B): the gradient in
-    three passes over the log-probabilities, in place (exp, the -1 at each label, the division)."""
+    three passes over the log-probabilities, in place (exp, the -1 at each label, the division). Padding
+    classes of logit -inf (``step_buffers``) get probability and gradient exactly 0 and are never predicted."""
     labels = y.unsqueeze(2)
     log_p = torch.log_softmax(logits, dim=2)
     losses = log_p.gather(2, labels).squeeze(2).sum(1).div_(-logits.shape[1])  # mean(1): ~20 us, these ~6

@@ -150,15 +150,17 @@ class StepBuffers(NamedTuple):
     [H, 1]^T @ dZ yields the bias gradient (the sum of dZ over the batch) in its last row, already laid out as
     the block in grad: no bias sum, and one elementwise pass puts a layer's whole gradient in place.
 
-    inputs: each Linear's input buffer (M, B, in + 1), ones in its last column; features: their first ``in``
-    columns (what x and the ReLUs write); blocks: the products' blocks, views of flat but the last layer's, which
-    is ``last``; params, grads: every layer's block in flat and in grad; weights_t: each block's W^T rows
-    transposed, W (M, out, in), for the input gradient; last_source: the last layer's block in flat
-    (M, in + 1, C); last (M, in + 1, C'): it padded to C' = padded(C) classes, last_head its first C columns;
-    minus_one (M, B, 1): the one-hot target's -1; out_features per layer. Made per step, the views alone cost
-    more Python time than a width-32 step's elementwise work."""
+    inputs: each Linear's input buffer (M, B, in + 1), ones in its last column; inputs_t: their transposes
+    (M, in + 1, B), for the weight gradients; features: their first ``in`` columns (what x and the ReLUs
+    write); blocks: the products' blocks, views of flat but the last layer's, which is ``last``; params, grads:
+    every layer's block in flat and in grad; weights_t: each block's W^T rows transposed, W (M, out, in), for
+    the input gradient; last_source: the last layer's block in flat (M, in + 1, C); last (M, in + 1, C'): it
+    padded to C' = padded(C) classes, last_head its first C columns; minus_one (M, B, 1): the one-hot target's
+    -1; out_features per layer. Made per step, the views alone cost more Python time than a width-32 step's
+    elementwise work."""
 
     inputs: list[torch.Tensor]
+    inputs_t: list[torch.Tensor]
     features: list[torch.Tensor]
     blocks: list[torch.Tensor]
     params: list[torch.Tensor]
@@ -183,7 +185,7 @@ def step_buffers(flat: torch.Tensor, grad: torch.Tensor, layout: tuple[tuple[int
     last[:, -1, classes:] = float("-inf")
     blocks = params[:-1] + [last]
     inputs = [flat.new_ones(m, batch, in_features + 1) for _, in_features in layout]
-    return StepBuffers(inputs, [h[..., :-1] for h in inputs], blocks, params, grads,
+    return StepBuffers(inputs, [h.transpose(1, 2) for h in inputs], [h[..., :-1] for h in inputs], blocks, params, grads,
                        [block[:, :-1].transpose(1, 2) for block in blocks], params[-1], last[..., :classes], last,
                        flat.new_full((m, batch, 1), -1.0), tuple(out for out, _ in layout))
 
@@ -222,12 +224,13 @@ def forward_backward(buffers: StepBuffers, x: torch.Tensor, y: torch.Tensor, wei
     logits = torch.bmm(inputs[-1], buffers.blocks[-1])  # (M, B, C')
     losses, correct, dz = cross_entropy_backward(logits, y, buffers.minus_one)
     decay = weight_decay.unsqueeze(2)
+    gradient = torch.bmm(buffers.inputs_t[-1], dz).narrow(2, 0, buffers.out_features[-1])  # unpadded
     for i in range(len(inputs) - 1, -1, -1):
-        gradient = torch.bmm(inputs[i].transpose(1, 2), dz).narrow(2, 0, buffers.out_features[i])  # [dW^T; db]
-        torch.addcmul(gradient, decay, buffers.params[i], out=buffers.grads[i])
+        torch.addcmul(gradient, decay, buffers.params[i], out=buffers.grads[i])  # gradient: [dW^T; db]
         if i:
             # ReLU's backward, autograd's own kernel (0 where the ReLU's output is <= 0): one pass, not two
             dz = torch.ops.aten.threshold_backward(torch.bmm(dz, buffers.weights_t[i]), features[i], 0)
+            gradient = torch.bmm(buffers.inputs_t[i - 1], dz)
     return losses, correct
 
 

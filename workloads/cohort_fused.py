@@ -185,9 +185,11 @@ def step_buffers(flat: torch.Tensor, grad: torch.Tensor, layout: tuple[tuple[int
     last[:, -1, classes:] = float("-inf")
     blocks = params[:-1] + [last]
     inputs = [flat.new_ones(m, batch, in_features + 1) for _, in_features in layout]
-    return StepBuffers(inputs, [h.transpose(1, 2) for h in inputs], [h[..., :-1] for h in inputs], blocks, params, grads,
-                       [block[:, :-1].transpose(1, 2) for block in blocks], params[-1], last[..., :classes], last,
-                       flat.new_full((m, batch, 1), -1.0), tuple(out for out, _ in layout))
+    return StepBuffers(inputs=inputs, inputs_t=[h.transpose(1, 2) for h in inputs],
+                       features=[h[..., :-1] for h in inputs], blocks=blocks, params=params, grads=grads,
+                       weights_t=[block[:, :-1].transpose(1, 2) for block in blocks], last_source=params[-1],
+                       last_head=last[..., :classes], last=last, minus_one=flat.new_full((m, batch, 1), -1.0),
+                       out_features=tuple(out for out, _ in layout))
 
 
 def cross_entropy_backward(logits: torch.Tensor, y: torch.Tensor, minus_one: torch.Tensor
@@ -279,6 +281,15 @@ class FusedStep:
                 _COMPILED[compile] = torch.compile(traced_step, mode=compile, dynamic=False)
             self._step = _COMPILED[compile]
 
+    def _last_argument(self, batch: int):
+        """What the step takes after the update's factors: compiled, the layout (traced_step makes its buffers
+        inside the graph); eager, this batch size's StepBuffers, made on first use."""
+        if self.compiled:
+            return self.layout
+        if batch not in self._buffers:
+            self._buffers[batch] = step_buffers(self.sgd.flat, self.sgd.grad, self.layout, batch)
+        return self._buffers[batch]
+
     @torch.no_grad()
     def __call__(self, inputs: torch.Tensor, labels: torch.Tensor, active: torch.Tensor | None = None):
         if labels.dim() != 2:
@@ -286,14 +297,11 @@ class FusedStep:
                              f"{tuple(labels.shape)}")
         x = inputs.flatten(2) if self.flatten else inputs
         sgd = self.sgd
-        batch = x.shape[1]
-        if not self.compiled and batch not in self._buffers:
-            self._buffers[batch] = step_buffers(sgd.flat, sgd.grad, self.layout, batch)
-        last = self.layout if self.compiled else self._buffers[batch]
+        last_argument = self._last_argument(x.shape[1])
 
         def run():
             return self._step(sgd.flat, sgd.grad, sgd.velocity, x, labels, sgd.lr, sgd.weight_decay, sgd.momentum,
-                              last)
+                              last_argument)
 
         if active is None:
             return run()

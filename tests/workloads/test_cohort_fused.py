@@ -51,9 +51,12 @@ def _train(indices, x, y, backend="fused", **kw):
     return net, train_cohort(net, x, y.expand(len(indices), -1), configs, **kw)
 
 
-def test_a_members_weights_do_not_depend_on_the_cohort_it_trains_in():
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_members_weights_do_not_depend_on_the_cohort_it_trains_in(threads):
     """Member 0 alone, second of three and last of five (the others with other lr, weight decay, momentum,
-    schedule): the same bits, and the same epoch losses."""
+    schedule): the same bits, and the same epoch losses, at one and at two threads (where the BLAS may split
+    a single member's product across threads)."""
+    torch.set_num_threads(threads)  # one_torch_thread puts the count back
     x, y = _data()
     runs = {1: [0], 3: [1, 0, 2], 5: [2, 1, 4, 3, 0]}
     got = {}
@@ -83,6 +86,24 @@ def test_members_equal_torch_optim_sgd_in_float64(dtype, rel):
         assert relative_difference(member_state(net.stacked_state(), i), want) <= rel
         losses = [h["train_loss"] for h in result.histories[i]]  # kept by the epoch loop in float32
         assert losses == pytest.approx([h[0] for h in history], rel=max(rel, 1e-6))
+        assert [h["train_acc"] for h in result.histories[i]] == [h[1] for h in history]
+
+
+@pytest.mark.parametrize("classes", [3, 16])
+def test_any_number_of_classes_equals_torch_optim_sgd(classes):
+    """The last layer runs with its classes padded to a multiple of LOGIT_PAD (16): padded from 3, and not at
+    all at 16, the members still equal torch.optim.SGD in float64, losses and accuracies included."""
+    x, y = _data(dtype=torch.float64)
+    y = y % classes
+    models = [seeded_model("mlp", SETTINGS[i][0], width=16, num_classes=classes, input_shape=(40,)) for i in (0, 1)]
+    net = build_cohort_net(models[0], [m.state_dict() for m in models], "fused")
+    net.module.double()
+    configs = _configs([0, 1], epochs=2)
+    result = train_cohort(net, x, y.expand(2, -1), configs)
+    for i, (model, config) in enumerate(zip(models, configs)):
+        want, history = sgd_reference(model, x, y, config, torch.float64)
+        assert relative_difference(member_state(net.stacked_state(), i), want) <= 1e-12
+        assert [h["train_loss"] for h in result.histories[i]] == pytest.approx([h[0] for h in history], rel=1e-6)
         assert [h["train_acc"] for h in result.histories[i]] == [h[1] for h in history]
 
 

@@ -28,6 +28,7 @@ random numbers, else plain.
 from __future__ import annotations
 
 import copy
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -526,24 +527,20 @@ def resolve_backend(backend: str, template: nn.Module, members: int, example: to
     raise ValueError(f"{which} train {members} x {type(template).__name__} ({detail})")
 
 
-def _grouped_problem(template: nn.Module, members: int, example: torch.Tensor) -> str | None:
-    """Why the hand-batched layers cannot hold this model, or None. Built on the meta device: free."""
-    try:
-        with torch.device("meta"):
-            GroupedNet(template, 1)
-    except NotImplementedError as err:
-        return str(err)
-    return None
+def _build_problem(net_class: type) -> Callable[[nn.Module, int, torch.Tensor], str | None]:
+    """The check of a backend whose net refuses a model it cannot hold (GroupedNet: a layer without a
+    hand-batched version; FusedNet: anything but a chain of Linear and ReLU): why, or None. Built on the meta
+    device: free."""
 
+    def problem(template: nn.Module, members: int, example: torch.Tensor) -> str | None:
+        try:
+            with torch.device("meta"):
+                net_class(template, 1)
+        except NotImplementedError as err:
+            return str(err)
+        return None
 
-def _fused_problem(template: nn.Module, members: int, example: torch.Tensor) -> str | None:
-    """Why the fused step cannot train this model, or None (built on the meta device)."""
-    try:
-        with torch.device("meta"):
-            FusedNet(template, 1)
-    except NotImplementedError as err:
-        return str(err)
-    return None
+    return problem
 
 
 def _vmap_problem(template: nn.Module, members: int, example: torch.Tensor) -> str | None:
@@ -584,7 +581,8 @@ def _plain_problem(template: nn.Module, members: int, example: torch.Tensor) -> 
     return None
 
 
-_PROBLEMS = {"fused": _fused_problem, "grouped": _grouped_problem, "vmap": _vmap_problem, "plain": _plain_problem}
+_PROBLEMS = {"fused": _build_problem(FusedNet), "grouped": _build_problem(GroupedNet), "vmap": _vmap_problem,
+             "plain": _plain_problem}
 _NETS = {"fused": FusedNet, "grouped": GroupedNet, "vmap": VmapNet, "plain": PlainNet}
 
 

@@ -4,6 +4,7 @@
     python benchmarks/cohort.py --backends      grouped kernels vs torch.func per model family (training steps)
     python benchmarks/cohort.py --hessian       vectorised vs one-at-a-time Hessian per MLP width
     python benchmarks/cohort.py --fused         the grouped engine's step vs the fused MLP step (eager, compiled)
+    python benchmarks/cohort.py --curves        the same for the curves' middle-point step (Bezier, eager)
 
 Grid mode (default: the built-in demo, 72 trainings of 70 epochs). The grid's models are grouped as the
 orchestrator will group them (workloads.cohort_experiment.plan_model_cohorts: the seeds of a cell for a
@@ -420,6 +421,50 @@ def fused(args) -> int:
     return 0
 
 
+def curves(args) -> int:
+    """Per MLP width: one epoch of the demo's curve training (its settings: batch 128, the Bezier middle points
+    of ``--members`` pairs, each pair its own t per step) by the grouped engine's autograd step and by the fused
+    step, interleaved, each from the same endpoints; ms per step, the ratio, % of the fp32 peak measured first
+    (a curve step's products are a training step's), and how far the middle points end apart (rounding)."""
+    import torch
+
+    from workloads.metrics.connectivity import CurveConfig, curve_cohort, train_curves
+    from workloads.models import seeded_model
+
+    pairs, n = args.members, 4000  # the demo: a ring of 5 pairs per cell, MNIST-1D's 4000 training examples
+    config = CurveConfig(epochs=1, lr=0.2, weight_decay=5e-4)  # the demo's lr; 1 epoch: the lr floor, same work
+    steps = n // config.batch_size
+    configs = [dataclasses.replace(config, seed=p) for p in range(pairs)]
+    load, peak = _load_average(), fp32_peak()
+    print(f"MLP 40-w-w-10, {pairs} curves, batch {config.batch_size}, one epoch of {steps} steps per timing "
+          f"through train_curves, median of {args.repeats}; {args.threads} thread(s); torch.mm 2048^2 fp32: "
+          f"{peak / 1e9:.1f} GFLOP/s; load average {load}", flush=True)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(n, 40, generator=gen), torch.randint(0, 10, (n,), generator=gen)
+    for width in args.widths:
+        models = [seeded_model("mlp", s, width=width, num_classes=10, input_shape=(40,)) for s in range(pairs + 1)]
+        ends = [(models[p], models[p + 1]) for p in range(pairs)]
+        flops = mlp_step_flops([(width, 40), (width, width), (10, width)], config.batch_size, pairs)
+
+        def run(backend):
+            net, end_a, end_b = curve_cohort(ends, "cpu", backend)
+            return train_curves(net, end_a, end_b, x, y.expand(pairs, -1), configs)[0]
+
+        middles = {name: run(name) for name in ("grouped", "fused")}  # also warms both up
+        times = {name: [] for name in middles}
+        for rep in range(args.repeats):
+            for name in (("grouped", "fused") if rep % 2 == 0 else ("fused", "grouped")):
+                times[name].append(_seconds(lambda: run(name)) / steps)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        pct = {k: 100 * flops / v / peak for k, v in med.items()}
+        print(f"  w={width:<4} grouped {med['grouped'] * 1e3:6.2f} ms/step ({pct['grouped']:4.1f}% of peak) | fused "
+              f"{med['fused'] * 1e3:6.2f} ({pct['fused']:4.1f}%, x{med['grouped'] / med['fused']:.2f}) | middle "
+              f"points fused vs grouped after {steps} steps: {_relative(middles['fused'], middles['grouped']):.1e} "
+              "relative", flush=True)
+    print(f"load average at the end: {_load_average()}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("config", nargs="?", default="demo", help="built-in name or YAML path (default demo)")
@@ -431,10 +476,13 @@ def main(argv=None) -> int:
     parser.add_argument("--backends", action="store_true", help="grouped vs torch.func per model family")
     parser.add_argument("--hessian", action="store_true", help="vectorised vs one-at-a-time Hessian")
     parser.add_argument("--fused", action="store_true", help="the grouped engine's step vs the fused MLP step")
-    parser.add_argument("--members", type=int, default=5, help="--fused: cohort size")
-    parser.add_argument("--widths", type=int, nargs="+", default=[32, 64, 128, 256], help="--fused: MLP widths")
+    parser.add_argument("--curves", action="store_true", help="the grouped engine's curve step vs the fused one")
+    parser.add_argument("--members", type=int, default=5, help="--fused / --curves: cohort size")
+    parser.add_argument("--widths", type=int, nargs="+", default=[32, 64, 128, 256],
+                        help="--fused / --curves: MLP widths")
     parser.add_argument("--steps", type=int, default=20, help="--backends: steps per timing")
-    parser.add_argument("--repeats", type=int, default=3, help="--backends / --hessian / --fused: timed repeats")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="--backends / --hessian / --fused / --curves: timed repeats")
     args = parser.parse_args(argv)
 
     import torch
@@ -446,6 +494,8 @@ def main(argv=None) -> int:
         return hessian(args)
     if args.fused:
         return fused(args)
+    if args.curves:
+        return curves(args)
     return grid(args)
 
 

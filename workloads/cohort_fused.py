@@ -56,10 +56,9 @@ class FlatSGD:
 
     def __init__(self, params: list[torch.Tensor], *, lr: list[float], momentum: list[float],
                  weight_decay: list[float], device: torch.device):
-        m = params[0].shape[0]
         sizes = [p[0].numel() for p in params]
         dtype = params[0].dtype
-        self.flat = torch.cat([_stored(p.detach()).reshape(m, -1) for p in params], dim=1).to(device)
+        self.flat = packed(params).to(device)
         self.grad = torch.zeros_like(self.flat)
         self.velocity = torch.zeros_like(self.flat)
         self.params = params
@@ -92,6 +91,13 @@ class FlatSGD:
         with torch.no_grad():
             for view, value in zip(self._buffers, values):
                 view.copy_(value)
+
+
+def packed(params: list[torch.Tensor]) -> torch.Tensor:
+    """A copy of the stacked (M, *shape) ``params`` as FlatSGD lays them out: (M, P), member m's numbers in row m,
+    parameter after parameter, a Linear's weight as W^T."""
+    m = params[0].shape[0]
+    return torch.cat([_stored(p.detach()).reshape(m, -1) for p in params], dim=1)
 
 
 def _stored(p: torch.Tensor) -> torch.Tensor:
@@ -303,17 +309,83 @@ class FusedStep:
             return self._step(sgd.flat, sgd.grad, sgd.velocity, x, labels, sgd.lr, sgd.weight_decay, sgd.momentum,
                               last_argument)
 
-        if active is None:
-            return run()
-        # Frozen members: every member steps with the arithmetic of a cohort where all step (so an active
-        # member's weights do not depend on another's divergence), then the frozen rows of parameters and
-        # momentum are put back bit for bit (advanced indexing copies them).
-        inactive = ~active
-        saved = sgd.flat[inactive], sgd.velocity[inactive]
-        out = run()
-        sgd.flat[inactive], sgd.velocity[inactive] = saved
-        return out
+        return _keeping_frozen_rows(sgd, active, run)
 
 
-__all__ = ["FlatSGD", "FusedStep", "LOGIT_PAD", "StepBuffers", "cross_entropy_backward", "forward_backward",
-           "fused_step", "layer_blocks", "padded", "sgd_update", "step_buffers", "traced_step"]
+def _keeping_frozen_rows(sgd: FlatSGD, active: torch.Tensor | None, run):
+    """run()'s result, the rows of sgd's parameters and momentum of members not ``active`` ((M,) bool, or None:
+    all are) put back afterwards bit for bit. Every member steps with the arithmetic of a cohort where all step,
+    so an active member's weights do not depend on another's divergence or pause."""
+    if active is None:
+        return run()
+    inactive = ~active
+    saved = sgd.flat[inactive], sgd.velocity[inactive]  # advanced indexing copies them
+    out = run()
+    sgd.flat[inactive], sgd.velocity[inactive] = saved
+    return out
+
+
+class FusedCurveStep:
+    """The SGD step of P Bezier curves' middle points (workloads/metrics/connectivity.py) on a FusedNet:
+    ``step(inputs, labels, coefficients, active)`` -> (cross-entropy (P,), objective (P,), correct (P,)), the
+    middle points updated in place.
+
+    Pair p's curve point is γ_p = ca_p θ_a + cm_p θ_c + cb_p θ_b and its objective CE(γ_p) + ½ wd_p ||γ_p||², so
+    the middle point's gradient is cm_p (∇CE(γ_p) + wd_p γ_p): ``forward_backward`` at γ (with the pairs' weight
+    decays) writes the bracket, one pass scales it by cm, and ``sgd_update`` (no weight decay of its own) steps
+    θ_c. γ lives in its own (P, P') buffer in FlatSGD's layout beside the packed endpoints; the middle points
+    are FlatSGD's parameters, so the tensors of ``middle`` become views into its buffer (W^T for weights).
+
+    net: the curves' FusedNet of P members (its own parameters are not read); end_a, middle, end_b:
+    {name: (P, *shape)} in the net's parameter order; lr, momentum, weight_decay: one number per pair.
+    inputs (P, B, *input_shape) as ``net.inputs`` makes them, labels (P, B); coefficients (P, 3) per pair
+    (ca, cm, cb); active: None or (P,) bool (False: the pair takes no step this time)."""
+
+    def __init__(self, net: FusedNet, end_a: dict[str, torch.Tensor], middle: dict[str, torch.Tensor],
+                 end_b: dict[str, torch.Tensor], *, lr: list[float], momentum: list[float],
+                 weight_decay: list[float]):
+        names = [name for name, _ in net.module.named_parameters()]
+        if not (list(end_a) == list(middle) == list(end_b) == names):
+            raise ValueError(f"curve points must name the FusedNet's parameters in its order {names}; got "
+                             f"{list(middle)}")
+        device = next(iter(middle.values())).device
+        self.sgd = FlatSGD(list(middle.values()), lr=lr, momentum=momentum, weight_decay=[0.0] * len(lr),
+                           device=device)
+        self.weight_decay = self.sgd._factor(weight_decay)
+        self.end_a, self.end_b = packed(list(end_a.values())), packed(list(end_b.values()))
+        self.point = torch.empty_like(self.sgd.flat)  # γ, in FlatSGD's layout
+        self.layout = tuple((layer.weight.shape[1], layer.weight.shape[2]) for layer in net.linears)
+        self.flatten = isinstance(next(iter(net.module.children())), MemberFlatten)
+        self._buffers: dict[int, StepBuffers] = {}  # batch size -> the step's buffers over γ
+
+    def set_lr(self, lrs: list[float]) -> None:
+        self.sgd.set_lr(lrs)
+
+    @torch.no_grad()
+    def __call__(self, inputs: torch.Tensor, labels: torch.Tensor, coefficients: torch.Tensor,
+                 active: torch.Tensor | None = None):
+        if labels.dim() != 2:
+            raise ValueError(f"the fused MLP step trains on one label per example, (P, B) targets; got "
+                             f"{tuple(labels.shape)}")
+        x = inputs.flatten(2) if self.flatten else inputs
+        sgd, point = self.sgd, self.point
+        if x.shape[1] not in self._buffers:
+            self._buffers[x.shape[1]] = step_buffers(point, sgd.grad, self.layout, x.shape[1])
+        buffers = self._buffers[x.shape[1]]
+        ca, cm, cb = (c.unsqueeze(1) for c in coefficients.unbind(1))  # (P, 1) each
+
+        def run():
+            torch.mul(self.end_a, ca, out=point)
+            point.addcmul_(sgd.flat, cm).addcmul_(self.end_b, cb)
+            losses, correct = forward_backward(buffers, x, labels, self.weight_decay)
+            objectives = losses + 0.5 * self.weight_decay.squeeze(1) * torch.linalg.vecdot(point, point)
+            sgd.grad.mul_(cm)
+            sgd_update(sgd.flat, sgd.grad, sgd.velocity, sgd.lr, sgd.momentum)
+            return losses, objectives, correct
+
+        return _keeping_frozen_rows(sgd, active, run)
+
+
+__all__ = ["FlatSGD", "FusedCurveStep", "FusedStep", "LOGIT_PAD", "StepBuffers", "cross_entropy_backward",
+           "forward_backward", "fused_step", "layer_blocks", "packed", "padded", "sgd_update", "step_buffers",
+           "traced_step"]

@@ -12,9 +12,10 @@ import dataclasses
 import pytest
 import torch
 
-from workloads.cohort_fused import FlatSGD
+from workloads.cohort_fused import FlatSGD, FusedCurveStep
 from workloads.cohort_net import FusedNet, build_cohort_net, member_state
 from workloads.cohort_train import Execution, train_cohort
+from workloads.metrics.connectivity import CurveConfig, CurveDiverged, curve_cohort, initial_middle, train_curves
 from workloads.models import seeded_model
 from workloads.train import TrainConfig
 
@@ -194,3 +195,75 @@ def test_the_compiled_step_gives_the_eager_result(monkeypatch):
     assert list(cohort_fused._COMPILED) == ["default"]
     for key, value in eager.stacked_state().items():
         torch.testing.assert_close(compiled.stacked_state()[key], value, rtol=1e-5, atol=1e-7)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Curves (workloads/metrics/connectivity.py's middle-point SGD on the fused step)
+
+
+def _curve_pairs(dtype, width=16, depth=2, pairs=3):
+    models = [seeded_model("mlp", s, width=width, depth=depth, num_classes=10, input_shape=(40,)).to(dtype)
+              for s in range(pairs + 1)]
+    return [(models[i], models[i + 1]) for i in range(pairs)]
+
+
+def _curve_configs(count, epochs=3):
+    base = CurveConfig(epochs=epochs, lr=0.05, batch_size=32, points=3, weight_decay=5e-4)  # epoch 3: lr decays
+    changes = [{}, dict(lr=0.02, seed=3, weight_decay=0.0), dict(momentum=0.5, seed=1, weight_decay=2e-3)]
+    return [dataclasses.replace(base, **changes[i % 3]) for i in range(count)]
+
+
+def _train_curves(pairs, backend, configs, x, y):
+    net, end_a, end_b = curve_cohort(pairs, "cpu", backend)
+    return train_curves(net, end_a, end_b, x, y.expand(len(pairs), -1), configs)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_fused_curves_equal_the_autograd_curves_in_float64(depth):
+    """Per pair its own lr, momentum, weight decay and t draws; the grouped backend's autograd of the penalised
+    loss at γ(t) is the reference for the middle points and the epoch means."""
+    x, y = _data(dtype=torch.float64)
+    pairs = _curve_pairs(torch.float64, depth=depth)
+    configs = _curve_configs(3)
+    fused, fused_hist, _ = _train_curves(pairs, "fused", configs, x, y)
+    want, want_hist, _ = _train_curves(pairs, "grouped", configs, x, y)
+    assert list(fused) == list(want)
+    assert all(t.is_contiguous() for t in fused.values())
+    # The middle points move by 4-11% of their norm in these 3 epochs; the two float64 paths round differently
+    # (fused multiply-adds, products in another orientation): 4e-11 apart, 2e-13 after the first epoch.
+    assert relative_difference(fused, want) < 1e-9
+    for got, ref in zip(fused_hist, want_hist):
+        for key in ("train_loss", "objective", "train_error"):
+            assert [h[key] for h in got] == pytest.approx([h[key] for h in ref], rel=1e-9), key
+    assert any(h["objective"] > h["train_loss"] for h in fused_hist[0])  # the penalty is in the objective
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_curve_does_not_depend_on_the_pairs_it_trains_with(threads):
+    torch.set_num_threads(threads)
+    x, y = _data()
+    pairs, configs = _curve_pairs(torch.float32), _curve_configs(3)
+    together, hist, _ = _train_curves(pairs, "fused", configs, x, y)
+    for p in range(3):
+        alone, [alone_hist], _ = _train_curves(pairs[p:p + 1], "fused", configs[p:p + 1], x, y)
+        for name in alone:
+            assert torch.equal(together[name][p], alone[name][0]), (p, name)
+        assert [h["train_loss"] for h in hist[p]] == [h["train_loss"] for h in alone_hist]
+
+
+def test_a_diverged_curve_is_frozen_bit_for_bit():
+    x, y = _data()
+    pairs, configs = _curve_pairs(torch.float32, pairs=2), _curve_configs(2, epochs=2)
+    configs[0] = dataclasses.replace(configs[0], lr=1e6)
+    middle, hist, failures = _train_curves(pairs, "fused", configs, x, y)
+    assert isinstance(failures[0], CurveDiverged) and failures[1] is None and len(hist[0]) < 2
+    alone, _, _ = _train_curves(pairs[1:], "fused", configs[1:], x, y)
+    assert all(torch.equal(middle[name][1], alone[name][0]) for name in alone)
+
+
+def test_fused_curve_points_must_be_the_nets_parameters():
+    pairs = _curve_pairs(torch.float32, pairs=1)
+    net, end_a, end_b = curve_cohort(pairs, "cpu", "fused")
+    middle = dict(reversed(list(initial_middle(end_a, end_b).items())))
+    with pytest.raises(ValueError, match="in its order"):
+        FusedCurveStep(net, end_a, middle, end_b, lr=[0.1], momentum=[0.9], weight_decay=[0.0])

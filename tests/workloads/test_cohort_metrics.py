@@ -26,7 +26,7 @@ from workloads.cohort_experiment import (
     plan_pair_cohorts,
     train_and_measure_cohort,
 )
-from workloads.cohort_net import build_cohort_net
+from workloads.cohort_net import build_cohort_net, resolve_backend
 from workloads.data import corrupt_labels, load_dataset
 from workloads.experiment import ModelSpec, PairSpec, measure_pair, train_and_measure
 from workloads.metrics.cohort_hessian import CohortHessianOperator, estimate_hessian_cohort
@@ -153,10 +153,11 @@ def test_cohort_products_of_one_vector_and_of_a_block_at_once(digits, backend):
 # Curves
 
 
-@pytest.mark.parametrize("name, kw, dtype, backend", [("mlp", {}, torch.float32, "grouped"),
+@pytest.mark.parametrize("name, kw, dtype, backend", [("mlp", {}, torch.float32, "fused"),
+                                                      ("mlp", {}, torch.float32, "grouped"),
                                                       ("cnn", {"batch_norm": True}, torch.float64, "grouped"),
                                                       ("cnn", {"batch_norm": True}, torch.float64, "vmap")],
-                         ids=["mlp-fp32", "cnn-bn-fp64", "cnn-bn-fp64-vmap"])
+                         ids=["mlp-fp32-fused", "mlp-fp32", "cnn-bn-fp64", "cnn-bn-fp64-vmap"])
 def test_three_pairs_together_equal_each_pair_alone(digits, name, kw, dtype, backend):
     """Per pair its own lr and seed (t draws); BatchNorm recomputed per pair and point. The BatchNorm net in
     float64: in float32 the grouped convolution of 3 members rounds differently from that of 1 (by ~1e-7)."""
@@ -175,23 +176,24 @@ def test_three_pairs_together_equal_each_pair_alone(digits, name, kw, dtype, bac
         for key in ("train_error", "test_error", "train_loss", "test_loss"):
             assert getattr(result, key).tolist() == getattr(want, key).tolist(), key
         assert [h["train_loss"] for h in result.history] == [h["train_loss"] for h in want.history]
-        if backend == "grouped":  # what connect_models builds for these architectures
+        if backend == resolve_backend("auto", a, 1, x):  # what connect_models builds for this architecture
             assert connect_models(a, b, x, digits.train_y, tx, digits.test_y, config).train_loss.tolist() == \
                 want.train_loss.tolist()
 
 
-def test_a_diverged_curve_is_frozen_while_the_others_finish(digits):
+@pytest.mark.parametrize("backend", ["fused", "grouped"])
+def test_a_diverged_curve_is_frozen_while_the_others_finish(digits, backend):
     models = trained_members("mlp", digits, (0, 1, 2), width=4)
     pairs = [(models[0], models[1]), (models[1], models[2])]
     ok = CurveConfig(epochs=2, lr=0.05, batch_size=128, points=5)
     configs = [dataclasses.replace(ok, lr=1e6), ok]
-    got = connect_cohort(*curve_cohort(pairs, "cpu", "grouped"), digits.train_x, digits.train_y.expand(2, -1),
-                         digits.test_x, digits.test_y.expand(2, -1), configs)
-    alone = connect_models(*pairs[0], digits, configs[0])
+    x, y, tx, ty = digits.train_x, digits.train_y[None], digits.test_x, digits.test_y[None]
+    got = connect_cohort(*curve_cohort(pairs, "cpu", backend), x, y.expand(2, -1), tx, ty.expand(2, -1), configs)
+    [alone] = connect_cohort(*curve_cohort(pairs[:1], "cpu", backend), x, y, tx, ty, configs[:1])
     assert got[0].status == alone.status == "diverged" and got[0].error == alone.error
     assert [h["train_loss"] for h in got[0].history] == [h["train_loss"] for h in alone.history]
     assert got[0].mode_connectivity is None and len(got[0].ts) == 0
-    want = connect_models(*pairs[1], digits, ok)
+    [want] = connect_cohort(*curve_cohort(pairs[1:], "cpu", backend), x, y, tx, ty, [ok])
     assert got[1].status == "ok" and got[1].mode_connectivity == want.mode_connectivity
     assert got[1].train_error.tolist() == want.train_error.tolist()
 

@@ -451,20 +451,26 @@ def test_connect_models_on_cuda_matches_structure(trained_pair):
     assert next(a.parameters()).device.type == "cpu"  # the models were not moved
 
 
-def test_one_epoch_of_curve_training_matches_a_hand_derived_sgd():
+@pytest.mark.parametrize("wrap", [False, True], ids=["grouped", "fused"])
+def test_one_epoch_of_curve_training_matches_a_hand_derived_sgd(wrap):
     """Softmax regression (one Linear layer) has a closed-form gradient: dCE/dlogits = (softmax - onehot)/B.
     Replaying the same permutation and t draws, with the chain rule through γ(t) = (1-t)²A + 2t(1-t)M + t²B
     and PyTorch's momentum rule (buf = m·buf + g, M -= lr·buf), gives the middle point after one epoch
-    without autograd; the weight-decay term 0.5·wd·||γ(t)||² adds wd·γ(t) to the gradient w.r.t. γ."""
+    without autograd; the weight-decay term 0.5·wd·||γ(t)||² adds wd·γ(t) to the gradient w.r.t. γ. The
+    Linear alone takes the grouped backend's autograd step; inside an nn.Sequential, the fused MLP step."""
     torch.manual_seed(0)
     a, b = nn.Linear(5, 3).double(), nn.Linear(5, 3).double()
+    if wrap:
+        a, b = nn.Sequential(a), nn.Sequential(b)
+        assert _curve_cohort([(a, b)])[0].backend == "fused"
     g = torch.Generator().manual_seed(1)
     x = torch.randn(40, 5, generator=g, dtype=torch.float64)
     y = torch.randint(0, 3, (40,), generator=g)
     cfg = CurveConfig(epochs=1, lr=0.3, momentum=0.8, weight_decay=0.05, batch_size=8, seed=4)
     middle, history, _ = _train_one(a, b, x, y, cfg)
 
-    wa, ba, wb, bb = a.weight.detach(), a.bias.detach(), b.weight.detach(), b.bias.detach()
+    linear_a, linear_b = (a[0], b[0]) if wrap else (a, b)
+    wa, ba, wb, bb = (t.detach() for t in (linear_a.weight, linear_a.bias, linear_b.weight, linear_b.bias))
     wm, bm = (wa + wb) / 2, (ba + bb) / 2
     buf_w = buf_b = None
     lr = cfg.lr * 0.01  # the only epoch of a one-epoch curve is epoch 1 of 1, at the schedule's 1% floor (Garipov)
@@ -490,8 +496,9 @@ def test_one_epoch_of_curve_training_matches_a_hand_derived_sgd():
         buf_b = grad_b if buf_b is None else cfg.momentum * buf_b + grad_b
         wm, bm = wm - lr * buf_w, bm - lr * buf_b
 
-    torch.testing.assert_close(middle["weight"].detach(), wm, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(middle["bias"].detach(), bm, rtol=1e-10, atol=1e-12)
+    prefix = "0." if wrap else ""
+    torch.testing.assert_close(middle[prefix + "weight"].detach(), wm, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(middle[prefix + "bias"].detach(), bm, rtol=1e-10, atol=1e-12)
     assert history[0]["train_loss"] == pytest.approx(np.mean(losses), rel=1e-10)
     assert history[0]["objective"] == pytest.approx(np.mean(objectives), rel=1e-10)
     assert history[0]["objective"] > history[0]["train_loss"]  # the penalty is in the objective

@@ -42,6 +42,7 @@ from torch import nn
 
 from workloads import objective
 from workloads.cohort_net import CohortNet, build_cohort_net, resolve_backend, stack_states
+from workloads.cohort_fused import FusedCurveStep
 from workloads.cohort_train import CohortSGD
 from workloads.metrics.batchnorm import recompute_cohort_batchnorm
 from workloads.settings import CURVE_LR_SCHEDULES, CurveConfig  # noqa: F401  (re-exported: declared there)
@@ -125,7 +126,7 @@ def curve_cohort(pairs: list[tuple[nn.Module, nn.Module]], device: str | torch.d
 
 def initial_middle(end_a: dict, end_b: dict) -> dict[str, torch.Tensor]:
     """Where training starts θ_c: the midpoints (θ_a + θ_b)/2, {name: (P, *shape)}."""
-    return {name: 0.5 * (end_a[name] + end_b[name]) for name in end_a}
+    return {name: (0.5 * (end_a[name] + end_b[name])).detach() for name in end_a}
 
 
 def curve_points(end_a: dict, middle: dict, end_b: dict, coefficients: torch.Tensor | tuple) -> dict[str, torch.Tensor]:
@@ -212,12 +213,9 @@ def train_curves(net: CohortNet, end_a: dict, end_b: dict, train_x: torch.Tensor
     batch, epochs, steps = configs[0].batch_size, configs[0].epochs, n // configs[0].batch_size
     per_example = objective.predictions(train_y[0, :1])  # predictions per example (1, or a sequence's targets)
     device = train_x.device
-    middle = {k: v.detach().requires_grad_(True) for k, v in initial_middle(end_a, end_b).items()}
-    params = list(middle.values())
-    sgd = CohortSGD(params, lr=[c.lr for c in configs], momentum=[c.momentum for c in configs],
-                    weight_decay=[0.0] * p_count, device=device)
-    half_wd = [0.5 * c.weight_decay for c in configs]
-    half_wd = half_wd[0] if len(set(half_wd)) == 1 else torch.tensor(half_wd, device=device)
+    middle = initial_middle(end_a, end_b)
+    curve_step = make_curve_step(net, end_a, middle, end_b, configs)
+    dtype = next(iter(middle.values())).dtype
     generators = [torch.Generator().manual_seed(c.seed) for c in configs]  # CPU: orders and t draws
     histories: list[list[dict]] = [[] for _ in range(p_count)]
     diverged: list[CurveDiverged | None] = [None] * p_count
@@ -228,7 +226,7 @@ def train_curves(net: CohortNet, end_a: dict, end_b: dict, train_x: torch.Tensor
         if all(d is not None for d in diverged):
             break
         lrs = [c.lr * curve_lr_factor(CURVE_LR_SCHEDULES[c.lr_schedule] + epoch, c.epochs) for c in configs]
-        sgd.set_lr(lrs)
+        curve_step.set_lr(lrs)
         orders, ts = [], []
         for g in generators:  # per pair: the permutation first, then one t per step
             orders.append(torch.randperm(n, generator=g))
@@ -236,25 +234,20 @@ def train_curves(net: CohortNet, end_a: dict, end_b: dict, train_x: torch.Tensor
         order = torch.stack(orders).to(device)
         t_cpu = torch.tensor(ts, dtype=torch.float64).t()  # (steps, P)
         coefficients = torch.tensor([[bezier_coefficients(t) for t in row] for row in t_cpu.tolist()],
-                                    dtype=params[0].dtype).to(device)  # (steps, P, 3), as Python floats would
+                                    dtype=dtype).to(device)  # (steps, P, 3), as Python floats would
         at_zero = (t_cpu == 0).tolist()
         ce_sum = torch.zeros(p_count, dtype=torch.float64, device=device)
         obj_sum = torch.zeros(p_count, dtype=torch.float64, device=device)
         wrong = torch.zeros(p_count, dtype=torch.int64, device=device)
         for step in range(steps):
             index = order[:, step * batch:(step + 1) * batch]
-            points = curve_points(end_a, middle, end_b, coefficients[step])
-            ce, correct = objective.member_losses(net(net.inputs(train_x, index), points),
-                                                  objective.member_targets(train_y, index))
-            penalty = sum(w.pow(2).flatten(1).sum(1) for w in points.values())
-            loss = ce + half_wd * penalty
-            grads = torch.autograd.grad(loss.sum(), params)
             mask = None  # at t = 0 exactly γ(t) does not involve θ_c: that pair takes no step
             if any(at_zero[step]) or any(d is not None for d in diverged):
                 mask = active & torch.tensor([not z for z in at_zero[step]], device=device)
-            sgd.step(grads, mask)
-            ce_sum += ce.detach()
-            obj_sum += loss.detach()
+            ce, loss, correct = curve_step(net.inputs(train_x, index), objective.member_targets(train_y, index),
+                                           coefficients[step], mask)
+            ce_sum += ce
+            obj_sum += loss
             wrong += batch * per_example - correct
         mean_ce, mean_obj, wrong_list = (ce_sum / steps).tolist(), (obj_sum / steps).tolist(), wrong.tolist()
         for pair in range(p_count):
@@ -268,7 +261,36 @@ def train_curves(net: CohortNet, end_a: dict, end_b: dict, train_x: torch.Tensor
             histories[pair].append({"epoch": epoch + 1, "lr": lrs[pair], "train_loss": mean_ce[pair],
                                     "train_error": 100.0 * wrong_list[pair] / (steps * batch * per_example),
                                     "objective": mean_obj[pair], "seconds": time.perf_counter() - started})
-    return {k: v.detach() for k, v in middle.items()}, histories, diverged
+    # Copies in the parameters' own layout (the fused step's are views of its buffer, weights transposed).
+    return {k: v.detach().contiguous() for k, v in middle.items()}, histories, diverged
+
+
+def make_curve_step(net: CohortNet, end_a: dict, middle: dict, end_b: dict, configs: list[CurveConfig]):
+    """The SGD step of the P middle points ``middle`` {name: (P, *shape)} (updated in place):
+    ``step(inputs, targets, coefficients (P, 3), active)`` -> (cross-entropy (P,), objective (P,), correct
+    (P,)), with ``set_lr(lrs)``. A FusedNet's curves take the fused MLP step (workloads/cohort_fused.py); other
+    nets the loss at the curve points (``curve_points``), its gradient by autograd and CohortSGD. Weight decay
+    is the penalty ½·wd·||γ(t)||² of the objective, not the optimiser's."""
+    lr, momentum = [c.lr for c in configs], [c.momentum for c in configs]
+    if net.backend == "fused":
+        return FusedCurveStep(net, end_a, middle, end_b, lr=lr, momentum=momentum,
+                              weight_decay=[c.weight_decay for c in configs])
+    params = [v.requires_grad_(True) for v in middle.values()]
+    sgd = CohortSGD(params, lr=lr, momentum=momentum, weight_decay=[0.0] * len(configs),
+                    device=params[0].device)
+    half_wd = [0.5 * c.weight_decay for c in configs]
+    half_wd = half_wd[0] if len(set(half_wd)) == 1 else torch.tensor(half_wd, device=params[0].device)
+
+    def step(inputs, targets, coefficients, active):
+        points = curve_points(end_a, middle, end_b, coefficients)
+        ce, correct = objective.member_losses(net(inputs, points), targets)
+        penalty = sum(w.pow(2).flatten(1).sum(1) for w in points.values())
+        loss = ce + half_wd * penalty
+        sgd.step(torch.autograd.grad(loss.sum(), params), active)
+        return ce.detach(), loss.detach(), correct
+
+    step.set_lr = sgd.set_lr
+    return step
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -238,10 +238,13 @@ def ray_fixed_start(cpus: int, object_store_mb: int) -> tuple[float, float]:
 
 
 def run_cli(config: str, run_dir: str) -> float:
-    """Wall seconds of `landscape run CONFIG --out RUN_DIR` in a subprocess on a private local Ray."""
+    """Wall seconds of `landscape run CONFIG --out RUN_DIR` (this checkout's) in a subprocess on a private local
+    Ray: interpreter start, imports, Ray's start and shutdown and the analysis included."""
     from benchmarks.sweep import landscape_cmd, ray_env
 
     env = ray_env()
+    # This checkout's code, not whichever copy the environment installed.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
     started = time.perf_counter()
     proc = subprocess.run(landscape_cmd() + ["run", config, "--out", run_dir], env=env, capture_output=True,
                           text=True)

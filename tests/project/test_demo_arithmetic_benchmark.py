@@ -88,7 +88,8 @@ def test_stage_flops_of_hand_made_tables(bench):
     ])
     history = pd.DataFrame([dict(cell, seed=0, epoch=0, test_loss=None), dict(cell, seed=0, epoch=1, test_loss=1.0),
                             dict(cell, seed=1, epoch=0, test_loss=2.0)])
-    pairs = pd.DataFrame([dict(cell, seed_a=0, seed_b=1, status="ok", curve_epochs=2, curve_points=3, cka_probe_size=10),
+    pairs = pd.DataFrame([dict(cell, seed_a=0, seed_b=1, status="ok", curve_epochs=2, curve_points=3,
+                               cka_probe_size=10),
                           dict(cell, seed_a=0, seed_b=2, status="failed", curve_epochs=None, curve_points=None,
                                cka_probe_size=None)])
     got = bench.stage_flops(models, history, pairs, {(8.0, 0.001): (LAYOUT, 32)}, curve_batch=64, test_size=20,

@@ -120,6 +120,8 @@ def test_recorded_times_of_a_run_dir(bench, tmp_path):
     assert (wall, start_up, experiments) == (pytest.approx(300), pytest.approx(6), 1)
 
 
+@pytest.mark.slow
+@pytest.mark.ray
 def test_a_whole_run_of_the_smoke_config_prints_the_ratio(short_tmp):
     """Default mode: `landscape run smoke` timed in a subprocess (a private local Ray), then counted and compared."""
     env = dict(os.environ, PYTHONPATH=REPO_ROOT, TMPDIR=short_tmp)

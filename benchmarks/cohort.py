@@ -5,6 +5,7 @@
     python benchmarks/cohort.py --hessian       vectorised vs one-at-a-time Hessian per MLP width
     python benchmarks/cohort.py --fused         the grouped engine's step vs the fused MLP step (eager, compiled)
     python benchmarks/cohort.py --curves        the same for the curves' middle-point step (Bezier, eager)
+    python benchmarks/cohort.py --fused-hessian the demo's Hessian stage as chosen before vs fused products
 
 Grid mode (default: the built-in demo, 72 trainings of 70 epochs). The grid's models are grouped as the
 orchestrator will group them (workloads.cohort_experiment.plan_model_cohorts: the seeds of a cell for a
@@ -330,6 +331,83 @@ def hessian(args) -> int:
     return 0
 
 
+def fused_hessian(args) -> int:
+    """Per MLP width: the demo's Hessian stage of one cohort (``--members`` MLPs 40-w-w-10 trained 30 full-batch
+    steps, 1,000 MNIST-1D points, default tolerances) the way cohort_experiment._hessians took it before the
+    fused products (members together through autograd's double-backward, CohortHessianOperator, up to
+    HESSIAN_COHORT_CPU_MAX_PARAMS=4096 parameters, else estimate_hessian one model at a time) against
+    estimate_hessian_cohort on the FusedNet (FusedHessianOperator); interleaved, median of ``--repeats``. Also
+    one product for every member, the operators alone (no estimator, no threads): the cohort's
+    FusedHessianOperator against each member's HessianOperator (autograd), median of 10 per repeat."""
+    import torch
+
+    from workloads.cohort_net import build_cohort_net
+    from workloads.data import load_dataset
+    from workloads.metrics.cohort_hessian import estimate_hessian_cohort
+    from workloads.metrics.fused_hessian import FusedHessianOperator
+    from workloads.metrics.hessian import HessianOperator, estimate_hessian
+    from workloads.models import count_parameters, seeded_model
+
+    before_max_params = 4096  # HESSIAN_COHORT_CPU_MAX_PARAMS before the fused products
+    data = load_dataset("mnist1d")
+    x, y = data.train_x[:1000], data.train_y[:1000]
+    members = args.members
+    print(f"{members} MLPs 40-w-w-10 on 1000 MNIST-1D points, default tolerances, median of {args.repeats}, "
+          f"{args.threads} thread(s); load average {_load_average()}", flush=True)
+    total = {"before": 0.0, "fused": 0.0}  # the stage's medians summed over the widths
+    for width in args.widths:
+        models = [seeded_model("mlp", s, width=width, num_classes=10, input_shape=(40,)) for s in range(members)]
+        for m in models:  # some training, so the curvature is a trained model's
+            opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)
+            for _ in range(30):
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(m(x), y).backward()
+                opt.step()
+            m.eval()
+        states = [m.state_dict() for m in models]
+        params = count_parameters(models[0])
+        targets = y.expand(members, -1)
+        grouped = build_cohort_net(models[0], states, "grouped")
+        fused_net = build_cohort_net(models[0], states, "fused")
+        together = params <= before_max_params
+
+        def before():
+            if together:
+                return estimate_hessian_cohort(grouped, x, targets)
+            return [estimate_hessian(m, x, y) for m in models]
+
+        fused_op = FusedHessianOperator(fused_net, x, targets)
+        single_ops = [HessianOperator(m, list(m.parameters()), x, y) for m in models]
+        vectors = {i: torch.randn(fused_op.dim, generator=torch.Generator().manual_seed(i)) for i in range(members)}
+        runs = {"before": before, "fused": lambda: estimate_hessian_cohort(fused_net, x, targets),
+                "product alone": lambda: [op(vectors[i]) for i, op in enumerate(single_ops)],
+                "product fused": lambda: fused_op(vectors)}
+        times, out = {name: [] for name in runs}, {}
+        for rep in range(args.repeats):
+            for name in (list(runs) if rep % 2 == 0 else list(reversed(runs))):
+                reps = 10 if name.startswith("product") else 1
+                started = time.perf_counter()
+                for _ in range(reps):
+                    out[name] = runs[name]()
+                times[name].append((time.perf_counter() - started) / reps)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        for k in total:
+            total[k] += med[k]
+        pairs = list(zip(out["fused"], out["before"]))
+        eig = max(abs(g.top_eigenvalue - w.top_eigenvalue) / abs(w.top_eigenvalue) for g, w in pairs)
+        tr = max(abs(g.trace - w.trace) / w.trace_std_error for g, w in pairs)
+        hvps = sum(e.hvps for e in out["fused"])
+        print(f"  width {width:<4} ({params:>6} params): before ({'cohort' if together else 'per-member'}) "
+              f"{med['before']:6.2f} s, fused {med['fused']:6.2f} s -> x{med['before'] / med['fused']:.2f}; "
+              f"{hvps} products; lambda_max differs by {eig:.1e} relative, trace by {tr:.2f} standard errors | "
+              f"one product per member: autograd one at a time {med['product alone'] * 1e3:.1f} ms, fused "
+              f"{med['product fused'] * 1e3:.1f} ms -> x{med['product alone'] / med['product fused']:.2f}",
+              flush=True)
+    print(f"all widths: before {total['before']:.1f} s, fused {total['fused']:.1f} s -> "
+          f"x{total['before'] / total['fused']:.2f}; load average at the end {_load_average()}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The fused MLP step vs the grouped engine
 
@@ -477,12 +555,13 @@ def main(argv=None) -> int:
     parser.add_argument("--hessian", action="store_true", help="vectorised vs one-at-a-time Hessian")
     parser.add_argument("--fused", action="store_true", help="the grouped engine's step vs the fused MLP step")
     parser.add_argument("--curves", action="store_true", help="the grouped engine's curve step vs the fused one")
-    parser.add_argument("--members", type=int, default=5, help="--fused / --curves: cohort size")
+    parser.add_argument("--fused-hessian", action="store_true", help="the Hessian stage before vs fused products")
+    parser.add_argument("--members", type=int, default=5, help="--fused / --curves / --fused-hessian: cohort size")
     parser.add_argument("--widths", type=int, nargs="+", default=[32, 64, 128, 256],
-                        help="--fused / --curves: MLP widths")
+                        help="--fused / --curves / --fused-hessian: MLP widths")
     parser.add_argument("--steps", type=int, default=20, help="--backends: steps per timing")
     parser.add_argument("--repeats", type=int, default=3,
-                        help="--backends / --hessian / --fused / --curves: timed repeats")
+                        help="--backends / --hessian / --fused / --curves / --fused-hessian: timed repeats")
     args = parser.parse_args(argv)
 
     import torch
@@ -496,6 +575,8 @@ def main(argv=None) -> int:
         return fused(args)
     if args.curves:
         return curves(args)
+    if args.fused_hessian:
+        return fused_hessian(args)
     return grid(args)
 
 

@@ -38,7 +38,7 @@ from workloads.metric_discovery import measure_added
 from workloads.metrics.cka import cka_or_reason, softmax_outputs
 from workloads.metrics.probes import make_probes, probe_pool
 from workloads.metrics.connectivity import connect_cohort, curve_cohort
-from workloads.metrics.cohort_hessian import estimate_hessian_cohort
+from workloads.metrics.cohort_hessian import estimate_hessian_cohort, uses_fused_products
 from workloads.metrics.distance import l2_distance
 from workloads.metrics.hessian import estimate_hessian
 from workloads.models import count_parameters
@@ -52,13 +52,20 @@ from workloads.specs import ModelSpec, PairSpec
 # x0.6-0.7 at 23k-79k: the batched products' 3x larger tensors fall out of the caches). On CUDA they are
 # always taken together (launch-bound there).
 HESSIAN_COHORT_CPU_MAX_PARAMS = 4096
+# The same for an MLP cohort (FusedNet), whose products are written out (metrics/fused_hessian.py).
+# `benchmarks/cohort.py --fused-hessian` (docs/benchmarks.md, "Cohorts: the fused Hessian-vector product"; 5 MLPs,
+# 1000 points, shared cores): one product per member took x1.2-3.0 less time than autograd's at every width, but
+# the whole stage, whose members run in lock-step threads, only paid at 2,698 parameters (x1.23-1.59 less than
+# the autograd cohort, 3 runs); at 7,434 it went x0.87-1.38 against one model at a time, above it x0.85-1.03.
+HESSIAN_FUSED_CPU_MAX_PARAMS = 4096
 EVAL_BATCH_SIZE = 1000  # examples per forward pass in evaluation (memory only; no effect on values)
 
 
 @dataclass(frozen=True)
 class CohortInfo:
     """size: members in the cohort; index: this member's position; backend: fused | grouped | vmap | plain; hessian:
-    "cohort" (products taken together) or "per-member"; *_seconds: the whole cohort's times."""
+    "fused" (products taken together, written out: metrics/fused_hessian.py), "cohort" (taken together through
+    autograd), "per-member" or "none"; *_seconds: the whole cohort's times."""
 
     size: int
     index: int
@@ -213,9 +220,12 @@ def member_datasets(cells: list) -> list[Dataset]:
 # Models
 
 
-def _use_cohort_hessian(settings, device: str, params: int, samples: int) -> bool:
+def _use_cohort_hessian(settings, device: str, params: int, samples: int, fused: bool = False) -> bool:
+    """Whether the members' products go together: fused (written-out products, ``uses_fused_products``) up to
+    HESSIAN_FUSED_CPU_MAX_PARAMS on a CPU, autograd's up to HESSIAN_COHORT_CPU_MAX_PARAMS; always on CUDA."""
     supported = settings.backend == "lanczos" and (settings.batch_size is None or settings.batch_size >= samples)
-    return supported and (device.startswith("cuda") or params <= HESSIAN_COHORT_CPU_MAX_PARAMS)
+    limit = HESSIAN_FUSED_CPU_MAX_PARAMS if fused else HESSIAN_COHORT_CPU_MAX_PARAMS
+    return supported and (device.startswith("cuda") or params <= limit)
 
 
 def train_and_measure_cohort(specs: list[ModelSpec], *, execution: Execution = Execution(), checkpoint_fn=None,
@@ -281,11 +291,12 @@ def _hessians(net, models, base: Dataset, train_y: torch.Tensor, datasets, specs
     points = [hessian_points(dataclasses.replace(base, train_y=y), settings) for y in train_y]
     hx = points[0][0]
     hy = torch.stack([p[1] for p in points])
-    if _use_cohort_hessian(settings, device, count_parameters(models[0]), len(hx)):
+    fused = uses_fused_products(net, hy)
+    if _use_cohort_hessian(settings, device, count_parameters(models[0]), len(hx), fused):
         estimates = estimate_hessian_cohort(
             net, hx, hy, members=ok, eigen_tol=settings.eigen_tol, eigen_max_iter=settings.eigen_max_iter,
             trace_tol=settings.trace_tol, trace_max_probes=settings.trace_max_probes, seed=settings.seed)
-        return estimates, "cohort"
+        return estimates, "fused" if fused else "cohort"
     stacked = net.stacked_state()
     estimates = [None] * net.members
     for i in ok:

@@ -229,6 +229,7 @@ def test_cohort_rows_have_the_columns_and_values_of_one_at_a_time_rows(one_at_a_
                 assert got.row[key] == value, key
         assert relative_difference(got.state_dict, want.state_dict) <= 1e-4
         assert got.cohort.size == 3 and got.row["train_seconds"] == pytest.approx(got.cohort.train_seconds / 3)
+        assert got.cohort.backend == "fused" and got.cohort.hessian == "fused"  # the MLP's written-out products
         RunTables(str(tmp_path)).write_part("models", f"m{got.row['seed']}", [dict(got.row, run_id="r")])
     assert [o.cohort.index for o in together] == [0, 1, 2] and [o.row["seed"] for o in together] == [0, 1, 2]
 
@@ -255,6 +256,7 @@ def test_a_diverged_member_of_a_cohort_gets_the_diverged_row(monkeypatch):
     """Learning-rate temperatures share a cohort; the hot one diverges, the others are measured. The Hessian
     goes one model at a time here (the fallback for models too large for the vectorised products)."""
     monkeypatch.setattr(cohort_experiment, "HESSIAN_COHORT_CPU_MAX_PARAMS", 0)
+    monkeypatch.setattr(cohort_experiment, "HESSIAN_FUSED_CPU_MAX_PARAMS", 0)
     cold = tiny_cell(temperature_name="learning_rate", temperature_value=0.05)
     hot = dataclasses.replace(cold, temperature_value=1e5)
     specs = [ModelSpec(cold, 0), ModelSpec(hot, 0), ModelSpec(cold, 1)]

@@ -8,7 +8,8 @@ points (eval mode, BatchNorm running statistics, no weight decay), whose Hessian
 m's Hessian as block m, so one double-backward through the cohort's cached gradient graph gives H_m v_m for
 every member at once (a block of trace probes per member when trace_block_size > 1). Results equal the
 single-model ones up to the float rounding of the products, which can move a stop by a step: the tolerances of
-hessian.py apply (tests/workloads/test_cohort_metrics.py).
+hessian.py apply (tests/workloads/test_cohort_metrics.py). An MLP cohort (FusedNet) with one class label per
+point gets its products written out instead of through autograd (fused_hessian.py, ``uses_fused_products``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 import torch
 
 from workloads import objective
-from workloads.cohort_net import CohortNet
+from workloads.cohort_net import CohortNet, FusedNet
 from workloads.cohort_train import check_member_targets
 from workloads.metrics.hessian import (
     DEFLATION_STEPS,
@@ -32,6 +33,7 @@ from workloads.metrics.hessian import (
     hessian_products,
     lanczos_members,
 )
+from workloads.metrics.fused_hessian import FusedHessianOperator
 
 
 class CohortHessianOperator:
@@ -71,6 +73,12 @@ class CohortHessianOperator:
                 for member, v in vectors.items()}
 
 
+def uses_fused_products(net: CohortNet, targets: torch.Tensor) -> bool:
+    """Whether ``estimate_hessian_cohort`` takes this cohort's products by FusedHessianOperator (an MLP cohort,
+    targets (M, k) class labels) rather than by autograd's double-backward (CohortHessianOperator)."""
+    return isinstance(net, FusedNet) and targets.dim() == 2 and not targets.is_floating_point()
+
+
 def estimate_hessian_cohort(
     net: CohortNet,
     inputs: torch.Tensor,
@@ -93,7 +101,8 @@ def estimate_hessian_cohort(
 
     inputs (k, *input_shape) shared by all members; targets (M, k, ...): each member's (a token model's
     (M, k, T); targets all share: y.expand(M, *y.shape)), as the training engine takes them. members: which to measure
-    (default all; e.g. leave out diverged ones); the others get None. The cohort's modes are restored.
+    (default all; e.g. leave out diverged ones); the others get None. The cohort's modes are restored. The
+    products are FusedHessianOperator's where ``uses_fused_products``, else CohortHessianOperator's.
     """
     if not (top_eigenvalue or trace):
         raise ValueError("nothing to compute: top_eigenvalue and trace are both False")
@@ -111,7 +120,8 @@ def estimate_hessian_cohort(
     was_training = net.training
     net.eval()
     try:
-        op = CohortHessianOperator(net, inputs, targets)
+        operator = FusedHessianOperator if uses_fused_products(net, targets) else CohortHessianOperator
+        op = operator(net, inputs, targets)
         outs = lanczos_members(op, members, op.dim, op.dtype, op.device, settings, want_eigen=top_eigenvalue,
                                want_trace=trace)
     finally:

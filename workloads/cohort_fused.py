@@ -12,8 +12,9 @@ Why: a narrow MLP's cohort step was framework-bound (autograd, the loss, CohortS
   (in + 1, out) block [W^T; b], the layout of the products. With a column of ones appended to its input H,
   the forward is one bmm, [H, 1] @ [W^T; b], the weight and bias gradients one bmm, [H, 1]^T @ dZ (no bias
   sum), put into place with the weight decay added as it comes (no transposed copy, no pass of its own), and
-  the input gradient dZ @ W. The parameter the net, its state dict and checkpoints see is the (M, out, in)
-  transposed view of the W^T rows;
+  the input gradient dZ @ W. While it trains, the parameter the net, its state dict and checkpoints see is
+  the (M, out, in) transposed view of the W^T rows (``FlatSGD.release`` gives it its own contiguous copy at
+  the end);
 - the last layer's classes are padded to a multiple of 16 with classes of logit -inf (``LOGIT_PAD``): MKL's
   products with 10 output columns ran at a fifth of the speed;
 - the views and buffers a step uses are made once per batch size (``StepBuffers``): made per step their Python
@@ -75,6 +76,14 @@ class FlatSGD:
     def for_training(cls, params: list[torch.Tensor], configs: list[TrainConfig], device) -> "FlatSGD":
         return cls(params, lr=[c.lr for c in configs], momentum=[c.momentum for c in configs],
                    weight_decay=[c.weight_decay for c in configs], device=device)
+
+    def release(self) -> None:
+        """End of training: every parameter gets a contiguous copy of its values in the net's own layout
+        ((M, out, in) for a weight), so the trained net holds ordinary tensors, not transposed views of ``flat``
+        (which code calling .view() on a parameter would trip over) and its forward copies nothing per call."""
+        with torch.no_grad():
+            for p in self.params:
+                p.data = p.data.contiguous()
 
     def _factor(self, values: list[float]) -> torch.Tensor:
         return torch.tensor([float(v) for v in values], dtype=self.dtype, device=self.device).view(-1, 1)

@@ -378,9 +378,10 @@ class FusedNet(GroupedNet):
             raise NotImplementedError("the fused step trains every parameter; this model freezes some")
 
     def forward(self, inputs: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """The grouped forward on contiguous weights: after fused training they are transposed views (the
-        layout of the step's products), which the BLAS would multiply in another order; a copy per call
-        keeps evaluation, curves and Hessians the grouped backend's to the bit."""
+        """The grouped forward on contiguous weights: while the fused step trains they are transposed views (the
+        layout of the step's products), which the BLAS would multiply in another order; a copy per call keeps
+        evaluation during training the grouped backend's to the bit (trained, FlatSGD.release leaves them
+        contiguous: nothing to copy)."""
         strided = {n: p.contiguous() for n, p in self.module.named_parameters() if not p.is_contiguous()}
         return super().forward(inputs, {**strided, **(params or {})} if strided else params)
 

@@ -435,6 +435,8 @@ def _train(net, train_x, train_y, configs, execution, device, checkpoint_fn, res
         if checkpoint_fn is not None and checkpoint_due(epoch + 1, every, minutes, time.monotonic() - last_checkpoint):
             checkpoint_fn(checkpoint_state(epoch + 1, net, sgd, orders, run, configs, members))
             last_checkpoint = time.monotonic()
+    if isinstance(sgd, FlatSGD):
+        sgd.release()
     statuses = ["ok" if e is None else "diverged" for e in run.errors]
     return CohortTrainResult(net, run.histories, statuses, list(run.errors), [len(h) for h in run.histories])
 

@@ -159,14 +159,16 @@ def test_parameters_gradients_and_momentum_are_views_of_one_buffer_each():
 
 
 def test_evaluation_after_fused_training_is_the_grouped_forward():
-    """The fused net evaluates by the grouped layers' forward on contiguous copies of its weights (transposed
-    views after training): the grouped backend's numbers to the bit."""
+    """The fused net evaluates by the grouped layers' forward (during training on contiguous copies of its
+    transposed weight views): the grouped backend's numbers to the bit. Trained, it holds ordinary contiguous
+    parameters of the net's own shapes, no longer views of the step's buffer."""
     x, y = _data()
     net, result = _train([0, 1], x, y, test_set=(x[:64], y[:64].expand(2, -1)))
     assert all(h["test_loss"] is not None for h in result.histories[0])
     grouped = build_cohort_net(_models([0])[0], [member_state(net.stacked_state(), i) for i in range(2)], "grouped")
+    weight = net.module[1].weight
+    assert weight.is_contiguous() and weight.shape == (2, 16, 40) and weight.view(-1).numel() == 2 * 16 * 40
     with torch.no_grad():
-        assert not net.module[1].weight.is_contiguous()  # still the flat buffer's view
         assert torch.equal(net(net.inputs_shared(x[:64])), grouped(grouped.inputs_shared(x[:64])))
 
 

@@ -76,7 +76,7 @@ class FusedHessianOperator:
         classes = self.shapes[-1][0]
         self.pad = padded(classes) - classes
         with torch.no_grad():
-            # Contiguous copies: after fused training the weights are transposed views (cohort_net.FusedNet).
+            # Contiguous copies: while the fused step trains, the weights are transposed views (cohort_net.FusedNet).
             self.blocks = [torch.cat([layer.weight.transpose(1, 2), layer.bias.unsqueeze(1)], dim=1).contiguous()
                            for layer in linears]  # [W^T; b] (M, in + 1, out)
             self.weights = [layer.weight.contiguous() for layer in linears]  # W (M, out, in)

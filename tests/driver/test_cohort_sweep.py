@@ -97,8 +97,9 @@ def test_auto_makes_a_cohort_for_every_trial_that_runs_at_once():
         sizes.setdefault(c[0][0], []).append(len(c))
     assert sizes[32] == sizes[64] == sizes[128] == [35] and len(sizes[256]) > 1 and sum(sizes[256]) == 35
     noisy = load_config("cpu-label-noise", ["execution.cohort=auto"])
-    assert [len(c) for c in model_cohorts(noisy, noisy.model_keys())] == [90]
-    assert [len(c) for c in model_cohorts(noisy, noisy.model_keys(), slots=2)] == [45, 45]
+    count = len(noisy.model_keys())  # 30 cells x 5 seeds
+    assert [len(c) for c in model_cohorts(noisy, noisy.model_keys())] == [count] == [150]
+    assert [len(c) for c in model_cohorts(noisy, noisy.model_keys(), slots=2)] == [count // 2, count // 2]
     assert "before auto splits them" in describe_cohorts(cfg, keys, cfg.pair_keys())
 
 

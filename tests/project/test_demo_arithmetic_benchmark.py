@@ -135,6 +135,6 @@ def test_a_whole_run_of_the_smoke_config_prints_the_ratio(short_tmp):
     assert found, out
     wall, arithmetic, fixed, ratio = map(float, found.groups()[:4])
     assert wall > fixed > 0 and arithmetic > 0
-    assert ratio == pytest.approx(wall / (arithmetic + fixed), rel=0.02)  # the figures are printed rounded to 0.1
+    assert ratio == pytest.approx(wall / (arithmetic + fixed), rel=0.02)  # the figures are printed rounded
     assert (found[5] == "PASS") == (ratio <= 2.0)
     assert "wall of `landscape run smoke` timed here" in out and "load average at the end" in out, out

@@ -292,26 +292,36 @@ def backends(args) -> int:
 # Hessian: the members' products together or one model at a time
 
 
-def hessian(args) -> int:
+def _trained_mlps(width: int, count: int, x, y) -> list:
+    """``count`` MLPs 40-width-width-10 (seeds 0..count-1) after 30 full-batch SGD steps on (x, y), in eval mode:
+    the Hessian benchmarks' models, so that the curvature is a trained model's."""
     import torch
 
+    from workloads.models import seeded_model
+
+    models = [seeded_model("mlp", s, width=width, num_classes=10, input_shape=(40,)) for s in range(count)]
+    for m in models:
+        opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)
+        for _ in range(30):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(m(x), y).backward()
+            opt.step()
+        m.eval()
+    return models
+
+
+def hessian(args) -> int:
     from workloads.cohort_net import build_cohort_net
     from workloads.data import load_dataset
     from workloads.metrics.cohort_hessian import estimate_hessian_cohort
     from workloads.metrics.hessian import estimate_hessian
-    from workloads.models import count_parameters, seeded_model
+    from workloads.models import count_parameters
 
     data = load_dataset("mnist1d")
     x, y = data.train_x[:1000], data.train_y[:1000]
     print(f"3 MLPs 40-w-w-10 on 1000 MNIST-1D points, default tolerances, median of {args.repeats}")
     for width in (8, 16, 32, 64, 128, 256):
-        models = [seeded_model("mlp", s, width=width, num_classes=10, input_shape=(40,)) for s in range(3)]
-        for m in models:  # some training, so the curvature is a trained model's
-            opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)
-            for _ in range(30):
-                opt.zero_grad()
-                torch.nn.functional.cross_entropy(m(x), y).backward()
-                opt.step()
+        models = _trained_mlps(width, 3, x, y)
         net = build_cohort_net(models[0], [m.state_dict() for m in models])
         times = {"alone": [], "cohort": []}
         for rep in range(args.repeats):
@@ -346,7 +356,7 @@ def fused_hessian(args) -> int:
     from workloads.metrics.cohort_hessian import estimate_hessian_cohort
     from workloads.metrics.fused_hessian import FusedHessianOperator
     from workloads.metrics.hessian import HessianOperator, estimate_hessian
-    from workloads.models import count_parameters, seeded_model
+    from workloads.models import count_parameters
 
     before_max_params = 4096  # HESSIAN_COHORT_CPU_MAX_PARAMS before the fused products
     data = load_dataset("mnist1d")
@@ -356,14 +366,7 @@ def fused_hessian(args) -> int:
           f"{args.threads} thread(s); load average {_load_average()}", flush=True)
     total = {"before": 0.0, "fused": 0.0}  # the stage's medians summed over the widths
     for width in args.widths:
-        models = [seeded_model("mlp", s, width=width, num_classes=10, input_shape=(40,)) for s in range(members)]
-        for m in models:  # some training, so the curvature is a trained model's
-            opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)
-            for _ in range(30):
-                opt.zero_grad()
-                torch.nn.functional.cross_entropy(m(x), y).backward()
-                opt.step()
-            m.eval()
+        models = _trained_mlps(width, members, x, y)
         states = [m.state_dict() for m in models]
         params = count_parameters(models[0])
         targets = y.expand(members, -1)

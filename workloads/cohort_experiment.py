@@ -51,13 +51,12 @@ from workloads.specs import ModelSpec, PairSpec
 # cohort took x1.13-1.40 less time at 490-1,098 parameters, the same at 2,698, and more above (x0.95 at 7,434,
 # x0.6-0.7 at 23k-79k: the batched products' 3x larger tensors fall out of the caches). On CUDA they are
 # always taken together (launch-bound there).
-HESSIAN_COHORT_CPU_MAX_PARAMS = 4096
-# The same for an MLP cohort (FusedNet), whose products are written out (metrics/fused_hessian.py).
+# The same limit holds for an MLP cohort (FusedNet), whose products are written out (metrics/fused_hessian.py):
 # `benchmarks/cohort.py --fused-hessian` (docs/benchmarks.md, "Cohorts: the fused Hessian-vector product"; 5 MLPs,
 # 1000 points, shared cores): one product per member took x1.2-3.0 less time than autograd's at every width, but
 # the whole stage, whose members run in lock-step threads, only paid at 2,698 parameters (x1.23-1.59 less than
 # the autograd cohort, 3 runs); at 7,434 it went x0.87-1.38 against one model at a time, above it x0.85-1.03.
-HESSIAN_FUSED_CPU_MAX_PARAMS = 4096
+HESSIAN_COHORT_CPU_MAX_PARAMS = 4096
 EVAL_BATCH_SIZE = 1000  # examples per forward pass in evaluation (memory only; no effect on values)
 
 
@@ -220,12 +219,11 @@ def member_datasets(cells: list) -> list[Dataset]:
 # Models
 
 
-def _use_cohort_hessian(settings, device: str, params: int, samples: int, fused: bool = False) -> bool:
-    """Whether the members' products go together: fused (written-out products, ``uses_fused_products``) up to
-    HESSIAN_FUSED_CPU_MAX_PARAMS on a CPU, autograd's up to HESSIAN_COHORT_CPU_MAX_PARAMS; always on CUDA."""
+def _use_cohort_hessian(settings, device: str, params: int, samples: int) -> bool:
+    """Whether the members' products go together (written out for an MLP cohort, ``uses_fused_products``, else
+    through autograd): up to HESSIAN_COHORT_CPU_MAX_PARAMS on a CPU, always on CUDA."""
     supported = settings.backend == "lanczos" and (settings.batch_size is None or settings.batch_size >= samples)
-    limit = HESSIAN_FUSED_CPU_MAX_PARAMS if fused else HESSIAN_COHORT_CPU_MAX_PARAMS
-    return supported and (device.startswith("cuda") or params <= limit)
+    return supported and (device.startswith("cuda") or params <= HESSIAN_COHORT_CPU_MAX_PARAMS)
 
 
 def train_and_measure_cohort(specs: list[ModelSpec], *, execution: Execution = Execution(), checkpoint_fn=None,
@@ -291,12 +289,11 @@ def _hessians(net, models, base: Dataset, train_y: torch.Tensor, datasets, specs
     points = [hessian_points(dataclasses.replace(base, train_y=y), settings) for y in train_y]
     hx = points[0][0]
     hy = torch.stack([p[1] for p in points])
-    fused = uses_fused_products(net, hy)
-    if _use_cohort_hessian(settings, device, count_parameters(models[0]), len(hx), fused):
+    if _use_cohort_hessian(settings, device, count_parameters(models[0]), len(hx)):
         estimates = estimate_hessian_cohort(
             net, hx, hy, members=ok, eigen_tol=settings.eigen_tol, eigen_max_iter=settings.eigen_max_iter,
             trace_tol=settings.trace_tol, trace_max_probes=settings.trace_max_probes, seed=settings.seed)
-        return estimates, "fused" if fused else "cohort"
+        return estimates, "fused" if uses_fused_products(net, hy) else "cohort"
     stacked = net.stacked_state()
     estimates = [None] * net.members
     for i in ok:

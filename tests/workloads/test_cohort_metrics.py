@@ -256,7 +256,6 @@ def test_a_diverged_member_of_a_cohort_gets_the_diverged_row(monkeypatch):
     """Learning-rate temperatures share a cohort; the hot one diverges, the others are measured. The Hessian
     goes one model at a time here (the fallback for models too large for the vectorised products)."""
     monkeypatch.setattr(cohort_experiment, "HESSIAN_COHORT_CPU_MAX_PARAMS", 0)
-    monkeypatch.setattr(cohort_experiment, "HESSIAN_FUSED_CPU_MAX_PARAMS", 0)
     cold = tiny_cell(temperature_name="learning_rate", temperature_value=0.05)
     hot = dataclasses.replace(cold, temperature_value=1e5)
     specs = [ModelSpec(cold, 0), ModelSpec(hot, 0), ModelSpec(cold, 1)]

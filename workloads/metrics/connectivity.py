@@ -269,28 +269,36 @@ def make_curve_step(net: CohortNet, end_a: dict, middle: dict, end_b: dict, conf
     """The SGD step of the P middle points ``middle`` {name: (P, *shape)} (updated in place):
     ``step(inputs, targets, coefficients (P, 3), active)`` -> (cross-entropy (P,), objective (P,), correct
     (P,)), with ``set_lr(lrs)``. A FusedNet's curves take the fused MLP step (workloads/cohort_fused.py); other
-    nets the loss at the curve points (``curve_points``), its gradient by autograd and CohortSGD. Weight decay
-    is the penalty ½·wd·||γ(t)||² of the objective, not the optimiser's."""
+    nets ``AutogradCurveStep``. Weight decay is the penalty ½·wd·||γ(t)||² of the objective, not the optimiser's."""
     lr, momentum = [c.lr for c in configs], [c.momentum for c in configs]
-    if net.backend == "fused":
-        return FusedCurveStep(net, end_a, middle, end_b, lr=lr, momentum=momentum,
-                              weight_decay=[c.weight_decay for c in configs])
-    params = [v.requires_grad_(True) for v in middle.values()]
-    sgd = CohortSGD(params, lr=lr, momentum=momentum, weight_decay=[0.0] * len(configs),
-                    device=params[0].device)
-    half_wd = [0.5 * c.weight_decay for c in configs]
-    half_wd = half_wd[0] if len(set(half_wd)) == 1 else torch.tensor(half_wd, device=params[0].device)
+    weight_decay = [c.weight_decay for c in configs]
+    step = FusedCurveStep if net.backend == "fused" else AutogradCurveStep
+    return step(net, end_a, middle, end_b, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
-    def step(inputs, targets, coefficients, active):
-        points = curve_points(end_a, middle, end_b, coefficients)
-        ce, correct = objective.member_losses(net(inputs, points), targets)
+
+class AutogradCurveStep:
+    """``make_curve_step``'s step for any CohortNet: the penalised loss at the curve points (``curve_points``),
+    its gradient with respect to the middle points by autograd, and CohortSGD (no weight decay of its own)."""
+
+    def __init__(self, net: CohortNet, end_a: dict, middle: dict, end_b: dict, *, lr: list[float],
+                 momentum: list[float], weight_decay: list[float]):
+        self.net, self.end_a, self.middle, self.end_b = net, end_a, middle, end_b
+        self.params = [v.requires_grad_(True) for v in middle.values()]
+        device = self.params[0].device
+        self.sgd = CohortSGD(self.params, lr=lr, momentum=momentum, weight_decay=[0.0] * len(lr), device=device)
+        half_wd = [0.5 * wd for wd in weight_decay]
+        self.half_wd = half_wd[0] if len(set(half_wd)) == 1 else torch.tensor(half_wd, device=device)
+
+    def set_lr(self, lrs: list[float]) -> None:
+        self.sgd.set_lr(lrs)
+
+    def __call__(self, inputs, targets, coefficients, active=None):
+        points = curve_points(self.end_a, self.middle, self.end_b, coefficients)
+        ce, correct = objective.member_losses(self.net(inputs, points), targets)
         penalty = sum(w.pow(2).flatten(1).sum(1) for w in points.values())
-        loss = ce + half_wd * penalty
-        sgd.step(torch.autograd.grad(loss.sum(), params), active)
+        loss = ce + self.half_wd * penalty
+        self.sgd.step(torch.autograd.grad(loss.sum(), self.params), active)
         return ce.detach(), loss.detach(), correct
-
-    step.set_lr = sgd.set_lr
-    return step
 
 
 # ----------------------------------------------------------------------------------------------------------
